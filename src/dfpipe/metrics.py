@@ -1,12 +1,30 @@
 """Classification metrics: the one place every stage computes scores (training selection, evaluation).
 
 Owner: evaluate. Training imports :func:`macro_f1` for model selection on the val split.
+
+Conventions (all functions):
+
+- ``labels``: ``(N,)`` int class indices in ``[0, K)``; ``probs``: ``(N, K)`` float class
+  probabilities (rows sum to 1); predictions are ``probs.argmax(1)``.
+- Label 0 is *real*; every other class is a kind of forgery. The binary real-vs-fake task merges
+  all fake classes and scores an item with ``1 - p(real)`` (higher = more likely forged).
+- A metric that is undefined on the data (a class absent, a single class only) is ``NaN`` and a
+  sentence explaining why is appended to the ``notes`` list the caller passes in; it never raises.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Callable, Mapping, Sequence
+
 import numpy as np
-from sklearn.metrics import f1_score
+import pandas as pd
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_curve
+
+from .manifest import LABELS
+
+NAN = float("nan")
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
@@ -14,3 +32,382 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     return float(
         f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0)
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def class_names(num_classes: int) -> list[str]:
+    """``["real", "fake", "edited"]`` for the 3-class task; ``class<k>`` beyond the known labels."""
+    return [LABELS.get(k, f"class{k}") for k in range(num_classes)]
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix ``(K, K)`` int64: rows = true class, columns = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    _check_range(y_true, num_classes, "labels")
+    _check_range(y_pred, num_classes, "predictions")
+    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def f1_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class F1 ``(K,)`` from a confusion matrix; a class never true nor predicted gets 0
+    (scikit-learn's ``zero_division=0``, so macro-F1 matches :func:`macro_f1`)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    denom = cm.sum(0) + cm.sum(1)  # 2TP + FP + FN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(denom > 0, 2.0 * tp / np.where(denom > 0, denom, 1.0), 0.0)
+    return f1
+
+
+def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of ``score`` for binary ``y`` (1 = positive), Mann-Whitney form with tied ranks
+    averaged (equal to ``sklearn.metrics.roc_auc_score``). NaN when one class is absent."""
+    y = np.asarray(y).astype(bool)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return NAN
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def binary_ap(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision (area under the step PR curve, scikit-learn's definition); NaN when
+    there is no positive or no negative item."""
+    y = np.asarray(y).astype(bool)
+    if y.all() or not y.any():
+        return NAN
+    return float(average_precision_score(y, score))
+
+
+def eer(y: np.ndarray, score: np.ndarray) -> float:
+    """Equal error rate: the rate where false-positive rate = false-negative rate on the ROC curve,
+    linearly interpolated between the two ROC points that bracket the crossing. NaN when one class
+    is absent. Perfect separation gives 0, a constant score 0.5."""
+    y = np.asarray(y).astype(bool)
+    if y.all() or not y.any():
+        return NAN
+    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
+    fnr = 1.0 - tpr
+    diff = fnr - fpr  # starts at 1 (threshold +inf), ends at -1; decreasing
+    i = int(np.argmax(diff <= 0))
+    if diff[i] == 0 or i == 0:
+        return float(fpr[i])
+    t = diff[i - 1] / (diff[i - 1] - diff[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def real_vs_fake(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binary view: ``(y, score)`` with ``y = label != 0`` and ``score = 1 - p(real)``."""
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    return (labels != 0).astype(np.int64), 1.0 - probs[:, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Full metric set
+
+
+def classification_metrics(
+    labels: np.ndarray, probs: np.ndarray, notes: list[str] | None = None
+) -> dict:
+    """All headline metrics of one scored set.
+
+    Args:
+        labels: ``(N,)`` int true classes; probs: ``(N, K)`` probabilities.
+        notes: list that receives one sentence per undefined (NaN) metric.
+
+    Returns a JSON-ready dict: ``n``, ``acc``, ``macro_f1``, ``f1`` / ``auc`` / ``ap`` (per class
+    name; AUC and AP one-vs-rest), ``auc_real_vs_fake``, ``ap_real_vs_fake``, ``eer``,
+    ``confusion`` (K x K list, rows true), ``support`` (per class count).
+    """
+    labels, probs = _check_scores(labels, probs)
+    notes = notes if notes is not None else []
+    n, k = probs.shape
+    names = class_names(k)
+    pred = probs.argmax(1)
+    cm = confusion(labels, pred, k)
+    f1 = f1_from_confusion(cm)
+    out: dict = {
+        "n": int(n),
+        "acc": float(np.trace(cm) / n) if n else NAN,
+        "macro_f1": float(f1.mean()),
+        "f1": {names[c]: float(f1[c]) for c in range(k)},
+        "support": {names[c]: int(cm[c].sum()) for c in range(k)},
+        "confusion": cm.tolist(),
+        "auc": {},
+        "ap": {},
+    }
+    for c in range(k):
+        y = labels == c
+        if not y.any() or y.all():
+            why = "absent" if not y.any() else "the only class present"
+            notes.append(f"one-vs-rest AUC/AP of class '{names[c]}' undefined: {why}")
+            if not y.any():
+                notes.append(f"F1 of class '{names[c]}' is 0 by convention: class absent")
+        out["auc"][names[c]] = binary_auc(y, probs[:, c])
+        out["ap"][names[c]] = binary_ap(y, probs[:, c])
+    y_bin, score = real_vs_fake(labels, probs)
+    if y_bin.all() or not y_bin.any():
+        notes.append("real-vs-fake AUC/AP/EER undefined: only " + ("fake" if y_bin.any() else "real") + " items")
+    out["auc_real_vs_fake"] = binary_auc(y_bin, score)
+    out["ap_real_vs_fake"] = binary_ap(y_bin, score)
+    out["eer"] = eer(y_bin, score)
+    return out
+
+
+#: Scalar metrics the bootstrap resamples: name -> fn(labels, probs) -> float.
+BOOTSTRAP_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "acc": lambda y, p: float(np.mean(p.argmax(1) == y)),
+    "macro_f1": lambda y, p: float(f1_from_confusion(confusion(y, p.argmax(1), p.shape[1])).mean()),
+    "auc_real_vs_fake": lambda y, p: binary_auc(*real_vs_fake(y, p)),
+    "eer": lambda y, p: eer(*real_vs_fake(y, p)),
+}
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+    metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] = BOOTSTRAP_METRICS,
+    notes: list[str] | None = None,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap confidence intervals, resampling *groups* with replacement.
+
+    ``groups``: ``(N,)`` cluster key per item. Frames of one video are not independent draws, so
+    video frames share their video's key and a resample draws whole videos (cluster bootstrap);
+    a still image is its own group. Groups are sorted before drawing, so the result depends only
+    on the data and ``seed``, never on row order.
+
+    Returns ``{metric: [low, high]}``; NaN bounds when every resample is undefined. Resamples where
+    a metric is undefined (e.g. no real item drawn) are dropped for that metric, with a note.
+    """
+    labels, probs = _check_scores(labels, probs)
+    notes = notes if notes is not None else []
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    groups = np.asarray(groups).astype(str)
+    if groups.shape != labels.shape:
+        raise ValueError(f"groups shape {groups.shape} != labels shape {labels.shape}")
+    keys, inverse = np.unique(groups, return_inverse=True)  # sorted keys
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
+    members = [order[starts[g] : starts[g + 1]] for g in range(len(keys))]
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {m: [] for m in metrics}
+    for _ in range(n_boot):
+        draw = rng.integers(0, len(keys), size=len(keys))
+        idx = np.concatenate([members[g] for g in draw])
+        y, p = labels[idx], probs[idx]
+        for name, fn in metrics.items():
+            values[name].append(fn(y, p))
+    alpha = (1.0 - level) / 2.0
+    out = {}
+    for name, vals in values.items():
+        arr = np.asarray(vals, dtype=np.float64)
+        ok = arr[np.isfinite(arr)]
+        if ok.size < arr.size:
+            notes.append(f"bootstrap {name}: {arr.size - ok.size} of {arr.size} resamples undefined, dropped")
+        if ok.size == 0:
+            out[name] = [NAN, NAN]
+        else:
+            out[name] = [float(np.quantile(ok, alpha)), float(np.quantile(ok, 1.0 - alpha))]
+    return out
+
+
+def mask_scores(pred: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> dict:
+    """Segmentation quality of predicted manipulation masks.
+
+    Args:
+        pred: ``(M, H, W)`` float mask probabilities; target: ``(M, H, W)`` bool/0-1 true masks
+            (same size: resize the prediction first).
+    Returns ``{"n", "dice", "iou"}``: per-image Dice and IoU of ``pred >= threshold``, averaged
+    over images; an image where both masks are empty counts 1 (nothing to find, nothing found).
+    ``n == 0`` gives NaN scores.
+    """
+    pred = np.asarray(pred) >= threshold
+    target = np.asarray(target).astype(bool)
+    if pred.shape != target.shape:
+        raise ValueError(f"mask shapes differ: predicted {pred.shape}, target {target.shape}")
+    if len(pred) == 0:
+        return {"n": 0, "dice": NAN, "iou": NAN}
+    inter = (pred & target).sum((1, 2)).astype(np.float64)
+    sizes = pred.sum((1, 2)) + target.sum((1, 2)).astype(np.float64)
+    union = sizes - inter
+    empty = sizes == 0
+    dice = np.where(empty, 1.0, 2 * inter / np.where(empty, 1, sizes))
+    iou = np.where(empty, 1.0, inter / np.where(empty, 1, union))
+    return {"n": int(len(pred)), "dice": float(dice.mean()), "iou": float(iou.mean())}
+
+
+# --------------------------------------------------------------------------------------------
+# Grouping: videos and sources
+
+
+def video_key(method: str, video_id: str) -> str:
+    """Key of one video: ``"<method>/<video_id>"``. The method is part of the key because
+    FaceForensics++ reuses target_source names across methods (``000_003`` exists in Face2Face and
+    in FaceSwap: two different videos)."""
+    return f"{method}/{video_id}"
+
+
+def item_groups(frame: pd.DataFrame) -> np.ndarray:
+    """Bootstrap cluster key per row: the video key for video frames, ``"item/<id>"`` otherwise.
+    ``frame`` needs columns ``id, method, video_id``."""
+    vid = frame["video_id"].astype(str).to_numpy()
+    keys = [
+        video_key(m, v) if v else f"item/{i}"
+        for i, m, v in zip(frame["id"].astype(str), frame["method"].astype(str), vid)
+    ]
+    return np.asarray(keys, dtype=object)
+
+
+def video_level(
+    frame: pd.DataFrame, probs: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Video-level scores: the mean frame probability of each video.
+
+    Args:
+        frame: ``(N,)`` rows with ``method, video_id, label, source``; rows with ``video_id == ""``
+            (still images) are left out.
+        probs: ``(N, K)`` frame probabilities aligned with ``frame``.
+
+    Returns ``(videos, video_probs)``: one row per ``(method, video_id)`` sorted by key, with
+    columns ``key, source, method, video_id, label, n_frames``, and ``(V, K)`` mean probabilities.
+    A video whose frames disagree on the label is an error (the manifest is corrupt).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(frame) != len(probs):
+        raise ValueError(f"{len(frame)} rows but {len(probs)} probability rows")
+    is_video = frame["video_id"].astype(str).to_numpy() != ""
+    sub = frame.loc[is_video, ["source", "method", "video_id", "label"]].copy()
+    sub["key"] = [video_key(m, v) for m, v in zip(sub["method"].astype(str), sub["video_id"].astype(str))]
+    p = probs[is_video]
+    k = probs.shape[1]
+    if sub.empty:
+        empty = pd.DataFrame(columns=["key", "source", "method", "video_id", "label", "n_frames"])
+        return empty, np.zeros((0, k))
+    bad = sub.groupby("key")["label"].nunique()
+    bad = bad[bad > 1]
+    if len(bad):
+        raise ValueError(f"videos with frames of different labels: {sorted(bad.index)[:5]}")
+    keys, inverse = np.unique(sub["key"].to_numpy().astype(str), return_inverse=True)
+    sums = np.zeros((len(keys), k))
+    np.add.at(sums, inverse, p)
+    counts = np.bincount(inverse, minlength=len(keys))
+    first = sub.groupby("key", sort=True).first().loc[keys]
+    videos = pd.DataFrame(
+        {
+            "key": keys,
+            "source": first["source"].to_numpy(),
+            "method": first["method"].to_numpy(),
+            "video_id": first["video_id"].to_numpy(),
+            "label": first["label"].to_numpy().astype(np.int64),
+            "n_frames": counts.astype(np.int64),
+        }
+    )
+    return videos, sums / counts[:, None]
+
+
+def per_group_metrics(
+    frame: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, column: str
+) -> dict[str, dict]:
+    """Metrics per value of ``frame[column]`` (``source`` or ``method``), sorted by value.
+
+    Each group reports ``n``, ``acc`` (share classified as its own class), per-class ``support``,
+    and ``auc_vs_real`` / ``eer_vs_real``: real-vs-fake AUC/EER of this group's forged items
+    against *all* real items of the set (one generator or manipulation method at a time, the
+    usual per-method detection score). For a real group these are NaN with a note.
+    """
+    labels, probs = _check_scores(labels, probs)
+    values = frame[column].astype(str).to_numpy()
+    real = labels == 0
+    out: dict[str, dict] = {}
+    for value in sorted(set(values)):
+        sel = values == value
+        notes: list[str] = []
+        y, p = labels[sel], probs[sel]
+        entry = {
+            "n": int(sel.sum()),
+            "acc": float(np.mean(p.argmax(1) == y)),
+            "support": {
+                name: int((y == c).sum()) for c, name in enumerate(class_names(probs.shape[1]))
+            },
+        }
+        fakes = sel & ~real
+        if not fakes.any():
+            notes.append(f"{column} '{value}' has no forged item: auc_vs_real/eer_vs_real undefined")
+            entry["auc_vs_real"] = entry["eer_vs_real"] = NAN
+        else:
+            both = fakes | real
+            yb, sb = real_vs_fake(labels[both], probs[both])
+            if not real.any():
+                notes.append("no real item in the set: auc_vs_real/eer_vs_real undefined")
+            entry["auc_vs_real"] = binary_auc(yb, sb)
+            entry["eer_vs_real"] = eer(yb, sb)
+        entry["notes"] = notes
+        out[value] = entry
+    return out
+
+
+def curve_points(y: np.ndarray, score: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC ``(fpr, tpr, threshold)`` and PR ``(recall, precision, threshold)`` tables for plots.
+    Empty tables when one class is absent. The ROC's first threshold (+inf) is written as the
+    largest finite score + 1 so the CSV holds only finite numbers."""
+    y = np.asarray(y).astype(bool)
+    if y.all() or not y.any():
+        return (
+            pd.DataFrame(columns=["fpr", "tpr", "threshold"]),
+            pd.DataFrame(columns=["recall", "precision", "threshold"]),
+        )
+    fpr, tpr, thr = roc_curve(y, score)
+    thr = np.where(np.isfinite(thr), thr, np.max(score) + 1.0)
+    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr})
+    prec, rec, pthr = precision_recall_curve(y, score)
+    # precision_recall_curve has one more (precision, recall) point than thresholds: the
+    # (recall 0, precision 1) end point; give it the top threshold.
+    pthr = np.append(pthr, np.max(score) + 1.0)
+    pr = pd.DataFrame({"recall": rec, "precision": prec, "threshold": pthr})
+    return roc, pr
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _check_range(values: np.ndarray, k: int, what: str) -> None:
+    if values.size and (values.min() < 0 or values.max() >= k):
+        raise ValueError(f"{what} outside [0, {k}): min {values.min()}, max {values.max()}")
+
+
+def _check_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or labels.ndim != 1 or len(labels) != len(probs):
+        raise ValueError(f"expected labels (N,) and probs (N, K); got {labels.shape} and {probs.shape}")
+    if len(labels) == 0:
+        raise ValueError("no items to score")
+    if not np.isfinite(probs).all():
+        raise ValueError("probabilities contain NaN or inf")
+    _check_range(labels, probs.shape[1], "labels")
+    return labels, probs
+
+
+def nan_to_none(obj):
+    """JSON has no NaN: undefined metrics are written as ``null``. Recurses into dicts/lists."""
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and math.isnan(obj):
+        return None
+    return obj

@@ -1,0 +1,106 @@
+"""Training-loop throughput (img/s) per model, and the data path alone (can it keep a GPU busy?).
+
+    python benchmarks/bench_train.py --device cpu --size 64 --batch 32 --steps 5
+    python benchmarks/bench_train.py --device cuda --size 224 --batch 128 --amp bf16 --workers 8
+
+Generates a synthetic variant split (random uint8 crops in the shard + manifest format) in a
+temporary folder, then times (1) the loader alone (uint8 batches copied to the device and converted
+to float), and (2) full training steps (forward, loss, backward, optimiser) of each model through
+``dfpipe.engine.train_one_epoch``. Prints one line per measurement. The first ``--warmup`` steps are
+not timed (allocator, cuDNN autotuning, lazy init).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dfpipe.data import VariantDataset, make_loader
+from dfpipe.engine import to_device, train_one_epoch
+from dfpipe.losses import LossConfig, build_loss
+from dfpipe.manifest import VARIANT_SCHEMA, write_variant
+from dfpipe.models import ModelConfig, build_model
+from dfpipe.shards import ShardWriter
+
+MODELS = {
+    "resnet18": dict(name="resnet18"),
+    "f3net_mix": dict(name="f3net", f3net_mode="mix", reduced=True),
+    "f3net_mix_seg": dict(name="f3net", f3net_mode="mix", reduced=True, seg_head=True),
+}
+
+
+def synthetic_split(root: Path, n: int, size: int, seed: int = 0) -> Path:
+    """A train split of ``n`` random crops with masks, in the variant stage's format."""
+    rng = np.random.default_rng(seed)
+    split = root / "train"
+    rows = []
+    with ShardWriter(split, "images", 1024) as images, ShardWriter(split, "masks", 1024) as masks:
+        for i in range(n):
+            shard, offset = images.add(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            mshard, _ = masks.add((rng.random((size, size)) > 0.5).astype(np.uint8) * 255)
+            label = i % 3
+            rows.append({c: None for c in VARIANT_SCHEMA.names} | dict(
+                id=f"bench/{i:06d}", source="bench", label=label, method="bench", video_id="",
+                group_keys=[f"bench:{i}"], path="", frame_index=-1, n_frames=-1, box_x=0, box_y=0,
+                box_w=size, box_h=size, det_score=0.0, content_hash="", has_mask=label == 2,
+                shard=shard, offset=offset, mask_shard=mshard if label == 2 else "", split="train",
+                split_group=f"bench:{i}"))
+    write_variant(pd.DataFrame(rows), split / "manifest.parquet")
+    return root
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", type=int, default=64, help="stored crop size = model image_size")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=5, help="timed training steps per model")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    n = args.batch * (args.steps + args.warmup)
+    print(f"device={device} size={args.size} batch={args.batch} amp={args.amp} workers={args.workers} "
+          f"threads={torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synthetic_split(Path(tmp), n, args.size)
+        for with_masks in (False, True):
+            ds = VariantDataset(root, "train", with_masks=with_masks)
+            loader = make_loader(ds, args.batch, True, args.workers, seed=0)
+            t0, count = time.perf_counter(), 0
+            for batch in loader:
+                count += to_device(batch, device, args.channels_last)["image"].shape[0]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            print(f"data path{' +masks' if with_masks else ''}: {count / (time.perf_counter() - t0):.0f} img/s")
+        for key in args.models:
+            seg = MODELS[key].get("seg_head", False)
+            cfg = ModelConfig(image_size=args.size, mask_size=args.size, **MODELS[key])
+            torch.manual_seed(0)
+            model = build_model(cfg).to(device)
+            if args.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+            loss_fn = build_loss(LossConfig(w_bce=1.0 if seg else 0.0, w_dice=1.0 if seg else 0.0), 3).to(device)
+            scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+            loader = make_loader(VariantDataset(root, "train", with_masks=seg), args.batch, True, args.workers, seed=0)
+            common = dict(channels_last=args.channels_last, progress=False)
+            train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp, max_steps=args.warmup, **common)
+            out = train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp, epoch=1,
+                                  max_steps=args.steps, **common)
+            n_par = sum(p.numel() for p in model.parameters()) / 1e6
+            print(f"train {key} ({n_par:.1f} M params): {out['img_per_s']:.1f} img/s "
+                  f"({out['steps']} steps, data wait {100 * out['data_wait']:.0f}%)")
+
+
+if __name__ == "__main__":
+    main()

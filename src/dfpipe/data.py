@@ -1,0 +1,210 @@
+"""Training data: a map-style dataset over a variant split's memory-mapped shards, and its loader.
+
+The loader moves ``uint8`` bytes, not floats: conversion to ``float / 255``, the random horizontal
+flip and (for spectrum models) the DCT/DFT all happen on the device (``dfpipe.engine``), so a
+``DataLoader`` worker only copies crops out of the page cache.
+
+Randomness lives in one place, :class:`EpochSampler`: the order of epoch ``e`` is a pure function of
+``(seed, e, rank, world_size)``. It does not depend on the number of workers, on how many epochs ran
+in this process (resume) or on any global RNG, which is what makes "1 epoch + resume 1 epoch" equal
+"2 epochs".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .manifest import VARIANT_SCHEMA, read_table
+from .shards import ShardReader
+
+SPLITS = ("train", "val", "eval")
+
+
+def binary_labels(labels: np.ndarray) -> np.ndarray:
+    """3-class labels (0 real, 1 fake, 2 edited) -> binary (0 real, 1 manipulated)."""
+    return (np.asarray(labels) > 0).astype(np.int64)
+
+
+class VariantDataset(Dataset):
+    """Items of ``<variant_dir>/<split>/manifest.parquet`` (VARIANT_SCHEMA), in manifest (id) order.
+
+    ``ds[i]`` is a dict:
+
+    - ``image``: ``uint8`` tensor ``(3, S, S)`` RGB (channels first; still bytes),
+    - ``label``: ``int64`` scalar tensor; 3-class, or 0/1 when ``num_classes == 2`` (1, 2 -> 1),
+    - ``index``: ``int64`` scalar, the row number (``ds.ids[index]`` is the item's id),
+    - with ``with_masks``: ``mask`` ``uint8`` ``(S, S)`` in {0, 1} (real: all 0, generated: all 1,
+      edited: its manipulation mask) and ``mask_weight`` ``float32`` scalar, 0 for an edited item
+      without a mask (it then contributes nothing to the segmentation loss), else 1.
+
+    Raises ``ValueError`` naming the manifest for unknown labels, a wrong ``split`` column or a
+    mask flag without a mask shard; missing files raise ``FileNotFoundError`` naming the path.
+    """
+
+    def __init__(self, variant_dir: str | Path, split: str, num_classes: int = 3,
+                 with_masks: bool = False):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if num_classes not in (2, 3):
+            raise ValueError(f"num_classes must be 2 or 3, got {num_classes}")
+        self.root = Path(variant_dir) / split
+        self.manifest_path = self.root / "manifest.parquet"
+        df = read_table(self.manifest_path, VARIANT_SCHEMA)
+        if len(df) == 0:
+            raise ValueError(f"{self.manifest_path}: no items in split {split!r}")
+        bad_split = sorted(set(df["split"]) - {split})
+        if bad_split:
+            raise ValueError(f"{self.manifest_path}: rows with split {bad_split} in the {split!r} manifest")
+        labels = df["label"].to_numpy(np.int64)
+        bad = sorted(set(labels.tolist()) - {0, 1, 2})
+        if bad:
+            raise ValueError(f"{self.manifest_path}: unknown labels {bad} (expected 0 real, 1 fake, 2 edited)")
+        has_mask = df["has_mask"].to_numpy(bool)
+        no_shard = has_mask & (df["mask_shard"].to_numpy(object) == "")
+        if no_shard.any():
+            raise ValueError(f"{self.manifest_path}: {int(no_shard.sum())} rows have has_mask but no "
+                             f"mask_shard (first: {df['id'].iloc[int(np.flatnonzero(no_shard)[0])]})")
+        self.split = split
+        self.num_classes = num_classes
+        self.with_masks = with_masks
+        self.ids = df["id"].to_numpy(object)
+        self.labels3 = labels
+        self.labels = labels if num_classes == 3 else binary_labels(labels)
+        self.methods = df["method"].to_numpy(object)
+        self.has_mask = has_mask
+        self._shard = df["shard"].to_numpy(object)
+        self._offset = df["offset"].to_numpy(np.int64)
+        self._mask_shard = df["mask_shard"].to_numpy(object)
+        self._reader: ShardReader | None = None  # opened lazily: once per worker process
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def reader(self) -> ShardReader:
+        if self._reader is None:
+            self._reader = ShardReader(self.root)
+        return self._reader
+
+    def class_counts(self) -> np.ndarray:
+        """Items per (possibly binary) class, shape ``(num_classes,)``."""
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = self.reader.get(self._shard[i], self._offset[i])
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"{self.root / self._shard[i]}[{self._offset[i]}]: expected uint8 (S,S,3), "
+                             f"got {image.dtype} {image.shape}")
+        item = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "label": torch.tensor(self.labels[i], dtype=torch.int64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
+        if self.with_masks:
+            mask, weight = self._mask_target(i, image.shape[:2])
+            item["mask"] = torch.from_numpy(mask)
+            item["mask_weight"] = torch.tensor(weight, dtype=torch.float32)
+        return item
+
+    def _mask_target(self, i: int, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+        label = self.labels3[i]
+        if label == 0:  # real: nothing manipulated
+            return np.zeros(size, np.uint8), 1.0
+        if label == 1:  # generated from nothing: every pixel is synthetic
+            return np.ones(size, np.uint8), 1.0
+        if not self.has_mask[i]:  # edited without a mask: unknown target, excluded by weight 0
+            return np.zeros(size, np.uint8), 0.0
+        mask = self.reader.get(self._mask_shard[i], self._offset[i])
+        if mask.shape != size:
+            raise ValueError(f"{self.root / self._mask_shard[i]}[{self._offset[i]}]: mask shape "
+                             f"{mask.shape} differs from image {size}")
+        return (mask > 127).astype(np.uint8), 1.0
+
+
+class EpochSampler(Sampler[int]):
+    """Seeded index order for one epoch; shards it across DDP ranks.
+
+    - ``shuffle=False``: ``0..n-1`` (evaluation).
+    - ``shuffle=True``: a permutation; with ``weights`` (class balancing) ``n`` draws with
+      replacement proportional to ``weights`` (what ``WeightedRandomSampler`` does).
+    - ``world_size > 1``: the epoch's list is padded by wrap-around to a multiple of
+      ``world_size`` and rank ``r`` takes ``list[r::world_size]`` (``DistributedSampler``'s
+      scheme, which has no weighted mode; that is why this one class does both).
+
+    The generator is re-seeded from ``(seed, epoch)`` on each ``__iter__``; call
+    :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, weights: np.ndarray | None = None,
+                 rank: int = 0, world_size: int = 1):
+        if weights is not None and len(weights) != n:
+            raise ValueError(f"weights has {len(weights)} entries for {n} items")
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        if self.world_size > 1:
+            total = len(self) * self.world_size
+            order = torch.cat([order, order[: total - self.n]])[self.rank: total: self.world_size]
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world_size)
+
+
+def _mix_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """Independent 63-bit seed for ``(seed, epoch, stream)``; SeedSequence avoids seed+epoch overlaps."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def balance_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-item sampling weight ``1 / count(class)``: every class is drawn equally often."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return 1.0 / counts[labels]
+
+
+def make_loader(dataset: VariantDataset, batch_size: int, train: bool, num_workers: int, seed: int,
+                balance: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """DataLoader of uint8 batches: ``image (B,3,S,S)``, ``label (B,)``, ``index (B,)`` [, masks].
+
+    ``train``: seeded shuffle (class-balanced with ``balance``) and ``drop_last`` (a last batch of
+    one item breaks BatchNorm), else the manifest order. Memory is pinned and workers persist
+    across epochs when ``num_workers > 0``. The random flip is not here: it is applied on the
+    device (:func:`dfpipe.engine.random_hflip`). Call ``loader.sampler.set_epoch(e)`` per epoch.
+    """
+    if balance and not train:
+        raise ValueError("balance applies to the training loader only")
+    weights = balance_weights(dataset.labels, dataset.num_classes) if balance else None
+    sampler = EpochSampler(len(dataset), seed, shuffle=train, weights=weights, rank=rank,
+                           world_size=world_size)
+    drop_last = train and len(sampler) > batch_size
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+        # No randomness happens inside workers; the generator only fixes the workers' base seed.
+        generator=torch.Generator().manual_seed(seed),
+    )

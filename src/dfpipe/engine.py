@@ -1,0 +1,198 @@
+"""One training epoch, evaluation and prediction (torchvision classification-reference style).
+
+Batches arrive as ``uint8``; :func:`to_device` copies them (``non_blocking``, from pinned memory)
+and converts images to ``float`` in [0, 1] on the device, in ``channels_last`` when asked. Mixed
+precision is ``bf16`` autocast (no loss scaling needed), or ``fp16`` with a ``GradScaler`` on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from typing import Callable, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data import _mix_seed
+from .metrics import macro_f1
+
+Amp = Literal["off", "bf16", "fp16"]
+
+
+def autocast(device: torch.device, amp: Amp):
+    """Autocast context for ``amp`` on ``device`` (``fp16`` only on CUDA)."""
+    if amp == "off":
+        return nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp fp16 needs CUDA; use bf16 or off on CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
+              ) -> dict[str, torch.Tensor]:
+    """Copy a uint8 batch to ``device``; ``image`` becomes float ``(B,3,S,S)`` in [0, 1]."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    image = out["image"].float().div_(255.0)
+    out["image"] = image.contiguous(memory_format=torch.channels_last) if channels_last else image
+    return out
+
+
+def random_hflip(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Flip each item (image and mask) left-right with p = 0.5; coin flips from a CPU generator.
+
+    Drawing on the CPU keeps the flips identical on every device and independent of the loader.
+    """
+    image = batch["image"]
+    flip = (torch.rand(image.shape[0], generator=generator) < 0.5).to(image.device)
+    out = dict(batch)
+    out["image"] = torch.where(flip[:, None, None, None], image.flip(-1), image)
+    if "mask" in batch:
+        out["mask"] = torch.where(flip[:, None, None], batch["mask"].flip(-1), batch["mask"])
+    return out
+
+
+class Meter:
+    """Throughput: images per second of wall time, and the fraction spent waiting for data."""
+
+    def __init__(self):
+        self.images = 0
+        self.wait = 0.0
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def img_per_s(self) -> float:
+        return self.images / max(self.elapsed, 1e-9)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp: Amp = "off",
+    *,
+    epoch: int = 0,
+    seed: int = 0,
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+    max_steps: int = 0,
+    flip: bool = True,
+    channels_last: bool = False,
+    grad_clip: float = 0.0,
+    log_every: int = 0,
+    log_fn: Optional[Callable[[str], None]] = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train for one epoch (or ``max_steps`` batches when > 0); the scheduler steps per batch.
+
+    Returns ``loss`` (mean total loss), ``loss_<part>`` per active term, ``acc`` (train accuracy
+    on the augmented batches), ``img_per_s``, ``data_wait`` (fraction of time waiting for the
+    loader), ``steps`` and ``images``. A non-finite loss raises ``FloatingPointError``.
+    """
+    model.train()
+    flip_gen = torch.Generator().manual_seed(_mix_seed(seed, epoch, stream=1))
+    n_batches = len(loader) if max_steps <= 0 else min(max_steps, len(loader))
+    sums: dict[str, float] = {}
+    correct = steps = 0
+    meter = Meter()
+    bar = tqdm(total=n_batches, desc=f"train {epoch}", disable=not progress, leave=False)
+    t_wait = time.perf_counter()
+    for batch in loader:
+        if steps >= n_batches:
+            break
+        batch = to_device(batch, device, channels_last)
+        meter.wait += time.perf_counter() - t_wait
+        if flip:
+            batch = random_hflip(batch, flip_gen)
+        with autocast(device, amp):
+            outputs = model(batch["image"])
+        loss, parts = loss_fn(outputs, batch)  # losses in float32, outside autocast
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {steps}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        b = batch["label"].shape[0]
+        sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
+        for k, v in parts.items():
+            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v.item() * b
+        correct += int((outputs["logits"].argmax(1) == batch["label"]).sum())
+        meter.images += b
+        steps += 1
+        bar.update(1)
+        if log_fn is not None and log_every > 0 and steps % log_every == 0:
+            log_fn(f"epoch {epoch} step {steps}/{n_batches} loss {loss.item():.4f} "
+                   f"lr {optimizer.param_groups[0]['lr']:.3g} {meter.img_per_s:.1f} img/s")
+        t_wait = time.perf_counter()
+    bar.close()
+    _sync(device)
+    if steps == 0:
+        raise ValueError("the training loader produced no batch (fewer items than batch_size?)")
+    out = {k: v / meter.images for k, v in sums.items()}
+    out.update(acc=correct / meter.images, img_per_s=meter.img_per_s,
+               data_wait=meter.wait / max(meter.elapsed, 1e-9), steps=steps, images=meter.images)
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: Amp = "off",
+            channels_last: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
+    """Class probabilities for every item the loader yields (in loader order).
+
+    Returns ``index (N,) int64`` (dataset rows), ``ids (N,) object`` (manifest ids), ``labels (N,)
+    int64``, ``probs (N,K) float32`` (softmax) and, for models with a mask head, ``mask_probs``
+    ``(N,h,w) float16`` (sigmoid; float16 to bound memory).
+    """
+    model.eval()
+    index, labels, probs, masks = [], [], [], []
+    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        batch = to_device(batch, device, channels_last)
+        with autocast(device, amp):
+            outputs = model(batch["image"])
+        probs.append(torch.softmax(outputs["logits"].float(), 1).cpu())
+        labels.append(batch["label"].cpu())
+        index.append(batch["index"].cpu())
+        if "mask" in outputs:
+            masks.append(torch.sigmoid(outputs["mask"].float())[:, 0].half().cpu())
+    index_np = torch.cat(index).numpy()
+    out = {
+        "index": index_np,
+        "ids": np.asarray(loader.dataset.ids)[index_np],
+        "labels": torch.cat(labels).numpy(),
+        "probs": torch.cat(probs).numpy().astype(np.float32),
+    }
+    if masks:
+        out["mask_probs"] = torch.cat(masks).numpy()
+    return out
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Amp = "off",
+             channels_last: bool = False, progress: bool = True) -> dict[str, float]:
+    """``macro_f1``, ``acc`` and mean ``nll`` (cross-entropy of the predicted probabilities)."""
+    pred = predict(model, loader, device, amp, channels_last, progress)
+    y, p = pred["labels"], pred["probs"]
+    k = p.shape[1]
+    nll = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+    return {"macro_f1": macro_f1(y, p.argmax(1), k), "acc": float(np.mean(p.argmax(1) == y)),
+            "nll": nll if math.isfinite(nll) else float("nan")}

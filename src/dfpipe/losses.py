@@ -1,0 +1,105 @@
+"""The training loss: cross-entropy + optional segmentation BCE + Dice (the notes' exp 5).
+
+``loss = w_cls * CE(logits, label) + w_bce * BCE(mask logits, mask) + w_dice * Dice(mask logits, mask)``
+
+A zero weight is the ablation ("assign zero weight to each auxiliary loss", seed 000) and skips
+the term entirely (it is neither computed nor logged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights (``runs.<run>.loss`` in params.yaml).
+
+    ``class_weights``: per-class CE weights, one per class, or ``None`` (unweighted).
+    ``dice_eps``: smoothing of the soft Dice (Milletari et al., V-Net, 2016), 1.0 = "add-one".
+    """
+
+    w_cls: float = 1.0
+    w_bce: float = 0.0
+    w_dice: float = 0.0
+    class_weights: Optional[tuple[float, ...]] = None
+    label_smoothing: float = 0.0
+    dice_eps: float = 1.0
+
+    def validate(self) -> None:
+        for name in ("w_cls", "w_bce", "w_dice"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.w_cls == self.w_bce == self.w_dice == 0:
+            raise ValueError("all loss weights are zero")
+        if self.class_weights is not None and any(w <= 0 for w in self.class_weights):
+            raise ValueError(f"class_weights must be > 0, got {self.class_weights}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.dice_eps <= 0:
+            raise ValueError(f"dice_eps must be > 0, got {self.dice_eps}")
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.w_bce > 0 or self.w_dice > 0
+
+
+class DetectionLoss(nn.Module):
+    """``forward(outputs, batch) -> (total, parts)``.
+
+    ``outputs``: the model's dict, ``logits (B,K)`` and, when a mask term is on, ``mask (B,1,h,w)``
+    logits. ``batch``: ``label (B,)`` int64 and, when a mask term is on, ``mask (B,S,S)`` in {0,1}
+    and ``mask_weight (B,)`` (0 excludes an item: an edited frame without a mask). The target mask
+    is resized to ``(h, w)`` (nearest). Mask terms are per-item means weighted by ``mask_weight``.
+    ``parts`` holds the detached value of each active term (``cls``, ``bce``, ``dice``).
+    """
+
+    def __init__(self, cfg: LossConfig, num_classes: int):
+        super().__init__()
+        if cfg.class_weights is not None and len(cfg.class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(cfg.class_weights)} entries for {num_classes} classes")
+        self.cfg = cfg
+        weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
+        self.register_buffer("class_weight", weight, persistent=False)
+
+    def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        parts: dict[str, torch.Tensor] = {}
+        total = outputs["logits"].new_zeros((), dtype=torch.float32)
+        if cfg.w_cls > 0:
+            parts["cls"] = F.cross_entropy(outputs["logits"].float(), batch["label"],
+                                           weight=self.class_weight, label_smoothing=cfg.label_smoothing)
+            total = total + cfg.w_cls * parts["cls"]
+        if cfg.uses_masks:
+            if "mask" not in outputs:
+                raise ValueError("w_bce/w_dice > 0 but the model has no mask output (set model.seg_head)")
+            if "mask" not in batch:
+                raise ValueError("w_bce/w_dice > 0 but the batch has no target masks")
+            logits = outputs["mask"].float()[:, 0]                                # (B,h,w)
+            target = F.interpolate(batch["mask"][:, None].float(), size=logits.shape[-2:],
+                                   mode="nearest")[:, 0]                           # (B,h,w)
+            weight = batch["mask_weight"].float()                                  # (B,)
+            norm = weight.sum().clamp_min(1.0)
+            if cfg.w_bce > 0:
+                per_item = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2))
+                parts["bce"] = (per_item * weight).sum() / norm
+                total = total + cfg.w_bce * parts["bce"]
+            if cfg.w_dice > 0:
+                prob = torch.sigmoid(logits)
+                inter = (prob * target).sum((1, 2))
+                denom = prob.sum((1, 2)) + target.sum((1, 2))
+                per_item = 1 - (2 * inter + cfg.dice_eps) / (denom + cfg.dice_eps)
+                parts["dice"] = (per_item * weight).sum() / norm
+                total = total + cfg.w_dice * parts["dice"]
+        return total, {k: v.detach() for k, v in parts.items()}
+
+
+def build_loss(cfg: LossConfig, num_classes: int) -> DetectionLoss:
+    """The one loss builder used by training (and by nothing else: evaluation scores predictions)."""
+    return DetectionLoss(cfg, num_classes)

@@ -1,0 +1,65 @@
+"""NPR detector: Tan et al., "Rethinking the Up-Sampling Operations in CNN-based Generative Network
+for Generalizable Deepfake Detection", CVPR 2024 (github.com/chuangchuangtan/NPR-DeepfakeDetection).
+
+The input is the Neighbouring Pixel Relationships residual ``x - up(down(x))`` (nearest 2x down by
+keeping every second pixel, nearest 2x up by repeating it), i.e. what local up-sampling leaves. The
+classifier is the authors' truncated ResNet-50: a 3x3 stride-2 stem, max-pool, ``layer1`` and
+``layer2`` made of torchvision **Bottleneck** blocks ([3, 4] blocks, 512 output channels), global
+average pool, fc. layer3/layer4 are absent, as in the authors' code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .common import IMAGENET_MEAN, IMAGENET_STD, make_input
+from .registry import ModelConfig, register_model
+
+# The authors feed ``NPR * 2/3`` into conv1 (networks/resnet.py, ResNet.forward).
+NPR_SCALE = 2.0 / 3.0
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) with even H, W -> same shape: ``x - nearest_up2(x[..., ::2, ::2])``.
+
+    Equal to the authors' ``x - interpolate(interpolate(x, 0.5, nearest), 2, nearest)``: nearest
+    down-sampling by 0.5 picks pixel ``2i``, which is exactly ``x[..., ::2, ::2]``.
+    """
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError(f"NPR needs even height and width, got {tuple(x.shape[-2:])}")
+    return x - F.interpolate(x[..., ::2, ::2], scale_factor=2, mode="nearest")
+
+
+class NPRDetector(nn.Module):
+    """(B, 3, H, W) in [0, 1] -> ImageNet-normalised, resized -> NPR -> truncated ResNet-50 -> logits."""
+
+    def __init__(self, cfg: ModelConfig, spectrum_stats=None):
+        super().__init__()
+        self.input, _ = make_input(cfg, spectrum_stats, IMAGENET_MEAN, IMAGENET_STD)
+        net = torchvision.models.resnet50(weights=None)
+        # Authors' stem: 3x3 stride 2 (the residual is a pixel-level signal a 7x7 stem would blur).
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.backbone = nn.Module()
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2"):
+            setattr(self.backbone, name, getattr(net, name))
+        self.fc = nn.Linear(128 * torchvision.models.resnet.Bottleneck.expansion, cfg.num_classes)
+
+    def pretrained_targets(self) -> dict[str, nn.Module]:
+        """torchvision ResNet-50 ImageNet weights fit layer1/layer2 (conv1 differs: skipped, reported)."""
+        return {"backbone": self.backbone}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b = self.backbone
+        h = npr_residual(self.input(x)) * NPR_SCALE
+        h = b.maxpool(b.relu(b.bn1(b.conv1(h))))
+        h = b.layer2(b.layer1(h))
+        return {"logits": self.fc(h.mean(dim=(2, 3)))}
+
+
+@register_model("npr")
+def build_npr(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
+    return NPRDetector(cfg, spectrum_stats)

@@ -1,0 +1,101 @@
+"""Model configuration and registry: ``ModelConfig`` -> ``nn.Module`` through :func:`build_model`.
+
+The training stage nests :class:`ModelConfig` in its run config (``params.yaml`` ``runs.<run>.model``)
+and calls :func:`build_model`; the evaluation stage rebuilds the same module from the ``config``
+stored in the checkpoint. Every registered model follows one forward contract::
+
+    forward(x: (B, 3, H, W) float in [0, 1]) -> {"logits": (B, num_classes),
+                                                 "mask": (B, 1, mask_size, mask_size)  # seg_head only
+                                                }
+
+Any square H = W is accepted: the model resizes to ``image_size`` on the device and applies its own
+input transform, so checkpoints are self-contained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import numpy as np
+from torch import nn
+
+SpectrumStats = tuple[np.ndarray, np.ndarray]
+ModelFactory = Callable[["ModelConfig", Optional[SpectrumStats]], nn.Module]
+
+MODEL_REGISTRY: dict[str, ModelFactory] = {}
+
+# Input kinds each architecture accepts: the spectral inputs are the notes' ResNet-18 / Xception
+# "DCT of raw images" experiments; F3Net and NPR compute their own frequency / residual input.
+_SPECTRAL_OK = ("resnet18", "xception")
+_REDUCIBLE = ("xception", "f3net")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which detector to build (see the package docstring for each name)."""
+
+    name: Literal["resnet18", "xception", "f3net", "npr"]
+    input: Literal["raw", "dct", "dft"] = "raw"
+    num_classes: int = 3
+    image_size: int = 224
+    f3net_mode: Literal["fad", "lfs", "both", "mix"] = "mix"
+    reduced: bool = False
+    seg_head: bool = False
+    mask_size: int = 224
+    weights: Optional[Path] = None
+
+    def validate(self) -> None:
+        if self.name not in MODEL_REGISTRY:
+            raise ValueError(f"unknown model name {self.name!r}; registered: {sorted(MODEL_REGISTRY)}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (3: real/fake/edited, 2: binary), got {self.num_classes}")
+        # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
+        if not 32 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
+        if self.name == "npr" and self.image_size % 2:
+            raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {self.image_size}")
+        if self.input != "raw" and self.name not in _SPECTRAL_OK:
+            raise ValueError(f"input {self.input!r} is only for {list(_SPECTRAL_OK)}; {self.name} builds its own input")
+        if self.reduced and self.name not in _REDUCIBLE:
+            raise ValueError(f"reduced (drop Xception blocks 4-7) applies to {list(_REDUCIBLE)}, not {self.name}")
+        if self.seg_head and not (self.name == "f3net" and self.f3net_mode == "mix"):
+            raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
+        if not 8 <= self.mask_size <= 1024:
+            raise ValueError(f"mask_size must be in [8, 1024], got {self.mask_size}")
+        if self.weights is not None and self.weights.suffix not in (".pt", ".pth"):
+            raise ValueError(f"weights must be a .pt/.pth state_dict file, got {self.weights}")
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: ``@register_model("resnet18") def build(cfg, spectrum_stats) -> nn.Module``."""
+
+    def deco(factory: ModelFactory) -> ModelFactory:
+        if name in MODEL_REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        MODEL_REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -> nn.Module:
+    """Build the detector described by ``cfg`` (random init, or ``cfg.weights`` loaded on top).
+
+    ``spectrum_stats`` = (mean, std) float arrays of shape (C, H, W) from
+    ``data/spectra/<variant>/stats.npz``; required exactly when ``cfg.input`` is "dct" or "dft"
+    (they become buffers of the model, so checkpoints carry them). Passing them for a raw-input model
+    is an error rather than being ignored, so a misconfigured run cannot look like a spectral one.
+    """
+    cfg.validate()
+    if cfg.input == "raw" and spectrum_stats is not None:
+        raise ValueError(f"{cfg.name}: spectrum_stats given but input is 'raw'")
+    if cfg.input != "raw" and spectrum_stats is None:
+        raise ValueError(f"{cfg.name}: input {cfg.input!r} needs spectrum_stats (data/spectra/<variant>/stats.npz)")
+    model = MODEL_REGISTRY[cfg.name](cfg, spectrum_stats)
+    if cfg.weights is not None:
+        from .common import load_weights
+
+        load_weights(model, cfg.weights)
+    return model

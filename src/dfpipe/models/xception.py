@@ -1,0 +1,96 @@
+"""Xception (Chollet, CVPR 2017) as staged backbone for the baseline and both F3Net streams.
+
+The network is timm's ``legacy_xception`` (the original architecture, Cadene/Keras port): stem
+conv1-conv2, entry flow block1-block3, middle flow block4-block11, exit flow block12 + conv3/conv4.
+:class:`XceptionBackbone` keeps timm's module names (so timm/Cadene ImageNet weights load by key)
+and splits the forward pass at the points where F3Net's MixBlocks sit.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models.xception import Xception
+from torch import nn
+
+from .common import INCEPTION_MEAN, INCEPTION_STD, ClassifierHead, make_input
+from .registry import ModelConfig, register_model
+
+# The notes (seed 002, F3Net runs): "removed the four blocks 4, 5, 6, 7" of the middle flow.
+REDUCED_BLOCKS = (4, 5, 6, 7)
+MIDDLE_BLOCKS = tuple(range(4, 12))
+FEATURES = 2048  # Xception exit-flow width (conv4)
+MID_CHANNELS = 728  # entry/middle-flow width
+EXIT_CHANNELS = 1024  # block12 output width
+
+
+class XceptionBackbone(Xception):
+    """Feature extractor: (B, in_chans, S, S) -> (B, 2048, ~S/32, ~S/32) (after act4 ReLU).
+
+    ``stem_stride``: stride of conv1 (2 in Xception; 1 for F3Net's LFS stream, whose input map is
+    already half resolution). ``reduced``: delete middle-flow blocks 4-7 (the notes' shortened net).
+    Stages: :meth:`to_mid` (stem .. block7, 728 ch), :meth:`mid_to_exit` (block8 .. block12,
+    1024 ch), :meth:`tail` (conv3/conv4, 2048 ch).
+    """
+
+    def __init__(self, in_chans: int = 3, stem_stride: int = 2, reduced: bool = False):
+        super().__init__(num_classes=0, in_chans=in_chans)  # num_classes=0: no timm classifier
+        if stem_stride != 2:
+            self.conv1 = nn.Conv2d(in_chans, 32, 3, stem_stride, 0, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm
+        self.reduced = reduced
+        if reduced:
+            for i in REDUCED_BLOCKS:
+                delattr(self, f"block{i}")
+        kept = [i for i in MIDDLE_BLOCKS if not (reduced and i in REDUCED_BLOCKS)]
+        self.blocks_to_mid = tuple(f"block{i}" for i in (1, 2, 3, *[k for k in kept if k <= 7]))
+        self.blocks_to_exit = tuple(f"block{i}" for i in (*[k for k in kept if k > 7], 12))
+
+    def to_mid(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem + entry flow + middle blocks up to 7: (B, C_in, S, S) -> (B, 728, ~S/16, ~S/16)."""
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        for name in self.blocks_to_mid:
+            x = getattr(self, name)(x)
+        return x
+
+    def mid_to_exit(self, x: torch.Tensor) -> torch.Tensor:
+        """Middle blocks 8-11 + exit block12: (B, 728, h, w) -> (B, 1024, ~h/2, ~w/2)."""
+        for name in self.blocks_to_exit:
+            x = getattr(self, name)(x)
+        return x
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Exit-flow separable convs: (B, 1024, h, w) -> (B, 2048, h, w), ReLU-activated."""
+        x = self.act3(self.bn3(self.conv3(x)))
+        return self.act4(self.bn4(self.conv4(x)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.mid_to_exit(self.to_mid(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class XceptionDetector(nn.Module):
+    """Xception baseline (F3Net's "Baseline" row, 299 px in the paper): input -> backbone -> pool -> fc.
+
+    Raw input is normalised with mean = std = 0.5 (the Xception/Inception convention of its ImageNet
+    weights); dct/dft input uses the spectra stage's statistics.
+    """
+
+    def __init__(self, cfg: ModelConfig, spectrum_stats=None):
+        super().__init__()
+        self.input, channels = make_input(cfg, spectrum_stats, INCEPTION_MEAN, INCEPTION_STD)
+        self.backbone = XceptionBackbone(in_chans=channels, reduced=cfg.reduced)
+        self.head = ClassifierHead(FEATURES, cfg.num_classes)
+
+    def pretrained_targets(self) -> dict[str, nn.Module]:
+        return {"backbone": self.backbone}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(self.backbone(self.input(x)))}
+
+
+@register_model("xception")
+def build_xception(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
+    return XceptionDetector(cfg, spectrum_stats)

@@ -1,0 +1,422 @@
+"""Fit one named run (``runs.<run>`` in params.yaml): data, model, optimiser, checkpoints, dvclive.
+
+Contracts
+- Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.metrics.macro_f1`);
+  the ``eval`` split is never opened here.
+- ``models/<run>/last.pt`` (every epoch, atomic) = ``{model, optimizer, scaler, scheduler, epoch
+  (epochs completed), config, best_score, best_epoch, history, rng, spectrum_stats}``;
+  ``models/<run>/best.pt`` = ``{model, config, epoch, best_score, spectrum_stats}``. Both load
+  with ``torch.load(weights_only=True)``.
+- Resume: an unfinished ``last.pt`` whose config equals the current run config is continued;
+  anything else (other config, finished run, unreadable file) starts fresh and says why.
+- Determinism: every random choice is a function of ``(seed, epoch)`` (loader order, flips, the
+  global torch RNG used by dropout), so "1 epoch + resume 1 epoch" equals "2 epochs", on CPU
+  byte for byte.
+- DDP: under ``torchrun`` (``WORLD_SIZE > 1``) each rank trains on its shard of every epoch
+  (``batch_size`` is the global batch, split evenly); rank 0 validates, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from .config import ConfigError, build, to_dict
+from .data import VariantDataset, _mix_seed, make_loader
+from .engine import evaluate, train_one_epoch
+from .io import write_bytes
+from .losses import LossConfig, build_loss
+from .models import ModelConfig, build_model
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run (``runs.<run>``). ``lr`` and ``batch_size`` are the notes' values.
+
+    ``warmup_epochs``: linear warm-up from 0 over that many epochs (fractions allowed), then the
+    ``schedule`` (``cosine`` to 0 at the end, ``step``: times ``gamma`` every ``step_size``
+    epochs, ``none``: constant). ``max_steps_per_epoch`` > 0 caps batches per epoch (the demo).
+    ``eval_batch_size`` 0 means ``batch_size``.
+    """
+
+    model: ModelConfig
+    variant: str
+    lr: float
+    batch_size: int
+    epochs: int
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "step", "none"] = "none"
+    warmup_epochs: float = 0.0
+    step_size: int = 1
+    gamma: float = 0.1
+    balance: bool = False
+    loss: LossConfig = field(default_factory=LossConfig)
+    seed: int = 0
+    max_steps_per_epoch: int = 0
+    grad_clip: float = 0.0
+    flip: bool = True
+    eval_batch_size: int = 0
+
+    def validate(self) -> None:
+        if not self.variant or "/" in self.variant or self.variant in (".", ".."):
+            raise ValueError(f"variant must be a plain variant name, got {self.variant!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        for name in ("weight_decay", "warmup_epochs", "max_steps_per_epoch", "grad_clip", "eval_batch_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        if self.step_size < 1 or not 0 < self.gamma <= 1:
+            raise ValueError(f"step_size must be >= 1 and gamma in (0, 1], got {self.step_size}, {self.gamma}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.loss.uses_masks and not self.model.seg_head:
+            raise ValueError("loss.w_bce/w_dice > 0 need model.seg_head: true")
+        cw = self.loss.class_weights
+        if cw is not None and len(cw) != self.model.num_classes:
+            raise ValueError(f"loss.class_weights has {len(cw)} entries for {self.model.num_classes} classes")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings shared by all runs (``train:``). ``amp``: ``auto`` = bf16 on CUDA, off on CPU.
+
+    ``threads`` > 0 sets ``torch.set_num_threads`` (0: torch's default). ``deterministic`` turns on
+    ``torch.use_deterministic_algorithms`` (warn-only for ops without a deterministic kernel).
+    """
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = 0
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    deterministic: bool = True
+    threads: int = 0
+    log_every: int = 50
+    progress: bool = True
+    variants_dir: Path = Path("data/variants")
+    spectra_dir: Path = Path("data/spectra")
+    models_dir: Path = Path("models")
+    metrics_dir: Path = Path("metrics/train")
+
+    def validate(self) -> None:
+        for name in ("num_workers", "threads", "log_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run reads and writes (all relative to the repository root)."""
+
+    variant_dir: Path
+    spectrum_stats: Optional[Path]  # stats.npz for dct/dft inputs, else None
+    out_dir: Path                   # best.pt, last.pt
+    live_dir: Path                  # dvclive: metrics.json, plots/
+
+    @classmethod
+    def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig) -> "RunPaths":
+        stats = None
+        if run_cfg.model.input != "raw":
+            stats = train_cfg.spectra_dir / run_cfg.variant / "stats.npz"
+        return cls(train_cfg.variants_dir / run_cfg.variant, stats,
+                   train_cfg.models_dir / run_name, train_cfg.metrics_dir / run_name)
+
+
+def load_runs(params: dict) -> tuple[TrainConfig, dict[str, RunConfig]]:
+    """``train:`` and ``runs:`` of a loaded params.yaml, built strictly."""
+    for key in ("train", "runs"):
+        if key not in params:
+            raise ConfigError(f"params.yaml: missing section '{key}'")
+    train_cfg = build(TrainConfig, params["train"], where="train")
+    if not isinstance(params["runs"], dict):
+        raise ConfigError("runs: expected a mapping of run name -> run config")
+    runs = {name: build(RunConfig, cfg, where=f"runs.{name}") for name, cfg in sorted(params["runs"].items())}
+    return train_cfg, runs
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces
+
+
+def _log(msg: str) -> None:
+    print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+
+def pick_device(device: str, local_rank: int = 0) -> torch.device:
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    return ("bf16" if device.type == "cuda" else "off") if amp == "auto" else amp
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
+    """Multiplier of ``lr`` before optimiser step ``step`` (0-based, counted over all epochs)."""
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        total = cfg.epochs * steps_per_epoch - warmup
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / max(total, 1)))
+    if cfg.schedule == "step":
+        return cfg.gamma ** ((step // steps_per_epoch) // cfg.step_size)
+    return 1.0
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` written atomically: an interrupted write never replaces ``last.pt``.
+
+    Serialised to memory first: ``torch.save`` names the zip records after the target file, so
+    saving to a random temporary name would make identical checkpoints differ in bytes.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def _load_spectrum_stats(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    from .spectra import load_stats, read_stats_meta
+
+    meta = read_stats_meta(path)
+    if meta["kind"] != kind:
+        raise ValueError(f"{path}: statistics are for {meta['kind']!r} spectra but the model input is "
+                         f"{kind!r} (run the spectra stage with kind: {kind})")
+    mean, std = load_stats(path)
+    return mean.numpy(), std.numpy()
+
+
+def _try_resume(path: Path, run_cfg: RunConfig) -> Optional[dict]:
+    """The checkpoint to continue from, or None (with the reason printed)."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        saved = build(RunConfig, ckpt["config"], where=str(path))
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start fresh, say why
+        _log(f"{path}: not resumable ({type(exc).__name__}: {exc}); training from scratch")
+        return None
+    if saved != run_cfg:
+        diff = sorted(k for k, v in to_dict(run_cfg).items() if to_dict(saved).get(k) != v)
+        _log(f"{path}: config differs ({', '.join(diff)}); training from scratch")
+        return None
+    if ckpt["epoch"] >= run_cfg.epochs:
+        _log(f"{path}: run already finished ({ckpt['epoch']} epochs); training again from scratch")
+        return None
+    _log(f"{path}: resuming after epoch {ckpt['epoch']}")
+    return ckpt
+
+
+def _setup_distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def configure_determinism(train_cfg: TrainConfig) -> None:
+    if train_cfg.threads > 0:
+        torch.set_num_threads(train_cfg.threads)
+    if train_cfg.deterministic:
+        # cuBLAS needs a fixed workspace for deterministic GEMMs (PyTorch reproducibility notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+# ------------------------------------------------------------------------------------------------
+# fit / load_model
+
+
+def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPaths,
+        stop_after: Optional[int] = None) -> dict:
+    """Train ``run_name``; return ``{"best_score", "best_epoch", "epochs_run", "history"}``.
+
+    ``stop_after``: leave after that many completed epochs (as an interruption would; the next
+    call resumes). Used by the resume test and for time-boxed jobs.
+    """
+    rank, world_size, local_rank = _setup_distributed()
+    configure_determinism(train_cfg)
+    device = pick_device(train_cfg.device, local_rank)
+    amp = resolve_amp(train_cfg.amp, device)
+    mc = run_cfg.model
+    if run_cfg.batch_size % world_size:
+        raise ValueError(f"batch_size {run_cfg.batch_size} is not divisible by WORLD_SIZE {world_size}")
+
+    train_ds = VariantDataset(paths.variant_dir, "train", mc.num_classes, with_masks=run_cfg.loss.uses_masks)
+    val_ds = VariantDataset(paths.variant_dir, "val", mc.num_classes)
+    train_loader = make_loader(train_ds, run_cfg.batch_size // world_size, True, train_cfg.num_workers,
+                               run_cfg.seed, run_cfg.balance, rank, world_size)
+    val_loader = make_loader(val_ds, run_cfg.eval_batch_size or run_cfg.batch_size, False,
+                             train_cfg.num_workers, run_cfg.seed)
+    steps_per_epoch = len(train_loader)
+    if run_cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, run_cfg.max_steps_per_epoch)
+
+    stats = _load_spectrum_stats(paths.spectrum_stats, mc.input) if paths.spectrum_stats else None
+    torch.manual_seed(run_cfg.seed)  # model initialisation
+    model = build_model(mc, stats).to(device)
+    if train_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, run_cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, run_cfg, steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    loss_fn = build_loss(run_cfg.loss, mc.num_classes).to(device)
+
+    last_path, best_path = paths.out_dir / "last.pt", paths.out_dir / "best.pt"
+    ckpt = _try_resume(last_path, run_cfg)
+    start_epoch, best_score, best_epoch, history = 0, -1.0, -1, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_score, best_epoch = ckpt["epoch"], ckpt["best_score"], ckpt["best_epoch"]
+        history = list(ckpt["history"])
+        if not best_path.is_file():
+            raise FileNotFoundError(f"{best_path}: missing although {last_path} is resumable; delete "
+                                    f"{last_path} to train from scratch")
+    config_dict = to_dict(run_cfg)
+    stats_state = None if stats is None else {"mean": torch.from_numpy(stats[0]), "std": torch.from_numpy(stats[1])}
+
+    net = model
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    live = None
+    if rank == 0:
+        from dvclive import Live
+
+        paths.out_dir.mkdir(parents=True, exist_ok=True)
+        live = Live(str(paths.live_dir), resume=ckpt is not None, save_dvc_exp=False, dvcyaml=None)
+        live.log_params({"run": run_name, **_flat(config_dict)})
+        _log(f"{run_name}: {len(train_ds)} train / {len(val_ds)} val items of {paths.variant_dir}, "
+             f"{steps_per_epoch} steps/epoch, device {device}, amp {amp}, world {world_size}")
+
+    epochs_run = 0
+    for epoch in range(start_epoch, run_cfg.epochs):
+        train_loader.sampler.set_epoch(epoch)
+        torch.manual_seed(_mix_seed(run_cfg.seed, epoch, stream=2))  # dropout etc.: resume-proof
+        tr = train_one_epoch(net, train_loader, loss_fn, optimizer, scaler, device, amp, epoch=epoch,
+                             seed=run_cfg.seed, scheduler=scheduler, max_steps=steps_per_epoch,
+                             flip=run_cfg.flip, channels_last=train_cfg.channels_last,
+                             grad_clip=run_cfg.grad_clip, log_every=train_cfg.log_every,
+                             log_fn=_log if rank == 0 else None, progress=train_cfg.progress and rank == 0)
+        epochs_run += 1
+        if rank == 0:
+            val = evaluate(model, val_loader, device, amp, train_cfg.channels_last, train_cfg.progress)
+            improved = val["macro_f1"] > best_score  # strict: ties keep the earlier epoch
+            if improved:
+                best_score, best_epoch = val["macro_f1"], epoch + 1
+                save_checkpoint(best_path, {"model": model.state_dict(), "config": config_dict,
+                                            "epoch": epoch + 1, "best_score": best_score,
+                                            "spectrum_stats": stats_state})
+            row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"],
+                   "val_macro_f1": val["macro_f1"], "val_acc": val["acc"], "val_nll": val["nll"],
+                   "lr": optimizer.param_groups[0]["lr"], "img_per_s": tr["img_per_s"]}
+            history.append(row)
+            save_checkpoint(last_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch + 1, "config": config_dict, "best_score": best_score,
+                "best_epoch": best_epoch, "history": history, "rng": _rng_state(),
+                "spectrum_stats": stats_state})
+            for key in ("train_loss", "train_acc", "val_macro_f1", "val_acc", "val_nll", "lr", "img_per_s"):
+                live.log_metric(_metric_name(key), row[key])
+            for key, value in tr.items():
+                if key.startswith("loss_"):
+                    live.log_metric(f"train/{key}", value)
+            live.summary["best/val_macro_f1"] = best_score
+            live.summary["best/epoch"] = best_epoch
+            live.next_step()
+            _log(f"{run_name} epoch {epoch + 1}/{run_cfg.epochs}: loss {tr['loss']:.4f} "
+                 f"val macro-F1 {val['macro_f1']:.4f} acc {val['acc']:.4f} "
+                 f"({tr['img_per_s']:.1f} img/s, data wait {100 * tr['data_wait']:.0f}%)"
+                 + (" *best*" if improved else ""))
+        if world_size > 1:
+            dist.barrier()
+        if stop_after is not None and epoch + 1 >= stop_after:
+            break
+    if live is not None:
+        live.end()
+    return {"best_score": best_score, "best_epoch": best_epoch, "epochs_run": epochs_run, "history": history}
+
+
+def _metric_name(key: str) -> str:
+    split, _, name = key.partition("_")
+    return f"{split}/{name}" if split in ("train", "val") else key
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested config -> ``{"model.name": ...}`` (dvclive params must be scalars or lists)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+    """Rebuild the model of a ``best.pt``/``last.pt`` in eval mode: ``(model, run_cfg)``.
+
+    Loads with ``weights_only=True``; the architecture comes from the saved config, the weights
+    (spectrum statistics included) from the state dict; ``model.weights`` is ignored (the
+    checkpoint already holds the trained weights, and the pretrained file need not exist here).
+    """
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (did train@<run> run?)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "config"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: not a training checkpoint (no {key!r})")
+    run_cfg = build(RunConfig, ckpt["config"], where=str(path))
+    stats = ckpt.get("spectrum_stats")
+    stats_np = None if stats is None else (stats["mean"].numpy(), stats["std"].numpy())
+    model = build_model(dataclasses.replace(run_cfg.model, weights=None), stats_np)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), run_cfg

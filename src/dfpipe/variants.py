@@ -1,0 +1,285 @@
+"""Dataset variants 1-4 of the notes: per-source counts, leak-free splits, materialised shards.
+
+A variant (``params.yaml`` ``variants.<name>``) names, per preprocess source, how many items its
+``train`` and ``eval`` splits hold in the notes; every count is multiplied by ``split.scale`` and
+rounded half-up. Selection (:func:`select_variant`) is a pure function of the face manifests and
+the params:
+
+1. split unit: ``level: group`` -> the union-find group of the item's ``group_keys``
+   (:func:`dfpipe.splits.canonical_groups`); ``level: frame`` -> the item itself (variant 3 of the
+   notes on purpose: frames of one video land on both sides).
+2. pool: a unit is in the eval pool when ``unit_hash(salt, "split", unit) < eval_fraction``
+   (or, for groups listed in the official FF++ split files, when the official split says ``test``).
+3. sampling: per source and split, the first ``n`` items of the pool ordered by
+   ``unit_hash(salt, "sample", id)`` (stable, no listing order). Too few items: error or cap,
+   by ``split.on_shortfall``; a cap is recorded in ``summary.json``.
+4. val: selected train units with ``unit_hash(salt, "val", unit) < val_fraction`` (or official
+   ``val``) become ``val`` (model selection only; never eval). The notes' train count is
+   train + val.
+
+:func:`materialise_variant` then copies the pixels into
+``<out_dir>/<name>/{train,val,eval}/{manifest.parquet, images-NNNNN.npy, masks-NNNNN.npy}`` so a
+reviewer can pull one variant alone, and writes ``<out_dir>/<name>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .io import resolve_inside, write_json
+from .manifest import FACE_SCHEMA, LABELS, read_table, write_variant
+from .shards import ShardReader, ShardWriter
+from .splits import SPLITS, SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
+
+SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``params.yaml`` ``split:`` settings shared by all variants."""
+
+    salt: str                                 # changing it reshuffles every split
+    scale: float                              # counts = round_half_up(notes' count * scale)
+    val_fraction: float                       # share of train units held out for model selection
+    on_shortfall: Literal["error", "cap"]     # too few items for a requested count
+    ffpp_official: Path | None                # dir with official {train,val,test}.json, or null
+    faces_dir: Path                           # preprocess outputs: <faces_dir>/<source>/
+    out_dir: Path                             # variant outputs: <out_dir>/<name>/
+    shard_size: int
+
+    def validate(self) -> None:
+        if not self.salt:
+            raise ValueError("salt must be a non-empty string")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One dataset variant (``params.yaml`` ``variants.<name>``)."""
+
+    description: str
+    level: Literal["group", "frame"]          # split unit: union-find group, or single item (leaks)
+    leak_free: bool                           # audit fails the stage on any group/video/exact leak
+    masks: bool                               # write mask shards (zeros where has_mask is false)
+    eval_fraction: float                      # hash threshold of the eval pool
+    train: dict[str, int]                     # notes' train (+val) count per source, before scale
+    eval: dict[str, int]                      # notes' eval count per source, before scale
+
+    def validate(self) -> None:
+        if self.level == "frame" and self.leak_free:
+            raise ValueError("level 'frame' puts frames of one video on both sides; it cannot be leak_free")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if not self.train and not self.eval:
+            raise ValueError("a variant needs at least one source in train or eval")
+        for part, counts in (("train", self.train), ("eval", self.eval)):
+            for source, n in counts.items():
+                if n < 0:
+                    raise ValueError(f"{part}.{source}: count must be >= 0, got {n}")
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted(set(self.train) | set(self.eval))
+
+
+def scaled(count: int, scale: float) -> int:
+    """``count * scale`` rounded half up (Python's ``round`` rounds half to even)."""
+    return int(math.floor(count * scale + 0.5))
+
+
+def load_faces(faces_dir: Path, sources: list[str]) -> pd.DataFrame:
+    """Concatenate ``<faces_dir>/<source>/manifest.parquet`` of ``sources``; check the contract.
+
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the manifest on a missing file, a row of
+    another source, duplicate ids, a bad label or a mask row without ``mask_shard``.
+    """
+    frames = []
+    for source in sources:
+        path = resolve_inside(faces_dir, Path(source) / "manifest.parquet")
+        df = read_table(path, FACE_SCHEMA)
+        wrong = sorted(set(df["source"]) - {source})
+        if wrong:
+            raise ValueError(f"{path}: rows of other sources {wrong[:5]}")
+        bad_label = sorted(set(int(v) for v in df["label"]) - set(LABELS))
+        if bad_label:
+            raise ValueError(f"{path}: labels {bad_label} not in {sorted(LABELS)}")
+        no_mask = df["has_mask"].astype(bool) & (df["mask_shard"] == "")
+        if no_mask.any():
+            raise ValueError(f"{path}: {int(no_mask.sum())} rows have has_mask but no mask_shard, "
+                             f"e.g. {df.loc[no_mask, 'id'].iloc[0]!r}")
+        frames.append(df[list(FACE_SCHEMA.names)])
+    faces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FACE_SCHEMA.names)
+    dup = faces["id"].duplicated(keep=False)
+    if dup.any():
+        raise ValueError(f"duplicate item ids across {sources}: {sorted(faces.loc[dup, 'id'])[:5]}")
+    return faces
+
+
+def select_variant(
+    faces: pd.DataFrame,
+    name: str,
+    cfg: VariantConfig,
+    split: SplitConfig,
+    official: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Choose the items of variant ``name`` and their split; pure function of its arguments.
+
+    ``faces``: rows of FACE_SCHEMA for (at least) ``cfg.sources``. ``official``: result of
+    :func:`dfpipe.splits.read_official_ffpp` or ``None``; used by group-level variants only.
+    Returns ``(rows, summary)``: the chosen rows with ``split`` and ``split_group`` added, sorted
+    by ``id``, and a JSON-able summary (requested/selected counts, caps).
+    """
+    faces = faces[faces["source"].isin(cfg.sources)].reset_index(drop=True)
+    ids = faces["id"].astype(str).tolist()
+    if cfg.level == "group":
+        units = canonical_groups(ids, faces["group_keys"].tolist())
+    else:
+        units = ids
+    unit_arr = np.asarray(units, dtype=object)
+    uniq, inverse = np.unique(unit_arr, return_inverse=True)
+    uniq_list = [str(u) for u in uniq]
+    pool_eval = (unit_hash(split.salt, "split", uniq_list) < cfg.eval_fraction)[inverse]
+    to_val = (unit_hash(split.salt, "val", uniq_list) < split.val_fraction)[inverse]
+    by_official = np.zeros(len(faces), dtype=bool)
+    if official and cfg.level == "group":
+        decided = official_group_splits(units, faces["group_keys"].tolist(), official)
+        off = np.asarray([decided.get(u, "") for u in units], dtype=object)
+        by_official = off != ""
+        pool_eval = np.where(by_official, off == "eval", pool_eval)
+        to_val = np.where(by_official, off == "val", to_val)
+    order_key = unit_hash(split.salt, "sample", ids)
+
+    chosen: list[np.ndarray] = []
+    requested: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
+    capped = []
+    source_arr = faces["source"].to_numpy()
+    for part, counts in (("train", cfg.train), ("eval", cfg.eval)):
+        in_pool = pool_eval if part == "eval" else ~pool_eval
+        for source in sorted(counts):
+            want = scaled(counts[source], split.scale)
+            requested[part][source] = want
+            cand = np.flatnonzero(in_pool & (source_arr == source))
+            # hash order, ties (never in practice) broken by id: no listing order anywhere
+            cand = cand[np.lexsort((np.asarray(ids, dtype=object)[cand], order_key[cand]))]
+            if len(cand) < want:
+                msg = (f"variant {name!r}: {part} pool of source {source!r} has {len(cand)} items, "
+                       f"{want} requested (notes' {counts[source]} x scale {split.scale})")
+                if split.on_shortfall == "error":
+                    raise SplitError(msg + "; add data, lower split.scale or set split.on_shortfall: cap")
+                capped.append({"split": part, "source": source, "requested": want, "available": int(len(cand))})
+            chosen.append(cand[:want])
+    idx = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    rows = faces.iloc[idx].copy()
+    part = np.where(pool_eval[idx], "eval", np.where(to_val[idx], "val", "train"))
+    rows["split"] = part
+    rows["split_group"] = unit_arr[idx]
+    rows = rows.sort_values("id", kind="stable").reset_index(drop=True)
+    summary = _summary(name, cfg, split, rows, requested, capped, int(by_official[idx].sum()))
+    return rows, summary
+
+
+def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:
+    counts: dict[str, dict] = {}
+    for s in SPLITS:
+        sub = rows[rows["split"] == s]
+        counts[s] = {
+            "items": int(len(sub)),
+            "units": int(sub["split_group"].nunique()),
+            "by_source": {k: int(v) for k, v in sorted(sub["source"].value_counts().items())},
+            "by_label": {LABELS[int(k)]: int(v) for k, v in sorted(sub["label"].value_counts().items())},
+            "with_mask": int(sub["has_mask"].astype(bool).sum()) if cfg.masks else 0,
+        }
+    return {
+        "variant": name,
+        "description": cfg.description,
+        "level": cfg.level,
+        "leak_free": cfg.leak_free,
+        "masks": cfg.masks,
+        "scale": split.scale,
+        "eval_fraction": cfg.eval_fraction,
+        "val_fraction": split.val_fraction,
+        "requested": requested,
+        "capped": capped,
+        "items_split_by_official_ffpp": n_official,
+        "counts": counts,
+    }
+
+
+def clear_outputs(split_dir: Path) -> None:
+    """Remove shards and the manifest a previous run left in ``split_dir`` (ours only, by pattern)."""
+    if not split_dir.is_dir():
+        return
+    for pattern in SHARD_PATTERNS + ("manifest.parquet",):
+        for path in sorted(split_dir.glob(pattern)):
+            path.unlink()
+
+
+def materialise_split(
+    rows: pd.DataFrame, faces_dir: Path, split_dir: Path, masks: bool, shard_size: int, desc: str = ""
+) -> pd.DataFrame:
+    """Copy the pixels of ``rows`` (sorted by id) into shards under ``split_dir``; write its manifest.
+
+    Images ``(N, S, S, 3)`` go to ``images-NNNNN.npy``; with ``masks`` a lock-step
+    ``masks-NNNNN.npy`` ``(N, S, S)`` holds the item's mask, or zeros where ``has_mask`` is false.
+    Without ``masks`` ``has_mask`` is false and ``mask_shard`` empty. Returns the written rows.
+    """
+    clear_outputs(split_dir)
+    rows = rows.reset_index(drop=True).copy()
+    readers: dict[str, ShardReader] = {}
+    shard_names, offsets, mask_names = [], [], []
+    shape = None
+    with ShardWriter(split_dir, "images", shard_size) as img_w, ShardWriter(split_dir, "masks", shard_size) as mask_w:
+        for row in tqdm(rows.itertuples(index=False), total=len(rows), desc=desc, unit="img", leave=False):
+            reader = readers.setdefault(row.source, ShardReader(resolve_inside(faces_dir, row.source)))
+            img = reader.get(row.shard, row.offset)
+            if shape is None:
+                shape = img.shape
+            elif img.shape != shape:
+                raise ValueError(f"{faces_dir / row.source / row.shard}: item {row.id!r} has crop shape "
+                                 f"{img.shape}, others {shape}; all sources of a variant need one crop size")
+            name, off = img_w.add(img)
+            shard_names.append(name)
+            offsets.append(off)
+            if masks:
+                if row.has_mask:
+                    mask = reader.get(row.mask_shard, row.offset)
+                    if mask.shape != img.shape[:2]:
+                        raise ValueError(f"{faces_dir / row.source / row.mask_shard}: mask of {row.id!r} has shape "
+                                         f"{mask.shape}, its crop {img.shape}")
+                else:
+                    mask = np.zeros(img.shape[:2], dtype=np.uint8)
+                mask_names.append(mask_w.add(mask)[0])
+    rows["shard"] = shard_names
+    rows["offset"] = np.asarray(offsets, dtype=np.int32)
+    if masks:
+        rows["mask_shard"] = mask_names
+    else:
+        rows["has_mask"] = False
+        rows["mask_shard"] = ""
+    write_variant(rows, split_dir / "manifest.parquet")
+    return rows
+
+
+def build_variant(name: str, cfg: VariantConfig, split: SplitConfig) -> dict:
+    """Select and materialise variant ``name``; return (and write) its summary."""
+    official = read_official_ffpp(split.ffpp_official) if split.ffpp_official is not None else None
+    faces = load_faces(split.faces_dir, cfg.sources)
+    rows, summary = select_variant(faces, name, cfg, split, official)
+    out = resolve_inside(split.out_dir, name)
+    for s in SPLITS:
+        materialise_split(rows[rows["split"] == s], split.faces_dir, out / s, cfg.masks,
+                          split.shard_size, desc=f"{name}/{s}")
+    write_json(out / "summary.json", summary)
+    return summary

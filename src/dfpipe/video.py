@@ -1,0 +1,242 @@
+"""Frame sampling from videos: exact frame indices, decoding only what is needed (PyAV).
+
+Two sampling policies of the research notes (seed 002):
+
+- ``every_nth``: frames ``0, N, 2N, ...`` below the frame count ("20 frames extract 1 image").
+- ``per_video``: ``K`` frames evenly spaced over the video, index ``i`` (``0 <= i < K``) is
+  ``floor((i + 0.5) * n / K)``: the centre of the ``i``-th of ``K`` equal segments, so the first and
+  last frames (fades, black frames) are avoided and indices are strictly increasing for ``n >= K``.
+  A video with fewer than ``K`` frames gives all its frames.
+
+The container's frame count is not trusted (truncated files lie about it): :func:`probe` counts
+the packets the demuxer can actually read, without decoding. Frame ``i`` is the ``i``-th frame in
+presentation order (packets sorted by pts), so a frame index means the same thing in a video and in
+its mask video.
+
+:func:`read_frames` decodes forward from the previous key frame and seeks only when the next
+wanted frame lies behind a key frame that is ahead of the decoder (that is, when skipping by
+decoding would cost more than a key-frame interval); only kept frames are converted to RGB.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+
+Policy = Literal["every_nth", "per_video"]
+
+
+class VideoError(RuntimeError):
+    """A video cannot be opened or demuxed at all (zero-byte, not a video, no video stream)."""
+
+
+def every_nth_indices(n_frames: int, n: int) -> list[int]:
+    """Indices ``0, n, 2n, ...`` below ``n_frames``."""
+    if n < 1:
+        raise ValueError(f"every_nth step must be >= 1, got {n}")
+    return list(range(0, max(n_frames, 0), n))
+
+
+def per_video_indices(n_frames: int, k: int) -> list[int]:
+    """``k`` evenly spaced indices ``floor((i + 0.5) * n_frames / k)``; all frames if ``n_frames < k``."""
+    if k < 1:
+        raise ValueError(f"frames per video must be >= 1, got {k}")
+    if n_frames <= k:
+        return list(range(max(n_frames, 0)))
+    # integer arithmetic: floor((2i + 1) * n / 2k) == floor((i + 0.5) * n / k), no float rounding
+    return [((2 * i + 1) * n_frames) // (2 * k) for i in range(k)]
+
+
+def sample_indices(n_frames: int, policy: Policy, every_n: int, per_video: int) -> list[int]:
+    """Frame indices for ``policy`` (see the module docstring)."""
+    if policy == "every_nth":
+        return every_nth_indices(n_frames, every_n)
+    if policy == "per_video":
+        return per_video_indices(n_frames, per_video)
+    raise ValueError(f"unknown sampling policy {policy!r}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the demuxer could read of a video.
+
+    ``pts``: presentation timestamps of the readable frames, sorted (frame ``i`` has ``pts[i]``);
+    ``None`` when the container has no timestamps (then frames are counted in decode order and
+    :func:`read_frames` never seeks). ``keyframes``: indices of key frames, sorted.
+    ``declared_frames``: the header's count (0 when unknown), kept only for reports.
+    """
+
+    n_frames: int
+    width: int
+    height: int
+    pts: tuple[int, ...] | None
+    keyframes: tuple[int, ...]
+    declared_frames: int
+    demux_error: str  # "" when the whole file demuxed cleanly
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise VideoError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: zero-byte file")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise VideoError(f"{path}: not a readable video ({exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: no video stream")
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Count the frames that can actually be demuxed (no decoding) and locate key frames."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        entries: list[tuple[int | None, bool]] = []
+        error = ""
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # flush packet at end of stream
+                    continue
+                entries.append((packet.pts, bool(packet.is_keyframe)))
+        except (av.error.FFmpegError, EOFError) as exc:
+            error = f"demux stopped after {len(entries)} packets: {exc}"
+        declared = int(stream.frames or 0)
+    finally:
+        container.close()
+    if not entries:
+        raise VideoError(f"{path}: no readable video frames ({error or 'empty stream'})")
+    if width <= 0 or height <= 0:
+        raise VideoError(f"{path}: video stream has no frame size")
+    if any(p is None for p, _ in entries):
+        pts = None
+        keyframes = tuple(i for i, (_, k) in enumerate(entries) if k)
+    else:
+        order = sorted(range(len(entries)), key=lambda i: entries[i][0])
+        pts = tuple(entries[i][0] for i in order)
+        keyframes = tuple(rank for rank, i in enumerate(order) if entries[i][1])
+    return VideoInfo(len(entries), width, height, pts, keyframes, declared, error)
+
+
+def read_frames(
+    path: str | Path, indices: list[int], info: VideoInfo | None = None, gray: bool = False
+) -> tuple[dict[int, np.ndarray], str]:
+    """Decode the frames at ``indices`` (sorted, unique) of ``path``.
+
+    Returns ``({index: frame}, error)``: frames are ``(H, W, 3)`` uint8 RGB, or ``(H, W)`` uint8
+    when ``gray`` (mask videos); ``error`` is ``""`` or the decoder error that stopped decoding
+    early (frames after it are absent from the dict: the caller records them as rejects).
+    """
+    path = Path(path)
+    if list(indices) != sorted(set(indices)):
+        raise ValueError("indices must be sorted and unique")
+    info = info or probe(path)
+    wanted = [i for i in indices if 0 <= i < info.n_frames]
+    out: dict[int, np.ndarray] = {}
+    if not wanted:
+        return out, ""
+    fmt = "gray" if gray else "rgb24"
+    pts_index = {p: i for i, p in enumerate(info.pts)} if info.pts is not None else None
+    wanted_set = set(wanted)
+    container = _open(path)
+    error = ""
+    try:
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        position = -1  # index of the last frame the decoder delivered
+        w = 0
+        need_seek = pts_index is not None
+        while w < len(wanted):
+            if need_seek:
+                k = bisect.bisect_right(info.keyframes, wanted[w]) - 1
+                key = info.keyframes[k] if k >= 0 else 0
+                container.seek(info.pts[key], backward=True, any_frame=False, stream=stream)
+                need_seek = False
+            stop = False
+            try:
+                for packet in container.demux(stream):
+                    if pts_index is not None:
+                        pidx = pts_index.get(packet.pts) if packet.size else None
+                        # A non-reference frame that is not wanted is dropped before decoding
+                        # (no later frame depends on it): B-frames cost nothing.
+                        cc.skip_frame = "DEFAULT" if pidx is None or pidx in wanted_set else "NONREF"
+                    for frame in packet.decode():
+                        if pts_index is not None:
+                            idx = pts_index.get(frame.pts)
+                            if idx is None:
+                                raise av.error.InvalidDataError(0, f"frame with unknown pts {frame.pts}")
+                        else:
+                            idx = position + 1
+                        position = idx
+                        if idx < wanted[w]:
+                            continue  # decoded and skipped, never converted
+                        if idx == wanted[w]:
+                            out[idx] = frame.to_ndarray(format=fmt)
+                        else:  # the decoder dropped the wanted frame (corrupt data)
+                            error = error or f"frame {wanted[w]} not delivered by the decoder"
+                        while w < len(wanted) and wanted[w] <= idx:
+                            w += 1
+                        if w == len(wanted):
+                            stop = True
+                            break
+                        if pts_index is not None:
+                            k = bisect.bisect_right(info.keyframes, wanted[w]) - 1
+                            # Seek only when a key frame lies between the decoder and the next
+                            # target: decoding from it is cheaper than decoding the whole gap.
+                            if k >= 0 and info.keyframes[k] > position + 1:
+                                need_seek = stop = True
+                                break
+                    if stop:
+                        break
+                else:
+                    error = error or f"decoding ended after frame {position} of {info.n_frames}"
+                    break
+            except (av.error.FFmpegError, EOFError) as exc:
+                error = f"decoder error after frame {position}: {exc}"
+                break
+    finally:
+        container.close()
+    return out, error
+
+
+def write_video(path: str | Path, frames, fps: int = 25, gop: int = 12, crf: int = 18,
+                gray: bool = False) -> int:
+    """Encode ``frames`` (iterable of ``(H, W, 3)`` uint8 RGB, or ``(H, W)`` when ``gray``) as H.264 mp4.
+
+    ``gop`` is the key-frame interval. Used by tests and benchmarks to build small videos; mask
+    videos (``gray``) are stored as RGB of the grey level, like FaceForensics++'s mask videos.
+    Returns the number of frames written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame in frames:
+            frame = np.asarray(frame, dtype=np.uint8)
+            if gray:
+                frame = np.repeat(frame[:, :, None], 3, axis=2)
+            if stream is None:
+                stream = container.add_stream("libx264", rate=fps)
+                stream.width, stream.height = frame.shape[1], frame.shape[0]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf), "g": str(gop), "keyint_min": str(gop),
+                                  "sc_threshold": "0", "threads": "1"}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+            n += 1
+        if stream is None:
+            raise ValueError(f"{path}: no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
+    return n

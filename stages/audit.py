@@ -1,0 +1,34 @@
+"""DVC stage ``audit@<name>``: leakage audit of one materialised variant (see dfpipe.audit).
+
+Writes the report first, then exits non-zero if a variant declared leak_free leaks.
+"""
+
+import sys
+
+from dfpipe.audit import AuditConfig, LeakError, audit_variant, check_leak_free
+from dfpipe.config import load_section
+from dfpipe.io import resolve_inside, write_bytes, write_json
+from dfpipe.variants import SplitConfig, VariantConfig
+
+
+def main() -> None:
+    name = sys.argv[1]
+    split = load_section("split", SplitConfig)
+    variants = load_section("variants", dict[str, VariantConfig])
+    cfg = load_section("audit", AuditConfig)
+    if name not in variants:
+        raise SystemExit(f"params.yaml: no variant {name!r} under 'variants' (have {sorted(variants)})")
+    metrics, report = audit_variant(name, resolve_inside(split.out_dir, name), variants[name].leak_free, cfg)
+    write_json(resolve_inside(cfg.out_dir, f"{name}.json"), metrics)
+    write_bytes(resolve_inside(cfg.out_dir, f"{name}.md"), report.encode("utf-8"))
+    print(f"audit {name}: group leaks {metrics['group_leaks']}, video leaks {metrics['video_leaks']}, "
+          f"exact duplicates {metrics['exact_duplicates']}, near-duplicate pairs {metrics['near_duplicate_pairs']}; "
+          f"leak check {metrics['leak_check']}")
+    try:
+        check_leak_free(metrics)
+    except LeakError as exc:
+        raise SystemExit(f"audit@{name} FAILED: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

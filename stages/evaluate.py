@@ -1,0 +1,38 @@
+"""DVC stage ``evaluate@<name>``: score a trained run on a variant's eval split.
+
+Usage (from the repository root): ``python stages/evaluate.py <evaluation name>``.
+Reads ``evaluate:``, ``evaluations.<name>``, ``train:``/``runs:`` (where the run's checkpoint and
+dvclive logs and the variants are) from params.yaml; see dfpipe.evaluate.
+"""
+
+import sys
+
+from dfpipe.config import ConfigError, load_section, load_yaml
+from dfpipe.evaluate import EvaluateConfig, Evaluation, run_evaluation
+from dfpipe.train import load_runs
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python stages/evaluate.py <evaluation name>")
+    name = sys.argv[1]
+    evaluations = load_section("evaluations", dict[str, Evaluation])
+    if name not in evaluations:
+        raise ConfigError(f"params.yaml: no evaluations.{name}; known: {sorted(evaluations)}")
+    ev = evaluations[name]
+    train_cfg, runs = load_runs(load_yaml())
+    if ev.run not in runs:
+        raise ConfigError(f"evaluations.{name}.run: no run {ev.run!r} under runs: ({sorted(runs)})")
+    if runs[ev.run].variant != ev.train_variant:
+        raise ConfigError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but "
+                          f"runs.{ev.run}.variant is {runs[ev.run].variant!r}")
+    cfg = load_section("evaluate", EvaluateConfig)
+    headline = run_evaluation(name, ev, cfg, models_dir=train_cfg.models_dir,
+                              variants_dir=train_cfg.variants_dir,
+                              train_metrics_dir=train_cfg.metrics_dir)
+    print(f"evaluate@{name}: macro_f1 {headline['macro_f1']}, acc {headline['acc']}, "
+          f"auc_real_vs_fake {headline['auc_real_vs_fake']}, eer {headline['eer']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""DVC stage make_demo: write the embedded demo data (params.yaml `demo:`) under demo.out_dir."""
+
+from dfpipe.config import load_section
+from dfpipe.demo import DemoConfig, make_demo
+
+
+def main() -> None:
+    cfg = load_section("demo", DemoConfig)
+    counts = make_demo(cfg)
+    print(f"make_demo: wrote {counts} under {cfg.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

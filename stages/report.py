@@ -1,0 +1,18 @@
+"""DVC stage ``report``: Markdown and LaTeX results tables from the DVC-tracked metrics files.
+
+Usage (from the repository root): ``python stages/report.py``. Reads ``report:`` from params.yaml;
+see dfpipe.reports.
+"""
+
+from dfpipe.config import load_section
+from dfpipe.reports import ReportConfig, write_tables
+
+
+def main() -> None:
+    cfg = load_section("report", ReportConfig)
+    for path in write_tables(cfg):
+        print(path.as_posix())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""spectra@<variant>: cache log-DCT/DFT spectra of a variant's splits, train-only stats, plots.
+
+Usage (from the repository root): python stages/spectra.py <variant>
+Writes data/spectra/<variant>/, metrics/spectra/<variant>.json, metrics/plots/spectra/<variant>/.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dfpipe.config import ConfigError, load_section
+from dfpipe.io import write_json
+from dfpipe.spectra import SpectraConfig, build_variant, write_plots
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise SystemExit("usage: python stages/spectra.py <variant>")
+    cfg = load_section("spectra", SpectraConfig)
+    name = argv[0]
+    if name not in cfg.variants:
+        raise ConfigError(f"spectra: variant {name!r} is not in spectra.variants {list(cfg.variants)}")
+    metrics = build_variant(name, cfg)
+    write_plots(name, cfg)
+    write_json(cfg.metrics_dir / f"{name}.json", metrics)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,270 @@
+"""Tests of the embedded demo data (dfpipe.demo): determinism, detectability, layouts, fingerprints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import scipy.fft
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from dfpipe.config import ConfigError, build
+from dfpipe.demo import DemoConfig, Pose, draw_face, make_demo, sample_identity
+from dfpipe.io import sha256_file
+
+DETECTOR = Path("models/mediapipe/face_detection_short_range.tflite")
+GENERATORS = {"wgan_gp": "transposed", "stylegan": "nearest", "mspie_stylegan2": "bilinear"}
+
+
+def small_params(out_dir: str = "data/raw/demo", **over) -> dict:
+    params = dict(
+        seed=7, out_dir=out_dir, workers=2, image_size=128, noise_sigma=2.0,
+        ffhq_identities=40, ffhq_images_per_identity=2,
+        gan_images=80, gan_base_size=32, gan_generators=dict(GENERATORS),
+        ffpp_videos=6, ffpp_frames=12, ffpp_fps=25, ffpp_width=192, ffpp_height=144,
+        ffpp_compression="c23", ffpp_crf=23,
+        ffpp_methods=["Face2Face", "FaceSwap", "DeepFakeDetection"],
+        split_fractions=[0.72, 0.14, 0.14],
+    )
+    params.update(over)
+    return params
+
+
+def _make(root: Path, name: str, **over) -> Path:
+    """make_demo with the small params into ``root / name`` (an absolute path set after build,
+    since params.yaml only allows paths relative to the repository)."""
+    cfg = build(DemoConfig, small_params("data/raw/demo", **over), "demo")
+    make_demo(dataclasses.replace(cfg, out_dir=root / name))
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return _make(tmp_path_factory.mktemp("demo"), "raw/demo")
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_and_counts(demo: Path) -> None:
+    ffhq = sorted(p.name for p in (demo / "ffhq").glob("*.png"))
+    assert len(ffhq) == 80 and all(re.fullmatch(r"id\d{4}_\d{2}\.png", n) for n in ffhq)
+    assert ffhq[0] == "id0000_00.png" and ffhq[-1] == "id0039_01.png"
+    img = cv2.imread(str(demo / "ffhq" / ffhq[0]), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (128, 128, 3) and img.dtype == np.uint8
+    for gen in GENERATORS:
+        files = sorted((demo / "gan" / gen).glob("*.png"))
+        assert len(files) == 80
+        assert cv2.imread(str(files[0])).shape == (128, 128, 3)
+    origs = sorted(p.name for p in (demo / "ffpp/original_sequences/youtube/c23/videos").iterdir())
+    assert origs == [f"{i:03d}.mp4" for i in range(6)]
+    for method in ("Face2Face", "FaceSwap", "DeepFakeDetection"):
+        vids = sorted(p.name for p in (demo / f"ffpp/manipulated_sequences/{method}/c23/videos").iterdir())
+        masks = sorted(p.name for p in (demo / f"ffpp/manipulated_sequences/{method}/masks/videos").iterdir())
+        assert vids == masks and len(vids) == 6
+        targets = sorted(v[:3] for v in vids)
+        sources = sorted(v[4:7] for v in vids)
+        # FF++: every original is a target once and a source once per method.
+        assert targets == sources == [f"{i:03d}" for i in range(6)]
+
+
+def test_byte_identical_rerun_any_worker_count(demo: Path, tmp_path: Path) -> None:
+    again = _make(tmp_path, "again/demo", workers=1)  # other worker count, same bytes
+    assert _tree_hashes(demo) == _tree_hashes(again)
+
+
+def test_rerun_replaces_demo_tree_but_refuses_foreign_folder(tmp_path: Path) -> None:
+    foreign = tmp_path / "data"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="precious.txt"):
+        _make(tmp_path, "data", ffhq_identities=1, gan_images=1, ffpp_videos=2, ffpp_frames=2)
+    assert (foreign / "precious.txt").read_text() == "keep"
+
+
+def test_split_json_official_format(demo: Path) -> None:
+    splits = {s: json.loads((demo / f"ffpp/splits/{s}.json").read_text()) for s in ("train", "val", "test")}
+    seen = []
+    for pairs in splits.values():
+        assert isinstance(pairs, list)
+        for pair in pairs:
+            assert isinstance(pair, list) and len(pair) == 2
+            assert all(isinstance(v, str) and re.fullmatch(r"\d{3}", v) for v in pair)
+            seen.append(tuple(pair))
+    assert len(seen) == len(set(seen)) == 3  # disjoint: every pair in exactly one split
+    fakes = {p.stem for p in (demo / "ffpp/manipulated_sequences/FaceSwap/c23/videos").iterdir()}
+    assert fakes == {f"{a}_{b}" for a, b in seen} | {f"{b}_{a}" for a, b in seen}
+    ids = sorted(v for p in seen for v in p)
+    assert ids == [f"{i:03d}" for i in range(6)]
+
+
+def _count_cv2(path: Path) -> tuple[int, tuple[int, int]]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    n, shape = 0, None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n, shape = n + 1, frame.shape[:2]
+    cap.release()
+    return n, shape
+
+
+def _count_av(path: Path) -> int:
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        return sum(1 for _ in c.decode(stream))
+
+
+def test_videos_decode_and_masks_match(demo: Path) -> None:
+    for orig in sorted((demo / "ffpp/original_sequences/youtube/c23/videos").iterdir()):
+        assert _count_cv2(orig) == (12, (144, 192)) and _count_av(orig) == 12
+    for method in ("Face2Face", "FaceSwap", "DeepFakeDetection"):
+        base = demo / f"ffpp/manipulated_sequences/{method}"
+        for vid in sorted((base / "c23/videos").iterdir()):
+            mask = base / "masks/videos" / vid.name
+            n_v, n_m = _count_cv2(vid), _count_cv2(mask)
+            assert n_v == n_m and n_v[0] == 12
+            assert _count_av(vid) == _count_av(mask) == 12
+
+
+def test_masks_mark_the_manipulated_pixels(demo: Path) -> None:
+    """Where the mask is black the fake equals its target original (up to codec noise); where white
+    it differs; the mask is neither empty nor the whole frame."""
+    for method in ("Face2Face", "FaceSwap", "DeepFakeDetection"):
+        base = demo / f"ffpp/manipulated_sequences/{method}"
+        name = sorted((base / "c23/videos").iterdir())[0].name
+        target = name[:3]
+        fake = _frames(base / "c23/videos" / name)
+        mask = _frames(base / "masks/videos" / name)[..., 0] > 127
+        orig = _frames(demo / f"ffpp/original_sequences/youtube/c23/videos/{target}.mp4")
+        frac = mask.mean()
+        assert 0.01 < frac < 0.5, (method, frac)
+        diff = np.abs(fake.astype(np.int16) - orig.astype(np.int16)).mean(-1)
+        inside, outside = diff[mask].mean(), diff[~mask].mean()
+        assert inside > 3 * outside, (method, inside, outside)
+
+
+def _frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _detect_rate(images: list[np.ndarray]) -> float:
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    options = vision.FaceDetectorOptions(
+        base_options=BaseOptions(model_asset_path=str(DETECTOR)), min_detection_confidence=0.5)
+    detector = vision.FaceDetector.create_from_options(options)
+    try:
+        hits = 0
+        for img in images:
+            res = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(img)))
+            hits += bool(res.detections)
+    finally:
+        detector.close()
+    return hits / len(images)
+
+
+def _rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.assets` first")
+def test_blazeface_detects_demo_portraits(demo: Path) -> None:
+    files = sorted((demo / "ffhq").glob("*.png"))[:60]
+    assert len(files) == 60
+    assert _detect_rate([_rgb(p) for p in files]) >= 0.95
+
+
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.assets` first")
+def test_blazeface_detects_gan_faces_and_video_frames(demo: Path) -> None:
+    gan = [_rgb(p) for g in GENERATORS for p in sorted((demo / "gan" / g).glob("*.png"))[:10]]
+    frames = [f for p in sorted((demo / "ffpp/original_sequences/youtube/c23/videos").iterdir())
+              for f in _frames(p)[::6]]
+    assert _detect_rate(gan) >= 0.9
+    assert _detect_rate(frames) >= 0.9
+
+
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.assets` first")
+def test_draw_face_into_a_720p_frame() -> None:
+    rng = np.random.default_rng(3)
+    img = draw_face(sample_identity(rng), Pose(cx=0.3, cy=0.5, scale=0.2), rng, 720, 1280)
+    assert img.shape == (720, 1280, 3) and img.dtype == np.uint8
+    assert _detect_rate([img]) == 1.0
+
+
+def _log_dct(img: np.ndarray) -> np.ndarray:
+    """Log-magnitude 2-D DCT-II (orthonormal) of the grey image, 4x4 average-pooled: (1024,)."""
+    grey = img.astype(np.float64).mean(-1)
+    spec = np.log(np.abs(scipy.fft.dctn(grey, norm="ortho")) + 1e-3)
+    return spec.reshape(32, 4, 32, 4).mean(axis=(1, 3)).ravel()
+
+
+@pytest.mark.parametrize("generator", sorted(GENERATORS))
+def test_log_dct_separates_generator_from_real(demo: Path, generator: str) -> None:
+    real = [_log_dct(_rgb(p)) for p in sorted((demo / "ffhq").glob("*.png"))]
+    fake = [_log_dct(_rgb(p)) for p in sorted((demo / "gan" / generator).glob("*.png"))]
+    x = np.stack(real + fake)
+    y = np.array([0] * len(real) + [1] * len(fake))
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.4, random_state=0, stratify=y)
+    clf = LogisticRegression(max_iter=2000, C=0.1).fit(x_tr, y_tr)
+    assert clf.score(x_te, y_te) > 0.9
+
+
+def test_fingerprint_survives_64px_face_crop(demo: Path) -> None:
+    """After a centre crop (the face box with margin) resized to 64 px, the generators' mean log-DCT
+    spectra still differ from real images' at high frequencies more than real images differ among
+    themselves (split-half), i.e. the fingerprint is not erased by the resize."""
+    def spec(paths):
+        out = []
+        for p in paths:
+            crop = cv2.resize(_rgb(p)[20:116, 16:112], (64, 64), interpolation=cv2.INTER_AREA)
+            g = crop.astype(np.float64).mean(-1)
+            out.append(np.log(np.abs(scipy.fft.dctn(g, norm="ortho")) + 1e-3))
+        return np.mean(out, axis=0)
+
+    real_files = sorted((demo / "ffhq").glob("*.png"))
+    r1, r2 = spec(real_files[0::2]), spec(real_files[1::2])
+    band = np.add.outer(np.arange(64), np.arange(64)) >= 64  # upper half of the band
+    noise = np.abs(r1 - r2)[band].mean()
+    for gen in GENERATORS:
+        g = spec(sorted((demo / "gan" / gen).glob("*.png")))
+        assert np.abs(g - (r1 + r2) / 2)[band].mean() > 5 * noise, gen
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"ffhq_identities": -1}, "ffhq_identities"),
+    ({"gan_images": 0}, "gan_images"),
+    ({"bogus": 1}, "unknown key"),
+    ({"ffpp_videos": 7}, "even"),
+    ({"gan_base_size": 64}, "power of two"),
+    ({"gan_generators": {"wgan_gp": "pixelshuffle"}}, "operator"),
+    ({"ffpp_methods": ["NeuralTextures"]}, "ffpp_methods"),
+    ({"split_fractions": [0.5, 0.2, 0.2]}, "sum to 1"),
+    ({"out_dir": "/abs/path"}, "absolute"),
+])
+def test_bad_config_is_config_error(override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(DemoConfig, small_params(**override), "demo")
+
+
+def test_missing_key_is_config_error() -> None:
+    params = small_params("data/raw/demo")
+    del params["ffpp_fps"]
+    with pytest.raises(ConfigError, match="ffpp_fps"):
+        build(DemoConfig, params, "demo")

@@ -1,0 +1,173 @@
+"""dfpipe.metrics against scikit-learn on fixed arrays, plus the cases sklearn does not cover."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
+
+from dfpipe import metrics as M
+
+
+def _scores(n: int = 300, k: int = 3, seed: int = 0, skill: float = 1.5):
+    """Labels (n,) and softmax probabilities (n, k) that are informative but imperfect."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += skill
+    p = np.exp(logits)
+    return y, p / p.sum(1, keepdims=True)
+
+
+def test_f1_confusion_match_sklearn():
+    y, p = _scores()
+    pred = p.argmax(1)
+    out = M.classification_metrics(y, p)
+    assert out["confusion"] == confusion_matrix(y, pred, labels=[0, 1, 2]).tolist()
+    assert out["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+    assert out["macro_f1"] == pytest.approx(M.macro_f1(y, pred, 3), abs=1e-12)
+    per_class = f1_score(y, pred, average=None, labels=[0, 1, 2])
+    assert [out["f1"][n] for n in ("real", "fake", "edited")] == pytest.approx(per_class, abs=1e-12)
+    assert out["acc"] == pytest.approx(np.mean(pred == y))
+
+
+def test_auc_ap_match_sklearn_with_ties():
+    y, p = _scores(seed=1)
+    p = np.round(p, 1)  # many ties: the rank formula must average them like sklearn
+    p = p / p.sum(1, keepdims=True)
+    out = M.classification_metrics(y, p)
+    for c, name in enumerate(("real", "fake", "edited")):
+        assert out["auc"][name] == pytest.approx(roc_auc_score(y == c, p[:, c]), abs=1e-12)
+        assert out["ap"][name] == pytest.approx(average_precision_score(y == c, p[:, c]), abs=1e-12)
+    yb, score = y != 0, 1 - p[:, 0]
+    assert out["auc_real_vs_fake"] == pytest.approx(roc_auc_score(yb, score), abs=1e-12)
+    assert out["ap_real_vs_fake"] == pytest.approx(average_precision_score(yb, score), abs=1e-12)
+
+
+def test_eer_known_cases():
+    # threshold 0.5: one of two negatives above (FPR 0.5), one of two positives below (FNR 0.5)
+    assert M.eer([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]) == pytest.approx(0.5)
+    assert M.eer([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert M.eer([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 1.0
+    # 4 negatives, 4 positives; one negative above all positives -> EER 0.25
+    y = [0, 0, 0, 0, 1, 1, 1, 1]
+    s = [0.1, 0.2, 0.3, 0.95, 0.5, 0.6, 0.7, 0.8]
+    assert M.eer(y, s) == pytest.approx(0.25)
+
+
+def test_degenerate_sets_give_nan_with_notes():
+    y = np.zeros(5, dtype=int)  # only real items
+    p = np.tile([0.7, 0.2, 0.1], (5, 1))
+    notes: list[str] = []
+    out = M.classification_metrics(y, p, notes)
+    assert out["acc"] == 1.0
+    assert math.isnan(out["auc_real_vs_fake"]) and math.isnan(out["eer"])
+    assert math.isnan(out["auc"]["fake"]) and math.isnan(out["ap"]["real"])
+    assert any("real-vs-fake" in n for n in notes)
+    assert any("'fake'" in n and "absent" in n for n in notes)
+    json_ready = M.nan_to_none(out)
+    assert json_ready["eer"] is None and json_ready["acc"] == 1.0
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="labels outside"):
+        M.classification_metrics(np.array([0, 3]), np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match="NaN"):
+        M.classification_metrics(np.array([0, 1]), np.array([[np.nan, 0.5, 0.5], [0.2, 0.4, 0.4]]))
+    with pytest.raises(ValueError, match="no items"):
+        M.classification_metrics(np.zeros(0, int), np.zeros((0, 3)))
+
+
+def test_bootstrap_contains_point_and_is_seeded():
+    y, p = _scores(n=400, seed=2)
+    groups = [f"item/{i}" for i in range(len(y))]
+    point = M.classification_metrics(y, p)
+    a = M.bootstrap_ci(y, p, groups, n_boot=200, seed=7)
+    b = M.bootstrap_ci(y, p, groups, n_boot=200, seed=7)
+    c = M.bootstrap_ci(y, p, groups, n_boot=200, seed=8)
+    assert a == b
+    assert a != c
+    for name in ("acc", "macro_f1", "auc_real_vs_fake", "eer"):
+        lo, hi = a[name]
+        assert lo < point[name] < hi, name
+    # row order does not matter: groups are sorted before drawing
+    perm = np.random.default_rng(0).permutation(len(y))
+    assert M.bootstrap_ci(y[perm], p[perm], np.asarray(groups)[perm], 200, 7) == a
+
+
+def test_cluster_bootstrap_draws_whole_videos():
+    # two videos of 50 identical frames each: a video-level resample can only give acc 0, .5 or 1
+    y = np.array([0] * 50 + [1] * 50)
+    p = np.array([[0.9, 0.1, 0.0]] * 50 + [[0.9, 0.1, 0.0]] * 50)  # video 2 misclassified
+    groups = ["youtube/000"] * 50 + ["Face2Face/000_003"] * 50
+    notes: list[str] = []
+    ci = M.bootstrap_ci(y, p, groups, n_boot=100, seed=0, metrics={"acc": M.BOOTSTRAP_METRICS["acc"]},
+                        notes=notes)
+    assert set(np.round(ci["acc"], 6)) <= {0.0, 0.5, 1.0}
+
+
+def test_video_level_keeps_methods_apart():
+    frame = pd.DataFrame(
+        {
+            "id": [f"x{i}" for i in range(6)],
+            "source": ["ffpp"] * 6,
+            "method": ["Face2Face", "Face2Face", "FaceSwap", "FaceSwap", "youtube", "ffhq"],
+            "video_id": ["000_003", "000_003", "000_003", "000_003", "000", ""],
+            "label": [2, 2, 2, 2, 0, 0],
+        }
+    )
+    probs = np.array(
+        [[0.0, 0.0, 1.0], [0.2, 0.0, 0.8], [0.6, 0.0, 0.4], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1, 0, 0]]
+    )
+    videos, vp = M.video_level(frame, probs)
+    assert videos["key"].tolist() == ["Face2Face/000_003", "FaceSwap/000_003", "youtube/000"]
+    assert videos["n_frames"].tolist() == [2, 2, 1]
+    np.testing.assert_allclose(vp, [[0.1, 0.0, 0.9], [0.8, 0.0, 0.2], [0.5, 0.5, 0.0]])
+    groups = M.item_groups(frame)
+    assert groups[0] == groups[1] != groups[2] == groups[3]
+    assert groups[5] == "item/x5"
+
+
+def test_video_level_rejects_mixed_labels():
+    frame = pd.DataFrame({"id": ["a", "b"], "source": ["s", "s"], "method": ["m", "m"],
+                          "video_id": ["001", "001"], "label": [0, 2]})
+    with pytest.raises(ValueError, match="different labels"):
+        M.video_level(frame, np.full((2, 3), 1 / 3))
+
+
+def test_per_source_scores_each_generator_against_all_real():
+    frame = pd.DataFrame({"source": ["ffhq"] * 4 + ["stylegan"] * 2 + ["wgan"] * 2})
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    score_fake = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.35, 0.05])
+    p = np.stack([1 - score_fake, score_fake, np.zeros(8)], 1)
+    out = M.per_group_metrics(frame, y, p, "source")
+    assert list(out) == ["ffhq", "stylegan", "wgan"]
+    assert out["stylegan"]["auc_vs_real"] == 1.0
+    assert out["wgan"]["auc_vs_real"] == pytest.approx(roc_auc_score([0] * 4 + [1] * 2, [0.1, 0.2, 0.3, 0.4, 0.35, 0.05]))
+    assert math.isnan(out["ffhq"]["auc_vs_real"]) and out["ffhq"]["notes"]
+    assert out["ffhq"]["acc"] == 1.0 and out["wgan"]["acc"] == 0.0
+
+
+def test_curve_points_finite():
+    y, p = _scores(seed=3)
+    roc, pr = M.curve_points(y != 0, 1 - p[:, 0])
+    assert np.isfinite(roc.to_numpy()).all() and np.isfinite(pr.to_numpy()).all()
+    assert roc["fpr"].iloc[0] == 0 and roc["tpr"].iloc[-1] == 1
+    empty_roc, _ = M.curve_points(np.ones(3), np.ones(3))
+    assert empty_roc.empty
+
+
+def test_mask_scores_known_values():
+    target = np.zeros((2, 4, 4), bool)
+    target[0, :2] = True                      # 8 pixels
+    pred = np.zeros((2, 4, 4))
+    pred[0, :1] = 0.9                         # 4 pixels, all inside: dice 2*4/12, iou 4/8
+    out = M.mask_scores(pred, target)         # image 2: both empty -> 1
+    assert out["n"] == 2
+    assert out["dice"] == pytest.approx((8 / 12 + 1) / 2)
+    assert out["iou"] == pytest.approx((0.5 + 1) / 2)
+    with pytest.raises(ValueError, match="shapes differ"):
+        M.mask_scores(pred[:, :2], target)

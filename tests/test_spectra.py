@@ -1,0 +1,382 @@
+"""Spectra: transforms against scipy/numpy, train-only streaming statistics, cache, stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.fft
+import torch
+import yaml
+
+from dfpipe import spectra as sp
+from dfpipe.config import ConfigError, build
+from dfpipe.manifest import write_variant
+from dfpipe.shards import ShardWriter
+
+F16_REL = 2.0**-11  # float16 unit round-off (10-bit mantissa)
+F32_U = 2.0**-24    # float32 unit round-off
+
+SIZE = 16
+# label, method, count per split: real FFHQ-like, two generators, one edit method
+GROUPS = [(0, "ffhq", 6), (1, "stylegan", 4), (1, "wgan_gp", 4), (2, "Face2Face", 3)]
+
+
+def make_images(rng: np.random.Generator, n: int, size: int, label: int) -> np.ndarray:
+    """Smooth random faces-ish images plus noise; generators get a nearest-neighbour up-sampling
+    (the periodic artefact Frank et al. find), so class spectra really differ. (n, size, size, 3) uint8."""
+    low = rng.normal(size=(n, size // 4, size // 4, 3))
+    if label == 1:
+        img = np.repeat(np.repeat(low, 4, axis=1), 4, axis=2)
+    else:
+        # bilinear-ish: repeat then box blur
+        img = np.repeat(np.repeat(low, 4, axis=1), 4, axis=2)
+        img = (img + np.roll(img, 1, 1) + np.roll(img, 1, 2) + np.roll(img, (1, 1), (1, 2))) / 4
+    img = 128 + 40 * img + rng.normal(scale=3.0, size=img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: int = 7, outlier: bool = False) -> np.ndarray:
+    """A variant split in the VARIANT_SCHEMA layout; returns its images in manifest order."""
+    rows, images = [], []
+    for label, method, count in GROUPS:
+        imgs = make_images(rng, count, SIZE, label)
+        for k, img in enumerate(imgs):
+            rows.append((f"{method}/{split}_{k:03d}.png", label, method))
+            images.append(img)
+    if outlier:  # a checkerboard at full contrast: extreme high-frequency energy
+        board = ((np.indices((SIZE, SIZE)).sum(0) % 2) * 255).astype(np.uint8)
+        rows.append(("ffhq/zz_outlier.png", 0, "ffhq"))
+        images.append(np.repeat(board[..., None], 3, axis=2))
+    order = np.argsort([r[0] for r in rows], kind="stable")  # manifests are sorted by id
+    rows = [rows[i] for i in order]
+    images = np.stack([images[i] for i in order])
+    d = root / split
+    writer = ShardWriter(d, "images", shard_size)
+    refs = [writer.add(img) for img in images]
+    writer.close()
+    n = len(rows)
+    df = pd.DataFrame(
+        {
+            "id": [r[0] for r in rows],
+            "source": [r[2] for r in rows],
+            "label": np.array([r[1] for r in rows], dtype=np.int8),
+            "method": [r[2] for r in rows],
+            "video_id": [""] * n,
+            "group_keys": [[r[0]] for r in rows],
+            "path": [r[0] for r in rows],
+            "frame_index": np.full(n, -1, np.int32),
+            "n_frames": np.full(n, -1, np.int32),
+            "box_x": np.zeros(n, np.int32),
+            "box_y": np.zeros(n, np.int32),
+            "box_w": np.full(n, SIZE, np.int32),
+            "box_h": np.full(n, SIZE, np.int32),
+            "det_score": np.full(n, np.nan, np.float32),
+            "content_hash": [f"h{i}" for i in range(n)],
+            "has_mask": np.zeros(n, bool),
+            "shard": [r[0] for r in refs],
+            "offset": np.array([r[1] for r in refs], np.int32),
+            "mask_shard": [""] * n,
+            "split": [split] * n,
+            "split_group": [r[0] for r in rows],
+        }
+    )
+    write_variant(df, d / "manifest.parquet")
+    return images
+
+
+def make_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {s: write_split(root, s, rng, outlier=(outlier_in_eval and s == "eval")) for s in sp.SPLITS}
+
+
+def config(tmp: Path, **overrides) -> sp.SpectraConfig:
+    values = dict(
+        variants=["v1"],
+        variants_dir="variants",
+        out_dir="spectra",
+        metrics_dir="metrics/spectra",
+        plots_dir="metrics/plots/spectra",
+        kind="dct",
+        color="per_channel",
+        eps=1e-12,
+        batch_size=5,
+        shard_size=8,
+    )
+    values.update(overrides)
+    cfg = build(sp.SpectraConfig, values, where="spectra")
+    # tests run outside the repository: anchor the relative paths at tmp
+    return dataclasses.replace(
+        cfg,
+        variants_dir=tmp / cfg.variants_dir,
+        out_dir=tmp / cfg.out_dir,
+        metrics_dir=tmp / cfg.metrics_dir,
+        plots_dir=tmp / cfg.plots_dir,
+    )
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7, 16, 64])
+def test_dct_matrix_is_scipy_orthonormal_dct(n):
+    d = sp.dct_matrix(n, "cpu", torch.float64)
+    np.testing.assert_allclose(d.numpy(), scipy.fft.dct(np.eye(n), type=2, norm="ortho", axis=0), atol=1e-13)
+    np.testing.assert_allclose((d @ d.T).numpy(), np.eye(n), atol=1e-13)
+    assert sp.dct_matrix(n, "cpu", torch.float64) is d  # cached
+
+
+def test_dct2_matches_dctn_and_inverts():
+    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 255, size=(2, 3, 12, 20)))
+    y = sp.dct2(x)
+    np.testing.assert_allclose(y.numpy(), scipy.fft.dctn(x.numpy(), type=2, norm="ortho", axes=(-2, -1)), atol=1e-9)
+    np.testing.assert_allclose(sp.idct2(y).numpy(), x.numpy(), atol=1e-9)
+    np.testing.assert_allclose(scipy.fft.idctn(y.numpy(), type=2, norm="ortho", axes=(-2, -1)), x.numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["dct", "dft"])
+@pytest.mark.parametrize("color", ["per_channel", "gray"])
+def test_transform_matches_numpy_reference(kind, color):
+    imgs = make_images(np.random.default_rng(2), 3, 32, label=1)
+    ref = sp.log_spectrum_np(imgs, kind, color, eps=1.0)  # eps=1: well conditioned, compare tightly
+    x = np.moveaxis(imgs.astype(np.float64), -1, 1)
+    if color == "gray":
+        x = (x * np.array(sp.GRAY_WEIGHTS)[None, :, None, None]).sum(1, keepdims=True)
+    if kind == "dft":  # independent numpy.fft reference
+        expect = np.log(np.abs(np.fft.fftshift(np.fft.fft2(x, norm="ortho"), axes=(-2, -1))) + 1.0)
+    else:
+        expect = np.log(np.abs(scipy.fft.dctn(x, norm="ortho", axes=(-2, -1))) + 1.0)
+    np.testing.assert_allclose(ref, expect, atol=1e-12)
+    out = sp.SpectrumTransform(kind, color, eps=1.0)(to_tensor(imgs))
+    assert out.dtype == torch.float32 and out.shape == (3, 3 if color == "per_channel" else 1, 32, 32)
+    np.testing.assert_allclose(out.numpy(), ref, atol=2e-4, rtol=1e-5)
+
+
+def test_transform_is_float32_under_autocast_and_ignores_tf32_setting():
+    imgs = make_images(np.random.default_rng(3), 2, 32, label=0)
+    t = sp.SpectrumTransform("dct", "per_channel", eps=1.0)
+    plain = t(to_tensor(imgs))
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # would run matmuls in bf16
+            auto = t(to_tensor(imgs))
+        assert torch.get_float32_matmul_precision() == "medium"  # restored
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(auto, plain, rtol=0, atol=1e-6)
+    assert torch.equal(plain, t(to_tensor(imgs)))
+
+
+def test_radial_profile_frequency_axis_agrees_between_dct_and_dft():
+    n, f = 64, 0.125  # cycles / pixel
+    i = np.arange(n)
+    img = np.repeat((128 + 100 * np.cos(2 * np.pi * f * (i + 0.5)))[None, :], n, axis=0)
+    rgb = np.repeat(img[None, ..., None], 3, axis=3)
+    for kind in ("dct", "dft"):
+        spec = sp.log_spectrum_np(rgb, kind, "gray", 1.0)[0, 0]
+        freq, val = sp.radial_profile(spec, kind)
+        peak = freq[1 + np.argmax(val[1:])]  # skip DC
+        assert abs(peak - f) < 1.0 / n, (kind, peak)
+
+
+def test_transform_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        sp.SpectrumTransform("wavelet")
+    with pytest.raises(ValueError):
+        sp.SpectrumTransform("dct", "gray", mean=torch.zeros(3, 8, 8), std=torch.ones(3, 8, 8))
+    t = sp.SpectrumTransform("dct", mean=torch.zeros(3, 8, 8), std=torch.ones(3, 8, 8))
+    with pytest.raises(ValueError, match="does not match the statistics"):
+        t(torch.rand(1, 3, 16, 16))
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def test_streaming_moments_equal_numpy():
+    rng = np.random.default_rng(4)
+    data = 9.0 + 0.01 * rng.normal(size=(103, 2, 5, 5))  # large mean, small spread: cancellation-prone
+    m = sp.RunningMoments()
+    for a, b in [(0, 1), (1, 40), (40, 41), (41, 103)]:
+        m.update(data[a:b])
+    mean, std = m.result()
+    assert m.count == 103
+    np.testing.assert_allclose(mean, data.mean(0), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(std, data.std(0), rtol=1e-10)
+    with pytest.raises(ValueError):
+        sp.RunningMoments().result()
+
+
+def test_stats_use_train_split_only(tmp_path):
+    images = make_variant(tmp_path / "a" / "variants" / "v1", outlier_in_eval=False)
+    make_variant(tmp_path / "b" / "variants" / "v1", outlier_in_eval=True)
+    cfg_a, cfg_b = config(tmp_path / "a"), config(tmp_path / "b")
+    sp.build_variant("v1", cfg_a)
+    sp.build_variant("v1", cfg_b)
+    stats_a = (cfg_a.out_dir / "v1" / "stats.npz").read_bytes()
+    assert stats_a == (cfg_b.out_dir / "v1" / "stats.npz").read_bytes()
+    # ... while the outlier did reach the eval cache (so it was not silently skipped)
+    assert len(sp.SpectraCache(cfg_b.out_dir / "v1" / "eval")) == len(sp.SpectraCache(cfg_a.out_dir / "v1" / "eval")) + 1
+    # and the statistics are numpy's over the train spectra alone
+    train = sp.SpectraCache(cfg_a.out_dir / "v1" / "train")
+    imgs = images["train"]
+    full = sp.log_spectrum_np(imgs, "dct", "per_channel", 1e-12)
+    mean, std = sp.load_stats(cfg_a.out_dir / "v1" / "stats.npz")
+    np.testing.assert_allclose(mean.numpy(), full.mean(0).astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(std.numpy(), full.std(0).astype(np.float32), rtol=1e-5)
+    assert sp.read_stats_meta(cfg_a.out_dir / "v1" / "stats.npz")["count"] == len(train) == len(imgs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,color,eps", [("dct", "per_channel", 1e-12), ("dct", "gray", 0.5), ("dft", "per_channel", 1e-12)])
+def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
+    images = make_variant(tmp_path / "variants" / "v1")
+    cfg = config(tmp_path, kind=kind, color=color, eps=eps)
+    metrics = sp.build_variant("v1", cfg)
+    c = sp.num_channels(color)
+    assert metrics["shape"] == [c, SIZE, SIZE]
+    assert metrics["bytes_per_image"] > c * SIZE * SIZE * 2  # float16 payload plus .npy headers
+    stats = cfg.out_dir / "v1" / "stats.npz"
+    mean, std = sp.load_stats(stats)
+    device = sp.SpectrumTransform.from_stats(stats)
+    raw = sp.SpectrumTransform(kind, color, eps)
+    for split in sp.SPLITS:
+        cache = sp.SpectraCache(cfg.out_dir / "v1" / split)
+        cached = cache.gather(np.arange(len(cache)))  # rows in manifest order
+        assert cached.dtype == np.float16 and cached.shape == (len(images[split]), c, SIZE, SIZE)
+        x = to_tensor(images[split])
+        got_log = raw(x).numpy().astype(np.float64)
+        exact = sp.log_spectrum_np(images[split], kind, color, eps)
+        # Tolerance: float16 rounding of the cache, plus the float32 transform's error delta
+        # propagated through the log (d log(|c|+eps) = delta / (|c|+eps)); delta bounds the
+        # float32 matrix products (2 n u sum|X|) and is only felt by near-zero coefficients.
+        delta = 2 * SIZE * F32_U * 255.0 * SIZE * SIZE
+        mag = np.exp(exact) - eps
+        tol = F16_REL * np.abs(exact) + delta / (mag + eps)
+        assert np.all(np.abs(cached - got_log) <= tol + 1e-6)
+        well = mag > 32.0  # where the log is well conditioned the agreement is float16-tight
+        assert well.sum() > 200  # not vacuous
+        assert np.all(np.abs(cached - got_log)[well] <= F16_REL * np.abs(exact[well]) + 1e-5)
+        # normalised: the cache read path equals the module's output within the same bound / std
+        got = device(x).numpy()
+        norm = sp.normalize(cached, mean.numpy(), std.numpy())
+        assert np.all(np.abs(norm - got) <= (tol + 1e-5) / np.maximum(std.numpy(), sp.STD_FLOOR) + 1e-4)
+
+
+def test_cache_is_deterministic_and_aligned(tmp_path):
+    images = make_variant(tmp_path / "variants" / "v1")
+    cfg = config(tmp_path)
+    sp.build_variant("v1", cfg)
+    files = sorted(p for p in cfg.out_dir.rglob("*") if p.is_file())
+    first = {p: p.read_bytes() for p in files}
+    cfg2 = dataclasses.replace(cfg, batch_size=3)  # different batch split, same cached bytes
+    sp.build_variant("v1", cfg)
+    assert {p: p.read_bytes() for p in files} == first
+    sp.build_variant("v1", cfg2)
+    for p in files:
+        if p.name.startswith("spectra-"):
+            assert p.read_bytes() == first[p]
+    idx = json.loads((cfg.out_dir / "v1" / "train" / "index.json").read_text())
+    assert idx["count"] == len(images["train"]) and idx["shards"] == ["spectra-00000.npy", "spectra-00001.npy", "spectra-00002.npy"]
+    cache = sp.SpectraCache(cfg.out_dir / "v1" / "train")
+    manifest = pd.read_parquet(cfg.variants_dir / "v1" / "train" / "manifest.parquet")
+    cache.check_aligned(manifest)
+    with pytest.raises(ValueError, match="stale"):
+        cache.check_aligned(manifest.iloc[::-1])
+    row = 9  # second shard
+    expect = sp.log_spectrum_np(images["train"][row : row + 1], "dct", "per_channel", 1e-12)[0]
+    np.testing.assert_array_equal(cache.gather([row])[0], expect.astype(np.float16))
+
+
+def test_bad_image_shard_names_the_file(tmp_path):
+    make_variant(tmp_path / "variants" / "v1")
+    shard = tmp_path / "variants" / "v1" / "val" / "images-00000.npy"
+    np.save(shard, np.zeros((7, SIZE, SIZE, 3), np.float32))
+    with pytest.raises(ValueError, match="images-00000.npy.*uint8"):
+        sp.build_variant("v1", config(tmp_path))
+    with pytest.raises(FileNotFoundError, match="variant"):
+        sp.build_variant("v9", config(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and stage
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"kind": "wavelet"},
+        {"color": "rgb"},
+        {"eps": 0},
+        {"eps": -1e-3},
+        {"batch_size": 0},
+        {"shard_size": 0},
+        {"variants": []},
+        {"variants": ["v1", "v1"]},
+        {"variants": ["../v1"]},
+        {"out_dir": "/abs/spectra"},
+        {"surprise": 1},
+    ],
+)
+def test_bad_params_are_config_errors(tmp_path, override):
+    with pytest.raises(ConfigError):
+        config(tmp_path, **override)
+
+
+def test_missing_param_is_config_error():
+    with pytest.raises(ConfigError, match="missing required key 'eps'"):
+        build(sp.SpectraConfig, {"variants": ["v1"], "variants_dir": "a", "out_dir": "b", "metrics_dir": "c",
+                                 "plots_dir": "d", "kind": "dct", "color": "gray", "batch_size": 1, "shard_size": 1})
+
+
+def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
+    import importlib.util
+
+    make_variant(tmp_path / "data" / "variants" / "v1")
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())["spectra"]
+    params.update(variants=["v1"], batch_size=5, shard_size=8)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spectra": params}))
+    spec = importlib.util.spec_from_file_location("spectra_stage", repo / "stages" / "spectra.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not in spectra.variants"):
+        stage.main(["v2"])
+    stage.main(["v1"])
+    metrics = json.loads((tmp_path / params["metrics_dir"] / "v1.json").read_text())
+    assert metrics["train_count"] == sum(g[2] for g in GROUPS)
+    assert metrics["raw_bytes_per_image"] == SIZE * SIZE * 3
+    plots = tmp_path / params["plots_dir"] / "v1"
+    for name in ("class_mean.png", "method_mean.png", "profiles.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csvs = sorted(p.name for p in (plots / "profiles").glob("*.csv"))
+    assert csvs == ["class-edited.csv", "class-fake.csv", "class-real.csv", "method-edited-Face2Face.csv",
+                    "method-fake-stylegan.csv", "method-fake-wgan_gp.csv", "method-real-ffhq.csv"]
+    real = pd.read_csv(plots / "profiles" / "class-real.csv")
+    assert list(real.columns) == ["frequency", "log_magnitude", "diff_to_real"]
+    assert np.allclose(real["diff_to_real"], 0.0) and real["frequency"].max() < 0.5
+    # nearest-neighbour up-sampled "GAN" images differ from real at high frequency
+    fake = pd.read_csv(plots / "profiles" / "class-fake.csv")
+    assert np.abs(fake["diff_to_real"].to_numpy()[len(fake) // 2 :]).max() > 0.1
+    before = {p: p.read_bytes() for p in sorted(plots.rglob("*")) if p.is_file()}
+    stage.main(["v1"])
+    assert {p: p.read_bytes() for p in sorted(plots.rglob("*")) if p.is_file()} == before

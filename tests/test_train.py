@@ -1,0 +1,169 @@
+"""Training engine and fit(): overfit one batch, resume == uninterrupted, selection on val, config."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+import dfpipe.train as train_mod
+from dfpipe.config import ConfigError, build, load_yaml, to_dict
+from dfpipe.data import VariantDataset, make_loader
+from dfpipe.engine import to_device, train_one_epoch
+from dfpipe.losses import LossConfig, build_loss
+from dfpipe.models import ModelConfig, build_model
+from dfpipe.train import RunConfig, RunPaths, TrainConfig, fit, load_model
+
+from test_data import make_variant
+
+RUN = {
+    "model": {"name": "resnet18", "num_classes": 3, "image_size": 32},
+    "variant": "toy", "lr": 0.001, "batch_size": 8, "epochs": 2, "optimizer": "adam",
+    "schedule": "cosine", "warmup_epochs": 0.5, "seed": 11, "max_steps_per_epoch": 2,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """fit() sets process-wide torch state; restore it. One thread: the CI box is shared (2 cores)."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    make_variant(root / "data" / "variants" / "toy")
+    return root
+
+
+def _cfgs(workdir: Path, run: dict, out: str):
+    run_cfg = build(RunConfig, run, where="runs.test")
+    train_cfg = build(TrainConfig, {"device": "cpu", "num_workers": 0, "amp": "off", "progress": False, "threads": 1,
+                                    "log_every": 0, "variants_dir": "data/variants",
+                                    "models_dir": f"{out}/models", "metrics_dir": f"{out}/metrics"})
+    paths = RunPaths.for_run("test", run_cfg, train_cfg)
+    root = lambda p: workdir / p  # noqa: E731 - params paths are relative to the repository root
+    return run_cfg, train_cfg, dataclasses.replace(paths, variant_dir=root(paths.variant_dir),
+                                                   out_dir=root(paths.out_dir), live_dir=root(paths.live_dir))
+
+
+def test_overfit_one_batch(workdir):
+    torch.manual_seed(0)
+    ds = VariantDataset(workdir / "data/variants/toy", "train")
+    batch = next(iter(make_loader(ds, 12, train=True, num_workers=0, seed=0)))
+    model = build_model(ModelConfig(name="resnet18", image_size=32))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = build_loss(LossConfig(), 3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    stats = [train_one_epoch(model, [batch], loss_fn, opt, scaler, torch.device("cpu"), epoch=e,
+                             flip=False, progress=False) for e in range(20)]
+    assert stats[-1]["loss"] < 0.1 * stats[0]["loss"]
+    assert stats[-1]["acc"] == 1.0
+    model.eval()
+    with torch.no_grad():
+        logits = model(to_device(batch, torch.device("cpu"))["image"])["logits"]
+    assert (logits.argmax(1) == batch["label"]).all()
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_resume_equals_uninterrupted(workdir):
+    cfgs_a = _cfgs(workdir, RUN, "a")
+    cfgs_b = _cfgs(workdir, RUN, "b")
+    full = fit("test", *cfgs_a)
+    first = fit("test", *cfgs_b, stop_after=1)
+    assert first["epochs_run"] == 1
+    resumed = fit("test", *cfgs_b)
+    assert resumed["epochs_run"] == 1 and full["epochs_run"] == 2
+    a, b = _state(cfgs_a[2].out_dir / "last.pt"), _state(cfgs_b[2].out_dir / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
+    exp_a, exp_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(exp_a[k]["exp_avg"], exp_b[k]["exp_avg"]) for k in exp_a)
+    # same params => byte-identical best checkpoint
+    assert (cfgs_a[2].out_dir / "best.pt").read_bytes() == (cfgs_b[2].out_dir / "best.pt").read_bytes()
+    assert (cfgs_a[2].live_dir / "metrics.json").is_file()
+
+
+def test_changed_config_starts_fresh(workdir, capsys):
+    run_cfg, train_cfg, paths = _cfgs(workdir, RUN, "c")
+    fit("test", run_cfg, train_cfg, paths, stop_after=1)
+    other = dataclasses.replace(run_cfg, lr=0.002)
+    out = fit("test", other, train_cfg, paths, stop_after=1)
+    assert out["epochs_run"] == 1 and _state(paths.out_dir / "last.pt")["epoch"] == 1
+    assert "config differs (lr)" in capsys.readouterr().err
+
+
+def test_selection_uses_val_never_eval(workdir, monkeypatch):
+    root = workdir / "sel"
+    make_variant(root / "data/variants/toy", seed=1)
+    # Plant an eval split that would break (and so reveal) any use of it: garbage bytes.
+    (root / "data/variants/toy/eval/manifest.parquet").write_bytes(b"not parquet")
+    opened = []
+    real_init = VariantDataset.__init__
+
+    def spy(self, variant_dir, split, *args, **kwargs):
+        opened.append(split)
+        real_init(self, variant_dir, split, *args, **kwargs)
+
+    monkeypatch.setattr(VariantDataset, "__init__", spy)
+    run = dict(RUN, epochs=3, lr=0.01, schedule="none", warmup_epochs=0.0)
+    run_cfg, train_cfg, paths = _cfgs(root, run, "s")
+    out = fit("test", run_cfg, train_cfg, paths)
+    assert sorted(set(opened)) == ["train", "val"]
+    scores = [h["val_macro_f1"] for h in out["history"]]
+    assert out["best_epoch"] == scores.index(max(scores)) + 1 and out["best_score"] == max(scores)
+    best = _state(paths.out_dir / "best.pt")
+    assert best["epoch"] == out["best_epoch"]
+    # best.pt reproduces its recorded val score
+    model, cfg = load_model(paths.out_dir / "best.pt")
+    assert cfg == run_cfg
+    from dfpipe.engine import evaluate
+    val = make_loader(VariantDataset(paths.variant_dir, "val"), 8, False, 0, 0)
+    assert evaluate(model, val, torch.device("cpu"), progress=False)["macro_f1"] == pytest.approx(out["best_score"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr_rate": 0.1}, "unknown key"),
+    ({"lr": -1.0}, "lr must be > 0"),
+    ({"optimizer": "rmsprop"}, "is not one of"),
+    ({"model": {"name": "resnet18", "typo": 1}}, "unknown key"),
+    ({"loss": {"w_bce": 1.0}}, "need model.seg_head"),
+    ({"loss": {"class_weights": [1.0, 2.0]}}, "class_weights has 2 entries"),
+    ({"warmup_epochs": 2.0}, "warmup_epochs"),
+])
+def test_bad_run_config(change, message):
+    with pytest.raises(ConfigError, match=message):
+        build(RunConfig, {**RUN, **change}, where="runs.x")
+    bad = dict(RUN)
+    del bad["variant"]
+    with pytest.raises(ConfigError, match="missing required key 'variant'"):
+        build(RunConfig, bad, where="runs.x")
+
+
+def test_lr_schedule_shapes():
+    cfg = build(RunConfig, {**RUN, "epochs": 4, "warmup_epochs": 1.0}, where="r")
+    f = [train_mod.lr_factor(s, cfg, 10) for s in range(40)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.01
+    step = dataclasses.replace(cfg, schedule="step", step_size=2, gamma=0.5, warmup_epochs=0.0)
+    assert [train_mod.lr_factor(s, step, 10) for s in (0, 19, 20, 39)] == [1.0, 1.0, 0.5, 0.5]
+
+
+def test_params_yaml_runs_build():
+    """Every run in the repository's params.yaml builds (strict keys, validated values)."""
+    params = load_yaml(Path(__file__).resolve().parents[1] / "params.yaml")
+    train_cfg, runs = train_mod.load_runs(params)
+    assert runs, "params.yaml has no runs"
+    for name, cfg in runs.items():
+        assert build(RunConfig, to_dict(cfg)) == cfg, name

@@ -1,0 +1,245 @@
+"""Dataset variants: counts of the notes x scale, shortfall policy, masks, determinism.
+
+Also holds the small generators of face manifests + shards that test_splits / test_audit import:
+real dfpipe.shards / dfpipe.manifest files with smooth random crops (frames of one video are the
+video's base image plus slight noise, so they are near duplicates as real frames are).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfpipe.config import ConfigError, build, load_section
+from dfpipe.io import array_hash
+from dfpipe.manifest import FACE_SCHEMA, VARIANT_SCHEMA, read_table, write_faces
+from dfpipe.shards import ShardReader, ShardWriter
+from dfpipe.splits import SplitError
+from dfpipe.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 16
+LABEL = {"ffhq": 0, "gan": 1, "ff": 2}
+
+
+def _seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def smooth_image(key: str, size: int = SIZE) -> np.ndarray:
+    """Deterministic low-frequency RGB crop ``(size, size, 3)`` uint8 for ``key``."""
+    small = np.random.default_rng(_seed(key)).uniform(0, 255, (6, 6, 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+
+
+def frame_image(video: str, frame: int, size: int = SIZE) -> np.ndarray:
+    """Frame ``frame`` of ``video``: the video's base image plus +-2 noise (a near duplicate)."""
+    noise = np.random.default_rng(_seed(f"{video}#{frame}")).integers(-2, 3, (size, size, 3))
+    return np.clip(smooth_image(video, size).astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), frames: int = 0) -> pd.DataFrame:
+    """FACE_SCHEMA rows (no pixels yet) for ``n_images`` stills or ``frames`` frames of each video.
+
+    Stills: identity ``id{k // per_identity}`` for FFHQ-like sources (``ffhq*``), own id otherwise.
+    ``videos``: FF++ ``(target, source)`` pairs; keys ``ffpp:<target>``, ``ffpp:<source>``.
+    """
+    kind = "ff" if source.startswith("ff_") else ("ffhq" if source.startswith("ffhq") else "gan")
+    rows = []
+    for k in range(n_images):
+        path = f"img{k:05d}.png"
+        item = f"{source}/{path}"
+        keys = [f"{source}:id{k // per_identity:04d}"] if kind == "ffhq" else [item]
+        rows.append(dict(id=item, video_id="", group_keys=keys, path=path, frame_index=-1, n_frames=-1))
+    for t, s in videos:
+        for f in range(frames):
+            path = f"{t}_{s}.mp4"
+            rows.append(dict(id=f"{source}/{path}#f{f:04d}", video_id=f"{t}_{s}",
+                             group_keys=[f"ffpp:{t}", f"ffpp:{s}"], path=path, frame_index=f, n_frames=frames))
+    df = pd.DataFrame(rows, columns=["id", "video_id", "group_keys", "path", "frame_index", "n_frames"])
+    df["source"], df["label"], df["method"] = source, LABEL[kind], source
+    for c in ("box_x", "box_y", "box_w", "box_h"):
+        df[c] = 0
+    df["det_score"] = np.float32("nan")
+    df["content_hash"], df["has_mask"], df["shard"], df["offset"], df["mask_shard"] = "", kind == "ff", "", 0, ""
+    return df.sort_values("id").reset_index(drop=True)[FACE_SCHEMA.names]
+
+
+def item_image(row) -> np.ndarray:
+    return frame_image(f"{row.source}/{row.video_id}", row.frame_index) if row.video_id else smooth_image(row.id)
+
+
+def write_source(faces_dir: Path, rows: pd.DataFrame, shard_size: int = 7) -> pd.DataFrame:
+    """Write ``rows`` (one source) as ``<faces_dir>/<source>/`` shards + manifest, like preprocess."""
+    source = rows["source"].iloc[0]
+    out = faces_dir / source
+    rows = rows.copy()
+    with ShardWriter(out, "images", shard_size) as iw, ShardWriter(out, "masks", shard_size) as mw:
+        for k, row in enumerate(rows.itertuples(index=False)):
+            img = item_image(row)
+            name, off = iw.add(img)
+            rows.loc[k, ["shard", "offset", "content_hash"]] = [name, off, array_hash(img)]
+            if row.has_mask:
+                mask = np.zeros((SIZE, SIZE), np.uint8)
+                mask[4:12, 2 + k % 5: 10 + k % 5] = 255
+                rows.loc[k, "mask_shard"] = mw.add(mask)[0]
+    write_faces(rows, out / "manifest.parquet")
+    return rows
+
+
+def split_cfg(tmp: Path | None = None, **kw) -> SplitConfig:
+    base = dict(salt="test-salt", scale=1.0, val_fraction=0.2, on_shortfall="error", ffpp_official=None,
+                faces_dir="faces", out_dir="variants", shard_size=5)
+    base.update(kw)
+    cfg = build(SplitConfig, base)
+    if tmp is not None:  # absolute paths are a config error; tests place them under tmp afterwards
+        cfg = dataclasses.replace(cfg, faces_dir=tmp / cfg.faces_dir, out_dir=tmp / cfg.out_dir)
+    return cfg
+
+
+def variant_cfg(**kw) -> VariantConfig:
+    base = dict(description="t", level="group", leak_free=True, masks=False, eval_fraction=0.3,
+                train={}, eval={})
+    base.update(kw)
+    return build(VariantConfig, base)
+
+
+# ---------------------------------------------------------------- counts of the notes x scale
+
+# Sums of the notes' per-source counts. The notes' headline totals differ (8416, 11416, 40500 for
+# data 3): their per-source lists, which params.yaml copies, do not add up to them.
+NOTES_TOTALS = {"v1": (30500, 8413), "v2": (40500, 11413), "v3": (40600, 11686), "v4": (40579, 11705)}
+
+
+def test_params_declare_the_notes_counts():
+    variants = load_section("variants", dict[str, VariantConfig], REPO / "params.yaml")
+    assert set(variants) >= {"v1", "v2", "v3", "v4", "v4_nomask"}
+    for name, (train, ev) in NOTES_TOTALS.items():
+        assert sum(variants[name].train.values()) == train, name
+        assert sum(variants[name].eval.values()) == ev, name
+    v4, v4n = variants["v4"], variants["v4_nomask"]
+    assert (v4.train["ff_f2f_k"], v4.train["ff_fs_k"], v4.eval["ff_f2f_k"], v4.eval["ff_fs_k"]) == (794, 785, 328, 377)
+    assert dataclasses.replace(v4n, masks=True, description=v4.description) == v4
+    assert variants["v3"].level == "frame" and not variants["v3"].leak_free
+    assert v4.level == "group" and v4.leak_free and v4.masks and not v4n.masks
+
+
+@pytest.mark.parametrize("name", ["v1", "v2", "v3", "v4"])
+def test_selected_counts_equal_notes_times_scale(name):
+    variants = load_section("variants", dict[str, VariantConfig], REPO / "params.yaml")
+    cfg = variants[name]
+    scale = 0.01
+    frames = []
+    for source in cfg.sources:
+        need = scaled(cfg.train.get(source, 0), scale) + scaled(cfg.eval.get(source, 0), scale)
+        if source.startswith("ff_"):
+            frames.append(face_rows(source, videos=[(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 6 * need, 2)], frames=3))
+        else:
+            frames.append(face_rows(source, n_images=4 * need + 20, per_identity=2))
+    faces = pd.concat(frames, ignore_index=True)
+    rows, summary = select_variant(faces, name, cfg, split_cfg(scale=scale))
+    for source in cfg.sources:
+        sub = rows[rows["source"] == source]
+        assert int(sub["split"].isin(["train", "val"]).sum()) == scaled(cfg.train.get(source, 0), scale), source
+        assert int((sub["split"] == "eval").sum()) == scaled(cfg.eval.get(source, 0), scale), source
+    assert summary["capped"] == []
+    assert list(rows["id"]) == sorted(rows["id"])
+    if name == "v4":
+        twin = dataclasses.replace(cfg, masks=False)
+        rows2, _ = select_variant(faces, "v4_nomask", twin, split_cfg(scale=scale))
+        pd.testing.assert_frame_equal(rows, rows2)
+
+
+def test_scaled_rounds_half_up():
+    assert [scaled(c, 0.04) for c in (15000, 794, 785, 328, 377, 46, 183)] == [600, 32, 31, 13, 15, 2, 7]
+    assert scaled(25, 0.1) == 3  # 2.5 -> 3 (Python's round would give 2)
+
+
+def test_shortfall_error_names_source_and_cap_is_recorded():
+    faces = face_rows("gan_x", n_images=10)
+    cfg = variant_cfg(train={"gan_x": 50}, eval={"gan_x": 2})
+    with pytest.raises(SplitError, match=r"'v'.*train pool of source 'gan_x' has \d+ items, 50 requested"):
+        select_variant(faces, "v", cfg, split_cfg())
+    rows, summary = select_variant(faces, "v", cfg, split_cfg(on_shortfall="cap"))
+    cap = summary["capped"]
+    assert len(cap) == 1 and cap[0]["split"] == "train" and cap[0]["requested"] == 50
+    assert cap[0]["available"] == int(rows["split"].isin(["train", "val"]).sum()) < 50
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="cannot be leak_free"):
+        variant_cfg(level="frame", leak_free=True)
+    with pytest.raises(ConfigError, match="eval_fraction"):
+        variant_cfg(eval_fraction=1.5)
+    with pytest.raises(ConfigError, match="unknown key"):
+        variant_cfg(train={"a": 1}, typo=3)
+    with pytest.raises(ConfigError, match="count must be >= 0"):
+        variant_cfg(train={"a": -1})
+    with pytest.raises(ConfigError, match="on_shortfall"):
+        split_cfg(on_shortfall="ignore")
+
+
+# ---------------------------------------------------------------- materialised shards
+
+def _tiny_faces(tmp_path: Path) -> Path:
+    faces = tmp_path / "faces"
+    write_source(faces, face_rows("ffhq", n_images=30, per_identity=3))
+    write_source(faces, face_rows("gan_a", n_images=30))
+    write_source(faces, face_rows("ff_f2f_k", videos=[(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 16, 2)], frames=4))
+    return faces
+
+
+def _tiny_variant(masks: bool) -> VariantConfig:
+    return variant_cfg(masks=masks, train={"ffhq": 12, "gan_a": 12, "ff_f2f_k": 14}, eval={"ffhq": 4, "gan_a": 4, "ff_f2f_k": 4})
+
+
+def test_materialised_variant_masks_pixels_and_determinism(tmp_path):
+    _tiny_faces(tmp_path)
+    split = split_cfg(tmp_path, on_shortfall="cap")
+    build_variant("m", _tiny_variant(True), split)
+    build_variant("n", _tiny_variant(False), split)
+    first = {p.relative_to(tmp_path / "variants/m"): p.read_bytes() for p in sorted((tmp_path / "variants/m").rglob("*")) if p.is_file()}
+    build_variant("m", _tiny_variant(True), split)  # rebuild: byte-identical, no stale files
+    again = {p.relative_to(tmp_path / "variants/m"): p.read_bytes() for p in sorted((tmp_path / "variants/m").rglob("*")) if p.is_file()}
+    assert first == again
+    src_readers = {}
+    for split_name in ("train", "val", "eval"):
+        m = read_table(tmp_path / "variants/m" / split_name / "manifest.parquet", VARIANT_SCHEMA)
+        n = read_table(tmp_path / "variants/n" / split_name / "manifest.parquet", VARIANT_SCHEMA)
+        assert list(m["id"]) == list(n["id"]) and (m["split"] == split_name).all()
+        assert not n["has_mask"].any() and (n["mask_shard"] == "").all()
+        assert not list((tmp_path / "variants/n" / split_name).glob("masks-*.npy"))
+        assert (m["mask_shard"] != "").all()
+        reader = ShardReader(tmp_path / "variants/m" / split_name)
+        faces = pd.concat([read_table(tmp_path / "faces" / s / "manifest.parquet") for s in ("ffhq", "gan_a", "ff_f2f_k")]).set_index("id")
+        for row in m.itertuples(index=False):
+            src = faces.loc[row.id]
+            sr = src_readers.setdefault(row.source, ShardReader(tmp_path / "faces" / row.source))
+            assert np.array_equal(reader.get(row.shard, row.offset), sr.get(src["shard"], src["offset"]))
+            mask = reader.get(row.mask_shard, row.offset)
+            if row.has_mask:
+                assert np.array_equal(mask, sr.get(src["mask_shard"], src["offset"])) and mask.any()
+            else:
+                assert mask.shape == (SIZE, SIZE) and not mask.any()
+        assert m["has_mask"].tolist() == (m["source"] == "ff_f2f_k").tolist()
+
+
+def test_missing_manifest_and_bad_crop_size_are_clear_errors(tmp_path):
+    faces = _tiny_faces(tmp_path)
+    split = split_cfg(tmp_path, on_shortfall="cap")
+    with pytest.raises(FileNotFoundError, match="gan_missing"):
+        build_variant("x", variant_cfg(train={"gan_missing": 1}), split)
+    rows = face_rows("gan_big", n_images=40)
+    out = faces / "gan_big"
+    with ShardWriter(out, "images", 64) as w:
+        for k in range(len(rows)):
+            rows.loc[k, ["shard", "offset"]] = list(w.add(np.zeros((SIZE + 2, SIZE + 2, 3), np.uint8)))
+    write_faces(rows, out / "manifest.parquet")
+    with pytest.raises(ValueError, match="crop shape"):
+        build_variant("x", variant_cfg(train={"gan_a": 10, "gan_big": 10}), split)

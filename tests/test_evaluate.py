@@ -89,13 +89,16 @@ def test_evaluate_predictions_headline_and_details():
 
 def test_train_overlap_counts_hashes_and_videos():
     ev = make_manifest()
-    train = ev.iloc[[0, 1, 50, 51]].copy()  # two images, two frames of one video
+    images = ev.index[ev["video_id"] == ""][:2].tolist()
+    frames = ev.index[(ev["method"] == "FaceSwap") & (ev["video_id"] == "000_003")][:2].tolist()
+    train = ev.loc[images + frames].copy()  # two images, two frames of FaceSwap/000_003
     train.loc[train.index[0], "id"] = "other/renamed.png"  # same pixels under another id still count
     val = ev.iloc[:0].copy()
     out = E.train_overlap({"train": train, "val": val}, ev)
-    assert out == {"n_eval": len(ev), "overlap_train": 4, "overlap_train_videos": len(
-        {(m, v) for m, v in zip(train["method"], train["video_id"]) if v}),
-        "overlap_val": 0, "overlap_val_videos": 0}
+    assert out == {"n_eval": len(ev), "overlap_train": 4, "overlap_train_frames": int((train["video_id"] != "").sum()),
+                   "overlap_train_videos": len({(m, v) for m, v in zip(train["method"], train["video_id"]) if v}),
+                   "overlap_val": 0, "overlap_val_frames": 0, "overlap_val_videos": 0}
+    assert out["overlap_train_frames"] == 2 and out["overlap_train_videos"] == 1
 
 
 def test_write_outputs_files_and_determinism(tmp_path):

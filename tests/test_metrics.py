@@ -171,3 +171,19 @@ def test_mask_scores_known_values():
     assert out["iou"] == pytest.approx((0.5 + 1) / 2)
     with pytest.raises(ValueError, match="shapes differ"):
         M.mask_scores(pred[:, :2], target)
+
+
+def test_eer_matches_sklearn_roc_on_random_scores():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.normal(size=500) + y, 1)  # ties included
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    fnr = 1 - tpr
+    i = int(np.argmax(fnr - fpr <= 0))
+    lo, hi = sorted((fpr[i - 1], fpr[i]))
+    assert lo <= M.eer(y, s) <= hi  # the interpolated crossing lies on sklearn's bracketing segment
+    f2, t2 = M._roc(y.astype(bool), s.astype(float))
+    np.testing.assert_allclose(f2, fpr)
+    np.testing.assert_allclose(t2, tpr)

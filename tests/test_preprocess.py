@@ -1,11 +1,9 @@
 """The preprocess stage on a generated tree that plants every kind of bad input, real MediaPipe."""
 
 import dataclasses
-from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from dfpipe.config import ConfigError, build
@@ -84,6 +82,7 @@ def tree(tmp_path_factory):
     (vids / "008_009.mp4").write_bytes(data[: len(data) // 2])
     write_video(vids / "010_011.mp4", [np.full((H, W, 3), 90, np.uint8)] * N_FRAMES, gop=5)
     write_video(masks / "010_011.mp4", [mask_frame(i) for i in range(N_FRAMES)], gop=5, gray=True)
+    (vids / "012_013.mp4").write_bytes(b"text with a video name " * 40)
     (vids / "notes.txt").write_text("stray file")
     write_video(vids / "clip.mp4", frames[:3], gop=5)
     return root
@@ -155,6 +154,7 @@ def test_ffpp_frames_masks_and_rejects(ffpp_run):
     assert rj[("c23/videos/004_005.mp4", -1)] == "mask_short"
     assert rj[("c23/videos/006_007.mp4", -1)] == "unreadable"
     assert rj[("c23/videos/008_009.mp4", -1)] == "unreadable"
+    assert rj[("c23/videos/012_013.mp4", -1)] == "unreadable"
     assert [rj[("c23/videos/010_011.mp4", i)] for i in (0, 6, 12, 18)] == ["no_face"] * 4
     assert rj[("c23/videos/notes.txt", -1)] == "not_video"
     assert rj[("c23/videos/clip.mp4", -1)] == "bad_name"
@@ -259,3 +259,14 @@ def test_group_keys_from_names():
     assert ffpp_group_keys("01_02__meeting_serious__YVGY8LOK") == ("dfd_actor:01", "dfd_actor:02")
     assert ffpp_group_keys("01__walking_down_street") == ("dfd_actor:01",)
     assert ffpp_group_keys("clip") is None
+
+
+def test_broken_model_fails_instead_of_hanging(tree, tmp_path):
+    """A worker whose MediaPipe task cannot start must fail the stage (Pool would respawn forever)."""
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    config = dataclasses.replace(cfg(workers=2), detector_model=bad)
+    with pytest.raises(RuntimeError, match="could not start"):
+        run(tree, IMG_SPEC, tmp_path, "ffhq", config=config)
+    with pytest.raises(FileNotFoundError, match="model missing"):
+        run(tree, IMG_SPEC, tmp_path, "ffhq", config=dataclasses.replace(config, detector_model=tmp_path / "no.tflite"))

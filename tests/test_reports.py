@@ -31,8 +31,8 @@ def write_eval(path: Path, seed: int, run: str, train_variant: str, eval_variant
                    "w_cls": 1.0, "w_bce": float(seed % 2), "w_dice": 0.0}
     if "seg" in run:  # only multi-task models write mask scores
         head["mask"] = {"n": 10, "dice": 0.1 * seed, "iou": 0.05 * seed}
-    head["leak"] = {"n_eval": len(man), "overlap_train": 3 * seed, "overlap_train_videos": seed,
-                    "overlap_val": 0, "overlap_val_videos": 0}
+    head["leak"] = {"n_eval": len(man), "overlap_train": 3 * seed, "overlap_train_frames": 2 * seed,
+                    "overlap_train_videos": seed, "overlap_val": 0, "overlap_val_frames": 0, "overlap_val_videos": 0}
     write_json(path, head)
     return json.loads(path.read_text())
 
@@ -116,6 +116,7 @@ def test_cells_equal_metrics_files(repo):
     for r in rows:
         m = files[r["Evaluation"]]
         assert int(r["Eval items in train (hash)"]) == m["leak"]["overlap_train"]
+        assert int(r["of which video frames"]) == m["leak"]["overlap_train_frames"]
         assert r["Trained on"] == m["run"]["train_variant"] and r["Scored on"] == "v4"
     rows = parse_markdown(cfg.out_dir / "leakage_audit.md")
     assert rows[0] == {"Variant": "v3", "leak_check": "not required", "group_leaks": "7", "exact_duplicates": "14"}

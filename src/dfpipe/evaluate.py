@@ -188,8 +188,9 @@ def train_overlap(train_manifests: dict[str, pd.DataFrame], eval_manifest: pd.Da
     ``train_manifests``: ``{split: manifest}`` of the variant the model was trained on (train, val).
     Items are matched by ``content_hash`` (sha256 of the stored crop), so a frame re-cropped into
     both variants counts even under another id. Returns ``{"overlap_<split>": items of the eval
-    split whose hash is in that split, "overlap_<split>_videos": distinct (method, video_id) of
-    eval video items sharing a video with that split, "n_eval": ...}``.
+    split whose hash is in that split, "overlap_<split>_frames": those of them that are video
+    frames, "overlap_<split>_videos": distinct (method, video_id) of eval video items sharing a
+    video with that split, "n_eval": ...}``.
     """
     eval_hash = eval_manifest["content_hash"].astype(str).to_numpy()
     eval_vid = eval_manifest["video_id"].astype(str).to_numpy()
@@ -199,7 +200,9 @@ def train_overlap(train_manifests: dict[str, pd.DataFrame], eval_manifest: pd.Da
         man = train_manifests[split]
         hashes = set(man["content_hash"].astype(str))
         keys = {M.video_key(m, v) for m, v in zip(man["method"].astype(str), man["video_id"].astype(str)) if v}
-        out[f"overlap_{split}"] = int(np.isin(eval_hash, list(hashes)).sum())
+        seen = np.isin(eval_hash, list(hashes))
+        out[f"overlap_{split}"] = int(seen.sum())
+        out[f"overlap_{split}_frames"] = int((seen & (eval_vid != "")).sum())
         out[f"overlap_{split}_videos"] = len(eval_keys & keys)
     return out
 
@@ -338,8 +341,12 @@ def plot_training_curves(train_dir: Path, path: Path, title: str) -> None:
         label = f.relative_to(series_dir).with_suffix("").as_posix()
         panels.setdefault(metric, []).append((label, df))
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-    for ax, (metric, curves) in zip(axes[0], sorted(panels.items())):
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (metric, curves) in zip(axes.flat, sorted(panels.items())):
         for label, df in curves:
             ax.plot(df["step"], df[metric], marker=".", label=label)
         ax.set(xlabel="step", title=metric)

@@ -175,7 +175,7 @@ def save_grid(
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_title("input", fontsize=8)
-    axes[0, 1].set_title(f"Grad-CAM ({layer_name})", fontsize=8)
+    axes[0, 1].set_title(f"Grad-CAM\n{layer_name}", fontsize=7)
     axes[0, 2].set_title("mean |activation|", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

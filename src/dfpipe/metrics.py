@@ -92,7 +92,7 @@ def eer(y: np.ndarray, score: np.ndarray) -> float:
     y = np.asarray(y).astype(bool)
     if y.all() or not y.any():
         return NAN
-    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
+    fpr, tpr = _roc(y, np.asarray(score, dtype=np.float64))
     fnr = 1.0 - tpr
     diff = fnr - fpr  # starts at 1 (threshold +inf), ends at -1; decreasing
     i = int(np.argmax(diff <= 0))
@@ -100,6 +100,20 @@ def eer(y: np.ndarray, score: np.ndarray) -> float:
         return float(fpr[i])
     t = diff[i - 1] / (diff[i - 1] - diff[i])
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def _roc(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC points ``(fpr, tpr)`` at every distinct threshold, from (0, 0) to (1, 1); the same
+    points as ``sklearn.metrics.roc_curve(drop_intermediate=False)`` without its input checks
+    (the bootstrap calls this thousands of times)."""
+    order = np.argsort(-score, kind="stable")
+    s, yy = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tps = np.cumsum(yy)[last]
+    fps = (last + 1) - tps
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    return fpr, tpr
 
 
 def real_vs_fake(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

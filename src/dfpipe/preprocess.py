@@ -29,8 +29,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from .faces import (
-    Box, FaceDetector, PersonSegmenter, blank_background, crop_image, crop_mask, resize_square,
-    square_box, whole_image_box, cut_box,
+    Box, FaceDetector, PersonSegmenter, blank_background, crop_image, crop_mask, cut_box,
+    resize_square, square_box, whole_image_box,
 )
 from .io import array_hash, resolve_inside, write_json
 from .manifest import FACE_SCHEMA, REJECT_SCHEMA, write_faces, write_rejects
@@ -53,7 +53,7 @@ class PreprocessConfig:
     frames_per_video: int    # per_video policy: K evenly spaced frames
     seg_threshold: float     # person probability above which a pixel is foreground
     seg_background: Literal["blank", "keep"]  # crop_seg: zero the background, or keep it
-    min_person: float        # crop_seg: reject crops whose foreground fraction is below this
+    min_person: float        # crop_seg (blank or keep): reject crops with less foreground than this
     max_pixels: int          # larger images are rejected before decoding (decompression bombs)
     shard_size: int
     workers: int
@@ -243,17 +243,24 @@ class Worker:
 
 
 _WORKER: Worker | None = None
+_INIT_ERROR: str = ""
 
 
 def _init_worker(cfg: PreprocessConfig, spec: SourceConfig, root: Path) -> None:
-    global _WORKER
+    global _WORKER, _INIT_ERROR
     cv2.setNumThreads(1)  # one process per core already
-    _WORKER = Worker(cfg, spec, root)
+    try:
+        _WORKER = Worker(cfg, spec, root)
+    except Exception as exc:  # noqa: BLE001 - a failing initializer makes Pool respawn forever
+        _INIT_ERROR = f"{type(exc).__name__}: {exc}"
+        return
     # Pool workers leave through os._exit: atexit does not run, multiprocessing finalizers do.
     multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
 
 
 def _work(item: Item) -> ItemResult:
+    if _WORKER is None:
+        raise RuntimeError(f"preprocess worker could not start: {_INIT_ERROR}")
     return _WORKER.process(item)
 
 
@@ -279,6 +286,9 @@ def run_source(
     """
     t0 = time.perf_counter()
     root = Path(root if root is not None else spec.path)
+    for model in (cfg.detector_model, cfg.segmenter_model):
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"{model}: MediaPipe model missing (run `python -m dfpipe.assets`)")
     out_dir = Path(out_dir)
     items, rejects = list_items(name, spec, root)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -271,18 +271,25 @@ def leakage_tables(reader: Reader, cfg: LeakageTable) -> list[Table]:
                   ["Variant"] + list(cfg.audit_keys))
     for name in cfg.audits:
         d, p = reader.audit(name)
-        audit.rows.append([name] + [plain(lookup(d, k, p)) for k in cfg.audit_keys])
+        cells = []
+        for key in cfg.audit_keys:
+            value = lookup(d, key, p)
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"{p}: key '{key}' is not a single value; name a leaf, e.g. '{key}.<sub-key>'")
+            cells.append(plain(value))
+        audit.rows.append([name] + cells)
     cross = Table(
         "leakage_cross", "What the leak inflated: models trained on different variants, scored on one eval split",
         ["Evaluation", "Run", "Trained on", "Scored on", "Eval items", "Eval items in train (hash)",
-         "Eval videos in train", "Macro-F1 [95% CI]", "Acc", "AUC real/fake"],
+         "of which video frames", "Eval videos in train", "Macro-F1 [95% CI]", "Acc", "AUC real/fake"],
     )
     for name in cfg.evaluations:
         d, p = reader.evaluation(name)
         cross.rows.append([
             name, plain(lookup(d, "run.name", p)), plain(lookup(d, "run.train_variant", p)),
             plain(lookup(d, "run.eval_variant", p)), plain(lookup(d, "leak.n_eval", p)),
-            plain(lookup(d, "leak.overlap_train", p)), plain(lookup(d, "leak.overlap_train_videos", p)),
+            plain(lookup(d, "leak.overlap_train", p)), plain(lookup(d, "leak.overlap_train_frames", p)),
+            plain(lookup(d, "leak.overlap_train_videos", p)),
             pct_ci(d, "macro_f1", p), pct(lookup(d, "acc", p)), pct(lookup(d, "auc_real_vs_fake", p)),
         ])
     cross.notes = [

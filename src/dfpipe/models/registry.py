@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
 import numpy as np
 from torch import nn
 
-SpectrumStats = tuple[np.ndarray, np.ndarray]
+if TYPE_CHECKING:
+    from dfpipe.spectra import SpectrumTransform
+
+# (mean, std) arrays (C, H, W); or a path to the spectra stage's stats.npz; or a SpectrumTransform.
+SpectrumStats = Union[tuple[np.ndarray, np.ndarray], Path, "SpectrumTransform"]
 ModelFactory = Callable[["ModelConfig", Optional[SpectrumStats]], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelFactory] = {}
@@ -83,9 +87,12 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -> nn.Module:
     """Build the detector described by ``cfg`` (random init, or ``cfg.weights`` loaded on top).
 
-    ``spectrum_stats`` = (mean, std) float arrays of shape (C, H, W) from
-    ``data/spectra/<variant>/stats.npz``; required exactly when ``cfg.input`` is "dct" or "dft"
-    (they become buffers of the model, so checkpoints carry them). Passing them for a raw-input model
+    ``spectrum_stats`` is required exactly when ``cfg.input`` is "dct" or "dft": the agreed
+    (mean, std) float arrays of shape (C, image_size, image_size) from
+    ``data/spectra/<variant>/stats.npz`` (C = 1: grey, 3: per-channel; SpectrumTransform's default
+    eps), or -- preferred, because it also carries the cache's colour mode and eps -- the path of
+    that ``stats.npz`` or a ``SpectrumTransform.from_stats(path)``. The statistics become buffers
+    of the model, so checkpoints carry them. Passing them for a raw-input model
     is an error rather than being ignored, so a misconfigured run cannot look like a spectral one.
     """
     cfg.validate()

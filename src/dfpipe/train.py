@@ -368,8 +368,7 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
             for key, value in tr.items():
                 if key.startswith("loss_"):
                     live.log_metric(f"train/{key}", value)
-            live.summary["best/val_macro_f1"] = best_score
-            live.summary["best/epoch"] = best_epoch
+            live.summary["best"] = {"val_macro_f1": best_score, "epoch": best_epoch}
             live.next_step()
             _log(f"{run_name} epoch {epoch + 1}/{run_cfg.epochs}: loss {tr['loss']:.4f} "
                  f"val macro-F1 {val['macro_f1']:.4f} acc {val['acc']:.4f} "

@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 ASSETS := models/mediapipe/face_detection_short_range.tflite models/mediapipe/selfie_segmentation.tflite
 PYTEST_ARGS ?=
+# Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup run test clean-venv
 
@@ -24,7 +26,7 @@ $(ASSETS): $(STAMP)
 	$(PY) -m dfpipe.assets
 
 run: setup
-	$(VENV)/bin/dvc repro
+	dvc repro
 	@echo "Results tables: metrics/tables/ ; compare runs with: $(VENV)/bin/dvc exp show"
 
 test: setup

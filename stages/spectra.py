@@ -1,7 +1,9 @@
 """spectra@<variant>: cache log-DCT/DFT spectra of a variant's splits, train-only stats, plots.
 
 Usage (from the repository root): python stages/spectra.py <variant>
-Writes data/spectra/<variant>/, metrics/spectra/<variant>.json, metrics/plots/spectra/<variant>/.
+Writes data/spectra/<variant>/ (cache of spectra.kind; stats.npz for that kind and
+stats_dct.npz / stats_dft.npz for both, which dct/dft-input runs read), metrics/spectra/<variant>.json,
+metrics/plots/spectra/<variant>/.
 """
 
 from __future__ import annotations

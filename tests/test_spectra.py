@@ -240,6 +240,39 @@ def test_stats_use_train_split_only(tmp_path):
     assert sp.read_stats_meta(cfg_a.out_dir / "v1" / "stats.npz")["count"] == len(train) == len(imgs)
 
 
+@pytest.mark.parametrize("cached", ["dct", "dft"])
+def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
+    """stats_dct.npz and stats_dft.npz are numpy's train statistics of each transform; stats.npz is
+    the cached kind's; the cache itself holds only the configured kind."""
+    images = make_variant(tmp_path / "variants" / "v1")
+    cfg = config(tmp_path, kind=cached, color="gray", eps=0.5)
+    metrics = sp.build_variant("v1", cfg)
+    root = cfg.out_dir / "v1"
+    assert sorted(p.name for p in root.glob("stats*.npz")) == ["stats.npz", "stats_dct.npz", "stats_dft.npz"]
+    assert (root / "stats.npz").read_bytes() == sp.stats_path(root, cached).read_bytes()
+    stats = {}
+    for kind in sp.KINDS:
+        path = sp.stats_path(root, kind)
+        assert path == root / f"stats_{kind}.npz"
+        meta = sp.read_stats_meta(path)
+        assert (meta["kind"], meta["color"], meta["eps"], meta["split"]) == (kind, "gray", 0.5, "train")
+        assert meta["count"] == len(images["train"])
+        full = sp.log_spectrum_np(images["train"], kind, "gray", 0.5)
+        mean, std = sp.load_stats(path)
+        np.testing.assert_allclose(mean.numpy(), full.mean(0).astype(np.float32), rtol=1e-6)
+        np.testing.assert_allclose(std.numpy(), full.std(0).astype(np.float32), rtol=1e-5, atol=1e-7)
+        stats[kind] = mean.numpy()
+        # the device transform built from each file normalises its own kind to ~zero mean
+        t = sp.SpectrumTransform.from_stats(path)
+        assert t.kind == kind and t.eps == 0.5
+        assert np.abs(t(to_tensor(images["train"])).mean(0).numpy()).max() < 1e-3
+    assert not np.allclose(stats["dct"], stats["dft"], atol=1e-3)  # two different transforms
+    assert set(metrics["std_floored_coefficients_by_kind"]) == set(sp.KINDS)
+    assert sp.SpectraCache(root / "train").index["kind"] == cached
+    with pytest.raises(ValueError, match="kind must be one of"):
+        sp.stats_path(root, "wavelet")
+
+
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------

@@ -133,6 +133,44 @@ def test_selection_uses_val_never_eval(workdir, monkeypatch):
     assert evaluate(model, val, torch.device("cpu"), progress=False)["macro_f1"] == pytest.approx(out["best_score"])
 
 
+def test_spectrum_runs_load_the_stats_of_their_kind(workdir):
+    """A dft run reads stats_dft.npz (the spectra stage writes both kinds whatever it caches), its
+    checkpoint keeps kind/colour/eps, and load_model rebuilds that transform; wrong kind: error."""
+    from dfpipe import spectra as sp
+
+    root = workdir / "spec"
+    make_variant(root / "data/variants/toy", seed=2)
+    scfg = build(sp.SpectraConfig, {"variants": ["toy"], "variants_dir": "data/variants", "out_dir": "data/spectra",
+                                     "metrics_dir": "m", "plots_dir": "p", "kind": "dct", "color": "per_channel",
+                                     "eps": 0.5, "batch_size": 16, "shard_size": 64}, where="spectra")
+    scfg = dataclasses.replace(scfg, variants_dir=root / scfg.variants_dir, out_dir=root / scfg.out_dir)
+    sp.build_variant("toy", scfg)
+    run = dict(RUN, epochs=1, model={**RUN["model"], "input": "dft"})
+    run_cfg, train_cfg, paths = _cfgs(root, run, "dft")
+    assert paths.spectrum_stats == Path("data/spectra/toy/stats_dft.npz")
+    paths = dataclasses.replace(paths, spectrum_stats=root / paths.spectrum_stats)
+    dft_mean, dft_std = sp.load_stats(paths.spectrum_stats)
+    dct_mean, _ = sp.load_stats(root / "data/spectra/toy/stats_dct.npz")
+    assert not torch.allclose(dft_mean, dct_mean)
+    fit("test", run_cfg, train_cfg, paths)
+    saved = _state(paths.out_dir / "best.pt")["spectrum_stats"]
+    assert (saved["kind"], saved["color"], saved["eps"]) == ("dft", "per_channel", 0.5)
+    assert torch.equal(saved["mean"], dft_mean) and torch.equal(saved["std"], dft_std)
+    model, cfg = load_model(paths.out_dir / "best.pt")
+    t = model.input.spectrum
+    assert (t.kind, t.color, t.eps) == ("dft", "per_channel", 0.5) and cfg.model.input == "dft"
+    assert torch.equal(t.mean, dft_mean)
+    x = torch.rand(2, 3, 32, 32)
+    ref = sp.SpectrumTransform.from_stats(paths.spectrum_stats)
+    assert torch.allclose(t(x), ref(x))
+    # the recorded kind still guards a mismatched file (e.g. DCT statistics under the DFT name)
+    bad = root / "bad/stats_dft.npz"
+    bad.parent.mkdir()
+    bad.write_bytes((root / "data/spectra/toy/stats_dct.npz").read_bytes())
+    with pytest.raises(ValueError, match="statistics are for 'dct' spectra but the model input is 'dft'"):
+        fit("test", run_cfg, train_cfg, dataclasses.replace(paths, spectrum_stats=bad))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"lr_rate": 0.1}, "unknown key"),
     ({"lr": -1.0}, "lr must be > 0"),
@@ -167,3 +205,23 @@ def test_params_yaml_runs_build():
     assert runs, "params.yaml has no runs"
     for name, cfg in runs.items():
         assert build(RunConfig, to_dict(cfg)) == cfg, name
+
+
+def test_recalibrate_bn_replaces_lagging_running_stats():
+    """Precise BN: running stats become the plain average over the given batches; momentum kept."""
+    from dfpipe.engine import recalibrate_bn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    batches = [{"image": torch.rand(8, 3, 10, 10) * (i + 1), "label": torch.zeros(8, dtype=torch.long)}
+               for i in range(3)]
+    net.eval()
+    stale = net[1].running_mean.clone()
+    used = recalibrate_bn(net, batches, torch.device("cpu"), num_batches=2)
+    assert used == 2 and not net.training and net[1].momentum == 0.1
+    with torch.no_grad():
+        feats = [net[0](b["image"]) for b in batches[:2]]
+    expected = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(0)
+    torch.testing.assert_close(net[1].running_mean, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(net[1].running_mean, stale)
+    assert recalibrate_bn(net, batches, torch.device("cpu"), num_batches=0) == 0

@@ -17,8 +17,12 @@ Layout. Spectra are channel-first ``(N, C, H, W)`` with ``C = 3`` (``per_channel
 (``gray``); the DCT puts the DC term at ``[0, 0]``, the DFT (fft-shifted) at ``[H//2, W//2]``.
 The cache of a variant split is ``data/spectra/<name>/<split>/spectra-NNNNN.npy`` (float16, row
 ``i`` of the split's manifest is global row ``i`` of the concatenated shards) plus ``index.json``
-(row count, shard names, hash of the manifest ids, transform settings); the statistics are
-``data/spectra/<name>/stats.npz`` (``mean``/``std`` float32 ``(C, H, W)``, ``count``, settings).
+(row count, shard names, hash of the manifest ids, transform settings). The cache holds the
+configured ``kind`` only, but the train-split statistics are computed for both transforms (same
+colour and eps): ``data/spectra/<name>/stats_dct.npz`` and ``stats_dft.npz`` (``mean``/``std``
+float32 ``(C, H, W)``, ``count``, settings; :func:`stats_path`), so a model with either input kind
+finds the statistics of its transform; ``stats.npz`` is the copy for the cached kind (it
+normalises the cache).
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 #: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the
 #: training split (e.g. exactly-zero DFT bins of a flat demo background) normalises to 0, not inf.
 STD_FLOOR = 1e-6
-STATS_FILE = "stats.npz"
+STATS_FILE = "stats.npz"  # statistics of the cached kind (normalise the cache with these)
+#: Transforms whose train-split statistics every variant gets: ``stats_<kind>.npz`` (stats_path).
+KINDS: tuple[Kind, ...] = ("dct", "dft")
 INDEX_FILE = "index.json"
 SHARD_PREFIX = "spectra"
 
@@ -66,10 +72,10 @@ class SpectraConfig:
 
     variants: tuple[str, ...]   # variant names to cache (foreach keys of ``spectra@<name>``)
     variants_dir: Path          # input: <variants_dir>/<name>/<split>/manifest.parquet
-    out_dir: Path               # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats.npz}
+    out_dir: Path               # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats*.npz}
     metrics_dir: Path           # output: <metrics_dir>/<name>.json
     plots_dir: Path             # output: <plots_dir>/<name>/*.png, profiles/*.csv
-    kind: Kind                  # "dct" (Frank et al.) or "dft"
+    kind: Kind                  # cached kind: "dct" (Frank et al.) or "dft" (stats: both kinds)
     color: Color                # "per_channel" (C=3) or "gray" (C=1, BT.601 luma)
     eps: float                  # log(|c| + eps)
     batch_size: int             # images per transform batch (also the statistics merge order)
@@ -89,6 +95,13 @@ class SpectraConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+
+def stats_path(variant_dir: str | Path, kind: str) -> Path:
+    """``<variant_dir>/stats_<kind>.npz``: train-split statistics of one transform (any cached kind)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    return Path(variant_dir) / f"stats_{kind}.npz"
 
 
 def num_channels(color: Color) -> int:
@@ -407,12 +420,20 @@ def iter_image_batches(split_dir: Path, df: pd.DataFrame, batch_size: int, desc:
         yield start, reader.gather(list(rows["shard"]), rows["offset"].to_numpy())
 
 
-def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig, moments: RunningMoments | None = None, desc: str = "") -> dict:
-    """Cache the spectra of one variant split; optionally feed them to ``moments``.
+def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig,
+                moments: RunningMoments | dict[str, RunningMoments] | None = None, desc: str = "") -> dict:
+    """Cache the spectra of one variant split; optionally feed float64 spectra to ``moments``.
 
+    ``moments``: one ``RunningMoments`` (fed the cached ``cfg.kind``), or ``{kind: RunningMoments}``
+    (each fed that transform of the same images, with ``cfg.color`` and ``cfg.eps``).
     Writes ``out_dir/spectra-NNNNN.npy`` (float16 ``(n, C, S, S)``) and ``out_dir/index.json``.
     Returns the index dict.
     """
+    if isinstance(moments, RunningMoments):
+        moments = {cfg.kind: moments}
+    moments = moments or {}
+    for kind in moments:
+        _check_kind_color(kind, cfg.color)
     df = _read_split_manifest(split_dir)
     ids = df["id"].tolist()
     if len(set(ids)) != len(ids):
@@ -426,8 +447,8 @@ def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig, moments: Run
         spec = log_spectrum_np(images, cfg.kind, cfg.color, cfg.eps)
         if np.abs(spec).max() > f16_max:  # cannot happen for eps >= 1e-30 and 8-bit input
             raise ValueError(f"{split_dir}: log-spectrum exceeds the float16 range (eps={cfg.eps})")
-        if moments is not None:
-            moments.update(spec)
+        for kind, acc in moments.items():
+            acc.update(spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps))
         shape = list(spec.shape[1:])
         for row in spec.astype(np.float16):
             writer.add(row)
@@ -487,12 +508,16 @@ def normalize(spectra: np.ndarray | torch.Tensor, mean, std):
 
 
 def build_variant(name: str, cfg: SpectraConfig) -> dict:
-    """Cache all splits of variant ``name``, save train-only statistics; return the metrics dict."""
+    """Cache all splits of variant ``name``, save train-only statistics; return the metrics dict.
+
+    The cache holds ``cfg.kind``; statistics are saved for every kind of :data:`KINDS`
+    (``stats_<kind>.npz``) plus ``stats.npz`` for the cached kind.
+    """
     src = cfg.variants_dir / name
     dst = cfg.out_dir / name
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: variant not found (run variant@{name} first)")
-    moments = RunningMoments()
+    moments = {kind: RunningMoments() for kind in KINDS}
     metrics: dict = {"variant": name, "kind": cfg.kind, "color": cfg.color, "eps": cfg.eps, "splits": {}}
     total_bytes = total_rows = 0
     for split in SPLITS:
@@ -503,15 +528,23 @@ def build_variant(name: str, cfg: SpectraConfig) -> dict:
         total_rows += index["count"]
         if index["shape"] is not None:
             metrics["shape"] = index["shape"]
-    if moments.count == 0:
+    count = moments[cfg.kind].count
+    if count == 0:
         raise ValueError(f"{src / 'train'}: empty train split; normalisation statistics need training images")
-    mean, std = moments.result()
-    save_stats(dst / STATS_FILE, mean, std, moments.count, cfg.kind, cfg.color, cfg.eps, name)
+    floored = {}
+    for kind, acc in moments.items():
+        k_mean, k_std = acc.result()
+        save_stats(stats_path(dst, kind), k_mean, k_std, acc.count, kind, cfg.color, cfg.eps, name)
+        floored[kind] = int((k_std < STD_FLOOR).sum())
+        if kind == cfg.kind:
+            mean, std = k_mean, k_std
+    save_stats(dst / STATS_FILE, mean, std, count, cfg.kind, cfg.color, cfg.eps, name)
     metrics["bytes_per_image"] = total_bytes / max(total_rows, 1)
     c, h, w = metrics["shape"]
     metrics["raw_bytes_per_image"] = h * w * 3  # the uint8 RGB crop the spectrum replaces
-    metrics["train_count"] = moments.count
-    metrics["std_floored_coefficients"] = int((std < STD_FLOOR).sum())
+    metrics["train_count"] = count
+    metrics["std_floored_coefficients"] = floored[cfg.kind]
+    metrics["std_floored_coefficients_by_kind"] = floored
     return metrics
 
 

@@ -6,7 +6,10 @@ Contracts
 - ``models/<run>/last.pt`` (every epoch, atomic) = ``{model, optimizer, scaler, scheduler, epoch
   (epochs completed), config, best_score, best_epoch, history, rng, spectrum_stats}``;
   ``models/<run>/best.pt`` = ``{model, config, epoch, best_score, spectrum_stats}``. Both load
-  with ``torch.load(weights_only=True)``.
+  with ``torch.load(weights_only=True)``. ``spectrum_stats`` (dct/dft inputs, else None) =
+  ``{mean, std, kind, color, eps}``: the statistics file's transform, rebuilt by :func:`load_model`.
+- Spectrum inputs read ``<spectra_dir>/<variant>/stats_<input>.npz`` (the spectra stage writes
+  both kinds whatever kind it caches); its recorded kind must equal the model input.
 - Resume: an unfinished ``last.pt`` whose config equals the current run config is continued;
   anything else (other config, finished run, unreadable file) starts fresh and says why.
 - Determinism: every random choice is a function of ``(seed, epoch)`` (loader order, flips, the
@@ -27,14 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 from .config import ConfigError, build, to_dict
 from .data import VariantDataset, _mix_seed, make_loader
-from .engine import evaluate, train_one_epoch
+from .engine import evaluate, recalibrate_bn, train_one_epoch
 from .io import write_bytes
 from .losses import LossConfig, build_loss
 from .models import ModelConfig, build_model
@@ -47,7 +49,9 @@ class RunConfig:
     ``warmup_epochs``: linear warm-up from 0 over that many epochs (fractions allowed), then the
     ``schedule`` (``cosine`` to 0 at the end, ``step``: times ``gamma`` every ``step_size``
     epochs, ``none``: constant). ``max_steps_per_epoch`` > 0 caps batches per epoch (the demo).
-    ``eval_batch_size`` 0 means ``batch_size``.
+    ``eval_batch_size`` 0 means ``batch_size``. ``bn_recalibration_batches`` > 0 re-estimates
+    BatchNorm statistics on that many training batches before each validation
+    (:func:`dfpipe.engine.recalibrate_bn`; essential for short runs such as the demo's).
     """
 
     model: ModelConfig
@@ -69,6 +73,7 @@ class RunConfig:
     grad_clip: float = 0.0
     flip: bool = True
     eval_batch_size: int = 0
+    bn_recalibration_batches: int = 0
 
     def validate(self) -> None:
         if not self.variant or "/" in self.variant or self.variant in (".", ".."):
@@ -79,7 +84,8 @@ class RunConfig:
             raise ValueError(f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        for name in ("weight_decay", "warmup_epochs", "max_steps_per_epoch", "grad_clip", "eval_batch_size"):
+        for name in ("weight_decay", "warmup_epochs", "max_steps_per_epoch", "grad_clip", "eval_batch_size",
+                     "bn_recalibration_batches"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup_epochs >= self.epochs:
@@ -127,7 +133,7 @@ class RunPaths:
     """Where one run reads and writes (all relative to the repository root)."""
 
     variant_dir: Path
-    spectrum_stats: Optional[Path]  # stats.npz for dct/dft inputs, else None
+    spectrum_stats: Optional[Path]  # stats_<input>.npz for dct/dft inputs, else None
     out_dir: Path                   # best.pt, last.pt
     live_dir: Path                  # dvclive: metrics.json, plots/
 
@@ -135,7 +141,9 @@ class RunPaths:
     def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig) -> "RunPaths":
         stats = None
         if run_cfg.model.input != "raw":
-            stats = train_cfg.spectra_dir / run_cfg.variant / "stats.npz"
+            from .spectra import stats_path
+
+            stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
         return cls(train_cfg.variants_dir / run_cfg.variant, stats,
                    train_cfg.models_dir / run_name, train_cfg.metrics_dir / run_name)
 
@@ -211,15 +219,30 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def _load_spectrum_stats(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_spectrum_stats(path: Path, kind: str) -> dict:
+    """``{mean, std, kind, color, eps}`` of a statistics file whose recorded kind is ``kind``."""
     from .spectra import load_stats, read_stats_meta
 
     meta = read_stats_meta(path)
     if meta["kind"] != kind:
         raise ValueError(f"{path}: statistics are for {meta['kind']!r} spectra but the model input is "
-                         f"{kind!r} (run the spectra stage with kind: {kind})")
+                         f"{kind!r} (rerun the spectra stage: it writes stats_<kind>.npz for both kinds)")
     mean, std = load_stats(path)
-    return mean.numpy(), std.numpy()
+    return {"mean": mean, "std": std, "kind": meta["kind"], "color": meta["color"], "eps": meta["eps"]}
+
+
+def _spectrum_transform(stats: dict, default_kind: str):
+    """The model's input transform from a checkpoint's / statistics file's ``spectrum_stats``.
+
+    Checkpoints written before kind/color/eps were stored hold only ``mean``/``std``: then the
+    kind is the model input, the colour follows from the channel count and eps is the default.
+    """
+    from .spectra import SpectrumTransform
+
+    mean, std = stats["mean"], stats["std"]
+    color = stats.get("color", "gray" if mean.shape[0] == 1 else "per_channel")
+    extra = {"eps": float(stats["eps"])} if "eps" in stats else {}
+    return SpectrumTransform(kind=stats.get("kind", default_kind), color=color, mean=mean, std=std, **extra)
 
 
 def _try_resume(path: Path, run_cfg: RunConfig) -> Optional[dict]:
@@ -294,9 +317,9 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
     if run_cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, run_cfg.max_steps_per_epoch)
 
-    stats = _load_spectrum_stats(paths.spectrum_stats, mc.input) if paths.spectrum_stats else None
+    stats_state = _load_spectrum_stats(paths.spectrum_stats, mc.input) if paths.spectrum_stats else None
     torch.manual_seed(run_cfg.seed)  # model initialisation
-    model = build_model(mc, stats).to(device)
+    model = build_model(mc, None if stats_state is None else _spectrum_transform(stats_state, mc.input)).to(device)
     if train_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, run_cfg)
@@ -319,7 +342,6 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
             raise FileNotFoundError(f"{best_path}: missing although {last_path} is resumable; delete "
                                     f"{last_path} to train from scratch")
     config_dict = to_dict(run_cfg)
-    stats_state = None if stats is None else {"mean": torch.from_numpy(stats[0]), "std": torch.from_numpy(stats[1])}
 
     net = model
     if world_size > 1:
@@ -345,6 +367,8 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
                              grad_clip=run_cfg.grad_clip, log_every=train_cfg.log_every,
                              log_fn=_log if rank == 0 else None, progress=train_cfg.progress and rank == 0)
         epochs_run += 1
+        recalibrate_bn(model, train_loader, device, amp, run_cfg.bn_recalibration_batches,
+                       train_cfg.channels_last)
         if rank == 0:
             val = evaluate(model, val_loader, device, amp, train_cfg.channels_last, train_cfg.progress)
             improved = val["macro_f1"] > best_score  # strict: ties keep the earlier epoch
@@ -405,6 +429,7 @@ def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") 
     Loads with ``weights_only=True``; the architecture comes from the saved config, the weights
     (spectrum statistics included) from the state dict; ``model.weights`` is ignored (the
     checkpoint already holds the trained weights, and the pretrained file need not exist here).
+    A spectrum input gets the saved transform (kind, colour, eps) back from ``spectrum_stats``.
     """
     path = Path(checkpoint_path)
     if not path.is_file():
@@ -415,7 +440,7 @@ def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") 
             raise ValueError(f"{path}: not a training checkpoint (no {key!r})")
     run_cfg = build(RunConfig, ckpt["config"], where=str(path))
     stats = ckpt.get("spectrum_stats")
-    stats_np = None if stats is None else (stats["mean"].numpy(), stats["std"].numpy())
-    model = build_model(dataclasses.replace(run_cfg.model, weights=None), stats_np)
+    transform = None if stats is None else _spectrum_transform(stats, run_cfg.model.input)
+    model = build_model(dataclasses.replace(run_cfg.model, weights=None), transform)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), run_cfg

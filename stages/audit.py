@@ -6,7 +6,7 @@ Writes the report first, then exits non-zero if a variant declared leak_free lea
 import sys
 
 from dfpipe.audit import AuditConfig, LeakError, audit_variant, check_leak_free
-from dfpipe.config import load_section
+from dfpipe.config import load_entry, load_section
 from dfpipe.io import resolve_inside, write_bytes, write_json
 from dfpipe.variants import SplitConfig, VariantConfig
 
@@ -14,11 +14,9 @@ from dfpipe.variants import SplitConfig, VariantConfig
 def main() -> None:
     name = sys.argv[1]
     split = load_section("split", SplitConfig)
-    variants = load_section("variants", dict[str, VariantConfig])
+    variant = load_entry("variants", name, VariantConfig)
     cfg = load_section("audit", AuditConfig)
-    if name not in variants:
-        raise SystemExit(f"params.yaml: no variant {name!r} under 'variants' (have {sorted(variants)})")
-    metrics, report = audit_variant(name, resolve_inside(split.out_dir, name), variants[name].leak_free, cfg)
+    metrics, report = audit_variant(name, resolve_inside(split.out_dir, name), variant.leak_free, cfg)
     write_json(resolve_inside(cfg.out_dir, f"{name}.json"), metrics)
     write_bytes(resolve_inside(cfg.out_dir, f"{name}.md"), report.encode("utf-8"))
     print(f"audit {name}: group leaks {metrics['group_leaks']}, video leaks {metrics['video_leaks']}, "

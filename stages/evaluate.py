@@ -7,7 +7,7 @@ dvclive logs and the variants are) from params.yaml; see dfpipe.evaluate.
 
 import sys
 
-from dfpipe.config import ConfigError, load_section, load_yaml
+from dfpipe.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.evaluate import EvaluateConfig, Evaluation, run_evaluation
 from dfpipe.train import load_runs
 
@@ -16,10 +16,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python stages/evaluate.py <evaluation name>")
     name = sys.argv[1]
-    evaluations = load_section("evaluations", dict[str, Evaluation])
-    if name not in evaluations:
-        raise ConfigError(f"params.yaml: no evaluations.{name}; known: {sorted(evaluations)}")
-    ev = evaluations[name]
+    ev = load_entry("evaluations", name, Evaluation)
     train_cfg, runs = load_runs(load_yaml())
     if ev.run not in runs:
         raise ConfigError(f"evaluations.{name}.run: no run {ev.run!r} under runs: ({sorted(runs)})")

@@ -7,7 +7,7 @@ Writes ``data/faces/<source>/`` (shards, manifest.parquet, rejects.parquet) and
 
 import sys
 
-from dfpipe.config import load_section
+from dfpipe.config import load_entry, load_section
 from dfpipe.preprocess import PreprocessConfig, run_source
 from dfpipe.sources import SourceConfig
 
@@ -15,10 +15,8 @@ from dfpipe.sources import SourceConfig
 def main() -> None:
     name = sys.argv[1]
     cfg = load_section("preprocess", PreprocessConfig)
-    sources = load_section("sources", dict[str, SourceConfig])
-    if name not in sources:
-        raise SystemExit(f"params.yaml: no source {name!r} under 'sources' (have {sorted(sources)})")
-    m = run_source(name, sources[name], cfg, f"data/faces/{name}", f"metrics/preprocess/{name}.json")
+    source = load_entry("sources", name, SourceConfig)
+    m = run_source(name, source, cfg, f"data/faces/{name}", f"metrics/preprocess/{name}.json")
     print(f"preprocess {name}: {m['faces']} faces from {m['items']} items, {m['rejects']} rejects "
           f"{m['rejects_by_reason']}, {m['seconds']:.1f} s")
 

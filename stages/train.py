@@ -6,7 +6,7 @@ Usage (from the repository root): ``python stages/train.py <run>``; under DDP:
 
 import sys
 
-from dfpipe.config import ConfigError, build, load_section, load_yaml
+from dfpipe.config import load_entry, load_section
 from dfpipe.train import RunConfig, RunPaths, TrainConfig, fit
 
 
@@ -14,10 +14,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python stages/train.py <run name from params.yaml runs:>")
     run_name = sys.argv[1]
-    runs = load_yaml().get("runs") or {}
-    if run_name not in runs:
-        raise ConfigError(f"params.yaml: runs has no {run_name!r}; known: {sorted(runs)}")
-    run_cfg = build(RunConfig, runs[run_name], where=f"runs.{run_name}")
+    run_cfg = load_entry("runs", run_name, RunConfig)
     train_cfg = load_section("train", TrainConfig)
     fit(run_name, run_cfg, train_cfg, RunPaths.for_run(run_name, run_cfg, train_cfg))
 

@@ -77,3 +77,15 @@ def test_load_section(tmp_path):
         load_section("other", Inner, p)
     with pytest.raises(ConfigError, match="not found"):
         load_section("sec", Inner, tmp_path / "nope.yaml")
+
+
+def test_load_entry_names_known_keys(tmp_path):
+    from dfpipe.config import load_entry
+
+    p = tmp_path / "params.yaml"
+    p.write_text("runs:\n  a: {size: 1}\n  b: {size: x}\n")
+    assert load_entry("runs", "a", Inner, p) == Inner(size=1)
+    with pytest.raises(ConfigError, match=r"no entry 'c' under 'runs' \(known: \['a', 'b'\]\)"):
+        load_entry("runs", "c", Inner, p)
+    with pytest.raises(ConfigError, match="runs.b.size: expected an integer"):
+        load_entry("runs", "b", Inner, p)

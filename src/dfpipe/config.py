@@ -48,6 +48,21 @@ def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> 
     return build(cls, data[section], where=section)
 
 
+def load_entry(section: str, key: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
+    """Build entry ``key`` of the mapping ``section`` (e.g. ``sources.ffhq``, ``runs.resnet_5``).
+
+    Foreach stages get their key on the command line; an unknown key is a :class:`ConfigError`
+    listing the known ones.
+    """
+    data = load_yaml(path)
+    entries = data.get(section)
+    if not isinstance(entries, Mapping):
+        raise ConfigError(f"{path}: section '{section}' must be a mapping of named entries")
+    if key not in entries:
+        raise ConfigError(f"{path}: no entry '{key}' under '{section}' (known: {sorted(entries)})")
+    return build(cls, entries[key], where=f"{section}.{key}")
+
+
 def build(cls: type[T], data: Any, where: str = "") -> T:
     """Build the frozen dataclass ``cls`` from a mapping, strictly.
 

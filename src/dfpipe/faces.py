@@ -47,7 +47,23 @@ def _mp_image(rgb: np.ndarray) -> mp.Image:
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
 
 
-class FaceDetector:
+class _Task:
+    """A MediaPipe Tasks object held in ``self._task``: closed explicitly (its ``__del__`` is noisy
+    at interpreter exit), usable as a context manager."""
+
+    _task: object
+
+    def close(self) -> None:
+        self._task.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FaceDetector(_Task):
     """BlazeFace short-range (``face_detection_short_range.tflite``) through ``vision.FaceDetector``."""
 
     def __init__(self, model: str | Path, min_score: float):
@@ -72,17 +88,8 @@ class FaceDetector:
                 best = face
         return best
 
-    def close(self) -> None:
-        self._task.close()
 
-    def __enter__(self) -> "FaceDetector":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class PersonSegmenter:
+class PersonSegmenter(_Task):
     """Selfie segmentation (``selfie_segmentation.tflite``) through ``vision.ImageSegmenter``."""
 
     def __init__(self, model: str | Path):
@@ -104,15 +111,6 @@ class PersonSegmenter:
         # the selfie model has one output channel (person); a 2-channel variant has background first
         prob = masks[-1].numpy_view()
         return np.array(prob, dtype=np.float32).reshape(rgb.shape[:2])
-
-    def close(self) -> None:
-        self._task.close()
-
-    def __enter__(self) -> "PersonSegmenter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def square_box(face: Face, margin: float) -> Box:

@@ -145,7 +145,12 @@ def test_interrupted_stage_finishes_with_the_same_bytes(pipeline):
     proc = subprocess.Popen([str(VENV_BIN / "dvc"), "repro", "-f", "-s", "preprocess@ffhq"], cwd=pipeline,
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    time.sleep(4.0)  # mid-stage: DVC has removed the old outputs, the stage is writing new ones
+    manifest = pipeline / "data" / "faces" / "ffhq" / "manifest.parquet"
+    deadline = time.monotonic() + 120
+    while manifest.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # DVC removes a stage's outputs right before running its command
+    assert not manifest.exists(), "the stage never started"
+    time.sleep(1.0)  # mid-stage: the command is importing / writing new outputs
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # a killed run leaves DVC's lock behind only while it runs; a new repro finishes the work

@@ -6,9 +6,8 @@ optional multi-task mask decoder), ``npr`` (Tan et al. CVPR 2024). See :mod:`.re
 forward contract.
 """
 
-from . import f3net, npr, resnet, xception  # noqa: F401  (import registers the models)
 from .common import LoadReport, count_parameters, load_weights, read_state_dict
-from .registry import MODEL_REGISTRY, ModelConfig, build_model, register_model
+from .registry import MODEL_REGISTRY, ModelConfig, build_model, register_model, registered_names
 
 __all__ = [
     "MODEL_REGISTRY",
@@ -19,4 +18,5 @@ __all__ = [
     "load_weights",
     "read_state_dict",
     "register_model",
+    "registered_names",
 ]

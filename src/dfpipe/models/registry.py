@@ -14,6 +14,7 @@ input transform, so checkpoints are self-contained.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
@@ -29,6 +30,23 @@ SpectrumStats = Union[tuple[np.ndarray, np.ndarray], Path, "SpectrumTransform"]
 ModelFactory = Callable[["ModelConfig", Optional[SpectrumStats]], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelFactory] = {}
+
+#: Registry name -> the module of this package that registers it. Imported on first use, so that a
+#: ResNet-18 stage does not pay the ~2 s of importing timm (Xception / F3Net) in every process.
+MODEL_MODULES = {"resnet18": "resnet", "xception": "xception", "f3net": "f3net", "npr": "npr"}
+
+
+def ensure_registered(name: str) -> None:
+    """Import the module that registers ``name`` (no-op for names already registered)."""
+    if name not in MODEL_REGISTRY and name in MODEL_MODULES:
+        importlib.import_module(f"{__package__}.{MODEL_MODULES[name]}")
+
+
+def registered_names() -> list[str]:
+    """Every model name, importing all model modules (for listings and tests)."""
+    for name in MODEL_MODULES:
+        ensure_registered(name)
+    return sorted(MODEL_REGISTRY)
 
 # Input kinds each architecture accepts: the spectral inputs are the notes' ResNet-18 / Xception
 # "DCT of raw images" experiments; F3Net and NPR compute their own frequency / residual input.
@@ -51,8 +69,9 @@ class ModelConfig:
     weights: Optional[Path] = None
 
     def validate(self) -> None:
+        ensure_registered(self.name)
         if self.name not in MODEL_REGISTRY:
-            raise ValueError(f"unknown model name {self.name!r}; registered: {sorted(MODEL_REGISTRY)}")
+            raise ValueError(f"unknown model name {self.name!r}; registered: {registered_names()}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (3: real/fake/edited, 2: binary), got {self.num_classes}")
         # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
@@ -100,6 +119,7 @@ def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -
         raise ValueError(f"{cfg.name}: spectrum_stats given but input is 'raw'")
     if cfg.input != "raw" and spectrum_stats is None:
         raise ValueError(f"{cfg.name}: input {cfg.input!r} needs spectrum_stats (data/spectra/<variant>/stats.npz)")
+    ensure_registered(cfg.name)
     model = MODEL_REGISTRY[cfg.name](cfg, spectrum_stats)
     if cfg.weights is not None:
         from .common import load_weights

@@ -53,6 +53,13 @@ class _Task:
 
     _task: object
 
+    @staticmethod
+    def _base_options(model: str | Path, what: str) -> BaseOptions:
+        model = Path(model)
+        if not model.is_file():
+            raise FileNotFoundError(f"{model}: {what} model missing (run `python -m dfpipe.assets`)")
+        return BaseOptions(model_asset_path=str(model))
+
     def close(self) -> None:
         self._task.close()
 
@@ -67,11 +74,8 @@ class FaceDetector(_Task):
     """BlazeFace short-range (``face_detection_short_range.tflite``) through ``vision.FaceDetector``."""
 
     def __init__(self, model: str | Path, min_score: float):
-        model = Path(model)
-        if not model.is_file():
-            raise FileNotFoundError(f"{model}: face detector model missing (run `python -m dfpipe.assets`)")
         options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model)),
+            base_options=self._base_options(model, "face detector"),
             running_mode=vision.RunningMode.IMAGE,
             min_detection_confidence=min_score,
         )
@@ -93,11 +97,8 @@ class PersonSegmenter(_Task):
     """Selfie segmentation (``selfie_segmentation.tflite``) through ``vision.ImageSegmenter``."""
 
     def __init__(self, model: str | Path):
-        model = Path(model)
-        if not model.is_file():
-            raise FileNotFoundError(f"{model}: segmentation model missing (run `python -m dfpipe.assets`)")
         options = vision.ImageSegmenterOptions(
-            base_options=BaseOptions(model_asset_path=str(model)),
+            base_options=self._base_options(model, "segmentation"),
             running_mode=vision.RunningMode.IMAGE,
             output_confidence_masks=True,
             output_category_mask=False,

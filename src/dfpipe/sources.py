@@ -139,29 +139,19 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
             return None
         return (f"{spec.method}:{m.group(1)}",)
 
-    if spec.kind == "image_folder":
+    if spec.kind in ("image_folder", "video_folder"):
+        is_video = spec.kind == "video_folder"
+        suffixes, reason = (VIDEO_SUFFIXES, "not_video") if is_video else (IMAGE_SUFFIXES, "not_image")
         for rel in _walk(root):
-            if not rel.lower().endswith(IMAGE_SUFFIXES):
-                rejects.append(Reject(rel, -1, "not_image", f"suffix not in {IMAGE_SUFFIXES}"))
-                continue
-            if not inside(rel):
-                continue
-            keys = own_keys(rel, Path(rel).stem)
-            if keys is not None:
-                items.append(Item(rel, False, "", keys))
-        return items, rejects
-
-    if spec.kind == "video_folder":
-        for rel in _walk(root):
-            if not rel.lower().endswith(VIDEO_SUFFIXES):
-                rejects.append(Reject(rel, -1, "not_video", f"suffix not in {VIDEO_SUFFIXES}"))
+            if not rel.lower().endswith(suffixes):
+                rejects.append(Reject(rel, -1, reason, f"suffix not in {suffixes}"))
                 continue
             if not inside(rel):
                 continue
             stem = Path(rel).stem
             keys = own_keys(rel, stem)
             if keys is not None:
-                items.append(Item(rel, True, stem, keys))
+                items.append(Item(rel, is_video, stem if is_video else "", keys))
         return items, rejects
 
     # ffpp

@@ -11,7 +11,7 @@ DVC handles tens of shard files per stage instead of 10^5 small image files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -109,14 +109,3 @@ class ShardReader:
             out[rows] = block
         return out
 
-
-def copy_items(
-    src_roots: Iterable[Path], names: Sequence[str], offsets: Sequence[int], writer: ShardWriter
-) -> list[tuple[str, int]]:
-    """Copy items ``(src_root, name, offset)`` into ``writer`` in order; return their new refs."""
-    readers: dict[Path, ShardReader] = {}
-    refs = []
-    for root, name, offset in zip(src_roots, names, offsets):
-        reader = readers.setdefault(Path(root), ShardReader(root))
-        refs.append(writer.add(reader.get(name, offset)))
-    return refs

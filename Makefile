@@ -23,7 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 $(ASSETS): $(STAMP)
-	$(PY) -m dfpipe.assets
+	$(PY) -m dfpipe.core.assets
 
 run: setup
 	dvc repro

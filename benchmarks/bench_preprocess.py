@@ -21,11 +21,11 @@ from pathlib import Path
 
 import cv2
 
-from dfpipe.config import build
-from dfpipe.faces import draw_synthetic_face
-from dfpipe.preprocess import PreprocessConfig, Worker
-from dfpipe.sources import Item, SourceConfig
-from dfpipe.video import write_video
+from dfpipe.core.config import build
+from dfpipe.ingest.faces import draw_synthetic_face
+from dfpipe.ingest.preprocess import PreprocessConfig, Worker
+from dfpipe.ingest.sources import Item, SourceConfig
+from dfpipe.ingest.video import write_video
 
 N_FRAMES, H, W, K = 300, 720, 1280, 30
 

@@ -25,9 +25,9 @@ import pandas as pd
 import scipy.fft
 import torch
 
-from dfpipe import spectra as sp
-from dfpipe.manifest import VARIANT_SCHEMA, write_variant
-from dfpipe.shards import ShardReader, ShardWriter
+from dfpipe.features import spectra as sp
+from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
+from dfpipe.core.shards import ShardReader, ShardWriter
 
 
 def write_variant_split(root: Path, split: str, images: np.ndarray) -> None:

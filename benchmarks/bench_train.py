@@ -6,7 +6,7 @@
 Generates a synthetic variant split (random uint8 crops in the shard + manifest format) in a
 temporary folder, then times (1) the loader alone (uint8 batches copied to the device and converted
 to float), and (2) full training steps (forward, loss, backward, optimiser) of each model through
-``dfpipe.engine.train_one_epoch``. Prints one line per measurement. The first ``--warmup`` steps are
+``dfpipe.training.engine.train_one_epoch``. Prints one line per measurement. The first ``--warmup`` steps are
 not timed (allocator, cuDNN autotuning, lazy init).
 """
 
@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dfpipe.data import VariantDataset, make_loader
-from dfpipe.engine import to_device, train_one_epoch
-from dfpipe.losses import LossConfig, build_loss
-from dfpipe.manifest import VARIANT_SCHEMA, write_variant
+from dfpipe.training.data import VariantDataset, make_loader
+from dfpipe.training.engine import to_device, train_one_epoch
+from dfpipe.training.losses import LossConfig, build_loss
+from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
 from dfpipe.models import ModelConfig, build_model
-from dfpipe.shards import ShardWriter
+from dfpipe.core.shards import ShardWriter
 
 MODELS = {
     "resnet18": dict(name="resnet18"),

@@ -1,14 +1,14 @@
-"""DVC stage ``audit@<name>``: leakage audit of one materialised variant (see dfpipe.audit).
+"""DVC stage ``audit@<name>``: leakage audit of one materialised variant (see dfpipe.splits.audit).
 
 Writes the report first, then exits non-zero if a variant declared leak_free leaks.
 """
 
 import sys
 
-from dfpipe.audit import AuditConfig, LeakError, audit_variant, check_leak_free
-from dfpipe.config import load_entry, load_section
-from dfpipe.io import resolve_inside, write_bytes, write_json
-from dfpipe.variants import SplitConfig, VariantConfig
+from dfpipe.splits.audit import AuditConfig, LeakError, audit_variant, check_leak_free
+from dfpipe.core.config import load_entry, load_section
+from dfpipe.core.io import resolve_inside, write_bytes, write_json
+from dfpipe.splits.variants import SplitConfig, VariantConfig
 
 
 def main() -> None:

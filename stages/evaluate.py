@@ -2,14 +2,14 @@
 
 Usage (from the repository root): ``python stages/evaluate.py <evaluation name>``.
 Reads ``evaluate:``, ``evaluations.<name>``, ``train:``/``runs:`` (where the run's checkpoint and
-dvclive logs and the variants are) from params.yaml; see dfpipe.evaluate.
+dvclive logs and the variants are) from params.yaml; see dfpipe.evaluation.evaluate.
 """
 
 import sys
 
-from dfpipe.config import ConfigError, load_entry, load_section, load_yaml
-from dfpipe.evaluate import EvaluateConfig, Evaluation, run_evaluation
-from dfpipe.train import load_runs
+from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
+from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation, run_evaluation
+from dfpipe.training.train import load_runs
 
 
 def main() -> None:

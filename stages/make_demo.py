@@ -1,6 +1,6 @@
 """DVC stage make_demo: write the embedded demo data (params.yaml `demo:`) under demo.out_dir."""
 
-from dfpipe.config import load_section
+from dfpipe.core.config import load_section
 from dfpipe.demo import DemoConfig, make_demo
 
 

@@ -2,14 +2,14 @@
 
 Usage (from the repository root): ``python stages/preprocess.py <source>``.
 Writes ``data/faces/<source>/`` (shards, manifest.parquet, rejects.parquet) and
-``metrics/preprocess/<source>.json``; see ``dfpipe.preprocess``.
+``metrics/preprocess/<source>.json``; see ``dfpipe.ingest.preprocess``.
 """
 
 import sys
 
-from dfpipe.config import load_entry, load_section
-from dfpipe.preprocess import PreprocessConfig, run_source
-from dfpipe.sources import SourceConfig
+from dfpipe.core.config import load_entry, load_section
+from dfpipe.ingest.preprocess import PreprocessConfig, run_source
+from dfpipe.ingest.sources import SourceConfig
 
 
 def main() -> None:

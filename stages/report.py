@@ -1,11 +1,11 @@
 """DVC stage ``report``: Markdown and LaTeX results tables from the DVC-tracked metrics files.
 
 Usage (from the repository root): ``python stages/report.py``. Reads ``report:`` from params.yaml;
-see dfpipe.reports.
+see dfpipe.evaluation.reports.
 """
 
-from dfpipe.config import load_section
-from dfpipe.reports import ReportConfig, write_tables
+from dfpipe.core.config import load_section
+from dfpipe.evaluation.reports import ReportConfig, write_tables
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from dfpipe.config import ConfigError, load_section
-from dfpipe.io import write_json
-from dfpipe.spectra import SpectraConfig, build_variant, write_plots
+from dfpipe.core.config import ConfigError, load_section
+from dfpipe.core.io import write_json
+from dfpipe.features.spectra import SpectraConfig, build_variant, write_plots
 
 
 def main(argv: list[str]) -> None:

@@ -6,8 +6,8 @@ Usage (from the repository root): ``python stages/train.py <run>``; under DDP:
 
 import sys
 
-from dfpipe.config import load_entry, load_section
-from dfpipe.train import RunConfig, RunPaths, TrainConfig, fit
+from dfpipe.core.config import load_entry, load_section
+from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
-"""DVC stage ``variant@<name>``: select and materialise one dataset variant (see dfpipe.variants)."""
+"""DVC stage ``variant@<name>``: select and materialise one dataset variant (see dfpipe.splits.variants)."""
 
 import sys
 
-from dfpipe.config import load_entry, load_section
-from dfpipe.variants import SplitConfig, VariantConfig, build_variant
+from dfpipe.core.config import load_entry, load_section
+from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant
 
 
 def main() -> None:

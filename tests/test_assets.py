@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from dfpipe import assets
-from dfpipe.assets import ASSETS, AssetError, fetch_assets
+from dfpipe.core import assets
+from dfpipe.core.assets import ASSETS, AssetError, fetch_assets
 
 
 def test_installed_assets_verify():

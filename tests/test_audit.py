@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from dfpipe.audit import AuditConfig, LeakError, audit_variant, check_leak_free, near_pairs, phash
-from dfpipe.config import build
-from dfpipe.io import array_hash
-from dfpipe.manifest import write_faces
-from dfpipe.shards import ShardReader, ShardWriter
-from dfpipe.variants import build_variant, materialise_split, select_variant
+from dfpipe.splits.audit import AuditConfig, LeakError, audit_variant, check_leak_free, near_pairs, phash
+from dfpipe.core.config import build
+from dfpipe.core.io import array_hash
+from dfpipe.core.manifest import write_faces
+from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.splits.variants import build_variant, materialise_split, select_variant
 from test_variants import SIZE, face_rows, frame_image, smooth_image, split_cfg, variant_cfg, write_source
 
 REPO = Path(__file__).resolve().parents[1]

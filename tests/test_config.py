@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from dfpipe.config import ConfigError, build, load_section, to_dict
+from dfpipe.core.config import ConfigError, build, load_section, to_dict
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def test_load_section(tmp_path):
 
 
 def test_load_entry_names_known_keys(tmp_path):
-    from dfpipe.config import load_entry
+    from dfpipe.core.config import load_entry
 
     p = tmp_path / "params.yaml"
     p.write_text("runs:\n  a: {size: 1}\n  b: {size: x}\n")

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dfpipe.data import EpochSampler, VariantDataset, make_loader
-from dfpipe.engine import random_hflip, to_device
-from dfpipe.losses import LossConfig, build_loss
-from dfpipe.manifest import VARIANT_SCHEMA, write_variant
-from dfpipe.shards import ShardWriter
-from dfpipe.config import ConfigError, build
+from dfpipe.training.data import EpochSampler, VariantDataset, make_loader
+from dfpipe.training.engine import random_hflip, to_device
+from dfpipe.training.losses import LossConfig, build_loss
+from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
+from dfpipe.core.shards import ShardWriter
+from dfpipe.core.config import ConfigError, build
 
 
 def _image(label: int, rng: np.random.Generator, size: int) -> np.ndarray:

@@ -15,9 +15,9 @@ import scipy.fft
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from dfpipe.config import ConfigError, build
+from dfpipe.core.config import ConfigError, build
 from dfpipe.demo import DemoConfig, Pose, draw_face, make_demo, sample_identity
-from dfpipe.io import sha256_file
+from dfpipe.core.io import sha256_file
 
 DETECTOR = Path("models/mediapipe/face_detection_short_range.tflite")
 GENERATORS = {"wgan_gp": "transposed", "stylegan": "nearest", "mspie_stylegan2": "bilinear"}
@@ -184,14 +184,14 @@ def _rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.assets` first")
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.core.assets` first")
 def test_blazeface_detects_demo_portraits(demo: Path) -> None:
     files = sorted((demo / "ffhq").glob("*.png"))[:60]
     assert len(files) == 60
     assert _detect_rate([_rgb(p) for p in files]) >= 0.95
 
 
-@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.assets` first")
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.core.assets` first")
 def test_blazeface_detects_gan_faces_and_video_frames(demo: Path) -> None:
     gan = [_rgb(p) for g in GENERATORS for p in sorted((demo / "gan" / g).glob("*.png"))[:10]]
     frames = [f for p in sorted((demo / "ffpp/original_sequences/youtube/c23/videos").iterdir())
@@ -200,7 +200,7 @@ def test_blazeface_detects_gan_faces_and_video_frames(demo: Path) -> None:
     assert _detect_rate(frames) >= 0.9
 
 
-@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.assets` first")
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.core.assets` first")
 def test_draw_face_into_a_720p_frame() -> None:
     rng = np.random.default_rng(3)
     img = draw_face(sample_identity(rng), Pose(cx=0.3, cy=0.5, scale=0.2), rng, 720, 1280)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from dfpipe import evaluate as E
-from dfpipe import featuremaps as FM
-from dfpipe.config import ConfigError, build
+from dfpipe.evaluation import evaluate as E
+from dfpipe.evaluation import featuremaps as FM
+from dfpipe.core.config import ConfigError, build
 
 
 def make_manifest(seed: int = 0, n_images: int = 40, frames: int = 5) -> pd.DataFrame:
@@ -192,9 +192,9 @@ def test_pick_examples_and_grid(tmp_path):
 
 def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int = 0) -> None:
     """A variant split as variant@ writes it: VARIANT_SCHEMA manifest + one image shard."""
-    from dfpipe.io import array_hash
-    from dfpipe.manifest import write_variant
-    from dfpipe.shards import ShardWriter
+    from dfpipe.core.io import array_hash
+    from dfpipe.core.manifest import write_variant
+    from dfpipe.core.shards import ShardWriter
 
     rng = np.random.default_rng(seed)
     d = root / split
@@ -214,9 +214,9 @@ def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int =
 
 
 def test_run_evaluation_end_to_end(tmp_path):
-    from dfpipe.config import to_dict
+    from dfpipe.core.config import to_dict
     from dfpipe.models import ModelConfig, build_model
-    from dfpipe.train import RunConfig
+    from dfpipe.training.train import RunConfig
 
     ev_man = make_manifest(n_images=9, frames=2)
     write_split(tmp_path / "variants" / "v4", "eval", ev_man)
@@ -251,7 +251,7 @@ def test_run_evaluation_end_to_end(tmp_path):
 
 
 def test_mask_evaluation_on_stored_masks(tmp_path):
-    from dfpipe.io import save_npy
+    from dfpipe.core.io import save_npy
 
     man = make_manifest(n_images=3, frames=1)
     edited = (man["label"] == 2).to_numpy()
@@ -274,8 +274,8 @@ def test_params_evaluations_match_runs():
     """Each evaluations.<name> names a defined run and that run's own training variant."""
     from pathlib import Path
 
-    from dfpipe.config import load_section, load_yaml
-    from dfpipe.train import load_runs
+    from dfpipe.core.config import load_section, load_yaml
+    from dfpipe.training.train import load_runs
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     evaluations = load_section("evaluations", dict[str, E.Evaluation], params)

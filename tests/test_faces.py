@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfpipe.faces import (
+from dfpipe.ingest.faces import (
     Box, Face, FaceDetector, PersonSegmenter, crop_image, crop_mask, cut_box, draw_synthetic_face,
     square_box, whole_image_box,
 )

@@ -1,4 +1,4 @@
-"""dfpipe.metrics against scikit-learn on fixed arrays, plus the cases sklearn does not cover."""
+"""dfpipe.evaluation.metrics against scikit-learn on fixed arrays, plus the cases sklearn does not cover."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
-from dfpipe import metrics as M
+from dfpipe.evaluation import metrics as M
 
 
 def _scores(n: int = 300, k: int = 3, seed: int = 0, skill: float = 1.5):

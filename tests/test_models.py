@@ -13,11 +13,11 @@ import torch.nn.functional as F
 import torchvision
 from timm.models.xception import Xception
 
-from dfpipe.config import ConfigError, build
+from dfpipe.core.config import ConfigError, build
 from dfpipe.models import ModelConfig, build_model, count_parameters, load_weights
 from dfpipe.models.f3net import FAD, LFS, fad_band_masks, lfs_band_masks, lfs_output_size
 from dfpipe.models.npr import npr_residual
-from dfpipe.spectra import save_stats
+from dfpipe.features.spectra import save_stats
 
 SIZE = 64
 

@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from dfpipe.config import ConfigError, build
-from dfpipe.faces import Box, crop_mask, draw_synthetic_face
-from dfpipe.manifest import FACE_SCHEMA, read_table
-from dfpipe.preprocess import PreprocessConfig, run_source
-from dfpipe.shards import ShardReader
-from dfpipe.sources import SourceConfig, ffpp_group_keys
-from dfpipe.video import write_video
+from dfpipe.core.config import ConfigError, build
+from dfpipe.ingest.faces import Box, crop_mask, draw_synthetic_face
+from dfpipe.core.manifest import FACE_SCHEMA, read_table
+from dfpipe.ingest.preprocess import PreprocessConfig, run_source
+from dfpipe.core.shards import ShardReader
+from dfpipe.ingest.sources import SourceConfig, ffpp_group_keys
+from dfpipe.ingest.video import write_video
 
 CFG = dict(
     detector_model="models/mediapipe/face_detection_short_range.tflite",

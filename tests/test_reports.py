@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from dfpipe import evaluate as E
-from dfpipe import reports as R
-from dfpipe.config import build, load_section
-from dfpipe.io import write_json
+from dfpipe.evaluation import evaluate as E
+from dfpipe.evaluation import reports as R
+from dfpipe.core.config import build, load_section
+from dfpipe.core.io import write_json
 
 from test_evaluate import make_manifest, fake_scores
 
@@ -155,7 +155,7 @@ def test_null_metric_prints_na():
 
 
 def _raw(cfg: R.ReportConfig) -> dict:
-    from dfpipe.config import to_dict
+    from dfpipe.core.config import to_dict
 
     return to_dict(cfg)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfpipe.io import array_hash, atomic_path, resolve_inside, sha256_file, write_json
-from dfpipe.shards import ShardReader, ShardWriter
+from dfpipe.core.io import array_hash, atomic_path, resolve_inside, sha256_file, write_json
+from dfpipe.core.shards import ShardReader, ShardWriter
 
 
 def _items(n, shape=(4, 4, 3), seed=0):

@@ -26,9 +26,9 @@ MAKE_FACES = '''
 import hashlib
 import numpy as np
 import pandas as pd
-from dfpipe.io import array_hash
-from dfpipe.manifest import FACE_SCHEMA, write_faces
-from dfpipe.shards import ShardWriter
+from dfpipe.core.io import array_hash
+from dfpipe.core.manifest import FACE_SCHEMA, write_faces
+from dfpipe.core.shards import ShardWriter
 
 def image(key):
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")

@@ -13,10 +13,10 @@ import scipy.fft
 import torch
 import yaml
 
-from dfpipe import spectra as sp
-from dfpipe.config import ConfigError, build
-from dfpipe.manifest import write_variant
-from dfpipe.shards import ShardWriter
+from dfpipe.features import spectra as sp
+from dfpipe.core.config import ConfigError, build
+from dfpipe.core.manifest import write_variant
+from dfpipe.core.shards import ShardWriter
 
 F16_REL = 2.0**-11  # float16 unit round-off (10-bit mantissa)
 F32_U = 2.0**-24    # float32 unit round-off

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfpipe.splits import SplitError, UnionFind, canonical_groups, read_official_ffpp, unit_hash
-from dfpipe.variants import select_variant
+from dfpipe.splits.groups import SplitError, UnionFind, canonical_groups, read_official_ffpp, unit_hash
+from dfpipe.splits.variants import select_variant
 from test_variants import face_rows, split_cfg, variant_cfg
 
 PAIRS = [(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 60, 2)]

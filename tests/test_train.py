@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import dfpipe.train as train_mod
-from dfpipe.config import ConfigError, build, load_yaml, to_dict
-from dfpipe.data import VariantDataset, make_loader
-from dfpipe.engine import to_device, train_one_epoch
-from dfpipe.losses import LossConfig, build_loss
+import dfpipe.training.train as train_mod
+from dfpipe.core.config import ConfigError, build, load_yaml, to_dict
+from dfpipe.training.data import VariantDataset, make_loader
+from dfpipe.training.engine import to_device, train_one_epoch
+from dfpipe.training.losses import LossConfig, build_loss
 from dfpipe.models import ModelConfig, build_model
-from dfpipe.train import RunConfig, RunPaths, TrainConfig, fit, load_model
+from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit, load_model
 
 from test_data import make_variant
 
@@ -128,7 +128,7 @@ def test_selection_uses_val_never_eval(workdir, monkeypatch):
     # best.pt reproduces its recorded val score
     model, cfg = load_model(paths.out_dir / "best.pt")
     assert cfg == run_cfg
-    from dfpipe.engine import evaluate
+    from dfpipe.training.engine import evaluate
     val = make_loader(VariantDataset(paths.variant_dir, "val"), 8, False, 0, 0)
     assert evaluate(model, val, torch.device("cpu"), progress=False)["macro_f1"] == pytest.approx(out["best_score"])
 
@@ -136,7 +136,7 @@ def test_selection_uses_val_never_eval(workdir, monkeypatch):
 def test_spectrum_runs_load_the_stats_of_their_kind(workdir):
     """A dft run reads stats_dft.npz (the spectra stage writes both kinds whatever it caches), its
     checkpoint keeps kind/colour/eps, and load_model rebuilds that transform; wrong kind: error."""
-    from dfpipe import spectra as sp
+    from dfpipe.features import spectra as sp
 
     root = workdir / "spec"
     make_variant(root / "data/variants/toy", seed=2)
@@ -209,7 +209,7 @@ def test_params_yaml_runs_build():
 
 def test_recalibrate_bn_replaces_lagging_running_stats():
     """Precise BN: running stats become the plain average over the given batches; momentum kept."""
-    from dfpipe.engine import recalibrate_bn
+    from dfpipe.training.engine import recalibrate_bn
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))

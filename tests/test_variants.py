@@ -1,7 +1,7 @@
 """Dataset variants: counts of the notes x scale, shortfall policy, masks, determinism.
 
 Also holds the small generators of face manifests + shards that test_splits / test_audit import:
-real dfpipe.shards / dfpipe.manifest files with smooth random crops (frames of one video are the
+real dfpipe.core.shards / dfpipe.core.manifest files with smooth random crops (frames of one video are the
 video's base image plus slight noise, so they are near duplicates as real frames are).
 """
 
@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfpipe.config import ConfigError, build, load_section
-from dfpipe.io import array_hash
-from dfpipe.manifest import FACE_SCHEMA, VARIANT_SCHEMA, read_table, write_faces
-from dfpipe.shards import ShardReader, ShardWriter
-from dfpipe.splits import SplitError
-from dfpipe.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
+from dfpipe.core.config import ConfigError, build, load_section
+from dfpipe.core.io import array_hash
+from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, read_table, write_faces
+from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.splits.groups import SplitError
+from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16

@@ -5,7 +5,7 @@ import av
 import numpy as np
 import pytest
 
-from dfpipe.video import (
+from dfpipe.ingest.video import (
     VideoError, every_nth_indices, per_video_indices, probe, read_frames, sample_indices, write_video,
 )
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..io import atomic_path, write_json
+from dfpipe.core.io import atomic_path, write_json
 from .faces import add_sensor_noise, draw_face, render_face, sample_identity, sample_pose
 from .gan import make_chain, upsample
 from .video import METHODS, encode_video, manipulate, render_original, swap_renders

@@ -18,7 +18,7 @@ from av.codec.context import Flags
 import cv2
 import numpy as np
 
-from ..io import atomic_path
+from dfpipe.core.io import atomic_path
 from .faces import Identity, Pose, add_sensor_noise, render_face, with_expression
 
 METHODS = ("Face2Face", "FaceSwap", "DeepFakeDetection")

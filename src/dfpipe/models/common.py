@@ -50,7 +50,7 @@ class PixelInput(nn.Module):
 
 
 class SpectrumInput(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> resized -> ``dfpipe.spectra.SpectrumTransform`` -> (B, C, size, size).
+    """(B, 3, H, W) in [0, 1] -> resized -> ``dfpipe.features.spectra.SpectrumTransform`` -> (B, C, size, size).
 
     ``source`` is one of
       * a path to the spectra stage's ``stats.npz`` (kind, colour, eps and statistics read from it:
@@ -63,7 +63,7 @@ class SpectrumInput(nn.Module):
 
     def __init__(self, size: int, kind: str, source):
         super().__init__()
-        from dfpipe.spectra import SpectrumTransform  # the spectra engineer's module
+        from dfpipe.features.spectra import SpectrumTransform  # the spectra engineer's module
 
         if isinstance(source, (str, Path)):
             source = SpectrumTransform.from_stats(source)

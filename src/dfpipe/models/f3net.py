@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfpipe.spectra import GRAY_WEIGHTS, dct_matrix
+from dfpipe.features.spectra import GRAY_WEIGHTS, dct_matrix
 
 from .common import INCEPTION_MEAN, INCEPTION_STD, PixelInput, resize_square
 from .heads import MaskDecoder

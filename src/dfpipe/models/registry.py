@@ -23,7 +23,7 @@ import numpy as np
 from torch import nn
 
 if TYPE_CHECKING:
-    from dfpipe.spectra import SpectrumTransform
+    from dfpipe.features.spectra import SpectrumTransform
 
 # (mean, std) arrays (C, H, W); or a path to the spectra stage's stats.npz; or a SpectrumTransform.
 SpectrumStats = Union[tuple[np.ndarray, np.ndarray], Path, "SpectrumTransform"]

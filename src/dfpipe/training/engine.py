@@ -18,8 +18,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import _mix_seed
-from .metrics import macro_f1
+from dfpipe.training.data import _mix_seed
+from dfpipe.evaluation.metrics import macro_f1
 
 Amp = Literal["off", "bf16", "fp16"]
 

@@ -1,7 +1,7 @@
 """Fit one named run (``runs.<run>`` in params.yaml): data, model, optimiser, checkpoints, dvclive.
 
 Contracts
-- Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.metrics.macro_f1`);
+- Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.evaluation.metrics.macro_f1`);
   the ``eval`` split is never opened here.
 - ``models/<run>/last.pt`` (every epoch, atomic) = ``{model, optimizer, scaler, scheduler, epoch
   (epochs completed), config, best_score, best_epoch, history, rng, spectrum_stats}``;
@@ -34,12 +34,12 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .config import ConfigError, build, to_dict
-from .data import VariantDataset, _mix_seed, make_loader
-from .engine import evaluate, recalibrate_bn, train_one_epoch
-from .io import write_bytes
-from .losses import LossConfig, build_loss
-from .models import ModelConfig, build_model
+from dfpipe.core.config import ConfigError, build, to_dict
+from dfpipe.training.data import VariantDataset, _mix_seed, make_loader
+from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
+from dfpipe.core.io import write_bytes
+from dfpipe.training.losses import LossConfig, build_loss
+from dfpipe.models import ModelConfig, build_model
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class RunConfig:
     epochs, ``none``: constant). ``max_steps_per_epoch`` > 0 caps batches per epoch (the demo).
     ``eval_batch_size`` 0 means ``batch_size``. ``bn_recalibration_batches`` > 0 re-estimates
     BatchNorm statistics on that many training batches before each validation
-    (:func:`dfpipe.engine.recalibrate_bn`; essential for short runs such as the demo's).
+    (:func:`dfpipe.training.engine.recalibrate_bn`; essential for short runs such as the demo's).
     """
 
     model: ModelConfig
@@ -141,7 +141,7 @@ class RunPaths:
     def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig) -> "RunPaths":
         stats = None
         if run_cfg.model.input != "raw":
-            from .spectra import stats_path
+            from dfpipe.features.spectra import stats_path
 
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
         return cls(train_cfg.variants_dir / run_cfg.variant, stats,
@@ -221,7 +221,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def _load_spectrum_stats(path: Path, kind: str) -> dict:
     """``{mean, std, kind, color, eps}`` of a statistics file whose recorded kind is ``kind``."""
-    from .spectra import load_stats, read_stats_meta
+    from dfpipe.features.spectra import load_stats, read_stats_meta
 
     meta = read_stats_meta(path)
     if meta["kind"] != kind:
@@ -237,7 +237,7 @@ def _spectrum_transform(stats: dict, default_kind: str):
     Checkpoints written before kind/color/eps were stored hold only ``mean``/``std``: then the
     kind is the model input, the colour follows from the channel count and eps is the default.
     """
-    from .spectra import SpectrumTransform
+    from dfpipe.features.spectra import SpectrumTransform
 
     mean, std = stats["mean"], stats["std"]
     color = stats.get("color", "gray" if mean.shape[0] == 1 else "per_channel")

@@ -41,9 +41,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .io import atomic_path, read_json, sha256_bytes, write_json
-from .manifest import LABELS, VARIANT_SCHEMA, read_table
-from .shards import ShardReader, ShardWriter
+from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
+from dfpipe.core.manifest import LABELS, VARIANT_SCHEMA, read_table
+from dfpipe.core.shards import ShardReader, ShardWriter
 
 Kind = Literal["dct", "dft"]
 Color = Literal["per_channel", "gray"]

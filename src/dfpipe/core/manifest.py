@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .io import atomic_path
+from dfpipe.core.io import atomic_path
 
 LABELS = {0: "real", 1: "fake", 2: "edited"}
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .io import read_json, write_bytes
+from dfpipe.core.io import read_json, write_bytes
 
 
 @dataclass(frozen=True)

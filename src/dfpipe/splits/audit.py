@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .io import array_hash, resolve_inside
-from .manifest import VARIANT_SCHEMA, read_table
-from .shards import ShardReader
-from .splits import SPLITS, canonical_groups
+from dfpipe.core.io import array_hash, resolve_inside
+from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.shards import ShardReader
+from dfpipe.splits.groups import SPLITS, canonical_groups
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def load_variant(variant_dir: Path) -> pd.DataFrame:
 
 
 def hash_pixels(rows: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Content hash (:func:`dfpipe.io.array_hash`) and pHash of every row's image, in row order."""
+    """Content hash (:func:`dfpipe.core.io.array_hash`) and pHash of every row's image, in row order."""
     readers: dict[str, ShardReader] = {}
     sha, ph = [], np.empty(len(rows), dtype=np.uint64)
     for k, row in enumerate(tqdm(rows.itertuples(index=False), total=len(rows), desc="hash", unit="img", leave=False)):

@@ -11,8 +11,8 @@ and plot data.
 
 The library half (:func:`evaluate_predictions`, :func:`train_overlap`, :func:`write_outputs`) works
 on arrays and manifests only, so it is tested without a trained model; :func:`run_evaluation`
-adds the model (``dfpipe.train.load_model``) and the loader (``dfpipe.data``,
-``dfpipe.engine.predict``).
+adds the model (``dfpipe.training.train.load_model``) and the loader (``dfpipe.training.data``,
+``dfpipe.training.engine.predict``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import metrics as M
-from .io import atomic_path, write_json
-from .manifest import VARIANT_SCHEMA, read_table
+from dfpipe.evaluation import metrics as M
+from dfpipe.core.io import atomic_path, write_json
+from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
 
 EVAL_DIR = Path("metrics/eval")
 
@@ -218,7 +218,7 @@ def mask_evaluation(manifest: pd.DataFrame, split_dir: Path, ids: np.ndarray,
     import torch
     import torch.nn.functional as F
 
-    from .shards import ShardReader
+    from dfpipe.core.shards import ShardReader
 
     sel = manifest[(manifest["label"] == 2) & manifest["has_mask"]]
     row_of = pd.Series(np.arange(len(ids)), index=np.asarray(ids).astype(str))
@@ -362,7 +362,7 @@ def plot_training_curves(train_dir: Path, path: Path, title: str) -> None:
 
 def run_summary(ev: Evaluation, run_cfg) -> dict:
     """What the results tables show about the evaluated model, read from the checkpoint's own
-    config (``dfpipe.train.RunConfig``), so a table row describes the weights actually scored."""
+    config (``dfpipe.training.train.RunConfig``), so a table row describes the weights actually scored."""
     return {
         "name": ev.run, "model": run_cfg.model.name, "input": run_cfg.model.input,
         "f3net_mode": run_cfg.model.f3net_mode if run_cfg.model.name == "f3net" else "",
@@ -390,11 +390,11 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
     Returns the headline metrics."""
     import torch
 
-    from .config import to_dict
-    from .data import VariantDataset, make_loader
-    from .engine import predict
-    from .featuremaps import find_layer, gradcam, pick_examples, save_grid
-    from .train import load_model
+    from dfpipe.core.config import to_dict
+    from dfpipe.training.data import VariantDataset, make_loader
+    from dfpipe.training.engine import predict
+    from dfpipe.evaluation.featuremaps import find_layer, gradcam, pick_examples, save_grid
+    from dfpipe.training.train import load_model
 
     ckpt = models_dir / ev.run / "best.pt"
     if not ckpt.is_file():

@@ -57,7 +57,7 @@ class _Task:
     def _base_options(model: str | Path, what: str) -> BaseOptions:
         model = Path(model)
         if not model.is_file():
-            raise FileNotFoundError(f"{model}: {what} model missing (run `python -m dfpipe.assets`)")
+            raise FileNotFoundError(f"{model}: {what} model missing (run `python -m dfpipe.core.assets`)")
         return BaseOptions(model_asset_path=str(model))
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Training data: a map-style dataset over a variant split's memory-mapped shards, and its loader.
 
 The loader moves ``uint8`` bytes, not floats: conversion to ``float / 255``, the random horizontal
-flip and (for spectrum models) the DCT/DFT all happen on the device (``dfpipe.engine``), so a
+flip and (for spectrum models) the DCT/DFT all happen on the device (``dfpipe.training.engine``), so a
 ``DataLoader`` worker only copies crops out of the page cache.
 
 Randomness lives in one place, :class:`EpochSampler`: the order of epoch ``e`` is a pure function of
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .manifest import VARIANT_SCHEMA, read_table
-from .shards import ShardReader
+from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.shards import ShardReader
 
 SPLITS = ("train", "val", "eval")
 
@@ -189,7 +189,7 @@ def make_loader(dataset: VariantDataset, batch_size: int, train: bool, num_worke
     ``train``: seeded shuffle (class-balanced with ``balance``) and ``drop_last`` (a last batch of
     one item breaks BatchNorm), else the manifest order. Memory is pinned and workers persist
     across epochs when ``num_workers > 0``. The random flip is not here: it is applied on the
-    device (:func:`dfpipe.engine.random_hflip`). Call ``loader.sampler.set_epoch(e)`` per epoch.
+    device (:func:`dfpipe.training.engine.random_hflip`). Call ``loader.sampler.set_epoch(e)`` per epoch.
     """
     if balance and not train:
         raise ValueError("balance applies to the training loader only")

@@ -11,7 +11,7 @@ BlazeFace short-range face detection and the selfie segmenter. Sources, tried in
 
 Whatever the source, a file is only accepted if its sha256 matches the pin below.
 
-Usage: ``python -m dfpipe.assets [--dest models/mediapipe]``.
+Usage: ``python -m dfpipe.core.assets [--dest models/mediapipe]``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import sha256_bytes, sha256_file, write_bytes
+from dfpipe.core.io import sha256_bytes, sha256_file, write_bytes
 
 DEFAULT_DEST = Path("models/mediapipe")
 WHEEL_SPEC = "mediapipe==0.10.21"
@@ -62,7 +62,7 @@ def asset_path(name: str, dest: str | Path = DEFAULT_DEST) -> Path:
     """Path of a verified asset; a clear error tells how to fetch it when it is absent."""
     path = Path(dest) / name
     if not path.is_file():
-        raise AssetError(f"{path} is missing: run `make setup` (or `python -m dfpipe.assets`) first")
+        raise AssetError(f"{path} is missing: run `make setup` (or `python -m dfpipe.core.assets`) first")
     return path
 
 

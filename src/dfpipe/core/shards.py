@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .io import resolve_inside, save_npy
+from dfpipe.core.io import resolve_inside, save_npy
 
 
 class ShardWriter:

@@ -28,15 +28,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .faces import (
+from dfpipe.ingest.faces import (
     Box, FaceDetector, PersonSegmenter, blank_background, crop_image, crop_mask, cut_box,
     resize_square, square_box, whole_image_box,
 )
-from .io import array_hash, resolve_inside, write_json
-from .manifest import FACE_SCHEMA, REJECT_SCHEMA, write_faces, write_rejects
-from .shards import ShardWriter
-from .sources import Item, Reject, SourceConfig, list_items
-from .video import VideoError, probe, read_frames, sample_indices
+from dfpipe.core.io import array_hash, resolve_inside, write_json
+from dfpipe.core.manifest import FACE_SCHEMA, REJECT_SCHEMA, write_faces, write_rejects
+from dfpipe.core.shards import ShardWriter
+from dfpipe.ingest.sources import Item, Reject, SourceConfig, list_items
+from dfpipe.ingest.video import VideoError, probe, read_frames, sample_indices
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ def run_source(
     root = Path(root if root is not None else spec.path)
     for model in (cfg.detector_model, cfg.segmenter_model):
         if not Path(model).is_file():
-            raise FileNotFoundError(f"{model}: MediaPipe model missing (run `python -m dfpipe.assets`)")
+            raise FileNotFoundError(f"{model}: MediaPipe model missing (run `python -m dfpipe.core.assets`)")
     out_dir = Path(out_dir)
     items, rejects = list_items(name, spec, root)
     out_dir.mkdir(parents=True, exist_ok=True)

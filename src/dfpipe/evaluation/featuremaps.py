@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import atomic_path
+from dfpipe.core.io import atomic_path
 
 
 def find_layer(model: nn.Module, name: str, example: torch.Tensor | None = None) -> tuple[str, nn.Module]:

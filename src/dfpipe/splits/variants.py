@@ -6,7 +6,7 @@ rounded half-up. Selection (:func:`select_variant`) is a pure function of the fa
 the params:
 
 1. split unit: ``level: group`` -> the union-find group of the item's ``group_keys``
-   (:func:`dfpipe.splits.canonical_groups`); ``level: frame`` -> the item itself (variant 3 of the
+   (:func:`dfpipe.splits.groups.canonical_groups`); ``level: frame`` -> the item itself (variant 3 of the
    notes on purpose: frames of one video land on both sides).
 2. pool: a unit is in the eval pool when ``unit_hash(salt, "split", unit) < eval_fraction``
    (or, for groups listed in the official FF++ split files, when the official split says ``test``).
@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .io import resolve_inside, write_json
-from .manifest import FACE_SCHEMA, LABELS, read_table, write_variant
-from .shards import ShardReader, ShardWriter
-from .splits import SPLITS, SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
+from dfpipe.core.io import resolve_inside, write_json
+from dfpipe.core.manifest import FACE_SCHEMA, LABELS, read_table, write_variant
+from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.splits.groups import SPLITS, SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
 
@@ -137,7 +137,7 @@ def select_variant(
     """Choose the items of variant ``name`` and their split; pure function of its arguments.
 
     ``faces``: rows of FACE_SCHEMA for (at least) ``cfg.sources``. ``official``: result of
-    :func:`dfpipe.splits.read_official_ffpp` or ``None``; used by group-level variants only.
+    :func:`dfpipe.splits.groups.read_official_ffpp` or ``None``; used by group-level variants only.
     Returns ``(rows, summary)``: the chosen rows with ``split`` and ``split_group`` added, sorted
     by ``id``, and a JSON-able summary (requested/selected counts, caps).
     """

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_curve
 
-from .manifest import LABELS
+from dfpipe.core.manifest import LABELS
 
 NAN = float("nan")
 

@@ -1,0 +1,1 @@
+"""Core: configuration, atomic IO, shards, manifests and pinned model assets shared by every phase."""

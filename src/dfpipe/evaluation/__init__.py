@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the evaluate stage, feature maps and the results tables."""

@@ -1,0 +1,1 @@
+"""Features: per-item representations cached by a stage (log-DCT / DFT spectra and their statistics)."""

@@ -1,0 +1,1 @@
+"""Ingest: raw sources, video sampling, face detection/segmentation and the preprocessing stage."""

@@ -1,0 +1,1 @@
+"""Splits: identity groups, leak-free dataset variants and their leakage audit."""

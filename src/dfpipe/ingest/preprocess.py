@@ -14,14 +14,15 @@ by id), ``rejects.parquet`` (``REJECT_SCHEMA``, sorted); and a metrics JSON.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import math
-import multiprocessing as mpr
-import multiprocessing.util
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import cv2
 import numpy as np
@@ -33,8 +34,9 @@ from dfpipe.ingest.faces import (
     resize_square, square_box, whole_image_box,
 )
 from dfpipe.core.io import array_hash, resolve_inside, write_json
-from dfpipe.core.manifest import FACE_SCHEMA, REJECT_SCHEMA, write_faces, write_rejects
+from dfpipe.core.manifest import FACE_SCHEMA, REJECT_SCHEMA, read_table, write_faces, write_rejects
 from dfpipe.core.shards import ShardWriter
+from dfpipe.ingest.executor import Executor, ordered_map
 from dfpipe.ingest.sources import Item, Reject, SourceConfig, list_items
 from dfpipe.ingest.video import VideoError, probe, read_frames, sample_indices
 
@@ -56,7 +58,9 @@ class PreprocessConfig:
     min_person: float        # crop_seg (blank or keep): reject crops with less foreground than this
     max_pixels: int          # larger images are rejected before decoding (decompression bombs)
     shard_size: int
-    workers: int
+    workers: int             # processes (local) or Ray actors (ray), one CPU each
+    executor: Executor = "local"  # local | ray: where items run; output bytes do not depend on it
+    ray_address: Optional[str] = None  # executor ray: "host:port"; null = RAY_ADDRESS or a local Ray
 
     def validate(self) -> None:
         if not 1.0 <= self.margin <= 4.0:
@@ -195,73 +199,76 @@ class Worker:
         crop, rej = self._face(rgb, item.path, -1, -1, None)
         return ItemResult([crop] if crop else [], [rej] if rej else [], 0)
 
-    def _video(self, item: Item) -> ItemResult:
+    def process_multi(self, item: Item, samplings: tuple[str, ...]) -> list[ItemResult]:
+        """One result per sampling policy; a video is decoded (and each frame cropped) once.
+
+        Same results as :meth:`process` with a source whose ``sampling`` is each policy in turn:
+        the frames are decoded forward in one pass over the union of the wanted indices.
+        """
+        if not item.is_video:
+            return [self.process(item)] * len(samplings)
+        try:
+            return self._video(item, samplings)
+        except (VideoError, OSError, ValueError) as exc:
+            return [ItemResult([], [Reject(item.path, -1, "unreadable", str(exc))], 0)] * len(samplings)
+
+    def _video(self, item: Item, samplings: tuple[str, ...] | None = None) -> ItemResult | list[ItemResult]:
+        """The item's :class:`ItemResult` (``samplings`` None: the source's policy), or one per policy."""
+        single = samplings is None
+        samplings = (self.spec.sampling,) if single else samplings
+        results = self._video_multi(item, samplings)
+        return results[0] if single else results
+
+    def _video_multi(self, item: Item, samplings: tuple[str, ...]) -> list[ItemResult]:
         cfg, rel = self.cfg, item.path
         path = resolve_inside(self.root, rel)
         info = probe(path)
+
+        def whole(rej: Reject) -> list[ItemResult]:
+            return [ItemResult([], [rej], 0) for _ in samplings]
+
         if info.width * info.height > self.cfg.max_pixels:
-            return ItemResult([], [Reject(rel, -1, "too_large", f"{info.width}x{info.height} frames")], 0)
-        indices = sample_indices(info.n_frames, self.spec.sampling, cfg.every_n, cfg.frames_per_video)
+            return whole(Reject(rel, -1, "too_large", f"{info.width}x{info.height} frames"))
+        per_policy = [sample_indices(info.n_frames, s, cfg.every_n, cfg.frames_per_video) for s in samplings]
+        indices = sorted(set().union(*per_policy))
         masks: dict[int, np.ndarray] | None = None
         if item.mask_path is not None:
             mpath = resolve_inside(self.root, item.mask_path)
             if not mpath.is_file():
-                return ItemResult([], [Reject(rel, -1, "mask_missing", f"{item.mask_path} not found")], 0)
+                return whole(Reject(rel, -1, "mask_missing", f"{item.mask_path} not found"))
             try:
                 minfo = probe(mpath)
             except VideoError as exc:
-                return ItemResult([], [Reject(rel, -1, "mask_unreadable", str(exc))], 0)
+                return whole(Reject(rel, -1, "mask_unreadable", str(exc)))
             if minfo.n_frames < info.n_frames:
-                return ItemResult([], [Reject(rel, -1, "mask_short",
-                                              f"mask {minfo.n_frames} frames < video {info.n_frames}")], 0)
+                return whole(Reject(rel, -1, "mask_short", f"mask {minfo.n_frames} frames < video {info.n_frames}"))
             if (minfo.width, minfo.height) != (info.width, info.height):
-                return ItemResult([], [Reject(rel, -1, "mask_size",
-                                              f"mask {minfo.width}x{minfo.height} != video {info.width}x{info.height}")], 0)
+                return whole(Reject(rel, -1, "mask_size",
+                                    f"mask {minfo.width}x{minfo.height} != video {info.width}x{info.height}"))
             masks, merr = read_frames(mpath, indices, minfo, gray=True)
         frames, err = read_frames(path, indices, info)
-        crops, rejects = [], []
         truncated = info.demux_error or info.declared_frames > info.n_frames
+        done: dict[int, tuple[Crop | None, Reject | None]] = {}
         for idx in indices:
             if idx not in frames:
                 detail = err or "frame not decoded"
                 if truncated:
                     detail += f"; header declares {info.declared_frames} frames, {info.n_frames} readable"
-                rejects.append(Reject(rel, idx, "truncated" if truncated else "decode_failed", detail))
+                done[idx] = None, Reject(rel, idx, "truncated" if truncated else "decode_failed", detail)
                 continue
             mask = None
             if masks is not None:
                 mask = masks.get(idx)
                 if mask is None:
-                    rejects.append(Reject(rel, idx, "mask_decode_failed", merr or "mask frame not decoded"))
+                    done[idx] = None, Reject(rel, idx, "mask_decode_failed", merr or "mask frame not decoded")
                     continue
-            crop, rej = self._face(frames[idx], rel, idx, info.n_frames, mask)
-            if crop is not None:
-                crops.append(crop)
-            else:
-                rejects.append(rej)
-        return ItemResult(crops, rejects, len(indices))
-
-
-_WORKER: Worker | None = None
-_INIT_ERROR: str = ""
-
-
-def _init_worker(cfg: PreprocessConfig, spec: SourceConfig, root: Path) -> None:
-    global _WORKER, _INIT_ERROR
-    cv2.setNumThreads(1)  # one process per core already
-    try:
-        _WORKER = Worker(cfg, spec, root)
-    except Exception as exc:  # noqa: BLE001 - a failing initializer makes Pool respawn forever
-        _INIT_ERROR = f"{type(exc).__name__}: {exc}"
-        return
-    # Pool workers leave through os._exit: atexit does not run, multiprocessing finalizers do.
-    multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
-
-
-def _work(item: Item) -> ItemResult:
-    if _WORKER is None:
-        raise RuntimeError(f"preprocess worker could not start: {_INIT_ERROR}")
-    return _WORKER.process(item)
+            done[idx] = self._face(frames[idx], rel, idx, info.n_frames, mask)
+        results = []
+        for wanted in per_policy:
+            pairs = [done[i] for i in wanted]
+            results.append(ItemResult([c for c, _ in pairs if c is not None],
+                                      [r for _, r in pairs if r is not None], len(wanted)))
+        return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,78 +282,223 @@ def _clear_outputs(out_dir: Path) -> None:
             p.unlink()
 
 
-def run_source(
-    name: str, spec: SourceConfig, cfg: PreprocessConfig, out_dir: str | Path,
-    metrics_path: str | Path | None = None, root: str | Path | None = None,
-) -> dict:
-    """Preprocess source ``name`` into ``out_dir``; return (and write) its metrics dict.
-
-    ``root`` overrides ``spec.path`` (tests). Raises ``RuntimeError`` naming the source when it
-    yields no face at all (rejects.parquet is written first, to see why).
-    """
-    t0 = time.perf_counter()
-    root = Path(root if root is not None else spec.path)
+def _check_models(cfg: PreprocessConfig) -> None:
     for model in (cfg.detector_model, cfg.segmenter_model):
         if not Path(model).is_file():
             raise FileNotFoundError(f"{model}: MediaPipe model missing (run `python -m dfpipe.core.assets`)")
-    out_dir = Path(out_dir)
-    items, rejects = list_items(name, spec, root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _clear_outputs(out_dir)
-    rows: list[dict] = []
-    frames_sampled = 0
-    images = ShardWriter(out_dir, "images", cfg.shard_size)
-    masks = ShardWriter(out_dir, "masks", cfg.shard_size) if spec.masks else None
-    workers = max(1, min(cfg.workers, len(items)))
-    bar = dict(total=len(items), desc=f"preprocess {name}", unit="item", dynamic_ncols=True)
-    if workers == 1:
-        worker = Worker(cfg, spec, root)
-        try:
-            results = (worker.process(it) for it in items)
-            for item, res in tqdm(zip(items, results), **bar):
-                frames_sampled += _collect(name, spec, item, res, images, masks, rows, rejects)
-        finally:
-            worker.close()
-    else:
-        ctx = mpr.get_context("spawn")  # no fork of a process that may hold MediaPipe threads
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, spec, root)) as pool:
-            # imap keeps item order: output bytes do not depend on the worker count
-            for item, res in tqdm(zip(items, pool.imap(_work, items, chunksize=1)), **bar):
-                frames_sampled += _collect(name, spec, item, res, images, masks, rows, rejects)
-    images.close()
-    if masks is not None:
-        masks.close()
 
-    rej_df = pd.DataFrame(
+
+def select_part(items: list[Item], rejects: list[Reject], part: tuple[int, int] | None
+                ) -> tuple[list[Item], list[Reject]]:
+    """Part ``i`` of ``n`` of a source's listing: a contiguous block of items (sizes differ by at
+    most one) so that :func:`merge_parts` restores the one-run order by concatenation. Listing
+    rejects go to part 0 only. ``None`` is the whole listing.
+    """
+    if part is None:
+        return items, rejects
+    i, n = part
+    if not 0 <= i < n:
+        raise ValueError(f"part {i} of {n}: need 0 <= i < n")
+    lo, hi = (len(items) * i) // n, (len(items) * (i + 1)) // n
+    return items[lo:hi], (rejects if i == 0 else [])
+
+
+class _SourceOutput:
+    """Shards, manifest rows and rejects of one source, written in item order."""
+
+    def __init__(self, name: str, spec: SourceConfig, cfg: PreprocessConfig, out_dir: str | Path):
+        self.name, self.spec, self.cfg = name, spec, cfg
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _clear_outputs(self.out_dir)
+        self.rows: list[dict] = []
+        self.rejects: list[Reject] = []
+        self.frames_sampled = 0
+        self.images = ShardWriter(self.out_dir, "images", cfg.shard_size)
+        self.masks = ShardWriter(self.out_dir, "masks", cfg.shard_size) if spec.masks else None
+
+    def collect(self, item: Item, res: ItemResult) -> None:
+        self.frames_sampled += _collect(self.name, self.spec, item, res, self.images, self.masks,
+                                        self.rows, self.rejects)
+
+    def finish(self, items: list[Item], root: Path, metrics_path: str | Path | None, t0: float,
+               allow_empty: bool = False) -> dict:
+        self.images.close()
+        if self.masks is not None:
+            self.masks.close()
+        rej_df = _reject_frame(self.name, self.rejects)
+        write_rejects(rej_df, self.out_dir / "rejects.parquet")
+        by_reason = dict(sorted(Counter(r.reason for r in self.rejects).items()))
+        if not self.rows and not allow_empty:
+            raise RuntimeError(
+                f"source {self.name} ({root}) yielded no face crops from {len(items)} items; "
+                f"rejects by reason: {by_reason} (see {self.out_dir / 'rejects.parquet'})"
+            )
+        df = _face_frame(self.name, self.rows)
+        write_faces(df, self.out_dir / "manifest.parquet")
+        metrics = {
+            "source": self.name,
+            "items": len(items),
+            "videos": sum(it.is_video for it in items),
+            "frames_sampled": self.frames_sampled,
+            "faces": len(df),
+            "with_mask": int(df["has_mask"].sum()),
+            "rejects": len(self.rejects),
+            "rejects_by_reason": by_reason,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        if metrics_path is not None:
+            write_json(metrics_path, metrics)
+        return metrics
+
+
+def _reject_frame(name: str, rejects: list[Reject]) -> pd.DataFrame:
+    return pd.DataFrame(
         [{"source": name, "path": r.path, "frame_index": r.frame_index, "reason": r.reason, "detail": r.detail}
          for r in rejects],
         columns=REJECT_SCHEMA.names,
     ).sort_values(["path", "frame_index", "reason"], kind="stable").reset_index(drop=True)
-    write_rejects(rej_df, out_dir / "rejects.parquet")
-    by_reason = dict(sorted(Counter(r.reason for r in rejects).items()))
-    if not rows:
-        raise RuntimeError(
-            f"source {name} ({root}) yielded no face crops from {len(items)} items; "
-            f"rejects by reason: {by_reason} (see {out_dir / 'rejects.parquet'})"
-        )
+
+
+def _face_frame(name: str, rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=FACE_SCHEMA.names).sort_values("id", kind="stable").reset_index(drop=True)
     if df["id"].duplicated().any():
         raise RuntimeError(f"source {name}: duplicate ids {df['id'][df['id'].duplicated()].tolist()[:5]}")
-    write_faces(df, out_dir / "manifest.parquet")
-    metrics = {
-        "source": name,
-        "items": len(items),
-        "videos": sum(it.is_video for it in items),
-        "frames_sampled": frames_sampled,
-        "faces": len(df),
-        "with_mask": int(df["has_mask"].sum()),
-        "rejects": len(rejects),
-        "rejects_by_reason": by_reason,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    return df
+
+
+def run_source(
+    name: str, spec: SourceConfig, cfg: PreprocessConfig, out_dir: str | Path,
+    metrics_path: str | Path | None = None, root: str | Path | None = None,
+    part: tuple[int, int] | None = None,
+) -> dict:
+    """Preprocess source ``name`` into ``out_dir``; return (and write) its metrics dict.
+
+    ``root`` overrides ``spec.path`` (tests). ``part=(i, n)`` processes only part ``i`` of ``n``
+    (:func:`select_part`; merge the parts with :func:`merge_parts`); a part may hold no face.
+    Raises ``RuntimeError`` naming the source when a whole source yields no face at all
+    (rejects.parquet is written first, to see why).
+    """
+    return run_sources([name], [spec], cfg, [out_dir], [metrics_path], root, part)[0]
+
+
+def run_sources(
+    names: list[str], specs: list[SourceConfig], cfg: PreprocessConfig, out_dirs: list[str | Path],
+    metrics_paths: list[str | Path | None] | None = None, root: str | Path | None = None,
+    part: tuple[int, int] | None = None,
+) -> list[dict]:
+    """Several sources that differ only in ``sampling`` (e.g. FF++ every 20th and K per video of
+    the same folder) in one pass: each video is decoded once and each sampled frame cropped once,
+    and every source's outputs are byte-identical to its own :func:`run_source`.
+    """
+    t0 = time.perf_counter()
+    if not names or len({len(names), len(specs), len(out_dirs)}) != 1:
+        raise ValueError("run_sources needs as many specs and out_dirs as names (at least one)")
+    base = dataclasses.replace(specs[0], sampling=None)
+    for n, s in zip(names[1:], specs[1:]):
+        if dataclasses.replace(s, sampling=None) != base:
+            raise ValueError(f"sources {names[0]} and {n} differ in more than sampling: they cannot "
+                             f"share one decoding pass")
+    metrics_paths = list(metrics_paths) if metrics_paths is not None else [None] * len(names)
+    root = Path(root if root is not None else specs[0].path)
+    _check_models(cfg)
+    listing = [list_items(n, s, root) for n, s in zip(names, specs)]
+    parts = [select_part(items, rejects, part) for items, rejects in listing]
+    items = parts[0][0]
+    outs = []
+    for n, s, d, (_, rejects) in zip(names, specs, out_dirs, parts):
+        out = _SourceOutput(n, s, cfg, d)
+        out.rejects.extend(rejects)
+        outs.append(out)
+    factory = functools.partial(Worker, cfg, specs[0], root)
+    if len(names) == 1:
+        results = ((r,) for r in ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address))
+    else:
+        samplings = tuple(s.sampling for s in specs)
+        results = ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address,
+                              method="process_multi", args=(samplings,))
+    bar = dict(total=len(items), desc=f"preprocess {'+'.join(names)}", unit="item", dynamic_ncols=True)
+    for item, res in tqdm(zip(items, results), **bar):
+        for out, r in zip(outs, res):
+            out.collect(item, r)
+    return [out.finish(items, root, mp, t0, allow_empty=part is not None)
+            for out, mp in zip(outs, metrics_paths)]
+
+
+def merge_parts(name: str, part_dirs: list[str | Path], out_dir: str | Path, shard_size: int,
+                metrics_paths: list[str | Path] | None = None, metrics_path: str | Path | None = None
+                ) -> dict:
+    """Merge the outputs of ``run_source(part=(i, n))`` for ``i = 0..n-1`` (``part_dirs`` in that
+    order) into ``out_dir``, byte-identical to one ``run_source`` over the whole source.
+
+    Crops are concatenated in part order (parts are contiguous blocks of the sorted listing) and
+    re-sharded; manifest rows get their new ``(shard, offset)``; rejects are concatenated and
+    sorted as :func:`run_source` sorts them. Metrics are summed over ``metrics_paths`` (the parts'
+    metrics JSONs) when given.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_outputs(out_dir)
+    frames, rejects = [], []
+    images = ShardWriter(out_dir, "images", shard_size)
+    masks: ShardWriter | None = None
+    base = 0
+    for d in map(Path, part_dirs):
+        df = read_table(d / "manifest.parquet", FACE_SCHEMA)
+        rejects.append(read_table(d / "rejects.parquet", REJECT_SCHEMA))
+        part_size = _part_shard_size(d)
+        count = 0
+        for shard in sorted(d.glob("images-*.npy")):
+            block = np.load(shard, mmap_mode="r", allow_pickle=False)
+            mshard = d / shard.name.replace("images-", "masks-")
+            mblock = np.load(mshard, mmap_mode="r", allow_pickle=False) if mshard.is_file() else None
+            if mblock is not None and masks is None:
+                masks = ShardWriter(out_dir, "masks", shard_size)
+            for k in range(len(block)):
+                images.add(np.asarray(block[k]))
+                if mblock is not None:
+                    masks.add(np.asarray(mblock[k]))
+            count += len(block)
+        if len(df):
+            position = base + df["shard"].map(_shard_number).to_numpy(np.int64) * part_size + df["offset"].to_numpy(np.int64)
+            df["shard"] = [f"images-{p // shard_size:05d}.npy" for p in position]
+            df["offset"] = (position % shard_size).astype(np.int32)
+            df["mask_shard"] = [f"masks-{p // shard_size:05d}.npy" if m else ""
+                                for p, m in zip(position, df["mask_shard"] != "")]
+        frames.append(df)
+        base += count
+    images.close()
+    if masks is not None:
+        masks.close()
+    rej = pd.concat(rejects, ignore_index=True).sort_values(["path", "frame_index", "reason"], kind="stable")
+    write_rejects(rej.reset_index(drop=True), out_dir / "rejects.parquet")
+    df = pd.concat(frames, ignore_index=True)
+    if len(df) == 0:
+        raise RuntimeError(f"source {name}: no face crops in any of {len(part_dirs)} parts")
+    write_faces(_face_frame(name, df.to_dict("records")), out_dir / "manifest.parquet")
+    metrics: dict = {"source": name}
+    if metrics_paths:
+        parts = [json.loads(Path(p).read_text()) for p in metrics_paths]
+        for key in ("items", "videos", "frames_sampled", "faces", "with_mask", "rejects", "seconds"):
+            metrics[key] = sum(m[key] for m in parts)
+        metrics["seconds"] = round(metrics["seconds"], 3)
+        reasons: Counter = Counter()
+        for m in parts:
+            reasons.update(m["rejects_by_reason"])
+        metrics["rejects_by_reason"] = dict(sorted(reasons.items()))
     if metrics_path is not None:
         write_json(metrics_path, metrics)
     return metrics
+
+
+def _shard_number(name: str) -> int:
+    return int(name.rsplit("-", 1)[1].split(".")[0])
+
+
+def _part_shard_size(d: Path) -> int:
+    """Rows per full shard of a part (its first shard's length; every shard but the last is full)."""
+    first = sorted(d.glob("images-*.npy"))
+    return len(np.load(first[0], mmap_mode="r")) if first else 1
 
 
 def _collect(name: str, spec: SourceConfig, item: Item, res: ItemResult, images: ShardWriter,

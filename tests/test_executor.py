@@ -1,0 +1,169 @@
+"""Preprocessing executors: a real two-node Ray cluster, parts + merge and decode-once give the
+bytes of the plain local run (real MediaPipe, PyAV, Parquet)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dfpipe.core.config import build
+from dfpipe.ingest.faces import draw_synthetic_face
+from dfpipe.ingest.preprocess import PreprocessConfig, merge_parts, run_source, run_sources
+from dfpipe.ingest.sources import SourceConfig
+from dfpipe.ingest.video import write_video
+
+CFG = dict(
+    detector_model="models/mediapipe/face_detection_short_range.tflite",
+    segmenter_model="models/mediapipe/selfie_segmentation.tflite",
+    margin=1.3, size=32, min_score=0.5, min_face=40, every_n=6, frames_per_video=4,
+    seg_threshold=0.5, seg_background="blank", min_person=0.05, max_pixels=300 * 300,
+    shard_size=3, workers=1,
+)
+IMG = dict(kind="image_folder", path="ffhq", label=0, method="ffhq", mode="crop", group_pattern=r"^(id\d+)_")
+FF = dict(kind="ffpp", path="f2f", label=2, method="Face2Face", mode="crop", sampling="every_nth", masks=True)
+N_FRAMES, H, W = 20, 120, 160
+
+
+def cfg(**over):
+    return build(PreprocessConfig, {**CFG, **over}, where="preprocess")
+
+
+def spec(base, **over):
+    return build(SourceConfig, {**base, **over}, where="sources.test")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    imgs = root / "ffhq"
+    imgs.mkdir()
+    for i in range(7):
+        img = draw_synthetic_face(160, 160, 70 + 3 * i, 75, 36)[:, :, ::-1]
+        assert cv2.imwrite(str(imgs / f"id{i // 2:04d}_{i % 2:02d}.png"), img)
+    assert cv2.imwrite(str(imgs / "id0009_00.png"), np.full((160, 160, 3), 128, np.uint8))  # no face
+    (imgs / "notes.txt").write_text("not an image")
+    vids, masks = root / "Face2Face" / "c23" / "videos", root / "Face2Face" / "masks" / "videos"
+    for v in range(3):
+        frames = [draw_synthetic_face(H, W, 60 + 2 * i + v, 50, 38) for i in range(N_FRAMES)]
+        mframes = [np.pad(np.full((40, 30 + i), 255, np.uint8), ((30, H - 70), (40, W - 70 - i))) for i in range(N_FRAMES)]
+        write_video(vids / f"00{2 * v}_00{2 * v + 1}.mp4", frames, gop=5)
+        write_video(masks / f"00{2 * v}_00{2 * v + 1}.mp4", mframes, gop=5, crf=0, gray=True)
+    write_video(vids / "010_011.mp4", frames, gop=5)  # mask missing: a reject
+    return root
+
+
+def _bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head node and one worker node (one CPU each) on 127.0.0.1, torn down by process group."""
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    tmp = tempfile.mkdtemp(prefix="ray")  # short: Ray's Unix socket paths must stay < 108 chars
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    common = ["--num-cpus", "1", "--object-store-memory", str(100 * 2**20), "--block",
+              "--disable-usage-stats"]
+    procs = [subprocess.Popen([ray_bin, "start", "--head", "--port", str(port), "--node-ip-address",
+                               "127.0.0.1", "--include-dashboard", "false", "--temp-dir", tmp] + common,
+                              env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+    address = f"127.0.0.1:{port}"
+    try:
+        import ray
+
+        deadline = time.monotonic() + 120
+        while True:  # wait for the head before adding the worker node
+            probe = subprocess.run([ray_bin, "status", "--address", address], env=env,
+                                   capture_output=True, text=True, timeout=60)
+            if probe.returncode == 0:
+                break
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                pytest.fail(f"ray head did not start: {probe.stdout[-500:]} {probe.stderr[-500:]}")
+            time.sleep(1)
+        procs.append(subprocess.Popen([ray_bin, "start", "--address", address, "--node-ip-address",
+                                       "127.0.0.1"] + common, env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+            if time.monotonic() > deadline:
+                pytest.fail("ray worker node did not join")
+            time.sleep(1)
+        ray.shutdown()
+        yield address
+    finally:
+        try:
+            import ray
+
+            ray.shutdown()
+        except ImportError:
+            pass
+        for p in reversed(procs):  # `ray start --block` stops its node's processes on SIGTERM
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def local_runs(tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    run_source("img", spec(IMG), cfg(), out / "img", root=tree / "ffhq")
+    run_source("ff", spec(FF), cfg(), out / "ff", root=tree / "Face2Face")
+    return out
+
+
+@pytest.mark.parametrize("which", ["img", "ff"])
+def test_ray_cluster_gives_local_bytes(tree, local_runs, ray_cluster, tmp_path, which):
+    base, sub = (IMG, "ffhq") if which == "img" else (FF, "Face2Face")
+    c = cfg(executor="ray", ray_address=ray_cluster, workers=2)
+    run_source(which, spec(base), c, tmp_path / which, root=tree / sub)
+    local, ray_out = _bytes(local_runs / which), _bytes(tmp_path / which)
+    assert sorted(local) == sorted(ray_out) and sum(n.startswith("images-") for n in local) >= 2
+    assert local == ray_out
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_parts_merge_to_one_run(tree, local_runs, tmp_path, n):
+    parts = [tmp_path / f"part{i}" for i in range(n)]
+    metrics = []
+    for i, d in enumerate(parts):
+        metrics.append(tmp_path / f"m{i}.json")
+        run_source("ff", spec(FF), cfg(shard_size=2), d, metrics[-1], root=tree / "Face2Face", part=(i, n))
+    assert len({_bytes(d)["manifest.parquet"] for d in parts}) == n  # the parts really differ
+    m = merge_parts("ff", parts, tmp_path / "merged", shard_size=3, metrics_paths=metrics)
+    assert _bytes(tmp_path / "merged") == _bytes(local_runs / "ff")
+    assert m["items"] == 4 and m["rejects_by_reason"].get("mask_missing") == 1
+
+
+def test_decode_once_gives_each_sources_bytes(tree, local_runs, tmp_path):
+    k_spec = spec(FF, sampling="per_video")
+    run_source("ffk", k_spec, cfg(), tmp_path / "k_alone", root=tree / "Face2Face")
+    run_sources(["ff", "ffk"], [spec(FF), k_spec], cfg(), [tmp_path / "n", tmp_path / "k"],
+                root=tree / "Face2Face")
+    assert _bytes(tmp_path / "n") == _bytes(local_runs / "ff")
+    assert _bytes(tmp_path / "k") == _bytes(tmp_path / "k_alone")
+    with pytest.raises(ValueError, match="differ in more than sampling"):
+        run_sources(["ff", "x"], [spec(FF), spec(FF, label=1)], cfg(), [tmp_path / "a", tmp_path / "b"],
+                    root=tree / "Face2Face")

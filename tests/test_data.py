@@ -226,3 +226,33 @@ def test_class_weights_change_ce():
     assert torch.allclose(weighted, expect) and not torch.allclose(plain, weighted)
     with pytest.raises(ValueError, match="class_weights has 2 entries"):
         build_loss(LossConfig(class_weights=(1.0, 2.0)), 3)
+
+
+@pytest.mark.parametrize("train, balance, rank, world, workers", [
+    (True, False, 0, 1, 0), (True, True, 0, 1, 2), (False, False, 0, 1, 0), (True, False, 1, 2, 1),
+])
+def test_batch_loader_yields_the_item_loaders_batches(variant, train, balance, rank, world, workers):
+    """Whole-batch reads give the samples, order and values of the item-by-item DataLoader."""
+    from torch.utils.data import DataLoader
+
+    ds = VariantDataset(variant, "train", with_masks=True)
+    fast = make_loader(ds, 5, train=train, num_workers=workers, seed=3, balance=balance, rank=rank,
+                       world_size=world)
+    slow = DataLoader(ds, batch_size=5, sampler=fast.sampler, drop_last=fast.drop_last)
+    for epoch in (0, 1):
+        fast.sampler.set_epoch(epoch)
+        got, want = list(fast), list(slow)
+        assert len(got) == len(want) == len(fast) > 1
+        for a, b in zip(got, want):
+            assert sorted(a) == sorted(b)
+            for key in b:
+                assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    assert (ds.labels3 == 2).any() and not ds.has_mask[ds.labels3 == 2].all()  # both mask cases ran
+
+
+def test_to_device_layout_keeps_values(variant):
+    batch = next(iter(make_loader(VariantDataset(variant, "val"), 6, False, 0, 0)))
+    plain = to_device(batch, torch.device("cpu"))["image"]
+    last = to_device(batch, torch.device("cpu"), channels_last=True)["image"]
+    assert plain.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, last) and torch.equal(plain, batch["image"].float() / 255)

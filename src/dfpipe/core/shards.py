@@ -94,18 +94,23 @@ class ShardReader:
     def get(self, name: str, offset: int) -> np.ndarray:
         return np.asarray(self.shard(name)[int(offset)])
 
-    def gather(self, names: Sequence[str], offsets: Sequence[int]) -> np.ndarray:
-        """Stack items in the order given; reads each shard with one sorted fancy index."""
-        names = list(names)
+    def gather(self, names: Sequence[str], offsets: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+        """Stack items in the order given into ``out`` (allocated when None; e.g. a pinned
+        buffer's numpy view). Each shard is read with one fancy index over its *sorted* offsets
+        (sequential page-cache / disk access), then scattered to the requested positions.
+        """
+        names = np.asarray(list(names), dtype=object)
         offsets = np.asarray(offsets, dtype=np.int64)
-        if not names:
+        if len(names) == 0:
             raise ValueError("gather of zero items")
-        out = None
-        for name in sorted(set(names)):
-            rows = np.flatnonzero(np.asarray(names) == name)
-            block = np.asarray(self.shard(name)[offsets[rows]])
+        for name in sorted(set(names.tolist())):
+            rows = np.flatnonzero(names == name)
+            order = np.argsort(offsets[rows], kind="stable")
+            block = self.shard(name)[offsets[rows][order]]
             if out is None:
                 out = np.empty((len(names),) + block.shape[1:], dtype=block.dtype)
-            out[rows] = block
+            elif out.shape[1:] != block.shape[1:] or out.dtype != block.dtype:
+                raise ValueError(f"{self.root / name}: items {block.dtype} {block.shape[1:]} do not fit "
+                                 f"the buffer {out.dtype} {out.shape[1:]}")
+            out[rows[order]] = block
         return out
-

@@ -37,8 +37,10 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_las
               ) -> dict[str, torch.Tensor]:
     """Copy a uint8 batch to ``device``; ``image`` becomes float ``(B,3,S,S)`` in [0, 1]."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    image = out["image"].float().div_(255.0)
-    out["image"] = image.contiguous(memory_format=torch.channels_last) if channels_last else image
+    # The loader's images are channels-last views of the stored (B,S,S,3) bytes; the layout is
+    # fixed here, on uint8 (a quarter of the float bytes): contiguous NCHW unless channels_last.
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out["image"] = out["image"].contiguous(memory_format=fmt).float().div_(255.0)
     return out
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from typing import Callable, Literal, Optional
+from typing import Callable, Iterable, Literal, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dfpipe.training.data import _mix_seed
@@ -75,14 +74,9 @@ class Meter:
         return self.images / max(self.elapsed, 1e-9)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -104,15 +98,28 @@ def train_one_epoch(
 
     Returns ``loss`` (mean total loss), ``loss_<part>`` per active term, ``acc`` (train accuracy
     on the augmented batches), ``img_per_s``, ``data_wait`` (fraction of time waiting for the
-    loader), ``steps`` and ``images``. A non-finite loss raises ``FloatingPointError``.
+    loader), ``steps`` and ``images``.
+
+    No per-step host synchronisation: loss sums (float64, so the means equal the former
+    ``loss.item()`` sums bit for bit) and correct counts accumulate on the device and are read
+    every ``log_every`` steps and at the end. A non-finite loss therefore raises
+    ``FloatingPointError`` (naming the first bad step) at the next read, not at once.
     """
     model.train()
     flip_gen = torch.Generator().manual_seed(_mix_seed(seed, epoch, stream=1))
     n_batches = len(loader) if max_steps <= 0 else min(max_steps, len(loader))
-    sums: dict[str, float] = {}
-    correct = steps = 0
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
+    steps = 0
     meter = Meter()
     bar = tqdm(total=n_batches, desc=f"train {epoch}", disable=not progress, leave=False)
+
+    def check() -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise FloatingPointError(f"non-finite loss at epoch {epoch} step {bad}")
+
     t_wait = time.perf_counter()
     for batch in loader:
         if steps >= n_batches:
@@ -124,8 +131,8 @@ def train_one_epoch(
         with autocast(device, amp):
             outputs = model(batch["image"])
         loss, parts = loss_fn(outputs, batch)  # losses in float32, outside autocast
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {steps}")
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                torch.full_like(first_bad, steps), first_bad)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip > 0:
@@ -136,29 +143,31 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         b = batch["label"].shape[0]
-        sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
-        for k, v in parts.items():
-            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v.item() * b
-        correct += int((outputs["logits"].argmax(1) == batch["label"]).sum())
+        for k, v in [("loss", loss)] + [(f"loss_{k}", v) for k, v in parts.items()]:
+            term = v.detach().double() * b
+            sums[k] = sums[k] + term if k in sums else term
+        correct += (outputs["logits"].argmax(1) == batch["label"]).sum()
         meter.images += b
         steps += 1
         bar.update(1)
-        if log_fn is not None and log_every > 0 and steps % log_every == 0:
-            log_fn(f"epoch {epoch} step {steps}/{n_batches} loss {loss.item():.4f} "
-                   f"lr {optimizer.param_groups[0]['lr']:.3g} {meter.img_per_s:.1f} img/s")
+        if log_every > 0 and steps % log_every == 0:
+            check()
+            if log_fn is not None:
+                log_fn(f"epoch {epoch} step {steps}/{n_batches} loss {loss.item():.4f} "
+                       f"lr {optimizer.param_groups[0]['lr']:.3g} {meter.img_per_s:.1f} img/s")
         t_wait = time.perf_counter()
     bar.close()
-    _sync(device)
     if steps == 0:
         raise ValueError("the training loader produced no batch (fewer items than batch_size?)")
-    out = {k: v / meter.images for k, v in sums.items()}
-    out.update(acc=correct / meter.images, img_per_s=meter.img_per_s,
+    check()  # reads the device: also waits for the queued steps, so img/s is wall time
+    out = {k: float(v) / meter.images for k, v in sums.items()}
+    out.update(acc=int(correct) / meter.images, img_per_s=meter.img_per_s,
                data_wait=meter.wait / max(meter.elapsed, 1e-9), steps=steps, images=meter.images)
     return out
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: DataLoader, device: torch.device, amp: Amp = "off",
+def recalibrate_bn(model: nn.Module, loader: Iterable, device: torch.device, amp: Amp = "off",
                    num_batches: int = 0, channels_last: bool = False) -> int:
     """Re-estimate BatchNorm running statistics on ``num_batches`` training batches ("precise BN").
 
@@ -193,7 +202,7 @@ def recalibrate_bn(model: nn.Module, loader: DataLoader, device: torch.device, a
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: Amp = "off",
+def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: Amp = "off",
             channels_last: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
     """Class probabilities for every item the loader yields (in loader order).
 
@@ -207,24 +216,26 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: Amp
         batch = to_device(batch, device, channels_last)
         with autocast(device, amp):
             outputs = model(batch["image"])
-        probs.append(torch.softmax(outputs["logits"].float(), 1).cpu())
-        labels.append(batch["label"].cpu())
-        index.append(batch["index"].cpu())
+        # kept on the device (no host sync per batch); mask maps go to the host per batch to
+        # bound device memory
+        probs.append(torch.softmax(outputs["logits"].float(), 1))
+        labels.append(batch["label"])
+        index.append(batch["index"])
         if "mask" in outputs:
             masks.append(torch.sigmoid(outputs["mask"].float())[:, 0].half().cpu())
-    index_np = torch.cat(index).numpy()
+    index_np = torch.cat(index).cpu().numpy()
     out = {
         "index": index_np,
         "ids": np.asarray(loader.dataset.ids)[index_np],
-        "labels": torch.cat(labels).numpy(),
-        "probs": torch.cat(probs).numpy().astype(np.float32),
+        "labels": torch.cat(labels).cpu().numpy(),
+        "probs": torch.cat(probs).cpu().numpy().astype(np.float32),
     }
     if masks:
         out["mask_probs"] = torch.cat(masks).numpy()
     return out
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Amp = "off",
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: Amp = "off",
              channels_last: bool = False, progress: bool = True) -> dict[str, float]:
     """``macro_f1``, ``acc`` and mean ``nll`` (cross-entropy of the predicted probabilities)."""
     pred = predict(model, loader, device, amp, channels_last, progress)

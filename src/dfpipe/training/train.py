@@ -117,6 +117,9 @@ class TrainConfig:
     threads: int = 0
     log_every: int = 50
     progress: bool = True
+    gpus: int = 1            # processes per node (one per GPU; gloo processes on CPU); > 1: torchrun
+    nodes: int = 1           # machines; > 1 needs rdzv_endpoint (dfpipe.training.launch)
+    rdzv_endpoint: Optional[str] = None  # "host:port" of the c10d rendezvous for nodes > 1
     variants_dir: Path = Path("data/variants")
     spectra_dir: Path = Path("data/spectra")
     models_dir: Path = Path("models")
@@ -126,6 +129,10 @@ class TrainConfig:
         for name in ("num_workers", "threads", "log_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.gpus < 1 or self.nodes < 1:
+            raise ValueError(f"gpus and nodes must be >= 1, got {self.gpus}, {self.nodes}")
+        if self.nodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("nodes > 1 needs rdzv_endpoint (host:port reachable by every node)")
 
 
 @dataclass(frozen=True)
@@ -355,7 +362,8 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
         live = Live(str(paths.live_dir), resume=ckpt is not None, save_dvc_exp=False, dvcyaml=None)
         live.log_params({"run": run_name, **_flat(config_dict)})
         _log(f"{run_name}: {len(train_ds)} train / {len(val_ds)} val items of {paths.variant_dir}, "
-             f"{steps_per_epoch} steps/epoch, device {device}, amp {amp}, world {world_size}")
+             f"{steps_per_epoch} steps/epoch, device {device}, amp {amp}, world {world_size}, "
+             f"batch {run_cfg.batch_size // world_size} per rank")
 
     epochs_run = 0
     for epoch in range(start_epoch, run_cfg.epochs):
@@ -405,6 +413,8 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
             break
     if live is not None:
         live.end()
+    if world_size > 1:
+        dist.destroy_process_group()
     return {"best_score": best_score, "best_epoch": best_epoch, "epochs_run": epochs_run, "history": history}
 
 

@@ -326,6 +326,10 @@ def test_cache_is_deterministic_and_aligned(tmp_path):
     for p in files:
         if p.name.startswith("spectra-"):
             assert p.read_bytes() == first[p]
+    # threads compute spectra and batch moments; results are merged in batch order: same bytes
+    for workers in (1, 3):
+        sp.build_variant("v1", dataclasses.replace(cfg, workers=workers))
+        assert {p: p.read_bytes() for p in files} == first
     idx = json.loads((cfg.out_dir / "v1" / "train" / "index.json").read_text())
     assert idx["count"] == len(images["train"]) and idx["shards"] == ["spectra-00000.npy", "spectra-00001.npy", "spectra-00002.npy"]
     cache = sp.SpectraCache(cfg.out_dir / "v1" / "train")

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
 from dfpipe.core.manifest import LABELS, VARIANT_SCHEMA, read_table
+from dfpipe.core.parallel import thread_map
 from dfpipe.core.shards import ShardReader, ShardWriter
 
 Kind = Literal["dct", "dft"]
@@ -80,6 +81,7 @@ class SpectraConfig:
     eps: float                  # log(|c| + eps)
     batch_size: int             # images per transform batch (also the statistics merge order)
     shard_size: int             # spectra per cache shard
+    workers: int = 1            # threads computing spectra and batch moments; bytes do not depend on it
 
     def validate(self) -> None:
         if not self.variants:
@@ -95,6 +97,8 @@ class SpectraConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 def stats_path(variant_dir: str | Path, kind: str) -> Path:
@@ -303,14 +307,24 @@ class RunningMoments:
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
 
+    @staticmethod
+    def batch_moments(batch: np.ndarray) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        """``(n, mean, centred sum of squares)`` of one batch (the part of :meth:`update` that
+        can run in parallel; :meth:`merge` the results in batch order)."""
+        batch = np.asarray(batch, dtype=np.float64)
+        if batch.shape[0] == 0:
+            return 0, None, None
+        mean_b = batch.mean(axis=0)
+        return batch.shape[0], mean_b, ((batch - mean_b) ** 2).sum(axis=0)
+
     def update(self, batch: np.ndarray) -> None:
         """Add ``batch`` of shape ``(n, *shape)``."""
-        batch = np.asarray(batch, dtype=np.float64)
-        n_b = batch.shape[0]
+        self.merge(*self.batch_moments(batch))
+
+    def merge(self, n_b: int, mean_b: np.ndarray | None, m2_b: np.ndarray | None) -> None:
+        """Add one batch's :meth:`batch_moments` (Chan et al.'s pairwise update)."""
         if n_b == 0:
             return
-        mean_b = batch.mean(axis=0)
-        m2_b = ((batch - mean_b) ** 2).sum(axis=0)
         if self.mean is None:
             self.count, self.mean, self.m2 = n_b, mean_b, m2_b
             return
@@ -443,14 +457,23 @@ def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig,
     writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=cfg.shard_size)
     shape = None
     f16_max = float(np.finfo(np.float16).max)
-    for start, images in iter_image_batches(split_dir, df, cfg.batch_size, desc or str(split_dir)):
+
+    def transform(images: np.ndarray):
+        """Per batch, in a worker thread (scipy.fft and numpy release the GIL): the cached
+        float16 spectra and each statistics kind's batch moments."""
         spec = log_spectrum_np(images, cfg.kind, cfg.color, cfg.eps)
         if np.abs(spec).max() > f16_max:  # cannot happen for eps >= 1e-30 and 8-bit input
             raise ValueError(f"{split_dir}: log-spectrum exceeds the float16 range (eps={cfg.eps})")
+        parts = {kind: RunningMoments.batch_moments(
+            spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps)) for kind in moments}
+        return spec.astype(np.float16), parts
+
+    batches = (images for _, images in iter_image_batches(split_dir, df, cfg.batch_size, desc or str(split_dir)))
+    for spec, parts in thread_map(transform, batches, cfg.workers):
         for kind, acc in moments.items():
-            acc.update(spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps))
+            acc.merge(*parts[kind])  # in batch order: the statistics do not depend on workers
         shape = list(spec.shape[1:])
-        for row in spec.astype(np.float16):
+        for row in spec:
             writer.add(row)
     shards = writer.close()
     index = {

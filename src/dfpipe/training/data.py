@@ -14,7 +14,6 @@ in this process (resume) or on any global RNG, which is what makes "1 epoch + re
 
 from __future__ import annotations
 
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +23,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.parallel import thread_map
 from dfpipe.core.shards import ShardReader
 
 SPLITS = ("train", "val", "eval")
@@ -252,20 +252,10 @@ class BatchLoader:
         return [order[i * self.batch_size: (i + 1) * self.batch_size] for i in range(len(self))]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        batches = self._batches()
-        if self.num_workers == 0:
-            for rows in batches:
-                yield self.dataset.get_batch(rows, self.pin_memory)
-            return
-        if self._pool is None:
+        if self.num_workers > 0 and self._pool is None:
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="dfpipe-loader")
-        ahead: deque = deque()
-        for rows in batches:
-            ahead.append(self._pool.submit(self.dataset.get_batch, rows, self.pin_memory))
-            if len(ahead) > self.num_workers:
-                yield ahead.popleft().result()
-        while ahead:
-            yield ahead.popleft().result()
+        yield from thread_map(lambda rows: self.dataset.get_batch(rows, self.pin_memory), self._batches(),
+                              self.num_workers, self._pool)
 
 
 def make_loader(dataset: VariantDataset, batch_size: int, train: bool, num_workers: int, seed: int,

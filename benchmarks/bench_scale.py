@@ -1,24 +1,25 @@
 """Scale-out benchmarks: preprocessing executors, decode-once, spectra statistics over cores.
 
-    python benchmarks/bench_scale.py [--images 48] [--videos 6] [--spectra-n 512] [--skip-ray]
+    python benchmarks/bench_scale.py [--images 400] [--videos 40] [--spectra-n 512] [--skip-ray]
 
 Generates (in a temporary folder) drawn-face PNGs and FF++-layout videos with masks, then prints:
 
-1. preprocessing items/s of one image source and one video source: local executor with 1 and 2
-   worker processes, and the Ray executor on a private local Ray instance with 2 CPUs (2 actors);
-   the outputs are checked byte-identical to the 1-worker run;
+1. preprocessing items/s of one image source and one video source through
+   ``dfpipe.ingest.executor.ordered_map``: local executor with 1 and 2 worker processes, and the Ray
+   executor on a private local Ray instance with 2 CPUs (2 actors); start-up (until the first
+   result) and steady state reported apart; crops checked identical to the 1-worker run;
 2. decode-once: an FF++ folder sampled by two policies (every n-th and K per video) as two
    ``run_source`` calls vs one ``run_sources`` pass (1 worker), outputs checked identical;
 3. spectra statistics + cache (``build_split``, 224 px): img/s with ``workers`` 1 and 2 threads.
 
-Each figure is wall time on this machine (start-up of pools / Ray included for 1.); on a shared
-machine compare figures from the same run only.
+Each figure is wall time on this machine; on a shared machine compare figures from the same run only.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import tempfile
 import time
@@ -30,8 +31,9 @@ import numpy as np
 from dfpipe.core.config import build
 from dfpipe.features import spectra as sp
 from dfpipe.ingest.faces import draw_synthetic_face
-from dfpipe.ingest.preprocess import PreprocessConfig, run_source, run_sources
-from dfpipe.ingest.sources import SourceConfig
+from dfpipe.ingest.executor import ordered_map
+from dfpipe.ingest.preprocess import PreprocessConfig, Worker, run_source, run_sources
+from dfpipe.ingest.sources import SourceConfig, list_items
 from dfpipe.ingest.video import write_video
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -64,28 +66,35 @@ def folder_bytes(d: Path) -> dict:
 
 
 def bench_preprocess(tmp: Path, skip_ray: bool) -> None:
+    """Items/s of the preprocess worker under each executor: start-up (pool spawn / Ray actors
+    loading MediaPipe) and steady state (from the first result to the last) separately."""
     img = build(SourceConfig, dict(kind="image_folder", path="img", label=0, method="b", mode="crop"))
     ff = build(SourceConfig, dict(kind="ffpp", path="ff", label=2, method="F2F", mode="crop",
                                   sampling="every_nth", masks=True))
     runs = [("local", 1), ("local", 2)] + ([] if skip_ray else [("ray", 2)])
     for name, spec in (("images", img), ("videos", ff)):
+        items, _ = list_items(name, spec, tmp / spec.path.as_posix())
         ref = None
         for executor, workers in runs:
             cfg = build(PreprocessConfig, {**CFG, "workers": workers, "executor": executor})
-            out = tmp / f"out-{name}-{executor}-{workers}"
             if executor == "ray":
                 import ray
 
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            factory = functools.partial(Worker, cfg, spec, tmp / spec.path.as_posix())
             t0 = time.perf_counter()
-            m = run_source(name, spec, cfg, out, root=tmp / spec.path.as_posix())
-            dt = time.perf_counter() - t0
+            results, t_first = [], 0.0
+            for res in ordered_map(factory, items, workers, executor):
+                t_first = t_first or time.perf_counter()
+                results.append(res)
+            t_end = time.perf_counter()
             if executor == "ray":
                 ray.shutdown()
-            ref = ref or folder_bytes(out)
-            same = folder_bytes(out) == ref
-            print(f"preprocess {name:6s} {executor:5s} workers={workers}: {m['items'] / dt:7.2f} items/s "
-                  f"({m['faces']} crops, {dt:.1f} s){'' if same else '  BYTES DIFFER'}")
+            crops = [c.image.tobytes() for r in results for c in r.crops]
+            ref = ref or crops
+            print(f"preprocess {name:6s} {executor:5s} workers={workers}: steady {(len(items) - 1) / (t_end - t_first):7.2f} "
+                  f"items/s, start-up {t_first - t0:5.1f} s, total {len(items) / (t_end - t0):7.2f} items/s "
+                  f"({len(items)} items, {len(crops)} crops){'' if crops == ref else '  CROPS DIFFER'}")
 
 
 def bench_decode_once(tmp: Path) -> None:
@@ -129,8 +138,8 @@ def bench_spectra(tmp: Path, n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=48)
-    ap.add_argument("--videos", type=int, default=6)
+    ap.add_argument("--images", type=int, default=400)
+    ap.add_argument("--videos", type=int, default=40)
     ap.add_argument("--spectra-n", type=int, default=512)
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--only", choices=["preprocess", "decode", "spectra"], nargs="*")

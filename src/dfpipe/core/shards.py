@@ -96,21 +96,23 @@ class ShardReader:
 
     def gather(self, names: Sequence[str], offsets: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
         """Stack items in the order given into ``out`` (allocated when None; e.g. a pinned
-        buffer's numpy view). Each shard is read with one fancy index over its *sorted* offsets
-        (sequential page-cache / disk access), then scattered to the requested positions.
+        buffer's numpy view). Each shard is read in *sorted* offset order (sequential page-cache
+        / disk access), one item copy at a time straight into its place: numpy's fancy indexing
+        is slower for large items (measured 2x at 299 px) and needs a second scatter copy.
         """
         names = np.asarray(list(names), dtype=object)
         offsets = np.asarray(offsets, dtype=np.int64)
         if len(names) == 0:
             raise ValueError("gather of zero items")
         for name in sorted(set(names.tolist())):
-            rows = np.flatnonzero(names == name)
-            order = np.argsort(offsets[rows], kind="stable")
-            block = self.shard(name)[offsets[rows][order]]
+            shard = self.shard(name)
             if out is None:
-                out = np.empty((len(names),) + block.shape[1:], dtype=block.dtype)
-            elif out.shape[1:] != block.shape[1:] or out.dtype != block.dtype:
-                raise ValueError(f"{self.root / name}: items {block.dtype} {block.shape[1:]} do not fit "
+                out = np.empty((len(names),) + shard.shape[1:], dtype=shard.dtype)
+            elif out.shape[1:] != shard.shape[1:] or out.dtype != shard.dtype:
+                raise ValueError(f"{self.root / name}: items {shard.dtype} {shard.shape[1:]} do not fit "
                                  f"the buffer {out.dtype} {out.shape[1:]}")
-            out[rows[order]] = block
+            rows = np.flatnonzero(names == name)
+            rows = rows[np.argsort(offsets[rows], kind="stable")]
+            for row, offset in zip(rows.tolist(), offsets[rows].tolist()):
+                out[row] = shard[offset]  # IndexError past the shard's end, as fancy indexing
         return out

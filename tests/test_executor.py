@@ -2,6 +2,7 @@
 bytes of the plain local run (real MediaPipe, PyAV, Parquet)."""
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -77,6 +78,11 @@ def ray_cluster():
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     port = _free_port()
     tmp = tempfile.mkdtemp(prefix="ray")  # short: Ray's Unix socket paths must stay < 108 chars
+    # Ray >= 2.5x authenticates with a token by default (generated into ~/.ray/auth_token by a
+    # local ray.init); give this cluster and the driver (this process) their own token instead.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     common = ["--num-cpus", "1", "--object-store-memory", str(100 * 2**20), "--block",
@@ -88,7 +94,8 @@ def ray_cluster():
     try:
         import ray
 
-        deadline = time.monotonic() + 120
+        # generous: on a loaded 2-core box the head takes from seconds to minutes to come up
+        deadline = time.monotonic() + 300
         while True:  # wait for the head before adding the worker node
             probe = subprocess.run([ray_bin, "status", "--address", address], env=env,
                                    capture_output=True, text=True, timeout=60)
@@ -101,6 +108,7 @@ def ray_cluster():
                                        "127.0.0.1"] + common, env=env, start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        deadline = time.monotonic() + 300
         while len([n for n in ray.nodes() if n["Alive"]]) < 2:
             if time.monotonic() > deadline:
                 pytest.fail("ray worker node did not join")
@@ -124,6 +132,11 @@ def ray_cluster():
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

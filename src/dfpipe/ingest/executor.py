@@ -52,17 +52,23 @@ def _pool_call(job: tuple[str, Any, tuple]) -> Any:
 
 def ordered_map(
     factory: Callable[[], Any], items: Iterable[Any], workers: int, executor: Executor = "local",
-    address: Optional[str] = None, method: str = "process", args: tuple = (),
+    address: Optional[str] = None, method: str = "process", args: tuple = (), chunk: int = 1,
 ) -> Iterator[Any]:
     """Yield ``factory().<method>(item, *args)`` for each item, in item order.
 
     ``factory`` must be picklable (e.g. ``functools.partial`` of a class) and build an object
     with ``method`` and ``close()``; it is called once per worker process / Ray actor.
+    ``chunk`` items travel together in one call (images: fewer round trips; videos: 1, so
+    long and short videos still balance over the workers).
     """
     items = list(items)
     workers = max(1, min(workers, len(items)))
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     if executor == "ray":
-        yield from _ray_map(factory, items, workers, address, method, args)
+        chunks = [items[i: i + chunk] for i in range(0, len(items), chunk)]
+        for results in _ray_map(factory, chunks, workers, address, method, args):
+            yield from results
     elif executor != "local":
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     elif workers == 1:
@@ -76,10 +82,10 @@ def ordered_map(
     else:
         ctx = mpr.get_context("spawn")  # no fork of a process that may hold MediaPipe threads
         with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(factory,)) as pool:
-            yield from pool.imap(_pool_call, [(method, it, args) for it in items], chunksize=1)
+            yield from pool.imap(_pool_call, [(method, it, args) for it in items], chunksize=chunk)
 
 
-def _ray_map(factory, items, workers, address, method, args) -> Iterator[Any]:
+def _ray_map(factory, chunks, workers, address, method, args) -> Iterator[list]:
     import ray
     from ray.util import ActorPool
 
@@ -90,12 +96,12 @@ def _ray_map(factory, items, workers, address, method, args) -> Iterator[Any]:
                  configure_logging=False)
     try:
         remote = ray.remote(num_cpus=1)(_RayWorker)
-        actors = [remote.remote(factory, os.getcwd()) for _ in range(workers)]
+        actors = [remote.remote(factory, os.getcwd()) for _ in range(min(workers, max(len(chunks), 1)))]
         pool = ActorPool(actors)
         try:
-            # ActorPool.map yields in submission order; items wait on the driver until an actor
-            # is free, so at most `workers` items are in flight (plus finished, unread results).
-            yield from pool.map(lambda a, it: a.call.remote(method, it, args), items)
+            # ActorPool.map yields in submission order; chunks wait on the driver until an actor
+            # is free, so at most `workers` chunks are in flight (plus finished, unread results).
+            yield from pool.map(lambda a, batch: a.call.remote(method, batch, args), chunks)
         finally:
             for actor in actors:
                 try:
@@ -118,8 +124,9 @@ class _RayWorker:
         os.chdir(cwd)
         self.worker = factory()
 
-    def call(self, method: str, item: Any, args: tuple) -> Any:
-        return getattr(self.worker, method)(item, *args)
+    def call(self, method: str, items: list, args: tuple) -> list:
+        fn = getattr(self.worker, method)
+        return [fn(item, *args) for item in items]
 
     def close(self) -> None:
         self.worker.close()

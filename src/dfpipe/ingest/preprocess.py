@@ -282,6 +282,9 @@ def _clear_outputs(out_dir: Path) -> None:
             p.unlink()
 
 
+IMAGE_CHUNK = 8  # images per executor call: amortises the per-call round trip (Ray, pool)
+
+
 def _check_models(cfg: PreprocessConfig) -> None:
     for model in (cfg.detector_model, cfg.segmenter_model):
         if not Path(model).is_file():
@@ -411,12 +414,15 @@ def run_sources(
         out.rejects.extend(rejects)
         outs.append(out)
     factory = functools.partial(Worker, cfg, specs[0], root)
+    # images travel in chunks (fewer round trips to Ray actors / pool workers), videos one by one
+    chunk = 1 if specs[0].kind != "image_folder" else IMAGE_CHUNK
     if len(names) == 1:
-        results = ((r,) for r in ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address))
+        results = ((r,) for r in ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address,
+                                             chunk=chunk))
     else:
         samplings = tuple(s.sampling for s in specs)
         results = ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address,
-                              method="process_multi", args=(samplings,))
+                              method="process_multi", args=(samplings,), chunk=chunk)
     bar = dict(total=len(items), desc=f"preprocess {'+'.join(names)}", unit="item", dynamic_ncols=True)
     for item, res in tqdm(zip(items, results), **bar):
         for out, r in zip(outs, res):

@@ -12,6 +12,7 @@ import torch
 from dfpipe.training.data import EpochSampler, VariantDataset, make_loader
 from dfpipe.training.engine import random_hflip, to_device
 from dfpipe.training.losses import LossConfig, build_loss
+from helpers import RUN_DEFAULTS, loss_config
 from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
 from dfpipe.core.shards import ShardWriter
 from dfpipe.core.config import ConfigError, build
@@ -188,22 +189,22 @@ def _outputs_and_batch(seed: int = 0):
 
 def test_zero_weights_skip_terms():
     outputs, batch = _outputs_and_batch()
-    full, parts = build_loss(LossConfig(w_bce=1.0, w_dice=1.0), 3)(outputs, batch)
+    full, parts = build_loss(loss_config(w_bce=1.0, w_dice=1.0), 3)(outputs, batch)
     assert set(parts) == {"cls", "bce", "dice"}
     assert torch.allclose(full, parts["cls"] + parts["bce"] + parts["dice"])
-    cls_only, parts = build_loss(LossConfig(), 3)(outputs, {"label": batch["label"]})  # no masks needed
+    cls_only, parts = build_loss(loss_config(), 3)(outputs, {"label": batch["label"]})  # no masks needed
     assert set(parts) == {"cls"} and torch.allclose(cls_only, torch.nn.functional.cross_entropy(outputs["logits"], batch["label"]))
-    no_dice, parts = build_loss(LossConfig(w_bce=0.5), 3)(outputs, batch)
+    no_dice, parts = build_loss(loss_config(w_bce=0.5), 3)(outputs, batch)
     assert set(parts) == {"cls", "bce"} and torch.allclose(no_dice, parts["cls"] + 0.5 * parts["bce"])
     with pytest.raises(ValueError, match="no mask output"):
-        build_loss(LossConfig(w_dice=1.0), 3)({"logits": outputs["logits"]}, batch)
+        build_loss(loss_config(w_dice=1.0), 3)({"logits": outputs["logits"]}, batch)
     with pytest.raises(ConfigError, match="all loss weights are zero"):
-        build(LossConfig, {"w_cls": 0.0})
+        build(LossConfig, {**RUN_DEFAULTS["loss"], "w_cls": 0.0})
 
 
 def test_seg_terms_ignore_zero_weight_items():
     outputs, batch = _outputs_and_batch()
-    loss = build_loss(LossConfig(w_cls=0.0, w_bce=1.0, w_dice=1.0), 3)
+    loss = build_loss(loss_config(w_cls=0.0, w_bce=1.0, w_dice=1.0), 3)
     base, _ = loss(outputs, batch)
     changed = {k: v.clone() for k, v in batch.items()}
     changed["mask"][3] = 1 - changed["mask"][3]  # the weight-0 item's target must not matter
@@ -220,9 +221,9 @@ def test_seg_terms_ignore_zero_weight_items():
 
 def test_class_weights_change_ce():
     outputs, batch = _outputs_and_batch()
-    plain, _ = build_loss(LossConfig(), 3)(outputs, batch)
-    weighted, _ = build_loss(LossConfig(class_weights=(1.0, 1.0, 5.0)), 3)(outputs, batch)
+    plain, _ = build_loss(loss_config(), 3)(outputs, batch)
+    weighted, _ = build_loss(loss_config(class_weights=(1.0, 1.0, 5.0)), 3)(outputs, batch)
     expect = torch.nn.functional.cross_entropy(outputs["logits"], batch["label"], weight=torch.tensor([1.0, 1.0, 5.0]))
     assert torch.allclose(weighted, expect) and not torch.allclose(plain, weighted)
     with pytest.raises(ValueError, match="class_weights has 2 entries"):
-        build_loss(LossConfig(class_weights=(1.0, 2.0)), 3)
+        build_loss(loss_config(class_weights=(1.0, 2.0)), 3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -41,7 +40,7 @@ def _make(root: Path, name: str, **over) -> Path:
     """make_demo with the small params into ``root / name`` (an absolute path set after build,
     since params.yaml only allows paths relative to the repository)."""
     cfg = build(DemoConfig, small_params("data/raw/demo", **over), "demo")
-    make_demo(dataclasses.replace(cfg, out_dir=root / name))
+    make_demo(cfg.model_copy(update={"out_dir": root / name}))
     return root / name
 
 

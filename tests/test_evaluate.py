@@ -224,8 +224,11 @@ def test_run_evaluation_end_to_end(tmp_path):
     write_split(tmp_path / "variants" / "v3", "train", tr)
     val = ev_man.iloc[[5]].assign(id="ffhq/val_only.png", content_hash="h-val-only")
     write_split(tmp_path / "variants" / "v3", "val", val)
-    run_cfg = RunConfig(model=ModelConfig(name="resnet18", image_size=32), variant="v3", lr=2e-4,
-                        batch_size=128, epochs=1)
+    from dfpipe.core.config import build
+    from helpers import run_dict
+
+    run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32}, variant="v3", lr=2e-4,
+                                        batch_size=128, epochs=1, bn_recalibration_batches=0))
     torch.manual_seed(0)
     model = build_model(run_cfg.model)
     (tmp_path / "models" / "r5").mkdir(parents=True)

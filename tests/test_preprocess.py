@@ -1,6 +1,5 @@
 """The preprocess stage on a generated tree that plants every kind of bad input, real MediaPipe."""
 
-import dataclasses
 
 import cv2
 import numpy as np
@@ -265,8 +264,8 @@ def test_broken_model_fails_instead_of_hanging(tree, tmp_path):
     """A worker whose MediaPipe task cannot start must fail the stage (Pool would respawn forever)."""
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"not a flatbuffer")
-    config = dataclasses.replace(cfg(workers=2), detector_model=bad)
+    config = cfg(workers=2).model_copy(update={"detector_model": bad})
     with pytest.raises(RuntimeError, match="could not start"):
         run(tree, IMG_SPEC, tmp_path, "ffhq", config=config)
     with pytest.raises(FileNotFoundError, match="model missing"):
-        run(tree, IMG_SPEC, tmp_path, "ffhq", config=dataclasses.replace(config, detector_model=tmp_path / "no.tflite"))
+        run(tree, IMG_SPEC, tmp_path, "ffhq", config=config.model_copy(update={"detector_model": tmp_path / "no.tflite"}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -110,13 +109,12 @@ def config(tmp: Path, **overrides) -> sp.SpectraConfig:
     values.update(overrides)
     cfg = build(sp.SpectraConfig, values, where="spectra")
     # tests run outside the repository: anchor the relative paths at tmp
-    return dataclasses.replace(
-        cfg,
+    return cfg.model_copy(update=dict(
         variants_dir=tmp / cfg.variants_dir,
         out_dir=tmp / cfg.out_dir,
         metrics_dir=tmp / cfg.metrics_dir,
         plots_dir=tmp / cfg.plots_dir,
-    )
+    ))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -319,7 +317,7 @@ def test_cache_is_deterministic_and_aligned(tmp_path):
     sp.build_variant("v1", cfg)
     files = sorted(p for p in cfg.out_dir.rglob("*") if p.is_file())
     first = {p: p.read_bytes() for p in files}
-    cfg2 = dataclasses.replace(cfg, batch_size=3)  # different batch split, same cached bytes
+    cfg2 = cfg.model_copy(update={"batch_size": 3})  # different batch split, same cached bytes
     sp.build_variant("v1", cfg)
     assert {p: p.read_bytes() for p in files} == first
     sp.build_variant("v1", cfg2)

@@ -7,7 +7,6 @@ video's base image plus slight noise, so they are near duplicates as real frames
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -99,7 +98,7 @@ def split_cfg(tmp: Path | None = None, **kw) -> SplitConfig:
     base.update(kw)
     cfg = build(SplitConfig, base)
     if tmp is not None:  # absolute paths are a config error; tests place them under tmp afterwards
-        cfg = dataclasses.replace(cfg, faces_dir=tmp / cfg.faces_dir, out_dir=tmp / cfg.out_dir)
+        cfg = cfg.model_copy(update=dict(faces_dir=tmp / cfg.faces_dir, out_dir=tmp / cfg.out_dir))
     return cfg
 
 
@@ -125,7 +124,7 @@ def test_params_declare_the_notes_counts():
         assert sum(variants[name].eval.values()) == ev, name
     v4, v4n = variants["v4"], variants["v4_nomask"]
     assert (v4.train["ff_f2f_k"], v4.train["ff_fs_k"], v4.eval["ff_f2f_k"], v4.eval["ff_fs_k"]) == (794, 785, 328, 377)
-    assert dataclasses.replace(v4n, masks=True, description=v4.description) == v4
+    assert v4n.model_copy(update=dict(masks=True, description=v4.description)) == v4
     assert variants["v3"].level == "frame" and not variants["v3"].leak_free
     assert v4.level == "group" and v4.leak_free and v4.masks and not v4n.masks
 
@@ -151,7 +150,7 @@ def test_selected_counts_equal_notes_times_scale(name):
     assert summary["capped"] == []
     assert list(rows["id"]) == sorted(rows["id"])
     if name == "v4":
-        twin = dataclasses.replace(cfg, masks=False)
+        twin = cfg.model_copy(update={"masks": False})
         rows2, _ = select_variant(faces, "v4_nomask", twin, split_cfg(scale=scale))
         pd.testing.assert_frame_equal(rows, rows2)
 

@@ -23,7 +23,7 @@ import os
 from pathlib import Path, PurePath
 from typing import Annotated, Any, Mapping, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, PlainSerializer, ValidationError, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PlainSerializer, ValidationError, ValidationInfo
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -39,7 +39,7 @@ class ConfigError(ValueError):
 class Config(BaseModel):
     """Base of every params section/entry: strict, ``extra="forbid"``, frozen."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, regex_engine="python-re")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,6 +67,12 @@ def _repo_path(value: Any, info: ValidationInfo) -> Path:
 RepoPath = Annotated[
     Path, PlainValidator(_repo_path), PlainSerializer(lambda p: p.as_posix(), return_type=str),
 ]
+
+
+#: A plain entry/folder name: no "/", not starting with "." (names folders and stage keys).
+PlainName = Annotated[str, Field(pattern=r"^[^/.][^/]*$")]
+#: A name of ``[A-Za-z0-9_.-]`` other than "." and "..": method, source and variant names.
+SafeName = Annotated[str, Field(pattern=r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,6 +189,13 @@ _TYPE_MESSAGES = {
 }
 
 
+_BOUNDS = {
+    "greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"), "multiple_of": ("a multiple of", "multiple_of"),
+    "too_short": ("at least this long:", "min_length"), "string_pattern_mismatch": ("a match of", "pattern"),
+}
+
+
 def _message(cls: type[BaseModel], where: str, err: Mapping[str, Any]) -> str:
     loc = list(err["loc"])
     kind = err["type"]
@@ -200,6 +213,9 @@ def _message(cls: type[BaseModel], where: str, err: Mapping[str, Any]) -> str:
         text = f"{_show(value)} is not one of [{err['ctx']['expected']}]"
     elif kind in ("value_error", "assertion_error"):
         text = str(err["ctx"]["error"])
+    elif kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        text = f"must be {op} {err['ctx'][key]}, got {_show(value)}"
     else:  # Field constraints: "Input should be greater than 0" -> "should be greater than 0, got -1"
         msg = err["msg"]
         text = f"{msg[len('Input '):] if msg.startswith('Input ') else msg}, got {_show(value)}"

@@ -15,12 +15,14 @@ input transform, so checkpoints are self-contained.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
 import numpy as np
+from pydantic import Field, model_validator
 from torch import nn
+
+from dfpipe.core.config import Config, RepoPath
 
 if TYPE_CHECKING:
     from dfpipe.features.spectra import SpectrumTransform
@@ -54,29 +56,25 @@ _SPECTRAL_OK = ("resnet18", "xception")
 _REDUCIBLE = ("xception", "f3net")
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Which detector to build (see the package docstring for each name)."""
 
     name: Literal["resnet18", "xception", "f3net", "npr"]
     input: Literal["raw", "dct", "dft"] = "raw"
-    num_classes: int = 3
-    image_size: int = 224
+    num_classes: int = Field(3, ge=2)  # 3: real/fake/edited, 2: binary
+    # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
+    image_size: int = Field(224, ge=32, le=1024)
     f3net_mode: Literal["fad", "lfs", "both", "mix"] = "mix"
     reduced: bool = False
     seg_head: bool = False
-    mask_size: int = 224
-    weights: Optional[Path] = None
+    mask_size: int = Field(224, ge=8, le=1024)
+    weights: Optional[RepoPath] = None
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _capabilities(self) -> "ModelConfig":
         ensure_registered(self.name)
         if self.name not in MODEL_REGISTRY:
             raise ValueError(f"unknown model name {self.name!r}; registered: {registered_names()}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2 (3: real/fake/edited, 2: binary), got {self.num_classes}")
-        # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
-        if not 32 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
         if self.name == "npr" and self.image_size % 2:
             raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {self.image_size}")
         if self.input != "raw" and self.name not in _SPECTRAL_OK:
@@ -85,10 +83,9 @@ class ModelConfig:
             raise ValueError(f"reduced (drop Xception blocks 4-7) applies to {list(_REDUCIBLE)}, not {self.name}")
         if self.seg_head and not (self.name == "f3net" and self.f3net_mode == "mix"):
             raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
-        if not 8 <= self.mask_size <= 1024:
-            raise ValueError(f"mask_size must be in [8, 1024], got {self.mask_size}")
         if self.weights is not None and self.weights.suffix not in (".pt", ".pth"):
             raise ValueError(f"weights must be a .pt/.pth state_dict file, got {self.weights}")
+        return self
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -114,7 +111,6 @@ def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -
     of the model, so checkpoints carry them. Passing them for a raw-input model
     is an error rather than being ignored, so a misconfigured run cannot look like a spectral one.
     """
-    cfg.validate()
     if cfg.input == "raw" and spectrum_stats is not None:
         raise ValueError(f"{cfg.name}: spectrum_stats given but input is 'raw'")
     if cfg.input != "raw" and spectrum_stats is None:

@@ -178,7 +178,7 @@ def test_config_rejects_bad_values():
         variant_cfg(eval_fraction=1.5)
     with pytest.raises(ConfigError, match="unknown key"):
         variant_cfg(train={"a": 1}, typo=3)
-    with pytest.raises(ConfigError, match="count must be >= 0"):
+    with pytest.raises(ConfigError, match=r"train\.\w+: must be >= 0"):
         variant_cfg(train={"a": -1})
     with pytest.raises(ConfigError, match="on_shortfall"):
         split_cfg(on_shortfall="ignore")

@@ -19,11 +19,14 @@ holding the params file being loaded); an absolute path, or one that leaves the 
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path, PurePath
 from typing import Annotated, Any, Mapping, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PlainSerializer, ValidationError, ValidationInfo
+from pydantic import (AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator, TypeAdapter,
+                      ValidationError, ValidationInfo)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -69,10 +72,22 @@ RepoPath = Annotated[
 ]
 
 
+def _plain_name(value: str) -> str:
+    if not value or "/" in value or value.startswith("."):
+        raise ValueError(f"must be a plain name (no '/', not starting with '.'), got {value!r}")
+    return value
+
+
+def _safe_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or value in (".", ".."):
+        raise ValueError(f"must be a plain name of [A-Za-z0-9_.-], got {value!r}")
+    return value
+
+
 #: A plain entry/folder name: no "/", not starting with "." (names folders and stage keys).
-PlainName = Annotated[str, Field(pattern=r"^[^/.][^/]*$")]
+PlainName = Annotated[str, AfterValidator(_plain_name)]
 #: A name of ``[A-Za-z0-9_.-]`` other than "." and "..": method, source and variant names.
-SafeName = Annotated[str, Field(pattern=r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")]
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,11 +164,17 @@ def build(cls: type[T], data: Any, where: str = "", root: str | Path | None = No
     ``where`` is the dotted path used in messages; ``root`` the repository root against which
     :data:`RepoPath` fields are resolved (None: checked lexically only).
     """
-    where = where or cls.__name__
+    where = where or getattr(cls, "__name__", str(cls))
     try:
-        return cls.model_validate(_tuples(data), context={"root": root})
+        return _adapter(cls).validate_python(_tuples(data), strict=True, context={"root": root})
     except ValidationError as exc:
         raise ConfigError("; ".join(_message(cls, where, err) for err in exc.errors())) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: Any) -> TypeAdapter:
+    """Validator of ``cls``: a :class:`Config` or a container of them (``dict[str, VariantConfig]``)."""
+    return TypeAdapter(cls)
 
 
 def to_dict(obj: Any) -> Any:
@@ -210,7 +231,7 @@ def _message(cls: type[BaseModel], where: str, err: Mapping[str, Any]) -> str:
     elif kind in _TYPE_MESSAGES:
         text = f"{_TYPE_MESSAGES[kind]}, got {_show(value)}"
     elif kind == "literal_error":
-        text = f"{_show(value)} is not one of [{err['ctx']['expected']}]"
+        text = f"{_show(value)} is not one of [{err['ctx']['expected'].replace(' or ', ', ')}]"
     elif kind in ("value_error", "assertion_error"):
         text = str(err["ctx"]["error"])
     elif kind in _BOUNDS:

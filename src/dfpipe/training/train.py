@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from pydantic import Field, model_validator
 
-from dfpipe.core.config import Config, ConfigError, RepoPath, build, merged_entry, to_dict
+from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, build, merged_entry, to_dict
 from dfpipe.training.data import VariantDataset, _mix_seed, make_loader
 from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.core.io import write_bytes
@@ -57,7 +57,7 @@ class RunConfig(Config):
     """
 
     model: ModelConfig
-    variant: str = Field(pattern=r"^(?!\.\.?$)[^/]+$")  # a plain variant name
+    variant: PlainName
     lr: float = Field(gt=0, allow_inf_nan=False)
     batch_size: int = Field(ge=2)  # BatchNorm needs two items
     epochs: int = Field(ge=1)

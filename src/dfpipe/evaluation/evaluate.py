@@ -29,7 +29,7 @@ from pydantic import Field
 from dfpipe.evaluation import metrics as M
 from dfpipe.core.config import Config, PlainName
 from dfpipe.core.io import atomic_path, write_json
-from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import VARIANT_SCHEMA, is_fake, read_table
 
 EVAL_DIR = Path("metrics/eval")
 
@@ -87,7 +87,7 @@ def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarra
     probs, labels = probs[order], np.asarray(labels, dtype=np.int64)[order]
     k = probs.shape[1]
     man_labels = manifest["label"].to_numpy(np.int64)
-    expected = man_labels if k > 2 else (man_labels != 0).astype(np.int64)
+    expected = man_labels if k > 2 else is_fake(man_labels).astype(np.int64)
     if not np.array_equal(labels, expected):
         bad = int(np.flatnonzero(labels != expected)[0])
         raise ValueError(f"{where}: label of {man_ids[bad]} is {labels[bad]} in the predictions, "

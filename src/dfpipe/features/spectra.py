@@ -44,13 +44,12 @@ from tqdm import tqdm
 from dfpipe.core.config import Config, RepoPath, SafeName
 
 from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
-from dfpipe.core.manifest import LABELS, VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import LABELS, SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader, ShardWriter
 
 Kind = Literal["dct", "dft"]
 Color = Literal["per_channel", "gray"]
 
-SPLITS = ("train", "val", "eval")
 #: ITU-R BT.601 luma weights (the ones PIL's ``convert("L")`` and OpenCV's ``COLOR_RGB2GRAY`` use).
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 #: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the

@@ -29,9 +29,9 @@ from tqdm import tqdm
 from dfpipe.core.config import Config, RepoPath
 
 from dfpipe.core.io import array_hash, resolve_inside
-from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader
-from dfpipe.splits.groups import SPLITS, canonical_groups
+from dfpipe.splits.groups import canonical_groups
 
 
 class AuditConfig(Config):

@@ -36,9 +36,9 @@ from tqdm import tqdm
 from dfpipe.core.config import Config, RepoPath
 
 from dfpipe.core.io import resolve_inside, write_json
-from dfpipe.core.manifest import FACE_SCHEMA, LABELS, read_table, write_variant
+from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
-from dfpipe.splits.groups import SPLITS, SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
+from dfpipe.splits.groups import SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
 

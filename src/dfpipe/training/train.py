@@ -36,7 +36,8 @@ import torch.nn as nn
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, build, merged_entry, to_dict
-from dfpipe.training.data import VariantDataset, _mix_seed, make_loader
+from dfpipe.core.seeding import mix_seed
+from dfpipe.training.data import VariantDataset, make_loader
 from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.core.io import write_bytes
 from dfpipe.training.losses import LossConfig, build_loss
@@ -346,7 +347,7 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
     epochs_run = 0
     for epoch in range(start_epoch, run_cfg.epochs):
         train_loader.sampler.set_epoch(epoch)
-        torch.manual_seed(_mix_seed(run_cfg.seed, epoch, stream=2))  # dropout etc.: resume-proof
+        torch.manual_seed(mix_seed(run_cfg.seed, epoch, stream=2))  # dropout etc.: resume-proof
         tr = train_one_epoch(net, train_loader, loss_fn, optimizer, scaler, device, amp, epoch=epoch,
                              seed=run_cfg.seed, scheduler=scheduler, max_steps=steps_per_epoch,
                              flip=run_cfg.flip, channels_last=train_cfg.channels_last,

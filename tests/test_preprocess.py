@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from dfpipe.core.config import ConfigError, build
-from dfpipe.ingest.faces import Box, crop_mask, draw_synthetic_face
+from dfpipe.ingest.faces import Box, crop_mask
+from synthetic import draw_synthetic_face
 from dfpipe.core.manifest import FACE_SCHEMA, read_table
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
 from dfpipe.core.shards import ShardReader
 from dfpipe.ingest.sources import SourceConfig, ffpp_group_keys
-from dfpipe.ingest.video import write_video
+from synthetic import write_video
 
 CFG = dict(
     detector_model="models/mediapipe/face_detection_short_range.tflite",

@@ -16,8 +16,7 @@ from dfpipe.training.losses import build_loss
 from dfpipe.models import ModelConfig, build_model
 from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit, load_model
 
-from helpers import loss_config, run_dict
-from test_data import make_variant
+from helpers import loss_config, make_variant, run_dict
 
 RUN = run_dict(
     model={"name": "resnet18", "num_classes": 3, "image_size": 32},

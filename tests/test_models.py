@@ -283,7 +283,7 @@ def test_weights_mismatch_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"name": "vit"}, "is not one of"),
+        ({"name": "vit"}, "unknown model name .vit.; registered"),
         ({"name": "resnet18", "dropout": 0.1}, "unknown key"),
         ({"image_size": 64}, "missing required key 'name'"),
         ({"name": "resnet18", "num_classes": 1}, r"num_classes: must be >= 2"),

@@ -15,6 +15,7 @@ input transform, so checkpoints are self-contained.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
@@ -33,33 +34,49 @@ ModelFactory = Callable[["ModelConfig", Optional[SpectrumStats]], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelFactory] = {}
 
-#: Registry name -> the module of this package that registers it. Imported on first use, so that a
-#: ResNet-18 stage does not pay the ~2 s of importing timm (Xception / F3Net) in every process.
-MODEL_MODULES = {"resnet18": "resnet", "xception": "xception", "f3net": "f3net", "npr": "npr"}
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a registered model accepts, declared by its module at registration.
+
+    ``inputs``: input kinds (``raw``: the model's own input transform; ``dct``/``dft``: the notes'
+    spectral inputs); ``reducible``: honours ``reduced`` (drop Xception blocks 4-7); ``seg_head``:
+    has the multi-task mask decoder (``seg_head: true``); ``check``:
+    further model-specific checks of a :class:`ModelConfig` (raise ``ValueError``).
+    """
+
+    inputs: tuple[str, ...] = ("raw",)
+    reducible: bool = False
+    seg_head: bool = False
+    check: Optional[Callable[["ModelConfig"], None]] = None
+
+
+MODEL_CAPABILITIES: dict[str, Capabilities] = {}
+
+#: The modules of this package that register models, in import order. Imported on first use (a
+#: ResNet-18 stage then skips the ~2 s of importing timm for Xception / F3Net); the names come from
+#: the decorated functions, so each model name is written once.
+MODEL_MODULES = ("resnet", "npr", "xception", "f3net")
 
 
 def ensure_registered(name: str) -> None:
-    """Import the module that registers ``name`` (no-op for names already registered)."""
-    if name not in MODEL_REGISTRY and name in MODEL_MODULES:
-        importlib.import_module(f"{__package__}.{MODEL_MODULES[name]}")
+    """Import model modules until ``name`` is registered (all of them if it never is)."""
+    for module in MODEL_MODULES:
+        if name in MODEL_REGISTRY:
+            return
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def registered_names() -> list[str]:
     """Every model name, importing all model modules (for listings and tests)."""
-    for name in MODEL_MODULES:
-        ensure_registered(name)
+    ensure_registered("")
     return sorted(MODEL_REGISTRY)
-
-# Input kinds each architecture accepts: the spectral inputs are the notes' ResNet-18 / Xception
-# "DCT of raw images" experiments; F3Net and NPR compute their own frequency / residual input.
-_SPECTRAL_OK = ("resnet18", "xception")
-_REDUCIBLE = ("xception", "f3net")
 
 
 class ModelConfig(Config):
     """Which detector to build (see the package docstring for each name)."""
 
-    name: Literal["resnet18", "xception", "f3net", "npr"]
+    name: str  # a registered model: the name of its build_<name> function (registered_names())
     input: Literal["raw", "dct", "dft"] = "raw"
     num_classes: int = Field(3, ge=2)  # 3: real/fake/edited, 2: binary
     # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
@@ -75,26 +92,37 @@ class ModelConfig(Config):
         ensure_registered(self.name)
         if self.name not in MODEL_REGISTRY:
             raise ValueError(f"unknown model name {self.name!r}; registered: {registered_names()}")
-        if self.name == "npr" and self.image_size % 2:
-            raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {self.image_size}")
-        if self.input != "raw" and self.name not in _SPECTRAL_OK:
-            raise ValueError(f"input {self.input!r} is only for {list(_SPECTRAL_OK)}; {self.name} builds its own input")
-        if self.reduced and self.name not in _REDUCIBLE:
-            raise ValueError(f"reduced (drop Xception blocks 4-7) applies to {list(_REDUCIBLE)}, not {self.name}")
-        if self.seg_head and not (self.name == "f3net" and self.f3net_mode == "mix"):
-            raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
+        caps = MODEL_CAPABILITIES[self.name]
+        if self.input not in caps.inputs:
+            spectral = sorted(n for n, c in MODEL_CAPABILITIES.items() if self.input in c.inputs)
+            raise ValueError(f"input {self.input!r} is only for {spectral}; {self.name} builds its own input")
+        if self.reduced and not caps.reducible:
+            reducible = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.reducible)
+            raise ValueError(f"reduced (drop Xception blocks 4-7) applies to {reducible}, not {self.name}")
+        if self.seg_head and not caps.seg_head:
+            decoders = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.seg_head)
+            raise ValueError(f"seg_head (multi-task mask decoder) needs a model with one ({decoders}), not {self.name}")
+        if caps.check is not None:
+            caps.check(self)
         if self.weights is not None and self.weights.suffix not in (".pt", ".pth"):
             raise ValueError(f"weights must be a .pt/.pth state_dict file, got {self.weights}")
         return self
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: ``@register_model("resnet18") def build(cfg, spectrum_stats) -> nn.Module``."""
+def register_model(inputs: tuple[str, ...] = ("raw",), reducible: bool = False, seg_head: bool = False,
+                   check: Optional[Callable[[ModelConfig], None]] = None) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator ``@register_model(inputs=...) def build_<name>(cfg, spectrum_stats) -> nn.Module``.
+
+    The model name is the function name without ``build_`` (timm style); the arguments are the
+    model's :class:`Capabilities`.
+    """
 
     def deco(factory: ModelFactory) -> ModelFactory:
+        name = factory.__name__.removeprefix("build_")
         if name in MODEL_REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         MODEL_REGISTRY[name] = factory
+        MODEL_CAPABILITIES[name] = Capabilities(tuple(inputs), reducible, seg_head, check)
         return factory
 
     return deco

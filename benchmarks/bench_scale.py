@@ -18,7 +18,6 @@ Each figure is wall time on this machine; on a shared machine compare figures fr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import sys
 import tempfile
@@ -30,14 +29,14 @@ import numpy as np
 
 from dfpipe.core.config import build
 from dfpipe.features import spectra as sp
-from dfpipe.ingest.faces import draw_synthetic_face
 from dfpipe.ingest.executor import ordered_map
 from dfpipe.ingest.preprocess import PreprocessConfig, Worker, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig, list_items
-from dfpipe.ingest.video import write_video
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only synthetic inputs
 from bench_spectra import write_variant_split  # noqa: E402 - the benchmarks' split writer
+from synthetic import draw_synthetic_face, write_video  # noqa: E402
 
 CFG = dict(
     detector_model="models/mediapipe/face_detection_short_range.tflite",
@@ -124,7 +123,7 @@ def bench_spectra(tmp: Path, n: int) -> None:
         kind="dct", color="per_channel", eps=1e-12, batch_size=64, shard_size=512, workers=1))
     ref = None
     for workers in (1, 2):
-        c = dataclasses.replace(cfg, workers=workers)
+        c = cfg.model_copy(update={"workers": workers})
         moments = {"dct": sp.RunningMoments(), "dft": sp.RunningMoments()}
         out = tmp / f"spectra{workers}"
         t0 = time.perf_counter()

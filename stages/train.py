@@ -4,17 +4,14 @@ Usage (from the repository root): ``python stages/train.py <run>``. With ``train
 ``train.nodes``) > 1 the script re-executes itself under torchrun (``dfpipe.training.launch``).
 """
 
-import sys
-
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_entry, load_section
 from dfpipe.training.launch import relaunch
 from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/train.py <run name from params.yaml runs:>")
-    run_name = sys.argv[1]
+    (run_name,) = stage_args("train", "run")
     run_cfg = load_entry("runs", run_name, RunConfig)
     train_cfg = load_section("train", TrainConfig)
     relaunch(train_cfg.gpus, train_cfg.nodes, train_cfg.rdzv_endpoint, run_name)

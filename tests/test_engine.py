@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dfpipe.training.data import _mix_seed
+from dfpipe.core.seeding import mix_seed
 from dfpipe.training.engine import random_hflip, to_device, train_one_epoch
-from dfpipe.training.losses import LossConfig, build_loss
+from dfpipe.training.losses import build_loss
+
+from helpers import loss_config
 
 
 class Tiny(nn.Module):
@@ -30,7 +32,7 @@ def _batches(n=5, b=6, size=12):
 
 def _reference_epoch(model, batches, loss_fn, opt, epoch, seed):
     """The former loop: ``loss.item()`` and the accuracy count read every step."""
-    gen = torch.Generator().manual_seed(_mix_seed(seed, epoch, stream=1))
+    gen = torch.Generator().manual_seed(mix_seed(seed, epoch, stream=1))
     total = correct = images = 0
     for batch in batches:
         batch = random_hflip(to_device(batch, torch.device("cpu")), gen)
@@ -50,7 +52,7 @@ def test_device_accumulation_equals_per_step_reads():
     torch.manual_seed(0)
     model = Tiny()
     ref_model = copy.deepcopy(model)
-    loss_fn = build_loss(LossConfig(), 3)
+    loss_fn = build_loss(loss_config(), 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -80,5 +82,5 @@ def test_non_finite_loss_is_reported_with_its_step(log_every):
     model = Poison()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="epoch 0 step 3"):
-        train_one_epoch(model, batches, build_loss(LossConfig(), 3), opt, torch.amp.GradScaler("cpu", enabled=False),
+        train_one_epoch(model, batches, build_loss(loss_config(), 3), opt, torch.amp.GradScaler("cpu", enabled=False),
                         torch.device("cpu"), progress=False, log_every=log_every)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from dfpipe.core.config import build
-from dfpipe.ingest.faces import draw_synthetic_face
 from dfpipe.ingest.preprocess import PreprocessConfig, merge_parts, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig
-from dfpipe.ingest.video import write_video
+
+from synthetic import draw_synthetic_face, write_video
 
 CFG = dict(
     detector_model="models/mediapipe/face_detection_short_range.tflite",

@@ -12,7 +12,7 @@ import yaml
 from dfpipe.training.launch import torchrun_argv
 from dfpipe.training.train import load_model
 
-from test_data import make_variant
+from helpers import RUN_DEFAULTS, make_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,10 @@ def test_two_gloo_processes_train_with_the_global_batch(tmp_path):
     params = {
         "train": {"device": "cpu", "num_workers": 0, "amp": "off", "threads": 1, "log_every": 0,
                   "progress": False, "gpus": 2, "nodes": 1, "rdzv_endpoint": None},
-        "runs": {"ddp": {"model": {"name": "resnet18", "num_classes": 3, "image_size": 32},
-                         "variant": "toy", "lr": 0.001, "batch_size": 8, "epochs": 1, "seed": 5}},
+        "run_defaults": RUN_DEFAULTS,
+        "runs": {"ddp": {"model": {"name": "resnet18", "image_size": 32}, "variant": "toy", "lr": 0.001,
+                         "batch_size": 8, "epochs": 1, "seeds": [5], "seed": 5, "max_steps_per_epoch": 0,
+                         "bn_recalibration_batches": 0}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),

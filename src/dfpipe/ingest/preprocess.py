@@ -14,7 +14,6 @@ by id), ``rejects.parquet`` (``REJECT_SCHEMA``, sorted); and a metrics JSON.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -27,7 +26,10 @@ from typing import Literal, Optional
 import cv2
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from tqdm import tqdm
+
+from dfpipe.core.config import Config, RepoPath
 
 from dfpipe.ingest.faces import (
     Box, FaceDetector, PersonSegmenter, blank_background, crop_image, crop_mask, cut_box,
@@ -41,42 +43,25 @@ from dfpipe.ingest.sources import Item, Reject, SourceConfig, list_items
 from dfpipe.ingest.video import VideoError, probe, read_frames, sample_indices
 
 
-@dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(Config):
     """The ``preprocess:`` section of params.yaml (shared by every source)."""
 
-    detector_model: Path
-    segmenter_model: Path
-    margin: float            # crop side = max(w, h) * margin; 1.3 as FaceForensics++ / DeepfakeBench
-    size: int                # stored crop side in pixels
-    min_score: float         # face detector confidence threshold
-    min_face: int            # smallest accepted face box side, source pixels
-    every_n: int             # every_nth policy: frames 0, N, 2N, ...
-    frames_per_video: int    # per_video policy: K evenly spaced frames
-    seg_threshold: float     # person probability above which a pixel is foreground
+    detector_model: RepoPath
+    segmenter_model: RepoPath
+    margin: float = Field(ge=1.0, le=4.0)  # crop side = max(w, h) * margin; 1.3 as FaceForensics++ / DeepfakeBench
+    size: int = Field(ge=8, le=1024)       # stored crop side in pixels
+    min_score: float = Field(ge=0, le=1)   # face detector confidence threshold
+    min_face: int = Field(ge=1)            # smallest accepted face box side, source pixels
+    every_n: int = Field(ge=1)             # every_nth policy: frames 0, N, 2N, ...
+    frames_per_video: int = Field(ge=1)    # per_video policy: K evenly spaced frames
+    seg_threshold: float = Field(ge=0, le=1)  # person probability above which a pixel is foreground
     seg_background: Literal["blank", "keep"]  # crop_seg: zero the background, or keep it
-    min_person: float        # crop_seg (blank or keep): reject crops with less foreground than this
-    max_pixels: int          # larger images are rejected before decoding (decompression bombs)
-    shard_size: int
-    workers: int             # processes (local) or Ray actors (ray), one CPU each
-    executor: Executor = "local"  # local | ray: where items run; output bytes do not depend on it
-    ray_address: Optional[str] = None  # executor ray: "host:port"; null = RAY_ADDRESS or a local Ray
-
-    def validate(self) -> None:
-        if not 1.0 <= self.margin <= 4.0:
-            raise ValueError(f"margin must be in [1, 4], got {self.margin}")
-        if not 8 <= self.size <= 1024:
-            raise ValueError(f"size must be in [8, 1024], got {self.size}")
-        for name in ("min_score", "seg_threshold", "min_person"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
-        if self.min_face < 1:
-            raise ValueError(f"min_face must be >= 1 pixel, got {self.min_face}")
-        if self.every_n < 1 or self.frames_per_video < 1:
-            raise ValueError("every_n and frames_per_video must be >= 1")
-        if self.max_pixels < 1 or self.shard_size < 1 or self.workers < 1:
-            raise ValueError("max_pixels, shard_size and workers must be >= 1")
+    min_person: float = Field(ge=0, le=1)  # crop_seg (blank or keep): reject crops with less foreground than this
+    max_pixels: int = Field(ge=1)          # larger images are rejected before decoding (decompression bombs)
+    shard_size: int = Field(ge=1)
+    workers: int = Field(ge=1)             # processes (executor local) or Ray actors (ray), one CPU each
+    executor: Executor = "local"           # local | ray: where items run; output bytes do not depend on it
+    ray_address: Optional[str] = None      # executor ray: "host:port"; null = RAY_ADDRESS, else a local Ray
 
 
 @dataclass
@@ -397,9 +382,9 @@ def run_sources(
     t0 = time.perf_counter()
     if not names or len({len(names), len(specs), len(out_dirs)}) != 1:
         raise ValueError("run_sources needs as many specs and out_dirs as names (at least one)")
-    base = dataclasses.replace(specs[0], sampling=None)
+    base = specs[0].model_copy(update={"sampling": None})
     for n, s in zip(names[1:], specs[1:]):
-        if dataclasses.replace(s, sampling=None) != base:
+        if s.model_copy(update={"sampling": None}) != base:
             raise ValueError(f"sources {names[0]} and {n} differ in more than sampling: they cannot "
                              f"share one decoding pass")
     metrics_paths = list(metrics_paths) if metrics_paths is not None else [None] * len(names)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from dfpipe.training.data import _mix_seed
+from dfpipe.core.seeding import mix_seed
 from dfpipe.evaluation.metrics import macro_f1
 
 Amp = Literal["off", "bf16", "fp16"]
@@ -106,7 +106,7 @@ def train_one_epoch(
     ``FloatingPointError`` (naming the first bad step) at the next read, not at once.
     """
     model.train()
-    flip_gen = torch.Generator().manual_seed(_mix_seed(seed, epoch, stream=1))
+    flip_gen = torch.Generator().manual_seed(mix_seed(seed, epoch, stream=1))
     n_batches = len(loader) if max_steps <= 0 else min(max_steps, len(loader))
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), dtype=torch.int64, device=device)

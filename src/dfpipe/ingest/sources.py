@@ -6,7 +6,8 @@ A source is one folder of one kind with one label:
 - ``ffpp``: one FaceForensics++ subtree (``original_sequences/youtube`` or
   ``manipulated_sequences/<Method>``): videos at ``<path>/<compression>/videos/*.mp4``, masks (when
   ``masks: true``) at ``<path>/masks/videos/<same name>.mp4``;
-- ``video_folder``: ``<path>/**/*.{mp4,avi,mov,mkv,webm}``.
+- ``video_folder``: ``<path>/**/*.{mp4,avi,mov,mkv,webm}``;
+- ``celebdf`` / ``dfdc``: the Celeb-DF v2 and DFDC roots as downloaded (:mod:`dfpipe.ingest.datasets`).
 
 Listings are sorted by relative POSIX path (never ``os.listdir`` order: the notes' leak). Files
 that do not fit the kind are not skipped silently: they come back as :class:`Reject` records.
@@ -20,13 +21,16 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from dfpipe.core.io import resolve_inside
+from dfpipe.ingest.datasets import list_celebdf, list_dfdc
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 # FaceForensics++ file stems: originals "071", fakes "<target>_<source>" = "071_054";
 # DeepFakeDetection (Google/Jigsaw) "01_02__meeting_serious__YVGY8LOK" (fake: target, source
-# actors) and originals "01__meeting_serious".
+# actors) and originals "01__meeting_serious". A DFD fake is grouped by its target actor only
+# (union-find over both actors joins 27 of 28 actors into one group); the split stage handles the
+# source actor (dfpipe.ingest.datasets.bridge_keys).
 _FFPP_ORIGINAL = re.compile(r"^(\d{3})$")
 _FFPP_FAKE = re.compile(r"^(\d{3})_(\d{3})$")
 _DFD_FAKE = re.compile(r"^(\d{2})_(\d{2})__")
@@ -37,22 +41,23 @@ _DFD_ORIGINAL = re.compile(r"^(\d{2})__")
 class SourceConfig:
     """One entry of ``sources:`` in params.yaml."""
 
-    kind: Literal["image_folder", "ffpp", "video_folder"]
+    kind: Literal["image_folder", "ffpp", "video_folder", "celebdf", "dfdc"]
     path: Path                      # relative to the repository root
     label: int                      # 0 real, 1 fake (generated), 2 edited
     method: str                     # "ffhq", generator or manipulation name; prefixes group keys
     mode: Literal["raw", "crop", "crop_seg"]
     sampling: Optional[Literal["every_nth", "per_video"]] = None  # videos only
-    compression: str = "c23"        # ffpp only: c0 / c23 / c40
+    compression: str = "c23"        # ffpp only: raw / c23 / c40 (FF++ download folder names; c0 = raw)
     masks: bool = False             # ffpp only: read <path>/masks/videos/<name>.mp4
     group_pattern: Optional[str] = None  # regex; group 1 of a match on the file stem = identity
+    subset: Literal["all", "test", "train"] = "all"  # celebdf only: official test list membership
 
     def validate(self) -> None:
         if self.label not in (0, 1, 2):
             raise ValueError(f"label must be 0 (real), 1 (fake) or 2 (edited), got {self.label}")
         if not self.method or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.method):
             raise ValueError(f"method must be a non-empty name of [A-Za-z0-9_.-], got {self.method!r}")
-        is_video = self.kind in ("ffpp", "video_folder")
+        is_video = self.kind in ("ffpp", "video_folder", "celebdf", "dfdc")
         if is_video and self.sampling is None:
             raise ValueError(f"kind {self.kind} needs sampling: every_nth or per_video")
         if not is_video and self.sampling is not None:
@@ -61,9 +66,13 @@ class SourceConfig:
             raise ValueError("masks: true is only defined for kind ffpp (<path>/masks/videos)")
         if self.kind != "ffpp" and self.compression != "c23":
             raise ValueError("compression applies to kind ffpp only")
+        if self.compression not in ("raw", "c0", "c23", "c40"):
+            raise ValueError(f"compression must be raw, c23 or c40 (FF++ folder names), got {self.compression!r}")
+        if self.subset != "all" and self.kind != "celebdf":
+            raise ValueError("subset applies to kind celebdf only (DFDC's test set is its own folder)")
         if self.group_pattern is not None:
-            if self.kind == "ffpp":
-                raise ValueError("ffpp group keys come from FaceForensics++ names; drop group_pattern")
+            if self.kind in ("ffpp", "celebdf", "dfdc"):
+                raise ValueError(f"{self.kind} group keys come from the dataset's names; drop group_pattern")
             try:
                 rx = re.compile(self.group_pattern)
             except re.error as exc:
@@ -98,7 +107,7 @@ def ffpp_group_keys(stem: str) -> tuple[str, ...] | None:
     if m := _FFPP_FAKE.match(stem):
         return (f"ffpp:{m.group(1)}", f"ffpp:{m.group(2)}")
     if m := _DFD_FAKE.match(stem):
-        return (f"dfd_actor:{m.group(1)}", f"dfd_actor:{m.group(2)}")
+        return (f"dfd_actor:{m.group(1)}",)
     if m := _DFD_ORIGINAL.match(stem):
         return (f"dfd_actor:{m.group(1)}",)
     return None
@@ -154,11 +163,21 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
                 items.append(Item(rel, is_video, stem if is_video else "", keys))
         return items, rejects
 
+    if spec.kind == "celebdf":
+        return list_celebdf(name, spec, root, _walk, inside)
+    if spec.kind == "dfdc":
+        return list_dfdc(name, spec, root, _walk, inside)
+
     # ffpp
     vdir = root / spec.compression / "videos"
     if not vdir.is_dir():
         raise FileNotFoundError(
             f"source {name}: {vdir} does not exist (FaceForensics++ layout <path>/<compression>/videos)"
+        )
+    if spec.masks and not (root / "masks" / "videos").is_dir():
+        raise FileNotFoundError(
+            f"source {name}: masks: true but {root / 'masks' / 'videos'} does not exist (FaceShifter has "
+            "no masks in FF++: set masks: false for it and use it only in variants without masks)"
         )
     for sub in _walk(vdir):
         rel = f"{spec.compression}/videos/{sub}"

@@ -13,7 +13,12 @@ the params:
 3. sampling: per source and split, the first ``n`` items of the pool ordered by
    ``unit_hash(salt, "sample", id)`` (stable, no listing order). Too few items: error or cap,
    by ``split.on_shortfall``; a cap is recorded in ``summary.json``.
-4. val: selected train units with ``unit_hash(salt, "val", unit) < val_fraction`` (or official
+4. bridging (group level): a face swap grouped by its target identity (DeepFakeDetection,
+   Celeb-DF; :func:`dfpipe.ingest.datasets.bridge_keys`) whose *source* identity's group falls on
+   the other side of the train/eval line is dropped from the pools (``split.bridging: drop``) or
+   kept on its target's side (``target``: the source face then appears on both sides); the count
+   goes to ``summary.json`` ``bridging``.
+5. val: selected train units with ``unit_hash(salt, "val", unit) < val_fraction`` (or official
    ``val``) become ``val`` (model selection only; never eval). The notes' train count is
    train + val.
 
@@ -36,6 +41,7 @@ from tqdm import tqdm
 from dfpipe.core.io import resolve_inside, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, LABELS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.ingest.datasets import bridge_keys
 from dfpipe.splits.groups import SPLITS, SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
@@ -53,6 +59,7 @@ class SplitConfig:
     faces_dir: Path                           # preprocess outputs: <faces_dir>/<source>/
     out_dir: Path                             # variant outputs: <out_dir>/<name>/
     shard_size: int
+    bridging: Literal["drop", "target"]       # face swaps whose source identity is on the other side
 
     def validate(self) -> None:
         if not self.salt:
@@ -159,6 +166,10 @@ def select_variant(
         by_official = off != ""
         pool_eval = np.where(by_official, off == "eval", pool_eval)
         to_val = np.where(by_official, off == "val", to_val)
+    bridging = np.zeros(len(faces), dtype=bool)
+    if cfg.level == "group":
+        bridging = _bridging(faces, units, pool_eval, cfg, split, official)
+    usable = ~bridging if split.bridging == "drop" else np.ones(len(faces), dtype=bool)
     order_key = unit_hash(split.salt, "sample", ids)
 
     chosen: list[np.ndarray] = []
@@ -170,7 +181,7 @@ def select_variant(
         for source in sorted(counts):
             want = scaled(counts[source], split.scale)
             requested[part][source] = want
-            cand = np.flatnonzero(in_pool & (source_arr == source))
+            cand = np.flatnonzero(in_pool & usable & (source_arr == source))
             # hash order, ties (never in practice) broken by id: no listing order anywhere
             cand = cand[np.lexsort((np.asarray(ids, dtype=object)[cand], order_key[cand]))]
             if len(cand) < want:
@@ -187,7 +198,41 @@ def select_variant(
     rows["split_group"] = unit_arr[idx]
     rows = rows.sort_values("id", kind="stable").reset_index(drop=True)
     summary = _summary(name, cfg, split, rows, requested, capped, int(by_official[idx].sum()))
+    summary["bridging"] = {
+        "policy": split.bridging,
+        "videos": int(faces.loc[bridging, ["method", "video_id"]].drop_duplicates().shape[0]),
+        "items": int(bridging.sum()),
+        "selected": int(bridging[idx].sum()),
+    }
     return rows, summary
+
+
+def _bridging(faces: pd.DataFrame, units: list[str], pool_eval: np.ndarray, cfg: VariantConfig,
+              split: SplitConfig, official: Mapping[str, str] | None) -> np.ndarray:
+    """``(N,)`` bool: face swaps whose source identity lies on the other side of train/eval.
+
+    The source identity's side is that of the group holding its key when an item of the variant
+    has it, else that of a group of the key alone (the side it would take if its videos were added).
+    """
+    key_unit: dict[str, str] = {}
+    for unit, keys in zip(units, faces["group_keys"]):
+        for k in keys:
+            key_unit[str(k)] = unit
+    unit_side = dict(zip(units, pool_eval.tolist()))
+    out = np.zeros(len(faces), dtype=bool)
+    for i, vid in enumerate(faces["video_id"].astype(str)):
+        pair = bridge_keys(vid) if vid else None
+        if pair is None:
+            continue
+        src_unit = key_unit.get(pair[1], pair[1])
+        if src_unit in unit_side:
+            src_eval = unit_side[src_unit]
+        elif official and src_unit in official:
+            src_eval = official[src_unit] == "eval"
+        else:
+            src_eval = bool(unit_hash(split.salt, "split", [src_unit])[0] < cfg.eval_fraction)
+        out[i] = src_eval != bool(pool_eval[i])
+    return out
 
 
 def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:

@@ -152,7 +152,7 @@ def list_celebdf(name: str, spec: "SourceConfig", root: Path,
                     continue  # the other subset: not an error, not an item
             items.append(Item(rel, True, f"{folder}/{stem}", keys))
     if test is not None and spec.subset == "test":
-        mine = {r for r, lab in test.items() if (lab == 0) == is_real}
+        mine = {r for r, lab in test.items() if (lab == 0) == is_real and r.split("/")[0] in folders}
         missing = sorted(mine - {it.path for it in items} - {r.path for r in rejects})
         for rel in missing:  # listed but not on disk: a recorded reject, not a silent gap
             rejects.append(Reject(rel, -1, "missing_file", f"listed in {CELEBDF_TEST_LIST}, not found"))

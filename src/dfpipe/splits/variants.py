@@ -83,6 +83,9 @@ class VariantConfig:
     eval_fraction: float                      # hash threshold of the eval pool
     train: dict[str, int]                     # notes' train (+val) count per source, before scale
     eval: dict[str, int]                      # notes' eval count per source, before scale
+    # test_set: a dataset's official test list scored as a whole (cross-dataset protocol): every
+    # item is eval, no train; an eval count of -1 takes every item of the source.
+    role: Literal["split", "test_set"] = "split"
 
     def validate(self) -> None:
         if self.level == "frame" and self.leak_free:
@@ -91,8 +94,12 @@ class VariantConfig:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
         if not self.train and not self.eval:
             raise ValueError("a variant needs at least one source in train or eval")
+        if self.role == "test_set" and self.train:
+            raise ValueError("a test_set variant has no train part (its eval is a test list)")
         for part, counts in (("train", self.train), ("eval", self.eval)):
             for source, n in counts.items():
+                if n == -1 and part == "eval" and self.role == "test_set":
+                    continue
                 if n < 0:
                     raise ValueError(f"{part}.{source}: count must be >= 0, got {n}")
 
@@ -159,6 +166,9 @@ def select_variant(
     uniq_list = [str(u) for u in uniq]
     pool_eval = (unit_hash(split.salt, "split", uniq_list) < cfg.eval_fraction)[inverse]
     to_val = (unit_hash(split.salt, "val", uniq_list) < split.val_fraction)[inverse]
+    if cfg.role == "test_set":  # the source listing already chose the official test videos
+        pool_eval = np.ones(len(faces), dtype=bool)
+        to_val = np.zeros(len(faces), dtype=bool)
     by_official = np.zeros(len(faces), dtype=bool)
     if official and cfg.level == "group":
         decided = official_group_splits(units, faces["group_keys"].tolist(), official)
@@ -167,7 +177,7 @@ def select_variant(
         pool_eval = np.where(by_official, off == "eval", pool_eval)
         to_val = np.where(by_official, off == "val", to_val)
     bridging = np.zeros(len(faces), dtype=bool)
-    if cfg.level == "group":
+    if cfg.level == "group" and cfg.role == "split":
         bridging = _bridging(faces, units, pool_eval, cfg, split, official)
     usable = ~bridging if split.bridging == "drop" else np.ones(len(faces), dtype=bool)
     order_key = unit_hash(split.salt, "sample", ids)
@@ -179,9 +189,9 @@ def select_variant(
     for part, counts in (("train", cfg.train), ("eval", cfg.eval)):
         in_pool = pool_eval if part == "eval" else ~pool_eval
         for source in sorted(counts):
-            want = scaled(counts[source], split.scale)
-            requested[part][source] = want
             cand = np.flatnonzero(in_pool & usable & (source_arr == source))
+            want = len(cand) if counts[source] == -1 else scaled(counts[source], split.scale)
+            requested[part][source] = want
             # hash order, ties (never in practice) broken by id: no listing order anywhere
             cand = cand[np.lexsort((np.asarray(ids, dtype=object)[cand], order_key[cand]))]
             if len(cand) < want:

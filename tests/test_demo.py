@@ -31,7 +31,7 @@ def small_params(out_dir: str = "data/raw/demo", **over) -> dict:
         ffpp_videos=6, ffpp_frames=12, ffpp_fps=25, ffpp_width=192, ffpp_height=144,
         ffpp_compression="c23", ffpp_crf=23,
         ffpp_methods=["Face2Face", "FaceSwap", "DeepFakeDetection"],
-        split_fractions=[0.72, 0.14, 0.14],
+        split_fractions=[0.72, 0.14, 0.14], cross_videos=2, cross_frames=6,
     )
     params.update(over)
     return params

@@ -7,7 +7,9 @@
 - ``gan/<generator>/<generator>_NNNNN.png``: faces drawn at ``gan_base_size`` and up-sampled by the
   generator's fixed chain (:mod:`dfpipe.demo.gan`), leaving its spectral fingerprint;
 - ``ffpp/``: FaceForensics++ tree of H.264 originals, manipulated videos, mask videos and the
-  official-format ``splits/{train,val,test}.json``.
+  official-format ``splits/{train,val,test}.json``;
+- ``celebdf/``, ``dfdc/``: Celeb-DF v2 and DFDC trees with their exact names and label files
+  (:mod:`dfpipe.demo.datasets`), the cross-dataset test sets of the demo.
 
 Same ``DemoConfig`` => byte-identical files.
 """
@@ -45,13 +47,15 @@ class DemoConfig:
     ffpp_crf: int   # x264 constant rate factor (FF++ c23 = crf 23)
     ffpp_methods: tuple[str, ...]
     split_fractions: tuple[float, float, float]   # FF++: 720/140/140 videos
+    cross_videos: int   # Celeb-DF / DFDC demo trees: identities (= real test videos) per dataset
+    cross_frames: int   # frames per Celeb-DF / DFDC demo video
 
     def validate(self) -> None:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         for name in ("workers", "image_size", "ffhq_identities", "ffhq_images_per_identity", "gan_images",
                      "gan_base_size", "ffpp_videos", "ffpp_frames", "ffpp_fps", "ffpp_width",
-                     "ffpp_height"):
+                     "ffpp_height", "cross_videos", "cross_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ffhq_identities > 9999 or self.ffhq_images_per_identity > 99:

@@ -76,6 +76,38 @@ def test_layout_and_counts(demo: Path) -> None:
         assert targets == sources == [f"{i:03d}" for i in range(6)]
 
 
+def test_celebdf_and_dfdc_trees_list_with_the_real_adapters(demo: Path) -> None:
+    """The demo's Celeb-DF v2 / DFDC trees use the real names: the dataset adapters list them with
+    no reject, the test list and labels.csv give the labels, DFDC fakes join their originals."""
+    from dfpipe.ingest.datasets import bridge_keys
+    from dfpipe.ingest.sources import SourceConfig, list_items
+
+    def spec(kind, label, **kw):
+        return build(SourceConfig, dict(kind=kind, path="x", label=label, method="m", mode="crop",
+                                        sampling="per_video", **kw))
+
+    # cross_videos = 2: identity 0 is train only; 1 Celeb-real + 2 YouTube-real + 1 synthesis in the test list
+    real, rej = list_items("r", spec("celebdf", 0, subset="test"), demo / "celebdf")
+    assert [i.path for i in real] == ["Celeb-real/id1_0000.mp4", "YouTube-real/00000.mp4",
+                                      "YouTube-real/00001.mp4"] and not rej
+    fake, rej = list_items("f", spec("celebdf", 2, subset="test"), demo / "celebdf")
+    assert [i.video_id for i in fake] == ["Celeb-synthesis/id1_id0_0000"] and not rej
+    assert bridge_keys(fake[0].video_id) == ("celebdf:id1", "celebdf:id0")
+    train, _ = list_items("f", spec("celebdf", 2, subset="train"), demo / "celebdf")
+    assert [i.video_id for i in train] == ["Celeb-synthesis/id0_id1_0000"]
+    for label, n in ((0, 2), (2, 2)):
+        items, rej = list_items("d", spec("dfdc", label), demo / "dfdc/test")
+        assert len(items) == n and not rej and all(re.fullmatch(r"[a-z]{10}\.mp4", i.path) for i in items)
+    real, _ = list_items("d", spec("dfdc", 0), demo / "dfdc/train")
+    fake, rej = list_items("d", spec("dfdc", 2), demo / "dfdc/train")
+    assert len(real) == len(fake) == 2 and not rej
+    assert {i.group_keys for i in fake} == {i.group_keys for i in real}
+    test_fake = sorted((demo / "dfdc/test").glob("*.mp4"))[0]
+    for path in (demo / "celebdf/Celeb-real/id1_0000.mp4", demo / "celebdf/Celeb-synthesis/id1_id0_0000.mp4", test_fake):
+        with av.open(str(path)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 6  # cross_frames
+
+
 def test_byte_identical_rerun_any_worker_count(demo: Path, tmp_path: Path) -> None:
     again = _make(tmp_path, "again/demo", workers=1)  # other worker count, same bytes
     assert _tree_hashes(demo) == _tree_hashes(again)

@@ -109,10 +109,11 @@ def read_celebdf_test_list(path: Path) -> dict[str, int]:
     return out
 
 
-def list_celebdf(name: str, spec: "SourceConfig", root: Path,
-                 walk, inside) -> tuple[list["Item"], list["Reject"]]:
-    """Items of a ``celebdf`` source; see the module docstring. ``walk``/``inside`` are the
-    generic helpers of :mod:`dfpipe.ingest.sources` (sorted listing, path containment)."""
+def list_celebdf(name: str, spec: "SourceConfig", root: Path, flat_mp4,
+                 rejects: list["Reject"]) -> tuple[list["Item"], list["Reject"]]:
+    """Items of a ``celebdf`` source; see the module docstring. ``flat_mp4(folder, prefix)`` yields
+    ``(relative path, stem)`` of the videos in a folder (:mod:`dfpipe.ingest.sources`), appending
+    other files to ``rejects``, which is returned with this listing's own rejects."""
     from dfpipe.ingest.sources import Item, Reject
 
     is_real = spec.label == 0
@@ -124,20 +125,13 @@ def list_celebdf(name: str, spec: "SourceConfig", root: Path,
             raise FileNotFoundError(f"source {name}: {test_path} not found (subset {spec.subset} needs "
                                     "Celeb-DF v2's official test list)")
         test = read_celebdf_test_list(test_path)
-    items, rejects = [], []
+    items = []
     for folder in folders:
         fdir = root / folder
         if not fdir.is_dir():
             raise FileNotFoundError(f"source {name}: {fdir} does not exist (Celeb-DF v2 layout "
                                     f"{'/'.join(CELEBDF_REAL_FOLDERS + (CELEBDF_FAKE_FOLDER,))})")
-        for sub in walk(fdir):
-            rel = f"{folder}/{sub}"
-            if "/" in sub or not sub.endswith(".mp4"):
-                rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the folder"))
-                continue
-            if not inside(rel):
-                continue
-            stem = sub[: -len(".mp4")]
+        for rel, stem in flat_mp4(fdir, folder):
             keys = celebdf_group_keys(folder, stem)
             if keys is None:
                 rejects.append(Reject(rel, -1, "bad_name", f"{stem!r} is not a Celeb-DF v2 name in {folder}"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterator, Literal, Optional
 
 from dfpipe.core.io import resolve_inside
 from dfpipe.ingest.datasets import list_celebdf, list_dfdc
@@ -118,6 +118,18 @@ def _walk(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
+def _flat_mp4(folder: Path, prefix: str, rejects: list[Reject], inside) -> Iterator[tuple[str, str]]:
+    """``(relative path, stem)`` of the ``.mp4`` files directly in ``folder`` (sorted), relative
+    paths ``<prefix>/<name>.mp4``; anything else is a ``not_video`` reject."""
+    for sub in _walk(folder):
+        rel = f"{prefix}/{sub}"
+        if "/" in sub or not sub.endswith(".mp4"):
+            rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the folder"))
+            continue
+        if inside(rel):
+            yield rel, sub[: -len(".mp4")]
+
+
 def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple[list[Item], list[Reject]]:
     """Items of source ``name`` sorted by path, and rejects for files that do not belong.
 
@@ -164,7 +176,8 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
         return items, rejects
 
     if spec.kind == "celebdf":
-        return list_celebdf(name, spec, root, _walk, inside)
+        return list_celebdf(name, spec, root, lambda folder, prefix: _flat_mp4(folder, prefix, rejects, inside),
+                            rejects)
     if spec.kind == "dfdc":
         return list_dfdc(name, spec, root, _walk, inside)
 
@@ -179,14 +192,8 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
             f"source {name}: masks: true but {root / 'masks' / 'videos'} does not exist (FaceShifter has "
             "no masks in FF++: set masks: false for it and use it only in variants without masks)"
         )
-    for sub in _walk(vdir):
-        rel = f"{spec.compression}/videos/{sub}"
-        if "/" in sub or not sub.endswith(".mp4"):
-            rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the videos folder"))
-            continue
-        if not inside(rel):
-            continue
-        stem = Path(sub).stem
+    for rel, stem in _flat_mp4(vdir, f"{spec.compression}/videos", rejects, inside):
+        sub = rel.rsplit("/", 1)[1]
         keys = ffpp_group_keys(stem)
         if keys is None:
             rejects.append(Reject(rel, -1, "bad_name", f"{stem!r} is not a FaceForensics++ / DFD video name"))

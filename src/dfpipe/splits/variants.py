@@ -235,13 +235,12 @@ def _bridging(faces: pd.DataFrame, units: list[str], pool_eval: np.ndarray, cfg:
         if pair is None:
             continue
         src_unit = key_unit.get(pair[1], pair[1])
-        if src_unit in unit_side:
-            src_eval = unit_side[src_unit]
-        elif official and src_unit in official:
-            src_eval = official[src_unit] == "eval"
-        else:
-            src_eval = bool(unit_hash(split.salt, "split", [src_unit])[0] < cfg.eval_fraction)
-        out[i] = src_eval != bool(pool_eval[i])
+        if src_unit not in unit_side:  # no item of the variant has that identity
+            if official and src_unit in official:
+                unit_side[src_unit] = official[src_unit] == "eval"
+            else:
+                unit_side[src_unit] = bool(unit_hash(split.salt, "split", [src_unit])[0] < cfg.eval_fraction)
+        out[i] = unit_side[src_unit] != bool(pool_eval[i])
     return out
 
 

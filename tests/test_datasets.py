@@ -266,3 +266,23 @@ def test_dfdc_training_parts_and_public_test_labels(tmp_path):
         list_items("dfdc_test_fake", src(kind="dfdc", label=2), test)
     with pytest.raises(FileNotFoundError, match="dfdc_train_part"):
         list_items("x", src(kind="dfdc", label=0), tmp_path / "dfdc_train" / "dfdc_train_part_1")
+
+
+def test_test_set_variant_takes_the_whole_official_list(tmp_path):
+    make_celebdf(tmp_path)
+    real, _ = list_items("cdf_real_test", src(kind="celebdf", label=0, subset="test"), tmp_path)
+    fake, _ = list_items("cdf_fake_test", src(kind="celebdf", label=2, subset="test"), tmp_path)
+    faces = pd.concat([face_table("cdf_real_test", 0, "celebdf_real", real, frames=3),
+                       face_table("cdf_fake_test", 2, "celebdf_synthesis", fake, frames=3)], ignore_index=True)
+    cfg = build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, masks=False,
+                                    eval_fraction=0.25, train={}, eval={"cdf_real_test": -1, "cdf_fake_test": -1}))
+    rows, summary = select_variant(faces, "celebdf_test", cfg, split_cfg())
+    assert len(rows) == len(faces) == 12 and set(rows.split) == {"eval"}
+    assert summary["requested"]["eval"] == {"cdf_fake_test": 6, "cdf_real_test": 6}
+    assert summary["bridging"]["items"] == 0  # a test set is never split, so nothing bridges
+    with pytest.raises(ConfigError, match="no train part"):
+        build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, masks=False,
+                                  eval_fraction=0.25, train={"cdf_real_test": 1}, eval={}))
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        build(VariantConfig, dict(description="t", level="group", leak_free=True, masks=False,
+                                  eval_fraction=0.25, train={}, eval={"cdf_real_test": -1}))

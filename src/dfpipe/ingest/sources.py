@@ -29,7 +29,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # FaceForensics++ file stems: originals "071", fakes "<target>_<source>" = "071_054";
 # DeepFakeDetection (Google/Jigsaw) "01_02__meeting_serious__YVGY8LOK" (fake: target, source
 # actors) and originals "01__meeting_serious". A DFD fake is grouped by its target actor only
-# (union-find over both actors joins 27 of 28 actors into one group); the split stage handles the
+# (union-find over both actors joins all 28 actors into one group); the split stage handles the
 # source actor (dfpipe.ingest.datasets.bridge_keys).
 _FFPP_ORIGINAL = re.compile(r"^(\d{3})$")
 _FFPP_FAKE = re.compile(r"^(\d{3})_(\d{3})$")

@@ -13,7 +13,10 @@ the split stage needs for "bridging" fakes.
                                                                           -> keys ("celebdf:id<t>",)
     List_of_testing_videos.txt          "<l> <folder>/<file>.mp4" per line, l = 1 real, 0 fake
 
-The README of Celeb-DF v2 states the test list convention: "1" is real and "0" is synthesized.
+Test list convention: ``1`` = real, ``0`` = synthesized (as public parsers of the file read it;
+the README version in our search index, v1's, does not state it). The folder of every listed
+video is checked against its list label (``label_mismatch`` reject), so an inverted convention
+would reject every listed video instead of silently flipping labels.
 A source's ``label`` picks the folders (0: Celeb-real + YouTube-real; 1 or 2: Celeb-synthesis)
 and ``subset`` picks the videos (``test``: listed in the test file; ``train``: not listed; ``all``).
 A listed video whose list label disagrees with its folder is a ``label_mismatch`` reject.
@@ -89,11 +92,11 @@ def celebdf_group_keys(folder: str, stem: str) -> tuple[str, ...] | None:
 
 
 def read_celebdf_test_list(path: Path) -> dict[str, int]:
-    """``{"Celeb-real/id0_0000.mp4": 0, ...}``: the official test videos and our label (0 real, 2
-    fake-as-edited is decided by the source; here 0 real / 1 synthesized).
+    """``{"Celeb-real/id0_0000.mp4": 0, ...}``: the official test videos, 0 real / 1 synthesized
+    (the source's own ``label`` decides 1 or 2 for the fakes).
 
-    The file's own convention is ``1`` = real, ``0`` = synthesized (Celeb-DF v2 README); it is
-    inverted here. A malformed line is a ``ValueError`` naming the file and line.
+    The file's convention is ``1`` = real, ``0`` = synthesized; it is inverted here. A malformed
+    line is a ``ValueError`` naming the file and line.
     """
     out: dict[str, int] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -120,3 +120,25 @@ def test_apply_init_resnet18_reports_fc_mismatch(tmp_path):
     # the 1000-class ImageNet fc cannot fit the 3-class head: skipped and reported, head kept at init
     assert sorted(m.split(":")[0] for m in rep["shape_mismatch"]) == ["backbone.fc.bias", "backbone.fc.weight"]
     assert "fc.weight" in rep["missing"]["backbone"] and rep["unexpected"] == []
+
+
+def test_stage_offline_exits_with_the_file_to_provide(tmp_path):
+    """`python stages/pretrained.py <name>` offline: non-zero exit, message names the local file."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    params = {"pretrained": {"out_dir": "models/pretrained", "fetch": ["resnet18_imagenet"], "weights": {
+        "resnet18_imagenet": {"arch": "resnet18", "source": "url:http://127.0.0.1:9/resnet18-f37072fd.pth",
+                              "sha256": "f37072fd", "local": "data/raw/pretrained/resnet18-f37072fd.pth"}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"))
+    proc = subprocess.run([sys.executable, str(repo / "stages/pretrained.py"), "resnet18_imagenet"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "place it at data/raw/pretrained/resnet18-f37072fd.pth" in proc.stderr
+    assert not (tmp_path / "models/pretrained/resnet18_imagenet.pt").exists()

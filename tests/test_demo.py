@@ -193,6 +193,11 @@ def _frames(path: Path) -> np.ndarray:
 
 
 def _detect_rate(images: list[np.ndarray]) -> float:
+    return sum(bool(found) for found in _detections(images)) / len(images)
+
+
+def _detections(images: list[np.ndarray]) -> list[list[tuple[int, int]]]:
+    """Per image, the BlazeFace boxes as (x, width)."""
     import mediapipe as mp
     from mediapipe.tasks.python import vision
     from mediapipe.tasks.python.core.base_options import BaseOptions
@@ -201,13 +206,25 @@ def _detect_rate(images: list[np.ndarray]) -> float:
         base_options=BaseOptions(model_asset_path=str(DETECTOR)), min_detection_confidence=0.5)
     detector = vision.FaceDetector.create_from_options(options)
     try:
-        hits = 0
+        out = []
         for img in images:
             res = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(img)))
-            hits += bool(res.detections)
+            out.append([(d.bounding_box.origin_x, d.bounding_box.width) for d in res.detections])
     finally:
         detector.close()
-    return hits / len(images)
+    return out
+
+
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.core.assets` first")
+def test_dfdc_test_videos_show_two_people_the_main_face_largest(demo: Path) -> None:
+    """DFDC-like multi-person frames: a smaller bystander at the right edge beside the main face."""
+    videos = sorted((demo / "dfdc/test").glob("*.mp4"))
+    assert len(videos) == 4
+    for path in videos:
+        for boxes in _detections(list(_frames(path)[::3])):
+            assert len(boxes) == 2, (path.name, boxes)
+            (main_x, main_w), (by_x, by_w) = sorted(boxes, key=lambda b: -b[1])
+            assert main_w > 1.3 * by_w and by_x > main_x
 
 
 def _rgb(path: Path) -> np.ndarray:

@@ -10,7 +10,9 @@ With ``n = cross_videos`` (identities per dataset), under ``<out_dir>``:
 ``dfdc/train/dfdc_train_part_0/`` (DFDC training layout)
     2 REAL videos and a FAKE of each, ``metadata.json`` with ``label``, ``split``, ``original``.
 ``dfdc/test/`` (DFDC public test set layout)
-    n real and n fake videos, ``labels.csv`` (``filename,label``, 1 = fake).
+    n real and n fake videos, ``labels.csv`` (``filename,label``, 1 = fake). Each shows a second,
+    smaller, static person at the frame's right edge (DFDC's multi-person videos), so the face
+    choice rule of preprocessing (largest face) is exercised; the fakes swap the main face only.
 
 DFDC names are 10 random lower-case letters, as in the release. Fakes are the demo's swaps
 (:func:`dfpipe.demo.video.manipulate`): Celeb-DF's with colour matching and a wide feather (its
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dfpipe.core.io import write_bytes
-from .faces import sample_identity
+from .faces import Pose, sample_identity
 from .video import encode_video, manipulate, render_original, swap_renders
 
 if TYPE_CHECKING:
@@ -83,8 +85,12 @@ def plan(cfg: "DemoConfig") -> list[dict]:
 
 
 def _clip(cfg: "DemoConfig", part: int, ident: int):
+    bystander = None
+    if part == _DFDC_TEST:
+        # right edge, half the main face's size (head_motion: scale 0.24-0.30, cx 0.42-0.58 +- 0.04)
+        bystander = (sample_identity(_rng(cfg, part, ident, 3)), Pose(cx=0.9, cy=0.4, scale=0.13, yaw=-0.3))
     return render_original(sample_identity(_rng(cfg, part, ident, 0)), _rng(cfg, part, ident, 1), cfg.cross_frames,
-                           cfg.ffpp_fps, cfg.ffpp_height, cfg.ffpp_width, cfg.noise_sigma)
+                           cfg.ffpp_fps, cfg.ffpp_height, cfg.ffpp_width, cfg.noise_sigma, bystander=bystander)
 
 
 def make_video(cfg: "DemoConfig", root: Path, entry: dict) -> str:

@@ -221,9 +221,10 @@ def list_dfdc(name: str, spec: "SourceConfig", root: Path,
                 continue
             if label != want or not inside(rel):
                 continue
-            stem = fname[: -len(".mp4")]
-            key_stem = stem if (own_groups or orig is None) else orig[: -len(".mp4")] if orig.endswith(".mp4") else orig
-            items.append(Item(rel, True, rel[: -len(".mp4")], (f"dfdc:{key_stem}",)))
+            # a fake joins its original's group; a real video (or any test-set video) is its own
+            group = fname if (own_groups or orig is None) else orig
+            group = group[: -len(".mp4")] if group.endswith(".mp4") else group
+            items.append(Item(rel, True, rel[: -len(".mp4")], (f"dfdc:{group}",)))
         listed = set(table) | {DFDC_METADATA, DFDC_TEST_LABELS}
         for sub in sorted(on_disk - listed):
             if "/" in sub:

@@ -259,6 +259,7 @@ def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:
         "variant": name,
         "description": cfg.description,
         "level": cfg.level,
+        "role": cfg.role,
         "leak_free": cfg.leak_free,
         "masks": cfg.masks,
         "scale": split.scale,

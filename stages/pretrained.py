@@ -2,12 +2,13 @@
 
 import sys
 
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_section
 from dfpipe.models.pretrained import PretrainedConfig, PretrainedError, obtain
 
 
 def main() -> None:
-    name = sys.argv[1]
+    (name,) = stage_args("pretrained", "name")
     cfg = load_section("pretrained", PretrainedConfig)
     if name not in cfg.weights:
         sys.exit(f"pretrained@{name}: no entry pretrained.weights.{name} (known: {sorted(cfg.weights)})")

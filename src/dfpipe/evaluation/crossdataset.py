@@ -14,16 +14,17 @@ test-set sampling, not seed noise (the seed sd is printed beside it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pydantic import Field, model_validator
+
+from dfpipe.core.config import Config
 from dfpipe.evaluation import metrics as M
 
 
-@dataclass(frozen=True)
-class CrossDatasetTable:
+class CrossDatasetTable(Config):
     """``report.crossdataset`` of params.yaml.
 
     ``test_sets``: column label -> test-set variant (e.g. ``Celeb-DF v2: celebdf_test``);
@@ -33,19 +34,19 @@ class CrossDatasetTable:
 
     test_sets: dict[str, str]
     detectors: dict[str, dict[str, str]]
-    bootstrap: int
-    ci_level: float
-    seed: int
+    bootstrap: int = Field(ge=1)
+    ci_level: float = Field(gt=0, lt=1)
+    seed: int = Field(ge=0)
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "CrossDatasetTable":
         if not self.test_sets or not self.detectors:
             raise ValueError("crossdataset needs test_sets and detectors")
         for row, cells in self.detectors.items():
             unknown = sorted(set(cells) - set(self.test_sets))
             if unknown:
                 raise ValueError(f"detectors.{row}: columns {unknown} not in test_sets {sorted(self.test_sets)}")
-        if self.bootstrap < 1 or not 0.0 < self.ci_level < 1.0:
-            raise ValueError("bootstrap must be >= 1 and ci_level in (0, 1)")
+        return self
 
     def evaluation_names(self) -> list[str]:
         return sorted({e for cells in self.detectors.values() for e in cells.values()})

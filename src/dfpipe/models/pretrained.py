@@ -24,60 +24,61 @@ other shape mismatches skipped) and returns the report as a JSON-able dict.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from pydantic import model_validator
 from torch import nn
 
-from dfpipe.core.io import atomic_path, resolve_inside
+from dfpipe.core.config import Config, PlainName, RepoPath
+from dfpipe.core.assets import download
+from dfpipe.core.io import atomic_path, resolve_inside, sha256_file
 
 SCRATCH = "scratch"
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
-_CHUNK = 1 << 20
 
 
 class PretrainedError(RuntimeError):
     """The weights cannot be obtained or do not match their pinned hash."""
 
 
-@dataclass(frozen=True)
-class WeightsSpec:
+class WeightsSpec(Config):
     """One entry of ``params.yaml`` ``pretrained.weights``."""
 
-    arch: str                      # detector family the file fits: resnet18 | resnet50 | xception
+    arch: PlainName                # detector family the file fits: resnet18 | resnet50 | xception
     source: str                    # torchvision:<Enum>.<member> | timm:<model>.<tag> | url:<https://...>
     sha256: str                    # full digest or a prefix of >= 8 lowercase hex digits
-    local: Optional[Path] = None   # a file provided by hand (copied when it exists; offline use)
+    local: Optional[RepoPath] = None  # a file provided by hand (copied when it exists; offline use)
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "WeightsSpec":
         if not _HEX.match(self.sha256):
             raise ValueError(f"sha256 must be 8-64 lowercase hex digits, got {self.sha256!r}")
         kind = self.source.split(":", 1)[0]
         if kind not in ("torchvision", "timm", "url") or ":" not in self.source:
             raise ValueError(f"source must be torchvision:<Enum>.<member>, timm:<model>.<tag> or url:<https://...>, "
                              f"got {self.source!r}")
+        return self
 
 
-@dataclass(frozen=True)
-class PretrainedConfig:
+class PretrainedConfig(Config):
     """``params.yaml`` ``pretrained:``."""
 
-    out_dir: Path                          # <out_dir>/<name>.pt
+    out_dir: RepoPath                      # <out_dir>/<name>.pt
     fetch: tuple[str, ...]                 # names with a pretrained@<name> stage (opt-in)
-    weights: dict[str, WeightsSpec]
+    weights: dict[PlainName, WeightsSpec]
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "PretrainedConfig":
         unknown = sorted(set(self.fetch) - set(self.weights))
         if unknown:
             raise ValueError(f"fetch names {unknown} not under weights (known: {sorted(self.weights)})")
         if SCRATCH in self.weights:
             raise ValueError(f"'{SCRATCH}' is reserved for random initialisation")
+        return self
 
 
 def source_url(source: str) -> str:
@@ -103,14 +104,6 @@ def source_url(source: str) -> str:
     raise PretrainedError(f"unknown source kind {kind!r}")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def obtain(name: str, spec: WeightsSpec, out_dir: Path, timeout: float = 60.0) -> dict:
     """Write ``<out_dir>/<name>.pt`` (verified copy of the local file or the download); return a record.
 
@@ -125,8 +118,7 @@ def obtain(name: str, spec: WeightsSpec, out_dir: Path, timeout: float = 60.0) -
         else:
             url = source_url(spec.source)
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp, Path(tmp).open("wb") as fh:
-                    shutil.copyfileobj(resp, fh, _CHUNK)
+                download(url, Path(tmp), timeout)
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 where = spec.local.as_posix() if spec.local is not None else f"a path set as pretrained.weights.{name}.local"
                 raise PretrainedError(
@@ -134,7 +126,7 @@ def obtain(name: str, spec: WeightsSpec, out_dir: Path, timeout: float = 60.0) -
                     f"place it at {where} (its sha256 must start with {spec.sha256}), then re-run."
                 ) from exc
             origin = url
-        digest = file_sha256(Path(tmp))
+        digest = sha256_file(Path(tmp))
         if not digest.startswith(spec.sha256):
             raise PretrainedError(f"pretrained@{name}: {origin} has sha256 {digest}, pinned {spec.sha256}; "
                                   "wrong or corrupt file (the output was not written)")

@@ -1,8 +1,9 @@
 """DVC stage ``preprocess@<source>``: raw images / videos of one source -> face crops.
 
 Usage (from the repository root): ``python stages/preprocess.py <source>``.
-Writes ``data/faces/<source>/`` (shards, manifest.parquet, rejects.parquet) and
-``metrics/preprocess/<source>.json``; see ``dfpipe.ingest.preprocess``.
+Writes ``data/faces/<source>/`` (shards, manifest.parquet, rejects.parquet),
+``metrics/preprocess/<source>.json`` and the plot ``metrics/preprocess/<source>/face_size.{csv,png}``;
+see ``dfpipe.ingest.preprocess``.
 """
 
 import sys
@@ -17,8 +18,10 @@ def main() -> None:
     cfg = load_section("preprocess", PreprocessConfig)
     source = load_entry("sources", name, SourceConfig)
     m = run_source(name, source, cfg, f"data/faces/{name}", f"metrics/preprocess/{name}.json")
-    print(f"preprocess {name}: {m['faces']} faces from {m['items']} items, {m['rejects']} rejects "
-          f"{m['rejects_by_reason']}, {m['seconds']:.1f} s")
+    f, fr = m["files"], m["frames"]
+    print(f"preprocess {name}: {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
+          f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled = "
+          f"{fr['kept']} kept + {fr['rejected']} rejected {fr['rejected_by_reason']}")
 
 
 if __name__ == "__main__":

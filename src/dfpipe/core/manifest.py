@@ -24,7 +24,8 @@ FACE_SCHEMA = pa.schema(
         ("source", pa.string()),        # source name from params.yaml
         ("label", pa.int8()),           # 0 real, 1 fake (generated), 2 edited
         ("method", pa.string()),        # generator / manipulation method / "ffhq" / "youtube"
-        ("video_id", pa.string()),      # "071_054" for FF++ fakes, "071" originals, "" for images
+        ("video_id", pa.string()),      # path under the source root without extension; FF++ keeps
+                                        # "071_054" (fakes) / "071" (originals); "" for images
         ("group_keys", pa.list_(pa.string())),  # identity keys joined by union-find in splits
         ("path", pa.string()),          # source file, relative to the source root
         ("frame_index", pa.int32()),    # decoded frame index, -1 for still images
@@ -39,6 +40,14 @@ FACE_SCHEMA = pa.schema(
         ("shard", pa.string()),
         ("offset", pa.int32()),
         ("mask_shard", pa.string()),    # "" when has_mask is false
+        # provenance of the pixels (contract C2): nuisance features the shortcut audit probes
+        ("file_format", pa.string()),   # source container/codec: png, jpeg, h264, ...
+        ("native_face", pa.float32()),  # side in source pixels of the square crop region
+        ("scale", pa.float32()),        # stored side / native_face (< 1: down-sampled)
+        ("resize_kernel", pa.string()), # interpolation used: "area", "cubic", "none" (same size)
+        ("codec", pa.string()),         # codec control applied before detection, "" if none
+        ("exif_transposed", pa.bool_()),  # EXIF orientation applied to a still image
+        ("face_rule", pa.string()),     # "only", "largest", "mask_overlap"; "none" in raw mode
     ]
 )
 

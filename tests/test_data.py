@@ -12,7 +12,7 @@ import torch
 from dfpipe.training.data import EpochSampler, VariantDataset, make_loader
 from dfpipe.training.engine import random_hflip, to_device
 from dfpipe.training.losses import LossConfig, build_loss
-from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
+from dfpipe.core.manifest import VARIANT_SCHEMA, add_provenance, write_variant
 from dfpipe.core.shards import ShardWriter
 from dfpipe.core.config import ConfigError, build
 
@@ -64,7 +64,7 @@ def make_variant(root: Path, per_class: dict[str, int] | None = None, size: int 
                         det_score=float("nan"), content_hash="", has_mask=has_mask, shard=shard,
                         offset=offset, mask_shard=mshard if has_mask else "", split=split,
                         split_group=f"toy:{split}{label}{k}"))
-        df = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
+        df = add_provenance(pd.DataFrame(rows).sort_values("id").reset_index(drop=True))
         df = df.astype({"label": "int8", "frame_index": "int32", "n_frames": "int32", "offset": "int32",
                         "box_x": "int32", "box_y": "int32", "box_w": "int32", "box_h": "int32",
                         "det_score": "float32"})

@@ -18,7 +18,7 @@ import pytest
 
 from dfpipe.core.config import ConfigError, build, load_section
 from dfpipe.core.io import array_hash
-from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, read_table, write_faces
+from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, add_provenance, read_table, write_faces
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.splits.groups import SplitError
 from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
@@ -68,7 +68,7 @@ def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), 
         df[c] = 0
     df["det_score"] = np.float32("nan")
     df["content_hash"], df["has_mask"], df["shard"], df["offset"], df["mask_shard"] = "", kind == "ff", "", 0, ""
-    return df.sort_values("id").reset_index(drop=True)[FACE_SCHEMA.names]
+    return add_provenance(df.sort_values("id").reset_index(drop=True))[FACE_SCHEMA.names]
 
 
 def item_image(row) -> np.ndarray:

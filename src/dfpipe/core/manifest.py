@@ -51,6 +51,28 @@ FACE_SCHEMA = pa.schema(
     ]
 )
 
+#: The provenance columns of contract C2 with their "not recorded" values: a manifest built by
+#: hand (test fixtures, adapters of precomputed crops) states explicitly that it has no
+#: provenance through :func:`add_provenance`; the preprocess stage always records real values.
+PROVENANCE_UNKNOWN = {
+    "file_format": "", "native_face": float("nan"), "scale": float("nan"), "resize_kernel": "",
+    "codec": "", "exif_transposed": False, "face_rule": "",
+}
+
+
+def add_provenance(df: pd.DataFrame, **values) -> pd.DataFrame:
+    """A copy of ``df`` with the C2 provenance columns it lacks set to ``values`` (by name) or to
+    :data:`PROVENANCE_UNKNOWN`; columns already present are kept."""
+    unknown = sorted(set(values) - set(PROVENANCE_UNKNOWN))
+    if unknown:
+        raise ManifestError(f"not provenance columns: {unknown}")
+    out = df.copy()
+    for name, default in PROVENANCE_UNKNOWN.items():
+        if name not in out.columns:
+            out[name] = values.get(name, default)
+    return out
+
+
 #: Extra columns of a variant manifest.
 SPLIT_FIELDS = [
     ("split", pa.string()),        # train / val / eval

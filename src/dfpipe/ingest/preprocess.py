@@ -501,10 +501,11 @@ def account(name: str, listed_rejects: list[Reject], per_item: list[tuple[Item, 
 
 
 def write_face_size_plot(df: pd.DataFrame, size: int, out: Path, name: str) -> None:
-    """``out/face_size.csv`` (histogram of ``native_face`` in 8-px bins, with the scale range of
-    each bin) and ``out/face_size.png`` (the same, with the scale axis), for ``dvc plots``."""
+    """``out/face_size.csv`` (histogram of ``native_face``, with the scale range of each bin) and
+    ``out/face_size.png`` (the same as a bar chart), for ``dvc plots``. Bins are
+    ``ceil(max / 64)`` px wide: about 64 bins up to the largest face, whatever the source."""
     native = df["native_face"].to_numpy(np.float64)
-    width = 8
+    width = max(1, int(np.ceil(native.max() / 64)))
     edges = np.arange(0, (int(native.max()) // width + 2) * width, width)
     counts, _ = np.histogram(native, bins=edges)
     keep = counts > 0

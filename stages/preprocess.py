@@ -7,8 +7,10 @@ see ``dfpipe.ingest.preprocess``.
 """
 
 import sys
+from pathlib import Path
 
-from dfpipe.core.config import load_entry, load_section
+from dfpipe.core.config import ConfigError, load_entry, load_section
+from dfpipe.core.io import resolve_inside
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
 from dfpipe.ingest.sources import SourceConfig
 
@@ -17,6 +19,10 @@ def main() -> None:
     name = sys.argv[1]
     cfg = load_section("preprocess", PreprocessConfig)
     source = load_entry("sources", name, SourceConfig)
+    try:  # `..` or a symlinked root leaving the repository: DVC would not track what is read
+        resolve_inside(Path.cwd(), source.path)
+    except ValueError as exc:
+        raise ConfigError(f"sources.{name}.path: {exc}") from exc
     m = run_source(name, source, cfg, f"data/faces/{name}", f"metrics/preprocess/{name}.json")
     f, fr = m["files"], m["frames"]
     print(f"preprocess {name}: {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "

@@ -363,3 +363,23 @@ def test_mediapipe_startup_logging_is_silenced(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "True"
     assert out.stderr.strip() == "", out.stderr[:2000]
+
+
+@pytest.mark.parametrize("path", ["../outside", "link"])
+def test_stage_refuses_source_path_leaving_the_repository(tmp_path, monkeypatch, path):
+    import runpy
+
+    import yaml
+
+    repo = tmp_path / "repo"
+    (tmp_path / "outside").mkdir()
+    save_rgb(tmp_path / "outside" / "p.png", face())
+    repo.mkdir()
+    (repo / "link").symlink_to(tmp_path / "outside")  # a symlinked root that leaves the repository
+    params = {"preprocess": CFG, "sources": {"s": {**IMG, "path": path}}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(sys, "argv", ["preprocess.py", "s"])
+    with pytest.raises(ConfigError, match="sources.s.path: .*escapes"):
+        runpy.run_path(str(REPO / "stages" / "preprocess.py"), run_name="__main__")
+    assert not (repo / "data").exists()

@@ -147,8 +147,10 @@ _ORIENT = {
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
-def read_image(path: Path, max_pixels: int, rel: str | None = None) -> tuple[Decoded | None, Reject | None]:
-    """Decode a still image upright, or return a reject (``rel``: the name stored in it).
+def read_image(path: Path, max_pixels: int, rel: str | None = None,
+               root: Path | None = None) -> tuple[Decoded | None, Reject | None]:
+    """Decode a still image upright, or return a reject (``rel``: the name stored in it; ``root``:
+    the source root that messages are made relative to, default the file's folder).
 
     Rules (one each, so that no class differs from another by format): grayscale images are
     rejected whether or not they carry an alpha channel (``grayscale``; converting them would give
@@ -159,7 +161,7 @@ def read_image(path: Path, max_pixels: int, rel: str | None = None) -> tuple[Dec
     absolute path.
     """
     rel = rel or path.name
-    root = path.parent
+    root = root if root is not None else path.parent
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -260,7 +262,7 @@ class Worker:
 
     def _image(self, item: Item) -> ItemResult:
         path = resolve_inside(self.root, item.path)
-        dec, rej = read_image(path, self.cfg.max_pixels, item.path)
+        dec, rej = read_image(path, self.cfg.max_pixels, item.path, self.root)
         if rej is not None:
             return ItemResult([], [rej], 0)
         rgb, codec = dec.rgb, ""

@@ -383,3 +383,19 @@ def test_stage_refuses_source_path_leaving_the_repository(tmp_path, monkeypatch,
     with pytest.raises(ConfigError, match="sources.s.path: .*escapes"):
         runpy.run_path(str(REPO / "stages" / "preprocess.py"), run_name="__main__")
     assert not (repo / "data").exists()
+
+
+def test_face_choice_in_a_masked_ffpp_video(tmp_path):
+    """End to end: an FF++ fake whose mask covers the smaller of two faces crops that face."""
+    img = face(200, 320, 90, 80, 42)
+    img[60:180, 200:310] = draw_synthetic_face(120, 110, 55, 50, 26)
+    mask = np.zeros((200, 320), np.uint8)
+    mask[95:145, 232:280] = 255
+    root = tmp_path / "Face2Face"
+    write_video(root / "c23/videos/000_001.mp4", [img] * 6, gop=3)
+    write_video(root / "masks/videos/000_001.mp4", [mask] * 6, gop=3, crf=0, gray=True)
+    ff = dict(kind="ffpp", path="ff", label=2, method="Face2Face", mode="crop", sampling="every_nth", masks=True)
+    m = run_source("ff", spec(ff), cfg(every_n=3), tmp_path / "out", root=root)
+    df = read_table(tmp_path / "out/manifest.parquet")
+    assert list(df["face_rule"]) == ["mask_overlap"] * 2 and (df["box_x"] > 200).all()
+    assert m["face_rules"] == {"mask_overlap": 2} and (df["video_id"] == "000_001").all()

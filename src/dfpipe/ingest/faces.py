@@ -234,17 +234,6 @@ def cut_box(image: np.ndarray, box: Box) -> np.ndarray:
     return out
 
 
-def resize_square(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """Resize a square array to ``(size, size, ...)``: INTER_AREA down, INTER_CUBIC up, or nearest."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return np.ascontiguousarray(image)
-    if nearest:
-        interp = cv2.INTER_NEAREST
-    else:
-        interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
 #: OpenCV interpolation per recorded ``resize_kernel`` name.
 KERNELS = {"area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC, "none": None}
 
@@ -258,6 +247,15 @@ def resize_kernel(native: int, size: int, upscale: str = "cubic") -> str | None:
     if native == size:
         return "none"
     return None if upscale == "reject" else upscale
+
+
+def resize_square(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Resize a square array to ``(size, size, ...)``: the :func:`resize_kernel` policy with cubic
+    enlargement (segmentation maps), or nearest neighbour (masks)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    interp = cv2.INTER_NEAREST if nearest else KERNELS[resize_kernel(image.shape[0], size)]
+    return cv2.resize(image, (size, size), interpolation=interp)
 
 
 def crop_image(image: np.ndarray, box: Box, size: int, kernel: str | None = None) -> np.ndarray:

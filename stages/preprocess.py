@@ -1,29 +1,25 @@
 """DVC stage ``preprocess@<source>``: raw images / videos of one source -> face crops.
 
 Usage (from the repository root): ``python stages/preprocess.py <source>``.
-Writes ``data/faces/<source>/`` (shards, manifest.parquet, rejects.parquet),
+Writes ``<split.faces_dir>/<source>/`` (shards, manifest.parquet, rejects.parquet),
 ``metrics/preprocess/<source>.json`` and the plot ``metrics/preprocess/<source>/face_size.{csv,png}``;
 see ``dfpipe.ingest.preprocess``.
 """
 
-import sys
-from pathlib import Path
-
-from dfpipe.core.config import ConfigError, load_entry, load_section
-from dfpipe.core.io import resolve_inside
+from dfpipe.core.cli import stage_args
+from dfpipe.core.config import RepoPath, build, load_entry, load_section, load_yaml
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
 from dfpipe.ingest.sources import SourceConfig
 
 
 def main() -> None:
-    name = sys.argv[1]
+    (name,) = stage_args("preprocess", "source")
     cfg = load_section("preprocess", PreprocessConfig)
     source = load_entry("sources", name, SourceConfig)
-    try:  # `..` or a symlinked root leaving the repository: DVC would not track what is read
-        resolve_inside(Path.cwd(), source.path)
-    except ValueError as exc:
-        raise ConfigError(f"sources.{name}.path: {exc}") from exc
-    m = run_source(name, source, cfg, f"data/faces/{name}", f"metrics/preprocess/{name}.json")
+    # split.faces_dir is the one key naming data/faces (variants read it); no splits import here,
+    # so that a change in splits/ does not rerun every preprocess stage
+    faces_dir = build(RepoPath, load_yaml().get("split", {}).get("faces_dir"), where="split.faces_dir", root=".")
+    m = run_source(name, source, cfg, faces_dir / name, f"metrics/preprocess/{name}.json")
     f, fr = m["files"], m["frames"]
     print(f"preprocess {name}: {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
           f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled = "

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+from pydantic import model_validator
+
+from dfpipe.core.config import Config, RepoPath, SafeName
 from dfpipe.core.io import is_representable, printable_name, relative_message, resolve_inside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -40,8 +43,7 @@ _DFD_FAKE = re.compile(r"^(\d{2})_(\d{2})__")
 _DFD_ORIGINAL = re.compile(r"^(\d{2})__")
 
 
-@dataclass(frozen=True)
-class CodecConfig:
+class CodecConfig(Config):
     """Codec control of a still-image source: every image goes through a lossy codec before
     face detection, as the frames of a compressed video did (contract C4).
 
@@ -53,12 +55,14 @@ class CodecConfig:
     crf: Optional[int] = None       # h264 only, 0..51
     quality: Optional[int] = None   # jpeg only, 1..100
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _per_kind(self) -> "CodecConfig":
         if self.kind == "h264":
             if self.crf is None or not 0 <= self.crf <= 51 or self.quality is not None:
                 raise ValueError(f"codec h264 needs crf in [0, 51] and no quality, got crf={self.crf}")
         elif self.quality is None or not 1 <= self.quality <= 100 or self.crf is not None:
             raise ValueError(f"codec jpeg needs quality in [1, 100] and no crf, got quality={self.quality}")
+        return self
 
     @property
     def tag(self) -> str:
@@ -66,14 +70,13 @@ class CodecConfig:
         return f"h264_crf{self.crf}" if self.kind == "h264" else f"jpeg_q{self.quality}"
 
 
-@dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(Config):
     """One entry of ``sources:`` in params.yaml."""
 
     kind: Literal["image_folder", "ffpp", "video_folder"]
-    path: Path                      # relative to the repository root
-    label: int                      # 0 real, 1 fake (generated), 2 edited
-    method: str                     # "ffhq", generator or manipulation name; prefixes group keys
+    path: RepoPath                  # relative to the repository root, inside it
+    label: Literal[0, 1, 2]         # 0 real, 1 fake (generated), 2 edited
+    method: SafeName                # "ffhq", generator or manipulation name; prefixes group keys
     mode: Literal["raw", "crop", "crop_seg"]
     sampling: Optional[Literal["every_nth", "per_video"]] = None  # videos only
     compression: str = "c23"        # ffpp only: c0 / c23 / c40
@@ -81,11 +84,8 @@ class SourceConfig:
     group_pattern: Optional[str] = None  # regex; group 1 of a match on the file stem = identity
     codec: Optional[CodecConfig] = None  # image_folder only: re-encode before detection (off: null)
 
-    def validate(self) -> None:
-        if self.label not in (0, 1, 2):
-            raise ValueError(f"label must be 0 (real), 1 (fake) or 2 (edited), got {self.label}")
-        if not self.method or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.method):
-            raise ValueError(f"method must be a non-empty name of [A-Za-z0-9_.-], got {self.method!r}")
+    @model_validator(mode="after")
+    def _per_kind(self) -> "SourceConfig":
         is_video = self.kind in ("ffpp", "video_folder")
         if is_video and self.sampling is None:
             raise ValueError(f"kind {self.kind} needs sampling: every_nth or per_video")
@@ -106,6 +106,7 @@ class SourceConfig:
                 raise ValueError(f"group_pattern {self.group_pattern!r} is not a regex: {exc}") from exc
             if rx.groups < 1:
                 raise ValueError(f"group_pattern {self.group_pattern!r} needs a capture group")
+        return self
 
 
 @dataclass(frozen=True)

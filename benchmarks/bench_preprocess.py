@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-o
 from synthetic import draw_synthetic_face, write_video  # noqa: E402
 
 from dfpipe.core.config import build
-from dfpipe.ingest.preprocess import PreprocessConfig, Worker
+from dfpipe.ingest.preprocess import PreprocessConfig
 from dfpipe.ingest.sources import Item, SourceConfig
+from dfpipe.ingest.worker import Worker
 
 N_FRAMES, H, W, K = 300, 720, 1280, 30
 

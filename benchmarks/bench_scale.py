@@ -30,8 +30,9 @@ import numpy as np
 from dfpipe.core.config import build
 from dfpipe.features import spectra as sp
 from dfpipe.ingest.executor import ordered_map
-from dfpipe.ingest.preprocess import PreprocessConfig, Worker, run_source, run_sources
+from dfpipe.ingest.preprocess import PreprocessConfig, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig, list_items
+from dfpipe.ingest.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only synthetic inputs

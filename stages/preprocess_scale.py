@@ -10,15 +10,16 @@ Usage (from the repository root): ``python stages/preprocess_scale.py <mode> <so
 - ``pair <source> <other>``: two sources differing only in ``sampling`` (FF++ every 20th and K per
   video) in one decoding pass, each output byte-identical to its own preprocess stage.
 
-See ``dfpipe.ingest.preprocess`` (``run_source(part=...)``, ``merge_parts``, ``run_sources``) and
-docs/full_scale.md section 4 for the dvc.yaml wiring.
+See ``dfpipe.ingest.preprocess`` (``run_source(part=...)``, ``run_sources``),
+``dfpipe.ingest.parts`` (``merge_parts``) and docs/full_scale.md section 4 for the dvc.yaml wiring.
 """
 
 import sys
 
 from dfpipe.core.cli import stage_args
 from dfpipe.core.config import RepoPath, build, load_entry, load_section, load_yaml
-from dfpipe.ingest.preprocess import PreprocessConfig, merge_parts, run_source, run_sources
+from dfpipe.ingest.parts import merge_parts
+from dfpipe.ingest.preprocess import PreprocessConfig, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig
 
 PARTS_DIR = "data/faces_parts"
@@ -50,11 +51,14 @@ def main() -> None:
         other = load_entry("sources", arg, SourceConfig)
         for m in run_sources([name, arg], [spec, other], cfg, [faces_dir / name, faces_dir / arg],
                              [f"metrics/preprocess/{name}.json", f"metrics/preprocess/{arg}.json"]):
-            print(f"preprocess {m['source']}: {m['faces']} faces from {m['items']} items, {m['rejects']} rejects")
+            print(f"preprocess {m['source']}: {m['faces']} faces from {m['items']} items, "
+                  f"{m['files']['rejected']} files rejected")
         return
     else:
         _bad(f"mode must be part, merge or pair, got {mode!r}")
-    print(f"preprocess {name} ({mode} {arg}): {m['faces']} faces, {m['rejects']} rejects {m['rejects_by_reason']}")
+    f, fr = m["files"], m["frames"]
+    print(f"preprocess {name} ({mode} {arg}): {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
+          f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled")
 
 
 if __name__ == "__main__":

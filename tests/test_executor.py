@@ -1,6 +1,7 @@
 """Preprocessing executors: a real two-node Ray cluster, parts + merge and decode-once give the
 bytes of the plain local run (real MediaPipe, PyAV, Parquet)."""
 
+import json
 import os
 import secrets
 import shutil
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 
 from dfpipe.core.config import build
-from dfpipe.ingest.preprocess import PreprocessConfig, merge_parts, run_source, run_sources
+from dfpipe.ingest.parts import merge_parts
+from dfpipe.ingest.preprocess import PreprocessConfig, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig
 
 from synthetic import draw_synthetic_face, write_video
@@ -64,6 +66,12 @@ def tree(tmp_path_factory):
 
 def _bytes(folder):
     return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def _metrics_bytes(json_path):
+    """The metrics JSON and its face-size plot (the folder beside it) as bytes."""
+    json_path = Path(json_path)
+    return {"metrics": json_path.read_bytes(), **_bytes(json_path.with_suffix(""))}
 
 
 def _free_port():
@@ -142,8 +150,8 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def local_runs(tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    run_source("img", spec(IMG), cfg(), out / "img", root=tree / "ffhq")
-    run_source("ff", spec(FF), cfg(), out / "ff", root=tree / "Face2Face")
+    run_source("img", spec(IMG), cfg(), out / "img", out / "m" / "img.json", root=tree / "ffhq")
+    run_source("ff", spec(FF), cfg(), out / "ff", out / "m" / "ff.json", root=tree / "Face2Face")
     return out
 
 
@@ -151,10 +159,23 @@ def local_runs(tree, tmp_path_factory):
 def test_ray_cluster_gives_local_bytes(tree, local_runs, ray_cluster, tmp_path, which):
     base, sub = (IMG, "ffhq") if which == "img" else (FF, "Face2Face")
     c = cfg(executor="ray", ray_address=ray_cluster, workers=2)
-    run_source(which, spec(base), c, tmp_path / which, root=tree / sub)
+    run_source(which, spec(base), c, tmp_path / which, tmp_path / "m" / f"{which}.json", root=tree / sub)
     local, ray_out = _bytes(local_runs / which), _bytes(tmp_path / which)
     assert sorted(local) == sorted(ray_out) and sum(n.startswith("images-") for n in local) >= 2
     assert local == ray_out
+    assert _metrics_bytes(tmp_path / "m" / f"{which}.json") == _metrics_bytes(local_runs / "m" / f"{which}.json")
+
+
+def test_local_pool_gives_in_process_bytes(tree, local_runs, tmp_path):
+    """2 pool workers, images in chunks of 8 (8 listed images cross a chunk edge): the bytes,
+    metrics and plot of the in-process run."""
+    run_source("img", spec(IMG), cfg(workers=2), tmp_path / "img", tmp_path / "m" / "img.json", root=tree / "ffhq")
+    assert _bytes(tmp_path / "img") == _bytes(local_runs / "img")
+    assert _metrics_bytes(tmp_path / "m" / "img.json") == _metrics_bytes(local_runs / "m" / "img.json")
+    m = json.loads((tmp_path / "m" / "img.json").read_text())
+    # 8 images + notes.txt offered; the grey square has no face
+    assert m["files"] == {"offered": 9, "kept": 7, "rejected": 2,
+                          "rejected_by_reason": {"no_face": 1, "not_image": 1}}
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -165,18 +186,34 @@ def test_parts_merge_to_one_run(tree, local_runs, tmp_path, n):
         metrics.append(tmp_path / f"m{i}.json")
         run_source("ff", spec(FF), cfg(shard_size=2), d, metrics[-1], root=tree / "Face2Face", part=(i, n))
     assert len({_bytes(d)["manifest.parquet"] for d in parts}) == n  # the parts really differ
-    m = merge_parts("ff", parts, tmp_path / "merged", shard_size=3, metrics_paths=metrics)
+    m = merge_parts("ff", parts, tmp_path / "merged", 3, metrics, tmp_path / "m" / "ff.json")
     assert _bytes(tmp_path / "merged") == _bytes(local_runs / "ff")
-    assert m["items"] == 4 and m["rejects_by_reason"].get("mask_missing") == 1
+    # metrics (accounting summed over parts) and the face-size plot: those of the one run
+    assert _metrics_bytes(tmp_path / "m" / "ff.json") == _metrics_bytes(local_runs / "m" / "ff.json")
+    assert m["items"] == 4 and m["files"]["rejected_by_reason"].get("mask_missing") == 1
+    assert m["frames"]["sampled"] == 3 * len(range(0, N_FRAMES, 6))
+
+
+def test_merge_refuses_parts_whose_metrics_disagree(tree, tmp_path):
+    parts, metrics = [tmp_path / "p0", tmp_path / "p1"], [tmp_path / "m0.json", tmp_path / "m1.json"]
+    for i in range(2):
+        run_source("ff", spec(FF), cfg(), parts[i], metrics[i], root=tree / "Face2Face", part=(i, 2))
+    m0 = json.loads(metrics[0].read_text())
+    m0["files"]["kept"] += 1  # a file counted kept that no manifest row backs
+    metrics[0].write_text(json.dumps(m0))
+    with pytest.raises(RuntimeError, match="accounting"):
+        merge_parts("ff", parts, tmp_path / "merged", 3, metrics)
 
 
 def test_decode_once_gives_each_sources_bytes(tree, local_runs, tmp_path):
     k_spec = spec(FF, sampling="per_video")
-    run_source("ffk", k_spec, cfg(), tmp_path / "k_alone", root=tree / "Face2Face")
+    run_source("ffk", k_spec, cfg(), tmp_path / "k_alone", tmp_path / "alone" / "ffk.json", root=tree / "Face2Face")
     run_sources(["ff", "ffk"], [spec(FF), k_spec], cfg(), [tmp_path / "n", tmp_path / "k"],
-                root=tree / "Face2Face")
+                [tmp_path / "m" / "ff.json", tmp_path / "m" / "ffk.json"], root=tree / "Face2Face")
     assert _bytes(tmp_path / "n") == _bytes(local_runs / "ff")
     assert _bytes(tmp_path / "k") == _bytes(tmp_path / "k_alone")
+    assert _metrics_bytes(tmp_path / "m" / "ff.json") == _metrics_bytes(local_runs / "m" / "ff.json")
+    assert _metrics_bytes(tmp_path / "m" / "ffk.json") == _metrics_bytes(tmp_path / "alone" / "ffk.json")
     with pytest.raises(ValueError, match="differ in more than sampling"):
         run_sources(["ff", "x"], [spec(FF), spec(FF, label=1)], cfg(), [tmp_path / "a", tmp_path / "b"],
                     root=tree / "Face2Face")

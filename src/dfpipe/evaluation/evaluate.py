@@ -38,8 +38,11 @@ EVAL_DIR = Path("metrics/eval")
 #: content hash is the provenance "code" of a table: unlike a commit hash it stays the same on a
 #: rerun of the same code (outputs stay byte-identical, the tree stays clean after a commit) and
 #: changes exactly when this code changes.
-CODE_DEPS = ("stages/evaluate.py", "src/dfpipe/evaluation", "src/dfpipe/training", "src/dfpipe/models",
-             "src/dfpipe/features", "src/dfpipe/core")
+CODE_DEPS = ("stages/evaluate.py", "src/dfpipe/core", "src/dfpipe/evaluation/evaluate.py",
+             "src/dfpipe/evaluation/featuremaps.py", "src/dfpipe/evaluation/figures.py",
+             "src/dfpipe/evaluation/leakage.py", "src/dfpipe/evaluation/masks.py",
+             "src/dfpipe/evaluation/metrics.py", "src/dfpipe/evaluation/stats.py", "src/dfpipe/features",
+             "src/dfpipe/models", "src/dfpipe/training")
 
 
 @dataclass(frozen=True)

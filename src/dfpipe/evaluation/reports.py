@@ -265,9 +265,12 @@ def report_deps(cfg: ReportConfig) -> list[str]:
 
 
 def run_seeds(params: Mapping, run: str) -> list[int]:
-    """Seeds of ``runs.<run>`` (its own ``seeds``, else ``run_defaults.seeds``, C1)."""
+    """Seeds of ``runs.<run>`` (its own ``seeds``, else ``run_defaults.seeds``, C1; a single
+    pre-C1 ``seed`` counts as one seed)."""
     entry = params["runs"][run]
     seeds = entry.get("seeds", params.get("run_defaults", {}).get("seeds"))
+    if seeds is None and "seed" in entry:
+        seeds = [entry["seed"]]
     if seeds is None:
         raise KeyError(f"runs.{run}.seeds: not set and no run_defaults.seeds")
     return list(seeds)

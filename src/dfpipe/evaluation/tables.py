@@ -160,7 +160,8 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
     within.notes = ["Compared: the same model's accuracy (and mean probability of the true class) on eval video "
                     "frames whose video is in its train split (audit flag video_in_train) minus on frames of "
                     "videos it never saw; interval: bootstrap resampling videos within each part and seeds. "
-                    "Still images are left out. Nothing else differs between the two parts but the frames."]
+                    "Still images are left out. Both parts are eval frames scored by the same model; they differ in "
+                    "which videos they come from (and so possibly in class mix), not in the model or its training."]
     if dets:
         within.provenance = provenance(dets, paths)
     cross = Table("leak_cross", "Leak measure (b): model trained on the leaky variant minus model trained on "

@@ -115,11 +115,12 @@ def test_training_curves_from_c1_files(tmp_path):
 def test_code_fingerprint_stable_and_content_sensitive(tmp_path):
     assert E.code_fingerprint(tmp_path) == "unknown"
     (tmp_path / "src/dfpipe/evaluation").mkdir(parents=True)
-    f = tmp_path / "src/dfpipe/evaluation/a.py"
+    f = tmp_path / "src/dfpipe/evaluation/metrics.py"
     f.write_text("x = 1\n")
     one = E.code_fingerprint(tmp_path)
     assert len(one) == 12 and one == E.code_fingerprint(tmp_path)
     (tmp_path / "src/dfpipe/evaluation/notes.txt").write_text("not code")
+    (tmp_path / "src/dfpipe/evaluation/reports.py").write_text("# not an evaluate dep\n")
     assert E.code_fingerprint(tmp_path) == one
     f.write_text("x = 2\n")
     assert E.code_fingerprint(tmp_path) != one

@@ -118,6 +118,8 @@ def test_cells_equal_files(repo):
         for c in ("real", "fake", "edited"):  # per-class F1 in every table
             s = det["summary"][f"f1_{c}"]
             assert r[f"F1 {c}"] == f"{pct(s['mean'])} ± {pct(s['sd'])}"
+        v = det["video"]["summary"]["auc_real_vs_fake"]  # video level reported, keyed method:video_id
+        assert r["Video AUC"] == f"{pct(v['mean'])} ± {pct(v['sd'])}"
         assert r["Seeds"] == "0,1" and r["Size"] == "64" and r["Init"] == "scratch" and r["Variant"] == "v4"
     notes = yaml.safe_load(Path("notes.yaml").read_text())["sections"]["f3net"]["values"]
     assert {r["Row"]: r["Notes Valid (%)"] for r in rows} == {"Baseline": str(notes["Baseline"]),

@@ -71,7 +71,7 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
     if paper is not None:
         cols.append(f"Paper {paper['metric']}")
     cols += [f"{c} ± sd [CI]" if m == "macro_f1" else c for m, c in HEADLINE_COLUMNS]
-    cols += ["F1 " + k[3:] for k in class_keys] + ["AUC real/fake", "EER"]
+    cols += ["F1 " + k[3:] for k in class_keys] + ["AUC real/fake", "EER", "Video AUC"]
     if spec.reference:
         cols += [f"ΔMacro-F1 vs {spec.reference} [CI]", f"ΔAUC vs {spec.reference} [CI]", "Differs from reference"]
     if spec.mask:
@@ -88,7 +88,8 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
             row.append(plain(paper["values"].get(label, "–")))
         row += [mean_sd_ci(head, "macro_f1", p), mean_sd(head, "weighted_f1", p), mean_sd(head, "acc", p)]
         row += [mean_sd(det["summary"], k, dp) for k in class_keys]
-        row += [mean_sd(head, "auc_real_fake", p), mean_sd(head, "eer", p)]
+        row += [mean_sd(head, "auc_real_fake", p), mean_sd(head, "eer", p),
+                mean_sd(det["video"]["summary"], "auc_real_vs_fake", dp) if "video" in det else "n/a"]
         if spec.reference:
             differs = [k for k in spec.same if s[k] != ref_settings[k]]
             if differs and spec.strict:
@@ -109,7 +110,8 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
                      mean_sd(m, "model.iou", dp), mean_sd(m, "all_ones.iou", dp)] if m else ["n/a"] * 5)
         table.rows.append(row)
     table.notes = ["Scores in % as mean ± sd over seeds; [CI]: percentile bootstrap over seeds x resampled "
-                   "videos (still images resampled singly). AUC/EER real/fake: both fake classes merged, score 1 - p(real)."]
+                   "videos (still images resampled singly). AUC/EER real/fake: both fake classes merged, score 1 - p(real). "
+                   "Video AUC: real/fake AUC of the mean frame score per (method, video_id); n/a without video items."]
     if spec.reference:
         table.notes.append(f"Δ: row minus {spec.reference!r} on the identical eval items, in percentage points, "
                            "with a paired bootstrap interval (the same resampled videos for both models).")

@@ -87,6 +87,18 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float, int]:
     return float(np.quantile(ok, alpha)), float(np.quantile(ok, 1.0 - alpha)), int(samples.size - ok.size)
 
 
+def _differences(full_a: np.ndarray, full_b: np.ndarray, diffs: np.ndarray, level: float,
+                 metrics: Mapping[str, Metric]) -> dict[str, dict]:
+    """``{metric: {"a", "b", "diff", "low", "high", "undefined"}}`` from the point values of the
+    two sides ``(M,)`` and the resampled differences ``(n_boot, M)``."""
+    out = {}
+    for j, name in enumerate(metrics):
+        lo, hi, dropped = _interval(diffs[:, j], level)
+        out[name] = {"a": float(full_a[j]), "b": float(full_b[j]), "diff": float(full_a[j] - full_b[j]),
+                     "low": lo, "high": hi, "undefined": dropped}
+    return out
+
+
 def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, groups, n_boot: int, seed: int, level: float = 0.95,
                  metrics: Mapping[str, Metric] = HEADLINE, notes: list[str] | None = None) -> dict[str, list[float]]:
     """Percentile interval ``{metric: [low, high]}`` of the seed-mean metric (module docstring).
@@ -134,16 +146,9 @@ def paired_bootstrap(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarra
         va = _per_seed(labels, probs_a, idx, metrics)[rng.integers(0, sa, sa)].mean(0)
         vb = _per_seed(labels, probs_b, idx, metrics)[rng.integers(0, sb, sb)].mean(0)
         diffs.append(va - vb)
-    diffs = np.asarray(diffs)
     everything = np.arange(len(labels))
-    full_a = _per_seed(labels, probs_a, everything, metrics).mean(0)
-    full_b = _per_seed(labels, probs_b, everything, metrics).mean(0)
-    out = {}
-    for j, name in enumerate(metrics):
-        lo, hi, dropped = _interval(diffs[:, j], level)
-        out[name] = {"a": float(full_a[j]), "b": float(full_b[j]), "diff": float(full_a[j] - full_b[j]),
-                     "low": lo, "high": hi, "undefined": dropped}
-    return out
+    return _differences(_per_seed(labels, probs_a, everything, metrics).mean(0),
+                        _per_seed(labels, probs_b, everything, metrics).mean(0), np.asarray(diffs), level, metrics)
 
 
 def unpaired_gap(labels: np.ndarray, probs: np.ndarray, groups, in_a: np.ndarray, n_boot: int, seed: int,
@@ -170,12 +175,5 @@ def unpaired_gap(labels: np.ndarray, probs: np.ndarray, groups, in_a: np.ndarray
         pick = rng.integers(0, s, s)
         diffs.append(_per_seed(labels, probs, ia[da], metrics)[pick].mean(0)
                      - _per_seed(labels, probs, ib[db], metrics)[pick].mean(0))
-    diffs = np.asarray(diffs)
-    full_a = _per_seed(labels, probs, ia, metrics).mean(0)
-    full_b = _per_seed(labels, probs, ib, metrics).mean(0)
-    out = {}
-    for j, name in enumerate(metrics):
-        lo, hi, dropped = _interval(diffs[:, j], level)
-        out[name] = {"a": float(full_a[j]), "b": float(full_b[j]), "diff": float(full_a[j] - full_b[j]),
-                     "low": lo, "high": hi, "undefined": dropped}
-    return out
+    return _differences(_per_seed(labels, probs, ia, metrics).mean(0), _per_seed(labels, probs, ib, metrics).mean(0),
+                        np.asarray(diffs), level, metrics)

@@ -156,7 +156,7 @@ def test_eer_matches_sklearn_roc_on_random_scores():
     i = int(np.argmax(fnr - fpr <= 0))
     lo, hi = sorted((fpr[i - 1], fpr[i]))
     assert lo <= M.eer(y, s) <= hi  # the interpolated crossing lies on sklearn's bracketing segment
-    f2, t2 = M._roc(y.astype(bool), s.astype(float))
+    f2, t2 = M.roc_points(y.astype(bool), s.astype(float))
     np.testing.assert_allclose(f2, fpr)
     np.testing.assert_allclose(t2, tpr)
 

@@ -91,3 +91,18 @@ def test_seed_summary():
     assert S.seed_summary([0.5, 0.7]) == {"mean": pytest.approx(0.6), "sd": pytest.approx(np.std([0.5, 0.7], ddof=1))}
     assert np.isnan(S.seed_summary([0.5])["sd"])
     assert np.isnan(S.seed_summary([0.5, float("nan")])["mean"])
+
+
+def test_one_pass_headline_equals_the_metric_functions():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        y = rng.integers(0, 3, 60)
+        p = rng.dirichlet(np.ones(3), 60)
+        if trial % 2:  # ties and coarse scores
+            p = np.round(p, 1) + 1e-9
+            p /= p.sum(1, keepdims=True)
+        if trial == 3:
+            y[:] = 1  # one class only: AUC/EER undefined
+        fast = S.headline_values(y, p)
+        slow = np.array([fn(y, p) for fn in S.HEADLINE.values()])
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)

@@ -98,7 +98,11 @@ def eer(y: np.ndarray, score: np.ndarray) -> float:
     y = np.asarray(y).astype(bool)
     if y.all() or not y.any():
         return NAN
-    fpr, tpr = _roc(y, np.asarray(score, dtype=np.float64))
+    return eer_from_roc(*roc_points(y, np.asarray(score, dtype=np.float64)))
+
+
+def eer_from_roc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """EER of ROC points from :func:`roc_points` (see :func:`eer`)."""
     fnr = 1.0 - tpr
     diff = fnr - fpr  # starts at 1 (threshold +inf), ends at -1; decreasing
     i = int(np.argmax(diff <= 0))
@@ -108,7 +112,7 @@ def eer(y: np.ndarray, score: np.ndarray) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
-def _roc(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC points ``(fpr, tpr)`` at every distinct threshold, from (0, 0) to (1, 1); the same
     points as ``sklearn.metrics.roc_curve(drop_intermediate=False)`` without its input checks
     (the bootstrap calls this thousands of times)."""

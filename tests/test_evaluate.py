@@ -302,3 +302,18 @@ def test_params_evaluations_match_runs():
         assert ev.run in runs, name
         assert runs[ev.run].variant == ev.train_variant, name
     assert {n for n, ev in evaluations.items() if ev.run == n} == set(runs)  # every run evaluated
+
+
+def test_run_summary_init_and_backbone(tmp_path):
+    import hashlib
+
+    ev = E.Evaluation(run="r", variant="v4", train_variant="v4")
+    cfg = {"model": {"name": "f3net", "reduced": True, "width": 0.25, "image_size": 64}, "lr": 0.1,
+           "batch_size": 8, "epochs": 2, "init": "scratch"}
+    s = E.run_summary(ev, cfg, [0, 1], tmp_path)
+    assert (s["init"], s["backbone"], s["width"], s["seeds"]) == ("scratch", "reduced", 0.25, "0,1")
+    (tmp_path / "xception_imagenet.pth").write_bytes(b"weights")
+    short = hashlib.sha256(b"weights").hexdigest()[:8]
+    assert E.run_summary(ev, {**cfg, "init": "xception_imagenet"}, [0], tmp_path)["init"] == f"xception_imagenet:{short}"
+    assert E.run_summary(ev, {**cfg, "init": "absent"}, [0], tmp_path)["init"] == "absent"
+    assert E.run_summary(ev, {**cfg, "model": {"name": "resnet18", "image_size": 64}}, [0], tmp_path)["backbone"] == "-"

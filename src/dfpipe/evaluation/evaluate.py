@@ -275,19 +275,21 @@ def write_outputs(name: str, frames: dict[int, pd.DataFrame], headline: dict, de
 # Stage half: checkpoints + data
 
 
-def init_label(weights) -> str:
-    """``"scratch"`` or the pretrained file's short sha256 (its name if the file is absent here)."""
-    if not weights:
+def init_label(init: str | None, pretrained_dir: Path) -> str:
+    """``"scratch"``, or the pretrained key with the short sha256 of ``<pretrained_dir>/<key>.pth``
+    (the key alone if the file is absent here)."""
+    if not init or init == "scratch":
         return "scratch"
-    path = Path(weights)
+    path = Path(init) if Path(init).suffix else pretrained_dir / f"{init}.pth"
     if not path.is_file():
-        return f"pretrained:{path.name}"
-    return "pretrained:" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        return str(init)
+    return f"{path.stem}:" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
-def run_summary(ev: Evaluation, cfg: dict, seeds: Sequence[int]) -> dict:
+def run_summary(ev: Evaluation, cfg: dict, seeds: Sequence[int], pretrained_dir: Path = Path("models/pretrained")) -> dict:
     """The settings a results row shows and a comparison checks, read from the checkpoint's own
-    config (as a plain dict), so a row describes the weights actually scored."""
+    config (as a plain dict), so a row describes the weights actually scored. ``init`` is the run's
+    ``init`` (C1; a model-level ``weights`` path in older configs)."""
     model, loss = cfg["model"], cfg.get("loss", {})
     reducible = model["name"] in ("xception", "f3net")
     return {
@@ -295,7 +297,8 @@ def run_summary(ev: Evaluation, cfg: dict, seeds: Sequence[int]) -> dict:
         "f3net_mode": model.get("f3net_mode", "") if model["name"] == "f3net" else "",
         "backbone": ("reduced" if model.get("reduced") else "full") if reducible else "-",
         "seg_head": bool(model.get("seg_head", False)), "image_size": model.get("image_size"),
-        "dropout": model.get("dropout", "n/a"), "init": init_label(model.get("weights")),
+        "width": model.get("width", 1.0), "dropout": model.get("dropout", "n/a"),
+        "init": init_label(cfg.get("init") or model.get("weights"), pretrained_dir),
         "train_variant": ev.train_variant, "eval_variant": ev.variant,
         "lr": cfg["lr"], "batch_size": cfg["batch_size"], "epochs": cfg["epochs"],
         "seeds": ",".join(str(s) for s in seeds),
@@ -314,7 +317,8 @@ def checkpoints(run_dir: Path) -> dict[int, Path]:
 def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
                    models_dir: Path = Path("models"), variants_dir: Path = Path("data/variants"),
                    train_metrics_dir: Path = Path("metrics/train"), audit_dir: Path = Path("metrics/audit"),
-                   out_root: Path = EVAL_DIR, code_root: Path = Path(".")) -> dict:
+                   out_root: Path = EVAL_DIR, code_root: Path = Path("."),
+                   pretrained_dir: Path = Path("models/pretrained")) -> dict:
     """Score every ``models/<run>/seed<s>.pt`` on ``data/variants/<variant>/eval`` and write every
     output. ``scale``: the data profile's ``split.scale`` (provenance). Returns the headline."""
     import torch
@@ -346,7 +350,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
             masks[s] = mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"])
     headline, details = evaluate_seeds(frames, cfg.bootstrap, cfg.seed, cfg.ci_level)
     seeds = sorted(frames)
-    details["run"] = run_summary(ev, configs[seeds[0]], seeds)
+    details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir)
     details["run_config"] = configs[seeds[0]]
     details["provenance"] = {"code": code_fingerprint(code_root), "scale": scale, "variant": ev.variant,
                              "train_variant": ev.train_variant, "seeds": seeds}

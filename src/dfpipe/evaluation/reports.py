@@ -21,7 +21,7 @@ from dfpipe.core.io import read_json, write_bytes
 
 #: Row settings a results table shows (read from ``details.json`` ``run``); a comparison checks
 #: the ones its table lists under ``same``.
-SETTINGS = ("train_variant", "eval_variant", "model", "f3net_mode", "backbone", "image_size", "init",
+SETTINGS = ("train_variant", "eval_variant", "model", "f3net_mode", "backbone", "width", "image_size", "init",
             "dropout", "epochs", "seeds")
 
 

@@ -40,6 +40,8 @@ def diff_cell(d: Mapping, metric: str) -> str:
 def settings(details: Mapping, path) -> dict:
     run = lookup(details, "run", path)
     out = {k: run.get(k, "n/a") for k in SETTINGS}
+    if out["width"] not in ("n/a", 1, 1.0):  # demo-width nets (C1 model.width) say so in the Backbone column
+        out["backbone"] = f"{out['backbone']} x{plain(out['width'])}"
     out["variant"] = (run["train_variant"] if run["train_variant"] == run["eval_variant"]
                       else f"{run['train_variant']}→{run['eval_variant']}")
     return out

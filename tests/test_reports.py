@@ -82,9 +82,11 @@ def repo(tmp_path, monkeypatch):
     write_eval("r5_v4", (0, 1), 1.5, 70, {})
     for v, leaks in (("v3", 7), ("v4", 0)):
         write_json(Path("audit") / f"{v}.json", {"leak_check": "not required" if leaks else "passed", "group_leaks": leaks,
-                                                 "shortcut": {"passed": False, "threshold": 0.6,
-                                                              "probes": {"file_format": {"macro_f1": 0.91, "auc": 0.97},
-                                                                         "brightness": {"macro_f1": 0.4, "auc": 0.55}}}})
+                                                 "shortcut": {"check": "not required", "threshold": 0.6, "probes": {
+                                                     "gate": {"logistic": {"auc": 0.97, "auc_ci": [0.95, 0.99],
+                                                                           "macro_f1": 0.91, "macro_f1_ci": [0.88, 0.93]},
+                                                              "tree": {"auc": 0.55, "auc_ci": [0.5, 0.6],
+                                                                       "macro_f1": 0.4, "macro_f1_ci": [0.35, 0.45]}}}}})
     Path("paper.yaml").write_bytes((REPO / "metrics/reference/qian2020_f3net.yaml").read_bytes())
     Path("notes.yaml").write_bytes((REPO / "metrics/reference/notes_runs.yaml").read_bytes())
     return make_cfg()
@@ -145,8 +147,10 @@ def test_cells_equal_files(repo):
     assert rows[0]["Items"] == str(len(make_manifest()))
 
     rows = parse_markdown(Path("tables/shortcut_audit.md"))
-    assert {r["Probe"]: r["macro_f1"] for r in rows if r["Probe"] != "(verdict)"} == {"brightness": "40.00",
-                                                                                   "file_format": "91.00"}
+    assert rows[0] == {"Variant": "v3", "Check": "not required", "Features": "gate", "Probe": "logistic",
+                       "AUC [CI]": "97.00 [95.00, 99.00]", "Macro-F1 [CI]": "91.00 [88.00, 93.00]",
+                       "Threshold (max AUC)": "60.00"}
+    assert [r["Probe"] for r in rows] == ["logistic", "tree"]
     assert parse_markdown(Path("tables/leakage_audit.md"))[0] == {"Variant": "v3", "leak_check": "not required",
                                                                  "group_leaks": "7"}
     tex = Path("tables/f3net.tex").read_text()

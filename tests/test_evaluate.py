@@ -62,6 +62,13 @@ def test_headline_is_mean_sd_ci_over_seeds():
     assert details["video"]["n_videos"] == 7
     assert "Face2Face:000_003" in details["video"]["keys"] and "FaceSwap:000_003" in details["video"]["keys"]
     assert details["video"]["summary"]["auc_real_vs_fake"]["mean"] is not None  # both classes present
+    assert not any("real-vs-fake" in n for n in details["video"]["notes"])
+    # without real videos (the notes' variants) video AUC is undefined, and the notes say why
+    man = make_manifest()
+    fake_only = man[(man["video_id"] == "") | (man["label"] != 0)].reset_index(drop=True)
+    _, d2 = E.evaluate_seeds(scored_frames(fake_only, seeds=(0,)), n_boot=5, seed=0, level=0.95)
+    assert d2["video"]["summary"]["auc_real_vs_fake"]["mean"] is None
+    assert any("real-vs-fake AUC/AP/EER undefined: only fake" in n for n in d2["video"]["notes"])
     assert details["per_seed"]["0"]["per_source"]["ffhq"]["auc_vs_real"] is None  # null + note
     json.dumps(details, allow_nan=False)
 

@@ -179,7 +179,7 @@ def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, leve
     labels = items["label"].to_numpy(np.int64)
     groups = M.item_groups(items)
     notes: list[str] = []
-    per_seed, scalars, vscalars, vper_seed = {}, [], [], {}
+    per_seed, scalars, vscalars, vper_seed, vnotes = {}, [], [], {}, []
     for s, p in zip(sorted(frames), probs):
         seed_notes: list[str] = []
         full = M.classification_metrics(labels, p, seed_notes)
@@ -189,7 +189,9 @@ def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, leve
         scalars.append(_scalars(full))
         videos, vprobs = M.video_level(items, p)
         if len(videos):
-            vfull = M.classification_metrics(videos["label"].to_numpy(), vprobs, [])
+            seed_vnotes: list[str] = []
+            vfull = M.classification_metrics(videos["label"].to_numpy(), vprobs, seed_vnotes)
+            vnotes += [n for n in seed_vnotes if n not in vnotes]
             vper_seed[str(s)] = {"metrics": vfull, "per_method": M.per_group_metrics(
                 videos, videos["label"].to_numpy(), vprobs, "method")}
             vscalars.append(_scalars(vfull))
@@ -205,7 +207,7 @@ def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, leve
         vids, _ = M.video_level(items, probs[0])
         details["video"] = {"note": "mean frame probability per (method, video_id); still images excluded",
                             "n_videos": int(len(vids)), "keys": vids["key"].tolist(),
-                            "summary": summarise(vscalars), "per_seed": vper_seed}
+                            "summary": summarise(vscalars), "per_seed": vper_seed, "notes": vnotes}
     return M.nan_to_none(headline), M.nan_to_none(details)
 
 

@@ -6,18 +6,16 @@ Reads ``evaluate:``, ``evaluations.<name>``, ``train:``/``runs:`` (checkpoints, 
 dfpipe.evaluation.evaluate.
 """
 
-import sys
 from pathlib import Path
 
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation, run_evaluation
 from dfpipe.training.train import load_runs
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/evaluate.py <evaluation name>")
-    name = sys.argv[1]
+    (name,) = stage_args("evaluate", "evaluation")
     ev = load_entry("evaluations", name, Evaluation)
     params = load_yaml()
     train_cfg, runs = load_runs(params)

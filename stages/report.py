@@ -4,15 +4,13 @@ Usage (from the repository root): ``python stages/report.py``. Reads ``report:``
 see dfpipe.evaluation.reports.
 """
 
-import sys
-
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_section
 from dfpipe.evaluation.reports import ReportConfig, write_tables
 
 
 def main() -> None:
-    if len(sys.argv) != 1:
-        raise SystemExit("usage: python stages/report.py   (no arguments; rows come from params.yaml report:)")
+    stage_args("report")
     cfg = load_section("report", ReportConfig)
     for path in write_tables(cfg):
         print(path.as_posix())

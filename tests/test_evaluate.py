@@ -17,7 +17,7 @@ from dfpipe.evaluation import featuremaps as FM
 from dfpipe.evaluation import figures as F
 from dfpipe.evaluation import metrics as M
 from dfpipe.evaluation.masks import mask_evaluation
-from eval_helpers import fake_scores, make_manifest, scored_frames
+from helpers import fake_scores, make_manifest, run_dict, scored_frames
 
 
 def test_align_checks_ids_and_labels():
@@ -234,8 +234,9 @@ def test_run_evaluation_end_to_end(tmp_path):
     ev_man = make_manifest(n_images=9, frames=2)
     write_split(tmp_path / "variants" / "v3", "eval", ev_man)
     write_flags(tmp_path / "audit" / "v3" / "eval_items.parquet", ev_man, {"FaceSwap:000_003", "youtube:000"})
-    run_cfg = RunConfig(model=ModelConfig(name="resnet18", image_size=32), variant="v3", lr=2e-4,
-                        batch_size=128, epochs=1)
+    run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32}, variant="v3", lr=2e-4,
+                                        batch_size=128, epochs=1, bn_recalibration_batches=0,
+                                        max_steps_per_epoch=0))
     (tmp_path / "models" / "r5").mkdir(parents=True)
     for s in (0, 1):
         torch.manual_seed(s)

@@ -17,7 +17,7 @@ from dfpipe.evaluation import evaluate as E
 from dfpipe.evaluation import reports as R
 from dfpipe.evaluation import tables as T
 from dfpipe.evaluation.compare import compare
-from eval_helpers import make_manifest, scored_frames
+from helpers import make_manifest, scored_frames
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from pydantic import Field, model_validator
 
+from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import read_json, write_bytes
 
 #: Row settings a results table shows (read from ``details.json`` ``run``); a comparison checks
@@ -25,8 +27,7 @@ SETTINGS = ("train_variant", "eval_variant", "model", "f3net_mode", "backbone", 
             "dropout", "epochs", "seeds")
 
 
-@dataclass(frozen=True)
-class ResultsTable:
+class ResultsTable(Config):
     """One results table: ``rows`` (row label -> evaluation), in the order written.
 
     ``reference``: row label that every other row is compared against (paired difference with
@@ -38,7 +39,7 @@ class ResultsTable:
     """
 
     caption: str
-    rows: dict[str, str]
+    rows: dict[str, str] = Field(min_length=1)
     reference: str
     same: tuple[str, ...]
     strict: bool
@@ -46,18 +47,17 @@ class ResultsTable:
     notes: str
     mask: bool
 
-    def validate(self) -> None:
-        if not self.rows:
-            raise ValueError("rows must not be empty")
+    @model_validator(mode="after")
+    def _check(self) -> "ResultsTable":
         if self.reference and self.reference not in self.rows:
             raise ValueError(f"reference {self.reference!r} is not a row label ({list(self.rows)})")
         unknown = sorted(set(self.same) - set(SETTINGS))
         if unknown:
             raise ValueError(f"same: unknown settings {unknown}; known: {list(SETTINGS)}")
+        return self
 
 
-@dataclass(frozen=True)
-class LeakageTables:
+class LeakageTables(Config):
     """``audits``: variants whose audit counts are shown (``audit_keys`` columns); ``within``:
     evaluations of a run on its own variant for leak measure (a); ``pairs``: label -> two
     evaluations (trained on the leaky and on the leak-free variant) scored on the identical eval
@@ -68,35 +68,34 @@ class LeakageTables:
     within: tuple[str, ...]
     pairs: dict[str, tuple[str, str]]
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "LeakageTables":
         if self.audits and not self.audit_keys:
             raise ValueError("audit_keys must not be empty")
+        return self
 
 
-@dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Config):
     """``report:`` section of params.yaml."""
 
-    out_dir: Path
-    eval_dir: Path
-    audit_dir: Path
-    paper: Path
-    notes: Path
-    bootstrap: int
-    ci_level: float
+    out_dir: RepoPath
+    eval_dir: RepoPath
+    audit_dir: RepoPath
+    paper: RepoPath
+    notes: RepoPath
+    bootstrap: int = Field(ge=1)
+    ci_level: float = Field(ge=0.5, lt=1.0)
     seed: int
     tables: dict[str, ResultsTable]
     leakage: LeakageTables
     shortcut: tuple[str, ...]     # variants whose audit `shortcut` section is tabulated
 
-    def validate(self) -> None:
-        if self.bootstrap < 1:
-            raise ValueError(f"bootstrap must be >= 1, got {self.bootstrap}")
-        if not 0.5 <= self.ci_level < 1.0:
-            raise ValueError(f"ci_level must be in [0.5, 1), got {self.ci_level}")
+    @model_validator(mode="after")
+    def _check(self) -> "ReportConfig":
         for name in self.tables:
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"table name {name!r}: letters, digits and _ only (it names files)")
+        return self
 
     def evaluation_names(self) -> list[str]:
         """Every evaluation the tables read, sorted."""

@@ -64,7 +64,7 @@ def provenance(details: list[Mapping], paths: list) -> str:
 def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | None, notes: dict | None) -> Table:
     cfg = reader.cfg
     rows = {label: reader.evaluation(e) for label, e in spec.rows.items()}
-    class_keys = sorted({k for _, d, _, _ in rows.values() for k in d["summary"] if k.startswith("f1_")},
+    class_keys = sorted({k for _, d, _, dp in rows.values() for k in lookup(d, "summary", dp) if k.startswith("f1_")},
                         key=lambda k: ["f1_real", "f1_fake", "f1_edited"].index(k)
                         if k in ("f1_real", "f1_fake", "f1_edited") else 9)
     cols = ["Row", "Evaluation"] + [c for _, c in SETTING_COLUMNS]

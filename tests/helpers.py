@@ -164,7 +164,7 @@ def write_source(faces_dir: Path, rows: pd.DataFrame, shard_size: int = 7) -> pd
 
 
 def split_cfg(tmp: Path | None = None, **kw) -> SplitConfig:
-    base = dict(salt="test-salt", scale=1.0, val_fraction=0.2, on_shortfall="error", ffpp_official=None,
+    base = dict(salt="test-salt", scale=1.0, val_fraction=0.2, on_shortfall="error", ffpp_official=None, bridging="drop",
                 faces_dir="faces", out_dir="variants", shard_size=5)
     base.update(kw)
     cfg = build(SplitConfig, base)

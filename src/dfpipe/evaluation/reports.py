@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import yaml
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import read_json, write_bytes
+from dfpipe.evaluation.crossdataset import CrossDatasetTable
 
 #: Row settings a results table shows (read from ``details.json`` ``run``); a comparison checks
 #: the ones its table lists under ``same``.
@@ -89,6 +90,7 @@ class ReportConfig(Config):
     tables: dict[str, ResultsTable]
     leakage: LeakageTables
     shortcut: tuple[str, ...]     # variants whose audit `shortcut` section is tabulated
+    crossdataset: Optional[CrossDatasetTable] = None   # optional: FF++-trained models on other test sets
 
     @model_validator(mode="after")
     def _check(self) -> "ReportConfig":
@@ -100,11 +102,15 @@ class ReportConfig(Config):
     def evaluation_names(self) -> list[str]:
         """Every evaluation the tables read, sorted."""
         names = {e for t in self.tables.values() for e in t.rows.values()} | set(self.leakage.within)
+        if self.crossdataset is not None:
+            names |= set(self.crossdataset.evaluation_names())
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
     def compared_names(self) -> list[str]:
-        """Evaluations whose predictions a paired difference reads, sorted."""
+        """Evaluations whose predictions a table reads (paired differences, cross-dataset AUCs), sorted."""
         names = {e for t in self.tables.values() if t.reference for e in t.rows.values()}
+        if self.crossdataset is not None:
+            names |= set(self.crossdataset.evaluation_names())
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from dfpipe.evaluation.compare import compare
+from dfpipe.evaluation.crossdataset import crossdataset_rows
+from dfpipe.evaluation.crossdataset import notes as crossdataset_notes
 from dfpipe.evaluation.reports import (SETTINGS, LeakageTables, Reader, ReportConfig, ResultsTable, Table,
                                        lookup, pct, plain)
 
@@ -235,4 +237,9 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
     tables.extend(leakage_tables(reader, cfg.leakage))
     if cfg.shortcut:
         tables.append(shortcut_table(reader, cfg.shortcut))
+    if cfg.crossdataset is not None:
+        columns, rows, _ = crossdataset_rows(cfg.crossdataset, cfg.eval_dir, reader.read)
+        tables.append(Table("crossdataset", "Cross-dataset generalisation: trained on FF++-based variants, "
+                            "tested on other datasets' official test lists", columns, rows,
+                            crossdataset_notes(cfg.crossdataset)))
     return tables, sorted(reader.read)

@@ -11,7 +11,7 @@ and plot data.
 
 The library half (:func:`evaluate_predictions`, :func:`train_overlap`, :func:`write_outputs`) works
 on arrays and manifests only, so it is tested without a trained model; :func:`run_evaluation`
-adds the model (``dfpipe.training.train.load_model``) and the loader (``dfpipe.training.data``,
+adds the model (``dfpipe.training.checkpoint.load_model``) and the loader (``dfpipe.training.data``,
 ``dfpipe.training.engine.predict``).
 """
 
@@ -394,7 +394,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
     from dfpipe.training.data import VariantDataset, make_loader
     from dfpipe.training.engine import predict
     from dfpipe.evaluation.featuremaps import find_layer, gradcam, pick_examples, save_grid
-    from dfpipe.training.train import load_model
+    from dfpipe.training.checkpoint import load_model
 
     ckpt = models_dir / ev.run / "best.pt"
     if not ckpt.is_file():

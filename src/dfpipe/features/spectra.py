@@ -1,4 +1,4 @@
-"""Log-magnitude frequency spectra of face crops: cache, normalisation statistics, plots, torch module.
+"""Log-magnitude frequency spectra of a variant: train-split statistics, plots, the cache the Frank baseline reads.
 
 The spectrum follows Frank et al. 2020, "Leveraging Frequency Analysis for Deep Fake Image
 Recognition" (arXiv 2003.08685): a type-II orthonormal 2-D DCT of each colour channel of the crop
@@ -6,12 +6,9 @@ Recognition" (arXiv 2003.08685): a type-II orthonormal 2-D DCT of each colour ch
 mean and standard deviation computed on the training split only. A DFT variant (``log |fftshift(
 fft2(x, norm="ortho"))| + eps``) exists so that "why DCT, not DFT?" can be answered by an experiment.
 
-Two implementations of the same map, which must agree (``tests/test_spectra.py``):
-
-- :func:`log_spectrum_np` (numpy/scipy, float64): builds the float16 cache on disk.
-- :class:`SpectrumTransform` (torch, float32 even under autocast): computes the spectrum on the
-  device inside a model; the DCT is the matrix product ``D @ X @ D.T`` with the cached orthonormal
-  DCT-II matrix of :func:`dct_matrix` (F3Net's FAD/LFS branches reuse it).
+This module is the numpy/scipy (float64) reference, :func:`log_spectrum_np`, which computes the
+statistics and the cache; models compute the same map on the device with
+``dfpipe.models.spectrum.SpectrumTransform`` (the two must agree: ``tests/test_spectra.py``).
 
 Layout. Spectra are channel-first ``(N, C, H, W)`` with ``C = 3`` (``per_channel``) or ``C = 1``
 (``gray``); the DCT puts the DC term at ``[0, 0]``, the DFT (fft-shifted) at ``[H//2, W//2]``.
@@ -27,9 +24,7 @@ normalises the cache).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import re
 from pathlib import Path
 from typing import Literal, Sequence
@@ -37,8 +32,6 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 import scipy.fft
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
@@ -49,7 +42,8 @@ Kind = Literal["dct", "dft"]
 Color = Literal["per_channel", "gray"]
 
 SPLITS = ("train", "val", "eval")
-#: ITU-R BT.601 luma weights (the ones PIL's ``convert("L")`` and OpenCV's ``COLOR_RGB2GRAY`` use).
+#: ITU-R BT.601 luma weights; the same constant as ``dfpipe.models.spectrum.GRAY_WEIGHTS`` (the model
+#: package sits above this one and owns the on-device transform; tests check the two agree).
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 #: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the
 #: training split (e.g. exactly-zero DFT bins of a flat demo background) normalises to 0, not inf.
@@ -142,149 +136,6 @@ def log_spectrum_np(images: np.ndarray, kind: Kind, color: Color, eps: float) ->
 
 
 # ------------------------------------------------------------------------------------------------
-# Torch implementation: on the device, inside models
-# ------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _dct_matrix_np(n: int) -> np.ndarray:
-    k = np.arange(n, dtype=np.float64)[:, None]
-    i = np.arange(n, dtype=np.float64)[None, :]
-    d = np.sqrt(2.0 / n) * np.cos(np.pi * (2.0 * i + 1.0) * k / (2.0 * n))
-    d[0, :] = np.sqrt(1.0 / n)
-    d.setflags(write=False)
-    return d
-
-
-_DCT_CACHE: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
-
-
-def dct_matrix(n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Orthonormal DCT-II matrix ``D`` of size ``(n, n)``: ``D @ x`` = ``scipy.fft.dct(x, norm="ortho")``.
-
-    ``D[k, i] = s_k cos(pi (2i + 1) k / (2n))`` with ``s_0 = sqrt(1/n)``, ``s_k = sqrt(2/n)``;
-    ``D @ D.T = I``, so the inverse 2-D DCT of ``Y`` is ``D.T @ Y @ D``. Built in float64 and cast,
-    cached per ``(n, device, dtype)``; treat the returned tensor as read-only.
-    """
-    if n < 1:
-        raise ValueError(f"DCT size must be >= 1, got {n}")
-    device = torch.device(device if device is not None else "cpu")
-    key = (int(n), str(device), dtype)
-    mat = _DCT_CACHE.get(key)
-    if mat is None:
-        mat = torch.from_numpy(_dct_matrix_np(int(n)).copy()).to(device=device, dtype=dtype)
-        _DCT_CACHE[key] = mat
-    return mat
-
-
-def dct2(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal 2-D DCT-II over the last two dimensions, ``D_H @ x @ D_W.T``, in ``x``'s dtype."""
-    dh = dct_matrix(x.shape[-2], x.device, x.dtype)
-    dw = dct_matrix(x.shape[-1], x.device, x.dtype)
-    return dh @ x @ dw.T
-
-
-def idct2(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`dct2`: ``D_H.T @ y @ D_W``."""
-    dh = dct_matrix(y.shape[-2], y.device, y.dtype)
-    dw = dct_matrix(y.shape[-1], y.device, y.dtype)
-    return dh.T @ y @ dw
-
-
-@contextlib.contextmanager
-def ieee_fp32_matmul():
-    """Run float32 matmuls in full IEEE precision inside the block, whatever the global setting.
-
-    A training script that calls ``torch.set_float32_matmul_precision("high")`` turns on TF32
-    (10-bit mantissa) on CUDA; a DCT of 0-255 pixels in TF32 has absolute errors of ~1, which
-    swamps every high-frequency coefficient of the log-spectrum. Not thread-safe (global flag).
-    """
-    previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
-
-
-class SpectrumTransform(nn.Module):
-    """Normalised log-spectrum of a batch of images, on the images' device.
-
-    Input ``(B, 3, H, W)`` float in [0, 1] (uint8 / 255); output ``(B, C, H, W)`` float32,
-    ``C = 3`` (``per_channel``) or ``1`` (``gray``): ``(log(|T(255 x)| + eps) - mean) / std`` with
-    ``T`` the orthonormal 2-D DCT-II (``kind="dct"``) or the fft-shifted orthonormal DFT
-    (``kind="dft"``). Without ``mean``/``std`` the log-spectrum is returned unnormalised.
-    ``mean``/``std`` are ``(C, H, W)`` (from :func:`load_stats`) and are saved in the state dict.
-    The math runs in float32 with autocast disabled: the log of small coefficients is ill-
-    conditioned and half precision would destroy the high frequencies this input exists for.
-    """
-
-    def __init__(
-        self,
-        kind: Kind = "dct",
-        color: Color = "per_channel",
-        eps: float = 1e-12,
-        mean: torch.Tensor | np.ndarray | None = None,
-        std: torch.Tensor | np.ndarray | None = None,
-    ):
-        super().__init__()
-        _check_kind_color(kind, color)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither")
-        self.kind, self.color, self.eps = kind, color, float(eps)
-        self.channels = num_channels(color)
-        self.normalize = mean is not None
-        if mean is not None:
-            mean_t = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
-            std_t = torch.as_tensor(np.asarray(std), dtype=torch.float32)
-            if mean_t.ndim != 3 or mean_t.shape != std_t.shape or mean_t.shape[0] != self.channels:
-                raise ValueError(
-                    f"mean/std must both be ({self.channels}, H, W) for color={color!r}, "
-                    f"got {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
-                )
-            self.register_buffer("mean", mean_t)
-            self.register_buffer("std", std_t.clamp_min(STD_FLOOR))
-        gray = torch.tensor(GRAY_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("gray_weights", gray, persistent=False)
-
-    @classmethod
-    def from_stats(cls, path: str | Path) -> "SpectrumTransform":
-        """Build the transform that matches a cache: kind, color, eps, mean, std from ``stats.npz``."""
-        meta = read_stats_meta(path)
-        mean, std = load_stats(path)
-        return cls(kind=meta["kind"], color=meta["color"], eps=meta["eps"], mean=mean, std=std)
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind}, color={self.color}, eps={self.eps:g}, normalize={self.normalize}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"SpectrumTransform expects (B, 3, H, W), got {tuple(x.shape)}")
-        with torch.autocast(device_type=x.device.type, enabled=False), ieee_fp32_matmul():
-            x = x.float() * 255.0
-            if self.color == "gray":
-                x = (x * self.gray_weights).sum(dim=1, keepdim=True)
-            if self.kind == "dct":
-                spec = dct2(x).abs()
-            else:
-                spec = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1)).abs()
-            out = torch.log(spec + self.eps)
-            if self.normalize:
-                if out.shape[1:] != self.mean.shape:
-                    raise ValueError(
-                        f"input spectrum {tuple(out.shape[1:])} does not match the statistics "
-                        f"{tuple(self.mean.shape)}: resize inputs to the cached image size"
-                    )
-                out = (out - self.mean) / self.std
-        return out
-
-
-# ------------------------------------------------------------------------------------------------
 # Streaming statistics
 # ------------------------------------------------------------------------------------------------
 
@@ -354,13 +205,13 @@ def _open_stats(path: str | Path):
     return np.load(path, allow_pickle=False)
 
 
-def load_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean, std)`` float32 tensors ``(C, H, W)`` from ``stats.npz`` (train split only)."""
+def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` float32 arrays ``(C, H, W)`` from ``stats.npz`` (train split only)."""
     with _open_stats(path) as z:
         mean, std = z["mean"], z["std"]
     if mean.shape != std.shape or mean.ndim != 3 or not (np.isfinite(mean).all() and np.isfinite(std).all()):
         raise ValueError(f"{path}: malformed statistics (shapes {mean.shape}, {std.shape} or non-finite)")
-    return torch.from_numpy(mean.copy()), torch.from_numpy(std.copy())
+    return mean.copy(), std.copy()
 
 
 def read_stats_meta(path: str | Path) -> dict:
@@ -498,12 +349,8 @@ class SpectraCache:
         return self._reader.gather(shards, rows % self.shard_size)
 
 
-def normalize(spectra: np.ndarray | torch.Tensor, mean, std):
-    """``(spectra - mean) / max(std, STD_FLOOR)``; float32; numpy or torch like the input."""
-    if isinstance(spectra, torch.Tensor):
-        mean = torch.as_tensor(mean, dtype=torch.float32, device=spectra.device)
-        std = torch.as_tensor(std, dtype=torch.float32, device=spectra.device).clamp_min(STD_FLOOR)
-        return (spectra.float() - mean) / std
+def normalize(spectra: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(spectra - mean) / max(std, STD_FLOOR)`` in float32 (as ``SpectrumTransform`` normalises)."""
     return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)
 
 

@@ -17,17 +17,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
+from typing import Callable, Literal
 
-import numpy as np
 from torch import nn
 
-if TYPE_CHECKING:
-    from dfpipe.features.spectra import SpectrumTransform
-
-# (mean, std) arrays (C, H, W); or a path to the spectra stage's stats.npz; or a SpectrumTransform.
-SpectrumStats = Union[tuple[np.ndarray, np.ndarray], Path, "SpectrumTransform"]
-ModelFactory = Callable[["ModelConfig", Optional[SpectrumStats]], nn.Module]
+ModelFactory = Callable[["ModelConfig"], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelFactory] = {}
 
@@ -56,17 +50,26 @@ _REDUCIBLE = ("xception", "f3net")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which detector to build (see the package docstring for each name)."""
+    """Which detector to build (see the package docstring for each name).
+
+    ``input``: ``raw`` pixels, or the log-spectrum ``dct`` / ``dft`` (:mod:`.spectrum`) with
+    ``spectrum_color`` (``per_channel``: 3 maps, ``gray``: 1) and ``spectrum_eps``; its
+    normalisation statistics are buffers of the model. ``width`` (demo only): channel multiplier of
+    the ResNet-18 / Xception / F3Net backbones (1.0 = the published networks; the demo uses 0.25 to
+    fit its CPU budget, documented in docs/results.md); ``width`` != 1 cannot load ImageNet weights.
+    """
 
     name: Literal["resnet18", "xception", "f3net", "npr"]
     input: Literal["raw", "dct", "dft"] = "raw"
+    spectrum_color: Literal["per_channel", "gray"] = "per_channel"
+    spectrum_eps: float = 1e-12  # Frank et al.'s log_scale eps
     num_classes: int = 3
     image_size: int = 224
     f3net_mode: Literal["fad", "lfs", "both", "mix"] = "mix"
     reduced: bool = False
     seg_head: bool = False
     mask_size: int = 224
-    weights: Optional[Path] = None
+    width: float = 1.0
 
     def validate(self) -> None:
         ensure_registered(self.name)
@@ -87,12 +90,16 @@ class ModelConfig:
             raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
         if not 8 <= self.mask_size <= 1024:
             raise ValueError(f"mask_size must be in [8, 1024], got {self.mask_size}")
-        if self.weights is not None and self.weights.suffix not in (".pt", ".pth"):
-            raise ValueError(f"weights must be a .pt/.pth state_dict file, got {self.weights}")
+        if not self.spectrum_eps > 0:
+            raise ValueError(f"spectrum_eps must be > 0, got {self.spectrum_eps}")
+        if not 0.0 < self.width <= 1.0:
+            raise ValueError(f"width must be in (0, 1], got {self.width}")
+        if self.width != 1.0 and self.name == "npr":
+            raise ValueError("width applies to resnet18, xception and f3net, not npr")
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: ``@register_model("resnet18") def build(cfg, spectrum_stats) -> nn.Module``."""
+    """Decorator: ``@register_model("resnet18") def build(cfg) -> nn.Module``."""
 
     def deco(factory: ModelFactory) -> ModelFactory:
         if name in MODEL_REGISTRY:
@@ -103,26 +110,12 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     return deco
 
 
-def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -> nn.Module:
-    """Build the detector described by ``cfg`` (random init, or ``cfg.weights`` loaded on top).
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Build the detector described by ``cfg`` with random weights.
 
-    ``spectrum_stats`` is required exactly when ``cfg.input`` is "dct" or "dft": the agreed
-    (mean, std) float arrays of shape (C, image_size, image_size) from
-    ``data/spectra/<variant>/stats.npz`` (C = 1: grey, 3: per-channel; SpectrumTransform's default
-    eps), or -- preferred, because it also carries the cache's colour mode and eps -- the path of
-    that ``stats.npz`` or a ``SpectrumTransform.from_stats(path)``. The statistics become buffers
-    of the model, so checkpoints carry them. Passing them for a raw-input model
-    is an error rather than being ignored, so a misconfigured run cannot look like a spectral one.
+    Spectrum-input models start with identity normalisation buffers (mean 0, std 1); training
+    fills them from the spectra stage's statistics, a checkpoint's state dict restores them.
     """
     cfg.validate()
-    if cfg.input == "raw" and spectrum_stats is not None:
-        raise ValueError(f"{cfg.name}: spectrum_stats given but input is 'raw'")
-    if cfg.input != "raw" and spectrum_stats is None:
-        raise ValueError(f"{cfg.name}: input {cfg.input!r} needs spectrum_stats (data/spectra/<variant>/stats.npz)")
     ensure_registered(cfg.name)
-    model = MODEL_REGISTRY[cfg.name](cfg, spectrum_stats)
-    if cfg.weights is not None:
-        from .common import load_weights
-
-        load_weights(model, cfg.weights)
-    return model
+    return MODEL_REGISTRY[cfg.name](cfg)

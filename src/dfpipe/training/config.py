@@ -81,6 +81,8 @@ class RunConfig:
         cw = self.loss.class_weights
         if cw is not None and len(cw) != self.model.num_classes:
             raise ValueError(f"loss.class_weights has {len(cw)} entries for {self.model.num_classes} classes")
+        if self.loss.uses_masks and self.loss.mask_on == "edited" and self.model.num_classes != 3:
+            raise ValueError("loss.mask_on: edited needs the 3-class labels (model.num_classes: 3)")
         if not self.init or "/" in self.init or self.init in (".", ".."):
             raise ValueError(f"init must be 'scratch' or a pretrained key (a file name stem), got {self.init!r}")
 
@@ -95,7 +97,8 @@ class TrainConfig:
 
     ``threads`` > 0 sets ``torch.set_num_threads`` (0: torch's default). ``deterministic`` turns on
     ``torch.use_deterministic_algorithms`` (warn-only for ops without a deterministic kernel).
-    ``scratch_dir``: resume state of unfinished seeds (git- and DVC-ignored, never a DVC output).
+    ``scratch_dir``: resume state of unfinished seeds; ``log_dir``: timing logs (both git- and
+    DVC-ignored, never DVC outputs). ``pretrained_dir``: ``<key>.pth`` files named by ``init``.
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -111,6 +114,7 @@ class TrainConfig:
     models_dir: Path = Path("models")
     metrics_dir: Path = Path("metrics/train")
     scratch_dir: Path = Path(".scratch/train")
+    log_dir: Path = Path(".scratch/logs")
     pretrained_dir: Path = Path("models/pretrained")
 
     def validate(self) -> None:

@@ -9,7 +9,7 @@ the term entirely (it is neither computed nor logged).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,10 @@ class LossConfig:
 
     ``class_weights``: per-class CE weights, one per class, or ``None`` (unweighted).
     ``dice_eps``: smoothing of the soft Dice (Milletari et al., V-Net, 2016), 1.0 = "add-one".
+    ``mask_on``: which items the mask terms see. ``edited`` (default): only edited items (label 2),
+    because a real image's all-zeros and a generated image's all-ones mask restate the class label
+    (issue 12: an untrained decoder then scores a higher Dice than a trained one); ``all``: every
+    item with a mask target (the notes' original setup).
     """
 
     w_cls: float = 1.0
@@ -30,6 +34,7 @@ class LossConfig:
     class_weights: Optional[tuple[float, ...]] = None
     label_smoothing: float = 0.0
     dice_eps: float = 1.0
+    mask_on: Literal["edited", "all"] = "edited"
 
     def validate(self) -> None:
         for name in ("w_cls", "w_bce", "w_dice"):
@@ -49,12 +54,17 @@ class LossConfig:
         return self.w_bce > 0 or self.w_dice > 0
 
 
+#: The edited class (``dfpipe.core.manifest.LABELS``): the only one whose mask is not its label.
+EDITED = 2
+
+
 class DetectionLoss(nn.Module):
     """``forward(outputs, batch) -> (total, parts)``.
 
     ``outputs``: the model's dict, ``logits (B,K)`` and, when a mask term is on, ``mask (B,1,h,w)``
     logits. ``batch``: ``label (B,)`` int64 and, when a mask term is on, ``mask (B,S,S)`` in {0,1}
-    and ``mask_weight (B,)`` (0 excludes an item: an edited frame without a mask). The target mask
+    and ``mask_weight (B,)`` (0 excludes an item: an edited frame without a mask; with ``mask_on:
+    edited`` every non-edited item is excluded too). The target mask
     is resized to ``(h, w)`` (nearest). Mask terms are per-item means weighted by ``mask_weight``.
     ``parts`` holds the detached value of each active term (``cls``, ``bce``, ``dice``).
     """
@@ -85,6 +95,8 @@ class DetectionLoss(nn.Module):
             target = F.interpolate(batch["mask"][:, None].float(), size=logits.shape[-2:],
                                    mode="nearest")[:, 0]                           # (B,h,w)
             weight = batch["mask_weight"].float()                                  # (B,)
+            if cfg.mask_on == "edited":
+                weight = weight * (batch["label"] == EDITED).float()
             norm = weight.sum().clamp_min(1.0)
             if cfg.w_bce > 0:
                 per_item = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2))

@@ -229,7 +229,7 @@ def test_run_evaluation_end_to_end(tmp_path):
     torch.manual_seed(0)
     model = build_model(run_cfg.model)
     (tmp_path / "models" / "r5").mkdir(parents=True)
-    torch.save({"model": model.state_dict(), "config": to_dict(run_cfg), "epoch": 1},
+    torch.save({"model": model.state_dict(), "config": to_dict(run_cfg)},
                tmp_path / "models" / "r5" / "best.pt")
     series = tmp_path / "train_metrics" / "r5" / "plots" / "metrics" / "val"
     series.mkdir(parents=True)

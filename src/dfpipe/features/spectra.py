@@ -69,6 +69,7 @@ class SpectraConfig:
     out_dir: Path               # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats*.npz}
     metrics_dir: Path           # output: <metrics_dir>/<name>.json
     plots_dir: Path             # output: <plots_dir>/<name>/*.png, profiles/*.csv
+    cache: tuple[str, ...]      # variants whose train/val/eval spectra are cached (the Frank baseline's)
     kind: Kind                  # cached kind: "dct" (Frank et al.) or "dft" (stats: both kinds)
     color: Color                # "per_channel" (C=3) or "gray" (C=1, BT.601 luma)
     eps: float                  # log(|c| + eps)
@@ -83,6 +84,9 @@ class SpectraConfig:
         for name in self.variants:
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
                 raise ValueError(f"variant name {name!r} is not a plain folder name")
+        unknown = sorted(set(self.cache) - set(self.variants))
+        if unknown:
+            raise ValueError(f"cache lists variants not in variants: {unknown}")
         if not (self.eps > 0 and np.isfinite(self.eps)):
             raise ValueError(f"eps must be a positive finite number, got {self.eps}")
         if self.batch_size < 1:
@@ -271,27 +275,55 @@ def iter_image_batches(split_dir: Path, df: pd.DataFrame, batch_size: int, desc:
         yield start, reader.gather(list(rows["shard"]), rows["offset"].to_numpy())
 
 
-def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig,
-                moments: RunningMoments | dict[str, RunningMoments] | None = None, desc: str = "") -> dict:
-    """Cache the spectra of one variant split; optionally feed float64 spectra to ``moments``.
+class GroupMeans:
+    """Per-group running sums of spectra ``(C, H, W)`` (float64) -> per-group means; for the plots."""
 
-    ``moments``: one ``RunningMoments`` (fed the cached ``cfg.kind``), or ``{kind: RunningMoments}``
-    (each fed that transform of the same images, with ``cfg.color`` and ``cfg.eps``).
-    Writes ``out_dir/spectra-NNNNN.npy`` (float16 ``(n, C, S, S)``) and ``out_dir/index.json``.
-    Returns the index dict.
+    def __init__(self) -> None:
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, spec: np.ndarray, keys: np.ndarray) -> None:
+        for key in sorted(set(keys)):
+            sel = keys == key
+            self.sums[key] = self.sums.get(key, 0.0) + spec[sel].sum(axis=0)
+            self.counts[key] = self.counts.get(key, 0) + int(sel.sum())
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+
+
+def plot_groups(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Group keys of each manifest row: ``class`` (real/fake/edited) and ``method`` (``<class>:<method>``)."""
+    classes = np.asarray([LABELS[int(v)] for v in df["label"]], dtype=object)
+    methods = np.asarray([f"{LABELS[int(l)]}:{m}" for l, m in zip(df["label"], df["method"])], dtype=object)
+    return {"class": classes, "method": methods}
+
+
+def build_split(split_dir: Path, out_dir: Path | None, cfg: SpectraConfig,
+                moments: dict[str, RunningMoments] | None = None,
+                groups: dict[str, GroupMeans] | None = None, desc: str = "") -> dict:
+    """One streaming pass over a variant split: optional cache, statistics and plot means.
+
+    ``out_dir``: cache ``spectra-NNNNN.npy`` (float16 ``(n, C, S, S)``, ``cfg.kind``) and
+    ``index.json`` there, or None (no cache). ``moments``: ``{kind: RunningMoments}``, each fed that
+    transform (``cfg.color``, ``cfg.eps``) of the split's images in float64. ``groups``:
+    ``{"class" | "method": GroupMeans}`` fed the ``cfg.kind`` spectra (:func:`plot_groups`).
+    Returns ``{"count", "shape"}`` plus, when cached, the index fields.
     """
-    if isinstance(moments, RunningMoments):
-        moments = {cfg.kind: moments}
     moments = moments or {}
+    groups = groups or {}
     for kind in moments:
         _check_kind_color(kind, cfg.color)
     df = _read_split_manifest(split_dir)
     ids = df["id"].tolist()
     if len(set(ids)) != len(ids):
         raise ValueError(f"{split_dir / 'manifest.parquet'}: duplicate ids")
-    for old in sorted(out_dir.glob(f"{SHARD_PREFIX}-*.npy")):  # a smaller rebuild must not leave stale shards
-        old.unlink()
-    writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=cfg.shard_size)
+    keys = plot_groups(df) if groups else {}
+    writer = None
+    if out_dir is not None:
+        for old in sorted(out_dir.glob(f"{SHARD_PREFIX}-*.npy")):  # a smaller rebuild must not leave stale shards
+            old.unlink()
+        writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=cfg.shard_size)
     shape = None
     f16_max = float(np.finfo(np.float16).max)
     for start, images in iter_image_batches(split_dir, df, cfg.batch_size, desc or str(split_dir)):
@@ -300,22 +332,24 @@ def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig,
             raise ValueError(f"{split_dir}: log-spectrum exceeds the float16 range (eps={cfg.eps})")
         for kind, acc in moments.items():
             acc.update(spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps))
+        for name, acc in groups.items():
+            acc.update(spec, keys[name][start:start + len(spec)])
         shape = list(spec.shape[1:])
-        for row in spec.astype(np.float16):
-            writer.add(row)
-    shards = writer.close()
-    index = {
-        "count": len(ids),
-        "shape": shape,
-        "dtype": "float16",
-        "shard_size": cfg.shard_size,
-        "shards": shards,
-        "ids_sha256": ids_digest(ids),
-        "kind": cfg.kind,
-        "color": cfg.color,
-        "eps": cfg.eps,
-    }
-    write_json(out_dir / INDEX_FILE, index)
+        if writer is not None:
+            for row in spec.astype(np.float16):
+                writer.add(row)
+    index = {"count": len(ids), "shape": shape}
+    if writer is not None:
+        index.update({
+            "dtype": "float16",
+            "shard_size": cfg.shard_size,
+            "shards": writer.close(),
+            "ids_sha256": ids_digest(ids),
+            "kind": cfg.kind,
+            "color": cfg.color,
+            "eps": cfg.eps,
+        })
+        write_json(out_dir / INDEX_FILE, index)
     return index
 
 
@@ -354,22 +388,28 @@ def normalize(spectra: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndar
     return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)
 
 
-def build_variant(name: str, cfg: SpectraConfig) -> dict:
-    """Cache all splits of variant ``name``, save train-only statistics; return the metrics dict.
+def build_variant(name: str, cfg: SpectraConfig) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """Train-only statistics (both kinds) and plot means of variant ``name`` in one pass over its
+    train split; the cache of every split when ``name`` is in ``cfg.cache``.
 
-    The cache holds ``cfg.kind``; statistics are saved for every kind of :data:`KINDS`
-    (``stats_<kind>.npz``) plus ``stats.npz`` for the cached kind.
+    Writes ``stats_<kind>.npz`` for every kind of :data:`KINDS` plus ``stats.npz`` (the cached
+    kind's). Returns ``(metrics, {"class" | "method": {group: mean spectrum (C, H, W)}})``.
     """
     src = cfg.variants_dir / name
     dst = cfg.out_dir / name
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: variant not found (run variant@{name} first)")
+    cached = name in cfg.cache
     moments = {kind: RunningMoments() for kind in KINDS}
-    metrics: dict = {"variant": name, "kind": cfg.kind, "color": cfg.color, "eps": cfg.eps, "splits": {}}
+    groups = {"class": GroupMeans(), "method": GroupMeans()}
+    metrics: dict = {"variant": name, "kind": cfg.kind, "color": cfg.color, "eps": cfg.eps,
+                     "cached": cached, "splits": {}}
     total_bytes = total_rows = 0
-    for split in SPLITS:
-        index = build_split(src / split, dst / split, cfg, moments if split == "train" else None, desc=f"spectra {name}/{split}")
-        nbytes = sum((dst / split / s).stat().st_size for s in index["shards"])
+    for split in SPLITS if cached else ("train",):
+        train = split == "train"
+        index = build_split(src / split, dst / split if cached else None, cfg, moments if train else None,
+                            groups if train else None, desc=f"spectra {name}/{split}")
+        nbytes = sum((dst / split / s).stat().st_size for s in index.get("shards", []))
         metrics["splits"][split] = {"count": index["count"], "bytes": nbytes}
         total_bytes += nbytes
         total_rows += index["count"]
@@ -386,35 +426,19 @@ def build_variant(name: str, cfg: SpectraConfig) -> dict:
         if kind == cfg.kind:
             mean, std = k_mean, k_std
     save_stats(dst / STATS_FILE, mean, std, count, cfg.kind, cfg.color, cfg.eps, name)
-    metrics["bytes_per_image"] = total_bytes / max(total_rows, 1)
+    if cached:
+        metrics["bytes_per_image"] = total_bytes / max(total_rows, 1)
     c, h, w = metrics["shape"]
     metrics["raw_bytes_per_image"] = h * w * 3  # the uint8 RGB crop the spectrum replaces
     metrics["train_count"] = count
     metrics["std_floored_coefficients"] = floored[cfg.kind]
     metrics["std_floored_coefficients_by_kind"] = floored
-    return metrics
+    return metrics, {k: g.result() for k, g in groups.items()}
 
 
 # ------------------------------------------------------------------------------------------------
 # Plots: mean spectra per class / generator, their difference to real, radial profiles
 # ------------------------------------------------------------------------------------------------
-
-
-def group_means(cache: SpectraCache, labels: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
-    """Mean cached log-spectrum ``(C, H, W)`` float64 of each group; ``labels[i]`` names row ``i``."""
-    labels = np.asarray(labels, dtype=object)
-    if len(labels) != len(cache):
-        raise ValueError(f"{cache.root}: {len(labels)} labels for {len(cache)} cached rows")
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for start in range(0, len(cache), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(cache)))
-        block = cache.gather(rows).astype(np.float64)
-        for key in sorted(set(labels[rows])):
-            sel = labels[rows] == key
-            sums[key] = sums.get(key, 0.0) + block[sel].sum(axis=0)
-            counts[key] = counts.get(key, 0) + int(sel.sum())
-    return {k: sums[k] / counts[k] for k in sorted(sums)}
 
 
 def radial_profile(spec: np.ndarray, kind: Kind) -> tuple[np.ndarray, np.ndarray]:
@@ -505,26 +529,20 @@ def plot_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]], real: np.n
     _save_figure(fig, path)
 
 
-def write_plots(name: str, cfg: SpectraConfig) -> list[Path]:
-    """Plots of the cached train split of variant ``name`` under ``<plots_dir>/<name>/``.
+def write_plots(name: str, cfg: SpectraConfig, means: dict[str, dict[str, np.ndarray]]) -> list[Path]:
+    """Plots of variant ``name``'s train split under ``<plots_dir>/<name>/``, from the means of
+    :func:`build_variant` (no second pass over the data).
 
     Writes ``class_mean.png`` (per class), ``method_mean.png`` (per source method: generator /
     manipulation / real source), ``profiles.png`` and ``profiles/<class|method>-<name>.csv``
     (``frequency, log_magnitude, diff_to_real``; real = mean over all label-0 rows).
     """
-    split_dir = cfg.variants_dir / name / "train"
-    df = _read_split_manifest(split_dir)
-    cache = SpectraCache(cfg.out_dir / name / "train")
-    cache.check_aligned(df)
     out = cfg.plots_dir / name
-    if (df["label"] == 0).sum() == 0:
-        raise ValueError(f"{split_dir}: no real (label 0) training images to compare against")
-    class_names = [LABELS[int(v)] for v in df["label"]]
-    by_class = group_means(cache, class_names, cfg.batch_size)
-    by_class = {LABELS[i]: by_class[LABELS[i]] for i in sorted(LABELS) if LABELS[i] in by_class}
-    methods = [f"{LABELS[int(l)]}:{m}" for l, m in zip(df["label"], df["method"])]
-    by_method = group_means(cache, methods, cfg.batch_size)
-    by_method = dict(sorted(by_method.items(), key=lambda kv: (list(LABELS.values()).index(kv[0].split(":")[0]), kv[0])))
+    if "real" not in means["class"]:
+        raise ValueError(f"{cfg.variants_dir / name / 'train'}: no real (label 0) training images to compare against")
+    order = list(LABELS.values())
+    by_class = {c: means["class"][c] for c in order if c in means["class"]}
+    by_method = dict(sorted(means["method"].items(), key=lambda kv: (order.index(kv[0].split(":")[0]), kv[0])))
     real = by_class["real"]
     written = []
     what = f"{cfg.kind.upper()} {cfg.color}, variant {name}, train split"

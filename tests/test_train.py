@@ -254,3 +254,36 @@ def test_recalibrate_bn_replaces_lagging_running_stats():
     torch.testing.assert_close(net[1].running_mean, expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(net[1].running_mean, stale)
     assert recalibrate_bn(net, batches, torch.device("cpu"), num_batches=0) == 0
+
+
+@pytest.mark.parametrize("mask_on, expected_items", [("edited", [2]), ("all", [0, 1, 2])])
+def test_mask_losses_apply_to_edited_items_by_default(mask_on, expected_items):
+    """Real/generated items' masks restate their class: by default only edited items (label 2)
+    contribute to BCE/Dice; ``mask_on: all`` restores the notes' setup."""
+    loss = build_loss(LossConfig(w_cls=1.0, w_bce=1.0, w_dice=1.0, mask_on=mask_on), 3)
+    labels = torch.tensor([0, 1, 2])
+    target = torch.stack([torch.zeros(8, 8), torch.ones(8, 8), torch.zeros(8, 8)])
+    target[2, :4] = 1.0
+    batch = {"label": labels, "mask": target, "mask_weight": torch.ones(3)}
+    logits = torch.zeros(3, 3)
+    per_item = []
+    for i in range(3):  # a perfect mask prediction on item i only
+        mask = torch.zeros(3, 1, 8, 8)
+        mask[i, 0] = 20 * (2 * target[i] - 1)
+        per_item.append(loss({"logits": logits, "mask": mask}, batch)[1]["bce"])
+    base = loss({"logits": logits, "mask": torch.zeros(3, 1, 8, 8)}, batch)[1]["bce"]
+    changed = [i for i in range(3) if not torch.isclose(per_item[i], base)]
+    assert changed == expected_items
+
+
+def test_mask_on_edited_needs_three_classes():
+    with pytest.raises(ConfigError, match="mask_on: edited needs"):
+        build(RunConfig, {**RUN, "model": {"name": "f3net", "image_size": 32, "seg_head": True, "num_classes": 2},
+                          "loss": {"w_bce": 1.0}}, where="runs.x")
+
+
+def test_precise_bn_batches_scale_with_images_and_split():
+    cfg = build(RunConfig, {**RUN, "batch_size": 32, "bn_recalibration_images": 6400}, where="r")
+    assert cfg.bn_batches(10_000) == 200  # detectron2's PreciseBN default at full scale
+    assert cfg.bn_batches(23) == 23       # never more than the train split
+    assert dataclasses.replace(cfg, bn_recalibration_images=0).bn_batches(23) == 0

@@ -12,7 +12,8 @@ import sys
 
 from dfpipe.core.config import ConfigError, load_section
 from dfpipe.core.io import write_json
-from dfpipe.features.spectra import SpectraConfig, build_variant, write_plots
+from dfpipe.features.spectra import SpectraConfig, build_variant
+from dfpipe.features.spectra_plots import write_plots
 
 
 def main(argv: list[str]) -> None:

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from dfpipe.features import spectra as sp
+from dfpipe.features import spectra_plots
 from dfpipe.models import spectrum as ms
 from dfpipe.core.config import ConfigError, build
 from dfpipe.core.manifest import write_variant
@@ -188,7 +189,7 @@ def test_radial_profile_frequency_axis_agrees_between_dct_and_dft():
     rgb = np.repeat(img[None, ..., None], 3, axis=3)
     for kind in ("dct", "dft"):
         spec = sp.log_spectrum_np(rgb, kind, "gray", 1.0)[0, 0]
-        freq, val = sp.radial_profile(spec, kind)
+        freq, val = spectra_plots.radial_profile(spec, kind)
         peak = freq[1 + np.argmax(val[1:])]  # skip DC
         assert abs(peak - f) < 1.0 / n, (kind, peak)
 
@@ -452,7 +453,7 @@ def test_uncached_variant_gets_statistics_and_plots_only(tmp_path):
     root = cfg.out_dir / "v1"
     assert sorted(p.name for p in root.iterdir()) == ["stats.npz", "stats_dct.npz", "stats_dft.npz"]
     assert sorted(means["class"]) == ["edited", "fake", "real"]
-    assert len(sp.write_plots("v1", cfg, means)) > 3
+    assert len(spectra_plots.write_plots("v1", cfg, means)) > 3
 
 
 # ---------------------------------------------------------------------------------------------

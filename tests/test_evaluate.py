@@ -117,14 +117,14 @@ def test_write_outputs_files_and_determinism(tmp_path):
     pd.testing.assert_frame_equal(back, frame)
 
 
-def test_training_curves_from_dvclive_layout(tmp_path):
-    series = tmp_path / "run" / "plots" / "metrics"
-    for split in ("train", "val"):
-        (series / split).mkdir(parents=True)
-        pd.DataFrame({"step": [0, 1, 2], "loss": [1.0, 0.5, 0.3]}).to_csv(series / split / "loss.tsv", sep="\t", index=False)
+def test_training_curves_from_seed_tsvs(tmp_path):
+    (tmp_path / "run" / "curves").mkdir(parents=True)
+    for seed in (0, 1):
+        pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_macro_f1": [0.3, 0.4], "val_acc": [0.5, 0.6]}
+                     ).to_csv(tmp_path / "run" / "curves" / f"seed{seed}.tsv", sep="\t", index=False)
     E.plot_training_curves(tmp_path / "run", tmp_path / "curves.png", "run")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(FileNotFoundError, match="missing/plots/metrics"):
+    with pytest.raises(FileNotFoundError, match="missing/curves"):
         E.plot_training_curves(tmp_path / "missing", tmp_path / "c.png", "run")
 
 
@@ -230,10 +230,10 @@ def test_run_evaluation_end_to_end(tmp_path):
     model = build_model(run_cfg.model)
     (tmp_path / "models" / "r5").mkdir(parents=True)
     torch.save({"model": model.state_dict(), "config": to_dict(run_cfg)},
-               tmp_path / "models" / "r5" / "best.pt")
-    series = tmp_path / "train_metrics" / "r5" / "plots" / "metrics" / "val"
+               tmp_path / "models" / "r5" / "seed0.pt")
+    series = tmp_path / "train_metrics" / "r5" / "curves"
     series.mkdir(parents=True)
-    (series / "macro_f1.tsv").write_text("step\tmacro_f1\n0\t0.5\n1\t0.7\n")
+    (series / "seed0.tsv").write_text("epoch\ttrain_loss\tval_macro_f1\tval_acc\n1\t0.9\t0.5\t0.6\n")
     cfg = E.EvaluateConfig(batch_size=16, num_workers=0, device="cpu", amp="off", bootstrap=20,
                            ci_level=0.95, seed=0, featuremap_layer="backbone.layer3", featuremap_per_class=1)
     ev = E.Evaluation(run="r5", variant="v4", train_variant="v3")

@@ -326,30 +326,19 @@ def _fmt(x) -> str:
 
 
 def plot_training_curves(train_dir: Path, path: Path, title: str) -> None:
-    """Every dvclive series under ``<train_dir>/plots/metrics/**.tsv`` (columns ``step``, value,
-    ...) in one figure, one panel per metric name (train/val series of a metric share a panel)."""
-    series_dir = train_dir / "plots" / "metrics"
-    files = sorted(series_dir.rglob("*.tsv")) if series_dir.is_dir() else []
+    """The per-seed training curves ``<train_dir>/curves/seed<s>.tsv`` (C1: ``epoch, train_loss,
+    val_macro_f1, val_acc``) in one figure, one panel per column, one line per seed, x = epoch."""
+    files = sorted((train_dir / "curves").glob("seed*.tsv"))
     if not files:
-        raise FileNotFoundError(f"{series_dir}: no dvclive .tsv series (did train@ run with dvclive?)")
-    panels: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-    for f in files:
-        df = pd.read_csv(f, sep="\t")
-        metric = f.stem
-        if "step" not in df.columns or metric not in df.columns:
-            raise ValueError(f"{f}: expected columns 'step' and '{metric}', got {list(df.columns)}")
-        label = f.relative_to(series_dir).with_suffix("").as_posix()
-        panels.setdefault(metric, []).append((label, df))
+        raise FileNotFoundError(f"{train_dir / 'curves'}: no seed<s>.tsv training curves (did train@ run?)")
+    curves = {f.stem: pd.read_csv(f, sep="\t") for f in files}
+    metrics = [c for c in next(iter(curves.values())).columns if c != "epoch"]
     plt = _pyplot()
-    ncols = min(4, len(panels))
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_axis_off()
-    for ax, (metric, curves) in zip(axes.flat, sorted(panels.items())):
-        for label, df in curves:
-            ax.plot(df["step"], df[metric], marker=".", label=label)
-        ax.set(xlabel="step", title=metric)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for label, df in curves.items():
+            ax.plot(df["epoch"], df[metric], marker=".", label=label)
+        ax.set(xlabel="epoch", title=metric)
         ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -396,9 +385,11 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
     from dfpipe.evaluation.featuremaps import find_layer, gradcam, pick_examples, save_grid
     from dfpipe.training.checkpoint import load_model
 
-    ckpt = models_dir / ev.run / "best.pt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found (run train@{ev.run} first)")
+    # Bridge until evaluation scores every seed (C1): the run's lowest seed.
+    ckpts = sorted(models_dir.joinpath(ev.run).glob("seed*.pt"), key=lambda p: int(p.stem[4:]))
+    if not ckpts:
+        raise FileNotFoundError(f"{models_dir / ev.run}: no seed<s>.pt checkpoint (run train@{ev.run} first)")
+    ckpt = ckpts[0]
     device = resolve_device(cfg.device)
     model, run_cfg = load_model(ckpt, device)
     if run_cfg.variant != ev.train_variant:

@@ -375,7 +375,7 @@ def resolve_device(name: str):
 def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
                    models_dir: Path = Path("models"), variants_dir: Path = Path("data/variants"),
                    train_metrics_dir: Path = Path("metrics/train"), out_root: Path = EVAL_DIR) -> dict:
-    """Score ``models/<run>/best.pt`` on ``data/variants/<variant>/eval`` and write every output.
+    """Score ``models/<run>/seed<s>.pt`` (lowest seed, until eval scores all) on ``data/variants/<variant>/eval``; write every output.
     Returns the headline metrics."""
     import torch
 

@@ -2,7 +2,7 @@
 
 Usage (from the repository root): ``python stages/evaluate.py <evaluation name>``.
 Reads ``evaluate:``, ``evaluations.<name>``, ``train:``/``runs:`` (where the run's checkpoint and
-dvclive logs and the variants are) from params.yaml; see dfpipe.evaluation.evaluate.
+curves and the variants are) from params.yaml; see dfpipe.evaluation.evaluate.
 """
 
 import sys

@@ -163,7 +163,7 @@ def test_spectrum_runs_load_the_stats_of_their_kind(workdir):
     root = workdir / "spec"
     make_variant(root / "data/variants/toy", seed=2)
     scfg = build(sp.SpectraConfig, {"variants": ["toy"], "variants_dir": "data/variants", "out_dir": "data/spectra",
-                                     "metrics_dir": "m", "plots_dir": "p", "kind": "dct", "color": "per_channel",
+                                     "metrics_dir": "m", "plots_dir": "p", "cache": [], "kind": "dct", "color": "per_channel",
                                      "eps": 0.5, "batch_size": 16, "shard_size": 64}, where="spectra")
     scfg = dataclasses.replace(scfg, variants_dir=root / scfg.variants_dir, out_dir=root / scfg.out_dir)
     sp.build_variant("toy", scfg)

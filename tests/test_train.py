@@ -287,3 +287,22 @@ def test_precise_bn_batches_scale_with_images_and_split():
     assert cfg.bn_batches(10_000) == 200  # detectron2's PreciseBN default at full scale
     assert cfg.bn_batches(23) == 23       # never more than the train split
     assert dataclasses.replace(cfg, bn_recalibration_images=0).bn_batches(23) == 0
+
+
+def test_init_loads_the_pretrained_key_and_scratch_does_not(workdir, tmp_path):
+    """``init: <key>`` loads ``<pretrained_dir>/<key>.pth`` over the seeded init; ``scratch`` is the seeded init."""
+    from dfpipe.training.train import init_model
+
+    torch.manual_seed(99)
+    donor = build_model(ModelConfig(name="resnet18", image_size=32))
+    (tmp_path / "pretrained").mkdir()
+    torch.save(donor.backbone.state_dict(), tmp_path / "pretrained" / "r18_test.pth")
+    run_cfg, train_cfg, paths = _cfgs(workdir, dict(RUN, init="r18_test"), "init")
+    train_cfg = dataclasses.replace(train_cfg, pretrained_dir=tmp_path / "pretrained")
+    paths = dataclasses.replace(paths, pretrained=RunPaths.for_run("test", run_cfg, train_cfg).pretrained)
+    loaded = init_model(run_cfg, paths, seed=0)
+    assert torch.equal(loaded.backbone.conv1.weight, donor.backbone.conv1.weight)
+    scratch = init_model(dataclasses.replace(run_cfg, init="scratch"), dataclasses.replace(paths, pretrained=None), 0)
+    assert not torch.equal(scratch.backbone.conv1.weight, donor.backbone.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="pretrained weights for init"):
+        init_model(run_cfg, dataclasses.replace(paths, pretrained=tmp_path / "missing.pth"), 0)

@@ -3,7 +3,6 @@ reduced Xception, weight loading, strict configuration. CPU, batch 2, 64 px."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -23,6 +23,7 @@ Contracts (C1)
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -110,8 +111,6 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
 
 def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
     """Multiplier of ``lr`` before optimiser step ``step`` (0-based, counted over all epochs)."""
-    import math
-
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if step < warmup:
         return (step + 1) / warmup

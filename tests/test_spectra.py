@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -91,7 +90,8 @@ def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: in
     return images
 
 
-def make_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False) -> dict[str, np.ndarray]:
+def make_spectra_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False) -> dict[str, np.ndarray]:
+    """A variant of images with planted spectral traits (not helpers.make_variant: returns the images)."""
     rng = np.random.default_rng(seed)
     return {s: write_split(root, s, rng, outlier=(outlier_in_eval and s == "eval")) for s in sp.SPLITS}
 
@@ -113,13 +113,12 @@ def config(tmp: Path, **overrides) -> sp.SpectraConfig:
     values.update(overrides)
     cfg = build(sp.SpectraConfig, values, where="spectra")
     # tests run outside the repository: anchor the relative paths at tmp
-    return dataclasses.replace(
-        cfg,
+    return cfg.model_copy(update=dict(
         variants_dir=tmp / cfg.variants_dir,
         out_dir=tmp / cfg.out_dir,
         metrics_dir=tmp / cfg.metrics_dir,
         plots_dir=tmp / cfg.plots_dir,
-    )
+    ))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -248,8 +247,8 @@ def test_streaming_moments_equal_numpy():
 
 
 def test_stats_use_train_split_only(tmp_path):
-    images = make_variant(tmp_path / "a" / "variants" / "v1", outlier_in_eval=False)
-    make_variant(tmp_path / "b" / "variants" / "v1", outlier_in_eval=True)
+    images = make_spectra_variant(tmp_path / "a" / "variants" / "v1", outlier_in_eval=False)
+    make_spectra_variant(tmp_path / "b" / "variants" / "v1", outlier_in_eval=True)
     cfg_a, cfg_b = config(tmp_path / "a"), config(tmp_path / "b")
     sp.build_variant("v1", cfg_a)
     sp.build_variant("v1", cfg_b)
@@ -271,7 +270,7 @@ def test_stats_use_train_split_only(tmp_path):
 def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
     """stats_dct.npz and stats_dft.npz are numpy's train statistics of each transform; stats.npz is
     the cached kind's; the cache itself holds only the configured kind."""
-    images = make_variant(tmp_path / "variants" / "v1")
+    images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path, kind=cached, color="gray", eps=0.5)
     metrics, _ = sp.build_variant("v1", cfg)
     root = cfg.out_dir / "v1"
@@ -307,7 +306,7 @@ def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
 
 @pytest.mark.parametrize("kind,color,eps", [("dct", "per_channel", 1e-12), ("dct", "gray", 0.5), ("dft", "per_channel", 1e-12)])
 def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
-    images = make_variant(tmp_path / "variants" / "v1")
+    images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path, kind=kind, color=color, eps=eps)
     metrics, _ = sp.build_variant("v1", cfg)
     c = sp.num_channels(color)
@@ -342,12 +341,12 @@ def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
 
 
 def test_cache_is_deterministic_and_aligned(tmp_path):
-    images = make_variant(tmp_path / "variants" / "v1")
+    images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path)
     sp.build_variant("v1", cfg)
     files = sorted(p for p in cfg.out_dir.rglob("*") if p.is_file())
     first = {p: p.read_bytes() for p in files}
-    cfg2 = dataclasses.replace(cfg, batch_size=3)  # different batch split, same cached bytes
+    cfg2 = cfg.model_copy(update={"batch_size": 3})  # different batch split, same cached bytes
     sp.build_variant("v1", cfg)
     assert {p: p.read_bytes() for p in files} == first
     sp.build_variant("v1", cfg2)
@@ -367,7 +366,7 @@ def test_cache_is_deterministic_and_aligned(tmp_path):
 
 
 def test_bad_image_shard_names_the_file(tmp_path):
-    make_variant(tmp_path / "variants" / "v1")
+    make_spectra_variant(tmp_path / "variants" / "v1")
     shard = tmp_path / "variants" / "v1" / "val" / "images-00000.npy"
     np.save(shard, np.zeros((7, SIZE, SIZE, 3), np.float32))
     with pytest.raises(ValueError, match="images-00000.npy.*uint8"):
@@ -413,7 +412,7 @@ def test_missing_param_is_config_error():
 def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
     import importlib.util
 
-    make_variant(tmp_path / "data" / "variants" / "v1")
+    make_spectra_variant(tmp_path / "data" / "variants" / "v1")
     repo = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((repo / "params.yaml").read_text())["spectra"]
     params.update(variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
@@ -446,7 +445,7 @@ def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
 
 
 def test_uncached_variant_gets_statistics_and_plots_only(tmp_path):
-    make_variant(tmp_path / "variants" / "v1")
+    make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path, cache=[])
     metrics, means = sp.build_variant("v1", cfg)
     assert not metrics["cached"] and set(metrics["splits"]) == {"train"}
@@ -467,7 +466,7 @@ def test_frank_baseline_learns_the_upsampling_artefact_from_the_cache(tmp_path):
     another kind is refused."""
     from dfpipe.training.frank import FrankConfig, fit_and_score
 
-    make_variant(tmp_path / "variants" / "v1")
+    make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path)
     sp.build_variant("v1", cfg)
     frank = build(FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.01, 1.0], "class_weight": "balanced",
@@ -481,13 +480,13 @@ def test_frank_baseline_learns_the_upsampling_artefact_from_the_cache(tmp_path):
     pred = out["probs"].argmax(1)
     assert np.mean(pred[real_or_fake] == manifest["label"].to_numpy()[real_or_fake]) >= 0.9
     with pytest.raises(ValueError, match="cache holds 'dct'"):
-        fit_and_score(dataclasses.replace(frank, kind="dft"), cfg.out_dir, cfg.variants_dir)
+        fit_and_score(frank.model_copy(update={"kind": "dft"}), cfg.out_dir, cfg.variants_dir)
 
 
 def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypatch):
     import importlib.util
 
-    make_variant(tmp_path / "data" / "variants" / "v1")
+    make_spectra_variant(tmp_path / "data" / "variants" / "v1")
     repo = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     spectra = dict(params["spectra"], variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)

@@ -60,6 +60,13 @@ class NPRDetector(nn.Module):
         return {"logits": self.fc(h.mean(dim=(2, 3)))}
 
 
-@register_model("npr")
+def _check_npr(cfg: ModelConfig) -> None:
+    if cfg.image_size % 2:
+        raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {cfg.image_size}")
+    if cfg.width != 1.0:
+        raise ValueError("width applies to resnet18, xception and f3net, not npr")
+
+
+@register_model(check=_check_npr)  # computes its own residual input
 def build_npr(cfg: ModelConfig) -> nn.Module:
     return NPRDetector(cfg)

@@ -69,6 +69,6 @@ def narrow_resnet18(width: float, num_classes: int) -> nn.Module:
     return _NarrowResNet(tuple(scaled(c, width) for c in (64, 128, 256, 512)), num_classes)
 
 
-@register_model("resnet18")
+@register_model(inputs=("raw", "dct", "dft"))  # the notes' "DCT of raw images" runs
 def build_resnet18(cfg: ModelConfig) -> nn.Module:
     return ResNet18Detector(cfg)

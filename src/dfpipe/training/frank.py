@@ -12,20 +12,19 @@ lbfgs is deterministic, so there is one fit (seed 0 in the predictions).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
+from dfpipe.core.config import Config, PlainName
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
 from dfpipe.evaluation.metrics import macro_f1
 from dfpipe.features.spectra import STATS_FILE, SpectraCache, load_stats, normalize, read_stats_meta
 
 
-@dataclass(frozen=True)
-class FrankConfig:
+class FrankConfig(Config):
     """One ``frank.<name>`` entry: the baseline on ``variant``'s cached spectra.
 
     ``c_grid``: candidate inverse L2 strengths (selected on val); ``class_weight``: ``balanced``
@@ -33,19 +32,11 @@ class FrankConfig:
     fits the raw frequencies; ``max_iter``: lbfgs iterations.
     """
 
-    variant: str
+    variant: PlainName
     kind: Literal["dct", "dft"]
-    c_grid: tuple[float, ...]
+    c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(min_length=1)
     class_weight: Literal["balanced", "none"]
-    max_iter: int
-
-    def validate(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.variant) or self.variant in (".", ".."):
-            raise ValueError(f"variant must be a plain variant name, got {self.variant!r}")
-        if not self.c_grid or any(not c > 0 for c in self.c_grid):
-            raise ValueError(f"c_grid must list positive numbers, got {list(self.c_grid)}")
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+    max_iter: int = Field(ge=1)
 
 
 def load_split(spectra_dir: Path, variants_dir: Path, cfg: FrankConfig, split: str

@@ -44,7 +44,8 @@ from dfpipe.models import build_model, load_weights
 from dfpipe.models.common import spectrum_transform
 from dfpipe.training import checkpoint as ckpt_io
 from dfpipe.training.config import RunConfig, TrainConfig, load_runs
-from dfpipe.training.data import VariantDataset, _mix_seed, make_loader
+from dfpipe.core.seeding import mix_seed
+from dfpipe.training.data import VariantDataset, make_loader
 from dfpipe.training.device import resolve_amp, select_device
 from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.training.losses import build_loss
@@ -242,7 +243,7 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
     epochs_run = 0
     for epoch in range(start_epoch, run_cfg.epochs):
         train_loader.sampler.set_epoch(epoch)
-        torch.manual_seed(_mix_seed(seed, epoch, stream=2))  # dropout etc.: resume-proof
+        torch.manual_seed(mix_seed(seed, epoch, stream=2))  # dropout etc.: resume-proof
         tr = train_one_epoch(net, train_loader, loss_fn, optimizer, scaler, device, amp, epoch=epoch,
                              seed=seed, scheduler=scheduler, max_steps=steps_per_epoch,
                              flip=run_cfg.flip, channels_last=train_cfg.channels_last,

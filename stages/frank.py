@@ -6,8 +6,7 @@ trained model: metrics/eval/<name>.json, metrics/eval/<name>/{predictions.parque
 ``seed`` column), details.json, plot data}, through dfpipe.evaluation.evaluate.
 """
 
-import sys
-
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_entry, load_section
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
 from dfpipe.evaluation.evaluate import EVAL_DIR, EvaluateConfig, align_predictions, evaluate_predictions, write_outputs
@@ -16,9 +15,7 @@ from dfpipe.training.frank import FrankConfig, fit_and_score
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/frank.py <name from params.yaml frank:>")
-    name = sys.argv[1]
+    (name,) = stage_args("frank", "name")
     cfg = load_entry("frank", name, FrankConfig)
     spectra = load_section("spectra", SpectraConfig)
     ev_cfg = load_section("evaluate", EvaluateConfig)

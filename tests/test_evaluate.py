@@ -205,7 +205,7 @@ def test_run_evaluation_end_to_end(tmp_path):
     from helpers import run_dict
 
     run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32}, variant="v3", lr=2e-4,
-                                        batch_size=128, epochs=1, bn_recalibration_batches=0,
+                                        batch_size=128, epochs=1, bn_recalibration_images=0,
                                         max_steps_per_epoch=0))
     torch.manual_seed(0)
     model = build_model(run_cfg.model)

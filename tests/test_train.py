@@ -290,13 +290,13 @@ def test_precise_bn_batches_scale_with_images_and_split():
 
 
 def test_init_loads_the_pretrained_key_and_scratch_does_not(workdir, tmp_path):
-    """``init: <key>`` loads ``<pretrained_dir>/<key>.pth`` over the seeded init; ``scratch`` is the seeded init."""
+    """``init: <key>`` loads ``<pretrained_dir>/<key>.pt`` over the seeded init; ``scratch`` is the seeded init."""
     from dfpipe.training.train import init_model
 
     torch.manual_seed(99)
     donor = build_model(ModelConfig(name="resnet18", image_size=32))
     (tmp_path / "pretrained").mkdir()
-    torch.save(donor.backbone.state_dict(), tmp_path / "pretrained" / "r18_test.pth")
+    torch.save(donor.backbone.state_dict(), tmp_path / "pretrained" / "r18_test.pt")
     run_cfg, train_cfg, paths = _cfgs(workdir, dict(RUN, init="r18_test"), "init")
     train_cfg = train_cfg.model_copy(update={"pretrained_dir": tmp_path / "pretrained"})
     paths = dataclasses.replace(paths, pretrained=RunPaths.for_run("test", run_cfg, train_cfg).pretrained)

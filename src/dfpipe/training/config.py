@@ -30,7 +30,7 @@ class RunConfig(Config):
     on ``min(ceil(images / batch_size), batches per epoch)`` training batches before each validation
     (:func:`dfpipe.training.engine.recalibrate_bn`; detectron2's PreciseBN default is 200 batches,
     Wu & Johnson 2021). ``balance``: class-balanced sampling of the training split.
-    ``init``: ``scratch`` (random) or the key of a pretrained file ``<train.pretrained_dir>/<key>.pth``.
+    ``init``: ``scratch`` (random) or the key of a pretrained file ``<train.pretrained_dir>/<key>.pt``.
     Every key is required: the shared values live in params.yaml's ``run_defaults:``, never in code.
     """
 
@@ -82,7 +82,7 @@ class TrainConfig(Config):
     ``threads`` > 0 sets ``torch.set_num_threads`` (0: torch's default). ``deterministic`` turns on
     ``torch.use_deterministic_algorithms`` (warn-only for ops without a deterministic kernel).
     ``scratch_dir``: resume state of unfinished seeds; ``log_dir``: timing logs (both git- and
-    DVC-ignored, never DVC outputs). ``pretrained_dir``: ``<key>.pth`` files named by ``init``.
+    DVC-ignored, never DVC outputs). ``pretrained_dir``: ``<key>.pt`` files named by ``init`` (written by pretrained@<key>).
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -42,6 +42,7 @@ from dfpipe.core.io import write_bytes, write_json
 from dfpipe.features.spectra import load_stats, read_stats_meta, stats_path
 from dfpipe.models import build_model, load_weights
 from dfpipe.models.common import spectrum_transform
+from dfpipe.models.pretrained import weights_path
 from dfpipe.training import checkpoint as ckpt_io
 from dfpipe.training.config import RunConfig, TrainConfig, load_runs
 from dfpipe.core.seeding import mix_seed
@@ -73,10 +74,7 @@ class RunPaths:
         stats = None
         if run_cfg.model.input != "raw":
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
-        pretrained = None
-        if run_cfg.init != "scratch":
-            cands = [train_cfg.pretrained_dir / f"{run_cfg.init}{ext}" for ext in (".pth", ".pt")]
-            pretrained = next((c for c in cands if c.is_file()), cands[0])
+        pretrained = weights_path(run_cfg.init, train_cfg.pretrained_dir)  # pretrained@<init> writes it
         return cls(train_cfg.variants_dir / run_cfg.variant, stats, train_cfg.models_dir / run_name,
                    train_cfg.metrics_dir / run_name, train_cfg.scratch_dir / run_name,
                    train_cfg.log_dir / "train" / f"{run_name}.log", pretrained)
@@ -159,7 +157,8 @@ def init_model(run_cfg: RunConfig, paths: RunPaths, seed: int, log=None) -> nn.M
     model = build_model(mc)
     if paths.pretrained is not None:
         if not paths.pretrained.is_file():
-            raise FileNotFoundError(f"{paths.pretrained}: pretrained weights for init {run_cfg.init!r} not found")
+            raise FileNotFoundError(f"{paths.pretrained}: pretrained weights for init {run_cfg.init!r} not found; "
+                                    f"list it in params.yaml pretrained.fetch and run `dvc repro pretrained@{run_cfg.init}`")
         report = load_weights(model, paths.pretrained)
         if log is not None:
             log(f"init {run_cfg.init}: {report.total_loaded} tensors from {paths.pretrained}")

@@ -5,9 +5,12 @@ A variant (``params.yaml`` ``variants.<name>``) names, per preprocess source, ho
 rounded half-up. Selection (:func:`select_variant`) is a pure function of the face manifests and
 the params:
 
-1. split unit: ``level: group`` -> the union-find group of the item's ``group_keys``
-   (:func:`dfpipe.splits.groups.canonical_groups`); ``level: frame`` -> the item itself (variant 3 of the
-   notes on purpose: frames of one video land on both sides).
+1. split unit: the union-find group of the item's ``group_keys``
+   (:func:`dfpipe.splits.groups.canonical_groups`). ``level: frame`` changes only video frames: each
+   frame is its own unit (variant 3 of the notes on purpose: frames of one video land on both
+   sides). Still images keep their group unit at both levels, so a frame-level variant and a
+   group-level one with the same still-image counts hold the same still items in the same splits
+   and differ only in how video frames are assigned (the leak measurement of issue 12 needs this).
 2. pool: a unit is in the eval pool when ``unit_hash(salt, "split", unit) < eval_fraction``
    (or, for groups listed in the official FF++ split files, when the official split says ``test``).
 3. sampling: per source and split, the first ``n`` items of the pool ordered by
@@ -31,14 +34,33 @@ from typing import Literal, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tqdm import tqdm
 
 from dfpipe.core.io import resolve_inside, write_json
-from dfpipe.core.manifest import FACE_SCHEMA, LABELS, read_table, write_variant
+from dfpipe.core.manifest import FACE_SCHEMA, LABELS, VARIANT_SCHEMA, read_table, write_table
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.splits.groups import SPLITS, SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
+
+#: Contract C2 columns (nuisance facts the shortcut audit reads). Ingest adds them to FACE_SCHEMA;
+#: until then a manifest may or may not carry them, and variants pass through the ones present.
+C2_FIELDS = [
+    pa.field("file_format", pa.string()),
+    pa.field("native_face", pa.float32()),
+    pa.field("scale", pa.float32()),
+    pa.field("resize_kernel", pa.string()),
+    pa.field("codec", pa.string()),
+    pa.field("exif_transposed", pa.bool_()),
+    pa.field("face_rule", pa.string()),
+]
+
+
+def schema_with_c2(schema: pa.Schema, columns) -> pa.Schema:
+    """``schema`` plus the C2 fields it lacks that ``columns`` holds (no-op once ingest adds them)."""
+    extra = [f for f in C2_FIELDS if f.name in columns and f.name not in schema.names]
+    return pa.schema(list(schema) + extra)
 
 
 @dataclass(frozen=True)
@@ -70,8 +92,10 @@ class VariantConfig:
     """One dataset variant (``params.yaml`` ``variants.<name>``)."""
 
     description: str
-    level: Literal["group", "frame"]          # split unit: union-find group, or single item (leaks)
+    level: Literal["group", "frame"]          # video frames' split unit: their group, or each frame (leaks)
     leak_free: bool                           # audit fails the stage on any group/video/exact leak
+    shortcut_free: bool                       # audit fails the stage when a nuisance probe beats
+                                              # audit.shortcut_max_auc (dfpipe.splits.shortcut)
     masks: bool                               # write mask shards (zeros where has_mask is false)
     eval_fraction: float                      # hash threshold of the eval pool
     train: dict[str, int]                     # notes' train (+val) count per source, before scale
@@ -119,7 +143,7 @@ def load_faces(faces_dir: Path, sources: list[str]) -> pd.DataFrame:
         if no_mask.any():
             raise ValueError(f"{path}: {int(no_mask.sum())} rows have has_mask but no mask_shard, "
                              f"e.g. {df.loc[no_mask, 'id'].iloc[0]!r}")
-        frames.append(df[list(FACE_SCHEMA.names)])
+        frames.append(df[list(schema_with_c2(FACE_SCHEMA, df.columns).names)])
     faces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FACE_SCHEMA.names)
     dup = faces["id"].duplicated(keep=False)
     if dup.any():
@@ -143,10 +167,10 @@ def select_variant(
     """
     faces = faces[faces["source"].isin(cfg.sources)].reset_index(drop=True)
     ids = faces["id"].astype(str).tolist()
-    if cfg.level == "group":
-        units = canonical_groups(ids, faces["group_keys"].tolist())
-    else:
-        units = ids
+    units = canonical_groups(ids, faces["group_keys"].tolist())
+    if cfg.level == "frame":
+        # only video frames become their own unit; stills keep their group (module docstring, 1.)
+        units = [i if v else u for i, u, v in zip(ids, units, faces["video_id"].astype(str))]
     unit_arr = np.asarray(units, dtype=object)
     uniq, inverse = np.unique(unit_arr, return_inverse=True)
     uniq_list = [str(u) for u in uniq]
@@ -206,6 +230,7 @@ def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:
         "description": cfg.description,
         "level": cfg.level,
         "leak_free": cfg.leak_free,
+        "shortcut_free": cfg.shortcut_free,
         "masks": cfg.masks,
         "scale": split.scale,
         "eval_fraction": cfg.eval_fraction,
@@ -268,7 +293,7 @@ def materialise_split(
     else:
         rows["has_mask"] = False
         rows["mask_shard"] = ""
-    write_variant(rows, split_dir / "manifest.parquet")
+    write_table(rows, split_dir / "manifest.parquet", schema_with_c2(VARIANT_SCHEMA, rows.columns))
     return rows
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dfpipe.splits.audit import AuditConfig, LeakError, audit_variant, check_leak_free, near_pairs, phash
+from dfpipe.splits.audit import AuditConfig, LeakError, audit_variant, check_gate, near_pairs, phash
 from dfpipe.core.config import build
 from dfpipe.core.io import array_hash
 from dfpipe.core.manifest import write_faces
@@ -21,7 +21,9 @@ from dfpipe.splits.variants import build_variant, materialise_split, select_vari
 from test_variants import SIZE, face_rows, frame_image, smooth_image, split_cfg, variant_cfg, write_source
 
 REPO = Path(__file__).resolve().parents[1]
-AUDIT = build(AuditConfig, {"hamming_threshold": 8, "max_examples": 5, "out_dir": "metrics/audit"})
+AUDIT_PARAMS = {"hamming_threshold": 8, "max_examples": 5, "shortcut_max_auc": 0.75, "shortcut_bootstrap": 50,
+                "shortcut_seed": 0, "out_dir": "metrics/audit"}
+AUDIT = build(AuditConfig, AUDIT_PARAMS)
 ALL = {"ffhq": 100, "gan_a": 100, "ff_f2f_k": 100}
 
 
@@ -49,25 +51,27 @@ def test_phash_distances():
 def test_clean_group_variant_passes(tmp_path, faces_dir):
     split = split_cfg(tmp_path, on_shortfall="cap")
     build_variant("v4", variant_cfg(masks=True, train=ALL, eval=ALL), split)
-    m, md = audit_variant("v4", tmp_path / "variants/v4", True, AUDIT)
+    m, md, flags = audit_variant("v4", tmp_path / "variants/v4", True, AUDIT)
     assert (m["group_leaks"], m["video_leaks"], m["exact_duplicates"]) == (0, 0, 0)
     assert m["leak_check"] == "passed" and m["near_duplicate_pairs"] == 0
     assert sum(m["items"].values()) == 24 + 24 + 40 and m["videos"] == 10
-    check_leak_free(m)
+    check_gate(m)
     assert "Leak check: **passed**" in md
+    assert len(flags) == m["items"]["eval"] and not flags["video_in_train"].any() and not flags["group_in_train"].any()
 
 
 def test_frame_level_variant_shows_its_leak(tmp_path, faces_dir):
     split = split_cfg(tmp_path, on_shortfall="cap")
     build_variant("v3", variant_cfg(level="frame", leak_free=False, train=ALL, eval=ALL), split)
-    m, md = audit_variant("v3", tmp_path / "variants/v3", False, AUDIT)
+    m, md, flags = audit_variant("v3", tmp_path / "variants/v3", False, AUDIT)
     assert m["group_leaks"] > 0 and m["video_leaks"] > 0 and m["leak_check"] == "not required"
     assert m["group_leaks_by_source"]["ff_f2f_k"] > 0
     assert m["near_duplicate_pairs"] > 0  # frames of one video across splits
-    check_leak_free(m)  # not declared leak-free: reported, not fatal
-    m2, _ = audit_variant("v3", tmp_path / "variants/v3", True, AUDIT)
+    check_gate(m)  # not declared leak-free: reported, not fatal
+    assert m["eval_items_video_in_train"] == int(flags["video_in_train"].sum()) > 0
+    m2, _, _ = audit_variant("v3", tmp_path / "variants/v3", True, AUDIT)
     with pytest.raises(LeakError, match="declared leak_free.*group leak"):
-        check_leak_free(m2)
+        check_gate(m2)
     assert "Videos on more than one split" in md and "ff_f2f_k" in md
 
 
@@ -90,7 +94,7 @@ def _planted(tmp_path, faces_dir):
     with ShardWriter(faces_dir / "plant", "images", 8) as w:
         for k, img in enumerate([near_img, frame_image("other", 0)]):
             plant.loc[k, ["shard", "offset", "content_hash"]] = [*w.add(img), array_hash(img)]
-    plant.loc[1, "video_id"] = video["video_id"]
+    plant.loc[1, ["video_id", "method"]] = [video["video_id"], video["method"]]  # same (method, video)
     write_faces(plant, faces_dir / "plant" / "manifest.parquet")
     plant["split"], plant["split_group"] = "eval", plant["id"]
     rows = pd.concat([rows, exact.to_frame().T, plant], ignore_index=True).sort_values("id")
@@ -101,15 +105,17 @@ def _planted(tmp_path, faces_dir):
 
 def test_audit_finds_planted_exact_near_and_video_leaks(tmp_path, faces_dir):
     vdir, gan_id, ffhq_id = _planted(tmp_path, faces_dir)
-    m, md = audit_variant("p", vdir, True, AUDIT)
+    m, md, _ = audit_variant("p", vdir, True, AUDIT)
     assert m["group_leaks"] == 0
     assert m["exact_duplicates"] == 1
     assert m["video_leaks"] == 1
     assert m["near_duplicate_pairs_other_group"] >= 1
     assert m["leak_check"] == "failed"
     with pytest.raises(LeakError, match="1 video leak.*1 exact duplicate"):
-        check_leak_free(m)
+        check_gate(m)
     assert f"`{ffhq_id}` | `plant/img00000.png`" in md
+    # the exact-duplicate table names both items, not just the hash
+    assert f"`gan_a/copy.png`, `{gan_id}`" in md
 
 
 def test_corrupt_pixels_are_an_error(tmp_path, faces_dir):
@@ -127,9 +133,9 @@ def test_audit_stage_writes_report_then_fails_leak_free_variant(tmp_path, faces_
     params = {
         "split": {"salt": "s", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
                   "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
-        "variants": {"p": {"description": "planted", "level": "group", "leak_free": True, "masks": False,
-                           "eval_fraction": 0.3, "train": ALL, "eval": ALL}},
-        "audit": {"hamming_threshold": 8, "max_examples": 5, "out_dir": "metrics/audit"},
+        "variants": {"p": {"description": "planted", "level": "group", "leak_free": True, "shortcut_free": False,
+                           "masks": False, "eval_fraction": 0.3, "train": ALL, "eval": ALL}},
+        "audit": AUDIT_PARAMS,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run([sys.executable, str(REPO / "stages/audit.py"), "p"], cwd=tmp_path,
@@ -137,3 +143,5 @@ def test_audit_stage_writes_report_then_fails_leak_free_variant(tmp_path, faces_
     assert proc.returncode != 0
     assert "audit@p FAILED" in proc.stderr and "1 exact duplicate" in proc.stderr
     assert (tmp_path / "metrics/audit/p.json").is_file() and (tmp_path / "metrics/audit/p.md").is_file()
+    assert (tmp_path / "metrics/audit/p/eval_items.parquet").is_file()
+    assert not (tmp_path / "metrics/audit/p/gate.json").exists()  # the gate train@ depends on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,114 @@ def test_audit_stage_writes_report_then_fails_leak_free_variant(tmp_path, faces_
     assert (tmp_path / "metrics/audit/p.json").is_file() and (tmp_path / "metrics/audit/p.md").is_file()
     assert (tmp_path / "metrics/audit/p/eval_items.parquet").is_file()
     assert not (tmp_path / "metrics/audit/p/gate.json").exists()  # the gate train@ depends on
+
+
+@pytest.fixture()
+def video_faces(tmp_path):
+    """Faces with 20 FF++ fake videos (3 frames each), so several videos land in eval."""
+    faces = tmp_path / "faces"
+    write_source(faces, face_rows("gan_a", n_images=24))
+    write_source(faces, face_rows("ff_f2f_k", videos=[(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 40, 2)], frames=3))
+    return faces
+
+
+def _copy_eval_videos_into_train(tmp_path, faces_dir, n_videos: int):
+    """Leak-free group split of ALL, then copies of the frames of ``n_videos`` eval videos added to
+    train (new ids, same method/video/groups, same pixels). Returns (variant dir, leaked video keys)."""
+    cfg, split = variant_cfg(train=ALL, eval=ALL), split_cfg(tmp_path, on_shortfall="cap")
+    faces = pd.concat([pd.read_parquet(p) for p in sorted(faces_dir.glob("*/manifest.parquet"))], ignore_index=True)
+    rows, _ = select_variant(faces, "leak", cfg, split)
+    ev = rows[(rows["split"] == "eval") & (rows["video_id"] != "")]
+    videos = sorted(ev["video_id"].unique())[:n_videos]
+    copies = ev[ev["video_id"].isin(videos)].copy()
+    copies["id"] = copies["id"] + "-copy"
+    copies["split"] = "train"
+    rows = pd.concat([rows, copies], ignore_index=True).sort_values("id")
+    for s in ("train", "val", "eval"):
+        materialise_split(rows[rows["split"] == s], faces_dir, tmp_path / "variants/leak" / s, False, 5)
+    return tmp_path / "variants/leak", {f"ff_f2f_k:{v}" for v in videos}
+
+
+def test_eval_item_flags_show_a_planted_leak_and_none_in_the_control(tmp_path, video_faces):
+    faces_dir = video_faces
+    control, _ = _copy_eval_videos_into_train(tmp_path, faces_dir, 0)
+    m, _, flags = audit_variant("leak", control, True, AUDIT)
+    assert m["leak_check"] == "passed" and len(flags) == m["items"]["eval"] > 0
+    assert (flags["video_key"] != "").any() and not flags["video_in_train"].any() and not flags["group_in_train"].any()
+    assert list(flags["id"]) == sorted(flags["id"])
+
+    leaky, leaked = _copy_eval_videos_into_train(tmp_path, faces_dir, 2)
+    m, md, flags = audit_variant("leak", leaky, True, AUDIT)
+    assert len(leaked) == 2 and m["video_leaks"] == 2 and m["leak_check"] == "failed"
+    expect = flags["video_key"].isin(leaked)
+    assert 0 < expect.sum() < (flags["video_key"] != "").sum()  # leaked and clean eval frames
+    assert (flags["video_in_train"] == expect).all()
+    assert (flags["group_in_train"] == expect).all()  # the two videos' groups hold nothing else in eval here
+    assert m["eval_items_video_in_train"] == int(expect.sum())
+    with pytest.raises(LeakError, match="2 video leak"):
+        check_gate(m)
+
+
+def test_videos_are_keyed_by_method_and_video_id(tmp_path):
+    """Face2Face 000_003 in train and FaceSwap 000_003 in eval are two videos, not a leak."""
+    faces = tmp_path / "faces"
+    f2f = face_rows("ff_f2f_k", videos=[("000", "003")], frames=3)
+    fs = face_rows("ff_fs_k", videos=[("000", "003")], frames=3)
+    f2f["group_keys"] = [["f2f-only"]] * len(f2f)  # separate groups: only the video key could collide
+    fs["group_keys"] = [["fs-only"]] * len(fs)
+    f2f, fs = write_source(faces, f2f), write_source(faces, fs)
+    assert set(f2f["video_id"]) == set(fs["video_id"]) == {"000_003"}
+    rows = pd.concat([f2f.assign(split="train"), fs.assign(split="eval")], ignore_index=True)
+    rows["split_group"] = [k[0] for k in rows["group_keys"]]
+    for s in ("train", "val", "eval"):
+        materialise_split(rows[rows["split"] == s], faces, tmp_path / "variants/k" / s, False, 5)
+    m, md, flags = audit_variant("k", tmp_path / "variants/k", True, AUDIT)
+    assert (m["videos"], m["video_leaks"], m["group_leaks"]) == (2, 0, 0)
+    assert set(flags["video_key"]) == {"ff_fs_k:000_003"} and not flags["video_in_train"].any()
+    # the same method on both sides is a leak
+    rows.loc[rows["source"] == "ff_fs_k", "method"] = "ff_f2f_k"
+    for s in ("train", "val", "eval"):
+        materialise_split(rows[rows["split"] == s], faces, tmp_path / "variants/k" / s, False, 5)
+    m, md, flags = audit_variant("k", tmp_path / "variants/k", True, AUDIT)
+    assert (m["videos"], m["video_leaks"]) == (1, 1) and flags["video_in_train"].all()
+    assert "`ff_f2f_k:000_003`" in md
+
+
+def _stage_params(tmp_path, leak_free: bool):
+    params = {
+        "split": {"salt": "s", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
+                  "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
+        "variants": {"leak": {"description": "t", "level": "group", "leak_free": leak_free, "shortcut_free": False,
+                              "masks": False, "eval_fraction": 0.3, "train": ALL, "eval": ALL}},
+        "audit": AUDIT_PARAMS,
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _run_audit(tmp_path, name):
+    return subprocess.run([sys.executable, str(REPO / "stages/audit.py"), name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_audit_stage_gate_written_only_when_the_declared_checks_pass(tmp_path, video_faces):
+    faces_dir = video_faces
+    gate = tmp_path / "metrics/audit/leak/gate.json"
+    _copy_eval_videos_into_train(tmp_path, faces_dir, 0)
+    _stage_params(tmp_path, leak_free=True)
+    proc = _run_audit(tmp_path, "leak")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(gate.read_text()) == {"variant": "leak", "leak_free": True, "status": "passed"}
+    flags = pd.read_parquet(tmp_path / "metrics/audit/leak/eval_items.parquet")
+    assert list(flags.columns) == ["id", "video_key", "group_in_train", "video_in_train"]
+
+    _copy_eval_videos_into_train(tmp_path, faces_dir, 1)  # planted leak: the earlier gate must go
+    proc = _run_audit(tmp_path, "leak")
+    assert proc.returncode != 0 and "no gate written" in proc.stderr and "1 video leak" in proc.stderr
+    assert not gate.exists()
+    flags = pd.read_parquet(tmp_path / "metrics/audit/leak/eval_items.parquet")
+    assert flags["video_in_train"].sum() > 0
+
+    _stage_params(tmp_path, leak_free=False)  # same leak, not declared leak-free: reported, gate not_required
+    proc = _run_audit(tmp_path, "leak")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(gate.read_text()) == {"variant": "leak", "leak_free": False, "status": "not_required"}

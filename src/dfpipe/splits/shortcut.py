@@ -35,9 +35,9 @@ import warnings
 import cv2
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -115,19 +115,40 @@ def design(table: pd.DataFrame, families: list[str]) -> np.ndarray:
     return np.where(np.isfinite(x), x, 0.0)  # a missing size (raw mode) is one more constant value
 
 
+def binary_auc(pos: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count 1/2); NaN without both outcomes.
+
+    Written out (not ``sklearn.metrics.roc_auc_score``) because the bootstrap calls it thousands
+    of times per variant and must stay a few seconds; tests check it against sklearn.
+    """
+    n_pos = int(pos.sum())
+    n_neg = len(pos) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def macro_auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
     """Mean one-vs-rest ROC AUC over ``classes`` (columns of ``proba``) with both outcomes in ``y``."""
-    aucs = []
-    for k, c in enumerate(classes):
-        pos = y == c
-        if pos.any() and not pos.all():
-            aucs.append(roc_auc_score(pos, proba[:, k]))
+    aucs = [binary_auc(y == c, proba[:, k]) for k, c in enumerate(classes)]
+    aucs = [a for a in aucs if np.isfinite(a)]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    """Macro-F1 over the classes present in ``y`` (a class only predicted still costs precision)."""
-    return float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0))
+    """Macro-F1 over the classes present in ``y`` (a class only predicted still costs precision).
+
+    Labels are small non-negative ints (:data:`dfpipe.core.manifest.LABELS`); equals
+    ``sklearn.metrics.f1_score(y, pred, labels=unique(y), average="macro", zero_division=0)``.
+    """
+    k = int(max(y.max(initial=0), pred.max(initial=0))) + 1
+    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k).astype(np.float64)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    present = support > 0
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return float(f1[present].mean()) if present.any() else float("nan")
 
 
 def _probes() -> dict:

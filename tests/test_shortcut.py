@@ -1,0 +1,134 @@
+"""Shortcut audit: a planted codec shortcut fails a shortcut_free variant; a controlled one passes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from dfpipe.splits.audit import ShortcutError, audit_variant, check_gate
+from dfpipe.splits.shortcut import codec_family, macro_auc, pixel_stats
+from dfpipe.splits.variants import build_variant
+from test_audit import AUDIT, AUDIT_PARAMS
+from test_variants import face_rows, smooth_image, split_cfg, variant_cfg, write_source
+
+REPO = Path(__file__).resolve().parents[1]
+N = 160  # stills per class: ~50 eval items per class keep a no-signal probe's AUC well under 0.75
+COUNTS = {"real_src": N, "fake_src": N}
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """RGB uint8 through a real JPEG encode/decode at ``quality`` (OpenCV's libjpeg)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _c2(file_format: str, codec: str) -> dict:
+    return {"file_format": file_format, "native_face": np.float32(64.0), "scale": np.float32(0.25),
+            "resize_kernel": "area", "codec": codec, "exif_transposed": False, "face_rule": "only"}
+
+
+def _faces(tmp_path: Path, planted: bool) -> None:
+    """Reals and fakes from one image generator; ``planted``: fakes JPEG q=50, reals PNG (lossless);
+    else both classes went through the same JPEG q=50 codec control."""
+    faces = tmp_path / "faces"
+    real = face_rows("ffhq_real_src", n_images=N, c2=_c2("png", "" if planted else "jpeg_q50"))
+    fake = face_rows("gan_fake_src", n_images=N, c2=_c2("jpeg" if planted else "png", "" if planted else "jpeg_q50"))
+    real["source"], fake["source"] = "real_src", "fake_src"
+    real["id"] = "real_src/" + real["path"]
+    fake["id"] = "fake_src/" + fake["path"]
+    real["group_keys"] = [[i] for i in real["id"]]
+    fake["group_keys"] = [[i] for i in fake["id"]]
+    big = lambda row: cv2.resize(smooth_image(row.id, 64), (16, 16), interpolation=cv2.INTER_AREA)  # noqa: E731
+    write_source(faces, real, image=lambda row: big(row) if planted else jpeg(big(row), 50))
+    write_source(faces, fake, image=lambda row: jpeg(big(row), 50))
+
+
+def _variant(tmp_path: Path, shortcut_free: bool = True) -> Path:
+    cfg = variant_cfg(shortcut_free=shortcut_free, train=COUNTS, eval=COUNTS)
+    build_variant("s", cfg, split_cfg(tmp_path, on_shortfall="cap"))
+    return tmp_path / "variants/s"
+
+
+def test_planted_jpeg_shortcut_fails_a_shortcut_free_variant(tmp_path):
+    _faces(tmp_path, planted=True)
+    m, md, _ = audit_variant("s", _variant(tmp_path), True, AUDIT, shortcut_free=True)
+    s = m["shortcut"]
+    assert s["check"] == "failed" and m["gate"] == "failed" and s["max_auc"] > 0.95
+    for p in s["probes"].values():
+        assert p["auc_ci"][0] <= p["auc"] <= p["auc_ci"][1] and p["macro_f1"] > 0.9
+    assert s["codec_by_class"] == {"real": {"png": N}, "fake": {"jpeg": N}}
+    with pytest.raises(ShortcutError, match="shortcut_free.*probe.*> audit.shortcut_max_auc 0.75"):
+        check_gate(m)
+    assert "Shortcut audit: **failed**" in md and "codec=jpeg" in md
+    # reported, not fatal, for a variant that does not declare itself shortcut-free
+    m2, _, _ = audit_variant("s", tmp_path / "variants/s", True, AUDIT, shortcut_free=False)
+    assert m2["shortcut"]["check"] == "not required" and m2["shortcut"]["max_auc"] == s["max_auc"]
+    assert check_gate(m2)["status"] == "passed"  # leak_free still passes
+
+
+def test_controlled_variant_passes(tmp_path):
+    _faces(tmp_path, planted=False)
+    m, md, _ = audit_variant("s", _variant(tmp_path), True, AUDIT, shortcut_free=True)
+    s = m["shortcut"]
+    assert s["check"] == "passed" and s["max_auc"] < 0.75, s["probes"]
+    assert s["codec_by_class"] == {"real": {"jpeg": N}, "fake": {"jpeg": N}}
+    assert check_gate(m) == {"variant": "s", "leak_free": True, "status": "passed"}
+    assert set(s["by_class"]) == {"native_face", "scale", "brightness", "hf_energy"}
+    assert len(s["by_class"]["brightness"]["real"]) == len(s["quantiles"]) == 5
+
+
+def test_shortcut_free_stage_fails_without_gate(tmp_path):
+    _faces(tmp_path, planted=True)
+    _variant(tmp_path)
+    params = {
+        "split": {"salt": "test-salt", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
+                  "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
+        "variants": {"s": {"description": "t", "level": "group", "leak_free": True, "shortcut_free": True,
+                           "masks": False, "eval_fraction": 0.3, "train": COUNTS, "eval": COUNTS}},
+        "audit": AUDIT_PARAMS,
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, str(REPO / "stages/audit.py"), "s"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "declared shortcut_free" in proc.stderr
+    assert not (tmp_path / "metrics/audit/s/gate.json").exists()
+    metrics = json.loads((tmp_path / "metrics/audit/s.json").read_text())
+    assert metrics["shortcut"]["check"] == "failed"
+
+
+def test_features_and_metrics_helpers():
+    assert codec_family("h264_crf23", "png") == "h264" and codec_family("", "jpg") == "jpeg"
+    assert codec_family("", "h264") == "h264"
+    flat = np.full((16, 16, 3), 128, np.uint8)
+    noisy = np.clip(flat + np.random.default_rng(0).integers(-40, 41, flat.shape), 0, 255).astype(np.uint8)
+    (b0, h0), (b1, h1) = pixel_stats(flat), pixel_stats(noisy)
+    assert b0 == pytest.approx(128.0, abs=0.01) and h0 == 0.0 and h1 > 1.0
+    y = np.array([0, 0, 1, 1, 2, 2])
+    perfect = np.eye(3)[y]
+    assert macro_auc(y, perfect, np.array([0, 1, 2])) == 1.0
+    assert macro_auc(np.array([0, 0]), perfect[:2], np.array([0, 1, 2])) != macro_auc(np.array([0, 0]), perfect[:2], np.array([0, 1, 2]))  # NaN: one class
+
+
+def test_fast_auc_and_f1_equal_sklearn():
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from dfpipe.splits.shortcut import binary_auc, macro_f1
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        y = rng.integers(0, 3, 200)
+        score = np.round(rng.normal(size=200) + (y == 1), 1)  # rounded: ties
+        pred = rng.integers(0, 3, 200)
+        assert binary_auc(y == 1, score) == pytest.approx(roc_auc_score(y == 1, score), abs=1e-12)
+        want = f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)
+        assert macro_f1(y, pred) == pytest.approx(want, abs=1e-12)
+    y, pred = np.array([0, 0, 2]), np.array([1, 0, 2])  # class 1 only predicted
+    assert macro_f1(y, pred) == pytest.approx(f1_score(y, pred, labels=[0, 2], average="macro", zero_division=0))

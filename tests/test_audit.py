@@ -131,16 +131,8 @@ def test_corrupt_pixels_are_an_error(tmp_path, faces_dir):
 
 def test_audit_stage_writes_report_then_fails_leak_free_variant(tmp_path, faces_dir):
     vdir, _, _ = _planted(tmp_path, faces_dir)
-    params = {
-        "split": {"salt": "s", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
-                  "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
-        "variants": {"p": {"description": "planted", "level": "group", "leak_free": True, "shortcut_free": False,
-                           "masks": False, "eval_fraction": 0.3, "train": ALL, "eval": ALL}},
-        "audit": AUDIT_PARAMS,
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, str(REPO / "stages/audit.py"), "p"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    write_stage_params(tmp_path, "p", leak_free=True)
+    proc = run_audit_stage(tmp_path, "p")
     assert proc.returncode != 0
     assert "audit@p FAILED" in proc.stderr and "1 exact duplicate" in proc.stderr
     assert (tmp_path / "metrics/audit/p.json").is_file() and (tmp_path / "metrics/audit/p.md").is_file()
@@ -219,18 +211,19 @@ def test_videos_are_keyed_by_method_and_video_id(tmp_path):
     assert "`ff_f2f_k:000_003`" in md
 
 
-def _stage_params(tmp_path, leak_free: bool):
+def write_stage_params(tmp_path: Path, name: str, leak_free: bool, shortcut_free: bool = False, counts=ALL) -> None:
+    """params.yaml for running stages/audit.py on the variant ``<tmp_path>/variants/<name>``."""
     params = {
-        "split": {"salt": "s", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
+        "split": {"salt": "test-salt", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
                   "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
-        "variants": {"leak": {"description": "t", "level": "group", "leak_free": leak_free, "shortcut_free": False,
-                              "masks": False, "eval_fraction": 0.3, "train": ALL, "eval": ALL}},
+        "variants": {name: {"description": "t", "level": "group", "leak_free": leak_free, "shortcut_free": shortcut_free,
+                            "masks": False, "eval_fraction": 0.3, "train": counts, "eval": counts}},
         "audit": AUDIT_PARAMS,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def _run_audit(tmp_path, name):
+def run_audit_stage(tmp_path: Path, name: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "stages/audit.py"), name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
 
@@ -239,21 +232,21 @@ def test_audit_stage_gate_written_only_when_the_declared_checks_pass(tmp_path, v
     faces_dir = video_faces
     gate = tmp_path / "metrics/audit/leak/gate.json"
     _copy_eval_videos_into_train(tmp_path, faces_dir, 0)
-    _stage_params(tmp_path, leak_free=True)
-    proc = _run_audit(tmp_path, "leak")
+    write_stage_params(tmp_path, "leak", leak_free=True)
+    proc = run_audit_stage(tmp_path, "leak")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(gate.read_text()) == {"variant": "leak", "leak_free": True, "status": "passed"}
     flags = pd.read_parquet(tmp_path / "metrics/audit/leak/eval_items.parquet")
     assert list(flags.columns) == ["id", "video_key", "group_in_train", "video_in_train"]
 
     _copy_eval_videos_into_train(tmp_path, faces_dir, 1)  # planted leak: the earlier gate must go
-    proc = _run_audit(tmp_path, "leak")
+    proc = run_audit_stage(tmp_path, "leak")
     assert proc.returncode != 0 and "no gate written" in proc.stderr and "1 video leak" in proc.stderr
     assert not gate.exists()
     flags = pd.read_parquet(tmp_path / "metrics/audit/leak/eval_items.parquet")
     assert flags["video_in_train"].sum() > 0
 
-    _stage_params(tmp_path, leak_free=False)  # same leak, not declared leak-free: reported, gate not_required
-    proc = _run_audit(tmp_path, "leak")
+    write_stage_params(tmp_path, "leak", leak_free=False)  # same leak, not declared leak-free: reported, gate not_required
+    proc = run_audit_stage(tmp_path, "leak")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(gate.read_text()) == {"variant": "leak", "leak_free": False, "status": "not_required"}

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from dfpipe.splits.audit import ShortcutError, audit_variant, check_gate
 from dfpipe.splits.shortcut import codec_family, macro_auc, pixel_stats
 from dfpipe.splits.variants import build_variant
-from test_audit import AUDIT, AUDIT_PARAMS
+from test_audit import AUDIT, run_audit_stage, write_stage_params
 from test_variants import face_rows, smooth_image, split_cfg, variant_cfg, write_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,16 +85,8 @@ def test_controlled_variant_passes(tmp_path):
 def test_shortcut_free_stage_fails_without_gate(tmp_path):
     _faces(tmp_path, planted=True)
     _variant(tmp_path)
-    params = {
-        "split": {"salt": "test-salt", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
-                  "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
-        "variants": {"s": {"description": "t", "level": "group", "leak_free": True, "shortcut_free": True,
-                           "masks": False, "eval_fraction": 0.3, "train": COUNTS, "eval": COUNTS}},
-        "audit": AUDIT_PARAMS,
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, str(REPO / "stages/audit.py"), "s"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    write_stage_params(tmp_path, "s", leak_free=True, shortcut_free=True, counts=COUNTS)
+    proc = run_audit_stage(tmp_path, "s")
     assert proc.returncode != 0 and "declared shortcut_free" in proc.stderr
     assert not (tmp_path / "metrics/audit/s/gate.json").exists()
     metrics = json.loads((tmp_path / "metrics/audit/s.json").read_text())

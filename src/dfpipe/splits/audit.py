@@ -18,7 +18,8 @@ duplicates are reported (a perceptual hash also matches unrelated look-alikes). 
 
 Per eval item, :data:`EVAL_ITEMS_SCHEMA` records whether its group / its video has an item in the
 train split (contract C3 ``eval_items.parquet``), so the evaluation can compare leaked and clean
-eval frames of one model. The stage writes the gate file (:func:`gate_record`) only when the
+eval frames of one model ("train" is the train split; val, used for model selection only, is not
+counted). The stage writes the gate file (:func:`check_gate`) only when the
 checks a variant declares pass; ``train@`` depends on it.
 """
 

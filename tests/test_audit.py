@@ -22,7 +22,8 @@ from dfpipe.splits.variants import build_variant, materialise_split, select_vari
 from test_variants import SIZE, face_rows, frame_image, smooth_image, split_cfg, variant_cfg, write_source
 
 REPO = Path(__file__).resolve().parents[1]
-AUDIT_PARAMS = {"hamming_threshold": 8, "max_examples": 5, "shortcut_max_auc": 0.75, "shortcut_bootstrap": 50,
+AUDIT_PARAMS = {"hamming_threshold": 8, "max_examples": 5, "shortcut_max_auc": 0.75,
+                "shortcut_gate_features": ["native_face", "scale", "codec"], "shortcut_bootstrap": 50,
                 "shortcut_seed": 0, "out_dir": "metrics/audit"}
 AUDIT = build(AuditConfig, AUDIT_PARAMS)
 ALL = {"ffhq": 100, "gan_a": 100, "ff_f2f_k": 100}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from dfpipe.splits.audit import ShortcutError, audit_variant, check_gate
-from dfpipe.splits.shortcut import codec_family, macro_auc, pixel_stats
+from dfpipe.splits.shortcut import FEATURES, codec_family, macro_auc, pixel_stats
 from dfpipe.splits.variants import build_variant
 from test_audit import AUDIT, run_audit_stage, write_stage_params
 from test_variants import face_rows, smooth_image, split_cfg, variant_cfg, write_source
@@ -59,12 +60,13 @@ def test_planted_jpeg_shortcut_fails_a_shortcut_free_variant(tmp_path):
     m, md, _ = audit_variant("s", _variant(tmp_path), True, AUDIT, shortcut_free=True)
     s = m["shortcut"]
     assert s["check"] == "failed" and m["gate"] == "failed" and s["max_auc"] > 0.95
-    for p in s["probes"].values():
-        assert p["auc_ci"][0] <= p["auc"] <= p["auc_ci"][1] and p["macro_f1"] > 0.9
+    for fset in ("gate", "all"):
+        for p in s["probes"][fset].values():
+            assert p["auc_ci"][0] <= p["auc"] <= p["auc_ci"][1] and p["macro_f1"] > 0.9
     assert s["codec_by_class"] == {"real": {"png": N}, "fake": {"jpeg": N}}
     with pytest.raises(ShortcutError, match="shortcut_free.*probe.*> audit.shortcut_max_auc 0.75"):
         check_gate(m)
-    assert "Shortcut audit: **failed**" in md and "codec=jpeg" in md
+    assert "Shortcut audit: **failed**" in md and "codec families: jpeg, png" in md
     # reported, not fatal, for a variant that does not declare itself shortcut-free
     m2, _, _ = audit_variant("s", tmp_path / "variants/s", True, AUDIT, shortcut_free=False)
     assert m2["shortcut"]["check"] == "not required" and m2["shortcut"]["max_auc"] == s["max_auc"]
@@ -75,7 +77,8 @@ def test_controlled_variant_passes(tmp_path):
     _faces(tmp_path, planted=False)
     m, md, _ = audit_variant("s", _variant(tmp_path), True, AUDIT, shortcut_free=True)
     s = m["shortcut"]
-    assert s["check"] == "passed" and s["max_auc"] < 0.75, s["probes"]
+    assert s["check"] == "passed" and s["max_auc"] < 0.75 and s["max_auc_all_features"] < 0.75, s["probes"]
+    assert s["features"] == {"gate": ["native_face", "scale", "codec"], "all": list(FEATURES)}
     assert s["codec_by_class"] == {"real": {"jpeg": N}, "fake": {"jpeg": N}}
     assert check_gate(m) == {"variant": "s", "leak_free": True, "status": "passed"}
     assert set(s["by_class"]) == {"native_face", "scale", "brightness", "hf_energy"}
@@ -87,7 +90,7 @@ def test_shortcut_free_stage_fails_without_gate(tmp_path):
     _variant(tmp_path)
     write_stage_params(tmp_path, "s", leak_free=True, shortcut_free=True, counts=COUNTS)
     proc = run_audit_stage(tmp_path, "s")
-    assert proc.returncode != 0 and "declared shortcut_free" in proc.stderr
+    assert proc.returncode != 0 and "declared shortcut_free" in proc.stderr and "no gate written" in proc.stderr
     assert not (tmp_path / "metrics/audit/s/gate.json").exists()
     metrics = json.loads((tmp_path / "metrics/audit/s.json").read_text())
     assert metrics["shortcut"]["check"] == "failed"
@@ -121,3 +124,21 @@ def test_fast_auc_and_f1_equal_sklearn():
         assert macro_f1(y, pred) == pytest.approx(want, abs=1e-12)
     y, pred = np.array([0, 0, 2]), np.array([1, 0, 2])  # class 1 only predicted
     assert macro_f1(y, pred) == pytest.approx(f1_score(y, pred, labels=[0, 2], average="macro", zero_division=0))
+
+
+def test_pixel_statistics_are_reported_but_do_not_gate(tmp_path):
+    """Fakes darker than reals (a pixel statistic) with matched metadata: the all-feature probes
+    see it, the gate (metadata features) does not; gating on every feature fails the variant."""
+    faces = tmp_path / "faces"
+    for src, label_src, shift in (("real_src", "ffhq_r", 0), ("fake_src", "gan_f", -60)):
+        rows = face_rows(label_src, n_images=N, c2=_c2("png", ""))
+        rows["source"], rows["id"] = src, src + "/" + rows["path"]
+        rows["group_keys"] = [[i] for i in rows["id"]]
+        write_source(faces, rows, image=lambda row, d=shift: np.clip(smooth_image(row.id).astype(np.int16) + d, 0, 255).astype(np.uint8))
+    vdir = _variant(tmp_path)
+    m, _, _ = audit_variant("s", vdir, True, AUDIT, shortcut_free=True)
+    s = m["shortcut"]
+    assert s["check"] == "passed" and s["max_auc"] < 0.75 and s["max_auc_all_features"] > 0.95
+    strict = dataclasses.replace(AUDIT, shortcut_gate_features=FEATURES)
+    m, _, _ = audit_variant("s", vdir, True, strict, shortcut_free=True)
+    assert m["shortcut"]["check"] == "failed" and set(m["shortcut"]["probes"]) == {"gate"}

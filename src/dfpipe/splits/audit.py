@@ -39,7 +39,7 @@ from dfpipe.core.io import array_hash, resolve_inside
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader
 from dfpipe.splits.groups import SPLITS, canonical_groups
-from dfpipe.splits.shortcut import nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
+from dfpipe.splits.shortcut import FEATURES, nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
 
 #: Contract C3: one row per eval item, sorted by id.
 EVAL_ITEMS_SCHEMA = pa.schema([
@@ -57,6 +57,7 @@ class AuditConfig:
     hamming_threshold: int    # near duplicate: pHash Hamming distance <= this (of 64 bits)
     max_examples: int         # examples listed per finding in the markdown report
     shortcut_max_auc: float   # a shortcut_free variant fails when a nuisance probe's eval AUC exceeds this
+    shortcut_gate_features: tuple[str, ...]  # probe features whose AUC decides shortcut_free (shortcut.FEATURES)
     shortcut_bootstrap: int   # cluster-bootstrap resamples of the probe scores' CIs
     shortcut_seed: int        # bootstrap draws
     out_dir: Path             # metrics/audit
@@ -64,6 +65,10 @@ class AuditConfig:
     def validate(self) -> None:
         if not 0.5 <= self.shortcut_max_auc <= 1.0:
             raise ValueError(f"shortcut_max_auc must be in [0.5, 1], got {self.shortcut_max_auc}")
+        bad = sorted(set(self.shortcut_gate_features) - set(FEATURES))
+        if bad or not self.shortcut_gate_features:
+            raise ValueError(f"shortcut_gate_features {list(self.shortcut_gate_features)}: expected a non-empty "
+                             f"subset of {list(FEATURES)}")
         if self.shortcut_bootstrap < 1:
             raise ValueError(f"shortcut_bootstrap must be >= 1, got {self.shortcut_bootstrap}")
         if not 0 <= self.hamming_threshold < 32:
@@ -218,7 +223,8 @@ def audit_variant(
     n_items = {s: int((split_arr == s).sum()) for s in SPLITS}
     failed = bool(len(groups) or len(videos) or len(exact))
     table, origin = nuisance_table(rows, stats[:, 0], stats[:, 1], stats[:, 2])
-    shortcut = shortcut_audit(table, shortcut_free, cfg.shortcut_max_auc, cfg.shortcut_bootstrap, cfg.shortcut_seed)
+    shortcut = shortcut_audit(table, shortcut_free, cfg.shortcut_max_auc, cfg.shortcut_gate_features,
+                              cfg.shortcut_bootstrap, cfg.shortcut_seed)
     flags = eval_item_flags(rows)
     metrics = {
         "variant": name,
@@ -314,9 +320,10 @@ def check_gate(metrics: dict) -> dict:
         )
     s = metrics["shortcut"]
     if s["check"] == "failed":
-        best = max(s["probes"], key=lambda p: s["probes"][p]["auc"] or 0.0)
+        gate = s["probes"]["gate"]
+        best = max(gate, key=lambda p: gate[p]["auc"] or 0.0)
         raise ShortcutError(
-            f"variant {metrics['variant']!r} is declared shortcut_free but the {best} probe on nuisance "
-            f"features reaches eval AUC {s['max_auc']} > audit.shortcut_max_auc {s['threshold']}; see the audit report"
+            f"variant {metrics['variant']!r} is declared shortcut_free but the {best} probe on the gate "
+            f"features {s['features']['gate']} reaches eval AUC {s['max_auc']} > audit.shortcut_max_auc {s['threshold']}; see the audit report"
         )
     return {"variant": metrics["variant"], "leak_free": metrics["leak_free_declared"], "status": metrics["gate"]}

@@ -84,23 +84,25 @@ def nuisance_table(rows: pd.DataFrame, side: np.ndarray, brightness: np.ndarray,
     """Feature table aligned with ``rows``; second value says where the C2 facts came from.
 
     ``side``: ``(N,)`` stored crop side; ``brightness``/``hf``: ``(N,)`` from :func:`pixel_stats`.
-    Manifests without the C2 columns get ``native_face = box_w`` (preprocess' square crop box),
-    ``scale = side / box_w`` and the format from the path suffix.
+    Where the C2 columns are absent (manifests written before them) or "not recorded" (NaN size,
+    empty format: hand-built manifests), ``native_face = box_w`` (preprocess' square crop box),
+    ``scale = side / box_w`` and the format comes from the path suffix.
     """
-    have = all(c in rows.columns for c in ("native_face", "scale", "file_format", "codec"))
-    if have:
-        native = rows["native_face"].to_numpy(np.float64)
-        scale = rows["scale"].to_numpy(np.float64)
-        fmt, codec = rows["file_format"].astype(str), rows["codec"].astype(str)
-        origin = "manifest (C2 columns)"
-    else:
-        native = rows["box_w"].to_numpy(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(native > 0, side / np.where(native > 0, native, 1.0), np.nan)
-        suffix = rows["path"].astype(str).str.rsplit(".", n=1).str[-1].str.lower()
-        fmt = suffix.map(lambda s: _SUFFIX_FORMAT.get(s, s))
-        codec = pd.Series([""] * len(rows), index=rows.index)
-        origin = "derived (box_w, path suffix): manifest predates the C2 columns"
+    n = len(rows)
+    box = rows["box_w"].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        derived_scale = np.where(box > 0, np.asarray(side, np.float64) / np.where(box > 0, box, 1.0), np.nan)
+    suffix = rows["path"].astype(str).str.rsplit(".", n=1).str[-1].str.lower().map(lambda s: _SUFFIX_FORMAT.get(s, s))
+    native = rows["native_face"].to_numpy(np.float64) if "native_face" in rows else np.full(n, np.nan)
+    scale = rows["scale"].to_numpy(np.float64) if "scale" in rows else np.full(n, np.nan)
+    fmt = rows["file_format"].astype(str).to_numpy() if "file_format" in rows else np.full(n, "", dtype=object)
+    codec = rows["codec"].astype(str).to_numpy() if "codec" in rows else np.full(n, "", dtype=object)
+    missing = np.isnan(native) | np.isnan(scale) | (fmt == "")
+    native = np.where(np.isnan(native), box, native)
+    scale = np.where(np.isnan(scale), derived_scale, scale)
+    fmt = np.where(fmt == "", suffix.to_numpy(), fmt)
+    origin = (f"derived from box_w and the path suffix for {int(missing.sum())} of {n} items (C2 columns "
+              "absent or not recorded)") if missing.any() else "manifest (C2 columns)"
     table = pd.DataFrame({
         "label": rows["label"].to_numpy(np.int64),
         "split": rows["split"].to_numpy(),

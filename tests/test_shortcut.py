@@ -142,3 +142,27 @@ def test_pixel_statistics_are_reported_but_do_not_gate(tmp_path):
     strict = dataclasses.replace(AUDIT, shortcut_gate_features=FEATURES)
     m, _, _ = audit_variant("s", vdir, True, strict, shortcut_free=True)
     assert m["shortcut"]["check"] == "failed" and set(m["shortcut"]["probes"]) == {"gate"}
+
+
+def test_nuisance_table_reads_c2_and_falls_back_per_row():
+    import pandas as pd
+
+    from dfpipe.splits.shortcut import nuisance_table
+
+    rows = face_rows("ff_f2f_k", videos=[("000", "001")], frames=2)
+    rows = pd.concat([rows, face_rows("gan_x", n_images=2)], ignore_index=True)
+    rows["box_w"], rows["split"], rows["group"] = 32, "train", rows["id"]
+    side, stats = np.full(4, 16.0), np.zeros(4)
+    table, origin = nuisance_table(rows, side, stats, stats)  # no C2 columns at all
+    assert "derived" in origin and "4 of 4" in origin
+    assert table["native_face"].tolist() == [32.0] * 4 and table["scale"].tolist() == [0.5] * 4
+    assert table["codec_family"].tolist() == ["video", "video", "png", "png"]
+    rows["file_format"] = ["h264", "h264", "png", ""]  # last row: not recorded
+    rows["native_face"] = np.array([64, 64, 128, np.nan], np.float32)
+    rows["scale"] = np.array([0.25, 0.25, 0.125, np.nan], np.float32)
+    rows["codec"] = ["", "", "h264_crf23", ""]
+    table, origin = nuisance_table(rows, side, stats, stats)
+    assert "1 of 4" in origin
+    assert table["native_face"].tolist() == [64.0, 64.0, 128.0, 32.0]
+    assert table["scale"].tolist() == [0.25, 0.25, 0.125, 0.5]
+    assert table["codec_family"].tolist() == ["h264", "h264", "h264", "png"]

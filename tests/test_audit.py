@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +253,34 @@ def test_audit_stage_gate_written_only_when_the_declared_checks_pass(tmp_path, v
     proc = run_audit_stage(tmp_path, "leak")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(gate.read_text()) == {"variant": "leak", "leak_free": False, "status": "not_required"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
+def test_dvc_never_runs_training_on_a_leaking_leak_free_variant(tmp_path, video_faces):
+    """Under `dvc repro`, a stage that depends on the gate (as train@ does) cannot run after a
+    failed audit; after the leak is removed, it runs."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               DVC_NO_ANALYTICS="1")
+    dvc = str(Path(sys.executable).parent / "dvc")
+    (tmp_path / "stages").mkdir()
+    shutil.copy(REPO / "stages/audit.py", tmp_path / "stages/audit.py")
+    _copy_eval_videos_into_train(tmp_path, video_faces, 1)
+    write_stage_params(tmp_path, "leak", leak_free=True)
+    stages = {"stages": {
+        "audit": {"cmd": "python stages/audit.py leak", "deps": ["stages/audit.py", "variants/leak"],
+                  "params": ["audit", "variants.leak.leak_free", "variants.leak.shortcut_free"],
+                  "outs": [{"metrics/audit/leak/gate.json": {"cache": False}}]},
+        "train": {"cmd": "python -c \"open('trained.txt', 'w').write('x')\"",
+                  "deps": ["metrics/audit/leak/gate.json"], "outs": [{"trained.txt": {"cache": False}}]},
+    }}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    proc = subprocess.run([dvc, "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "video leak" in proc.stdout + proc.stderr
+    assert not (tmp_path / "trained.txt").exists() and not (tmp_path / "metrics/audit/leak/gate.json").exists()
+    _copy_eval_videos_into_train(tmp_path, video_faces, 0)  # leak removed: the audit passes, training runs
+    proc = subprocess.run([dvc, "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "trained.txt").exists()

@@ -5,8 +5,7 @@ first, then either the gate ``<out_dir>/<name>/gate.json`` or, when a declared c
 gate and a non-zero exit (``train@`` runs depend on the gate, so they cannot start).
 """
 
-import sys
-
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_entry, load_section
 from dfpipe.core.io import resolve_inside, write_bytes, write_json
 from dfpipe.core.manifest import write_table
@@ -15,7 +14,7 @@ from dfpipe.splits.variants import SplitConfig, VariantConfig
 
 
 def main() -> None:
-    name = sys.argv[1]
+    (name,) = stage_args("audit", "variant")
     split = load_section("split", SplitConfig)
     variant = load_entry("variants", name, VariantConfig)
     cfg = load_section("audit", AuditConfig)

@@ -15,20 +15,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from dfpipe.splits.audit import AuditConfig, LeakError, audit_variant, check_gate, near_pairs, phash
-from dfpipe.core.config import build
+from dfpipe.splits.audit import LeakError, audit_variant, check_gate, near_pairs, phash
 from dfpipe.core.io import array_hash
 from dfpipe.core.manifest import write_faces
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.splits.variants import build_variant, materialise_split, select_variant
-from test_variants import SIZE, face_rows, frame_image, smooth_image, split_cfg, variant_cfg, write_source
+from helpers import (ALL, AUDIT, SIZE, face_rows, frame_image, run_audit_stage, smooth_image, split_cfg, variant_cfg,
+                     write_source, write_stage_params)
 
 REPO = Path(__file__).resolve().parents[1]
-AUDIT_PARAMS = {"hamming_threshold": 8, "max_examples": 5, "shortcut_max_auc": 0.75,
-                "shortcut_gate_features": ["native_face", "scale", "codec"], "shortcut_bootstrap": 50,
-                "shortcut_seed": 0, "out_dir": "metrics/audit"}
-AUDIT = build(AuditConfig, AUDIT_PARAMS)
-ALL = {"ffhq": 100, "gan_a": 100, "ff_f2f_k": 100}
 
 
 @pytest.fixture()
@@ -212,23 +207,6 @@ def test_videos_are_keyed_by_method_and_video_id(tmp_path):
     m, md, flags = audit_variant("k", tmp_path / "variants/k", True, AUDIT)
     assert (m["videos"], m["video_leaks"]) == (1, 1) and flags["video_in_train"].all()
     assert "`ff_f2f_k:000_003`" in md
-
-
-def write_stage_params(tmp_path: Path, name: str, leak_free: bool, shortcut_free: bool = False, counts=ALL) -> None:
-    """params.yaml for running stages/audit.py on the variant ``<tmp_path>/variants/<name>``."""
-    params = {
-        "split": {"salt": "test-salt", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
-                  "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
-        "variants": {name: {"description": "t", "level": "group", "leak_free": leak_free, "shortcut_free": shortcut_free,
-                            "masks": False, "eval_fraction": 0.3, "train": counts, "eval": counts}},
-        "audit": AUDIT_PARAMS,
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-def run_audit_stage(tmp_path: Path, name: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "stages/audit.py"), name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_audit_stage_gate_written_only_when_the_declared_checks_pass(tmp_path, video_faces):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 from dfpipe.splits.audit import ShortcutError, audit_variant, check_gate
 from dfpipe.splits.shortcut import FEATURES, codec_family, macro_auc, pixel_stats
 from dfpipe.splits.variants import build_variant
-from test_audit import AUDIT, run_audit_stage, write_stage_params
-from test_variants import face_rows, smooth_image, split_cfg, variant_cfg, write_source
+from helpers import AUDIT, face_rows, run_audit_stage, smooth_image, split_cfg, variant_cfg, write_source, write_stage_params
 
 REPO = Path(__file__).resolve().parents[1]
 N = 160  # stills per class: ~50 eval items per class keep a no-signal probe's AUC well under 0.75
@@ -139,7 +137,7 @@ def test_pixel_statistics_are_reported_but_do_not_gate(tmp_path):
     m, _, _ = audit_variant("s", vdir, True, AUDIT, shortcut_free=True)
     s = m["shortcut"]
     assert s["check"] == "passed" and s["max_auc"] < 0.75 and s["max_auc_all_features"] > 0.95
-    strict = dataclasses.replace(AUDIT, shortcut_gate_features=FEATURES)
+    strict = AUDIT.model_copy(update={"shortcut_gate_features": FEATURES})
     m, _, _ = audit_variant("s", vdir, True, strict, shortcut_free=True)
     assert m["shortcut"]["check"] == "failed" and set(m["shortcut"]["probes"]) == {"gate"}
 

@@ -25,7 +25,6 @@ checks a variant declares pass; ``train@`` depends on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -33,13 +32,16 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import Field
 from tqdm import tqdm
 
+from dfpipe.core.config import Config, RepoPath
+
 from dfpipe.core.io import array_hash, resolve_inside
-from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader
-from dfpipe.splits.groups import SPLITS, canonical_groups
-from dfpipe.splits.shortcut import FEATURES, nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
+from dfpipe.splits.groups import canonical_groups
+from dfpipe.splits.shortcut import FeatureName, nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
 
 #: Contract C3: one row per eval item, sorted by id.
 EVAL_ITEMS_SCHEMA = pa.schema([
@@ -50,31 +52,17 @@ EVAL_ITEMS_SCHEMA = pa.schema([
 ])
 
 
-@dataclass(frozen=True)
-class AuditConfig:
+class AuditConfig(Config):
     """``params.yaml`` ``audit:`` settings."""
 
-    hamming_threshold: int    # near duplicate: pHash Hamming distance <= this (of 64 bits)
-    max_examples: int         # examples listed per finding in the markdown report
-    shortcut_max_auc: float   # a shortcut_free variant fails when a nuisance probe's eval AUC exceeds this
-    shortcut_gate_features: tuple[str, ...]  # probe features whose AUC decides shortcut_free (shortcut.FEATURES)
-    shortcut_bootstrap: int   # cluster-bootstrap resamples of the probe scores' CIs
-    shortcut_seed: int        # bootstrap draws
-    out_dir: Path             # metrics/audit
-
-    def validate(self) -> None:
-        if not 0.5 <= self.shortcut_max_auc <= 1.0:
-            raise ValueError(f"shortcut_max_auc must be in [0.5, 1], got {self.shortcut_max_auc}")
-        bad = sorted(set(self.shortcut_gate_features) - set(FEATURES))
-        if bad or not self.shortcut_gate_features:
-            raise ValueError(f"shortcut_gate_features {list(self.shortcut_gate_features)}: expected a non-empty "
-                             f"subset of {list(FEATURES)}")
-        if self.shortcut_bootstrap < 1:
-            raise ValueError(f"shortcut_bootstrap must be >= 1, got {self.shortcut_bootstrap}")
-        if not 0 <= self.hamming_threshold < 32:
-            raise ValueError(f"hamming_threshold must be in [0, 32), got {self.hamming_threshold}")
-        if self.max_examples < 0:
-            raise ValueError(f"max_examples must be >= 0, got {self.max_examples}")
+    hamming_threshold: int = Field(ge=0, lt=32)  # near duplicate: pHash Hamming distance <= this (of 64 bits)
+    max_examples: int = Field(ge=0)  # examples listed per finding in the markdown report
+    # a shortcut_free variant fails when a probe on the gate features reaches a higher eval AUC
+    shortcut_max_auc: float = Field(ge=0.5, le=1.0)
+    shortcut_gate_features: tuple[FeatureName, ...] = Field(min_length=1)  # dfpipe.splits.shortcut.FEATURES
+    shortcut_bootstrap: int = Field(ge=1)  # cluster-bootstrap resamples of the probe scores' CIs
+    shortcut_seed: int               # bootstrap draws
+    out_dir: RepoPath                # metrics/audit
 
 
 class GateError(RuntimeError):

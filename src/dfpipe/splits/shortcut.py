@@ -38,6 +38,7 @@ point estimate on the gate features exceeds ``audit.shortcut_max_auc``.
 from __future__ import annotations
 
 import warnings
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -53,7 +54,8 @@ from dfpipe.core.manifest import LABELS
 #: Numeric nuisance features (quantiles per class are reported for these).
 NUMERIC = ("native_face", "scale", "brightness", "hf_energy")
 #: Every probe feature, in design-matrix order; ``codec`` is one 0/1 column per codec family.
-FEATURES = ("native_face", "scale", "codec", "brightness", "hf_energy")
+FeatureName = Literal["native_face", "scale", "codec", "brightness", "hf_energy"]
+FEATURES: tuple[str, ...] = get_args(FeatureName)
 #: Quantiles reported per feature and class.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: Two-sided level of the bootstrap intervals.

@@ -183,7 +183,7 @@ def write_source(faces_dir: Path, rows: pd.DataFrame, shard_size: int = 7, image
 
 
 def split_cfg(tmp: Path | None = None, **kw) -> SplitConfig:
-    base = dict(salt="test-salt", scale=1.0, val_fraction=0.2, on_shortfall="error", ffpp_official=None,
+    base = dict(salt="test-salt", scale=1.0, val_fraction=0.2, on_shortfall="error", ffpp_official=None, bridging="drop",
                 faces_dir="faces", out_dir="variants", shard_size=5)
     base.update(kw)
     cfg = build(SplitConfig, base)
@@ -241,7 +241,7 @@ def write_stage_params(tmp_path: Path, name: str, leak_free: bool, shortcut_free
     """params.yaml for running stages/audit.py on the variant ``<tmp_path>/variants/<name>``."""
     params = {
         "split": {"salt": "test-salt", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
-                  "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
+                  "bridging": "drop", "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
         "variants": {name: {"description": "t", "level": "group", "leak_free": leak_free, "shortcut_free": shortcut_free,
                             "masks": False, "eval_fraction": 0.3, "train": counts, "eval": counts}},
         "audit": AUDIT_PARAMS,

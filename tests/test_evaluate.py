@@ -225,6 +225,7 @@ def test_run_evaluation_end_to_end(tmp_path):
     assert saved == head and head["n"] == len(ev_man)
     assert head["leak"]["overlap_train"] == 4 and head["leak"]["overlap_val"] == 0
     assert head["run"]["lr"] == 2e-4 and head["run"]["batch_size"] == 128 and head["run"]["train_variant"] == "v3"
+    assert head["run"]["init"] == "scratch"  # no init in the run: trained from random weights
     figs = sorted(p.name for p in (tmp_path / "eval" / "r5_on_v4" / "figures").iterdir())
     assert figs == ["confusion.png", "featuremaps.png", "roc_pr.png", "training_curves.png"]
     with pytest.raises(ValueError, match="trained on 'v3'"):

@@ -256,7 +256,7 @@ def test_invalid_source_params(base, bad, words):
 def test_group_keys_from_names():
     assert ffpp_group_keys("071") == ("ffpp:071",)
     assert ffpp_group_keys("071_054") == ("ffpp:071", "ffpp:054")
-    assert ffpp_group_keys("01_02__meeting_serious__YVGY8LOK") == ("dfd_actor:01", "dfd_actor:02")
+    assert ffpp_group_keys("01_02__meeting_serious__YVGY8LOK") == ("dfd_actor:01",)
     assert ffpp_group_keys("01__walking_down_street") == ("dfd_actor:01",)
     assert ffpp_group_keys("clip") is None
 

@@ -125,10 +125,17 @@ def scene_background(rng: np.random.Generator, height: int, width: int) -> np.nd
 
 
 def render_original(ident: Identity, rng: np.random.Generator, n_frames: int, fps: float,
-                    height: int, width: int, noise_sigma: float, supersample: int = 2) -> OriginalClip:
-    """Render one original clip of ``ident``; all randomness comes from ``rng``."""
+                    height: int, width: int, noise_sigma: float, supersample: int = 2,
+                    bystander: tuple[Identity, Pose] | None = None) -> OriginalClip:
+    """Render one original clip of ``ident``; all randomness comes from ``rng``.
+
+    ``bystander``: a second, static person drawn into the scene's background (DFDC has
+    multi-person videos; a face swap replaces only the main face, as the background is reused).
+    """
     poses = head_motion(rng, n_frames, fps)
     bg = scene_background(rng, height * supersample, width * supersample)
+    if bystander is not None:
+        bg = render_face(bystander[0], bystander[1], height * supersample, width * supersample, 1, background=bg)[0]
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     face_m = np.empty((n_frames, height, width), np.float32)
     mouth_m = np.empty((n_frames, height, width), np.float32)

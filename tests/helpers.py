@@ -15,11 +15,10 @@ import yaml
 
 from dfpipe.core.config import ConfigError, build, deep_merge, load_section, load_yaml
 from dfpipe.core.io import array_hash
-from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, read_table, write_table, write_variant
+from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, add_provenance, read_table, write_faces, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.splits.audit import AuditConfig
-from dfpipe.splits.variants import (C2_FIELDS, SplitConfig, VariantConfig, build_variant, scaled, schema_with_c2,
-                                    select_variant)
+from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
 
 REPO = Path(__file__).resolve().parents[1]
 #: params.yaml's ``run_defaults`` block: the project's shared run values (no defaults in code).
@@ -91,7 +90,7 @@ def make_variant(root: Path, per_class: dict[str, int] | None = None, size: int 
         df = df.astype({"label": "int8", "frame_index": "int32", "n_frames": "int32", "offset": "int32",
                         "box_x": "int32", "box_y": "int32", "box_w": "int32", "box_h": "int32",
                         "det_score": "float32"})
-        write_variant(df, out / "manifest.parquet")
+        write_variant(add_provenance(df), out / "manifest.parquet")
     return root
 
 
@@ -126,7 +125,7 @@ def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), 
     Stills: identity ``id{k // per_identity}`` for FFHQ-like sources (``ffhq*``), own id otherwise.
     ``videos``: FF++ ``(target, source)`` pairs; keys ``ffpp:<target>``, ``ffpp:<source>``. For
     originals (``ff_youtube*``, real, no masks) each pair gives the two videos ``target``, ``source``.
-    ``c2``: values of the contract C2 columns (all rows), added after the FACE_SCHEMA columns.
+    ``c2``: values of the contract C2 provenance columns (all rows); unnamed ones are "not recorded".
     """
     kind = "ff" if source.startswith("ff_") else ("ffhq" if source.startswith("ffhq") else "gan")
     if source.startswith("ff_youtube"):
@@ -150,11 +149,7 @@ def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), 
         df[c] = 0
     df["det_score"] = np.float32("nan")
     df["content_hash"], df["has_mask"], df["shard"], df["offset"], df["mask_shard"] = "", kind == "ff", "", 0, ""
-    df = df.sort_values("id").reset_index(drop=True)[FACE_SCHEMA.names]
-    for f in C2_FIELDS:
-        if c2 is not None and f.name not in df.columns:
-            df[f.name] = c2[f.name]
-    return df
+    return add_provenance(df.sort_values("id").reset_index(drop=True), **(c2 or {}))[FACE_SCHEMA.names]
 
 
 def item_image(row) -> np.ndarray:
@@ -178,7 +173,7 @@ def write_source(faces_dir: Path, rows: pd.DataFrame, shard_size: int = 7, image
                 mask = np.zeros((SIZE, SIZE), np.uint8)
                 mask[4:12, 2 + k % 5: 10 + k % 5] = 255
                 rows.loc[k, "mask_shard"] = mw.add(mask)[0]
-    write_table(rows, out / "manifest.parquet", schema_with_c2(FACE_SCHEMA, rows.columns))
+    write_faces(rows, out / "manifest.parquet")
     return rows
 
 

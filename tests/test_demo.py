@@ -121,6 +121,22 @@ def test_rerun_replaces_demo_tree_but_refuses_foreign_folder(tmp_path: Path) -> 
     assert (foreign / "precious.txt").read_text() == "keep"
 
 
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    """A make_demo killed outside DVC leaves its temporary tree ``.demo.<random>.tmp`` beside the
+    output and ``.<file>.<random>.tmp`` files inside it; the next run removes both."""
+    tiny = dict(ffhq_identities=1, gan_images=1, ffpp_videos=2, ffpp_frames=2)
+    out = _make(tmp_path, "raw/demo", **tiny)
+    stale_tree = tmp_path / "raw" / ".demo.k1ll3d.tmp"
+    (stale_tree / "ffhq").mkdir(parents=True)
+    stale_file = out / "ffhq" / ".id0000_00.png.abc.tmp"
+    stale_file.write_bytes(b"half")
+    other = tmp_path / "raw" / ".other.x.tmp"  # not this stage's: left alone
+    other.write_text("x")
+    _make(tmp_path, "raw/demo", **tiny)
+    assert not stale_tree.exists() and not stale_file.exists() and other.exists()
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [".other.x.tmp", "demo"]
+
+
 def test_split_json_official_format(demo: Path) -> None:
     splits = {s: json.loads((demo / f"ffpp/splits/{s}.json").read_text()) for s in ("train", "val", "test")}
     seen = []

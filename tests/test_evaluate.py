@@ -170,7 +170,7 @@ def test_pick_examples_and_grid(tmp_path):
 def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int = 0) -> None:
     """A variant split as variant@ writes it: VARIANT_SCHEMA manifest + one image shard."""
     from dfpipe.core.io import array_hash
-    from dfpipe.core.manifest import write_variant
+    from dfpipe.core.manifest import add_provenance, write_variant
     from dfpipe.core.shards import ShardWriter
 
     rng = np.random.default_rng(seed)
@@ -187,7 +187,7 @@ def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int =
                          "content_hash": rec.get("content_hash") or array_hash(img),
                          "has_mask": False, "shard": shard, "offset": off, "mask_shard": "",
                          "split": split, "split_group": rec["id"]})
-    write_variant(pd.DataFrame(rows), d / "manifest.parquet")
+    write_variant(add_provenance(pd.DataFrame(rows)), d / "manifest.parquet")
 
 
 def test_run_evaluation_end_to_end(tmp_path):

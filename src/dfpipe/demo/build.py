@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dfpipe.core.io import atomic_path, write_json
+from dfpipe.core.io import atomic_path, clean_stale_temps, write_json
 from .faces import add_sensor_noise, draw_face, render_face, sample_identity, sample_pose
 from .gan import make_chain, upsample
 from .video import METHODS, encode_video, manipulate, render_original, swap_renders
@@ -53,13 +53,16 @@ def make_demo(cfg: "DemoConfig") -> dict:
     (``ffhq``, ``gan``, ``ffpp``); anything else is an error.
     """
     out = Path(cfg.out_dir)
+    clean_stale_temps(out)  # no-op when out does not exist
     if out.exists():
         extra = sorted(p.name for p in out.iterdir()) if out.is_dir() else [out.name]
         if not out.is_dir() or set(extra) - _TOP_LEVEL:
             raise FileExistsError(
                 f"{out}: exists and holds {extra}, not only a demo tree {sorted(_TOP_LEVEL)}; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # a run killed outside DVC leaves its temporary tree (and atomic_path files) behind
+    clean_stale_temps(out.parent, recursive=False, prefix=out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         pairs = ffpp_pairs(cfg)
         # Longest tasks first, so the pool's workers finish together.

@@ -11,6 +11,13 @@ A source is one folder of one kind with one label:
 
 Listings are sorted by relative POSIX path (never ``os.listdir`` order: the notes' leak). Files
 that do not fit the kind are not skipped silently: they come back as :class:`Reject` records.
+A file name that is not valid UTF-8 or holds control characters cannot be stored in a manifest
+(nor hashed by ``dvc add``): it is a ``bad_name`` reject whose path is the escaped printable
+form of the name (``caf\\xe9.png``), see docs/raw_data.md.
+
+Video ids (contract C2) are the path relative to the source root without its extension, so
+``a/clip.mp4`` and ``b/clip.mp4`` are two videos; FaceForensics++ keeps its official ids
+(``071``, ``071_054``), which are unique within one method folder.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Iterator, Literal, Optional
 from pydantic import model_validator
 
 from dfpipe.core.config import Config, RepoPath, SafeName
-from dfpipe.core.io import resolve_inside
+from dfpipe.core.io import is_representable, printable_name, relative_message, resolve_inside
 from dfpipe.ingest.datasets import list_celebdf, list_dfdc
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -40,6 +47,33 @@ _DFD_FAKE = re.compile(r"^(\d{2})_(\d{2})__")
 _DFD_ORIGINAL = re.compile(r"^(\d{2})__")
 
 
+class CodecConfig(Config):
+    """Codec control of a still-image source: every image goes through a lossy codec before
+    face detection, as the frames of a compressed video did (contract C4).
+
+    ``h264``: one intra-coded H.264 frame at ``crf`` (libx264, the demo video writer's
+    bit-exact settings; CRF 23 ~ FaceForensics++ c23). ``jpeg``: baseline JPEG at ``quality``.
+    """
+
+    kind: Literal["h264", "jpeg"]
+    crf: Optional[int] = None       # h264 only, 0..51
+    quality: Optional[int] = None   # jpeg only, 1..100
+
+    @model_validator(mode="after")
+    def _per_kind(self) -> "CodecConfig":
+        if self.kind == "h264":
+            if self.crf is None or not 0 <= self.crf <= 51 or self.quality is not None:
+                raise ValueError(f"codec h264 needs crf in [0, 51] and no quality, got crf={self.crf}")
+        elif self.quality is None or not 1 <= self.quality <= 100 or self.crf is not None:
+            raise ValueError(f"codec jpeg needs quality in [1, 100] and no crf, got quality={self.quality}")
+        return self
+
+    @property
+    def tag(self) -> str:
+        """Manifest ``codec`` value: ``h264_crf23`` / ``jpeg_q90``."""
+        return f"h264_crf{self.crf}" if self.kind == "h264" else f"jpeg_q{self.quality}"
+
+
 class SourceConfig(Config):
     """One entry of ``sources:`` in params.yaml."""
 
@@ -53,6 +87,7 @@ class SourceConfig(Config):
     masks: bool = False             # ffpp only: read <path>/masks/videos/<name>.mp4
     group_pattern: Optional[str] = None  # regex; group 1 of a match on the file stem = identity
     subset: Literal["all", "test", "train"] = "all"  # celebdf only: official test list membership
+    codec: Optional[CodecConfig] = None  # image_folder only: re-encode before detection (off: null)
 
     @model_validator(mode="after")
     def _per_kind(self) -> "SourceConfig":
@@ -69,6 +104,8 @@ class SourceConfig(Config):
             raise ValueError(f"compression must be raw, c23 or c40 (FF++ folder names), got {self.compression!r}")
         if self.subset != "all" and self.kind != "celebdf":
             raise ValueError("subset applies to kind celebdf only (DFDC's test set is its own folder)")
+        if self.codec is not None and self.kind != "image_folder":
+            raise ValueError("codec applies to image_folder sources only (videos are already encoded)")
         if self.group_pattern is not None:
             if self.kind in ("ffpp", "celebdf", "dfdc"):
                 raise ValueError(f"{self.kind} group keys come from the dataset's names; drop group_pattern")
@@ -87,7 +124,7 @@ class Item:
 
     path: str
     is_video: bool
-    video_id: str                   # file stem for videos, "" for images
+    video_id: str                   # relative path without extension (FF++: official id), "" for images
     group_keys: tuple[str, ...]
     mask_path: str | None = None
 
@@ -114,7 +151,11 @@ def ffpp_group_keys(stem: str) -> tuple[str, ...] | None:
 
 
 def _walk(root: Path) -> list[str]:
-    """All regular files under ``root`` as sorted relative POSIX paths (hidden dirs included)."""
+    """All regular files under ``root`` as sorted relative POSIX paths (hidden dirs included).
+
+    Names that are not valid UTF-8 come back with surrogate escapes (``os.fsdecode``); see
+    :func:`bad_names`.
+    """
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
@@ -123,6 +164,9 @@ def _flat_mp4(folder: Path, prefix: str, rejects: list[Reject], inside) -> Itera
     paths ``<prefix>/<name>.mp4``; anything else is a ``not_video`` reject."""
     for sub in _walk(folder):
         rel = f"{prefix}/{sub}"
+        if not is_representable(rel):
+            inside(rel)  # records the bad_name reject
+            continue
         if "/" in sub or not sub.endswith(".mp4"):
             rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the folder"))
             continue
@@ -144,11 +188,15 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
     rejects: list[Reject] = []
 
     def inside(rel: str) -> bool:
+        if not is_representable(rel):
+            rejects.append(Reject(printable_name(rel), -1, "bad_name",
+                                  "file name is not valid UTF-8 or holds control characters"))
+            return False
         try:
             resolve_inside(root, rel)
             return True
         except ValueError as exc:
-            rejects.append(Reject(rel, -1, "outside_root", str(exc)))
+            rejects.append(Reject(rel, -1, "outside_root", relative_message(str(exc), root)))
             return False
 
     def own_keys(rel: str, stem: str) -> tuple[str, ...] | None:
@@ -164,6 +212,9 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
         is_video = spec.kind == "video_folder"
         suffixes, reason = (VIDEO_SUFFIXES, "not_video") if is_video else (IMAGE_SUFFIXES, "not_image")
         for rel in _walk(root):
+            if not is_representable(rel):
+                inside(rel)  # records the bad_name reject
+                continue
             if not rel.lower().endswith(suffixes):
                 rejects.append(Reject(rel, -1, reason, f"suffix not in {suffixes}"))
                 continue
@@ -172,7 +223,8 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
             stem = Path(rel).stem
             keys = own_keys(rel, stem)
             if keys is not None:
-                items.append(Item(rel, is_video, stem if is_video else "", keys))
+                vid = rel[: len(rel) - len(Path(rel).suffix)] if is_video else ""
+                items.append(Item(rel, is_video, vid, keys))
         return items, rejects
 
     if spec.kind == "celebdf":

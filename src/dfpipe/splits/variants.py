@@ -38,37 +38,18 @@ from typing import Annotated, Literal, Mapping, Optional
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from dfpipe.core.config import Config, RepoPath
 
 from dfpipe.core.io import resolve_inside, write_json
-from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, VARIANT_SCHEMA, read_table, write_table
+from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.ingest.datasets import bridge_keys
 from dfpipe.splits.groups import SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
-
-#: Contract C2 columns (nuisance facts the shortcut audit reads). Ingest adds them to FACE_SCHEMA;
-#: until then a manifest may or may not carry them, and variants pass through the ones present.
-C2_FIELDS = [
-    pa.field("file_format", pa.string()),
-    pa.field("native_face", pa.float32()),
-    pa.field("scale", pa.float32()),
-    pa.field("resize_kernel", pa.string()),
-    pa.field("codec", pa.string()),
-    pa.field("exif_transposed", pa.bool_()),
-    pa.field("face_rule", pa.string()),
-]
-
-
-def schema_with_c2(schema: pa.Schema, columns) -> pa.Schema:
-    """``schema`` plus the C2 fields it lacks that ``columns`` holds (no-op once ingest adds them)."""
-    extra = [f for f in C2_FIELDS if f.name in columns and f.name not in schema.names]
-    return pa.schema(list(schema) + extra)
 
 
 class SplitConfig(Config):
@@ -146,7 +127,7 @@ def load_faces(faces_dir: Path, sources: list[str]) -> pd.DataFrame:
         if no_mask.any():
             raise ValueError(f"{path}: {int(no_mask.sum())} rows have has_mask but no mask_shard, "
                              f"e.g. {df.loc[no_mask, 'id'].iloc[0]!r}")
-        frames.append(df[list(schema_with_c2(FACE_SCHEMA, df.columns).names)])
+        frames.append(df[list(FACE_SCHEMA.names)])
     faces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FACE_SCHEMA.names)
     dup = faces["id"].duplicated(keep=False)
     if dup.any():
@@ -337,7 +318,7 @@ def materialise_split(
     else:
         rows["has_mask"] = False
         rows["mask_shard"] = ""
-    write_table(rows, split_dir / "manifest.parquet", schema_with_c2(VARIANT_SCHEMA, rows.columns))
+    write_variant(rows, split_dir / "manifest.parquet")
     return rows
 
 

@@ -146,3 +146,20 @@ def test_a_new_import_is_a_missing_dep(tmp_path):
     diffs = stagedeps.differences(dvc_yaml)
     assert any(d.startswith("plain: missing") and "src/dfpipe/core/unused.py" in d for d in diffs), diffs
     assert any(d.startswith("work: missing") for d in diffs), diffs
+
+
+def test_params_are_narrow():
+    problems = stagedeps.param_problems(ROOT / "dvc.yaml", ROOT / "params.yaml")
+    assert not problems, "\n".join(problems)
+
+
+def test_param_check_finds_whole_sections_and_unlisted_keys(tmp_path):
+    (tmp_path / "params.yaml").write_text("train: {progress: true, lr_scale: 1, amp: auto}\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: echo\n    params: [train]\n"
+        "  evaluate:\n    cmd: echo\n    params: [{params.yaml: [train.progress]}]\n")
+    problems = stagedeps.param_problems(tmp_path / "dvc.yaml")
+    assert any(p.startswith("train: param 'train' covers non-result keys") and "'train.progress'" in p
+               for p in problems)
+    assert any(p.startswith("train: result params not listed ['train.amp', 'train.lr_scale']") for p in problems)
+    assert any(p.startswith("evaluate: param 'train.progress'") for p in problems)

@@ -1,5 +1,9 @@
 """Derive each DVC stage's code deps from its script's import closure, and check or write dvc.yaml.
 
+Also checks that params are narrow: no stage depends on a key that changes no result
+(``NON_RESULT_KEYS``: progress bars, worker counts, logging, device), and a stage whose config class
+reads a whole section lists each of its result keys (``STAGE_SECTIONS``).
+
 A stage's code deps are its entry point (``stages/<stage>.py``, or the module of a
 ``python -m dfpipe...`` command) plus every module of ``src/dfpipe`` that the entry point imports,
 directly or through other dfpipe modules (imports inside functions included: the models registry
@@ -34,6 +38,16 @@ from pathlib import Path
 import yaml
 
 PACKAGE = "dfpipe"
+#: params.yaml keys that change no output byte (progress, logging, worker counts, device choice):
+#: never params of a stage, so changing them leaves `dvc status` clean.
+NON_RESULT_KEYS = frozenset({
+    "demo.workers", "preprocess.workers",
+    "train.device", "train.num_workers", "train.log_every", "train.progress",
+    "evaluate.device", "evaluate.num_workers",
+})
+#: stage -> the params.yaml section its config class reads whole: the stage lists every key of it
+#: one by one except NON_RESULT_KEYS (a key added to the section must be added to dvc.yaml too).
+STAGE_SECTIONS = {"make_demo": "demo", "preprocess": "preprocess", "train": "train", "evaluate": "evaluate"}
 CODE_PREFIXES = ("src/", "stages/")
 _SCRIPT = re.compile(r"(?:^|\s)(stages/[\w/.-]+\.py)(?:\s|$)")
 _MODULE = re.compile(r"(?:^|\s)-m\s+(dfpipe(?:\.\w+)*)(?:\s|$)")
@@ -233,6 +247,42 @@ def differences(dvc_yaml: Path) -> list[str]:
     return lines
 
 
+def _param_keys(body: dict) -> list[str]:
+    keys: list[str] = []
+    for p in body.get("params") or []:
+        if isinstance(p, str):
+            keys.append(p)
+        else:  # {file: [keys]}
+            for listed in p.values():
+                keys.extend(listed or [])
+    return keys
+
+
+def param_problems(dvc_yaml: Path, params_yaml: Path | None = None) -> list[str]:
+    """Narrow params: no stage lists a non-result key (or its whole section); every result key of
+    a STAGE_SECTIONS section is listed by its stage."""
+    params_yaml = params_yaml or dvc_yaml.parent / "params.yaml"
+    params = (yaml.safe_load(params_yaml.read_text(encoding="utf-8")) if params_yaml.is_file() else None) or {}
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    problems = []
+    for name, stage in (spec.get("stages") or {}).items():
+        listed = _param_keys(stage.get("do", stage))
+        for key in listed:
+            hit = sorted(k for k in NON_RESULT_KEYS if k == key or k.startswith(key + "."))
+            if hit:
+                problems.append(f"{name}: param {key!r} covers non-result keys {hit}")
+        section = STAGE_SECTIONS.get(name)
+        if section and section in params:
+            want = {f"{section}.{k}" for k in params[section]} - NON_RESULT_KEYS
+            missing = sorted(want - set(listed))
+            if missing:
+                problems.append(f"{name}: result params not listed {missing}")
+            unknown = sorted(k for k in listed if k.startswith(section + ".") and k not in want)
+            if unknown:
+                problems.append(f"{name}: params not in params.yaml {unknown}")
+    return problems
+
+
 _KEY = re.compile(r"^( *)([^\s#:'\"-][^:#]*):\s*(#.*)?$")
 _ITEM = re.compile(r"^( *)-\s+(['\"]?)([^'\"#\s:]+)\2\s*(#.*)?$")
 
@@ -306,17 +356,18 @@ def main(argv: list[str] | None = None) -> int:
             if new != text:
                 args.dvc_yaml.write_text(new, encoding="utf-8")
                 print(f"[stagedeps] {args.dvc_yaml}: code deps rewritten")
-        diffs = differences(args.dvc_yaml)
+        diffs = differences(args.dvc_yaml) + param_problems(args.dvc_yaml)
     except (StageDepsError, OSError, SyntaxError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in diffs:
         print(line)
     if diffs:
-        print(f"{args.dvc_yaml}: code deps disagree with the imports; run "
-              "`python -m dfpipe.core.stagedeps --write`", file=sys.stderr)
+        print(f"{args.dvc_yaml}: code deps disagree with the imports (fix: "
+              "`python -m dfpipe.core.stagedeps --write`) or params are not narrow (edit dvc.yaml)",
+              file=sys.stderr)
         return 1
-    print(f"[stagedeps] {args.dvc_yaml}: code deps match the import closure of every stage")
+    print(f"[stagedeps] {args.dvc_yaml}: code deps match the import closure of every stage; params narrow")
     return 0
 
 

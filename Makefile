@@ -51,9 +51,11 @@ $(PULL_VENV)/bin/dvc: requirements.txt
 	$(PULL_VENV)/bin/python -m pip install -q "$(DVC_PIN)"
 	touch $@
 
-pull: $(PULL_VENV)/bin/dvc
-	$(PULL_VENV)/bin/dvc pull variant@$(VARIANT)
-	@echo "data/variants/$(VARIANT) pulled; check with: $(PULL_VENV)/bin/dvc status variant@$(VARIANT)"
+# PULL_DVC=/path/to/dvc uses an existing DVC instead of creating .venv-pull (tests, offline)
+PULL_DVC ?= $(PULL_VENV)/bin/dvc
+pull: $(PULL_DVC)
+	$(PULL_DVC) pull variant@$(VARIANT)
+	@echo "data/variants/$(VARIANT) pulled; check with: $(PULL_DVC) status variant@$(VARIANT)"
 
 clean-venv:
 	rm -rf $(VENV) $(PULL_VENV)

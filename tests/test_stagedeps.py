@@ -163,3 +163,13 @@ def test_param_check_finds_whole_sections_and_unlisted_keys(tmp_path):
                for p in problems)
     assert any(p.startswith("train: result params not listed ['train.amp', 'train.lr_scale']") for p in problems)
     assert any(p.startswith("evaluate: param 'train.progress'") for p in problems)
+
+
+def test_official_split_folder_must_be_the_variant_dep(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text(
+        "split: {ffpp_official: data/raw/ff/splits}\npipeline: {ffpp_splits: data/raw/demo/ffpp/splits}\n")
+    assert any("pipeline.ffpp_splits" in p for p in stagedeps.param_problems(tmp_path / "dvc.yaml"))
+    (tmp_path / "params.yaml").write_text(
+        "split: {ffpp_official: data/raw/ff/splits}\npipeline: {ffpp_splits: data/raw/ff/splits}\n")
+    assert stagedeps.param_problems(tmp_path / "dvc.yaml") == []

@@ -280,6 +280,11 @@ def param_problems(dvc_yaml: Path, params_yaml: Path | None = None) -> list[str]
             unknown = sorted(k for k in listed if k.startswith(section + ".") and k not in want)
             if unknown:
                 problems.append(f"{name}: params not in params.yaml {unknown}")
+    official = (params.get("split") or {}).get("ffpp_official")
+    dep = (params.get("pipeline") or {}).get("ffpp_splits")
+    if official is not None and Path(str(official)) != Path(str(dep)):
+        problems.append(f"split.ffpp_official is {official!r} but variant@ depends on "
+                        f"pipeline.ffpp_splits {dep!r}: set both to the same folder")
     return problems
 
 

@@ -263,7 +263,9 @@ def test_run_cache_restores_a_train_stage_seen_before(pipeline):
 
 def test_exp_run_set_param_reruns_only_dependent_stages(pipeline):
     out = dvc("exp", "run", "-n", "lr_half", "-S", "runs.resnet_1.lr=0.01", cwd=pipeline).stdout
-    assert ran_stages(out) == {"train@resnet_1", "evaluate@resnet_1", "report"}, out
+    ran = ran_stages(out)
+    # report re-runs only if resnet_1's headline numbers moved (one tiny step may not move them)
+    assert {"train@resnet_1", "evaluate@resnet_1"} <= ran <= {"train@resnet_1", "evaluate@resnet_1", "report"}, out
     # -S rewrote params.yaml (YAML 1.2 writer): every stage still reads it, nothing else is stale
     assert "up to date" in dvc("status", cwd=pipeline).stdout
     shown = dvc("exp", "show", "--csv", cwd=pipeline).stdout

@@ -62,7 +62,7 @@ def _env() -> dict:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -99,6 +99,9 @@ def lock_hashes(repo: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Path:
+    reuse = os.environ.get("DFPIPE_E2E_REUSE")
+    if reuse:  # debugging: a tiny repo this fixture built before (its `dvc repro` committed)
+        return Path(reuse)
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
     repo.mkdir()
     copy_repository(repo)

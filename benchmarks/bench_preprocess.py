@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import sys
 from pathlib import Path
 
 import cv2
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only synthetic inputs
+from synthetic import draw_synthetic_face, write_video  # noqa: E402
+
 from dfpipe.core.config import build
-from dfpipe.ingest.faces import draw_synthetic_face
 from dfpipe.ingest.preprocess import PreprocessConfig, Worker
 from dfpipe.ingest.sources import Item, SourceConfig
-from dfpipe.ingest.video import write_video
 
 N_FRAMES, H, W, K = 300, 720, 1280, 30
 

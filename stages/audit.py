@@ -3,16 +3,15 @@
 Writes the report first, then exits non-zero if a variant declared leak_free leaks.
 """
 
-import sys
-
 from dfpipe.splits.audit import AuditConfig, LeakError, audit_variant, check_leak_free
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_entry, load_section
 from dfpipe.core.io import resolve_inside, write_bytes, write_json
 from dfpipe.splits.variants import SplitConfig, VariantConfig
 
 
 def main() -> None:
-    name = sys.argv[1]
+    (name,) = stage_args("audit", "variant")
     split = load_section("split", SplitConfig)
     variant = load_entry("variants", name, VariantConfig)
     cfg = load_section("audit", AuditConfig)

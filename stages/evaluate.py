@@ -5,17 +5,14 @@ Reads ``evaluate:``, ``evaluations.<name>``, ``train:``/``runs:`` (where the run
 dvclive logs and the variants are) from params.yaml; see dfpipe.evaluation.evaluate.
 """
 
-import sys
-
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation, run_evaluation
 from dfpipe.training.train import load_runs
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/evaluate.py <evaluation name>")
-    name = sys.argv[1]
+    (name,) = stage_args("evaluate", "evaluation")
     ev = load_entry("evaluations", name, Evaluation)
     train_cfg, runs = load_runs(load_yaml())
     if ev.run not in runs:

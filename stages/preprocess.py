@@ -1,22 +1,24 @@
 """DVC stage ``preprocess@<source>``: raw images / videos of one source -> face crops.
 
 Usage (from the repository root): ``python stages/preprocess.py <source>``.
-Writes ``data/faces/<source>/`` (shards, manifest.parquet, rejects.parquet) and
+Writes ``<split.faces_dir>/<source>/`` (shards, manifest.parquet, rejects.parquet) and
 ``metrics/preprocess/<source>.json``; see ``dfpipe.ingest.preprocess``.
 """
 
-import sys
-
-from dfpipe.core.config import load_entry, load_section
+from dfpipe.core.cli import stage_args
+from dfpipe.core.config import RepoPath, build, load_entry, load_section, load_yaml
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
 from dfpipe.ingest.sources import SourceConfig
 
 
 def main() -> None:
-    name = sys.argv[1]
+    (name,) = stage_args("preprocess", "source")
     cfg = load_section("preprocess", PreprocessConfig)
     source = load_entry("sources", name, SourceConfig)
-    m = run_source(name, source, cfg, f"data/faces/{name}", f"metrics/preprocess/{name}.json")
+    # split.faces_dir is the one key naming data/faces (variants read it); no splits import here,
+    # so that a change in splits/ does not rerun every preprocess stage
+    faces_dir = build(RepoPath, load_yaml().get("split", {}).get("faces_dir"), where="split.faces_dir", root=".")
+    m = run_source(name, source, cfg, faces_dir / name, f"metrics/preprocess/{name}.json")
     print(f"preprocess {name}: {m['faces']} faces from {m['items']} items, {m['rejects']} rejects "
           f"{m['rejects_by_reason']}, {m['seconds']:.1f} s")
 

@@ -4,11 +4,13 @@ Usage (from the repository root): ``python stages/report.py``. Reads ``report:``
 see dfpipe.evaluation.reports.
 """
 
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_section
 from dfpipe.evaluation.reports import ReportConfig, write_tables
 
 
 def main() -> None:
+    stage_args("report")
     cfg = load_section("report", ReportConfig)
     for path in write_tables(cfg):
         print(path.as_posix())

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import sys
 
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import ConfigError, load_section
 from dfpipe.core.io import write_json
 from dfpipe.features.spectra import SpectraConfig, build_variant, write_plots
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise SystemExit("usage: python stages/spectra.py <variant>")
+    (name,) = stage_args("spectra", "variant", argv=argv)
     cfg = load_section("spectra", SpectraConfig)
-    name = argv[0]
     if name not in cfg.variants:
         raise ConfigError(f"spectra: variant {name!r} is not in spectra.variants {list(cfg.variants)}")
     metrics = build_variant(name, cfg)

@@ -1,13 +1,12 @@
 """DVC stage ``variant@<name>``: select and materialise one dataset variant (see dfpipe.splits.variants)."""
 
-import sys
-
+from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_entry, load_section
 from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant
 
 
 def main() -> None:
-    name = sys.argv[1]
+    (name,) = stage_args("variant", "variant")
     split = load_section("split", SplitConfig)
     summary = build_variant(name, load_entry("variants", name, VariantConfig), split)
     counts = ", ".join(f"{s} {c['items']}" for s, c in summary["counts"].items())

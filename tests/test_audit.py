@@ -18,7 +18,7 @@ from dfpipe.core.io import array_hash
 from dfpipe.core.manifest import write_faces
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.splits.variants import build_variant, materialise_split, select_variant
-from test_variants import SIZE, face_rows, frame_image, smooth_image, split_cfg, variant_cfg, write_source
+from helpers import SIZE, face_rows, frame_image, smooth_image, split_cfg, variant_cfg, write_source
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIT = build(AuditConfig, {"hamming_threshold": 8, "max_examples": 5, "out_dir": "metrics/audit"})

@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
+from pydantic import model_validator
 
-from dfpipe.core.config import ConfigError, build, load_section, to_dict
+from dfpipe.core.config import Config, ConfigError, RepoPath, build, load_section, to_dict
 
 
-@dataclass(frozen=True)
-class Inner:
+class Inner(Config):
     size: int
     ratio: float = 0.5
 
 
-@dataclass(frozen=True)
-class Outer:
+class Outer(Config):
     name: str
     mode: Literal["raw", "crop"]
     inner: Inner
-    path: Path
+    path: RepoPath
     tags: tuple[str, ...] = ()
-    counts: dict[str, int] = field(default_factory=dict)
-    weights: Optional[Path] = None
+    counts: dict[str, int] = {}
+    weights: Optional[RepoPath] = None
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         if self.inner.size <= 0:
             raise ValueError("inner.size must be positive")
+        return self
 
 
 GOOD = {"name": "x", "mode": "crop", "inner": {"size": 3}, "path": "data/x", "counts": {"a": 1}}

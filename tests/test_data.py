@@ -9,72 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import make_variant
 from dfpipe.training.data import EpochSampler, VariantDataset, make_loader
 from dfpipe.training.engine import random_hflip, to_device
 from dfpipe.training.losses import LossConfig, build_loss
+from helpers import RUN_DEFAULTS, loss_config
 from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
 from dfpipe.core.shards import ShardWriter
 from dfpipe.core.config import ConfigError, build
 
 
-def _image(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Learnable toy classes: 0 smooth noise, 1 smooth noise + a fine checkerboard (an up-sampling
-    artefact, the cue frequency detectors use), 2 smooth noise with a bright square (the "edit")."""
-    coarse = rng.integers(60, 190, (size // 8, size // 8, 3)).astype(np.float32)
-    img = np.kron(coarse, np.ones((8, 8, 1), np.float32))
-    if label == 1:
-        yy, xx = np.mgrid[:size, :size]
-        img += np.where((yy + xx) % 2 == 0, 40.0, -40.0)[..., None]
-    if label == 2:
-        q = size // 4
-        img[q:3 * q, q:3 * q] = 240.0
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def make_variant(root: Path, per_class: dict[str, int] | None = None, size: int = 32, seed: int = 0,
-                 mask_every_edit: bool = False) -> Path:
-    """Write a tiny variant ``root/{train,val,eval}`` in the variant stage's format (shards + manifest).
-
-    Edited items (label 2) carry a mask (the bright square) except every third one, unless
-    ``mask_every_edit``. Returns ``root``.
-    """
-    per_class = per_class or {"train": 8, "val": 4, "eval": 4}
-    rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        out = root / split
-        rows = []
-        with ShardWriter(out, "images", shard_size=7) as images, ShardWriter(out, "masks", shard_size=7) as masks:
-            for label in (0, 1, 2):
-                for k in range(n):
-                    img = _image(label, rng, size)
-                    shard, offset = images.add(img)
-                    has_mask = label == 2 and (mask_every_edit or k % 3 != 2)
-                    # masks are written in lock-step with images (same offsets), as the contract says
-                    mask = np.zeros((size, size), np.uint8)
-                    if has_mask:
-                        q = size // 4
-                        mask[q:3 * q, q:3 * q] = 255
-                    mshard, moffset = masks.add(mask)
-                    assert moffset == offset
-                    rows.append(dict(
-                        id=f"toy/{split}/{label}/{k:03d}", source="toy", label=label,
-                        method=["ffhq", "stylegan", "Face2Face"][label], video_id="",
-                        group_keys=[f"toy:{split}{label}{k}"], path=f"{label}/{k}.png",
-                        frame_index=-1, n_frames=-1, box_x=0, box_y=0, box_w=size, box_h=size,
-                        det_score=float("nan"), content_hash="", has_mask=has_mask, shard=shard,
-                        offset=offset, mask_shard=mshard if has_mask else "", split=split,
-                        split_group=f"toy:{split}{label}{k}"))
-        df = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
-        df = df.astype({"label": "int8", "frame_index": "int32", "n_frames": "int32", "offset": "int32",
-                        "box_x": "int32", "box_y": "int32", "box_w": "int32", "box_h": "int32",
-                        "det_score": "float32"})
-        write_variant(df, out / "manifest.parquet")
-    return root
 
 
 @pytest.fixture(scope="module")
-def variant(tmp_path_factory) -> Path:
-    return make_variant(tmp_path_factory.mktemp("variant") / "toy")
+def variant(toy_variant) -> Path:
+    return toy_variant
 
 
 def test_items_are_uint8_chw_with_labels(variant):
@@ -188,22 +137,22 @@ def _outputs_and_batch(seed: int = 0):
 
 def test_zero_weights_skip_terms():
     outputs, batch = _outputs_and_batch()
-    full, parts = build_loss(LossConfig(w_bce=1.0, w_dice=1.0), 3)(outputs, batch)
+    full, parts = build_loss(loss_config(w_bce=1.0, w_dice=1.0), 3)(outputs, batch)
     assert set(parts) == {"cls", "bce", "dice"}
     assert torch.allclose(full, parts["cls"] + parts["bce"] + parts["dice"])
-    cls_only, parts = build_loss(LossConfig(), 3)(outputs, {"label": batch["label"]})  # no masks needed
+    cls_only, parts = build_loss(loss_config(), 3)(outputs, {"label": batch["label"]})  # no masks needed
     assert set(parts) == {"cls"} and torch.allclose(cls_only, torch.nn.functional.cross_entropy(outputs["logits"], batch["label"]))
-    no_dice, parts = build_loss(LossConfig(w_bce=0.5), 3)(outputs, batch)
+    no_dice, parts = build_loss(loss_config(w_bce=0.5), 3)(outputs, batch)
     assert set(parts) == {"cls", "bce"} and torch.allclose(no_dice, parts["cls"] + 0.5 * parts["bce"])
     with pytest.raises(ValueError, match="no mask output"):
-        build_loss(LossConfig(w_dice=1.0), 3)({"logits": outputs["logits"]}, batch)
+        build_loss(loss_config(w_dice=1.0), 3)({"logits": outputs["logits"]}, batch)
     with pytest.raises(ConfigError, match="all loss weights are zero"):
-        build(LossConfig, {"w_cls": 0.0})
+        build(LossConfig, {**RUN_DEFAULTS["loss"], "w_cls": 0.0})
 
 
 def test_seg_terms_ignore_zero_weight_items():
     outputs, batch = _outputs_and_batch()
-    loss = build_loss(LossConfig(w_cls=0.0, w_bce=1.0, w_dice=1.0), 3)
+    loss = build_loss(loss_config(w_cls=0.0, w_bce=1.0, w_dice=1.0), 3)
     base, _ = loss(outputs, batch)
     changed = {k: v.clone() for k, v in batch.items()}
     changed["mask"][3] = 1 - changed["mask"][3]  # the weight-0 item's target must not matter
@@ -220,9 +169,9 @@ def test_seg_terms_ignore_zero_weight_items():
 
 def test_class_weights_change_ce():
     outputs, batch = _outputs_and_batch()
-    plain, _ = build_loss(LossConfig(), 3)(outputs, batch)
-    weighted, _ = build_loss(LossConfig(class_weights=(1.0, 1.0, 5.0)), 3)(outputs, batch)
+    plain, _ = build_loss(loss_config(), 3)(outputs, batch)
+    weighted, _ = build_loss(loss_config(class_weights=(1.0, 1.0, 5.0)), 3)(outputs, batch)
     expect = torch.nn.functional.cross_entropy(outputs["logits"], batch["label"], weight=torch.tensor([1.0, 1.0, 5.0]))
     assert torch.allclose(weighted, expect) and not torch.allclose(plain, weighted)
     with pytest.raises(ValueError, match="class_weights has 2 entries"):
-        build_loss(LossConfig(class_weights=(1.0, 2.0)), 3)
+        build_loss(loss_config(class_weights=(1.0, 2.0)), 3)

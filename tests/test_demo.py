@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -41,7 +40,7 @@ def _make(root: Path, name: str, **over) -> Path:
     """make_demo with the small params into ``root / name`` (an absolute path set after build,
     since params.yaml only allows paths relative to the repository)."""
     cfg = build(DemoConfig, small_params("data/raw/demo", **over), "demo")
-    make_demo(dataclasses.replace(cfg, out_dir=root / name))
+    make_demo(cfg.model_copy(update={"out_dir": root / name}))
     return root / name
 
 
@@ -251,9 +250,9 @@ def test_fingerprint_survives_64px_face_crop(demo: Path) -> None:
     ({"ffhq_identities": -1}, "ffhq_identities"),
     ({"gan_images": 0}, "gan_images"),
     ({"bogus": 1}, "unknown key"),
-    ({"ffpp_videos": 7}, "even"),
+    ({"ffpp_videos": 7}, "ffpp_videos: must be a multiple of 2"),
     ({"gan_base_size": 64}, "power of two"),
-    ({"gan_generators": {"wgan_gp": "pixelshuffle"}}, "operator"),
+    ({"gan_generators": {"wgan_gp": "pixelshuffle"}}, "gan_generators.wgan_gp: .* is not one of"),
     ({"ffpp_methods": ["NeuralTextures"]}, "ffpp_methods"),
     ({"split_fractions": [0.5, 0.2, 0.2]}, "sum to 1"),
     ({"out_dir": "/abs/path"}, "absolute"),

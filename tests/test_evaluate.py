@@ -10,35 +10,12 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from helpers import fake_scores, make_manifest
 from dfpipe.evaluation import evaluate as E
 from dfpipe.evaluation import featuremaps as FM
 from dfpipe.core.config import ConfigError, build
 
 
-def make_manifest(seed: int = 0, n_images: int = 40, frames: int = 5) -> pd.DataFrame:
-    """A small eval manifest: FFHQ (real) and two GANs (fake) images, FF++ real and edited videos
-    whose names collide across methods (000_003 in Face2Face and FaceSwap)."""
-    rows = []
-    for i in range(n_images):
-        src, label = [("ffhq", 0), ("gan_stylegan", 1), ("gan_wgan_gp", 1)][i % 3]
-        rows.append((f"{src}/img{i:03d}.png", src, label, src, "", f"h-img{i}"))
-    for method, label, vids in [("youtube", 0, ["000", "003", "010"]),
-                                ("Face2Face", 2, ["000_003", "010_011"]),
-                                ("FaceSwap", 2, ["000_003", "011_010"])]:
-        for v in vids:
-            for f in range(frames):
-                rows.append((f"ffpp/{method}/{v}#f{f * 20}", "ffpp", label, method, v, f"h-{method}-{v}-{f}"))
-    df = pd.DataFrame(rows, columns=["id", "source", "label", "method", "video_id", "content_hash"])
-    return df.sort_values("id").reset_index(drop=True)
-
-
-def fake_scores(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Informative but imperfect (N, 3) probabilities, as a trained model would give."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(len(labels), 3))
-    logits[np.arange(len(labels)), labels] += 2.0
-    p = np.exp(logits)
-    return (p / p.sum(1, keepdims=True)).astype(np.float32)
 
 
 def scored_frame(seed: int = 0) -> pd.DataFrame:
@@ -224,8 +201,12 @@ def test_run_evaluation_end_to_end(tmp_path):
     write_split(tmp_path / "variants" / "v3", "train", tr)
     val = ev_man.iloc[[5]].assign(id="ffhq/val_only.png", content_hash="h-val-only")
     write_split(tmp_path / "variants" / "v3", "val", val)
-    run_cfg = RunConfig(model=ModelConfig(name="resnet18", image_size=32), variant="v3", lr=2e-4,
-                        batch_size=128, epochs=1)
+    from dfpipe.core.config import build
+    from helpers import run_dict
+
+    run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32}, variant="v3", lr=2e-4,
+                                        batch_size=128, epochs=1, bn_recalibration_batches=0,
+                                        max_steps_per_epoch=0))
     torch.manual_seed(0)
     model = build_model(run_cfg.model)
     (tmp_path / "models" / "r5").mkdir(parents=True)

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synthetic import draw_synthetic_face
 from dfpipe.ingest.faces import (
-    Box, Face, FaceDetector, PersonSegmenter, crop_image, crop_mask, cut_box, draw_synthetic_face,
+    Box, Face, FaceDetector, PersonSegmenter, crop_image, crop_mask, cut_box,
     square_box, whole_image_box,
 )
 

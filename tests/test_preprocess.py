@@ -1,18 +1,18 @@
 """The preprocess stage on a generated tree that plants every kind of bad input, real MediaPipe."""
 
-import dataclasses
 
 import cv2
 import numpy as np
 import pytest
 
 from dfpipe.core.config import ConfigError, build
-from dfpipe.ingest.faces import Box, crop_mask, draw_synthetic_face
+from dfpipe.ingest.faces import Box, crop_mask
+from synthetic import draw_synthetic_face
 from dfpipe.core.manifest import FACE_SCHEMA, read_table
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
 from dfpipe.core.shards import ShardReader
 from dfpipe.ingest.sources import SourceConfig, ffpp_group_keys
-from dfpipe.ingest.video import write_video
+from synthetic import write_video
 
 CFG = dict(
     detector_model="models/mediapipe/face_detection_short_range.tflite",
@@ -265,8 +265,8 @@ def test_broken_model_fails_instead_of_hanging(tree, tmp_path):
     """A worker whose MediaPipe task cannot start must fail the stage (Pool would respawn forever)."""
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"not a flatbuffer")
-    config = dataclasses.replace(cfg(workers=2), detector_model=bad)
+    config = cfg(workers=2).model_copy(update={"detector_model": bad})
     with pytest.raises(RuntimeError, match="could not start"):
         run(tree, IMG_SPEC, tmp_path, "ffhq", config=config)
     with pytest.raises(FileNotFoundError, match="model missing"):
-        run(tree, IMG_SPEC, tmp_path, "ffhq", config=dataclasses.replace(config, detector_model=tmp_path / "no.tflite"))
+        run(tree, IMG_SPEC, tmp_path, "ffhq", config=config.model_copy(update={"detector_model": tmp_path / "no.tflite"}))

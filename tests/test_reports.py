@@ -14,7 +14,7 @@ from dfpipe.evaluation import reports as R
 from dfpipe.core.config import build, load_section
 from dfpipe.core.io import write_json
 
-from test_evaluate import make_manifest, fake_scores
+from helpers import make_manifest, fake_scores
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "metrics/reference/qian2020_f3net.yaml"

@@ -5,6 +5,7 @@ These scan the library and stage sources; each rule guards a promise of the READ
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -15,12 +16,22 @@ SOURCES = sorted((ROOT / "src").rglob("*.py")) + sorted((ROOT / "stages").glob("
 
 
 def _code(path: Path) -> str:
-    # strip comments and docstring-ish lines so prose mentioning a pattern does not count
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.split("#", 1)[0]
-        lines.append(stripped)
-    return "\n".join(lines)
+    """The source without comments and docstrings, so prose mentioning a pattern does not count."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)  # unparse drops comments
+
+
+def test_code_strips_docstrings_and_comments(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text('"""Never shell=True."""\nimport os  # shell=True\n\ndef f():\n    """yaml.load( here"""\n    return 1\n')
+    code = _code(sample)
+    assert "shell=True" not in code and "yaml.load(" not in code and "return 1" in code
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -50,4 +61,4 @@ def test_stages_parse_no_arguments_at_module_level():
         code = _code(path)
         head = code.split("def main", 1)[0]
         assert "argparse" not in head or "ArgumentParser(" not in head, f"{path.name}: module-level parsing"
-        assert 'if __name__ == "__main__":' in code, f"{path.name}: no main guard"
+        assert re.search(r"if __name__ == ['\"]__main__['\"]:", code), f"{path.name}: no main guard"

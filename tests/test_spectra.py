@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -89,7 +88,8 @@ def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: in
     return images
 
 
-def make_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False) -> dict[str, np.ndarray]:
+def make_spectra_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False) -> dict[str, np.ndarray]:
+    """A variant of images with planted spectral traits (not helpers.make_variant: returns the images)."""
     rng = np.random.default_rng(seed)
     return {s: write_split(root, s, rng, outlier=(outlier_in_eval and s == "eval")) for s in sp.SPLITS}
 
@@ -110,13 +110,12 @@ def config(tmp: Path, **overrides) -> sp.SpectraConfig:
     values.update(overrides)
     cfg = build(sp.SpectraConfig, values, where="spectra")
     # tests run outside the repository: anchor the relative paths at tmp
-    return dataclasses.replace(
-        cfg,
+    return cfg.model_copy(update=dict(
         variants_dir=tmp / cfg.variants_dir,
         out_dir=tmp / cfg.out_dir,
         metrics_dir=tmp / cfg.metrics_dir,
         plots_dir=tmp / cfg.plots_dir,
-    )
+    ))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -221,8 +220,8 @@ def test_streaming_moments_equal_numpy():
 
 
 def test_stats_use_train_split_only(tmp_path):
-    images = make_variant(tmp_path / "a" / "variants" / "v1", outlier_in_eval=False)
-    make_variant(tmp_path / "b" / "variants" / "v1", outlier_in_eval=True)
+    images = make_spectra_variant(tmp_path / "a" / "variants" / "v1", outlier_in_eval=False)
+    make_spectra_variant(tmp_path / "b" / "variants" / "v1", outlier_in_eval=True)
     cfg_a, cfg_b = config(tmp_path / "a"), config(tmp_path / "b")
     sp.build_variant("v1", cfg_a)
     sp.build_variant("v1", cfg_b)
@@ -244,7 +243,7 @@ def test_stats_use_train_split_only(tmp_path):
 def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
     """stats_dct.npz and stats_dft.npz are numpy's train statistics of each transform; stats.npz is
     the cached kind's; the cache itself holds only the configured kind."""
-    images = make_variant(tmp_path / "variants" / "v1")
+    images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path, kind=cached, color="gray", eps=0.5)
     metrics = sp.build_variant("v1", cfg)
     root = cfg.out_dir / "v1"
@@ -280,7 +279,7 @@ def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
 
 @pytest.mark.parametrize("kind,color,eps", [("dct", "per_channel", 1e-12), ("dct", "gray", 0.5), ("dft", "per_channel", 1e-12)])
 def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
-    images = make_variant(tmp_path / "variants" / "v1")
+    images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path, kind=kind, color=color, eps=eps)
     metrics = sp.build_variant("v1", cfg)
     c = sp.num_channels(color)
@@ -314,12 +313,12 @@ def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
 
 
 def test_cache_is_deterministic_and_aligned(tmp_path):
-    images = make_variant(tmp_path / "variants" / "v1")
+    images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path)
     sp.build_variant("v1", cfg)
     files = sorted(p for p in cfg.out_dir.rglob("*") if p.is_file())
     first = {p: p.read_bytes() for p in files}
-    cfg2 = dataclasses.replace(cfg, batch_size=3)  # different batch split, same cached bytes
+    cfg2 = cfg.model_copy(update={"batch_size": 3})  # different batch split, same cached bytes
     sp.build_variant("v1", cfg)
     assert {p: p.read_bytes() for p in files} == first
     sp.build_variant("v1", cfg2)
@@ -339,7 +338,7 @@ def test_cache_is_deterministic_and_aligned(tmp_path):
 
 
 def test_bad_image_shard_names_the_file(tmp_path):
-    make_variant(tmp_path / "variants" / "v1")
+    make_spectra_variant(tmp_path / "variants" / "v1")
     shard = tmp_path / "variants" / "v1" / "val" / "images-00000.npy"
     np.save(shard, np.zeros((7, SIZE, SIZE, 3), np.float32))
     with pytest.raises(ValueError, match="images-00000.npy.*uint8"):
@@ -383,7 +382,7 @@ def test_missing_param_is_config_error():
 def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
     import importlib.util
 
-    make_variant(tmp_path / "data" / "variants" / "v1")
+    make_spectra_variant(tmp_path / "data" / "variants" / "v1")
     repo = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((repo / "params.yaml").read_text())["spectra"]
     params.update(variants=["v1"], batch_size=5, shard_size=8)

@@ -10,7 +10,7 @@ import pytest
 
 from dfpipe.splits.groups import SplitError, UnionFind, canonical_groups, read_official_ffpp, unit_hash
 from dfpipe.splits.variants import select_variant
-from test_variants import face_rows, split_cfg, variant_cfg
+from helpers import face_rows, split_cfg, variant_cfg
 
 PAIRS = [(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 60, 2)]
 

@@ -9,20 +9,20 @@ import pytest
 import torch
 
 import dfpipe.training.train as train_mod
-from dfpipe.core.config import ConfigError, build, load_yaml, to_dict
+from dfpipe.core.config import ConfigError, build, deep_merge, load_yaml, to_dict
 from dfpipe.training.data import VariantDataset, make_loader
 from dfpipe.training.engine import to_device, train_one_epoch
-from dfpipe.training.losses import LossConfig, build_loss
+from dfpipe.training.losses import build_loss
 from dfpipe.models import ModelConfig, build_model
 from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit, load_model
 
-from test_data import make_variant
+from helpers import loss_config, make_variant, run_dict
 
-RUN = {
-    "model": {"name": "resnet18", "num_classes": 3, "image_size": 32},
-    "variant": "toy", "lr": 0.001, "batch_size": 8, "epochs": 2, "optimizer": "adam",
-    "schedule": "cosine", "warmup_epochs": 0.5, "seed": 11, "max_steps_per_epoch": 2,
-}
+RUN = run_dict(
+    model={"name": "resnet18", "num_classes": 3, "image_size": 32},
+    variant="toy", lr=0.001, batch_size=8, epochs=2, optimizer="adam",
+    schedule="cosine", warmup_epochs=0.5, seed=11, max_steps_per_epoch=2, bn_recalibration_batches=0,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def test_overfit_one_batch(workdir):
     batch = next(iter(make_loader(ds, 12, train=True, num_workers=0, seed=0)))
     model = build_model(ModelConfig(name="resnet18", image_size=32))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = build_loss(LossConfig(), 3)
+    loss_fn = build_loss(loss_config(), 3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     stats = [train_one_epoch(model, [batch], loss_fn, opt, scaler, torch.device("cpu"), epoch=e,
                              flip=False, progress=False) for e in range(20)]
@@ -98,7 +98,7 @@ def test_resume_equals_uninterrupted(workdir):
 def test_changed_config_starts_fresh(workdir, capsys):
     run_cfg, train_cfg, paths = _cfgs(workdir, RUN, "c")
     fit("test", run_cfg, train_cfg, paths, stop_after=1)
-    other = dataclasses.replace(run_cfg, lr=0.002)
+    other = run_cfg.model_copy(update={"lr": 0.002})
     out = fit("test", other, train_cfg, paths, stop_after=1)
     assert out["epochs_run"] == 1 and _state(paths.out_dir / "last.pt")["epoch"] == 1
     assert "config differs (lr)" in capsys.readouterr().err
@@ -143,7 +143,7 @@ def test_spectrum_runs_load_the_stats_of_their_kind(workdir):
     scfg = build(sp.SpectraConfig, {"variants": ["toy"], "variants_dir": "data/variants", "out_dir": "data/spectra",
                                      "metrics_dir": "m", "plots_dir": "p", "kind": "dct", "color": "per_channel",
                                      "eps": 0.5, "batch_size": 16, "shard_size": 64}, where="spectra")
-    scfg = dataclasses.replace(scfg, variants_dir=root / scfg.variants_dir, out_dir=root / scfg.out_dir)
+    scfg = scfg.model_copy(update=dict(variants_dir=root / scfg.variants_dir, out_dir=root / scfg.out_dir))
     sp.build_variant("toy", scfg)
     run = dict(RUN, epochs=1, model={**RUN["model"], "input": "dft"})
     run_cfg, train_cfg, paths = _cfgs(root, run, "dft")
@@ -173,7 +173,7 @@ def test_spectrum_runs_load_the_stats_of_their_kind(workdir):
 
 @pytest.mark.parametrize("change, message", [
     ({"lr_rate": 0.1}, "unknown key"),
-    ({"lr": -1.0}, "lr must be > 0"),
+    ({"lr": -1.0}, r"runs\.x\.lr: must be > 0"),
     ({"optimizer": "rmsprop"}, "is not one of"),
     ({"model": {"name": "resnet18", "typo": 1}}, "unknown key"),
     ({"loss": {"w_bce": 1.0}}, "need model.seg_head"),
@@ -182,7 +182,7 @@ def test_spectrum_runs_load_the_stats_of_their_kind(workdir):
 ])
 def test_bad_run_config(change, message):
     with pytest.raises(ConfigError, match=message):
-        build(RunConfig, {**RUN, **change}, where="runs.x")
+        build(RunConfig, deep_merge(RUN, change), where="runs.x")
     bad = dict(RUN)
     del bad["variant"]
     with pytest.raises(ConfigError, match="missing required key 'variant'"):
@@ -194,7 +194,7 @@ def test_lr_schedule_shapes():
     f = [train_mod.lr_factor(s, cfg, 10) for s in range(40)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.01
-    step = dataclasses.replace(cfg, schedule="step", step_size=2, gamma=0.5, warmup_epochs=0.0)
+    step = cfg.model_copy(update=dict(schedule="step", step_size=2, gamma=0.5, warmup_epochs=0.0))
     assert [train_mod.lr_factor(s, step, 10) for s in (0, 19, 20, 39)] == [1.0, 1.0, 0.5, 0.5]
 
 

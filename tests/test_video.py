@@ -5,8 +5,9 @@ import av
 import numpy as np
 import pytest
 
+from synthetic import write_video
 from dfpipe.ingest.video import (
-    VideoError, every_nth_indices, per_video_indices, probe, read_frames, sample_indices, write_video,
+    VideoError, every_nth_indices, per_video_indices, probe, read_frames, sample_indices,
 )
 
 

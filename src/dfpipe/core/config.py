@@ -1,40 +1,112 @@
-"""Typed, frozen configuration read from ``params.yaml``.
+"""Typed, frozen configuration read from ``params.yaml`` (pydantic v2 models).
 
-Every stage reads its section of ``params.yaml`` into a frozen dataclass with :func:`build`.
-An unknown key, a missing key or a value of the wrong type is a :class:`ConfigError` naming the
-dotted path of the offending key: a typo in ``params.yaml`` must never fall back to a silent default.
+Every config class derives from :class:`Config`: strict types (no ``true`` for an int, no
+``"3"`` for a number), unknown keys refused, instances frozen. Range checks are ``Field``
+constraints, cross-field checks are ``model_validator``\\ s. :func:`build` turns pydantic's
+errors into one :class:`ConfigError` naming each offending dotted key (``runs.resnet_5.lr: ...``):
+a typo in ``params.yaml`` must never fall back to a silent default.
 
-Dataclass fields may be annotated with: ``int``, ``float``, ``str``, ``bool``, ``Path``,
-``Optional[X]`` / ``X | None``, ``Literal[...]``, ``tuple[X, ...]``, ``tuple[X, Y]``,
-``dict[str, X]`` and nested dataclasses. Fields with a default may be omitted from the YAML.
+``params.yaml`` is read with a YAML 1.2 loader, the dialect ``dvc exp run -S`` writes back
+(ruamel.yaml): a bare ``off`` stays the string ``"off"`` instead of PyYAML's (YAML 1.1) ``False``.
+
+``runs.<name>`` entries are deep-merged over the ``run_defaults:`` block (:func:`merged_entry`),
+so each run states only what differs from the defaults.
+
+Paths: fields typed :data:`RepoPath` hold paths relative to the repository root (the folder
+holding the params file being loaded); an absolute path, or one that leaves the repository
+(``..`` or a symlink resolving outside it), is a :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union
+import functools
+import os
+import re
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Mapping, TypeVar
 
-import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator, TypeAdapter,
+                      ValidationError, ValidationInfo)
 
-T = TypeVar("T")
+T = TypeVar("T", bound=BaseModel)
 
 PARAMS_FILE = "params.yaml"
+#: Sections whose entries are merged over a defaults block before validation.
+DEFAULTS_BLOCKS = {"runs": "run_defaults"}
 
 
 class ConfigError(ValueError):
     """A ``params.yaml`` value is missing, unknown or of the wrong type."""
 
 
+class Config(BaseModel):
+    """Base of every params section/entry: strict, ``extra="forbid"``, frozen."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, regex_engine="python-re")
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths inside the repository
+
+
+def _repo_path(value: Any, info: ValidationInfo) -> Path:
+    if not isinstance(value, (str, PurePath)):
+        raise ValueError(f"expected a path string, got {_show(value)}")
+    path = Path(value)
+    if path.is_absolute():
+        raise ValueError(f"absolute paths are not allowed ({value}); use a path relative to the repository")
+    if os.path.normpath(path).split(os.sep)[0] == "..":
+        raise ValueError(f"{value} escapes the repository (..)")
+    root = (info.context or {}).get("root") if info is not None else None
+    if root is not None:
+        root = Path(root).resolve()
+        target = (root / path).resolve()
+        if target != root and root not in target.parents:
+            raise ValueError(f"{value} resolves outside the repository (symlink to {target})")
+    return path
+
+
+#: A path relative to the repository root that stays inside it (see the module docstring).
+RepoPath = Annotated[
+    Path, PlainValidator(_repo_path), PlainSerializer(lambda p: p.as_posix(), return_type=str),
+]
+
+
+def _plain_name(value: str) -> str:
+    if not value or "/" in value or value.startswith("."):
+        raise ValueError(f"must be a plain name (no '/', not starting with '.'), got {value!r}")
+    return value
+
+
+def _safe_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or value in (".", ".."):
+        raise ValueError(f"must be a plain name of [A-Za-z0-9_.-], got {value!r}")
+    return value
+
+
+#: A plain entry/folder name: no "/", not starting with "." (names folders and stage keys).
+PlainName = Annotated[str, AfterValidator(_plain_name)]
+#: A name of ``[A-Za-z0-9_.-]`` other than "." and "..": method, source and variant names.
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+
+
 def load_yaml(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load`` (never the unsafe loader)."""
+    """Read a YAML mapping with a safe YAML 1.2 loader (the dialect DVC writes back with ``-S``)."""
+    from ruamel.yaml import YAML  # shipped with DVC; pure: the C loader follows YAML 1.1 booleans
+    from ruamel.yaml.error import YAMLError
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found")
-    with path.open("r", encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            data = YAML(typ="safe", pure=True).load(fh)
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
@@ -45,139 +117,146 @@ def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> 
     data = load_yaml(path)
     if section not in data:
         raise ConfigError(f"{path}: missing section '{section}'")
-    return build(cls, data[section], where=section)
+    return build(cls, data[section], where=section, root=Path(path).parent)
 
 
 def load_entry(section: str, key: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
     """Build entry ``key`` of the mapping ``section`` (e.g. ``sources.ffhq``, ``runs.resnet_5``).
 
     Foreach stages get their key on the command line; an unknown key is a :class:`ConfigError`
-    listing the known ones.
+    listing the known ones. ``runs`` entries are merged over ``run_defaults`` first.
     """
     data = load_yaml(path)
+    return build(cls, merged_entry(data, section, key, where=str(path)), where=f"{section}.{key}",
+                 root=Path(path).parent)
+
+
+def merged_entry(data: Mapping[str, Any], section: str, key: str, where: str = PARAMS_FILE) -> Any:
+    """Entry ``section.key`` of the params mapping ``data``, deep-merged over its defaults block."""
     entries = data.get(section)
     if not isinstance(entries, Mapping):
-        raise ConfigError(f"{path}: section '{section}' must be a mapping of named entries")
+        raise ConfigError(f"{where}: section '{section}' must be a mapping of named entries")
     if key not in entries:
-        raise ConfigError(f"{path}: no entry '{key}' under '{section}' (known: {sorted(entries)})")
-    return build(cls, entries[key], where=f"{section}.{key}")
+        raise ConfigError(f"{where}: no entry '{key}' under '{section}' (known: {sorted(entries)})")
+    entry = entries[key]
+    block = DEFAULTS_BLOCKS.get(section)
+    if block is None:
+        return entry
+    defaults = data.get(block, {})  # absent: every entry states every key itself
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"{where}: '{block}' must be a mapping (merged into every {section} entry)")
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{section}.{key}: expected a mapping, got {_show(entry)}")
+    return deep_merge(defaults, entry)
 
 
-def build(cls: type[T], data: Any, where: str = "") -> T:
-    """Build the frozen dataclass ``cls`` from a mapping, strictly.
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``; nested mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(out.get(k), Mapping) and isinstance(v, Mapping) else v
+    return out
 
-    Raises :class:`ConfigError` on unknown keys, missing required keys and type mismatches.
-    ``where`` is the dotted path used in error messages.
+
+def build(cls: type[T], data: Any, where: str = "", root: str | Path | None = None) -> T:
+    """Validate ``data`` (a YAML mapping) into ``cls``; a :class:`ConfigError` on any problem.
+
+    ``where`` is the dotted path used in messages; ``root`` the repository root against which
+    :data:`RepoPath` fields are resolved (None: checked lexically only).
     """
-    return _convert(cls, data, where or cls.__name__)
+    where = where or getattr(cls, "__name__", str(cls))
+    try:
+        return _adapter(cls).validate_python(_tuples(data), strict=True, context={"root": root})
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_message(cls, where, err) for err in exc.errors())) from None
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branch per type form
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: Any) -> TypeAdapter:
+    """Validator of ``cls``: a :class:`Config` or a container of them (``dict[str, VariantConfig]``)."""
+    return TypeAdapter(cls)
 
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}"
-            )
-        kwargs = {}
-        for name, field in fields.items():
-            if name in value:
-                kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}")
-            elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}: missing required key '{name}'")
-        obj = tp(**kwargs)
-        check = getattr(obj, "validate", None)
-        if callable(check):
-            try:
-                check()
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{where}: {exc}") from exc
-        return obj
 
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{where}: {_show(value)} matches none of {args}: {errors}")
+def to_dict(obj: Any) -> Any:
+    """Inverse of :func:`build` for logging and checkpoints: plain YAML types (lists, str paths)."""
+    if isinstance(obj, BaseModel):
+        return to_dict(obj.model_dump())
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, PurePath):
+        return obj.as_posix()
+    return obj
 
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {_show(value)} is not one of {list(args)}")
-        return value
 
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+# ------------------------------------------------------------------------------------------------
+# Errors
 
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
-        key_t, val_t = args if args else (str, Any)
-        return {
-            _convert(key_t, k, f"{where}.<key>"): _convert(val_t, v, f"{where}.{k}")
-            for k, v in value.items()
-        }
 
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {_show(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {_show(value)}")
-        return value
-    if tp is Path:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a path string, got {_show(value)}")
-        path = Path(value)
-        if path.is_absolute():
-            raise ConfigError(f"{where}: absolute paths are not allowed ({value}); use a path relative to the repository")
-        return path
-    raise ConfigError(f"{where}: unsupported annotation {tp!r}")
+def _tuples(value: Any) -> Any:
+    """YAML lists as tuples (config sequences are immutable tuples; strict mode takes no list)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+_TYPE_MESSAGES = {
+    "int_type": "expected an integer", "float_type": "expected a number", "bool_type": "expected true/false",
+    "string_type": "expected a string", "tuple_type": "expected a list", "list_type": "expected a list",
+    "dict_type": "expected a mapping", "model_type": "expected a mapping", "model_attributes_type": "expected a mapping",
+}
+
+
+_BOUNDS = {
+    "greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"), "multiple_of": ("a multiple of", "multiple_of"),
+    "too_short": ("at least this long:", "min_length"), "string_pattern_mismatch": ("a match of", "pattern"),
+}
+
+
+def _message(cls: type[BaseModel], where: str, err: Mapping[str, Any]) -> str:
+    loc = list(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    if kind in ("extra_forbidden", "missing"):
+        key = loc.pop()
+        fields = _fields_at(cls, loc)
+        if kind == "missing":
+            text = f"missing required key '{key}'"
+        else:
+            text = f"unknown key(s) ['{key}']" + (f"; allowed: {fields}" if fields else "")
+    elif kind in _TYPE_MESSAGES:
+        text = f"{_TYPE_MESSAGES[kind]}, got {_show(value)}"
+    elif kind == "literal_error":
+        text = f"{_show(value)} is not one of [{err['ctx']['expected'].replace(' or ', ', ')}]"
+    elif kind in ("value_error", "assertion_error"):
+        text = str(err["ctx"]["error"])
+    elif kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        text = f"must be {op} {err['ctx'][key]}, got {_show(value)}"
+    else:  # Field constraints: "Input should be greater than 0" -> "should be greater than 0, got -1"
+        msg = err["msg"]
+        text = f"{msg[len('Input '):] if msg.startswith('Input ') else msg}, got {_show(value)}"
+    path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    return f"{path}: {text}"
+
+
+def _fields_at(cls: Any, loc: list[Any]) -> list[str]:
+    """Field names of the model nested at ``loc`` under ``cls`` (best effort, for messages)."""
+    for part in loc:
+        field = getattr(cls, "model_fields", {}).get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        cls = field.annotation
+        for arg in getattr(cls, "__args__", ()):  # Optional[Model]
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                cls = arg
+    return sorted(getattr(cls, "model_fields", {})) if isinstance(cls, type) else []
 
 
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 80 else text[:77] + "..."
-
-
-def to_dict(obj: Any) -> Any:
-    """Inverse of :func:`build` for logging and checkpoints: dataclasses to plain YAML types."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, Path):
-        return obj.as_posix()
-    return obj

@@ -16,6 +16,16 @@ import pyarrow.parquet as pq
 from dfpipe.core.io import atomic_path
 
 LABELS = {0: "real", 1: "fake", 2: "edited"}
+#: A variant's splits, in order: ``train`` (fitting), ``val`` (model selection), ``eval`` (reported).
+SPLITS = ("train", "val", "eval")
+
+
+def is_fake(label):
+    """The binary real/fake view of a manifest label (scalar or array): every label but 0 (real) is fake.
+
+    ``1`` (generated) and ``2`` (edited) are both fake; used for AUC, EER and binary-model checks.
+    """
+    return label != 0
 
 #: Columns every face manifest has, in this order.
 FACE_SCHEMA = pa.schema(

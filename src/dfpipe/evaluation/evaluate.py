@@ -17,7 +17,6 @@ adds the model (``dfpipe.training.train.load_model``) and the loader (``dfpipe.t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,43 +24,31 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from dfpipe.evaluation import metrics as M
+from dfpipe.core.config import Config, PlainName
 from dfpipe.core.io import atomic_path, write_json
-from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import VARIANT_SCHEMA, is_fake, read_table
 
 EVAL_DIR = Path("metrics/eval")
 
 
-@dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Config):
     """``evaluate:`` section of params.yaml (shared by every evaluation)."""
 
-    batch_size: int
-    num_workers: int
+    batch_size: int = Field(ge=1)
+    num_workers: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"]
     amp: Literal["off", "bf16", "fp16"]
-    bootstrap: int          # resamples for the 95 % intervals (1000 is the usual minimum)
-    ci_level: float
-    seed: int               # bootstrap and feature-map example choice
-    featuremap_layer: str   # dotted module name, or "auto" (middle Conv2d)
-    featuremap_per_class: int
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.bootstrap < 1:
-            raise ValueError(f"bootstrap must be >= 1, got {self.bootstrap}")
-        if not 0.5 <= self.ci_level < 1.0:
-            raise ValueError(f"ci_level must be in [0.5, 1), got {self.ci_level}")
-        if not 0 <= self.featuremap_per_class <= 16:
-            raise ValueError(f"featuremap_per_class must be in [0, 16], got {self.featuremap_per_class}")
+    bootstrap: int = Field(ge=1)    # resamples for the 95 % intervals (1000 is the usual minimum)
+    ci_level: float = Field(ge=0.5, lt=1.0)
+    seed: int                       # bootstrap and feature-map example choice
+    featuremap_layer: str           # dotted module name, or "auto" (middle Conv2d)
+    featuremap_per_class: int = Field(ge=0, le=16)
 
 
-@dataclass(frozen=True)
-class Evaluation:
+class Evaluation(Config):
     """One ``evaluations.<name>`` entry: ``run`` scored on ``variant``'s eval split.
 
     ``train_variant`` is the variant the run was trained on. It is checked against the run's
@@ -69,15 +56,9 @@ class Evaluation:
     as dependencies (the leak overlap is counted from them).
     """
 
-    run: str
-    variant: str
-    train_variant: str
-
-    def validate(self) -> None:
-        for key in ("run", "variant", "train_variant"):
-            value = getattr(self, key)
-            if not value or "/" in value or value.startswith("."):
-                raise ValueError(f"{key} must be a plain name, got {value!r}")
+    run: PlainName
+    variant: PlainName
+    train_variant: PlainName
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +87,7 @@ def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarra
     probs, labels = probs[order], np.asarray(labels, dtype=np.int64)[order]
     k = probs.shape[1]
     man_labels = manifest["label"].to_numpy(np.int64)
-    expected = man_labels if k > 2 else (man_labels != 0).astype(np.int64)
+    expected = man_labels if k > 2 else is_fake(man_labels).astype(np.int64)
     if not np.array_equal(labels, expected):
         bad = int(np.flatnonzero(labels != expected)[0])
         raise ValueError(f"{where}: label of {man_ids[bad]} is {labels[bad]} in the predictions, "

@@ -1,6 +1,6 @@
 """Classification metrics: the one place every stage computes scores (training selection, evaluation).
 
-Owner: evaluate. Training imports :func:`macro_f1` for model selection on the val split.
+Training imports :func:`macro_f1` for model selection on the val split.
 
 Conventions (all functions):
 
@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_curve
 
-from dfpipe.core.manifest import LABELS
+from dfpipe.core.manifest import LABELS, is_fake
 
 NAN = float("nan")
 
@@ -120,7 +120,7 @@ def real_vs_fake(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.
     """Binary view: ``(y, score)`` with ``y = label != 0`` and ``score = 1 - p(real)``."""
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
-    return (labels != 0).astype(np.int64), 1.0 - probs[:, 0]
+    return is_fake(labels).astype(np.int64), 1.0 - probs[:, 0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+from pydantic import Field, model_validator
+
+from dfpipe.core.config import Config, RepoPath
 
 from dfpipe.core.io import read_json, write_bytes
 
 
-@dataclass(frozen=True)
-class LeakageTable:
+class LeakageTable(Config):
     """Rows of the leakage table.
 
     ``audits``: variant names whose ``metrics/audit/<name>.json`` counts are shown;
@@ -36,31 +38,28 @@ class LeakageTable:
     """
 
     audits: tuple[str, ...]
-    audit_keys: tuple[str, ...]
+    audit_keys: tuple[str, ...] = Field(min_length=1)
     evaluations: tuple[str, ...]
 
-    def validate(self) -> None:
-        if not self.audit_keys:
-            raise ValueError("audit_keys must not be empty")
 
-
-@dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Config):
     """``report:`` section of params.yaml. Row labels map to evaluation names (keys of
     ``evaluations:``); rows appear in the order written."""
 
-    out_dir: Path
-    eval_dir: Path
-    audit_dir: Path
-    reference: Path
+    out_dir: RepoPath
+    eval_dir: RepoPath
+    audit_dir: RepoPath
+    reference: RepoPath
     resnet: tuple[str, ...]
     f3net: dict[str, str]
     loss_ablation: dict[str, str]
     leakage: LeakageTable
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _has_rows(self) -> "ReportConfig":
         if not (self.resnet or self.f3net or self.loss_ablation or self.leakage.evaluations):
             raise ValueError("report has no rows: list evaluations under resnet/f3net/loss_ablation/leakage")
+        return self
 
     def evaluation_names(self) -> list[str]:
         """Every evaluation the tables read, sorted."""

@@ -28,7 +28,6 @@ normalises the cache).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import re
 from pathlib import Path
@@ -39,16 +38,18 @@ import pandas as pd
 import scipy.fft
 import torch
 from torch import nn
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
+from dfpipe.core.config import Config, RepoPath, SafeName
+
 from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
-from dfpipe.core.manifest import LABELS, VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import LABELS, SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader, ShardWriter
 
 Kind = Literal["dct", "dft"]
 Color = Literal["per_channel", "gray"]
 
-SPLITS = ("train", "val", "eval")
 #: ITU-R BT.601 luma weights (the ones PIL's ``convert("L")`` and OpenCV's ``COLOR_RGB2GRAY`` use).
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 #: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the
@@ -66,35 +67,25 @@ SHARD_PREFIX = "spectra"
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class SpectraConfig:
+class SpectraConfig(Config):
     """The ``spectra:`` section of ``params.yaml``."""
 
-    variants: tuple[str, ...]   # variant names to cache (foreach keys of ``spectra@<name>``)
-    variants_dir: Path          # input: <variants_dir>/<name>/<split>/manifest.parquet
-    out_dir: Path               # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats*.npz}
-    metrics_dir: Path           # output: <metrics_dir>/<name>.json
-    plots_dir: Path             # output: <plots_dir>/<name>/*.png, profiles/*.csv
+    variants: tuple[SafeName, ...] = Field(min_length=1)  # variant names (foreach keys of ``spectra@<name>``)
+    variants_dir: RepoPath      # input: <variants_dir>/<name>/<split>/manifest.parquet
+    out_dir: RepoPath           # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats*.npz}
+    metrics_dir: RepoPath       # output: <metrics_dir>/<name>.json
+    plots_dir: RepoPath         # output: <plots_dir>/<name>/*.png, profiles/*.csv
     kind: Kind                  # cached kind: "dct" (Frank et al.) or "dft" (stats: both kinds)
     color: Color                # "per_channel" (C=3) or "gray" (C=1, BT.601 luma)
-    eps: float                  # log(|c| + eps)
-    batch_size: int             # images per transform batch (also the statistics merge order)
-    shard_size: int             # spectra per cache shard
+    eps: float = Field(gt=0, allow_inf_nan=False)  # log(|c| + eps)
+    batch_size: int = Field(ge=1)   # images per transform batch (also the statistics merge order)
+    shard_size: int = Field(ge=1)   # spectra per cache shard
 
-    def validate(self) -> None:
-        if not self.variants:
-            raise ValueError("variants must list at least one variant name")
+    @model_validator(mode="after")
+    def _unique(self) -> "SpectraConfig":
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants has duplicates: {list(self.variants)}")
-        for name in self.variants:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
-                raise ValueError(f"variant name {name!r} is not a plain folder name")
-        if not (self.eps > 0 and np.isfinite(self.eps)):
-            raise ValueError(f"eps must be a positive finite number, got {self.eps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        return self
 
 
 def stats_path(variant_dir: str | Path, kind: str) -> Path:

@@ -166,28 +166,3 @@ def blank_background(crop: np.ndarray, person: np.ndarray, threshold: float) -> 
     out = crop.copy()
     out[person < threshold] = 0
     return out
-
-
-def draw_synthetic_face(height: int, width: int, cx: int, cy: int, r: int,
-                        background: tuple[int, int, int] = (200, 210, 220)) -> np.ndarray:
-    """A cartoon head and shoulders that BlazeFace detects and the selfie segmenter sees as a person.
-
-    Returns ``(H, W, 3)`` uint8 RGB. For tests and benchmarks only (real components need a
-    detectable input; nothing is downloaded). ``(cx, cy)`` is the face centre, ``r`` its half
-    height in pixels.
-    """
-    img = np.empty((height, width, 3), np.uint8)
-    img[:] = background
-    t = lambda f: max(1, int(round(f * r)))  # noqa: E731 - size proportional to the face
-    cv2.ellipse(img, (cx, cy + t(3.0)), (t(2.2), t(2.0)), 0, 180, 360, (50, 70, 140), -1)  # shoulders
-    cv2.rectangle(img, (cx - t(0.4), cy + t(0.6)), (cx + t(0.4), cy + t(1.3)), (230, 190, 160), -1)  # neck
-    cv2.ellipse(img, (cx, cy - t(0.25)), (t(0.95), t(1.05)), 0, 180, 360, (10, 20, 30), -1)  # hair
-    cv2.ellipse(img, (cx, cy), (t(0.8), r), 0, 0, 360, (240, 200, 170), -1)
-    for s in (-1, 1):
-        ex, ey = cx + s * t(0.33), cy - t(0.2)
-        cv2.ellipse(img, (ex, ey), (t(0.16), t(0.08)), 0, 0, 360, (255, 255, 255), -1)
-        cv2.circle(img, (ex, ey), t(0.06), (20, 30, 40), -1)
-        cv2.line(img, (ex - t(0.17), ey - t(0.17)), (ex + t(0.17), ey - t(0.2)), (20, 30, 40), t(0.04))
-    cv2.line(img, (cx, cy - t(0.1)), (cx - t(0.06), cy + t(0.22)), (190, 140, 120), t(0.03))
-    cv2.ellipse(img, (cx, cy + t(0.45)), (t(0.25), t(0.08)), 0, 0, 360, (180, 60, 60), -1)
-    return img

@@ -26,7 +26,10 @@ from typing import Literal
 import cv2
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from tqdm import tqdm
+
+from dfpipe.core.config import Config, RepoPath
 
 from dfpipe.ingest.faces import (
     Box, FaceDetector, PersonSegmenter, blank_background, crop_image, crop_mask, cut_box,
@@ -39,40 +42,23 @@ from dfpipe.ingest.sources import Item, Reject, SourceConfig, list_items
 from dfpipe.ingest.video import VideoError, probe, read_frames, sample_indices
 
 
-@dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(Config):
     """The ``preprocess:`` section of params.yaml (shared by every source)."""
 
-    detector_model: Path
-    segmenter_model: Path
-    margin: float            # crop side = max(w, h) * margin; 1.3 as FaceForensics++ / DeepfakeBench
-    size: int                # stored crop side in pixels
-    min_score: float         # face detector confidence threshold
-    min_face: int            # smallest accepted face box side, source pixels
-    every_n: int             # every_nth policy: frames 0, N, 2N, ...
-    frames_per_video: int    # per_video policy: K evenly spaced frames
-    seg_threshold: float     # person probability above which a pixel is foreground
+    detector_model: RepoPath
+    segmenter_model: RepoPath
+    margin: float = Field(ge=1.0, le=4.0)  # crop side = max(w, h) * margin; 1.3 as FaceForensics++ / DeepfakeBench
+    size: int = Field(ge=8, le=1024)       # stored crop side in pixels
+    min_score: float = Field(ge=0, le=1)   # face detector confidence threshold
+    min_face: int = Field(ge=1)            # smallest accepted face box side, source pixels
+    every_n: int = Field(ge=1)             # every_nth policy: frames 0, N, 2N, ...
+    frames_per_video: int = Field(ge=1)    # per_video policy: K evenly spaced frames
+    seg_threshold: float = Field(ge=0, le=1)  # person probability above which a pixel is foreground
     seg_background: Literal["blank", "keep"]  # crop_seg: zero the background, or keep it
-    min_person: float        # crop_seg (blank or keep): reject crops with less foreground than this
-    max_pixels: int          # larger images are rejected before decoding (decompression bombs)
-    shard_size: int
-    workers: int
-
-    def validate(self) -> None:
-        if not 1.0 <= self.margin <= 4.0:
-            raise ValueError(f"margin must be in [1, 4], got {self.margin}")
-        if not 8 <= self.size <= 1024:
-            raise ValueError(f"size must be in [8, 1024], got {self.size}")
-        for name in ("min_score", "seg_threshold", "min_person"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
-        if self.min_face < 1:
-            raise ValueError(f"min_face must be >= 1 pixel, got {self.min_face}")
-        if self.every_n < 1 or self.frames_per_video < 1:
-            raise ValueError("every_n and frames_per_video must be >= 1")
-        if self.max_pixels < 1 or self.shard_size < 1 or self.workers < 1:
-            raise ValueError("max_pixels, shard_size and workers must be >= 1")
+    min_person: float = Field(ge=0, le=1)  # crop_seg (blank or keep): reject crops with less foreground than this
+    max_pixels: int = Field(ge=1)          # larger images are rejected before decoding (decompression bombs)
+    shard_size: int = Field(ge=1)
+    workers: int = Field(ge=1)
 
 
 @dataclass

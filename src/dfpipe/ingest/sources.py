@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+from pydantic import model_validator
+
+from dfpipe.core.config import Config, RepoPath, SafeName
 from dfpipe.core.io import resolve_inside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -33,25 +36,21 @@ _DFD_FAKE = re.compile(r"^(\d{2})_(\d{2})__")
 _DFD_ORIGINAL = re.compile(r"^(\d{2})__")
 
 
-@dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(Config):
     """One entry of ``sources:`` in params.yaml."""
 
     kind: Literal["image_folder", "ffpp", "video_folder"]
-    path: Path                      # relative to the repository root
-    label: int                      # 0 real, 1 fake (generated), 2 edited
-    method: str                     # "ffhq", generator or manipulation name; prefixes group keys
+    path: RepoPath                  # relative to the repository root, inside it
+    label: Literal[0, 1, 2]         # 0 real, 1 fake (generated), 2 edited
+    method: SafeName                # "ffhq", generator or manipulation name; prefixes group keys
     mode: Literal["raw", "crop", "crop_seg"]
     sampling: Optional[Literal["every_nth", "per_video"]] = None  # videos only
     compression: str = "c23"        # ffpp only: c0 / c23 / c40
     masks: bool = False             # ffpp only: read <path>/masks/videos/<name>.mp4
     group_pattern: Optional[str] = None  # regex; group 1 of a match on the file stem = identity
 
-    def validate(self) -> None:
-        if self.label not in (0, 1, 2):
-            raise ValueError(f"label must be 0 (real), 1 (fake) or 2 (edited), got {self.label}")
-        if not self.method or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.method):
-            raise ValueError(f"method must be a non-empty name of [A-Za-z0-9_.-], got {self.method!r}")
+    @model_validator(mode="after")
+    def _per_kind(self) -> "SourceConfig":
         is_video = self.kind in ("ffpp", "video_folder")
         if is_video and self.sampling is None:
             raise ValueError(f"kind {self.kind} needs sampling: every_nth or per_video")
@@ -70,6 +69,7 @@ class SourceConfig:
                 raise ValueError(f"group_pattern {self.group_pattern!r} is not a regex: {exc}") from exc
             if rx.groups < 1:
                 raise ValueError(f"group_pattern {self.group_pattern!r} needs a capture group")
+        return self
 
 
 @dataclass(frozen=True)

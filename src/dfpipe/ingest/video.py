@@ -207,36 +207,3 @@ def read_frames(
     finally:
         container.close()
     return out, error
-
-
-def write_video(path: str | Path, frames, fps: int = 25, gop: int = 12, crf: int = 18,
-                gray: bool = False) -> int:
-    """Encode ``frames`` (iterable of ``(H, W, 3)`` uint8 RGB, or ``(H, W)`` when ``gray``) as H.264 mp4.
-
-    ``gop`` is the key-frame interval. Used by tests and benchmarks to build small videos; mask
-    videos (``gray``) are stored as RGB of the grey level, like FaceForensics++'s mask videos.
-    Returns the number of frames written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with av.open(str(path), mode="w") as container:
-        stream = None
-        for frame in frames:
-            frame = np.asarray(frame, dtype=np.uint8)
-            if gray:
-                frame = np.repeat(frame[:, :, None], 3, axis=2)
-            if stream is None:
-                stream = container.add_stream("libx264", rate=fps)
-                stream.width, stream.height = frame.shape[1], frame.shape[0]
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf), "g": str(gop), "keyint_min": str(gop),
-                                  "sc_threshold": "0", "threads": "1"}
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-            n += 1
-        if stream is None:
-            raise ValueError(f"{path}: no frames to write")
-        for packet in stream.encode():
-            container.mux(packet)
-    return n

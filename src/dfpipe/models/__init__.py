@@ -7,9 +7,10 @@ forward contract.
 """
 
 from .common import LoadReport, count_parameters, load_weights, read_state_dict
-from .registry import MODEL_REGISTRY, ModelConfig, build_model, register_model, registered_names
+from .registry import MODEL_CAPABILITIES, MODEL_REGISTRY, ModelConfig, build_model, register_model, registered_names
 
 __all__ = [
+    "MODEL_CAPABILITIES",
     "MODEL_REGISTRY",
     "LoadReport",
     "ModelConfig",

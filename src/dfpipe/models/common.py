@@ -63,7 +63,7 @@ class SpectrumInput(nn.Module):
 
     def __init__(self, size: int, kind: str, source):
         super().__init__()
-        from dfpipe.features.spectra import SpectrumTransform  # the spectra engineer's module
+        from dfpipe.features.spectra import SpectrumTransform
 
         if isinstance(source, (str, Path)):
             source = SpectrumTransform.from_stats(source)

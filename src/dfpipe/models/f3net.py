@@ -241,6 +241,11 @@ class F3Net(nn.Module):
         return out
 
 
-@register_model("f3net")
+def _check_f3net(cfg: ModelConfig) -> None:
+    if cfg.seg_head and cfg.f3net_mode != "mix":
+        raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
+
+
+@register_model(reducible=True, seg_head=True, check=_check_f3net)  # computes its own frequency input
 def build_f3net(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
     return F3Net(cfg)

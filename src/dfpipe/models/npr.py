@@ -60,6 +60,11 @@ class NPRDetector(nn.Module):
         return {"logits": self.fc(h.mean(dim=(2, 3)))}
 
 
-@register_model("npr")
+def _check_npr(cfg: ModelConfig) -> None:
+    if cfg.image_size % 2:
+        raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {cfg.image_size}")
+
+
+@register_model(check=_check_npr)  # computes its own residual input
 def build_npr(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
     return NPRDetector(cfg, spectrum_stats)

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
 import numpy as np
+from pydantic import Field, model_validator
 from torch import nn
+
+from dfpipe.core.config import Config, RepoPath
 
 if TYPE_CHECKING:
     from dfpipe.features.spectra import SpectrumTransform
@@ -31,73 +34,95 @@ ModelFactory = Callable[["ModelConfig", Optional[SpectrumStats]], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelFactory] = {}
 
-#: Registry name -> the module of this package that registers it. Imported on first use, so that a
-#: ResNet-18 stage does not pay the ~2 s of importing timm (Xception / F3Net) in every process.
-MODEL_MODULES = {"resnet18": "resnet", "xception": "xception", "f3net": "f3net", "npr": "npr"}
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a registered model accepts, declared by its module at registration.
+
+    ``inputs``: input kinds (``raw``: the model's own input transform; ``dct``/``dft``: the notes'
+    spectral inputs); ``reducible``: honours ``reduced`` (drop Xception blocks 4-7); ``seg_head``:
+    has the multi-task mask decoder (``seg_head: true``); ``check``:
+    further model-specific checks of a :class:`ModelConfig` (raise ``ValueError``).
+    """
+
+    inputs: tuple[str, ...] = ("raw",)
+    reducible: bool = False
+    seg_head: bool = False
+    check: Optional[Callable[["ModelConfig"], None]] = None
+
+
+MODEL_CAPABILITIES: dict[str, Capabilities] = {}
+
+#: The modules of this package that register models, in import order. Imported on first use (a
+#: ResNet-18 stage then skips the ~2 s of importing timm for Xception / F3Net); the names come from
+#: the decorated functions, so each model name is written once.
+MODEL_MODULES = ("resnet", "npr", "xception", "f3net")
 
 
 def ensure_registered(name: str) -> None:
-    """Import the module that registers ``name`` (no-op for names already registered)."""
-    if name not in MODEL_REGISTRY and name in MODEL_MODULES:
-        importlib.import_module(f"{__package__}.{MODEL_MODULES[name]}")
+    """Import model modules until ``name`` is registered (all of them if it never is)."""
+    for module in MODEL_MODULES:
+        if name in MODEL_REGISTRY:
+            return
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def registered_names() -> list[str]:
     """Every model name, importing all model modules (for listings and tests)."""
-    for name in MODEL_MODULES:
-        ensure_registered(name)
+    ensure_registered("")
     return sorted(MODEL_REGISTRY)
 
-# Input kinds each architecture accepts: the spectral inputs are the notes' ResNet-18 / Xception
-# "DCT of raw images" experiments; F3Net and NPR compute their own frequency / residual input.
-_SPECTRAL_OK = ("resnet18", "xception")
-_REDUCIBLE = ("xception", "f3net")
 
-
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Which detector to build (see the package docstring for each name)."""
 
-    name: Literal["resnet18", "xception", "f3net", "npr"]
+    name: str  # a registered model: the name of its build_<name> function (registered_names())
     input: Literal["raw", "dct", "dft"] = "raw"
-    num_classes: int = 3
-    image_size: int = 224
+    num_classes: int = Field(3, ge=2)  # 3: real/fake/edited, 2: binary
+    # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
+    image_size: int = Field(224, ge=32, le=1024)
     f3net_mode: Literal["fad", "lfs", "both", "mix"] = "mix"
     reduced: bool = False
     seg_head: bool = False
-    mask_size: int = 224
-    weights: Optional[Path] = None
+    mask_size: int = Field(224, ge=8, le=1024)
+    weights: Optional[RepoPath] = None
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _capabilities(self) -> "ModelConfig":
         ensure_registered(self.name)
         if self.name not in MODEL_REGISTRY:
             raise ValueError(f"unknown model name {self.name!r}; registered: {registered_names()}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2 (3: real/fake/edited, 2: binary), got {self.num_classes}")
-        # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
-        if not 32 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be in [32, 1024], got {self.image_size}")
-        if self.name == "npr" and self.image_size % 2:
-            raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {self.image_size}")
-        if self.input != "raw" and self.name not in _SPECTRAL_OK:
-            raise ValueError(f"input {self.input!r} is only for {list(_SPECTRAL_OK)}; {self.name} builds its own input")
-        if self.reduced and self.name not in _REDUCIBLE:
-            raise ValueError(f"reduced (drop Xception blocks 4-7) applies to {list(_REDUCIBLE)}, not {self.name}")
-        if self.seg_head and not (self.name == "f3net" and self.f3net_mode == "mix"):
-            raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
-        if not 8 <= self.mask_size <= 1024:
-            raise ValueError(f"mask_size must be in [8, 1024], got {self.mask_size}")
+        caps = MODEL_CAPABILITIES[self.name]
+        if self.input not in caps.inputs:
+            spectral = sorted(n for n, c in MODEL_CAPABILITIES.items() if self.input in c.inputs)
+            raise ValueError(f"input {self.input!r} is only for {spectral}; {self.name} builds its own input")
+        if self.reduced and not caps.reducible:
+            reducible = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.reducible)
+            raise ValueError(f"reduced (drop Xception blocks 4-7) applies to {reducible}, not {self.name}")
+        if self.seg_head and not caps.seg_head:
+            decoders = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.seg_head)
+            raise ValueError(f"seg_head (multi-task mask decoder) needs a model with one ({decoders}), not {self.name}")
+        if caps.check is not None:
+            caps.check(self)
         if self.weights is not None and self.weights.suffix not in (".pt", ".pth"):
             raise ValueError(f"weights must be a .pt/.pth state_dict file, got {self.weights}")
+        return self
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: ``@register_model("resnet18") def build(cfg, spectrum_stats) -> nn.Module``."""
+def register_model(inputs: tuple[str, ...] = ("raw",), reducible: bool = False, seg_head: bool = False,
+                   check: Optional[Callable[[ModelConfig], None]] = None) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator ``@register_model(inputs=...) def build_<name>(cfg, spectrum_stats) -> nn.Module``.
+
+    The model name is the function name without ``build_`` (timm style); the arguments are the
+    model's :class:`Capabilities`.
+    """
 
     def deco(factory: ModelFactory) -> ModelFactory:
+        name = factory.__name__.removeprefix("build_")
         if name in MODEL_REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         MODEL_REGISTRY[name] = factory
+        MODEL_CAPABILITIES[name] = Capabilities(tuple(inputs), reducible, seg_head, check)
         return factory
 
     return deco
@@ -114,7 +139,6 @@ def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -
     of the model, so checkpoints carry them. Passing them for a raw-input model
     is an error rather than being ignored, so a misconfigured run cannot look like a spectral one.
     """
-    cfg.validate()
     if cfg.input == "raw" and spectrum_stats is not None:
         raise ValueError(f"{cfg.name}: spectrum_stats given but input is 'raw'")
     if cfg.input != "raw" and spectrum_stats is None:

@@ -35,6 +35,6 @@ class ResNet18Detector(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-@register_model("resnet18")
+@register_model(inputs=("raw", "dct", "dft"))  # the notes' "DCT of raw images" runs
 def build_resnet18(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
     return ResNet18Detector(cfg, spectrum_stats)

@@ -91,6 +91,6 @@ class XceptionDetector(nn.Module):
         return {"logits": self.head(self.backbone(self.input(x)))}
 
 
-@register_model("xception")
+@register_model(inputs=("raw", "dct", "dft"), reducible=True)
 def build_xception(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
     return XceptionDetector(cfg, spectrum_stats)

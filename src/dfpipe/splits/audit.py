@@ -17,34 +17,29 @@ duplicates are reported (a perceptual hash also matches unrelated look-alikes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from tqdm import tqdm
 
+from dfpipe.core.config import Config, RepoPath
+
 from dfpipe.core.io import array_hash, resolve_inside
-from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader
-from dfpipe.splits.groups import SPLITS, canonical_groups
+from dfpipe.splits.groups import canonical_groups
 
 
-@dataclass(frozen=True)
-class AuditConfig:
+class AuditConfig(Config):
     """``params.yaml`` ``audit:`` settings."""
 
-    hamming_threshold: int    # near duplicate: pHash Hamming distance <= this (of 64 bits)
-    max_examples: int         # examples listed per finding in the markdown report
-    out_dir: Path             # metrics/audit
-
-    def validate(self) -> None:
-        if not 0 <= self.hamming_threshold < 32:
-            raise ValueError(f"hamming_threshold must be in [0, 32), got {self.hamming_threshold}")
-        if self.max_examples < 0:
-            raise ValueError(f"max_examples must be >= 0, got {self.max_examples}")
+    hamming_threshold: int = Field(ge=0, lt=32)  # near duplicate: pHash Hamming distance <= this (of 64 bits)
+    max_examples: int = Field(ge=0)  # examples listed per finding in the markdown report
+    out_dir: RepoPath                # metrics/audit
 
 
 class LeakError(RuntimeError):

@@ -27,7 +27,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 #: Names of the splits of every variant, in output order.
-SPLITS = ("train", "val", "eval")
 #: Official FF++ split names -> our split names.
 OFFICIAL_TO_SPLIT = {"train": "train", "val": "val", "test": "eval"}
 FFPP_PREFIX = "ffpp:"

@@ -25,69 +25,55 @@ reviewer can pull one variant alone, and writes ``<out_dir>/<name>/summary.json`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Annotated, Literal, Mapping, Optional
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
+from dfpipe.core.config import Config, RepoPath
+
 from dfpipe.core.io import resolve_inside, write_json
-from dfpipe.core.manifest import FACE_SCHEMA, LABELS, read_table, write_variant
+from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
-from dfpipe.splits.groups import SPLITS, SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
+from dfpipe.splits.groups import SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(Config):
     """``params.yaml`` ``split:`` settings shared by all variants."""
 
-    salt: str                                 # changing it reshuffles every split
-    scale: float                              # counts = round_half_up(notes' count * scale)
-    val_fraction: float                       # share of train units held out for model selection
+    salt: str = Field(min_length=1)           # changing it reshuffles every split
+    scale: float = Field(gt=0)                # counts = round_half_up(notes' count * scale)
+    val_fraction: float = Field(ge=0, lt=1)   # share of train units held out for model selection
     on_shortfall: Literal["error", "cap"]     # too few items for a requested count
-    ffpp_official: Path | None                # dir with official {train,val,test}.json, or null
-    faces_dir: Path                           # preprocess outputs: <faces_dir>/<source>/
-    out_dir: Path                             # variant outputs: <out_dir>/<name>/
-    shard_size: int
-
-    def validate(self) -> None:
-        if not self.salt:
-            raise ValueError("salt must be a non-empty string")
-        if not self.scale > 0:
-            raise ValueError(f"scale must be > 0, got {self.scale}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+    ffpp_official: Optional[RepoPath]         # dir with official {train,val,test}.json, or null
+    faces_dir: RepoPath                       # preprocess outputs: <faces_dir>/<source>/
+    out_dir: RepoPath                         # variant outputs: <out_dir>/<name>/
+    shard_size: int = Field(ge=1)
 
 
-@dataclass(frozen=True)
-class VariantConfig:
+class VariantConfig(Config):
     """One dataset variant (``params.yaml`` ``variants.<name>``)."""
 
     description: str
     level: Literal["group", "frame"]          # split unit: union-find group, or single item (leaks)
     leak_free: bool                           # audit fails the stage on any group/video/exact leak
     masks: bool                               # write mask shards (zeros where has_mask is false)
-    eval_fraction: float                      # hash threshold of the eval pool
-    train: dict[str, int]                     # notes' train (+val) count per source, before scale
-    eval: dict[str, int]                      # notes' eval count per source, before scale
+    eval_fraction: float = Field(gt=0, lt=1)  # hash threshold of the eval pool
+    train: dict[str, Annotated[int, Field(ge=0)]]  # notes' train (+val) count per source, before scale
+    eval: dict[str, Annotated[int, Field(ge=0)]]   # notes' eval count per source, before scale
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> "VariantConfig":
         if self.level == "frame" and self.leak_free:
             raise ValueError("level 'frame' puts frames of one video on both sides; it cannot be leak_free")
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
         if not self.train and not self.eval:
             raise ValueError("a variant needs at least one source in train or eval")
-        for part, counts in (("train", self.train), ("eval", self.eval)):
-            for source, n in counts.items():
-                if n < 0:
-                    raise ValueError(f"{part}.{source}: count must be >= 0, got {n}")
+        return self
 
     @property
     def sources(self) -> list[str]:

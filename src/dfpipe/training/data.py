@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, is_fake, read_table
+from dfpipe.core.seeding import mix_seed
 from dfpipe.core.shards import ShardReader
 
-SPLITS = ("train", "val", "eval")
 
 
 def binary_labels(labels: np.ndarray) -> np.ndarray:
     """3-class labels (0 real, 1 fake, 2 edited) -> binary (0 real, 1 manipulated)."""
-    return (np.asarray(labels) > 0).astype(np.int64)
+    return is_fake(np.asarray(labels)).astype(np.int64)
 
 
 class VariantDataset(Dataset):
@@ -155,7 +155,7 @@ class EpochSampler(Sampler[int]):
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)
-        g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         if self.weights is not None:
             return torch.multinomial(self.weights, self.n, replacement=True, generator=g)
         return torch.randperm(self.n, generator=g)
@@ -169,11 +169,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return -(-self.n // self.world_size)
-
-
-def _mix_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """Independent 63-bit seed for ``(seed, epoch, stream)``; SeedSequence avoids seed+epoch overlaps."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def balance_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dfpipe.training.data import _mix_seed
+from dfpipe.core.seeding import mix_seed
 from dfpipe.evaluation.metrics import macro_f1
 
 Amp = Literal["off", "bf16", "fp16"]
@@ -105,7 +105,7 @@ def train_one_epoch(
     loader), ``steps`` and ``images``. A non-finite loss raises ``FloatingPointError``.
     """
     model.train()
-    flip_gen = torch.Generator().manual_seed(_mix_seed(seed, epoch, stream=1))
+    flip_gen = torch.Generator().manual_seed(mix_seed(seed, epoch, stream=1))
     n_batches = len(loader) if max_steps <= 0 else min(max_steps, len(loader))
     sums: dict[str, float] = {}
     correct = steps = 0

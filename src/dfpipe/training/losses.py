@@ -8,41 +8,35 @@ the term entirely (it is neither computed nor logged).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from dfpipe.core.config import Config
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss weights (``runs.<run>.loss`` in params.yaml).
+class LossConfig(Config):
+    """Loss weights (``runs.<run>.loss``; every key required: the shared values are in ``run_defaults.loss``).
 
     ``class_weights``: per-class CE weights, one per class, or ``None`` (unweighted).
     ``dice_eps``: smoothing of the soft Dice (Milletari et al., V-Net, 2016), 1.0 = "add-one".
     """
 
-    w_cls: float = 1.0
-    w_bce: float = 0.0
-    w_dice: float = 0.0
-    class_weights: Optional[tuple[float, ...]] = None
-    label_smoothing: float = 0.0
-    dice_eps: float = 1.0
+    w_cls: float = Field(ge=0)
+    w_bce: float = Field(ge=0)
+    w_dice: float = Field(ge=0)
+    class_weights: Optional[tuple[Annotated[float, Field(gt=0)], ...]]
+    label_smoothing: float = Field(ge=0, lt=1)
+    dice_eps: float = Field(gt=0)
 
-    def validate(self) -> None:
-        for name in ("w_cls", "w_bce", "w_dice"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    @model_validator(mode="after")
+    def _some_weight(self) -> "LossConfig":
         if self.w_cls == self.w_bce == self.w_dice == 0:
             raise ValueError("all loss weights are zero")
-        if self.class_weights is not None and any(w <= 0 for w in self.class_weights):
-            raise ValueError(f"class_weights must be > 0, got {self.class_weights}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.dice_eps <= 0:
-            raise ValueError(f"dice_eps must be > 0, got {self.dice_eps}")
+        return self
 
     @property
     def uses_masks(self) -> bool:

@@ -21,12 +21,11 @@ Contracts
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -34,17 +33,19 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from dfpipe.core.config import ConfigError, build, to_dict
-from dfpipe.training.data import VariantDataset, _mix_seed, make_loader
+from pydantic import Field, model_validator
+
+from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, build, merged_entry, to_dict
+from dfpipe.core.seeding import mix_seed
+from dfpipe.training.data import VariantDataset, make_loader
 from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.core.io import write_bytes
 from dfpipe.training.losses import LossConfig, build_loss
 from dfpipe.models import ModelConfig, build_model
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """One training run (``runs.<run>``). ``lr`` and ``batch_size`` are the notes' values.
+class RunConfig(Config):
+    """One training run (``runs.<run>`` merged over ``run_defaults``). ``lr`` and ``batch_size`` are the notes' values.
 
     ``warmup_epochs``: linear warm-up from 0 over that many epochs (fractions allowed), then the
     ``schedule`` (``cosine`` to 0 at the end, ``step``: times ``gamma`` every ``step_size``
@@ -52,57 +53,47 @@ class RunConfig:
     ``eval_batch_size`` 0 means ``batch_size``. ``bn_recalibration_batches`` > 0 re-estimates
     BatchNorm statistics on that many training batches before each validation
     (:func:`dfpipe.training.engine.recalibrate_bn`; essential for short runs such as the demo's).
+    ``seeds``: every seed the run trains (contract C1). Every key is required: the shared values
+    live in params.yaml's ``run_defaults:``, never in code.
     """
 
     model: ModelConfig
-    variant: str
-    lr: float
-    batch_size: int
-    epochs: int
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: Literal["cosine", "step", "none"] = "none"
-    warmup_epochs: float = 0.0
-    step_size: int = 1
-    gamma: float = 0.1
-    balance: bool = False
-    loss: LossConfig = field(default_factory=LossConfig)
-    seed: int = 0
-    max_steps_per_epoch: int = 0
-    grad_clip: float = 0.0
-    flip: bool = True
-    eval_batch_size: int = 0
-    bn_recalibration_batches: int = 0
+    variant: PlainName
+    lr: float = Field(gt=0, allow_inf_nan=False)
+    batch_size: int = Field(ge=2)  # BatchNorm needs two items
+    epochs: int = Field(ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"]
+    momentum: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["cosine", "step", "none"]
+    warmup_epochs: float = Field(ge=0)
+    step_size: int = Field(ge=1)
+    gamma: float = Field(gt=0, le=1)
+    balance: bool
+    loss: LossConfig
+    seed: int
+    seeds: tuple[int, ...] = Field(min_length=1)
+    max_steps_per_epoch: int = Field(ge=0)
+    grad_clip: float = Field(ge=0)
+    flip: bool
+    eval_batch_size: int = Field(ge=0)
+    bn_recalibration_batches: int = Field(ge=0)
 
-    def validate(self) -> None:
-        if not self.variant or "/" in self.variant or self.variant in (".", ".."):
-            raise ValueError(f"variant must be a plain variant name, got {self.variant!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        for name in ("weight_decay", "warmup_epochs", "max_steps_per_epoch", "grad_clip", "eval_batch_size",
-                     "bn_recalibration_batches"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RunConfig":
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
-        if self.step_size < 1 or not 0 < self.gamma <= 1:
-            raise ValueError(f"step_size must be >= 1 and gamma in (0, 1], got {self.step_size}, {self.gamma}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds has duplicates: {list(self.seeds)}")
         if self.loss.uses_masks and not self.model.seg_head:
             raise ValueError("loss.w_bce/w_dice > 0 need model.seg_head: true")
         cw = self.loss.class_weights
         if cw is not None and len(cw) != self.model.num_classes:
             raise ValueError(f"loss.class_weights has {len(cw)} entries for {self.model.num_classes} classes")
+        return self
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Settings shared by all runs (``train:``). ``amp``: ``auto`` = bf16 on CUDA, off on CPU.
 
     ``threads`` > 0 sets ``torch.set_num_threads`` (0: torch's default). ``deterministic`` turns on
@@ -110,22 +101,17 @@ class TrainConfig:
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = 0
+    num_workers: int = Field(0, ge=0)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     deterministic: bool = True
-    threads: int = 0
-    log_every: int = 50
+    threads: int = Field(0, ge=0)
+    log_every: int = Field(50, ge=0)
     progress: bool = True
-    variants_dir: Path = Path("data/variants")
-    spectra_dir: Path = Path("data/spectra")
-    models_dir: Path = Path("models")
-    metrics_dir: Path = Path("metrics/train")
-
-    def validate(self) -> None:
-        for name in ("num_workers", "threads", "log_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    variants_dir: RepoPath = Path("data/variants")
+    spectra_dir: RepoPath = Path("data/spectra")
+    models_dir: RepoPath = Path("models")
+    metrics_dir: RepoPath = Path("metrics/train")
 
 
 @dataclass(frozen=True)
@@ -149,14 +135,15 @@ class RunPaths:
 
 
 def load_runs(params: dict) -> tuple[TrainConfig, dict[str, RunConfig]]:
-    """``train:`` and ``runs:`` of a loaded params.yaml, built strictly."""
+    """``train:`` and ``runs:`` (each merged over ``run_defaults``) of a loaded params.yaml, built strictly."""
     for key in ("train", "runs"):
         if key not in params:
             raise ConfigError(f"params.yaml: missing section '{key}'")
     train_cfg = build(TrainConfig, params["train"], where="train")
     if not isinstance(params["runs"], dict):
         raise ConfigError("runs: expected a mapping of run name -> run config")
-    runs = {name: build(RunConfig, cfg, where=f"runs.{name}") for name, cfg in sorted(params["runs"].items())}
+    runs = {name: build(RunConfig, merged_entry(params, "runs", name), where=f"runs.{name}")
+            for name in sorted(params["runs"])}
     return train_cfg, runs
 
 
@@ -360,7 +347,7 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
     epochs_run = 0
     for epoch in range(start_epoch, run_cfg.epochs):
         train_loader.sampler.set_epoch(epoch)
-        torch.manual_seed(_mix_seed(run_cfg.seed, epoch, stream=2))  # dropout etc.: resume-proof
+        torch.manual_seed(mix_seed(run_cfg.seed, epoch, stream=2))  # dropout etc.: resume-proof
         tr = train_one_epoch(net, train_loader, loss_fn, optimizer, scaler, device, amp, epoch=epoch,
                              seed=run_cfg.seed, scheduler=scheduler, max_steps=steps_per_epoch,
                              flip=run_cfg.flip, channels_last=train_cfg.channels_last,
@@ -442,6 +429,6 @@ def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") 
     run_cfg = build(RunConfig, ckpt["config"], where=str(path))
     stats = ckpt.get("spectrum_stats")
     transform = None if stats is None else _spectrum_transform(stats, run_cfg.model.input)
-    model = build_model(dataclasses.replace(run_cfg.model, weights=None), transform)
+    model = build_model(run_cfg.model.model_copy(update={"weights": None}), transform)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), run_cfg

@@ -1,0 +1,81 @@
+"""Apply a parameter profile (``params.<name>.yaml``) to ``params.yaml``: one switch to full scale.
+
+``python -m dfpipe.core.profile full`` deep-merges ``params.full.yaml`` into ``params.yaml``
+(mappings key by key, anything else replaced) and rewrites ``params.yaml`` with ruamel.yaml's
+round-trip writer, so comments, key order and quoting stay. DVC then sees ordinary param changes:
+``dvc exp show`` lists exactly the keys the profile changed, and ``dvc repro`` / ``dvc exp run``
+rebuilds what depends on them. A profile key that ``params.yaml`` lacks is an error (a typo must
+not add a key that no stage reads), except inside a ``runs.<name>`` entry, which may override any
+``run_defaults`` key (the merged run is validated strictly by its config class). ``--check``
+prints the keys that would change and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from dfpipe.core.config import PARAMS_FILE, ConfigError, load_yaml
+
+
+def merge_into(target: Any, profile: Mapping[str, Any], where: str = "") -> list[str]:
+    """Deep-merge ``profile`` into the ruamel mapping ``target`` in place; return the dotted keys set."""
+    changed = []
+    for key, value in profile.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        # runs.<name> entries may gain keys of run_defaults (RunConfig validates them strictly)
+        if key not in target and not (dotted.startswith("runs.") and dotted.count(".") >= 2):
+            raise ConfigError(f"profile key {dotted}: not in {PARAMS_FILE} (profiles only change existing keys)")
+        if isinstance(value, Mapping) and isinstance(target[key], Mapping):
+            changed += merge_into(target[key], value, dotted)
+        else:
+            if key not in target or target[key] != value:
+                changed.append(dotted)
+            target[key] = value
+    return changed
+
+
+def apply_profile(name: str, params: Path = Path(PARAMS_FILE), write: bool = True) -> tuple[str, list[str]]:
+    """Merge ``params.<name>.yaml`` (beside ``params``) into ``params``; return (new text, changed keys)."""
+    from ruamel.yaml import YAML
+
+    profile_path = params.with_name(f"params.{name}.yaml")
+    profile = load_yaml(profile_path)
+    rt = YAML()  # round trip: comments and order kept
+    rt.preserve_quotes = True
+    rt.width = 4096  # never reflow long lines
+    rt.representer.add_representer(  # "null", not an empty value, for a profile's None
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    data = rt.load(params.read_text(encoding="utf-8"))
+    changed = merge_into(data, profile)
+    buf = io.StringIO()
+    rt.dump(data, buf)
+    text = buf.getvalue()
+    if write:
+        params.write_text(text, encoding="utf-8")
+    return text, changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dfpipe.core.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="profile name: params.<name>.yaml (e.g. full)")
+    parser.add_argument("--params", type=Path, default=Path(PARAMS_FILE), help="parameters file to update")
+    parser.add_argument("--check", action="store_true", help="print the keys that would change; write nothing")
+    args = parser.parse_args(argv)
+    try:
+        _, changed = apply_profile(args.name, args.params, write=not args.check)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verb = "would change" if args.check else "changed"
+    print(f"profile {args.name}: {verb} {len(changed)} key(s) in {args.params}")
+    for key in changed:
+        print(f"  {key}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -170,7 +170,7 @@ def test_pick_examples_and_grid(tmp_path):
 def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int = 0) -> None:
     """A variant split as variant@ writes it: VARIANT_SCHEMA manifest + one image shard."""
     from dfpipe.core.io import array_hash
-    from dfpipe.core.manifest import write_variant
+    from dfpipe.core.manifest import add_provenance, write_variant
     from dfpipe.core.shards import ShardWriter
 
     rng = np.random.default_rng(seed)
@@ -187,7 +187,7 @@ def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int =
                          "content_hash": rec.get("content_hash") or array_hash(img),
                          "has_mask": False, "shard": shard, "offset": off, "mask_shard": "",
                          "split": split, "split_group": rec["id"]})
-    write_variant(pd.DataFrame(rows), d / "manifest.parquet")
+    write_variant(add_provenance(pd.DataFrame(rows)), d / "manifest.parquet")
 
 
 def test_run_evaluation_end_to_end(tmp_path):
@@ -225,6 +225,7 @@ def test_run_evaluation_end_to_end(tmp_path):
     assert saved == head and head["n"] == len(ev_man)
     assert head["leak"]["overlap_train"] == 4 and head["leak"]["overlap_val"] == 0
     assert head["run"]["lr"] == 2e-4 and head["run"]["batch_size"] == 128 and head["run"]["train_variant"] == "v3"
+    assert head["run"]["init"] == "scratch"  # no init in the run: trained from random weights
     figs = sorted(p.name for p in (tmp_path / "eval" / "r5_on_v4" / "figures").iterdir())
     assert figs == ["confusion.png", "featuremaps.png", "roc_pr.png", "training_curves.png"]
     with pytest.raises(ValueError, match="trained on 'v3'"):

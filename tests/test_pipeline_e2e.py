@@ -135,7 +135,7 @@ def test_repro_then_status_is_clean(pipeline):
 
 def test_every_table_and_plot_is_written(pipeline):
     tables = sorted(p.name for p in (pipeline / "metrics" / "tables").iterdir())
-    for stem in ("resnet", "f3net", "loss_ablation", "leakage"):
+    for stem in ("resnet", "f3net", "loss_ablation", "leakage", "crossdataset"):
         assert any(t.startswith(stem) and t.endswith(".md") for t in tables), tables
         assert any(t.startswith(stem) and t.endswith(".tex") for t in tables), tables
     assert list((pipeline / "metrics" / "plots" / "spectra").rglob("*.png"))

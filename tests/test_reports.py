@@ -167,6 +167,8 @@ def test_dvc_report_deps_match_params():
     expected = {(cfg.eval_dir / f"{n}.json").as_posix() for n in cfg.evaluation_names()}
     expected |= {(cfg.audit_dir / f"{a}.json").as_posix() for a in cfg.leakage.audits}
     expected.add(cfg.reference.as_posix())
+    if cfg.crossdataset is not None:  # the cross-dataset table reads the predictions
+        expected |= {(cfg.eval_dir / n / "predictions.parquet").as_posix() for n in cfg.crossdataset.evaluation_names()}
     deps = {d for d in stage["deps"] if d.startswith("metrics/")}
     assert deps == expected
     evaluations = yaml.safe_load((REPO / "params.yaml").read_text())["evaluations"]

@@ -351,6 +351,8 @@ def run_summary(ev: Evaluation, run_cfg) -> dict:
         "train_variant": ev.train_variant, "eval_variant": ev.variant,
         "lr": run_cfg.lr, "batch_size": run_cfg.batch_size, "epochs": run_cfg.epochs,
         "w_cls": run_cfg.loss.w_cls, "w_bce": run_cfg.loss.w_bce, "w_dice": run_cfg.loss.w_dice,
+        # pretrained weights key or "scratch" (the cross-dataset table's init column)
+        "init": str(getattr(run_cfg, "init", "scratch")),
     }
 
 

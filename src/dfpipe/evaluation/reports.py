@@ -11,14 +11,16 @@ Tables (``report:`` section of params.yaml chooses the rows):
 - ``resnet``: ResNet runs (run, input, variant, lr, batch, macro-F1 with CI, acc, per-class F1, AUC);
 - ``f3net_ablation``: F3Net components beside the paper's AUC (Qian et al., ECCV 2020);
 - ``loss_ablation``: multi-task model with each auxiliary loss at zero weight;
-- ``leakage``: audit counts per variant and the cross evaluation leaky-train vs clean-train.
+- ``leakage``: audit counts per variant and the cross evaluation leaky-train vs clean-train;
+- ``crossdataset`` (optional): FF++-trained detectors on Celeb-DF / DFDC test lists, frame and
+  video AUC with CIs from the evaluations' ``predictions.parquet`` (:mod:`dfpipe.evaluation.crossdataset`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 from pydantic import Field, model_validator
@@ -26,6 +28,8 @@ from pydantic import Field, model_validator
 from dfpipe.core.config import Config, RepoPath
 
 from dfpipe.core.io import read_json, write_bytes
+from dfpipe.evaluation.crossdataset import CrossDatasetTable, crossdataset_rows
+from dfpipe.evaluation.crossdataset import notes as crossdataset_notes
 
 
 class LeakageTable(Config):
@@ -54,16 +58,19 @@ class ReportConfig(Config):
     f3net: dict[str, str]
     loss_ablation: dict[str, str]
     leakage: LeakageTable
+    crossdataset: Optional[CrossDatasetTable] = None
 
     @model_validator(mode="after")
     def _has_rows(self) -> "ReportConfig":
-        if not (self.resnet or self.f3net or self.loss_ablation or self.leakage.evaluations):
+        if not (self.resnet or self.f3net or self.loss_ablation or self.leakage.evaluations or self.crossdataset):
             raise ValueError("report has no rows: list evaluations under resnet/f3net/loss_ablation/leakage")
         return self
 
     def evaluation_names(self) -> list[str]:
         """Every evaluation the tables read, sorted."""
         names = set(self.resnet) | set(self.f3net.values()) | set(self.loss_ablation.values())
+        if self.crossdataset is not None:
+            names |= set(self.crossdataset.evaluation_names())
         return sorted(names | set(self.leakage.evaluations))
 
 
@@ -311,6 +318,11 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list[Path]]:
         tables.append(loss_ablation_table(reader, cfg.loss_ablation))
     if cfg.leakage.audits or cfg.leakage.evaluations:
         tables.extend(t for t in leakage_tables(reader, cfg.leakage) if t.rows)
+    if cfg.crossdataset is not None:
+        columns, rows, _ = crossdataset_rows(cfg.crossdataset, cfg.eval_dir, reader.read)
+        tables.append(Table("crossdataset", "Cross-dataset generalisation: trained on FF++-based variants, "
+                            "tested on other datasets' official test lists", columns, rows,
+                            crossdataset_notes(cfg.crossdataset)))
     return tables, sorted(reader.read)
 
 

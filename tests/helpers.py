@@ -199,10 +199,24 @@ def make_manifest(seed: int = 0, n_images: int = 40, frames: int = 5) -> pd.Data
     return df.sort_values("id").reset_index(drop=True)
 
 
-def fake_scores(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+def fake_scores(labels: np.ndarray, seed: int = 0, skill: float = 2.0) -> np.ndarray:
     """Informative but imperfect (N, 3) probabilities, as a trained model would give."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(len(labels), 3))
-    logits[np.arange(len(labels)), labels] += 2.0
+    logits[np.arange(len(labels)), labels] += skill
     p = np.exp(logits)
     return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def scored_frames(man: pd.DataFrame | None = None, seeds=(0, 1), skill: float = 2.0, offset: int = 0) -> dict:
+    """``{seed: aligned predictions frame}`` as evaluate@ builds them (loader order != manifest order)."""
+    from dfpipe.evaluation.evaluate import align_predictions
+
+    man = make_manifest() if man is None else man
+    labels = man["label"].to_numpy(np.int64)
+    out = {}
+    for s in seeds:
+        probs = fake_scores(labels, s + offset, skill)
+        perm = np.random.default_rng(s).permutation(len(man))
+        out[s] = align_predictions(man, man["id"].to_numpy()[perm], labels[perm], probs[perm], "test")
+    return out

@@ -48,6 +48,7 @@ def tiny_params(params: dict) -> dict:
         if "eval_batch_size" in run:
             run["eval_batch_size"] = 16
     params["evaluate"].update(bootstrap=20, featuremap_per_class=1, batch_size=16)
+    params["report"].update(bootstrap=20)
     return params
 
 

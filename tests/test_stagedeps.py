@@ -75,7 +75,7 @@ stages:
       deps:
         - data/in/${item}   # data dep stays first
         - stages/work.py
-        - src/dfpipe/ingest
+        - src/dfpipe/ingest/work.py
       params:
         - work
       outs:
@@ -174,3 +174,15 @@ def test_official_split_folder_must_be_the_variant_dep(tmp_path):
     (tmp_path / "params.yaml").write_text(
         "split: {ffpp_official: data/raw/ff/splits}\npipeline: {ffpp_splits: data/raw/ff/splits}\n")
     assert stagedeps.param_problems(tmp_path / "dvc.yaml") == []
+
+
+def test_a_declared_folder_covers_the_files_below_it(tmp_path):
+    _write(tmp_path, PACKAGE)
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(DVC_YAML.replace("- src/dfpipe/ingest/work.py", "- src/dfpipe/ingest"))
+    diffs = stagedeps.differences(dvc_yaml)
+    assert diffs and "src/dfpipe/ingest/helper.py" not in "".join(diffs)   # covered by the folder
+    assert stagedeps.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
+    deps = yaml.safe_load(dvc_yaml.read_text())["stages"]["work"]["do"]["deps"]
+    assert "src/dfpipe/ingest" in deps and "src/dfpipe/ingest/helper.py" not in deps
+    assert "src/dfpipe/models/registry.py" in deps

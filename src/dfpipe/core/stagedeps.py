@@ -43,7 +43,7 @@ PACKAGE = "dfpipe"
 NON_RESULT_KEYS = frozenset({
     "demo.workers", "preprocess.workers",
     "train.device", "train.num_workers", "train.log_every", "train.progress",
-    "evaluate.device", "evaluate.num_workers",
+    "evaluate.num_workers",   # evaluate.device stays a param (eval's choice: CPU vs GPU floats)
 })
 #: stage -> the params.yaml section its config class reads whole: the stage lists every key of it
 #: one by one except NON_RESULT_KEYS (a key added to the section must be added to dvc.yaml too).
@@ -229,6 +229,24 @@ def declared_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
     return out
 
 
+def _covered(path: str, declared: list[str]) -> bool:
+    """A closure file is covered by itself or by a declared folder above it (a folder dep is a
+    superset: DVC hashes every file in it)."""
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
+
+
+def with_declared_folders(dvc_yaml: Path) -> dict[str, list[str]]:
+    """Derived code deps per stage, keeping the folder deps dvc.yaml declares that cover closure
+    files (e.g. a stage owner's ``src/dfpipe/core``); closure files they do not cover are added."""
+    root = dvc_yaml.resolve().parent
+    declared = declared_code_deps(dvc_yaml)
+    out = {}
+    for name, want in expected_code_deps(dvc_yaml).items():
+        folders = [d for d in declared.get(name, []) if (root / d).is_dir() and any(_covered(f, [d]) for f in want)]
+        out[name] = folders + [f for f in want if not _covered(f, folders)]
+    return out
+
+
 def differences(dvc_yaml: Path) -> list[str]:
     """Human-readable differences between declared and derived code deps (empty: in agreement)."""
     expected = expected_code_deps(dvc_yaml)
@@ -236,8 +254,8 @@ def differences(dvc_yaml: Path) -> list[str]:
     lines = []
     for name, want in expected.items():
         have = declared.get(name, [])
-        missing = sorted(set(want) - set(have))
-        extra = sorted(set(have) - set(want))
+        missing = [f for f in want if not _covered(f, have)]
+        extra = [d for d in have if d not in want and not any(_covered(f, [d]) for f in want)]
         if missing:
             lines.append(f"{name}: missing code deps {missing}")
         if extra:
@@ -357,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.write:
             text = args.dvc_yaml.read_text(encoding="utf-8")
-            new = rewrite(text, expected_code_deps(args.dvc_yaml))
+            new = rewrite(text, with_declared_folders(args.dvc_yaml))
             if new != text:
                 args.dvc_yaml.write_text(new, encoding="utf-8")
                 print(f"[stagedeps] {args.dvc_yaml}: code deps rewritten")

@@ -43,6 +43,7 @@ PACKAGE = "dfpipe"
 NON_RESULT_KEYS = frozenset({
     "demo.workers", "preprocess.workers",
     "train.device", "train.num_workers", "train.log_every", "train.progress",
+    "train.log_dir", "train.scratch_dir",   # timings log, resume state: never outputs (C1)
     "evaluate.num_workers",   # evaluate.device stays a param (eval's choice: CPU vs GPU floats)
 })
 #: stage -> the params.yaml section its config class reads whole: the stage lists every key of it

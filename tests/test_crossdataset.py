@@ -69,11 +69,11 @@ def test_report_writes_crossdataset_table(tmp_path, monkeypatch):
     for name, rs in (("r_on_cdf", 0), ("r_on_dfdc", 1), ("n_on_cdf", 2)):
         Path("eval", name).mkdir(parents=True)
         predictions(10, 3, seeds=[0, 1], rng_seed=rs).to_parquet(Path("eval", name, "predictions.parquet"))
-        write_json(Path("eval", f"{name}.json"), {"run": {"init": "xception_imagenet"} if name == "n_on_cdf" else {}})
+        write_json(Path("eval", name, "details.json"), {"run": {"init": "xception_imagenet"} if name == "n_on_cdf" else {}})
     cfg = build(R.ReportConfig, {
-        "out_dir": "tables", "eval_dir": "eval", "audit_dir": "audit", "reference": "ref.yaml",
-        "resnet": [], "f3net": {}, "loss_ablation": {},
-        "leakage": {"audits": [], "audit_keys": ["leak_check"], "evaluations": []},
+        "out_dir": "tables", "eval_dir": "eval", "audit_dir": "audit", "paper": "ref.yaml", "notes": "notes.yaml",
+        "bootstrap": 10, "ci_level": 0.95, "seed": 0, "tables": {}, "shortcut": [],
+        "leakage": {"audits": [], "audit_keys": ["leak_check"], "within": [], "pairs": {}},
         "crossdataset": {"test_sets": {"Celeb-DF v2": "celebdf_test", "DFDC": "dfdc_test"},
                          "detectors": {"ResNet-18": {"Celeb-DF v2": "r_on_cdf", "DFDC": "r_on_dfdc"},
                                        "NPR": {"Celeb-DF v2": "n_on_cdf"}},

@@ -152,7 +152,9 @@ def test_zero_weights_skip_terms():
 
 def test_seg_terms_ignore_zero_weight_items():
     outputs, batch = _outputs_and_batch()
-    loss = build_loss(loss_config(w_cls=0.0, w_bce=1.0, w_dice=1.0), 3)
+    # mask_on "all": every item with weight 1 takes the mask terms (the "edited" default is
+    # tested in test_train); item 3 has weight 0
+    loss = build_loss(loss_config(w_cls=0.0, w_bce=1.0, w_dice=1.0, mask_on="all"), 3)
     base, _ = loss(outputs, batch)
     changed = {k: v.clone() for k, v in batch.items()}
     changed["mask"][3] = 1 - changed["mask"][3]  # the weight-0 item's target must not matter

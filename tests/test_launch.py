@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dfpipe.training.launch import torchrun_argv
-from dfpipe.training.train import load_model
+from dfpipe.training.checkpoint import load_model
 
 from helpers import RUN_DEFAULTS, make_variant
 
@@ -35,8 +35,8 @@ def test_two_gloo_processes_train_with_the_global_batch(tmp_path):
                   "progress": False, "gpus": 2, "nodes": 1, "rdzv_endpoint": None},
         "run_defaults": RUN_DEFAULTS,
         "runs": {"ddp": {"model": {"name": "resnet18", "image_size": 32}, "variant": "toy", "lr": 0.001,
-                         "batch_size": 8, "epochs": 1, "seeds": [5], "seed": 5, "max_steps_per_epoch": 0,
-                         "bn_recalibration_batches": 0}},
+                         "batch_size": 8, "epochs": 1, "seeds": [5], "max_steps_per_epoch": 0,
+                         "bn_recalibration_images": 0}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
@@ -50,8 +50,8 @@ def test_two_gloo_processes_train_with_the_global_batch(tmp_path):
     assert "launching 2 processes" in log
     # global batch 8 = 2 ranks x 4; 24 items -> 3 steps per epoch, as one process with batch 8
     assert "3 steps/epoch" in log and "world 2, batch 4 per rank" in log
-    assert log.count("ddp epoch 1/1") == 1  # rank 0 alone validates and logs
-    model, cfg = load_model(tmp_path / "models" / "ddp" / "best.pt")
+    assert log.count("ddp seed 5 epoch 1/1") == 1  # rank 0 alone validates and logs
+    model, cfg = load_model(tmp_path / "models" / "ddp" / "seed5.pt")
     assert cfg.batch_size == 8 and sum(p.numel() for p in model.parameters()) > 0
-    assert (tmp_path / "models" / "ddp" / "last.pt").is_file()
+    assert (tmp_path / "metrics" / "train" / "ddp" / "curves" / "seed5.tsv").is_file()
     assert (tmp_path / "metrics" / "train" / "ddp" / "metrics.json").is_file()

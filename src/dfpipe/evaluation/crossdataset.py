@@ -137,7 +137,7 @@ def crossdataset_rows(cfg: CrossDatasetTable, eval_dir: Path, read: set[Path] | 
     """Columns, formatted rows and the raw numbers ``{row: {column: score_predictions(...)}}``.
 
     ``read`` collects the files opened (the report lists them). The ``init`` column is the run's
-    ``init`` (pretrained weights key) from ``metrics/eval/<evaluation>.json`` ``run.init``,
+    ``init`` (pretrained weights key) from ``metrics/eval/<evaluation>/details.json`` ``run.init`` (C5),
     ``scratch`` when the run has none.
     """
     from dfpipe.core.io import read_json
@@ -159,7 +159,7 @@ def crossdataset_rows(cfg: CrossDatasetTable, eval_dir: Path, read: set[Path] | 
             path = eval_dir / name / "predictions.parquet"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: predictions not found (written by `evaluate@{name}`)")
-            head = eval_dir / f"{name}.json"
+            head = eval_dir / name / "details.json"
             if head.is_file():
                 inits.add(str((read_json(head).get("run") or {}).get("init", "scratch")))
                 read.add(head)

@@ -23,7 +23,7 @@ def main() -> None:
     cfg = load_section("evaluate", EvaluateConfig)
     headline = run_evaluation(name, ev, cfg, models_dir=train_cfg.models_dir,
                               variants_dir=train_cfg.variants_dir,
-                              train_metrics_dir=train_cfg.metrics_dir)
+                              train_metrics_dir=train_cfg.metrics_dir, features_dir=train_cfg.features_dir)
     print(f"evaluate@{name}: macro_f1 {headline['macro_f1']}, acc {headline['acc']}, "
           f"auc_real_vs_fake {headline['auc_real_vs_fake']}, eer {headline['eer']}")
 

@@ -366,13 +366,14 @@ def resolve_device(name: str):
 
 def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
                    models_dir: Path = Path("models"), variants_dir: Path = Path("data/variants"),
-                   train_metrics_dir: Path = Path("metrics/train"), out_root: Path = EVAL_DIR) -> dict:
+                   train_metrics_dir: Path = Path("metrics/train"), out_root: Path = EVAL_DIR,
+                   features_dir: Path = Path("data/features")) -> dict:
     """Score ``models/<run>/best.pt`` on ``data/variants/<variant>/eval`` and write every output.
     Returns the headline metrics."""
     import torch
 
     from dfpipe.core.config import to_dict
-    from dfpipe.training.data import VariantDataset, make_loader
+    from dfpipe.training.data import make_loader, open_split
     from dfpipe.training.engine import predict
     from dfpipe.evaluation.featuremaps import find_layer, gradcam, pick_examples, save_grid
     from dfpipe.training.train import load_model
@@ -386,8 +387,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
         raise ValueError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but {ckpt} was "
                          f"trained on {run_cfg.variant!r}")
     num_classes = run_cfg.model.num_classes
-    eval_dir = variants_dir / ev.variant
-    dataset = VariantDataset(eval_dir, "eval", num_classes=num_classes)
+    dataset = open_split(variants_dir, features_dir, ev.variant, "eval", run_cfg.model)
     loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     pred = predict(model, loader, device, amp=cfg.amp)
@@ -408,7 +408,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
     write_outputs(name, frame, headline, details, out_root / f"{name}.json", out_dir)
     plot_training_curves(train_metrics_dir / ev.run, out_dir / "figures" / "training_curves.png",
                          f"{ev.run} (trained on {ev.train_variant})")
-    if cfg.featuremap_per_class > 0:
+    if cfg.featuremap_per_class > 0 and dataset.is_image:  # no Grad-CAM on cached features
         rows = pick_examples(dataset.labels, dataset.ids, cfg.featuremap_per_class, cfg.seed, num_classes)
         images = torch.stack([dataset[int(i)]["image"] for i in rows])  # (B, 3, S, S) uint8
         x = images.float().div(255).to(device)

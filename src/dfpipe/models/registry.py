@@ -56,7 +56,7 @@ MODEL_CAPABILITIES: dict[str, Capabilities] = {}
 #: The modules of this package that register models, in import order. Imported on first use (a
 #: ResNet-18 stage then skips the ~2 s of importing timm for Xception / F3Net); the names come from
 #: the decorated functions, so each model name is written once.
-MODEL_MODULES = ("resnet", "npr", "xception", "f3net")
+MODEL_MODULES = ("resnet", "npr", "cnndetection", "probe", "lgrad", "xception", "f3net")
 
 
 def ensure_registered(name: str) -> None:
@@ -77,7 +77,9 @@ class ModelConfig(Config):
     """Which detector to build (see the package docstring for each name)."""
 
     name: str  # a registered model: the name of its build_<name> function (registered_names())
-    input: Literal["raw", "dct", "dft"] = "raw"
+    # raw / dct / dft: images from the variant's shards; clip / lgrad: the features@ cache of that
+    # encoder (dfpipe.features.encoders.FEATURE_INPUTS) read in place of images.
+    input: Literal["raw", "dct", "dft", "clip", "lgrad"] = "raw"
     num_classes: int = Field(3, ge=2)  # 3: real/fake/edited, 2: binary
     # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
     image_size: int = Field(224, ge=32, le=1024)
@@ -86,6 +88,7 @@ class ModelConfig(Config):
     seg_head: bool = False
     mask_size: int = Field(224, ge=8, le=1024)
     weights: Optional[RepoPath] = None
+    feature_dim: int = Field(0, ge=0)  # input size of a probe on cached features (clip_probe); 0 otherwise
 
     @model_validator(mode="after")
     def _capabilities(self) -> "ModelConfig":
@@ -139,9 +142,9 @@ def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -
     of the model, so checkpoints carry them. Passing them for a raw-input model
     is an error rather than being ignored, so a misconfigured run cannot look like a spectral one.
     """
-    if cfg.input == "raw" and spectrum_stats is not None:
-        raise ValueError(f"{cfg.name}: spectrum_stats given but input is 'raw'")
-    if cfg.input != "raw" and spectrum_stats is None:
+    if cfg.input not in ("dct", "dft") and spectrum_stats is not None:
+        raise ValueError(f"{cfg.name}: spectrum_stats given but input is {cfg.input!r}")
+    if cfg.input in ("dct", "dft") and spectrum_stats is None:
         raise ValueError(f"{cfg.name}: input {cfg.input!r} needs spectrum_stats (data/spectra/<variant>/stats.npz)")
     ensure_registered(cfg.name)
     model = MODEL_REGISTRY[cfg.name](cfg, spectrum_stats)

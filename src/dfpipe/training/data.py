@@ -203,3 +203,48 @@ def make_loader(dataset: VariantDataset, batch_size: int, train: bool, num_worke
         # No randomness happens inside workers; the generator only fixes the workers' base seed.
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+class FeatureDataset(VariantDataset):
+    """A variant split whose ``image`` is its cached encoder feature (``features@``), not its crop.
+
+    Labels, ids and methods come from the variant manifest exactly as in :class:`VariantDataset`;
+    ``ds[i]["image"]`` is the float16 feature of row ``i`` (``(D,)`` CLIP embedding or
+    ``(3, s, s)`` gradient map) from ``<features_dir>/<input>/<variant>/<split>/``. The cache's ids
+    must equal the manifest's, in order (else ``ValueError``: rerun ``features@``). No image shard
+    and no encoder is opened.
+    """
+
+    is_image = False
+
+    def __init__(self, variant_dir: str | Path, split: str, cache_split_dir: str | Path, num_classes: int = 3):
+        from dfpipe.features.encoders import FeatureCache
+
+        super().__init__(variant_dir, split, num_classes)
+        self.cache = FeatureCache(cache_split_dir)
+        self.cache.check_aligned(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": torch.from_numpy(np.array(self.cache.get(i))),
+                "label": torch.tensor(self.labels[i], dtype=torch.int64),
+                "index": torch.tensor(i, dtype=torch.int64)}
+
+
+VariantDataset.is_image = True
+
+
+def open_split(variants_dir: str | Path, features_dir: str | Path, variant: str, split: str, model_cfg,
+               with_masks: bool = False) -> VariantDataset:
+    """The dataset a model reads: image crops, or the feature cache for ``model.input`` clip / lgrad."""
+    from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
+
+    variant_dir = Path(variants_dir) / variant
+    if model_cfg.input in FEATURE_INPUTS:
+        if with_masks:
+            raise ValueError(f"input {model_cfg.input!r} (cached features) has no masks")
+        cache = cache_dir(features_dir, model_cfg.input, variant) / split
+        if not (cache / "index.json").is_file():
+            raise FileNotFoundError(f"{cache}: no {model_cfg.input} feature cache for variant {variant!r} "
+                                    f"(add it to features.caches and run features@)")
+        return FeatureDataset(variant_dir, split, cache, model_cfg.num_classes)
+    return VariantDataset(variant_dir, split, model_cfg.num_classes, with_masks=with_masks)

@@ -35,9 +35,10 @@ def autocast(device: torch.device, amp: Amp):
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
               ) -> dict[str, torch.Tensor]:
-    """Copy a uint8 batch to ``device``; ``image`` becomes float ``(B,3,S,S)`` in [0, 1]."""
+    """Copy a batch to ``device``; a uint8 ``image`` becomes float ``(B,3,S,S)`` in [0, 1], cached
+    features (float16, :class:`dfpipe.training.data.FeatureDataset`) become float32 unscaled."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    image = out["image"].float().div_(255.0)
+    image = out["image"].float().div_(255.0) if out["image"].dtype == torch.uint8 else out["image"].float()
     out["image"] = image.contiguous(memory_format=torch.channels_last) if channels_last else image
     return out
 
@@ -48,6 +49,8 @@ def random_hflip(batch: dict[str, torch.Tensor], generator: torch.Generator) -> 
     Drawing on the CPU keeps the flips identical on every device and independent of the loader.
     """
     image = batch["image"]
+    if image.ndim != 4:  # feature vectors (B, D) have no left and right
+        return batch
     flip = (torch.rand(image.shape[0], generator=generator) < 0.5).to(image.device)
     out = dict(batch)
     out["image"] = torch.where(flip[:, None, None, None], image.flip(-1), image)
@@ -97,6 +100,7 @@ def train_one_epoch(
     log_every: int = 0,
     log_fn: Optional[Callable[[str], None]] = None,
     progress: bool = True,
+    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
 ) -> dict[str, float]:
     """Train for one epoch (or ``max_steps`` batches when > 0); the scheduler steps per batch.
 
@@ -106,6 +110,8 @@ def train_one_epoch(
     """
     model.train()
     flip_gen = torch.Generator().manual_seed(mix_seed(seed, epoch, stream=1))
+    # augmentation preset (dfpipe.training.augment) on the uint8 CPU batch; own stream: resume-proof
+    aug_gen = torch.Generator().manual_seed(mix_seed(seed, epoch, stream=3))
     n_batches = len(loader) if max_steps <= 0 else min(max_steps, len(loader))
     sums: dict[str, float] = {}
     correct = steps = 0
@@ -115,6 +121,8 @@ def train_one_epoch(
     for batch in loader:
         if steps >= n_batches:
             break
+        if augment is not None:
+            batch = {**batch, "image": augment(batch["image"], aug_gen)}
         batch = to_device(batch, device, channels_last)
         meter.wait += time.perf_counter() - t_wait
         if flip:

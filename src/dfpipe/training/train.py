@@ -37,7 +37,8 @@ from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, build, merged_entry, to_dict
 from dfpipe.core.seeding import mix_seed
-from dfpipe.training.data import VariantDataset, make_loader
+from dfpipe.training.augment import AUGMENT_PRESETS
+from dfpipe.training.data import make_loader, open_split
 from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.core.io import write_bytes
 from dfpipe.training.losses import LossConfig, build_loss
@@ -78,6 +79,7 @@ class RunConfig(Config):
     flip: bool
     eval_batch_size: int = Field(ge=0)
     bn_recalibration_batches: int = Field(ge=0)
+    augment: Literal["none", "blur_jpeg"]  # train-split preset of dfpipe.training.augment
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "RunConfig":
@@ -112,6 +114,7 @@ class TrainConfig(Config):
     spectra_dir: RepoPath = Path("data/spectra")
     models_dir: RepoPath = Path("models")
     metrics_dir: RepoPath = Path("metrics/train")
+    features_dir: RepoPath = Path("data/features")  # features@ caches (model.input clip / lgrad)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class RunPaths:
     @classmethod
     def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig) -> "RunPaths":
         stats = None
-        if run_cfg.model.input != "raw":
+        if run_cfg.model.input in ("dct", "dft"):
             from dfpipe.features.spectra import stats_path
 
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
@@ -294,8 +297,9 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
     if run_cfg.batch_size % world_size:
         raise ValueError(f"batch_size {run_cfg.batch_size} is not divisible by WORLD_SIZE {world_size}")
 
-    train_ds = VariantDataset(paths.variant_dir, "train", mc.num_classes, with_masks=run_cfg.loss.uses_masks)
-    val_ds = VariantDataset(paths.variant_dir, "val", mc.num_classes)
+    train_ds = open_split(train_cfg.variants_dir, train_cfg.features_dir, run_cfg.variant, "train", mc,
+                          with_masks=run_cfg.loss.uses_masks)
+    val_ds = open_split(train_cfg.variants_dir, train_cfg.features_dir, run_cfg.variant, "val", mc)
     train_loader = make_loader(train_ds, run_cfg.batch_size // world_size, True, train_cfg.num_workers,
                                run_cfg.seed, run_cfg.balance, rank, world_size)
     val_loader = make_loader(val_ds, run_cfg.eval_batch_size or run_cfg.batch_size, False,
@@ -352,7 +356,8 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
                              seed=run_cfg.seed, scheduler=scheduler, max_steps=steps_per_epoch,
                              flip=run_cfg.flip, channels_last=train_cfg.channels_last,
                              grad_clip=run_cfg.grad_clip, log_every=train_cfg.log_every,
-                             log_fn=_log if rank == 0 else None, progress=train_cfg.progress and rank == 0)
+                             log_fn=_log if rank == 0 else None, progress=train_cfg.progress and rank == 0,
+                             augment=AUGMENT_PRESETS[run_cfg.augment])
         epochs_run += 1
         recalibrate_bn(model, train_loader, device, amp, run_cfg.bn_recalibration_batches,
                        train_cfg.channels_last)

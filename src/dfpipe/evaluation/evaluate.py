@@ -137,7 +137,7 @@ def evaluate_predictions(frame: pd.DataFrame, n_boot: int, seed: int, level: flo
         "ci": headline["ci"],
         "ci_level": level,
         "bootstrap": n_boot,
-        "per_source": M.per_group_metrics(frame, labels, probs, "source"),
+        "per_source": M.per_group_metrics(frame, labels, probs, "source", n_boot, seed, level),
         "per_method": M.per_group_metrics(frame, labels, probs, "method"),
     }
     videos, vprobs = M.video_level(frame, probs)
@@ -387,7 +387,10 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
         raise ValueError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but {ckpt} was "
                          f"trained on {run_cfg.variant!r}")
     num_classes = run_cfg.model.num_classes
-    dataset = open_split(variants_dir, features_dir, ev.variant, "eval", run_cfg.model)
+    from dfpipe.features.encoders import cache_dir
+
+    dataset = open_split(variants_dir / ev.variant, "eval", run_cfg.model,
+                         cache_dir(features_dir, run_cfg.model.input, ev.variant))
     loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     pred = predict(model, loader, device, amp=cfg.amp)

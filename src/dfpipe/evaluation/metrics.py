@@ -333,15 +333,27 @@ def video_level(
     return videos, sums / counts[:, None]
 
 
+# Per-generator detection scores (real items + one group's forged items), binary: fake = not argmax real.
+GROUP_BOOTSTRAP: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "ap": lambda y, p: binary_ap(*real_vs_fake(y, p)),
+    "acc": lambda y, p: float(np.mean((p.argmax(1) != 0) == is_fake(y))),
+}
+
+
 def per_group_metrics(
-    frame: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, column: str
+    frame: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, column: str,
+    n_boot: int = 0, seed: int = 0, level: float = 0.95,
 ) -> dict[str, dict]:
     """Metrics per value of ``frame[column]`` (``source`` or ``method``), sorted by value.
 
     Each group reports ``n``, ``acc`` (share classified as its own class), per-class ``support``,
     and ``auc_vs_real`` / ``eer_vs_real``: real-vs-fake AUC/EER of this group's forged items
     against *all* real items of the set (one generator or manipulation method at a time, the
-    usual per-method detection score). For a real group these are NaN with a note.
+    usual per-method detection score), with ``ap_vs_real`` and ``acc_vs_real`` (binary accuracy,
+    fake = argmax not real) on the same items: the per-generator AP / accuracy of Wang et al.
+    (CVPR 2020). With ``n_boot`` > 0, ``ci_vs_real`` holds their bootstrap bounds
+    ``{ap, acc: {low, high}}`` (:func:`bootstrap_ci` over these items, clustered as
+    :func:`item_groups`). For a real group these are NaN with a note.
     """
     labels, probs = _check_scores(labels, probs)
     values = frame[column].astype(str).to_numpy()
@@ -361,7 +373,7 @@ def per_group_metrics(
         fakes = sel & ~real
         if not fakes.any():
             notes.append(f"{column} '{value}' has no forged item: auc_vs_real/eer_vs_real undefined")
-            entry["auc_vs_real"] = entry["eer_vs_real"] = NAN
+            entry["auc_vs_real"] = entry["eer_vs_real"] = entry["ap_vs_real"] = entry["acc_vs_real"] = NAN
         else:
             both = fakes | real
             yb, sb = real_vs_fake(labels[both], probs[both])
@@ -369,6 +381,12 @@ def per_group_metrics(
                 notes.append("no real item in the set: auc_vs_real/eer_vs_real undefined")
             entry["auc_vs_real"] = binary_auc(yb, sb)
             entry["eer_vs_real"] = eer(yb, sb)
+            entry["ap_vs_real"] = binary_ap(yb, sb)
+            entry["acc_vs_real"] = GROUP_BOOTSTRAP["acc"](labels[both], probs[both])
+            if n_boot > 0:
+                ci = bootstrap_ci(labels[both], probs[both], item_groups(frame[both]), n_boot, seed, level,
+                                  metrics=GROUP_BOOTSTRAP, notes=notes)
+                entry["ci_vs_real"] = {m: {"low": lo, "high": hi} for m, (lo, hi) in ci.items()}
         entry["notes"] = notes
         out[value] = entry
     return out

@@ -233,18 +233,18 @@ class FeatureDataset(VariantDataset):
 VariantDataset.is_image = True
 
 
-def open_split(variants_dir: str | Path, features_dir: str | Path, variant: str, split: str, model_cfg,
+def open_split(variant_dir: str | Path, split: str, model_cfg, features_variant_dir: str | Path | None = None,
                with_masks: bool = False) -> VariantDataset:
-    """The dataset a model reads: image crops, or the feature cache for ``model.input`` clip / lgrad."""
-    from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
+    """The dataset a model reads: the variant's image crops, or -- for ``model.input`` clip / lgrad --
+    its features@ cache ``features_variant_dir`` (= ``<features_dir>/<input>/<variant>``)."""
+    from dfpipe.features.encoders import FEATURE_INPUTS
 
-    variant_dir = Path(variants_dir) / variant
-    if model_cfg.input in FEATURE_INPUTS:
-        if with_masks:
-            raise ValueError(f"input {model_cfg.input!r} (cached features) has no masks")
-        cache = cache_dir(features_dir, model_cfg.input, variant) / split
-        if not (cache / "index.json").is_file():
-            raise FileNotFoundError(f"{cache}: no {model_cfg.input} feature cache for variant {variant!r} "
-                                    f"(add it to features.caches and run features@)")
-        return FeatureDataset(variant_dir, split, cache, model_cfg.num_classes)
-    return VariantDataset(variant_dir, split, model_cfg.num_classes, with_masks=with_masks)
+    if model_cfg.input not in FEATURE_INPUTS:
+        return VariantDataset(variant_dir, split, model_cfg.num_classes, with_masks=with_masks)
+    if with_masks:
+        raise ValueError(f"input {model_cfg.input!r} (cached features) has no masks")
+    cache = None if features_variant_dir is None else Path(features_variant_dir) / split
+    if cache is None or not (cache / "index.json").is_file():
+        raise FileNotFoundError(f"{cache}: no {model_cfg.input} feature cache for this variant "
+                                f"(add it to features.caches and run features@)")
+    return FeatureDataset(variant_dir, split, cache, model_cfg.num_classes)

@@ -125,6 +125,7 @@ class RunPaths:
     spectrum_stats: Optional[Path]  # stats_<input>.npz for dct/dft inputs, else None
     out_dir: Path                   # best.pt, last.pt
     live_dir: Path                  # dvclive: metrics.json, plots/
+    features: Optional[Path] = None  # features@ cache <features_dir>/<input>/<variant> (clip/lgrad inputs)
 
     @classmethod
     def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig) -> "RunPaths":
@@ -133,8 +134,12 @@ class RunPaths:
             from dfpipe.features.spectra import stats_path
 
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
+        from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
+
+        features = (cache_dir(train_cfg.features_dir, run_cfg.model.input, run_cfg.variant)
+                    if run_cfg.model.input in FEATURE_INPUTS else None)
         return cls(train_cfg.variants_dir / run_cfg.variant, stats,
-                   train_cfg.models_dir / run_name, train_cfg.metrics_dir / run_name)
+                   train_cfg.models_dir / run_name, train_cfg.metrics_dir / run_name, features)
 
 
 def load_runs(params: dict) -> tuple[TrainConfig, dict[str, RunConfig]]:
@@ -297,9 +302,8 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
     if run_cfg.batch_size % world_size:
         raise ValueError(f"batch_size {run_cfg.batch_size} is not divisible by WORLD_SIZE {world_size}")
 
-    train_ds = open_split(train_cfg.variants_dir, train_cfg.features_dir, run_cfg.variant, "train", mc,
-                          with_masks=run_cfg.loss.uses_masks)
-    val_ds = open_split(train_cfg.variants_dir, train_cfg.features_dir, run_cfg.variant, "val", mc)
+    train_ds = open_split(paths.variant_dir, "train", mc, paths.features, with_masks=run_cfg.loss.uses_masks)
+    val_ds = open_split(paths.variant_dir, "val", mc, paths.features)
     train_loader = make_loader(train_ds, run_cfg.batch_size // world_size, True, train_cfg.num_workers,
                                run_cfg.seed, run_cfg.balance, rank, world_size)
     val_loader = make_loader(val_ds, run_cfg.eval_batch_size or run_cfg.batch_size, False,

@@ -191,3 +191,44 @@ def test_params_unseen_generator_protocol():
     cfg = build(E.FeaturesConfig, params["features"], where="features")
     assert {(c.encoder, c.variant) for c in cfg.caches.values()} == {("clip", "unseen_wgan_gp"),
                                                                    ("lgrad", "unseen_wgan_gp")}
+
+
+def test_unseen_table_cells_come_from_per_source(tmp_path, monkeypatch):
+    from dfpipe.core.io import write_json
+    from dfpipe.evaluation import evaluate as EV
+    from dfpipe.evaluation import reports as R
+    from helpers import fake_scores, make_manifest
+
+    monkeypatch.chdir(tmp_path)
+    man = make_manifest()
+    labels = man["label"].to_numpy(np.int64)
+    details = {}
+    for seed, name in enumerate(("ug_a", "ug_b")):
+        frame = EV.align_predictions(man, man["id"], labels, fake_scores(labels, seed), "test")
+        _, d = EV.evaluate_predictions(frame, n_boot=30, seed=seed, level=0.95)
+        if name == "ug_b":
+            d["features"] = {"encoder": "clip", "variant": "v", "random": True, "config": {}}
+        write_json(Path("eval") / name / "details.json", d)
+        details[name] = d
+    cfg = build(R.ReportConfig, {
+        "out_dir": "tables", "eval_dir": "eval", "audit_dir": "audit", "reference": "ref.yaml",
+        "resnet": [], "f3net": {}, "loss_ablation": {},
+        "leakage": {"audits": [], "audit_keys": ["x"], "evaluations": []},
+        "unseen": {"rows": {"A": "ug_a", "B": "ug_b"},
+                   "generators": {"WGAN-GP": "gan_wgan_gp", "StyleGAN": "gan_stylegan"}, "seen": ["gan_wgan_gp"]}})
+    tables, read = R.build_tables(cfg)
+    assert [t.name for t in tables] == ["unseen_ap", "unseen_acc"]
+    assert read == [Path("eval/ug_a/details.json"), Path("eval/ug_b/details.json")]
+    ap = tables[0]
+    assert ap.columns == ["Detector", "Evaluation", "WGAN-GP (train)", "StyleGAN", "Mean (unseen)"]
+    assert ap.rows[1][0] == "B [random features (demo)]"
+    g = details["ug_a"]["per_source"]["gan_stylegan"]
+    # AP of StyleGAN vs all reals, recomputed here from the predictions
+    both = (man["source"] == "gan_stylegan").to_numpy() | (labels == 0)
+    from dfpipe.evaluation.metrics import binary_ap, real_vs_fake
+    expected = binary_ap(*real_vs_fake(labels[both], fake_scores(labels, 0)[both]))
+    assert g["ap_vs_real"] == pytest.approx(expected)
+    assert ap.rows[0][3] == f"{100 * g['ap_vs_real']:.2f} [{100 * g['ci_vs_real']['ap']['low']:.2f}, " \
+                           f"{100 * g['ci_vs_real']['ap']['high']:.2f}]"
+    assert ap.rows[0][4] == f"{100 * g['ap_vs_real']:.2f}"  # one unseen column: the mean is that value
+    assert g["ci_vs_real"]["acc"]["low"] <= g["acc_vs_real"] <= g["ci_vs_real"]["acc"]["high"]

@@ -47,6 +47,7 @@ def make_cfg(tmp_path: Path) -> R.ReportConfig:
         "loss_ablation": {"cls + BCE + Dice": "f3_seg", "cls only": "f3_cls"},
         "leakage": {"audits": ["v3", "v4"], "audit_keys": ["leak_check", "group_leaks", "exact_duplicates"],
                     "evaluations": ["r5_on_v4", "r5_v4"]},
+        "unseen": {"rows": {}, "generators": {}, "seen": []},
     }
     return build(R.ReportConfig, data)
 
@@ -166,8 +167,9 @@ def test_dvc_report_deps_match_params():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
     expected = {(cfg.eval_dir / f"{n}.json").as_posix() for n in cfg.evaluation_names()}
     expected |= {(cfg.audit_dir / f"{a}.json").as_posix() for a in cfg.leakage.audits}
+    expected |= {(cfg.eval_dir / n / "details.json").as_posix() for n in cfg.details_names()}
     expected.add(cfg.reference.as_posix())
     deps = {d for d in stage["deps"] if d.startswith("metrics/")}
     assert deps == expected
     evaluations = yaml.safe_load((REPO / "params.yaml").read_text())["evaluations"]
-    assert set(cfg.evaluation_names()) <= set(evaluations)
+    assert set(cfg.evaluation_names()) | set(cfg.details_names()) <= set(evaluations)

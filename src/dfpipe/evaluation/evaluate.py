@@ -406,6 +406,8 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
     if "mask_probs" in pred:
         headline["mask"] = M.nan_to_none(mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"]))
     details["run_config"] = to_dict(run_cfg)
+    if not dataset.is_image:  # provenance of cached encoder features (random = demo encoder)
+        details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
 
     out_dir = out_root / name
     write_outputs(name, frame, headline, details, out_root / f"{name}.json", out_dir)

@@ -11,7 +11,10 @@ Tables (``report:`` section of params.yaml chooses the rows):
 - ``resnet``: ResNet runs (run, input, variant, lr, batch, macro-F1 with CI, acc, per-class F1, AUC);
 - ``f3net_ablation``: F3Net components beside the paper's AUC (Qian et al., ECCV 2020);
 - ``loss_ablation``: multi-task model with each auxiliary loss at zero weight;
-- ``leakage``: audit counts per variant and the cross evaluation leaky-train vs clean-train.
+- ``leakage``: audit counts per variant and the cross evaluation leaky-train vs clean-train;
+- ``unseen_ap`` / ``unseen_acc``: the unseen-generator protocol (Wang et al. CVPR 2020): detectors
+  trained on one generator (+ real) scored per test generator, AP and accuracy with CIs and the mean
+  column, read from each evaluation's ``details.json`` ``per_source`` breakdown.
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ class LeakageTable(Config):
     evaluations: tuple[str, ...]
 
 
+class UnseenTable(Config):
+    """Rows and columns of the unseen-generator tables.
+
+    ``rows``: row label -> evaluation; ``generators``: column label -> eval source (the
+    ``source`` column of the manifest, e.g. gan_stylegan); ``seen``: the sources the rows were
+    trained on (their columns are marked and left out of the mean, as in Wang et al.).
+    """
+
+    rows: dict[str, str]
+    generators: dict[str, str]
+    seen: tuple[str, ...]
+
+
 class ReportConfig(Config):
     """``report:`` section of params.yaml. Row labels map to evaluation names (keys of
     ``evaluations:``); rows appear in the order written."""
@@ -54,17 +70,22 @@ class ReportConfig(Config):
     f3net: dict[str, str]
     loss_ablation: dict[str, str]
     leakage: LeakageTable
+    unseen: UnseenTable
 
     @model_validator(mode="after")
     def _has_rows(self) -> "ReportConfig":
-        if not (self.resnet or self.f3net or self.loss_ablation or self.leakage.evaluations):
+        if not (self.resnet or self.f3net or self.loss_ablation or self.leakage.evaluations or self.unseen.rows):
             raise ValueError("report has no rows: list evaluations under resnet/f3net/loss_ablation/leakage")
         return self
 
     def evaluation_names(self) -> list[str]:
-        """Every evaluation the tables read, sorted."""
+        """Every evaluation whose headline ``<name>.json`` the tables read, sorted."""
         names = set(self.resnet) | set(self.f3net.values()) | set(self.loss_ablation.values())
         return sorted(names | set(self.leakage.evaluations))
+
+    def details_names(self) -> list[str]:
+        """Every evaluation whose ``<name>/details.json`` the tables read (the unseen table), sorted."""
+        return sorted(set(self.unseen.rows.values()))
 
 
 @dataclass
@@ -165,6 +186,12 @@ class Reader:
 
     def evaluation(self, name: str) -> tuple[dict, Path]:
         path = self.cfg.eval_dir / f"{name}.json"
+        data = load_metrics(path, f"evaluate@{name}")
+        self.read.add(path)
+        return data, path
+
+    def details(self, name: str) -> tuple[dict, Path]:
+        path = self.cfg.eval_dir / name / "details.json"
         data = load_metrics(path, f"evaluate@{name}")
         self.read.add(path)
         return data, path
@@ -299,6 +326,42 @@ def leakage_tables(reader: Reader, cfg: LeakageTable) -> list[Table]:
     return [audit, cross]
 
 
+def unseen_tables(reader: Reader, cfg: UnseenTable) -> list[Table]:
+    """AP and accuracy per test generator (real eval items + that generator's), Wang et al.'s layout."""
+    cols = [f"{label} (train)" if src in cfg.seen else label for label, src in cfg.generators.items()]
+    tables = {m: Table(f"unseen_{m}", f"Unseen generators: {title} per test generator (trained on "
+                       f"{', '.join(cfg.seen)} + real)", ["Detector", "Evaluation"] + cols + ["Mean (unseen)"])
+              for m, title in (("ap", "average precision"), ("acc", "accuracy"))}
+    random_rows = []
+    for label, name in cfg.rows.items():
+        d, p = reader.details(name)
+        feats = d.get("features")
+        if feats is not None and feats.get("random"):
+            label = f"{label} [random features (demo)]"
+            random_rows.append(name)
+        for metric, table in tables.items():
+            cells, unseen = [], []
+            for src in cfg.generators.values():
+                g = lookup(d, f"per_source.{src}", p)
+                value = lookup(g, f"{metric}_vs_real", p)
+                ci = lookup(g, f"ci_vs_real.{metric}", p)
+                cells.append(f"{pct(value)} [{pct(ci['low'])}, {pct(ci['high'])}]")
+                if src not in cfg.seen and value is not None:
+                    unseen.append(float(value))
+            mean = sum(unseen) / len(unseen) if unseen else None
+            table.rows.append([label, name] + cells + [pct(mean)])
+    notes = ["All scores in %; each cell is real-vs-fake on the eval split's real items plus that generator's "
+             "items (binary: fake = argmax not real, i.e. threshold 0.5 fixed in training, never tuned on "
+             "test); [95% CI] percentile bootstrap. Mean: unweighted over the unseen columns.",
+             "Per-generator values: details.json per_source (evaluate@<name>)."]
+    if random_rows:
+        notes.append(f"{', '.join(random_rows)}: the frozen encoder is randomly initialised (no pretrained "
+                     "checkpoint offline): these rows test the code path, not the method.")
+    for table in tables.values():
+        table.notes = list(notes)
+    return list(tables.values())
+
+
 def build_tables(cfg: ReportConfig) -> tuple[list[Table], list[Path]]:
     """All configured tables (an empty row list skips its table) and the files read, sorted."""
     reader = Reader(cfg)
@@ -311,6 +374,8 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list[Path]]:
         tables.append(loss_ablation_table(reader, cfg.loss_ablation))
     if cfg.leakage.audits or cfg.leakage.evaluations:
         tables.extend(t for t in leakage_tables(reader, cfg.leakage) if t.rows)
+    if cfg.unseen.rows:
+        tables.extend(unseen_tables(reader, cfg.unseen))
     return tables, sorted(reader.read)
 
 

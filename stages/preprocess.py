@@ -1,8 +1,9 @@
 """DVC stage ``preprocess@<source>``: raw images / videos of one source -> face crops.
 
 Usage (from the repository root): ``python stages/preprocess.py <source>``.
-Writes ``<split.faces_dir>/<source>/`` (shards, manifest.parquet, rejects.parquet) and
-``metrics/preprocess/<source>.json``; see ``dfpipe.ingest.preprocess``.
+Writes ``<split.faces_dir>/<source>/`` (shards, manifest.parquet, rejects.parquet),
+``metrics/preprocess/<source>.json`` and the plot ``metrics/preprocess/<source>/face_size.{csv,png}``;
+see ``dfpipe.ingest.preprocess``.
 """
 
 from dfpipe.core.cli import stage_args
@@ -19,8 +20,10 @@ def main() -> None:
     # so that a change in splits/ does not rerun every preprocess stage
     faces_dir = build(RepoPath, load_yaml().get("split", {}).get("faces_dir"), where="split.faces_dir", root=".")
     m = run_source(name, source, cfg, faces_dir / name, f"metrics/preprocess/{name}.json")
-    print(f"preprocess {name}: {m['faces']} faces from {m['items']} items, {m['rejects']} rejects "
-          f"{m['rejects_by_reason']}, {m['seconds']:.1f} s")
+    f, fr = m["files"], m["frames"]
+    print(f"preprocess {name}: {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
+          f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled = "
+          f"{fr['kept']} kept + {fr['rejected']} rejected {fr['rejected_by_reason']}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pandas as pd
 
 from dfpipe.core.config import ConfigError, build, deep_merge, load_section, load_yaml
 from dfpipe.core.io import array_hash
-from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, read_table, write_faces, write_variant
+from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, add_provenance, read_table, write_faces, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
 
@@ -86,7 +86,7 @@ def make_variant(root: Path, per_class: dict[str, int] | None = None, size: int 
         df = df.astype({"label": "int8", "frame_index": "int32", "n_frames": "int32", "offset": "int32",
                         "box_x": "int32", "box_y": "int32", "box_w": "int32", "box_h": "int32",
                         "det_score": "float32"})
-        write_variant(df, out / "manifest.parquet")
+        write_variant(add_provenance(df), out / "manifest.parquet")
     return root
 
 
@@ -138,7 +138,7 @@ def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), 
         df[c] = 0
     df["det_score"] = np.float32("nan")
     df["content_hash"], df["has_mask"], df["shard"], df["offset"], df["mask_shard"] = "", kind == "ff", "", 0, ""
-    return df.sort_values("id").reset_index(drop=True)[FACE_SCHEMA.names]
+    return add_provenance(df.sort_values("id").reset_index(drop=True))[FACE_SCHEMA.names]
 
 
 def item_image(row) -> np.ndarray:
@@ -164,7 +164,7 @@ def write_source(faces_dir: Path, rows: pd.DataFrame, shard_size: int = 7) -> pd
 
 
 def split_cfg(tmp: Path | None = None, **kw) -> SplitConfig:
-    base = dict(salt="test-salt", scale=1.0, val_fraction=0.2, on_shortfall="error", ffpp_official=None,
+    base = dict(salt="test-salt", scale=1.0, val_fraction=0.2, on_shortfall="error", ffpp_official=None, bridging="drop",
                 faces_dir="faces", out_dir="variants", shard_size=5)
     base.update(kw)
     cfg = build(SplitConfig, base)
@@ -199,10 +199,24 @@ def make_manifest(seed: int = 0, n_images: int = 40, frames: int = 5) -> pd.Data
     return df.sort_values("id").reset_index(drop=True)
 
 
-def fake_scores(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+def fake_scores(labels: np.ndarray, seed: int = 0, skill: float = 2.0) -> np.ndarray:
     """Informative but imperfect (N, 3) probabilities, as a trained model would give."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(len(labels), 3))
-    logits[np.arange(len(labels)), labels] += 2.0
+    logits[np.arange(len(labels)), labels] += skill
     p = np.exp(logits)
     return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def scored_frames(man: pd.DataFrame | None = None, seeds=(0, 1), skill: float = 2.0, offset: int = 0) -> dict:
+    """``{seed: aligned predictions frame}`` as evaluate@ builds them (loader order != manifest order)."""
+    from dfpipe.evaluation.evaluate import align_predictions
+
+    man = make_manifest() if man is None else man
+    labels = man["label"].to_numpy(np.int64)
+    out = {}
+    for s in seeds:
+        probs = fake_scores(labels, s + offset, skill)
+        perm = np.random.default_rng(s).permutation(len(man))
+        out[s] = align_predictions(man, man["id"].to_numpy()[perm], labels[perm], probs[perm], "test")
+    return out

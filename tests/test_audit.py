@@ -125,7 +125,7 @@ def test_corrupt_pixels_are_an_error(tmp_path, faces_dir):
 def test_audit_stage_writes_report_then_fails_leak_free_variant(tmp_path, faces_dir):
     vdir, _, _ = _planted(tmp_path, faces_dir)
     params = {
-        "split": {"salt": "s", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
+        "split": {"salt": "s", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None, "bridging": "drop",
                   "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
         "variants": {"p": {"description": "planted", "level": "group", "leak_free": True, "masks": False,
                            "eval_fraction": 0.3, "train": ALL, "eval": ALL}},

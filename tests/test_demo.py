@@ -30,7 +30,7 @@ def small_params(out_dir: str = "data/raw/demo", **over) -> dict:
         ffpp_videos=6, ffpp_frames=12, ffpp_fps=25, ffpp_width=192, ffpp_height=144,
         ffpp_compression="c23", ffpp_crf=23,
         ffpp_methods=["Face2Face", "FaceSwap", "DeepFakeDetection"],
-        split_fractions=[0.72, 0.14, 0.14],
+        split_fractions=[0.72, 0.14, 0.14], cross_videos=2, cross_frames=6,
     )
     params.update(over)
     return params
@@ -75,6 +75,38 @@ def test_layout_and_counts(demo: Path) -> None:
         assert targets == sources == [f"{i:03d}" for i in range(6)]
 
 
+def test_celebdf_and_dfdc_trees_list_with_the_real_adapters(demo: Path) -> None:
+    """The demo's Celeb-DF v2 / DFDC trees use the real names: the dataset adapters list them with
+    no reject, the test list and labels.csv give the labels, DFDC fakes join their originals."""
+    from dfpipe.ingest.datasets import bridge_keys
+    from dfpipe.ingest.sources import SourceConfig, list_items
+
+    def spec(kind, label, **kw):
+        return build(SourceConfig, dict(kind=kind, path="x", label=label, method="m", mode="crop",
+                                        sampling="per_video", **kw))
+
+    # cross_videos = 2: identity 0 is train only; 1 Celeb-real + 2 YouTube-real + 1 synthesis in the test list
+    real, rej = list_items("r", spec("celebdf", 0, subset="test"), demo / "celebdf")
+    assert [i.path for i in real] == ["Celeb-real/id1_0000.mp4", "YouTube-real/00000.mp4",
+                                      "YouTube-real/00001.mp4"] and not rej
+    fake, rej = list_items("f", spec("celebdf", 2, subset="test"), demo / "celebdf")
+    assert [i.video_id for i in fake] == ["Celeb-synthesis/id1_id0_0000"] and not rej
+    assert bridge_keys(fake[0].video_id) == ("celebdf:id1", "celebdf:id0")
+    train, _ = list_items("f", spec("celebdf", 2, subset="train"), demo / "celebdf")
+    assert [i.video_id for i in train] == ["Celeb-synthesis/id0_id1_0000"]
+    for label, n in ((0, 2), (2, 2)):
+        items, rej = list_items("d", spec("dfdc", label), demo / "dfdc/test")
+        assert len(items) == n and not rej and all(re.fullmatch(r"[a-z]{10}\.mp4", i.path) for i in items)
+    real, _ = list_items("d", spec("dfdc", 0), demo / "dfdc/train")
+    fake, rej = list_items("d", spec("dfdc", 2), demo / "dfdc/train")
+    assert len(real) == len(fake) == 2 and not rej
+    assert {i.group_keys for i in fake} == {i.group_keys for i in real}
+    test_fake = sorted((demo / "dfdc/test").glob("*.mp4"))[0]
+    for path in (demo / "celebdf/Celeb-real/id1_0000.mp4", demo / "celebdf/Celeb-synthesis/id1_id0_0000.mp4", test_fake):
+        with av.open(str(path)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 6  # cross_frames
+
+
 def test_byte_identical_rerun_any_worker_count(demo: Path, tmp_path: Path) -> None:
     again = _make(tmp_path, "again/demo", workers=1)  # other worker count, same bytes
     assert _tree_hashes(demo) == _tree_hashes(again)
@@ -87,6 +119,22 @@ def test_rerun_replaces_demo_tree_but_refuses_foreign_folder(tmp_path: Path) -> 
     with pytest.raises(FileExistsError, match="precious.txt"):
         _make(tmp_path, "data", ffhq_identities=1, gan_images=1, ffpp_videos=2, ffpp_frames=2)
     assert (foreign / "precious.txt").read_text() == "keep"
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    """A make_demo killed outside DVC leaves its temporary tree ``.demo.<random>.tmp`` beside the
+    output and ``.<file>.<random>.tmp`` files inside it; the next run removes both."""
+    tiny = dict(ffhq_identities=1, gan_images=1, ffpp_videos=2, ffpp_frames=2)
+    out = _make(tmp_path, "raw/demo", **tiny)
+    stale_tree = tmp_path / "raw" / ".demo.k1ll3d.tmp"
+    (stale_tree / "ffhq").mkdir(parents=True)
+    stale_file = out / "ffhq" / ".id0000_00.png.abc.tmp"
+    stale_file.write_bytes(b"half")
+    other = tmp_path / "raw" / ".other.x.tmp"  # not this stage's: left alone
+    other.write_text("x")
+    _make(tmp_path, "raw/demo", **tiny)
+    assert not stale_tree.exists() and not stale_file.exists() and other.exists()
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [".other.x.tmp", "demo"]
 
 
 def test_split_json_official_format(demo: Path) -> None:
@@ -160,6 +208,11 @@ def _frames(path: Path) -> np.ndarray:
 
 
 def _detect_rate(images: list[np.ndarray]) -> float:
+    return sum(bool(found) for found in _detections(images)) / len(images)
+
+
+def _detections(images: list[np.ndarray]) -> list[list[tuple[int, int]]]:
+    """Per image, the BlazeFace boxes as (x, width)."""
     import mediapipe as mp
     from mediapipe.tasks.python import vision
     from mediapipe.tasks.python.core.base_options import BaseOptions
@@ -168,13 +221,25 @@ def _detect_rate(images: list[np.ndarray]) -> float:
         base_options=BaseOptions(model_asset_path=str(DETECTOR)), min_detection_confidence=0.5)
     detector = vision.FaceDetector.create_from_options(options)
     try:
-        hits = 0
+        out = []
         for img in images:
             res = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(img)))
-            hits += bool(res.detections)
+            out.append([(d.bounding_box.origin_x, d.bounding_box.width) for d in res.detections])
     finally:
         detector.close()
-    return hits / len(images)
+    return out
+
+
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="run `python -m dfpipe.core.assets` first")
+def test_dfdc_test_videos_show_two_people_the_main_face_largest(demo: Path) -> None:
+    """DFDC-like multi-person frames: a smaller bystander at the right edge beside the main face."""
+    videos = sorted((demo / "dfdc/test").glob("*.mp4"))
+    assert len(videos) == 4
+    for path in videos:
+        for boxes in _detections(list(_frames(path)[::3])):
+            assert len(boxes) == 2, (path.name, boxes)
+            (main_x, main_w), (by_x, by_w) = sorted(boxes, key=lambda b: -b[1])
+            assert main_w > 1.3 * by_w and by_x > main_x
 
 
 def _rgb(path: Path) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Evaluation library (predictions -> metrics files, leak overlap, plots) and feature maps."""
+"""Evaluation orchestration (predictions -> metrics files over seeds), figures, feature maps,
+masks, and the stage end to end on a real checkpoint."""
 
 from __future__ import annotations
 
@@ -10,20 +11,13 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from helpers import fake_scores, make_manifest
+from dfpipe.core.config import ConfigError, build
 from dfpipe.evaluation import evaluate as E
 from dfpipe.evaluation import featuremaps as FM
-from dfpipe.core.config import ConfigError, build
-
-
-
-
-def scored_frame(seed: int = 0) -> pd.DataFrame:
-    man = make_manifest()
-    labels = man["label"].to_numpy(np.int64)
-    probs = fake_scores(labels, seed)
-    perm = np.random.default_rng(seed).permutation(len(man))  # loader order != manifest order
-    return E.align_predictions(man, man["id"].to_numpy()[perm], labels[perm], probs[perm], "test")
+from dfpipe.evaluation import figures as F
+from dfpipe.evaluation import metrics as M
+from dfpipe.evaluation.masks import mask_evaluation
+from helpers import fake_scores, make_manifest, run_dict, scored_frames
 
 
 def test_align_checks_ids_and_labels():
@@ -45,64 +39,98 @@ def test_align_checks_ids_and_labels():
     assert list(frame2.columns[-2:]) == ["p_real", "p_fake"]
 
 
-def test_evaluate_predictions_headline_and_details():
-    frame = scored_frame()
-    head, details = E.evaluate_predictions(frame, n_boot=50, seed=3, level=0.95)
-    assert head["n"] == len(frame)
-    assert head["acc"] == pytest.approx(float(np.mean(frame["pred"] == frame["label"])))
-    for key in ("macro_f1", "f1_real", "f1_fake", "f1_edited", "auc_real", "auc_edited",
-                "ap_fake", "auc_real_vs_fake", "ap_real_vs_fake", "eer"):
-        assert 0.0 <= head[key] <= 1.0, key
-    assert head["ci"]["macro_f1"]["low"] <= head["macro_f1"] <= head["ci"]["macro_f1"]["high"]
-    # video level: 3 originals + 4 fakes, the two 000_003 videos kept apart
-    assert head["video"]["n"] == 7
-    assert details["video"]["per_method"]["Face2Face"]["n"] == 2
-    assert details["video"]["per_method"]["FaceSwap"]["n"] == 2
-    assert set(details["per_source"]) == {"ffhq", "ffpp", "gan_stylegan", "gan_wgan_gp"}
-    assert details["per_source"]["ffhq"]["auc_vs_real"] is None  # real-only source: null + note
-    assert details["per_source"]["ffhq"]["notes"]
-    json.dumps(details, allow_nan=False)  # valid JSON: no NaN anywhere
+def test_headline_is_mean_sd_ci_over_seeds():
+    frames = scored_frames(seeds=(0, 1, 2))
+    head, details = E.evaluate_seeds(frames, n_boot=60, seed=3, level=0.95)
+    # C5: only the headline numbers
+    assert set(head) == {"macro_f1", "weighted_f1", "acc", "auc_real_fake", "eer"}
+    assert all(set(v) == {"mean", "sd", "low", "high"} for v in head.values())
+    accs = [float(np.mean(f["pred"] == f["label"])) for f in frames.values()]
+    assert head["acc"]["mean"] == pytest.approx(np.mean(accs))
+    assert head["acc"]["sd"] == pytest.approx(np.std(accs, ddof=1))
+    for name, v in head.items():
+        assert v["low"] <= v["high"], name
+    assert head["macro_f1"]["low"] < head["macro_f1"]["mean"] < head["macro_f1"]["high"]
+    # weighted-F1 is the support-weighted per-class F1, checked against scikit-learn per seed
+    from sklearn.metrics import f1_score
+    wf = [f1_score(f["label"], f["pred"], average="weighted") for f in frames.values()]
+    assert head["weighted_f1"]["mean"] == pytest.approx(np.mean(wf))
+    # per-class F1 per seed and summarised
+    assert {"f1_real", "f1_fake", "f1_edited"} <= set(details["summary"])
+    assert details["seeds"] == [0, 1, 2] and set(details["per_seed"]) == {"0", "1", "2"}
+    # video level keyed (method, video_id): the two 000_003 videos are two videos
+    assert details["video"]["n_videos"] == 7
+    assert "Face2Face:000_003" in details["video"]["keys"] and "FaceSwap:000_003" in details["video"]["keys"]
+    assert details["video"]["summary"]["auc_real_vs_fake"]["mean"] is not None  # both classes present
+    assert not any("real-vs-fake" in n for n in details["video"]["notes"])
+    # without real videos (the notes' variants) video AUC is undefined, and the notes say why
+    man = make_manifest()
+    fake_only = man[(man["video_id"] == "") | (man["label"] != 0)].reset_index(drop=True)
+    _, d2 = E.evaluate_seeds(scored_frames(fake_only, seeds=(0,)), n_boot=5, seed=0, level=0.95)
+    assert d2["video"]["summary"]["auc_real_vs_fake"]["mean"] is None
+    assert any("real-vs-fake AUC/AP/EER undefined: only fake" in n for n in d2["video"]["notes"])
+    assert details["per_seed"]["0"]["per_source"]["ffhq"]["auc_vs_real"] is None  # null + note
+    json.dumps(details, allow_nan=False)
 
 
-def test_train_overlap_counts_hashes_and_videos():
-    ev = make_manifest()
-    images = ev.index[ev["video_id"] == ""][:2].tolist()
-    frames = ev.index[(ev["method"] == "FaceSwap") & (ev["video_id"] == "000_003")][:2].tolist()
-    train = ev.loc[images + frames].copy()  # two images, two frames of FaceSwap/000_003
-    train.loc[train.index[0], "id"] = "other/renamed.png"  # same pixels under another id still count
-    val = ev.iloc[:0].copy()
-    out = E.train_overlap({"train": train, "val": val}, ev)
-    assert out == {"n_eval": len(ev), "overlap_train": 4, "overlap_train_frames": int((train["video_id"] != "").sum()),
-                   "overlap_train_videos": len({(m, v) for m, v in zip(train["method"], train["video_id"]) if v}),
-                   "overlap_val": 0, "overlap_val_frames": 0, "overlap_val_videos": 0}
-    assert out["overlap_train_frames"] == 2 and out["overlap_train_videos"] == 1
+def test_one_seed_has_no_sd_and_other_items_are_refused():
+    frames = scored_frames(seeds=(0,))
+    head, _ = E.evaluate_seeds(frames, n_boot=20, seed=0, level=0.95)
+    assert head["acc"]["sd"] is None and head["acc"]["mean"] is not None
+    two = scored_frames(seeds=(0, 1))
+    two[1] = two[1].iloc[1:].reset_index(drop=True)
+    with pytest.raises(ValueError, match="seed 1 scored other items"):
+        E.evaluate_seeds(two, n_boot=5, seed=0, level=0.95)
 
 
 def test_write_outputs_files_and_determinism(tmp_path):
-    frame = scored_frame()
-    head, details = E.evaluate_predictions(frame, n_boot=20, seed=0, level=0.95)
+    frames = scored_frames()
+    head, details = E.evaluate_seeds(frames, n_boot=20, seed=0, level=0.95)
     for run in ("a", "b"):
-        E.write_outputs("x", frame, head, details, tmp_path / run / "x.json", tmp_path / run / "x")
+        E.write_outputs("x", frames, head, details, tmp_path / run / "x.json", tmp_path / run / "x")
     files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files == ["x.json", "x/confusion.csv", "x/details.json", "x/figures/confusion.png",
                      "x/figures/roc_pr.png", "x/pr.csv", "x/predictions.parquet", "x/roc.csv"]
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    n = len(frames[0])
     conf = pd.read_csv(tmp_path / "a/x/confusion.csv")
-    assert len(conf) == len(frame) and set(conf["actual"]) == {"real", "fake", "edited"}
-    back = pd.read_parquet(tmp_path / "a/x/predictions.parquet")
-    pd.testing.assert_frame_equal(back, frame)
+    assert len(conf) == 2 * n and set(conf["actual"]) == {"real", "fake", "edited"}
+    table = pd.read_parquet(tmp_path / "a/x/predictions.parquet")
+    assert table.columns[0] == "seed" and table["seed"].dtype == np.int64 and sorted(set(table["seed"])) == [0, 1]
+    back = E.read_predictions(tmp_path / "a/x/predictions.parquet")
+    for s in (0, 1):
+        pd.testing.assert_frame_equal(back[s], frames[s])
 
 
-def test_training_curves_from_dvclive_layout(tmp_path):
-    series = tmp_path / "run" / "plots" / "metrics"
-    for split in ("train", "val"):
-        (series / split).mkdir(parents=True)
-        pd.DataFrame({"step": [0, 1, 2], "loss": [1.0, 0.5, 0.3]}).to_csv(series / split / "loss.tsv", sep="\t", index=False)
-    E.plot_training_curves(tmp_path / "run", tmp_path / "curves.png", "run")
+def test_training_curves_from_c1_files(tmp_path):
+    curves = tmp_path / "run" / "curves"
+    curves.mkdir(parents=True)
+    for s in (0, 1):
+        pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_macro_f1": [0.4, 0.6],
+                      "val_acc": [0.5, 0.7]}).to_csv(curves / f"seed{s}.tsv", sep="\t", index=False)
+    F.plot_training_curves(curves, tmp_path / "curves.png", "run")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(FileNotFoundError, match="missing/plots/metrics"):
-        E.plot_training_curves(tmp_path / "missing", tmp_path / "c.png", "run")
+    assert sorted(F.read_curves(curves)) == [0, 1]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        F.plot_training_curves(tmp_path / "missing", tmp_path / "c.png", "run")
+    (curves / "seed2.tsv").write_text("step\tloss\n0\t1\n")
+    with pytest.raises(ValueError, match="seed2.tsv: missing columns"):
+        F.read_curves(curves)
+
+
+def test_code_fingerprint_stable_and_content_sensitive(tmp_path):
+    assert E.code_fingerprint(tmp_path) == "unknown"
+    (tmp_path / "src/dfpipe/evaluation").mkdir(parents=True)
+    f = tmp_path / "src/dfpipe/evaluation/metrics.py"
+    f.write_text("x = 1\n")
+    one = E.code_fingerprint(tmp_path)
+    assert len(one) == 12 and one == E.code_fingerprint(tmp_path)
+    (tmp_path / "src/dfpipe/evaluation/notes.txt").write_text("not code")
+    (tmp_path / "src/dfpipe/evaluation/reports.py").write_text("# not an evaluate dep\n")
+    assert E.code_fingerprint(tmp_path) == one
+    f.write_text("x = 2\n")
+    assert E.code_fingerprint(tmp_path) != one
 
 
 def test_config_validation():
@@ -160,7 +188,7 @@ def test_pick_examples_and_grid(tmp_path):
     assert labels[rows].tolist() == [0, 0, 1, 1, 2, 2]
     imgs = (np.random.default_rng(0).random((6, 16, 16, 3)) * 255).astype(np.uint8)
     maps = np.random.default_rng(1).random((6, 16, 16))
-    FM.save_grid(tmp_path / "g.png", imgs, maps, maps, [str(r) for r in rows], "layer3")
+    F.plot_featuremap_grid(tmp_path / "g.png", imgs, maps, maps, [str(r) for r in rows], "layer3")
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -170,7 +198,7 @@ def test_pick_examples_and_grid(tmp_path):
 def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int = 0) -> None:
     """A variant split as variant@ writes it: VARIANT_SCHEMA manifest + one image shard."""
     from dfpipe.core.io import array_hash
-    from dfpipe.core.manifest import write_variant
+    from dfpipe.core.manifest import add_provenance, write_variant
     from dfpipe.core.shards import ShardWriter
 
     rng = np.random.default_rng(seed)
@@ -187,7 +215,15 @@ def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int =
                          "content_hash": rec.get("content_hash") or array_hash(img),
                          "has_mask": False, "shard": shard, "offset": off, "mask_shard": "",
                          "split": split, "split_group": rec["id"]})
-    write_variant(pd.DataFrame(rows), d / "manifest.parquet")
+    write_variant(add_provenance(pd.DataFrame(rows)), d / "manifest.parquet")
+
+
+def write_flags(path, man: pd.DataFrame, videos_in_train: set[str]) -> None:
+    """The audit's eval_items.parquet (contract C3) for ``man``."""
+    keys = [M.video_key(m, v) if v else "" for m, v in zip(man["method"], man["video_id"])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": man["id"], "video_key": keys, "group_in_train": [k in videos_in_train for k in keys],
+                  "video_in_train": [k in videos_in_train for k in keys]}).to_parquet(path)
 
 
 def test_run_evaluation_end_to_end(tmp_path):
@@ -196,42 +232,47 @@ def test_run_evaluation_end_to_end(tmp_path):
     from dfpipe.training.train import RunConfig
 
     ev_man = make_manifest(n_images=9, frames=2)
-    write_split(tmp_path / "variants" / "v4", "eval", ev_man)
-    tr = ev_man.iloc[:4].copy()  # a leaky training split: 4 eval items inside
-    write_split(tmp_path / "variants" / "v3", "train", tr)
-    val = ev_man.iloc[[5]].assign(id="ffhq/val_only.png", content_hash="h-val-only")
-    write_split(tmp_path / "variants" / "v3", "val", val)
-    from dfpipe.core.config import build
-    from helpers import run_dict
-
+    write_split(tmp_path / "variants" / "v3", "eval", ev_man)
+    write_flags(tmp_path / "audit" / "v3" / "eval_items.parquet", ev_man, {"FaceSwap:000_003", "youtube:000"})
     run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32}, variant="v3", lr=2e-4,
                                         batch_size=128, epochs=1, bn_recalibration_batches=0,
                                         max_steps_per_epoch=0))
-    torch.manual_seed(0)
-    model = build_model(run_cfg.model)
     (tmp_path / "models" / "r5").mkdir(parents=True)
-    torch.save({"model": model.state_dict(), "config": to_dict(run_cfg), "epoch": 1},
-               tmp_path / "models" / "r5" / "best.pt")
-    series = tmp_path / "train_metrics" / "r5" / "plots" / "metrics" / "val"
-    series.mkdir(parents=True)
-    (series / "macro_f1.tsv").write_text("step\tmacro_f1\n0\t0.5\n1\t0.7\n")
+    for s in (0, 1):
+        torch.manual_seed(s)
+        model = build_model(run_cfg.model)
+        torch.save({"model": model.state_dict(), "config": to_dict(run_cfg)}, tmp_path / "models" / "r5" / f"seed{s}.pt")
+    curves = tmp_path / "train_metrics" / "r5" / "curves"
+    curves.mkdir(parents=True)
+    for s in (0, 1):
+        (curves / f"seed{s}.tsv").write_text("epoch\ttrain_loss\tval_macro_f1\tval_acc\n1\t1.0\t0.5\t0.6\n")
     cfg = E.EvaluateConfig(batch_size=16, num_workers=0, device="cpu", amp="off", bootstrap=20,
                            ci_level=0.95, seed=0, featuremap_layer="backbone.layer3", featuremap_per_class=1)
-    ev = E.Evaluation(run="r5", variant="v4", train_variant="v3")
+    ev = E.Evaluation(run="r5", variant="v3", train_variant="v3")
     kwargs = dict(models_dir=tmp_path / "models", variants_dir=tmp_path / "variants",
-                  train_metrics_dir=tmp_path / "train_metrics", out_root=tmp_path / "eval")
-    head = E.run_evaluation("r5_on_v4", ev, cfg, **kwargs)
-    saved = json.loads((tmp_path / "eval" / "r5_on_v4.json").read_text())
-    assert saved == head and head["n"] == len(ev_man)
-    assert head["leak"]["overlap_train"] == 4 and head["leak"]["overlap_val"] == 0
-    assert head["run"]["lr"] == 2e-4 and head["run"]["batch_size"] == 128 and head["run"]["train_variant"] == "v3"
-    figs = sorted(p.name for p in (tmp_path / "eval" / "r5_on_v4" / "figures").iterdir())
+                  train_metrics_dir=tmp_path / "train_metrics", audit_dir=tmp_path / "audit",
+                  out_root=tmp_path / "eval", code_root=tmp_path)
+    head = E.run_evaluation("r5", ev, cfg, scale=0.04, **kwargs)
+    saved = json.loads((tmp_path / "eval" / "r5.json").read_text())
+    assert saved == head and set(head) == {"macro_f1", "weighted_f1", "acc", "auc_real_fake", "eer"}
+    details = json.loads((tmp_path / "eval" / "r5" / "details.json").read_text())
+    assert details["seeds"] == [0, 1] and details["n"] == len(ev_man)
+    assert details["run"]["seeds"] == "0,1" and details["run"]["lr"] == 2e-4 and details["run"]["init"] == "scratch"
+    assert details["provenance"] == {"code": "unknown", "scale": 0.04, "variant": "v3", "train_variant": "v3",
+                                     "seeds": [0, 1]}
+    assert details["leak"]["frames_in"] == 4 and details["leak"]["videos_in"] == 2
+    assert details["per_seed"]["0"] != details["per_seed"]["1"]  # two different models were scored
+    preds = pd.read_parquet(tmp_path / "eval" / "r5" / "predictions.parquet")
+    assert len(preds) == 2 * len(ev_man)
+    figs = sorted(p.name for p in (tmp_path / "eval" / "r5" / "figures").iterdir())
     assert figs == ["confusion.png", "featuremaps.png", "roc_pr.png", "training_curves.png"]
     with pytest.raises(ValueError, match="trained on 'v3'"):
-        E.run_evaluation("bad", E.Evaluation(run="r5", variant="v4", train_variant="v4"), cfg, **kwargs)
+        E.run_evaluation("bad", E.Evaluation(run="r5", variant="v3", train_variant="v4"), cfg, 0.04, **kwargs)
+    with pytest.raises(FileNotFoundError, match="no seed<s>.pt"):
+        E.run_evaluation("bad", E.Evaluation(run="r9", variant="v3", train_variant="v3"), cfg, 0.04, **kwargs)
 
 
-def test_mask_evaluation_on_stored_masks(tmp_path):
+def test_mask_evaluation_with_trivial_baselines(tmp_path):
     from dfpipe.core.io import save_npy
 
     man = make_manifest(n_images=3, frames=1)
@@ -245,10 +286,13 @@ def test_mask_evaluation_on_stored_masks(tmp_path):
     probs = np.zeros((len(man), 4, 4), np.float16)       # model output at a smaller size
     probs[:, :2] = 1.0                                   # exactly the top half
     perm = np.arange(len(man))[::-1]
-    out = E.mask_evaluation(man, tmp_path, man["id"].to_numpy()[perm], probs[perm])
-    assert out == {"n": int(edited.sum()), "dice": 1.0, "iou": 1.0}
+    out = mask_evaluation(man, tmp_path, man["id"].to_numpy()[perm], probs[perm])
+    n = int(edited.sum())
+    assert out["model"] == {"n": n, "dice": 1.0, "iou": 1.0}
+    assert out["all_zeros"] == {"n": n, "dice": 0.0, "iou": 0.0}          # misses the half
+    assert out["all_ones"]["dice"] == pytest.approx(2 / 3) and out["all_ones"]["iou"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no predicted mask"):
-        E.mask_evaluation(man, tmp_path, man["id"].to_numpy()[:2], probs[:2])
+        mask_evaluation(man, tmp_path, man["id"].to_numpy()[:2], probs[:2])
 
 
 def test_params_evaluations_match_runs():
@@ -266,3 +310,18 @@ def test_params_evaluations_match_runs():
         assert ev.run in runs, name
         assert runs[ev.run].variant == ev.train_variant, name
     assert {n for n, ev in evaluations.items() if ev.run == n} == set(runs)  # every run evaluated
+
+
+def test_run_summary_init_and_backbone(tmp_path):
+    import hashlib
+
+    ev = E.Evaluation(run="r", variant="v4", train_variant="v4")
+    cfg = {"model": {"name": "f3net", "reduced": True, "width": 0.25, "image_size": 64}, "lr": 0.1,
+           "batch_size": 8, "epochs": 2, "init": "scratch"}
+    s = E.run_summary(ev, cfg, [0, 1], tmp_path)
+    assert (s["init"], s["backbone"], s["width"], s["seeds"]) == ("scratch", "reduced", 0.25, "0,1")
+    (tmp_path / "xception_imagenet.pth").write_bytes(b"weights")
+    short = hashlib.sha256(b"weights").hexdigest()[:8]
+    assert E.run_summary(ev, {**cfg, "init": "xception_imagenet"}, [0], tmp_path)["init"] == f"xception_imagenet:{short}"
+    assert E.run_summary(ev, {**cfg, "init": "absent"}, [0], tmp_path)["init"] == "absent"
+    assert E.run_summary(ev, {**cfg, "model": {"name": "resnet18", "image_size": 64}}, [0], tmp_path)["backbone"] == "-"

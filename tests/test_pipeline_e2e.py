@@ -39,6 +39,7 @@ def tiny_params(params: dict) -> dict:
         if "eval_batch_size" in run:
             run["eval_batch_size"] = 16
     params["evaluate"].update(bootstrap=20, featuremap_per_class=1, batch_size=16)
+    params["report"].update(bootstrap=20)
     return params
 
 
@@ -111,7 +112,7 @@ def test_repro_then_status_is_clean(pipeline):
 
 def test_every_table_and_plot_is_written(pipeline):
     tables = sorted(p.name for p in (pipeline / "metrics" / "tables").iterdir())
-    for stem in ("resnet", "f3net", "loss_ablation", "leakage"):
+    for stem in ("resnet", "f3net", "loss_ablation", "leakage", "crossdataset"):
         assert any(t.startswith(stem) and t.endswith(".md") for t in tables), tables
         assert any(t.startswith(stem) and t.endswith(".tex") for t in tables), tables
     assert list((pipeline / "metrics" / "plots" / "spectra").rglob("*.png"))

@@ -137,7 +137,10 @@ def test_image_folder_manifest_and_rejects(images_run):
         ("id0012_00.png", -1): "outside_root",
         ("noid.png", -1): "no_group",
     }
-    assert metrics["faces"] == 4 and metrics["rejects"] == 11 and metrics["rejects_by_reason"]["no_face"] == 1
+    assert metrics["faces"] == 4 and metrics["files"]["rejected_by_reason"]["no_face"] == 1
+    assert metrics["files"] == {"offered": 15, "kept": 4, "rejected": 11,
+                                "rejected_by_reason": {r: 1 for r in sorted(rejects(out).values())}}
+    assert metrics["frames"] == {"sampled": 0, "kept": 0, "rejected": 0, "rejected_by_reason": {}}
     imgs = ShardReader(out / "faces").gather(list(df["shard"]), list(df["offset"]))
     assert imgs.shape == (4, 32, 32, 3) and imgs.dtype == np.uint8
 
@@ -158,7 +161,13 @@ def test_ffpp_frames_masks_and_rejects(ffpp_run):
     assert [rj[("c23/videos/010_011.mp4", i)] for i in (0, 6, 12, 18)] == ["no_face"] * 4
     assert rj[("c23/videos/notes.txt", -1)] == "not_video"
     assert rj[("c23/videos/clip.mp4", -1)] == "bad_name"
-    assert metrics["faces"] == 4 and metrics["frames_sampled"] == 8
+    assert metrics["faces"] == 4
+    # 10 files: 000_001 kept; 002/004/006/008/012 rejected as files; 010_011 loses all 4 frames;
+    # notes.txt, clip.mp4 rejected by the listing
+    assert metrics["files"] == {"offered": 9, "kept": 1, "rejected": 8, "rejected_by_reason": {
+        "all_frames_rejected": 1, "bad_name": 1, "mask_missing": 1, "mask_short": 1, "not_video": 1, "unreadable": 3}}
+    assert metrics["frames"] == {"sampled": 8, "kept": 4, "rejected": 4, "rejected_by_reason": {"no_face": 4}}
+    assert (df["file_format"] == "h264").all() and (df["codec"] == "").all()
 
 
 def test_mask_crop_is_aligned_with_frame_and_box(ffpp_run):
@@ -205,7 +214,8 @@ def test_per_video_crop_seg_and_raw_modes(tree, tmp_path):
     m = run(tree, IMG_SPEC, tmp_path / "raw", "ffhq", mode="raw")
     df = read_table(tmp_path / "raw" / "faces" / "manifest.parquet")
     assert df["det_score"].isna().all() and (df["box_w"] == 200).all() and (df["box_x"] == 0).all()
-    assert "no_face" not in m["rejects_by_reason"] and m["faces"] == 6  # raw: no detector
+    assert "no_face" not in m["files"]["rejected_by_reason"] and m["faces"] == 6  # raw: no detector
+    assert (df["face_rule"] == "none").all() and (df["resize_kernel"] == "area").all()
 
 
 def test_source_with_nothing_fails_clearly(tree, tmp_path):
@@ -256,7 +266,7 @@ def test_invalid_source_params(base, bad, words):
 def test_group_keys_from_names():
     assert ffpp_group_keys("071") == ("ffpp:071",)
     assert ffpp_group_keys("071_054") == ("ffpp:071", "ffpp:054")
-    assert ffpp_group_keys("01_02__meeting_serious__YVGY8LOK") == ("dfd_actor:01", "dfd_actor:02")
+    assert ffpp_group_keys("01_02__meeting_serious__YVGY8LOK") == ("dfd_actor:01",)
     assert ffpp_group_keys("01__walking_down_street") == ("dfd_actor:01",)
     assert ffpp_group_keys("clip") is None
 

@@ -1,4 +1,5 @@
-"""Results tables: every cell equals the metrics file it comes from; missing files are named."""
+"""Results tables: every cell equals the file it comes from; mismatched rows are marked or
+refused; paired differences; provenance; dvc.yaml sections derived from params."""
 
 from __future__ import annotations
 
@@ -6,66 +7,89 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from dfpipe.core.config import build, load_section, load_yaml, to_dict
+from dfpipe.core.io import read_json, write_json
 from dfpipe.evaluation import evaluate as E
 from dfpipe.evaluation import reports as R
-from dfpipe.core.config import build, load_section
-from dfpipe.core.io import write_json
-
-from helpers import make_manifest, fake_scores
+from dfpipe.evaluation import tables as T
+from dfpipe.evaluation.compare import compare
+from helpers import make_manifest, scored_frames
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "metrics/reference/qian2020_f3net.yaml"
 
 
-def write_eval(path: Path, seed: int, run: str, train_variant: str, eval_variant: str) -> dict:
-    """A metrics/eval/<name>.json as evaluate@ writes it (real metrics code on generated scores)."""
-    man = make_manifest()
-    labels = man["label"].to_numpy(np.int64)
-    frame = E.align_predictions(man, man["id"], labels, fake_scores(labels, seed), "test")
-    head, _ = E.evaluate_predictions(frame, n_boot=20, seed=seed, level=0.95)
-    head["run"] = {"name": run, "model": "resnet18", "input": "raw", "train_variant": train_variant,
-                   "eval_variant": eval_variant, "lr": 0.0002 * (seed + 1), "batch_size": 64 + seed,
-                   "w_cls": 1.0, "w_bce": float(seed % 2), "w_dice": 0.0}
-    if "seg" in run:  # only multi-task models write mask scores
-        head["mask"] = {"n": 10, "dice": 0.1 * seed, "iou": 0.05 * seed}
-    head["leak"] = {"n_eval": len(man), "overlap_train": 3 * seed, "overlap_train_frames": 2 * seed,
-                    "overlap_train_videos": seed, "overlap_val": 0, "overlap_val_frames": 0, "overlap_val_videos": 0}
-    write_json(path, head)
-    return json.loads(path.read_text())
+def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dict | None = None,
+               mask: dict | None = None) -> None:
+    """evaluate@<name>'s outputs (real metrics code on generated scores) under ./eval."""
+    frames = scored_frames(make_manifest(), seeds=seeds, skill=skill, offset=offset)
+    head, details = E.evaluate_seeds(frames, n_boot=30, seed=0, level=0.95)
+    details["run"] = {"name": name, "model": "f3net", "f3net_mode": "mix", "backbone": "full", "image_size": 64,
+                      "init": "scratch", "dropout": 0.2, "train_variant": "v4", "eval_variant": "v4", "epochs": 2,
+                      "seeds": ",".join(map(str, seeds)), **run}
+    details["provenance"] = {"code": "abc123def456", "scale": 0.04, "variant": details["run"]["eval_variant"],
+                             "train_variant": details["run"]["train_variant"], "seeds": list(seeds)}
+    if leak is not None:
+        details["leak"] = leak
+    if mask is not None:
+        details["mask"] = mask
+    E.write_outputs(name, frames, head, details, Path("eval") / f"{name}.json", Path("eval") / name)
 
 
-def make_cfg(tmp_path: Path) -> R.ReportConfig:
+def table(rows, reference="", same=(), strict=False, paper=False, notes="", mask=False, caption="t"):
+    return {"caption": caption, "rows": rows, "reference": reference, "same": list(same), "strict": strict,
+            "paper": paper, "notes": notes, "mask": mask}
+
+
+def make_cfg(**over) -> R.ReportConfig:
     data = {
-        "out_dir": str((tmp_path / "tables").relative_to(tmp_path)),
-        "eval_dir": "eval", "audit_dir": "audit", "reference": "ref.yaml",
-        "resnet": ["resnet_4", "resnet_5"],
-        "f3net": {"Baseline": "f3_base", "FAD": "f3_fad", "LFS": "f3_lfs", "Both": "f3_both",
-                  "Mix": "f3_mix", "w/Seg": "f3_seg"},
-        "loss_ablation": {"cls + BCE + Dice": "f3_seg", "cls only": "f3_cls"},
-        "leakage": {"audits": ["v3", "v4"], "audit_keys": ["leak_check", "group_leaks", "exact_duplicates"],
-                    "evaluations": ["r5_on_v4", "r5_v4"]},
-        "unseen": {"rows": {}, "generators": {}, "seen": []},
+        "out_dir": "tables", "eval_dir": "eval", "audit_dir": "audit", "paper": "paper.yaml",
+        "notes": "notes.yaml", "bootstrap": 40, "ci_level": 0.95, "seed": 0,
+        "tables": {
+            "f3net": table({"Baseline": "base", "Mix": "mix", "Mix (reduced)": "mix_red"}, "Baseline",
+                           ("train_variant", "eval_variant", "backbone", "image_size", "seeds"), paper=True, notes="f3net"),
+            "loss_ablation": table({"cls + BCE + Dice": "seg", "cls only": "seg_cls"}, "cls + BCE + Dice", (), mask=True),
+        },
+        "leakage": {"audits": ["v3", "v4"], "audit_keys": ["leak_check", "group_leaks"], "within": ["r5"],
+                    "pairs": {"r5 (v3) - r5_v4": ["r5_on_v4", "r5_v4"]}},
+        "shortcut": ["v3"],
     }
+    data.update(over)
     return build(R.ReportConfig, data)
+
+
+MASK = {k: {"dice": {"mean": d, "sd": 0.01}, "iou": {"mean": d / 2, "sd": 0.01}, "n": 10}
+        for k, d in (("model", 0.4), ("all_zeros", 0.0), ("all_ones", 0.55))}
+LEAK = {"frames_in": 4, "videos_in": 2, "frames_out": 6, "videos_out": 3,
+        "gap": {"acc": {"a": 1.0, "b": 0.5, "diff": 0.5, "low": 0.2, "high": 0.8, "undefined": 0},
+                "p_true": {"a": 0.9, "b": 0.4, "diff": 0.5, "low": 0.3, "high": 0.7, "undefined": 0}}}
 
 
 @pytest.fixture()
 def repo(tmp_path, monkeypatch):
-    """A tmp repository with generated metrics files; cwd inside it (paths are relative)."""
+    """A tmp repository with generated evaluation outputs; cwd inside it (paths are relative)."""
     monkeypatch.chdir(tmp_path)
-    cfg = make_cfg(tmp_path)
-    files = {}
-    for i, name in enumerate(cfg.evaluation_names()):
-        tv = "v4" if name == "r5_v4" else "v3"
-        files[name] = write_eval(Path("eval") / f"{name}.json", i, name, tv, "v4")
+    write_eval("base", (0, 1), 1.0, 0, {"model": "xception", "f3net_mode": ""})
+    write_eval("mix", (0, 1), 2.5, 10, {})
+    write_eval("mix_red", (0, 1), 2.0, 20, {"backbone": "reduced"})
+    write_eval("seg", (0, 1), 2.0, 30, {"w_bce": 1.0}, mask=MASK)
+    write_eval("seg_cls", (0, 1), 2.0, 40, {"w_bce": 0.0}, mask=MASK)
+    write_eval("r5", (0, 1), 2.0, 50, {"train_variant": "v3", "eval_variant": "v3"}, leak=LEAK)
+    write_eval("r5_on_v4", (0, 1), 3.0, 60, {"train_variant": "v3"})
+    write_eval("r5_v4", (0, 1), 1.5, 70, {})
     for v, leaks in (("v3", 7), ("v4", 0)):
-        write_json(Path("audit") / f"{v}.json", {"leak_check": "not required" if leaks else "passed",
-                                                 "group_leaks": leaks, "exact_duplicates": 2 * leaks})
-    Path("ref.yaml").write_bytes(REFERENCE.read_bytes())
-    return cfg, files
+        write_json(Path("audit") / f"{v}.json", {"leak_check": "not required" if leaks else "passed", "group_leaks": leaks,
+                                                 "shortcut": {"check": "not required", "threshold": 0.6, "probes": {
+                                                     "gate": {"logistic": {"auc": 0.97, "auc_ci": [0.95, 0.99],
+                                                                           "macro_f1": 0.91, "macro_f1_ci": [0.88, 0.93]},
+                                                              "tree": {"auc": 0.55, "auc_ci": [0.5, 0.6],
+                                                                       "macro_f1": 0.4, "macro_f1_ci": [0.35, 0.45]}}}}})
+    Path("paper.yaml").write_bytes((REPO / "metrics/reference/qian2020_f3net.yaml").read_bytes())
+    Path("notes.yaml").write_bytes((REPO / "metrics/reference/notes_runs.yaml").read_bytes())
+    return make_cfg()
 
 
 def parse_markdown(path: Path) -> list[dict[str, str]]:
@@ -76,100 +100,143 @@ def parse_markdown(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, split(l))) for l in lines[2:]]
 
 
-def test_cells_equal_metrics_files(repo):
-    cfg, files = repo
+pct = lambda v: f"{100 * v:.2f}"
+
+
+def test_cells_equal_files(repo):
+    cfg = repo
     written = R.write_tables(cfg)
-    names = sorted(p.name for p in written)
-    assert names == sorted(f"{t}.{s}" for t in ("resnet", "f3net_ablation", "loss_ablation",
-                                                  "leakage_audit", "leakage_cross") for s in ("md", "tex")) + ["results.md"]
-    pct = lambda v: f"{100 * v:.2f}"
-
-    rows = parse_markdown(cfg.out_dir / "resnet.md")
-    assert [r["Run"] for r in rows] == ["resnet_4", "resnet_5"]
+    assert sorted(p.name for p in written) == sorted([
+        f"{t}.{s}" for t in ("f3net", "loss_ablation", "leakage_audit", "leak_within", "leak_cross", "shortcut_audit")
+        for s in ("md", "tex")] + ["results.md"])
+    rows = parse_markdown(Path("tables/f3net.md"))
+    assert [r["Row"] for r in rows] == ["Baseline", "Mix", "Mix (reduced)"]
     for r in rows:
-        m = files[r["Run"]]
-        assert r["Acc"] == pct(m["acc"])
-        assert r["F1 real"] == pct(m["f1_real"]) and r["F1 edited"] == pct(m["f1_edited"])
-        assert r["AUC real/fake"] == pct(m["auc_real_vs_fake"]) and r["EER"] == pct(m["eer"])
-        ci = m["ci"]["macro_f1"]
-        assert r["Macro-F1 [95% CI]"] == f"{pct(m['macro_f1'])} [{pct(ci['low'])}, {pct(ci['high'])}]"
-        assert float(r["lr"]) == m["run"]["lr"] and int(r["Batch"]) == m["run"]["batch_size"]
-        assert r["Variant"] == m["run"]["train_variant"]
+        head = read_json(Path("eval") / f"{r['Evaluation']}.json")
+        det = read_json(Path("eval") / r["Evaluation"] / "details.json")
+        m = head["macro_f1"]
+        assert r["Macro-F1 ± sd [CI]"] == f"{pct(m['mean'])} ± {pct(m['sd'])} [{pct(m['low'])}, {pct(m['high'])}]"
+        assert r["Weighted-F1"] == f"{pct(head['weighted_f1']['mean'])} ± {pct(head['weighted_f1']['sd'])}"
+        for c in ("real", "fake", "edited"):  # per-class F1 in every table
+            s = det["summary"][f"f1_{c}"]
+            assert r[f"F1 {c}"] == f"{pct(s['mean'])} ± {pct(s['sd'])}"
+        v = det["video"]["summary"]["auc_real_vs_fake"]  # video level reported, keyed method:video_id
+        assert r["Video AUC"] == f"{pct(v['mean'])} ± {pct(v['sd'])}"
+        assert r["Seeds"] == "0,1" and r["Size"] == "64" and r["Init"] == "scratch" and r["Variant"] == "v4"
+    notes = yaml.safe_load(Path("notes.yaml").read_text())["sections"]["f3net"]["values"]
+    assert {r["Row"]: r["Notes Valid (%)"] for r in rows} == {"Baseline": str(notes["Baseline"]),
+                                                             "Mix": str(notes["Mix"]), "Mix (reduced)": "–"}
+    assert {r["Row"]: r["Paper AUC (%)"] for r in rows} == {"Baseline": "89.3", "Mix": "93.3", "Mix (reduced)": "–"}
+    md = Path("tables/f3net.md").read_text()
+    assert "the group's earlier, unverified runs" in md
+    assert "_Provenance: data split.scale 0.04 (1 = full counts); variant v4; seeds 0,1; evaluation code abc123def456" in md
 
-    ref = yaml.safe_load(REFERENCE.read_text())
-    rows = parse_markdown(cfg.out_dir / "f3net_ablation.md")
-    assert [r["Model"] for r in rows] == ["Baseline", "FAD", "LFS", "Both", "Mix", "w/Seg"]
-    paper = {r["Model"]: r["Paper AUC (%)"] for r in rows}
-    assert paper == {"Baseline": "89.3", "FAD": "90.7", "LFS": "88.9", "Both": "92.8", "Mix": "93.3", "w/Seg": "–"}
-    assert {k: float(v) for k, v in paper.items() if v != "–"} == ref["values"]
-    for r in rows:
-        assert r["Macro-F1"] == pct(files[r["Run"]]["macro_f1"])
+    rows = parse_markdown(Path("tables/loss_ablation.md"))
+    assert rows[0]["Mask Dice"] == "40.00 ± 1.00" and rows[0]["Dice all-0"] == "0.00 ± 1.00"
+    assert rows[0]["Dice all-1"] == "55.00 ± 1.00" and rows[0]["IoU all-1"] == "27.50 ± 1.00"
 
-    rows = parse_markdown(cfg.out_dir / "loss_ablation.md")
-    assert [r["Run"] for r in rows] == ["f3_seg", "f3_cls"]
-    for r in rows:
-        m = files[r["Run"]]
-        assert float(r["w_bce"]) == m["run"]["w_bce"]
-        assert r["Mask Dice"] == (pct(m["mask"]["dice"]) if "mask" in m else "n/a")
-    assert {r["Mask Dice"] == "n/a" for r in rows} == {True, False}  # both cases covered
+    rows = parse_markdown(Path("tables/leak_within.md"))
+    assert rows == [{"Evaluation": "r5", "Frames (videos) in train": "4 (2)", "Frames (videos) unseen": "6 (3)",
+                     "Acc in train": "100.00", "Acc unseen": "50.00", "Δ Acc [CI]": "+50.00 [20.00, 80.00]",
+                     "Δ p(true class) [CI]": "+50.00 [30.00, 70.00]"}]
+    rows = parse_markdown(Path("tables/leak_cross.md"))
+    c = compare(Path("eval/r5_on_v4/predictions.parquet"), Path("eval/r5_v4/predictions.parquet"), 40, 0, 0.95)
+    m = c["metrics"]["macro_f1"]
+    assert rows[0]["ΔMacro-F1 [CI]"] == f"{100 * m['diff']:+.2f} [{pct(m['low'])}, {pct(m['high'])}]"
+    assert m["low"] > 0  # the better-scoring (skill 3.0 vs 1.5) model's gain is clear
+    assert rows[0]["Items"] == str(len(make_manifest()))
 
-    rows = parse_markdown(cfg.out_dir / "leakage_cross.md")
-    for r in rows:
-        m = files[r["Evaluation"]]
-        assert int(r["Eval items in train (hash)"]) == m["leak"]["overlap_train"]
-        assert int(r["of which video frames"]) == m["leak"]["overlap_train_frames"]
-        assert r["Trained on"] == m["run"]["train_variant"] and r["Scored on"] == "v4"
-    rows = parse_markdown(cfg.out_dir / "leakage_audit.md")
-    assert rows[0] == {"Variant": "v3", "leak_check": "not required", "group_leaks": "7", "exact_duplicates": "14"}
-
-    tex = (cfg.out_dir / "f3net_ablation.tex").read_text()
-    assert "\\begin{tabular}{lrrrrrr}" in tex and "w/Seg" in tex and "f3\\_seg" in tex
-    results = (cfg.out_dir / "results.md").read_text()
-    assert "`eval/r5_on_v4.json`" in results and "`audit/v3.json`" in results
-    # deterministic: a second build gives the same bytes
+    rows = parse_markdown(Path("tables/shortcut_audit.md"))
+    assert rows[0] == {"Variant": "v3", "Check": "not required", "Features": "gate", "Probe": "logistic",
+                       "AUC [CI]": "97.00 [95.00, 99.00]", "Macro-F1 [CI]": "91.00 [88.00, 93.00]",
+                       "Threshold (max AUC)": "60.00"}
+    assert [r["Probe"] for r in rows] == ["logistic", "tree"]
+    assert parse_markdown(Path("tables/leakage_audit.md"))[0] == {"Variant": "v3", "leak_check": "not required",
+                                                                 "group_leaks": "7"}
+    tex = Path("tables/f3net.tex").read_text()
+    assert "Mix (reduced)" in tex and "$\\pm$" in tex and "Provenance" in tex
+    results = Path("tables/results.md").read_text()
+    assert "`eval/r5_on_v4/predictions.parquet`" in results and "`audit/v3.json`" in results
     before = {p: p.read_bytes() for p in written}
-    R.write_tables(cfg)
+    R.write_tables(cfg)  # deterministic: a second build gives the same bytes
     assert all(p.read_bytes() == b for p, b in before.items())
 
 
-def test_missing_metrics_file_is_named(repo):
-    cfg, _ = repo
-    Path("eval/f3_lfs.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"eval/f3_lfs.json: metrics file not found \(written by `evaluate@f3_lfs`"):
+def test_mismatched_settings_are_marked_or_refused(repo):
+    cfg = repo
+    tables, _ = T.build_tables(cfg)
+    rows = {r[0]: dict(zip(tables[0].columns, r)) for r in tables[0].rows}
+    assert rows["Mix"]["Differs from reference"] == "none"
+    assert not rows["Mix"]["ΔMacro-F1 vs Baseline [CI]"].startswith("≠")
+    # the reduced backbone differs from the reference in more than the ablated part: marked
+    assert rows["Mix (reduced)"]["Differs from reference"] == "≠ backbone reduced"
+    assert rows["Mix (reduced)"]["ΔMacro-F1 vs Baseline [CI]"].startswith("≠ ")
+    assert any(n.startswith("≠: the row differs") for n in tables[0].notes)
+    strict = {**to_dict(cfg.tables["f3net"]), "strict": True}
+    with pytest.raises(ValueError, match=r"row 'Mix \(reduced\)' differs from reference 'Baseline' in \['backbone'\]"):
+        T.build_tables(make_cfg(tables={"f3net": strict}))
+    # a difference in seeds counts as well
+    det = read_json("eval/mix/details.json")
+    det["run"]["seeds"] = "0"
+    write_json("eval/mix/details.json", det)
+    tables, _ = T.build_tables(make_cfg(tables={"f3net": to_dict(cfg.tables["f3net"])}))
+    assert tables[0].rows[1][-1] == "≠ seeds 0"
+
+
+def test_paired_difference_of_identical_models_is_zero(repo):
+    write_eval("base_copy", (0,), 1.0, 0, {})
+    write_eval("base_one", (0,), 1.0, 0, {})
+    cfg = make_cfg(tables={"t": table({"A": "base_one", "B": "base_copy"}, "A", ())}, leakage={
+        "audits": [], "audit_keys": [], "within": [], "pairs": {}}, shortcut=[])
+    tables, _ = T.build_tables(cfg)
+    row = dict(zip(tables[0].columns, tables[0].rows[1]))
+    assert row["ΔMacro-F1 vs A [CI]"] == "+0.00 [0.00, 0.00]"
+    # evaluations of different items cannot be paired: said, not computed
+    other = make_manifest(n_images=10)
+    frames = scored_frames(other, seeds=(0,))
+    head, det = E.evaluate_seeds(frames, 10, 0, 0.95)
+    det.update({"run": read_json("eval/base_one/details.json")["run"], "provenance": read_json("eval/base_one/details.json")["provenance"]})
+    E.write_outputs("small", frames, head, det, Path("eval/small.json"), Path("eval/small"))
+    cfg = make_cfg(tables={"t": table({"A": "base_one", "B": "small"}, "A", ())}, leakage={
+        "audits": [], "audit_keys": [], "within": [], "pairs": {}}, shortcut=[])
+    tables, _ = T.build_tables(cfg)
+    assert dict(zip(tables[0].columns, tables[0].rows[1]))["ΔMacro-F1 vs A [CI]"] == "n/a (not paired)"
+
+
+def test_missing_file_and_key_are_named(repo):
+    cfg = repo
+    Path("eval/mix/details.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"eval/mix/details.json: metrics file not found \(written by `evaluate@mix`"):
         R.write_tables(cfg)
-    Path("audit/v4.json").unlink()
-    with pytest.raises(FileNotFoundError, match="audit/v4.json"):
-        R.build_tables(build(R.ReportConfig, {**_raw(cfg), "f3net": {}, "resnet": [], "loss_ablation": {}}))
-
-
-def test_missing_key_is_named(repo):
-    cfg, _ = repo
-    data = json.loads(Path("eval/resnet_5.json").read_text())
-    del data["run"]["lr"]
-    write_json("eval/resnet_5.json", data)
-    with pytest.raises(KeyError, match="resnet_5.json: key 'run.lr' not found"):
+    write_eval("mix", (0, 1), 2.5, 10, {})
+    det = read_json("eval/r5/details.json")
+    del det["leak"]
+    write_json("eval/r5/details.json", det)
+    with pytest.raises(KeyError, match="r5/details.json: key 'leak' not found"):
         R.write_tables(cfg)
 
 
-def test_null_metric_prints_na():
+def test_config_checks():
+    with pytest.raises(Exception, match="reference 'X' is not a row label"):
+        make_cfg(tables={"t": table({"A": "a"}, "X")})
+    with pytest.raises(Exception, match="unknown settings"):
+        make_cfg(tables={"t": table({"A": "a"}, "A", ("colour",))})
     assert R.pct(None) == "n/a" and R.pct(0.12345) == "12.35"
 
 
-def _raw(cfg: R.ReportConfig) -> dict:
-    from dfpipe.core.config import to_dict
-
-    return to_dict(cfg)
-
-
-def test_dvc_report_deps_match_params():
-    """dvc.yaml's report deps are exactly the files the configured tables read."""
+def test_dvc_yaml_matches_params():
+    """dvc.yaml's report deps, top-level plots/artifacts and evaluate code deps are derived from
+    params.yaml report: and the evaluation code (a change to one without the other fails here)."""
+    params = load_yaml(REPO / "params.yaml")
     cfg = load_section("report", R.ReportConfig, REPO / "params.yaml")
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
-    expected = {(cfg.eval_dir / f"{n}.json").as_posix() for n in cfg.evaluation_names()}
-    expected |= {(cfg.audit_dir / f"{a}.json").as_posix() for a in cfg.leakage.audits}
-    expected |= {(cfg.eval_dir / n / "details.json").as_posix() for n in cfg.details_names()}
-    expected.add(cfg.reference.as_posix())
-    deps = {d for d in stage["deps"] if d.startswith("metrics/")}
-    assert deps == expected
-    evaluations = yaml.safe_load((REPO / "params.yaml").read_text())["evaluations"]
-    assert set(cfg.evaluation_names()) | set(cfg.details_names()) <= set(evaluations)
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    deps = [d for d in dvc["stages"]["report"]["deps"] if d.startswith("metrics/")]
+    assert deps == R.report_deps(cfg)
+    sections = R.dvc_sections(cfg, params)
+    assert dvc["plots"] == sections["plots"] and dvc["artifacts"] == sections["artifacts"]
+    assert set(cfg.evaluation_names()) <= set(params["evaluations"])
+    code = [d for d in dvc["stages"]["evaluate"]["do"]["deps"] if d.startswith(("src/", "stages/"))]
+    assert sorted(code) == sorted(E.CODE_DEPS)
+    params_deps = {p for p in dvc["stages"]["evaluate"]["do"]["params"] if p.startswith("evaluate.")}
+    keys = set(yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"])
+    assert params_deps == {f"evaluate.{k}" for k in keys} - {"evaluate.num_workers"}

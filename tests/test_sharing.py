@@ -27,7 +27,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 from dfpipe.core.io import array_hash
-from dfpipe.core.manifest import FACE_SCHEMA, write_faces
+from dfpipe.core.manifest import add_provenance, write_faces
 from dfpipe.core.shards import ShardWriter
 
 def image(key):
@@ -45,7 +45,7 @@ def source(name, label, items):
                              path=item_id, frame_index=0, n_frames=1, box_x=0, box_y=0, box_w=8, box_h=8,
                              det_score=1.0, content_hash=array_hash(img), has_mask=label == 2, shard=shard,
                              offset=off, mask_shard=mask))
-    write_faces(pd.DataFrame(rows, columns=FACE_SCHEMA.names), f"data/faces/{name}/manifest.parquet")
+    write_faces(add_provenance(pd.DataFrame(rows)), f"data/faces/{name}/manifest.parquet")
 
 source("ffhq", 0, [(f"ffhq/id{k // 2:03d}_{k % 2}.png", "", [f"ffhq:id{k // 2:03d}"]) for k in range(40)])
 source("ff_f2f_k", 2, [(f"ff_f2f_k/{2 * v:03d}_{2 * v + 1:03d}.mp4#f{f}", f"{2 * v:03d}_{2 * v + 1:03d}",
@@ -63,7 +63,7 @@ DVC_YAML = {
     }
 }
 PARAMS = {
-    "split": {"salt": "share", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
+    "split": {"salt": "share", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None, "bridging": "drop",
               "faces_dir": "data/faces", "out_dir": "data/variants", "shard_size": 8},
     "variants": {"tiny": {"description": "v4-like", "level": "group", "leak_free": True, "masks": True,
                           "eval_fraction": 0.3, "train": {"ffhq": 20, "ff_f2f_k": 15},

@@ -14,7 +14,7 @@ import yaml
 
 from dfpipe.features import spectra as sp
 from dfpipe.core.config import ConfigError, build
-from dfpipe.core.manifest import write_variant
+from dfpipe.core.manifest import add_provenance, write_variant
 from dfpipe.core.shards import ShardWriter
 
 F16_REL = 2.0**-11  # float16 unit round-off (10-bit mantissa)
@@ -84,7 +84,7 @@ def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: in
             "split_group": [r[0] for r in rows],
         }
     )
-    write_variant(df, d / "manifest.parquet")
+    write_variant(add_provenance(df), d / "manifest.parquet")
     return images
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,13 @@ def _from_folder(asset: Asset, folder: Path) -> bytes:
     if not path.is_file():
         raise AssetError(f"{path}: not found")
     return _accept(path.read_bytes(), asset, str(path))
+
+
+def download(url: str, path: Path, timeout: float, chunk: int = 1 << 20) -> None:
+    """Stream ``url`` into ``path`` (set-up downloads: also the pinned pretrained backbones of
+    :mod:`dfpipe.models.pretrained`); the caller checks the bytes against its pin."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp, Path(path).open("wb") as fh:  # noqa: S310
+        shutil.copyfileobj(resp, fh, chunk)
 
 
 def _from_url(asset: Asset, timeout: float) -> bytes:

@@ -1,4 +1,11 @@
-"""Small I/O helpers shared by all stages: atomic writes, hashing, JSON, safe relative paths."""
+"""Small I/O helpers shared by all stages: atomic writes, hashing, JSON, safe relative paths.
+
+Also the two rules that keep outputs independent of where the checkout lives: stale temporary
+files of a killed run are removed before a stage writes (:func:`clean_stale_temps`), and text
+from outside (exception messages of Pillow, PyAV, OpenCV, the OS) is stripped of absolute paths
+before it is stored (:func:`relative_message`); odd file names are stored in an escaped,
+printable form (:func:`printable_name`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -102,3 +111,83 @@ def resolve_inside(root: str | Path, relative: str | Path) -> Path:
     if full != root and root not in full.parents:
         raise ValueError(f"path {relative!s} escapes the data root {root}")
     return full
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped (``fnmatch`` style)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+#: Names :func:`atomic_path` (and ``make_demo``'s temporary tree) give to unfinished outputs.
+TEMP_GLOB = ".*.tmp"
+
+
+def clean_stale_temps(out_dir: str | Path, recursive: bool = True, prefix: str = "") -> list[str]:
+    """Remove ``.*.tmp`` files and folders left under ``out_dir`` by a run killed outside DVC.
+
+    Every stage calls this on each of its output folders before writing: :func:`atomic_path`
+    never leaves one behind on a normal exit, so any that exists is from a dead run (and makes
+    ``dvc status`` report the output as modified). ``prefix`` limits the clean-up to temporaries
+    of one file in a folder shared with other stages (``prefix="ffhq.json"`` removes
+    ``.ffhq.json.*.tmp`` only). Returns the removed names, relative to ``out_dir`` and sorted.
+    A missing ``out_dir`` is fine (nothing to clean).
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    pattern = f".{glob_escape(prefix)}.*.tmp" if prefix else TEMP_GLOB
+    found = out_dir.rglob(pattern) if recursive else out_dir.glob(pattern)
+    removed = []
+    for p in sorted(found, key=lambda q: len(q.parts), reverse=False):
+        if not (p.exists() or p.is_symlink()):
+            continue  # inside a temporary folder removed just before
+        removed.append(p.relative_to(out_dir).as_posix())
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return sorted(removed)
+
+
+# An absolute POSIX path inside a message: "/" at the start or after a space, quote, bracket or
+# colon, followed by at least two path components.
+_ABS_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(\[=:,]))/(?:[^\s'\"/]+/)+(?=[^\s'\"/]*)")
+
+
+def relative_message(text: str, *roots: str | Path) -> str:
+    """``text`` with every absolute path made relative: to the first of ``roots`` it lies under,
+    else reduced to its last component.
+
+    Exception messages of third-party libraries name files by absolute path; stored as they are,
+    they make an output's bytes depend on the folder of the checkout. The current directory (the
+    repository root for a DVC stage) is always tried after ``roots``.
+    """
+    prefixes: list[str] = []
+    for r in (*roots, Path.cwd()):
+        for form in (Path(r), Path(r).absolute(), Path(r).resolve()):
+            s = form.as_posix().rstrip("/")
+            if s.startswith("/") and len(s) > 1 and s not in prefixes:
+                prefixes.append(s)
+    prefixes.sort(key=len, reverse=True)  # the deepest root wins
+    for s in prefixes:
+        text = re.sub(re.escape(s) + "/", "", text)
+        text = re.sub(re.escape(s) + r"(?=[\s'\":,)\]]|$)", ".", text)  # the root itself
+    return _ABS_PATH.sub("", text)
+
+
+def printable_name(name: str) -> str:
+    """A file name as printable UTF-8 text: undecodable bytes as ``\\xNN``, control characters
+    escaped; an ordinary name comes back unchanged. ``os.fsencode`` recovers the original bytes
+    of a name that Python decoded with surrogate escapes."""
+    raw = os.fsencode(name)
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def is_representable(name: str) -> bool:
+    """Whether ``name`` can be stored as is: valid UTF-8 and no control characters."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return all(ch.isprintable() for ch in name)

@@ -34,7 +34,8 @@ FACE_SCHEMA = pa.schema(
         ("source", pa.string()),        # source name from params.yaml
         ("label", pa.int8()),           # 0 real, 1 fake (generated), 2 edited
         ("method", pa.string()),        # generator / manipulation method / "ffhq" / "youtube"
-        ("video_id", pa.string()),      # "071_054" for FF++ fakes, "071" originals, "" for images
+        ("video_id", pa.string()),      # path under the source root without extension; FF++ keeps
+                                        # "071_054" (fakes) / "071" (originals); "" for images
         ("group_keys", pa.list_(pa.string())),  # identity keys joined by union-find in splits
         ("path", pa.string()),          # source file, relative to the source root
         ("frame_index", pa.int32()),    # decoded frame index, -1 for still images
@@ -49,8 +50,38 @@ FACE_SCHEMA = pa.schema(
         ("shard", pa.string()),
         ("offset", pa.int32()),
         ("mask_shard", pa.string()),    # "" when has_mask is false
+        # provenance of the pixels (contract C2): nuisance features the shortcut audit probes
+        ("file_format", pa.string()),   # source container/codec: png, jpeg, h264, ...
+        ("native_face", pa.float32()),  # side in source pixels of the square crop region
+        ("scale", pa.float32()),        # stored side / native_face (< 1: down-sampled)
+        ("resize_kernel", pa.string()), # interpolation used: "area", "cubic", "none" (same size)
+        ("codec", pa.string()),         # codec control applied before detection, "" if none
+        ("exif_transposed", pa.bool_()),  # EXIF orientation applied to a still image
+        ("face_rule", pa.string()),     # "only", "largest", "mask_overlap"; "none" in raw mode
     ]
 )
+
+#: The provenance columns of contract C2 with their "not recorded" values: a manifest built by
+#: hand (test fixtures, adapters of precomputed crops) states explicitly that it has no
+#: provenance through :func:`add_provenance`; the preprocess stage always records real values.
+PROVENANCE_UNKNOWN = {
+    "file_format": "", "native_face": float("nan"), "scale": float("nan"), "resize_kernel": "",
+    "codec": "", "exif_transposed": False, "face_rule": "",
+}
+
+
+def add_provenance(df: pd.DataFrame, **values) -> pd.DataFrame:
+    """A copy of ``df`` with the C2 provenance columns it lacks set to ``values`` (by name) or to
+    :data:`PROVENANCE_UNKNOWN`; columns already present are kept."""
+    unknown = sorted(set(values) - set(PROVENANCE_UNKNOWN))
+    if unknown:
+        raise ManifestError(f"not provenance columns: {unknown}")
+    out = df.copy()
+    for name, default in PROVENANCE_UNKNOWN.items():
+        if name not in out.columns:
+            out[name] = values.get(name, default)
+    return out
+
 
 #: Extra columns of a variant manifest.
 SPLIT_FIELDS = [

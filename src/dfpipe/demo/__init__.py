@@ -7,7 +7,9 @@
 - ``gan/<generator>/<generator>_NNNNN.png``: faces drawn at ``gan_base_size`` and up-sampled by the
   generator's fixed chain (:mod:`dfpipe.demo.gan`), leaving its spectral fingerprint;
 - ``ffpp/``: FaceForensics++ tree of H.264 originals, manipulated videos, mask videos and the
-  official-format ``splits/{train,val,test}.json``.
+  official-format ``splits/{train,val,test}.json``;
+- ``celebdf/``, ``dfdc/``: Celeb-DF v2 and DFDC trees with their exact names and label files
+  (:mod:`dfpipe.demo.datasets`), the cross-dataset test sets of the demo.
 
 Same ``DemoConfig`` => byte-identical files.
 """
@@ -50,6 +52,8 @@ class DemoConfig(Config):
     ffpp_crf: int = Field(ge=0, le=51)   # x264 constant rate factor (FF++ c23 = crf 23)
     ffpp_methods: tuple[Literal[tuple(METHODS)], ...]
     split_fractions: tuple[float, float, float]   # FF++: 720/140/140 videos
+    cross_videos: int = Field(ge=1)   # Celeb-DF / DFDC demo trees: identities (= real test videos) per dataset
+    cross_frames: int = Field(ge=1)   # frames per Celeb-DF / DFDC demo video
 
     @model_validator(mode="after")
     def _consistent(self) -> "DemoConfig":

@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dfpipe.core.io import atomic_path, write_json
+from dfpipe.core.io import atomic_path, clean_stale_temps, write_json
 from .faces import add_sensor_noise, draw_face, render_face, sample_identity, sample_pose
 from .gan import make_chain, upsample
 from .video import METHODS, encode_video, manipulate, render_original, swap_renders
+from . import datasets as cross
 
 if TYPE_CHECKING:
     from . import DemoConfig
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 # Stream keys: every random draw comes from default_rng([seed, STREAM, index...]), so one part of
 # the demo never shifts another part's numbers when its counts change.
 _FFHQ_ID, _FFHQ_IMG, _GAN_WEIGHTS, _GAN_IMG, _FFPP_VIDEO, _FFPP_FAKE, _FFPP_PAIRS = range(1, 8)
-_TOP_LEVEL = {"ffhq", "gan", "ffpp"}
+_TOP_LEVEL = {"ffhq", "gan", "ffpp", "celebdf", "dfdc"}
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 _GAN_CHUNK = 50  # GAN images per task
 
@@ -52,22 +53,27 @@ def make_demo(cfg: "DemoConfig") -> dict:
     (``ffhq``, ``gan``, ``ffpp``); anything else is an error.
     """
     out = Path(cfg.out_dir)
+    clean_stale_temps(out)  # no-op when out does not exist
     if out.exists():
         extra = sorted(p.name for p in out.iterdir()) if out.is_dir() else [out.name]
         if not out.is_dir() or set(extra) - _TOP_LEVEL:
             raise FileExistsError(
                 f"{out}: exists and holds {extra}, not only a demo tree {sorted(_TOP_LEVEL)}; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # a run killed outside DVC leaves its temporary tree (and atomic_path files) behind
+    clean_stale_temps(out.parent, recursive=False, prefix=out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         pairs = ffpp_pairs(cfg)
         # Longest tasks first, so the pool's workers finish together.
         tasks = [("ffpp", k) for k in range(len(pairs))]
+        tasks += [("cross", k) for k in range(len(cross.plan(cfg)))]
         for g in range(len(cfg.gan_generators)):
             tasks += [("gan", g, j) for j in range(0, cfg.gan_images, _GAN_CHUNK)]
         tasks += [("ffhq", i) for i in range(cfg.ffhq_identities)]
         counts: dict = {"ffhq": 0, "gan": {name: 0 for name in sorted(cfg.gan_generators)},
-                        "ffpp": {"original": 0, **{m: 0 for m in cfg.ffpp_methods}}}
+                        "ffpp": {"original": 0, **{m: 0 for m in cfg.ffpp_methods}},
+                        "celebdf": 0, "dfdc": 0}
         with tqdm(total=len(tasks), desc="make_demo", unit="task") as bar:
             if cfg.workers == 1:
                 results = (_run_task(cfg, tmp, pairs, t) for t in tasks)
@@ -81,6 +87,7 @@ def make_demo(cfg: "DemoConfig") -> dict:
                     for res in pool.imap_unordered(_run_task_star, args):
                         _add(counts, res)
                         bar.update(1)
+        cross.write_label_files(cfg, tmp)
         for split, members in split_pairs(cfg, pairs).items():
             write_json(tmp / "ffpp" / "splits" / f"{split}.json", [list(p) for p in members])
         if out.exists():
@@ -94,6 +101,8 @@ def make_demo(cfg: "DemoConfig") -> dict:
 
 def _add(counts: dict, res: dict) -> None:
     counts["ffhq"] += res.get("ffhq", 0)
+    for k in ("celebdf", "dfdc"):
+        counts[k] += res.get(k, 0)
     for k, v in res.get("gan", {}).items():
         counts["gan"][k] += v
     for k, v in res.get("ffpp", {}).items():
@@ -111,6 +120,8 @@ def _run_task(cfg: "DemoConfig", root: Path, pairs: list[tuple[str, str]], task:
     if kind == "gan":
         name = sorted(cfg.gan_generators)[task[1]]
         return {"gan": {name: _make_gan_chunk(cfg, root / "gan", task[1], task[2])}}
+    if kind == "cross":
+        return {cross.make_video(cfg, root, cross.plan(cfg)[task[1]]): 1}
     return {"ffpp": _make_ffpp_pair(cfg, root / "ffpp", pairs[task[1]])}
 
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from dfpipe.core.io import atomic_path
+from dfpipe.ingest.codec import rgb_to_yuv420, x264_options
 from .faces import Identity, Pose, add_sensor_noise, render_face, with_expression
 
 METHODS = ("Face2Face", "FaceSwap", "DeepFakeDetection")
@@ -37,20 +38,12 @@ def encode_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, crf: 
             for frame in frames:
                 if stream is None:
                     h, w = frame.shape[:2]
-                    # mbtree off: with it, this x264 build gave different bytes in about one run
-                    # of ten on identical input (measured, 12-40 repeats); without it, none.
-                    stream = container.add_stream(
-                        "libx264", rate=fps,
-                        options={"crf": str(crf), "preset": "veryfast", "threads": "1",
-                                 "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"})
+                    stream = container.add_stream("libx264", rate=fps, options=x264_options(crf))
                     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                     stream.time_base = Fraction(1, fps)
                     stream.codec_context.time_base = Fraction(1, fps)
                     stream.codec_context.flags |= Flags.bitexact
-                # RGB -> YUV 4:2:0 (BT.601, limited range) with OpenCV: PyAV's swscale conversion
-                # from rgb24 gave different bytes from run to run here.
-                yuv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
-                vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                vf = rgb_to_yuv420(frame)
                 vf.pts = n
                 vf.time_base = Fraction(1, fps)
                 for packet in stream.encode(vf):
@@ -125,10 +118,17 @@ def scene_background(rng: np.random.Generator, height: int, width: int) -> np.nd
 
 
 def render_original(ident: Identity, rng: np.random.Generator, n_frames: int, fps: float,
-                    height: int, width: int, noise_sigma: float, supersample: int = 2) -> OriginalClip:
-    """Render one original clip of ``ident``; all randomness comes from ``rng``."""
+                    height: int, width: int, noise_sigma: float, supersample: int = 2,
+                    bystander: tuple[Identity, Pose] | None = None) -> OriginalClip:
+    """Render one original clip of ``ident``; all randomness comes from ``rng``.
+
+    ``bystander``: a second, static person drawn into the scene's background (DFDC has
+    multi-person videos; a face swap replaces only the main face, as the background is reused).
+    """
     poses = head_motion(rng, n_frames, fps)
     bg = scene_background(rng, height * supersample, width * supersample)
+    if bystander is not None:
+        bg = render_face(bystander[0], bystander[1], height * supersample, width * supersample, 1, background=bg)[0]
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     face_m = np.empty((n_frames, height, width), np.float32)
     mouth_m = np.empty((n_frames, height, width), np.float32)

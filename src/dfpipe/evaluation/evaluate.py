@@ -1,24 +1,25 @@
-"""Evaluation stage: score a trained run on a variant's eval split and write metrics, predictions
-and plot data.
+"""Evaluation orchestration: score every seed's checkpoint of a run on a variant's eval split,
+compute the metric groups and write the outputs of ``evaluate@<name>``.
 
-``evaluate@<name>`` (``evaluations.<name> = {run, variant, train_variant}``) writes
+``evaluate@<name>`` (``evaluations.<name> = {run, variant, train_variant}``) writes (contract C5)
 
-- ``metrics/eval/<name>.json``: headline numbers (DVC metrics, shown by ``dvc exp show``),
-- ``metrics/eval/<name>/predictions.parquet``: one row per eval item with its probabilities,
-- ``metrics/eval/<name>/details.json``: per source / per method / video-level metrics and notes,
-- ``metrics/eval/<name>/{confusion,roc,pr}.csv``: data for ``dvc plots``,
-- ``metrics/eval/<name>/figures/*.png``: confusion matrix, ROC, PR, training curves, feature maps.
+- ``metrics/eval/<name>.json``: the only DVC metric: mean and sd over seeds, and the bootstrap
+  interval, of ``macro_f1, weighted_f1, acc, auc_real_fake, eer``;
+- ``metrics/eval/<name>/details.json``: everything else (per seed and per class, per source /
+  method, video level keyed ``"<method>:<video_id>"``, leak measure (a), masks with trivial
+  baselines, the scored run's settings, provenance);
+- ``metrics/eval/<name>/predictions.parquet``: one row per (seed, eval item);
+- ``metrics/eval/<name>/{confusion,roc,pr}.csv`` and ``figures/*.png`` for ``dvc plots``.
 
-The library half (:func:`evaluate_predictions`, :func:`train_overlap`, :func:`write_outputs`) works
-on arrays and manifests only, so it is tested without a trained model; :func:`run_evaluation`
-adds the model (``dfpipe.training.train.load_model``) and the loader (``dfpipe.training.data``,
-``dfpipe.training.engine.predict``).
+The library half (:func:`align_predictions`, :func:`evaluate_seeds`, :func:`write_outputs`)
+works on arrays and manifests only, so it is tested without a trained model.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,12 +27,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from dfpipe.evaluation import metrics as M
 from dfpipe.core.config import Config, PlainName
 from dfpipe.core.io import atomic_path, write_json
 from dfpipe.core.manifest import VARIANT_SCHEMA, is_fake, read_table
+from dfpipe.evaluation import figures, stats
+from dfpipe.evaluation import metrics as M
 
 EVAL_DIR = Path("metrics/eval")
+
+#: Code the evaluation's numbers depend on (the evaluate stage's code deps in dvc.yaml). Their
+#: content hash is the provenance "code" of a table: unlike a commit hash it stays the same on a
+#: rerun of the same code (outputs stay byte-identical, the tree stays clean after a commit) and
+#: changes exactly when this code changes.
+CODE_DEPS = ("stages/evaluate.py", "src/dfpipe/core", "src/dfpipe/evaluation/evaluate.py",
+             "src/dfpipe/evaluation/featuremaps.py", "src/dfpipe/evaluation/figures.py",
+             "src/dfpipe/evaluation/leakage.py", "src/dfpipe/evaluation/masks.py",
+             "src/dfpipe/evaluation/metrics.py", "src/dfpipe/evaluation/stats.py", "src/dfpipe/features",
+             "src/dfpipe/models", "src/dfpipe/training")
 
 
 class EvaluateConfig(Config):
@@ -51,9 +63,8 @@ class EvaluateConfig(Config):
 class Evaluation(Config):
     """One ``evaluations.<name>`` entry: ``run`` scored on ``variant``'s eval split.
 
-    ``train_variant`` is the variant the run was trained on. It is checked against the run's
-    own config; it is spelled out so that dvc.yaml can declare that variant's train/val manifests
-    as dependencies (the leak overlap is counted from them).
+    ``train_variant`` is the variant the run was trained on, checked against each checkpoint's
+    config; the leak measure (a) applies when it equals ``variant``.
     """
 
     run: PlainName
@@ -67,7 +78,7 @@ class Evaluation(Config):
 
 def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarray,
                       probs: np.ndarray, where: str) -> pd.DataFrame:
-    """Join predictions to the eval manifest by id; one row per manifest row, sorted by id.
+    """Join one seed's predictions to the eval manifest by id; one row per manifest row, sorted by id.
 
     Returns columns ``id, source, method, video_id, label, pred, p_<class>...``. Raises
     ``ValueError`` naming ``where`` when ids are missing, duplicated or labels disagree (the
@@ -92,16 +103,14 @@ def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarra
         bad = int(np.flatnonzero(labels != expected)[0])
         raise ValueError(f"{where}: label of {man_ids[bad]} is {labels[bad]} in the predictions, "
                          f"{expected[bad]} in the manifest")
-    frame = pd.DataFrame(
-        {
-            "id": man_ids,
-            "source": manifest["source"].astype(str).to_numpy(),
-            "method": manifest["method"].astype(str).to_numpy(),
-            "video_id": manifest["video_id"].astype(str).to_numpy(),
-            "label": labels,
-            "pred": probs.argmax(1).astype(np.int64),
-        }
-    )
+    frame = pd.DataFrame({
+        "id": man_ids,
+        "source": manifest["source"].astype(str).to_numpy(),
+        "method": manifest["method"].astype(str).to_numpy(),
+        "video_id": manifest["video_id"].astype(str).to_numpy(),
+        "label": labels,
+        "pred": probs.argmax(1).astype(np.int64),
+    })
     for c, name in enumerate(M.class_names(k)):
         frame[f"p_{name}"] = probs[:, c]
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
@@ -109,138 +118,108 @@ def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarra
 
 def prob_columns(frame: pd.DataFrame) -> np.ndarray:
     """``(N, K)`` float64 probabilities from the ``p_<class>`` columns of a predictions frame."""
-    cols = [c for c in frame.columns if c.startswith("p_")]
-    return frame[cols].to_numpy(np.float64)
+    return frame[[c for c in frame.columns if c.startswith("p_")]].to_numpy(np.float64)
 
 
-def evaluate_predictions(frame: pd.DataFrame, n_boot: int, seed: int, level: float) -> tuple[dict, dict]:
-    """Headline and detailed metrics of a predictions frame (from :func:`align_predictions`).
+def stack_seeds(frames: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
+    """``(items, (S, N, K) probs)`` of per-seed aligned frames; every seed must score the same items."""
+    if not frames:
+        raise ValueError("no seed to evaluate")
+    seeds = sorted(frames)
+    first = frames[seeds[0]]
+    for s in seeds[1:]:
+        if not frames[s]["id"].equals(first["id"]):
+            raise ValueError(f"seed {s} scored other items than seed {seeds[0]}")
+    items = first[["id", "source", "method", "video_id", "label"]].reset_index(drop=True)
+    return items, np.stack([prob_columns(frames[s]) for s in seeds])
 
-    Returns ``(headline, details)``:
 
-    - ``headline``: flat-ish dict for ``dvc exp show``: ``n, acc, macro_f1, f1_<class>,
-      auc_<class>, ap_<class>, auc_real_vs_fake, ap_real_vs_fake, eer``, ``ci`` (bootstrap
-      ``{metric: {low, high}}``, cluster-resampled by video), and ``video`` (the same headline
-      metrics on video-level scores, when the set has video items).
-    - ``details``: full item-level metrics, ``per_source``, ``per_method``, ``video`` (with
-      per-method video metrics) and ``notes`` (why a number is NaN/null).
+def _scalars(full: dict) -> dict[str, float]:
+    """Scalar metrics of one seed for the seed summary, per-class ones as ``f1_<class>`` etc."""
+    out = {k: full[k] for k in ("acc", "macro_f1", "weighted_f1", "auc_real_vs_fake", "ap_real_vs_fake", "eer")}
+    for group in ("f1", "auc", "ap"):
+        out.update({f"{group}_{name}": v for name, v in full[group].items()})
+    return out
+
+
+def summarise(per_seed: Sequence[dict]) -> dict[str, dict]:
+    """``{metric: {"mean", "sd"}}`` over the seeds' scalar metrics."""
+    return {k: stats.seed_summary([s[k] for s in per_seed]) for k in per_seed[0]}
+
+
+def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, level: float) -> tuple[dict, dict]:
+    """Headline (C5) and detailed metrics of one evaluation from ``{seed: aligned frame}``.
+
+    ``headline``: ``{metric: {"mean", "sd", "low", "high"}}`` for the metrics of
+    :data:`dfpipe.evaluation.stats.HEADLINE` (interval: bootstrap over seeds x video resamples).
+    ``details``: ``seeds``, ``n``, ``summary`` (mean/sd of every scalar incl. per-class F1),
+    ``per_seed`` (full metrics, per source / method), ``video`` (per-video mean frame probability,
+    keyed ``method:video_id``; summary over seeds) and ``notes``.
     """
-    labels = frame["label"].to_numpy(np.int64)
-    probs = prob_columns(frame)
+    items, probs = stack_seeds(frames)
+    labels = items["label"].to_numpy(np.int64)
+    groups = M.item_groups(items)
     notes: list[str] = []
-    full = M.classification_metrics(labels, probs, notes)
-    ci = M.bootstrap_ci(labels, probs, M.item_groups(frame), n_boot, seed, level, notes=notes)
-    headline = _headline(full)
-    headline["ci"] = {m: {"low": lo, "high": hi} for m, (lo, hi) in ci.items()}
-    details = {
-        "items": full,
-        "ci": headline["ci"],
-        "ci_level": level,
-        "bootstrap": n_boot,
-        "per_source": M.per_group_metrics(frame, labels, probs, "source", n_boot, seed, level),
-        "per_method": M.per_group_metrics(frame, labels, probs, "method"),
-    }
-    videos, vprobs = M.video_level(frame, probs)
-    if len(videos):
-        vnotes: list[str] = []
-        vfull = M.classification_metrics(videos["label"].to_numpy(), vprobs, vnotes)
-        headline["video"] = _headline(vfull)
-        details["video"] = {
-            "note": "mean frame probability per (method, video_id); still images excluded",
-            "metrics": vfull,
-            "per_method": M.per_group_metrics(videos, videos["label"].to_numpy(), vprobs, "method"),
-            "notes": vnotes,
-        }
-    details["notes"] = notes
+    per_seed, scalars, vscalars, vper_seed, vnotes = {}, [], [], {}, []
+    for s, p in zip(sorted(frames), probs):
+        seed_notes: list[str] = []
+        full = M.classification_metrics(labels, p, seed_notes)
+        per_seed[str(s)] = {"items": full, "per_source": M.per_group_metrics(items, labels, p, "source"),
+                            "per_method": M.per_group_metrics(items, labels, p, "method")}
+        notes += [n for n in seed_notes if n not in notes]
+        scalars.append(_scalars(full))
+        videos, vprobs = M.video_level(items, p)
+        if len(videos):
+            seed_vnotes: list[str] = []
+            vfull = M.classification_metrics(videos["label"].to_numpy(), vprobs, seed_vnotes)
+            vnotes += [n for n in seed_vnotes if n not in vnotes]
+            vper_seed[str(s)] = {"metrics": vfull, "per_method": M.per_group_metrics(
+                videos, videos["label"].to_numpy(), vprobs, "method")}
+            vscalars.append(_scalars(vfull))
+    ci = stats.bootstrap_ci(labels, probs, groups, n_boot, seed, level, notes=notes)
+    summary = summarise(scalars)
+    headline = {}
+    for name in stats.HEADLINE:
+        key = "auc_real_vs_fake" if name == "auc_real_fake" else name
+        headline[name] = {**summary[key], "low": ci[name][0], "high": ci[name][1]}
+    details = {"seeds": sorted(frames), "n": int(len(items)), "summary": summary, "ci": ci,
+               "ci_level": level, "bootstrap": n_boot, "per_seed": per_seed, "notes": notes}
+    if vscalars:
+        vids, _ = M.video_level(items, probs[0])
+        details["video"] = {"note": "mean frame probability per (method, video_id); still images excluded",
+                            "n_videos": int(len(vids)), "keys": vids["key"].tolist(),
+                            "summary": summarise(vscalars), "per_seed": vper_seed, "notes": vnotes}
     return M.nan_to_none(headline), M.nan_to_none(details)
 
 
-def _headline(full: dict) -> dict:
-    out = {key: full[key] for key in ("n", "acc", "macro_f1", "auc_real_vs_fake", "ap_real_vs_fake", "eer")}
-    for group in ("f1", "auc", "ap"):
-        for name, value in full[group].items():
-            out[f"{group}_{name}"] = value
-    return out
+def code_fingerprint(root: Path = Path("."), deps: Sequence[str] = CODE_DEPS) -> str:
+    """sha256 (first 12 hex digits) over the ``.py`` files under ``deps`` (relative path and
+    bytes, sorted by path); ``"unknown"`` when none of them exists under ``root``."""
+    files = []
+    for dep in deps:
+        p = root / dep
+        files += [p] if p.is_file() else sorted(p.rglob("*.py")) if p.is_dir() else []
+    if not files:
+        return "unknown"
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.relative_to(root).as_posix()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
-def train_overlap(train_manifests: dict[str, pd.DataFrame], eval_manifest: pd.DataFrame) -> dict:
-    """Leak check across variants: eval items whose pixels the model saw in training.
-
-    ``train_manifests``: ``{split: manifest}`` of the variant the model was trained on (train, val).
-    Items are matched by ``content_hash`` (sha256 of the stored crop), so a frame re-cropped into
-    both variants counts even under another id. Returns ``{"overlap_<split>": items of the eval
-    split whose hash is in that split, "overlap_<split>_frames": those of them that are video
-    frames, "overlap_<split>_videos": distinct (method, video_id) of eval video items sharing a
-    video with that split, "n_eval": ...}``.
-    """
-    eval_hash = eval_manifest["content_hash"].astype(str).to_numpy()
-    eval_vid = eval_manifest["video_id"].astype(str).to_numpy()
-    eval_keys = {M.video_key(m, v) for m, v in zip(eval_manifest["method"].astype(str), eval_vid) if v}
-    out: dict = {"n_eval": int(len(eval_manifest))}
-    for split in sorted(train_manifests):
-        man = train_manifests[split]
-        hashes = set(man["content_hash"].astype(str))
-        keys = {M.video_key(m, v) for m, v in zip(man["method"].astype(str), man["video_id"].astype(str)) if v}
-        seen = np.isin(eval_hash, list(hashes))
-        out[f"overlap_{split}"] = int(seen.sum())
-        out[f"overlap_{split}_frames"] = int((seen & (eval_vid != "")).sum())
-        out[f"overlap_{split}_videos"] = len(eval_keys & keys)
-    return out
-
-
-def mask_evaluation(manifest: pd.DataFrame, split_dir: Path, ids: np.ndarray,
-                    mask_probs: np.ndarray, threshold: float = 0.5) -> dict:
-    """Dice / IoU of a multi-task model's masks on the edited eval items that have a true mask.
-
-    ``mask_probs``: ``(N, h, w)`` sigmoid masks in the order of ``ids``; each is resized
-    (bilinear) to its item's stored mask size. Generated and real items are left out: their
-    targets (all 1 / all 0) say nothing about localisation.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from dfpipe.core.shards import ShardReader
-
-    sel = manifest[(manifest["label"] == 2) & manifest["has_mask"]]
-    row_of = pd.Series(np.arange(len(ids)), index=np.asarray(ids).astype(str))
-    missing = sorted(set(sel["id"]) - set(row_of.index))
-    if missing:
-        raise ValueError(f"{split_dir}: no predicted mask for {len(missing)} items (first {missing[:3]})")
-    if sel.empty:
-        return M.mask_scores(np.zeros((0, 1, 1)), np.zeros((0, 1, 1), bool), threshold)
-    reader = ShardReader(split_dir)
-    target = reader.gather(sel["mask_shard"].tolist(), sel["offset"].tolist()) > 127  # (M, S, S)
-    pred = torch.from_numpy(np.asarray(mask_probs[row_of.loc[sel["id"]].to_numpy()], np.float32))
-    pred = F.interpolate(pred[:, None], size=target.shape[1:], mode="bilinear", align_corners=False)[:, 0]
-    return M.mask_scores(pred.numpy(), target, threshold)
-
-
-def write_predictions(frame: pd.DataFrame, path: str | Path) -> None:
-    """Predictions Parquet, deterministic (no pandas metadata, fixed compression)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+def write_predictions(frames: dict[int, pd.DataFrame], path: str | Path) -> None:
+    """Predictions Parquet with an int ``seed`` column (C1), deterministic (no pandas metadata)."""
+    table = pd.concat([f.assign(seed=np.int64(s)) for s, f in sorted(frames.items())], ignore_index=True)
+    table = table[["seed"] + [c for c in table.columns if c != "seed"]]
+    arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(arrow, tmp, compression="zstd")
 
 
-def write_outputs(name: str, frame: pd.DataFrame, headline: dict, details: dict,
-                  out_json: Path, out_dir: Path) -> None:
-    """Write the metrics JSON, predictions, details and ``dvc plots`` data (CSV + PNG)."""
-    k = len([c for c in frame.columns if c.startswith("p_")])
-    names = M.class_names(k)
-    write_json(out_json, headline)
-    write_json(out_dir / "details.json", details)
-    write_predictions(frame, out_dir / "predictions.parquet")
-    # DVC's confusion template counts (actual, predicted) pairs: one row per item.
-    conf = pd.DataFrame({"actual": [names[i] for i in frame["label"]],
-                         "predicted": [names[i] for i in frame["pred"]]})
-    _write_csv(conf, out_dir / "confusion.csv")
-    y, score = M.real_vs_fake(frame["label"].to_numpy(), prob_columns(frame))
-    roc, pr = M.curve_points(y, score)
-    _write_csv(roc, out_dir / "roc.csv")
-    _write_csv(pr, out_dir / "pr.csv")
-    figs = out_dir / "figures"
-    plot_confusion(np.asarray(details["items"]["confusion"]), names, figs / "confusion.png", name)
-    plot_curves(roc, pr, headline, figs / "roc_pr.png", name)
+def read_predictions(path: str | Path) -> dict[int, pd.DataFrame]:
+    """``{seed: frame}`` from :func:`write_predictions`' file."""
+    table = pd.read_parquet(path)
+    return {int(s): g.drop(columns="seed").reset_index(drop=True) for s, g in table.groupby("seed", sort=True)}
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -248,181 +227,135 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
 
 
-def _pyplot():
-    import matplotlib
+def write_outputs(name: str, frames: dict[int, pd.DataFrame], headline: dict, details: dict,
+                  out_json: Path, out_dir: Path) -> None:
+    """Write the headline JSON, details, predictions and ``dvc plots`` data (CSV + PNG).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _savefig(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
-
-
-def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
-    """Confusion matrix ``(K, K)`` (rows true) as counts with row-normalised colour."""
-    plt = _pyplot()
-    rows = cm.sum(1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(4, 3.5))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    _savefig(fig, path)
-
-
-def plot_curves(roc: pd.DataFrame, pr: pd.DataFrame, headline: dict, path: Path, title: str) -> None:
-    """Real-vs-fake ROC and PR curves side by side (empty axes with a note when undefined)."""
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.5))
-    if roc.empty:
-        a.text(0.5, 0.5, "undefined: one class only", ha="center")
-        b.text(0.5, 0.5, "undefined: one class only", ha="center")
-    else:
-        a.plot(roc["fpr"], roc["tpr"])
-        a.plot([0, 1], [0, 1], "k:", lw=0.8)
-        b.step(pr["recall"], pr["precision"], where="post")
-    a.set(xlabel="false positive rate", ylabel="true positive rate",
-          title=f"ROC, AUC {_fmt(headline.get('auc_real_vs_fake'))}, EER {_fmt(headline.get('eer'))}")
-    b.set(xlabel="recall", ylabel="precision", title=f"PR, AP {_fmt(headline.get('ap_real_vs_fake'))}")
-    fig.suptitle(f"{title}: real vs fake (score 1 - p(real))", fontsize=9)
-    fig.tight_layout()
-    _savefig(fig, path)
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def plot_training_curves(train_dir: Path, path: Path, title: str) -> None:
-    """Every dvclive series under ``<train_dir>/plots/metrics/**.tsv`` (columns ``step``, value,
-    ...) in one figure, one panel per metric name (train/val series of a metric share a panel)."""
-    series_dir = train_dir / "plots" / "metrics"
-    files = sorted(series_dir.rglob("*.tsv")) if series_dir.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"{series_dir}: no dvclive .tsv series (did train@ run with dvclive?)")
-    panels: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-    for f in files:
-        df = pd.read_csv(f, sep="\t")
-        metric = f.stem
-        if "step" not in df.columns or metric not in df.columns:
-            raise ValueError(f"{f}: expected columns 'step' and '{metric}', got {list(df.columns)}")
-        label = f.relative_to(series_dir).with_suffix("").as_posix()
-        panels.setdefault(metric, []).append((label, df))
-    plt = _pyplot()
-    ncols = min(4, len(panels))
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_axis_off()
-    for ax, (metric, curves) in zip(axes.flat, sorted(panels.items())):
-        for label, df in curves:
-            ax.plot(df["step"], df[metric], marker=".", label=label)
-        ax.set(xlabel="step", title=metric)
-        ax.legend(fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    _savefig(fig, path)
+    The confusion CSV pools the seeds (one row per seed and item); ROC/PR use the seed-mean score.
+    """
+    items, probs = stack_seeds(frames)
+    names = M.class_names(probs.shape[2])
+    write_json(out_json, headline)
+    write_json(out_dir / "details.json", details)
+    write_predictions(frames, out_dir / "predictions.parquet")
+    pooled = pd.concat([frames[s] for s in sorted(frames)], ignore_index=True)
+    # DVC's confusion template counts (actual, predicted) pairs: one row per item.
+    _write_csv(pd.DataFrame({"actual": [names[i] for i in pooled["label"]],
+                             "predicted": [names[i] for i in pooled["pred"]]}), out_dir / "confusion.csv")
+    y, score = M.real_vs_fake(items["label"].to_numpy(), probs.mean(0))
+    roc, pr = M.curve_points(y, score)
+    _write_csv(roc, out_dir / "roc.csv")
+    _write_csv(pr, out_dir / "pr.csv")
+    figs = out_dir / "figures"
+    cm = sum(np.asarray(details["per_seed"][str(s)]["items"]["confusion"]) for s in sorted(frames))
+    figures.plot_confusion(cm, names, figs / "confusion.png", f"{name} (seeds pooled)")
+    full = M.classification_metrics(items["label"].to_numpy(), probs.mean(0), [])
+    figures.plot_curves(roc, pr, full["auc_real_vs_fake"], full["eer"], full["ap_real_vs_fake"],
+                        figs / "roc_pr.png", f"{name}: real vs fake, seed-mean score 1 - p(real)")
 
 
 # --------------------------------------------------------------------------------------------
-# Stage half: model + data
+# Stage half: checkpoints + data
 
 
-def run_summary(ev: Evaluation, run_cfg) -> dict:
-    """What the results tables show about the evaluated model, read from the checkpoint's own
-    config (``dfpipe.training.train.RunConfig``), so a table row describes the weights actually scored."""
+def init_label(init: str | None, pretrained_dir: Path) -> str:
+    """``"scratch"``, or the pretrained key with the short sha256 of ``<pretrained_dir>/<key>.pth``
+    (the key alone if the file is absent here)."""
+    if not init or init == "scratch":
+        return "scratch"
+    path = Path(init) if Path(init).suffix else pretrained_dir / f"{init}.pth"
+    if not path.is_file():
+        return str(init)
+    return f"{path.stem}:" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+
+
+def run_summary(ev: Evaluation, cfg: dict, seeds: Sequence[int], pretrained_dir: Path = Path("models/pretrained")) -> dict:
+    """The settings a results row shows and a comparison checks, read from the checkpoint's own
+    config (as a plain dict), so a row describes the weights actually scored. ``init`` is the run's
+    ``init`` (C1; a model-level ``weights`` path in older configs)."""
+    model, loss = cfg["model"], cfg.get("loss", {})
+    reducible = model["name"] in ("xception", "f3net")
     return {
-        "name": ev.run, "model": run_cfg.model.name, "input": run_cfg.model.input,
-        "f3net_mode": run_cfg.model.f3net_mode if run_cfg.model.name == "f3net" else "",
-        "seg_head": bool(run_cfg.model.seg_head),
+        "name": ev.run, "model": model["name"], "input": model.get("input", "raw"),
+        "f3net_mode": model.get("f3net_mode", "") if model["name"] == "f3net" else "",
+        "backbone": ("reduced" if model.get("reduced") else "full") if reducible else "-",
+        "seg_head": bool(model.get("seg_head", False)), "image_size": model.get("image_size"),
+        "width": model.get("width", 1.0), "dropout": model.get("dropout", "n/a"),
+        "init": init_label(cfg.get("init") or model.get("weights"), pretrained_dir),
         "train_variant": ev.train_variant, "eval_variant": ev.variant,
-        "lr": run_cfg.lr, "batch_size": run_cfg.batch_size, "epochs": run_cfg.epochs,
-        "w_cls": run_cfg.loss.w_cls, "w_bce": run_cfg.loss.w_bce, "w_dice": run_cfg.loss.w_dice,
+        "lr": cfg["lr"], "batch_size": cfg["batch_size"], "epochs": cfg["epochs"],
+        "seeds": ",".join(str(s) for s in seeds),
+        "w_cls": loss.get("w_cls"), "w_bce": loss.get("w_bce"), "w_dice": loss.get("w_dice"),
     }
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("evaluate.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
+def checkpoints(run_dir: Path) -> dict[int, Path]:
+    """``{seed: models/<run>/seed<s>.pt}`` (C1), sorted by seed."""
+    found = {int(p.stem[4:]): p for p in run_dir.glob("seed*.pt") if p.stem[4:].isdigit()}
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no seed<s>.pt checkpoint (run train@{run_dir.name} first)")
+    return dict(sorted(found.items()))
 
 
-def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig,
+def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
                    models_dir: Path = Path("models"), variants_dir: Path = Path("data/variants"),
-                   train_metrics_dir: Path = Path("metrics/train"), out_root: Path = EVAL_DIR,
+                   train_metrics_dir: Path = Path("metrics/train"), audit_dir: Path = Path("metrics/audit"),
+                   out_root: Path = EVAL_DIR, code_root: Path = Path("."),
+                   pretrained_dir: Path = Path("models/pretrained"),
                    features_dir: Path = Path("data/features")) -> dict:
-    """Score ``models/<run>/best.pt`` on ``data/variants/<variant>/eval`` and write every output.
-    Returns the headline metrics."""
+    """Score every ``models/<run>/seed<s>.pt`` on ``data/variants/<variant>/eval`` and write every
+    output. ``scale``: the data profile's ``split.scale`` (provenance). Returns the headline."""
     import torch
 
     from dfpipe.core.config import to_dict
-    from dfpipe.training.data import make_loader, open_split
-    from dfpipe.training.engine import predict
-    from dfpipe.evaluation.featuremaps import find_layer, gradcam, pick_examples, save_grid
-    from dfpipe.training.train import load_model
-
-    ckpt = models_dir / ev.run / "best.pt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found (run train@{ev.run} first)")
-    device = resolve_device(cfg.device)
-    model, run_cfg = load_model(ckpt, device)
-    if run_cfg.variant != ev.train_variant:
-        raise ValueError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but {ckpt} was "
-                         f"trained on {run_cfg.variant!r}")
-    num_classes = run_cfg.model.num_classes
+    from dfpipe.evaluation.featuremaps import render_featuremaps
+    from dfpipe.evaluation.leakage import leak_gap, read_flags
+    from dfpipe.evaluation.masks import mask_evaluation
+    from dfpipe.training.checkpoint import load_model
     from dfpipe.features.encoders import cache_dir
+    from dfpipe.training.data import make_loader, open_split
+    from dfpipe.training.device import select_device
+    from dfpipe.training.engine import predict
 
-    dataset = open_split(variants_dir / ev.variant, "eval", run_cfg.model,
-                         cache_dir(features_dir, run_cfg.model.input, ev.variant))
-    loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    pred = predict(model, loader, device, amp=cfg.amp)
-    manifest = read_table(dataset.manifest_path, VARIANT_SCHEMA)
-    frame = align_predictions(manifest, pred["ids"], pred["labels"], pred["probs"], str(dataset.manifest_path))
-    headline, details = evaluate_predictions(frame, cfg.bootstrap, cfg.seed, cfg.ci_level)
-
-    train_mans = {s: read_table(variants_dir / ev.train_variant / s / "manifest.parquet", VARIANT_SCHEMA)
-                  for s in ("train", "val")}
-    leak = train_overlap(train_mans, manifest)
-    headline["run"] = run_summary(ev, run_cfg)
-    headline["leak"] = leak
-    if "mask_probs" in pred:
-        headline["mask"] = M.nan_to_none(mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"]))
-    details["run_config"] = to_dict(run_cfg)
+    device = select_device(cfg.device)
+    frames, masks, configs, model = {}, {}, {}, None
+    for s, ckpt in checkpoints(models_dir / ev.run).items():
+        model, run_cfg = load_model(ckpt, device)
+        if run_cfg.variant != ev.train_variant:
+            raise ValueError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but {ckpt} was "
+                             f"trained on {run_cfg.variant!r}")
+        configs[s] = to_dict(run_cfg)
+        dataset = open_split(variants_dir / ev.variant, "eval", run_cfg.model,
+                             cache_dir(features_dir, run_cfg.model.input, ev.variant))
+        loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
+        torch.manual_seed(cfg.seed)
+        pred = predict(model, loader, device, amp=cfg.amp, progress=False)
+        manifest = read_table(dataset.manifest_path, VARIANT_SCHEMA)
+        frames[s] = align_predictions(manifest, pred["ids"], pred["labels"], pred["probs"], str(dataset.manifest_path))
+        if "mask_probs" in pred:
+            masks[s] = mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"])
+    headline, details = evaluate_seeds(frames, cfg.bootstrap, cfg.seed, cfg.ci_level)
+    seeds = sorted(frames)
+    details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir)
+    details["run_config"] = configs[seeds[0]]
     if not dataset.is_image:  # provenance of cached encoder features (random = demo encoder)
         details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
-
+    details["provenance"] = {"code": code_fingerprint(code_root), "scale": scale, "variant": ev.variant,
+                             "train_variant": ev.train_variant, "seeds": seeds}
+    if masks:
+        details["mask"] = M.nan_to_none({k: {m: stats.seed_summary([masks[s][k][m] for s in seeds])
+                                             for m in ("dice", "iou")} | {"n": masks[seeds[0]][k]["n"]}
+                                         for k in ("model", "all_zeros", "all_ones")})
+    if ev.variant == ev.train_variant:
+        items, probs = stack_seeds(frames)
+        flags = read_flags(audit_dir / ev.variant / "eval_items.parquet")
+        details["leak"] = M.nan_to_none(leak_gap(items["id"].to_numpy(), items["label"].to_numpy(), probs,
+                                                 flags, cfg.bootstrap, cfg.seed, cfg.ci_level))
     out_dir = out_root / name
-    write_outputs(name, frame, headline, details, out_root / f"{name}.json", out_dir)
-    plot_training_curves(train_metrics_dir / ev.run, out_dir / "figures" / "training_curves.png",
-                         f"{ev.run} (trained on {ev.train_variant})")
+    write_outputs(name, frames, headline, details, out_root / f"{name}.json", out_dir)
+    figures.plot_training_curves(train_metrics_dir / ev.run / "curves", out_dir / "figures" / "training_curves.png",
+                                 f"{ev.run} (trained on {ev.train_variant})")
     if cfg.featuremap_per_class > 0 and dataset.is_image:  # no Grad-CAM on cached features
-        rows = pick_examples(dataset.labels, dataset.ids, cfg.featuremap_per_class, cfg.seed, num_classes)
-        images = torch.stack([dataset[int(i)]["image"] for i in rows])  # (B, 3, S, S) uint8
-        x = images.float().div(255).to(device)
-        layer_name, layer = find_layer(model, cfg.featuremap_layer, x)
-        maps = gradcam(model, x, layer, torch.as_tensor(dataset.labels[rows], device=device))
-        p = torch.softmax(maps["logits"], 1).numpy()
-        names = M.class_names(num_classes)
-        titles = [f"{dataset.ids[i].split('/')[0]} {names[dataset.labels[i]]}\np={p[j, dataset.labels[i]]:.2f}"
-                  for j, i in enumerate(rows)]
-        save_grid(out_dir / "figures" / "featuremaps.png", images.permute(0, 2, 3, 1).numpy(),
-                  maps["cam"].numpy(), maps["activation"].numpy(), titles, layer_name)
+        render_featuremaps(model, dataset, device, cfg.featuremap_layer, cfg.featuremap_per_class, cfg.seed,
+                           M.class_names(run_cfg.model.num_classes), out_dir / "figures" / "featuremaps.png")
     return headline

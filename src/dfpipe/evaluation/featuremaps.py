@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfpipe.core.io import atomic_path
 
 
 def find_layer(model: nn.Module, name: str, example: torch.Tensor | None = None) -> tuple[str, nn.Module]:
@@ -144,41 +143,20 @@ def pick_examples(labels: np.ndarray, ids: Sequence[str], per_class: int, seed: 
     return np.asarray(chosen, dtype=np.int64)
 
 
-def save_grid(
-    path: str | Path,
-    images: np.ndarray,
-    cams: np.ndarray,
-    activations: np.ndarray,
-    titles: Sequence[str],
-    layer_name: str,
-) -> None:
-    """One PNG: a row per example with input, Grad-CAM overlay and mean activation.
+def render_featuremaps(model: nn.Module, dataset, device: torch.device, layer: str, per_class: int,
+                       seed: int, class_names: Sequence[str], path: Path) -> None:
+    """Grad-CAM grid of ``per_class`` eval items per class of ``dataset`` (a
+    :class:`dfpipe.training.data.VariantDataset`: ``labels``, ``ids``, items ``{"image": (3, S, S)
+    uint8}``), written by :func:`dfpipe.evaluation.figures.plot_featuremap_grid`."""
+    from dfpipe.evaluation.figures import plot_featuremap_grid
 
-    ``images`` ``(B, H, W, 3)`` uint8; ``cams``/``activations`` ``(B, H, W)`` in [0, 1].
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    b = len(images)
-    if b == 0:
-        raise ValueError(f"{path}: no examples to draw")
-    fig, axes = plt.subplots(b, 3, figsize=(6.0, 2.0 * b), squeeze=False)
-    for i in range(b):
-        axes[i, 0].imshow(images[i])
-        axes[i, 0].set_ylabel(titles[i], fontsize=6, rotation=0, ha="right", va="center")
-        axes[i, 1].imshow(images[i])
-        axes[i, 1].imshow(cams[i], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        axes[i, 2].imshow(activations[i], cmap="viridis", vmin=0, vmax=1)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("input", fontsize=8)
-    axes[0, 1].set_title(f"Grad-CAM\n{layer_name}", fontsize=7)
-    axes[0, 2].set_title("mean |activation|", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        # fixed metadata: matplotlib otherwise stamps its version/software into the PNG
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    rows = pick_examples(dataset.labels, dataset.ids, per_class, seed, len(class_names))
+    images = torch.stack([dataset[int(i)]["image"] for i in rows])  # (B, 3, S, S) uint8
+    x = images.float().div(255).to(device)
+    layer_name, module = find_layer(model, layer, x)
+    maps = gradcam(model, x, module, torch.as_tensor(dataset.labels[rows], device=device))
+    p = torch.softmax(maps["logits"], 1).numpy()
+    titles = [f"{dataset.ids[i].split('/')[0]} {class_names[dataset.labels[i]]}\np={p[j, dataset.labels[i]]:.2f}"
+              for j, i in enumerate(rows)]
+    plot_featuremap_grid(path, images.permute(0, 2, 3, 1).numpy(), maps["cam"].numpy(),
+                         maps["activation"].numpy(), titles, layer_name)

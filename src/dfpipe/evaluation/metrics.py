@@ -1,6 +1,7 @@
 """Classification metrics: the one place every stage computes scores (training selection, evaluation).
 
-Training imports :func:`macro_f1` for model selection on the val split.
+Training imports :func:`macro_f1` for model selection on the val split, so selection and reported
+scores share one F1 path (:func:`f1_from_confusion`).
 
 Conventions (all functions):
 
@@ -15,12 +16,11 @@ Conventions (all functions):
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_curve
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
 from dfpipe.core.manifest import LABELS, is_fake
 
@@ -29,9 +29,15 @@ NAN = float("nan")
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """Macro-averaged F1 over ``num_classes`` labels (absent classes count as 0, not skipped)."""
-    return float(
-        f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0)
-    )
+    return float(f1_from_confusion(confusion(y_true, y_pred, num_classes)).mean())
+
+
+def weighted_f1(cm: np.ndarray) -> float:
+    """Support-weighted mean of the per-class F1 of a confusion matrix (scikit-learn's
+    ``average="weighted"``): shown beside macro-F1 because the notes do not say which they used."""
+    cm = np.asarray(cm)
+    support = cm.sum(1).astype(np.float64)
+    return float((f1_from_confusion(cm) * support).sum() / support.sum()) if support.sum() else NAN
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +98,11 @@ def eer(y: np.ndarray, score: np.ndarray) -> float:
     y = np.asarray(y).astype(bool)
     if y.all() or not y.any():
         return NAN
-    fpr, tpr = _roc(y, np.asarray(score, dtype=np.float64))
+    return eer_from_roc(*roc_points(y, np.asarray(score, dtype=np.float64)))
+
+
+def eer_from_roc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """EER of ROC points from :func:`roc_points` (see :func:`eer`)."""
     fnr = 1.0 - tpr
     diff = fnr - fpr  # starts at 1 (threshold +inf), ends at -1; decreasing
     i = int(np.argmax(diff <= 0))
@@ -102,7 +112,7 @@ def eer(y: np.ndarray, score: np.ndarray) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
-def _roc(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC points ``(fpr, tpr)`` at every distinct threshold, from (0, 0) to (1, 1); the same
     points as ``sklearn.metrics.roc_curve(drop_intermediate=False)`` without its input checks
     (the bootstrap calls this thousands of times)."""
@@ -151,6 +161,7 @@ def classification_metrics(
         "n": int(n),
         "acc": float(np.trace(cm) / n) if n else NAN,
         "macro_f1": float(f1.mean()),
+        "weighted_f1": weighted_f1(cm),
         "f1": {names[c]: float(f1[c]) for c in range(k)},
         "support": {names[c]: int(cm[c].sum()) for c in range(k)},
         "confusion": cm.tolist(),
@@ -172,70 +183,6 @@ def classification_metrics(
     out["auc_real_vs_fake"] = binary_auc(y_bin, score)
     out["ap_real_vs_fake"] = binary_ap(y_bin, score)
     out["eer"] = eer(y_bin, score)
-    return out
-
-
-#: Scalar metrics the bootstrap resamples: name -> fn(labels, probs) -> float.
-BOOTSTRAP_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "acc": lambda y, p: float(np.mean(p.argmax(1) == y)),
-    "macro_f1": lambda y, p: float(f1_from_confusion(confusion(y, p.argmax(1), p.shape[1])).mean()),
-    "auc_real_vs_fake": lambda y, p: binary_auc(*real_vs_fake(y, p)),
-    "eer": lambda y, p: eer(*real_vs_fake(y, p)),
-}
-
-
-def bootstrap_ci(
-    labels: np.ndarray,
-    probs: np.ndarray,
-    groups: Sequence[str] | np.ndarray,
-    n_boot: int,
-    seed: int,
-    level: float = 0.95,
-    metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] = BOOTSTRAP_METRICS,
-    notes: list[str] | None = None,
-) -> dict[str, list[float]]:
-    """Percentile bootstrap confidence intervals, resampling *groups* with replacement.
-
-    ``groups``: ``(N,)`` cluster key per item. Frames of one video are not independent draws, so
-    video frames share their video's key and a resample draws whole videos (cluster bootstrap);
-    a still image is its own group. Groups are sorted before drawing, so the result depends only
-    on the data and ``seed``, never on row order.
-
-    Returns ``{metric: [low, high]}``; NaN bounds when every resample is undefined. Resamples where
-    a metric is undefined (e.g. no real item drawn) are dropped for that metric, with a note.
-    """
-    labels, probs = _check_scores(labels, probs)
-    notes = notes if notes is not None else []
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    groups = np.asarray(groups).astype(str)
-    if groups.shape != labels.shape:
-        raise ValueError(f"groups shape {groups.shape} != labels shape {labels.shape}")
-    keys, inverse = np.unique(groups, return_inverse=True)  # sorted keys
-    order = np.argsort(inverse, kind="stable")
-    starts = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
-    members = [order[starts[g] : starts[g + 1]] for g in range(len(keys))]
-    rng = np.random.default_rng(seed)
-    values: dict[str, list[float]] = {m: [] for m in metrics}
-    for _ in range(n_boot):
-        draw = rng.integers(0, len(keys), size=len(keys))
-        idx = np.concatenate([members[g] for g in draw])
-        y, p = labels[idx], probs[idx]
-        for name, fn in metrics.items():
-            values[name].append(fn(y, p))
-    alpha = (1.0 - level) / 2.0
-    out = {}
-    for name, vals in values.items():
-        arr = np.asarray(vals, dtype=np.float64)
-        ok = arr[np.isfinite(arr)]
-        if ok.size < arr.size:
-            notes.append(f"bootstrap {name}: {arr.size - ok.size} of {arr.size} resamples undefined, dropped")
-        if ok.size == 0:
-            out[name] = [NAN, NAN]
-        else:
-            out[name] = [float(np.quantile(ok, alpha)), float(np.quantile(ok, 1.0 - alpha))]
     return out
 
 
@@ -269,10 +216,10 @@ def mask_scores(pred: np.ndarray, target: np.ndarray, threshold: float = 0.5) ->
 
 
 def video_key(method: str, video_id: str) -> str:
-    """Key of one video: ``"<method>/<video_id>"``. The method is part of the key because
-    FaceForensics++ reuses target_source names across methods (``000_003`` exists in Face2Face and
-    in FaceSwap: two different videos)."""
-    return f"{method}/{video_id}"
+    """Key of one video (contract C2): ``"<method>:<video_id>"``. The method is part of the key
+    because FaceForensics++ reuses target_source names across methods (``000_003`` exists in
+    Face2Face and in FaceSwap: two different videos)."""
+    return f"{method}:{video_id}"
 
 
 def item_groups(frame: pd.DataFrame) -> np.ndarray:
@@ -333,27 +280,15 @@ def video_level(
     return videos, sums / counts[:, None]
 
 
-# Per-generator detection scores (real items + one group's forged items), binary: fake = not argmax real.
-GROUP_BOOTSTRAP: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "ap": lambda y, p: binary_ap(*real_vs_fake(y, p)),
-    "acc": lambda y, p: float(np.mean((p.argmax(1) != 0) == is_fake(y))),
-}
-
-
 def per_group_metrics(
-    frame: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, column: str,
-    n_boot: int = 0, seed: int = 0, level: float = 0.95,
+    frame: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, column: str
 ) -> dict[str, dict]:
     """Metrics per value of ``frame[column]`` (``source`` or ``method``), sorted by value.
 
     Each group reports ``n``, ``acc`` (share classified as its own class), per-class ``support``,
     and ``auc_vs_real`` / ``eer_vs_real``: real-vs-fake AUC/EER of this group's forged items
     against *all* real items of the set (one generator or manipulation method at a time, the
-    usual per-method detection score), with ``ap_vs_real`` and ``acc_vs_real`` (binary accuracy,
-    fake = argmax not real) on the same items: the per-generator AP / accuracy of Wang et al.
-    (CVPR 2020). With ``n_boot`` > 0, ``ci_vs_real`` holds their bootstrap bounds
-    ``{ap, acc: {low, high}}`` (:func:`bootstrap_ci` over these items, clustered as
-    :func:`item_groups`). For a real group these are NaN with a note.
+    usual per-method detection score). For a real group these are NaN with a note.
     """
     labels, probs = _check_scores(labels, probs)
     values = frame[column].astype(str).to_numpy()
@@ -373,7 +308,7 @@ def per_group_metrics(
         fakes = sel & ~real
         if not fakes.any():
             notes.append(f"{column} '{value}' has no forged item: auc_vs_real/eer_vs_real undefined")
-            entry["auc_vs_real"] = entry["eer_vs_real"] = entry["ap_vs_real"] = entry["acc_vs_real"] = NAN
+            entry["auc_vs_real"] = entry["eer_vs_real"] = NAN
         else:
             both = fakes | real
             yb, sb = real_vs_fake(labels[both], probs[both])
@@ -381,12 +316,6 @@ def per_group_metrics(
                 notes.append("no real item in the set: auc_vs_real/eer_vs_real undefined")
             entry["auc_vs_real"] = binary_auc(yb, sb)
             entry["eer_vs_real"] = eer(yb, sb)
-            entry["ap_vs_real"] = binary_ap(yb, sb)
-            entry["acc_vs_real"] = GROUP_BOOTSTRAP["acc"](labels[both], probs[both])
-            if n_boot > 0:
-                ci = bootstrap_ci(labels[both], probs[both], item_groups(frame[both]), n_boot, seed, level,
-                                  metrics=GROUP_BOOTSTRAP, notes=notes)
-                entry["ci_vs_real"] = {m: {"low": lo, "high": hi} for m, (lo, hi) in ci.items()}
         entry["notes"] = notes
         out[value] = entry
     return out

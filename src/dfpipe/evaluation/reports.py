@@ -1,133 +1,165 @@
-"""Results tables (Markdown and LaTeX) built only from DVC-tracked metrics files.
+"""Results tables (Markdown and LaTeX) built only from DVC-tracked files, and the dvc.yaml
+sections derived from the same configuration (report deps, comparison plots, artifacts).
 
-Every number in a table is read from ``metrics/eval/<evaluation>.json`` (written by
-``evaluate@<evaluation>``), ``metrics/audit/<variant>.json`` (``audit@<variant>``) or the cited
-reference file ``metrics/reference/qian2020_f3net.yaml``; nothing is typed in by hand. A missing
-file is a ``FileNotFoundError`` naming it and the stage that writes it; a missing key a ``KeyError``
-naming file and key.
-
-Tables (``report:`` section of params.yaml chooses the rows):
-
-- ``resnet``: ResNet runs (run, input, variant, lr, batch, macro-F1 with CI, acc, per-class F1, AUC);
-- ``f3net_ablation``: F3Net components beside the paper's AUC (Qian et al., ECCV 2020);
-- ``loss_ablation``: multi-task model with each auxiliary loss at zero weight;
-- ``leakage``: audit counts per variant and the cross evaluation leaky-train vs clean-train;
-- ``unseen_ap`` / ``unseen_acc``: the unseen-generator protocol (Wang et al. CVPR 2020): detectors
-  trained on one generator (+ real) scored per test generator, AP and accuracy with CIs and the mean
-  column, read from each evaluation's ``details.json`` ``per_source`` breakdown.
+Every number in a table is read from ``metrics/eval/<evaluation>.json`` and ``details.json``
+(``evaluate@<evaluation>``), paired differences from the evaluations' ``predictions.parquet``,
+``metrics/audit/<variant>.json`` (``audit@<variant>``), or the cited reference files under
+``metrics/reference/`` (the paper's numbers; the group's notes); nothing is typed in by hand. A
+missing file is a ``FileNotFoundError`` naming it and the stage that writes it; a missing key a
+``KeyError`` naming file and key. The table builders live in :mod:`dfpipe.evaluation.tables`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional
 
 import yaml
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config, RepoPath
-
 from dfpipe.core.io import read_json, write_bytes
+from dfpipe.evaluation.crossdataset import CrossDatasetTable
+from dfpipe.evaluation.unseen import UnseenTable
+
+#: Row settings a results table shows (read from ``details.json`` ``run``); a comparison checks
+#: the ones its table lists under ``same``.
+SETTINGS = ("train_variant", "eval_variant", "model", "f3net_mode", "backbone", "width", "image_size", "init",
+            "dropout", "epochs", "seeds")
 
 
-class LeakageTable(Config):
-    """Rows of the leakage table.
+class ResultsTable(Config):
+    """One results table: ``rows`` (row label -> evaluation), in the order written.
 
-    ``audits``: variant names whose ``metrics/audit/<name>.json`` counts are shown;
-    ``audit_keys``: keys of those files to show (columns);
-    ``evaluations``: evaluation names compared on the same eval split (e.g. resnet_5 trained on
-    the leaky variant 3 and resnet_5_v4 trained on variant 4, both scored on variant 4's eval).
+    ``reference``: row label that every other row is compared against (paired difference with
+    its interval; ``""`` for none). ``same``: settings (of :data:`SETTINGS`) a row must share with
+    the reference to be comparable; a row that differs is marked (``strict: false``) or refused
+    (``strict: true``, a ``ValueError``). ``paper``: show the paper's column (keys = row labels of
+    ``report.paper``); ``notes``: section of ``report.notes`` shown as the Notes column (``""``
+    none); ``mask``: show mask Dice/IoU beside the trivial all-zeros / all-ones masks.
     """
+
+    caption: str
+    rows: dict[str, str] = Field(min_length=1)
+    reference: str
+    same: tuple[str, ...]
+    strict: bool
+    paper: bool
+    notes: str
+    mask: bool
+
+    @model_validator(mode="after")
+    def _check(self) -> "ResultsTable":
+        if self.reference and self.reference not in self.rows:
+            raise ValueError(f"reference {self.reference!r} is not a row label ({list(self.rows)})")
+        unknown = sorted(set(self.same) - set(SETTINGS))
+        if unknown:
+            raise ValueError(f"same: unknown settings {unknown}; known: {list(SETTINGS)}")
+        return self
+
+
+class LeakageTables(Config):
+    """``audits``: variants whose audit counts are shown (``audit_keys`` columns); ``within``:
+    evaluations of a run on its own variant for leak measure (a); ``pairs``: label -> two
+    evaluations (trained on the leaky and on the leak-free variant) scored on the identical eval
+    items, for measure (b)."""
 
     audits: tuple[str, ...]
-    audit_keys: tuple[str, ...] = Field(min_length=1)
-    evaluations: tuple[str, ...]
+    audit_keys: tuple[str, ...]
+    within: tuple[str, ...]
+    pairs: dict[str, tuple[str, str]]
 
-
-class UnseenTable(Config):
-    """Rows and columns of the unseen-generator tables.
-
-    ``rows``: row label -> evaluation; ``generators``: column label -> eval source (the
-    ``source`` column of the manifest, e.g. gan_stylegan); ``seen``: the sources the rows were
-    trained on (their columns are marked and left out of the mean, as in Wang et al.).
-    """
-
-    rows: dict[str, str]
-    generators: dict[str, str]
-    seen: tuple[str, ...]
+    @model_validator(mode="after")
+    def _check(self) -> "LeakageTables":
+        if self.audits and not self.audit_keys:
+            raise ValueError("audit_keys must not be empty")
+        return self
 
 
 class ReportConfig(Config):
-    """``report:`` section of params.yaml. Row labels map to evaluation names (keys of
-    ``evaluations:``); rows appear in the order written."""
+    """``report:`` section of params.yaml."""
 
     out_dir: RepoPath
     eval_dir: RepoPath
     audit_dir: RepoPath
-    reference: RepoPath
-    resnet: tuple[str, ...]
-    f3net: dict[str, str]
-    loss_ablation: dict[str, str]
-    leakage: LeakageTable
-    unseen: UnseenTable
+    paper: RepoPath
+    notes: RepoPath
+    bootstrap: int = Field(ge=1)
+    ci_level: float = Field(ge=0.5, lt=1.0)
+    seed: int
+    tables: dict[str, ResultsTable]
+    leakage: LeakageTables
+    shortcut: tuple[str, ...]     # variants whose audit `shortcut` section is tabulated
+    crossdataset: Optional[CrossDatasetTable] = None   # optional: FF++-trained models on other test sets
+    unseen: Optional[UnseenTable] = None               # optional: trained on one generator, tested on all
 
     @model_validator(mode="after")
-    def _has_rows(self) -> "ReportConfig":
-        if not (self.resnet or self.f3net or self.loss_ablation or self.leakage.evaluations or self.unseen.rows):
-            raise ValueError("report has no rows: list evaluations under resnet/f3net/loss_ablation/leakage")
+    def _check(self) -> "ReportConfig":
+        for name in self.tables:
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"table name {name!r}: letters, digits and _ only (it names files)")
         return self
 
     def evaluation_names(self) -> list[str]:
-        """Every evaluation whose headline ``<name>.json`` the tables read, sorted."""
-        names = set(self.resnet) | set(self.f3net.values()) | set(self.loss_ablation.values())
-        return sorted(names | set(self.leakage.evaluations))
+        """Every evaluation the tables read, sorted."""
+        names = {e for t in self.tables.values() for e in t.rows.values()} | set(self.leakage.within)
+        if self.crossdataset is not None:
+            names |= set(self.crossdataset.evaluation_names())
+        if self.unseen is not None:
+            names |= set(self.unseen.evaluation_names())
+        return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
-    def details_names(self) -> list[str]:
-        """Every evaluation whose ``<name>/details.json`` the tables read (the unseen table), sorted."""
-        return sorted(set(self.unseen.rows.values()))
+    def compared_names(self) -> list[str]:
+        """Evaluations whose predictions a table reads (paired differences, cross-dataset AUCs), sorted."""
+        names = {e for t in self.tables.values() if t.reference for e in t.rows.values()}
+        if self.crossdataset is not None:
+            names |= set(self.crossdataset.evaluation_names())
+        if self.unseen is not None:
+            names |= set(self.unseen.evaluation_names())
+        return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
 
 @dataclass
 class Table:
-    """A results table: ``rows`` of already formatted cells, ``sources`` the files read."""
+    """A rendered table: ``rows`` of formatted cells, ``notes`` and a ``provenance`` line below."""
 
     name: str
     caption: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    provenance: str = ""
 
     def to_markdown(self) -> str:
         lines = [f"### {self.caption}", "", "| " + " | ".join(self.columns) + " |",
                  "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(self.columns))) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.rows]
         lines += [""] + [f"- {n}" for n in self.notes]
+        if self.provenance:
+            lines += ["", f"_{self.provenance}_"]
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
         spec = "l" + "r" * (len(self.columns) - 1)
-        lines = [
-            "% generated by `python stages/report.py` from DVC-tracked metrics files; do not edit",
-            "\\begin{table}[t]",
-            "\\centering",
-            f"\\caption{{{latex_escape(self.caption)}}}",
-            f"\\label{{tab:{self.name}}}",
-            f"\\begin{{tabular}}{{{spec}}}",
-            "\\toprule",
-            " & ".join(latex_escape(c) for c in self.columns) + " \\\\",
-            "\\midrule",
-        ]
+        lines = ["% generated by `python stages/report.py` from DVC-tracked metrics files; do not edit",
+                 "\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(self.caption)}}}",
+                 f"\\label{{tab:{self.name}}}", "\\resizebox{\\textwidth}{!}{%",
+                 f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+                 " & ".join(latex_escape(c) for c in self.columns) + " \\\\", "\\midrule"]
         lines += [" & ".join(latex_escape(c) for c in row) + " \\\\" for row in self.rows]
-        lines += ["\\bottomrule", "\\end{tabular}"]
-        if self.notes:
-            lines.append("\\par\\smallskip{\\footnotesize " + " ".join(latex_escape(n) for n in self.notes) + "}")
+        lines += ["\\bottomrule", "\\end{tabular}}"]
+        foot = [latex_escape(n) for n in self.notes] + ([f"\\emph{{{latex_escape(self.provenance)}}}"]
+                                                        if self.provenance else [])
+        if foot:
+            lines.append("\\par\\smallskip{\\footnotesize " + " ".join(foot) + "}")
         lines.append("\\end{table}")
         return "\n".join(lines) + "\n"
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "±": r"$\pm$", "Δ": r"$\Delta$", "≠": r"$\neq$", "→": r"$\to$"}
 
 
 def latex_escape(text: str) -> str:
@@ -135,7 +167,7 @@ def latex_escape(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Reading metrics files
+# Reading files
 
 
 def load_metrics(path: Path, stage: str) -> dict:
@@ -162,13 +194,6 @@ def pct(value: Any) -> str:
     return "n/a" if value is None else f"{100.0 * float(value):.2f}"
 
 
-def pct_ci(data: Mapping, metric: str, path: Path) -> str:
-    """``"90.12 [88.40, 91.75]"``: point estimate and bootstrap interval from ``ci.<metric>``."""
-    point = pct(lookup(data, metric, path))
-    lo, hi = lookup(data, f"ci.{metric}.low", path), lookup(data, f"ci.{metric}.high", path)
-    return f"{point} [{pct(lo)}, {pct(hi)}]"
-
-
 def plain(value: Any) -> str:
     if value is None:
         return "n/a"
@@ -178,23 +203,24 @@ def plain(value: Any) -> str:
 
 
 class Reader:
-    """Reads (and remembers) the metrics files of one report build."""
+    """Reads (and remembers) the files of one report build."""
 
     def __init__(self, cfg: ReportConfig):
         self.cfg = cfg
         self.read: set[Path] = set()
 
-    def evaluation(self, name: str) -> tuple[dict, Path]:
+    def evaluation(self, name: str) -> tuple[dict, dict, Path, Path]:
+        """``(headline, details, headline path, details path)`` of ``evaluate@<name>``."""
         path = self.cfg.eval_dir / f"{name}.json"
-        data = load_metrics(path, f"evaluate@{name}")
-        self.read.add(path)
-        return data, path
+        dpath = self.cfg.eval_dir / name / "details.json"
+        head, details = load_metrics(path, f"evaluate@{name}"), load_metrics(dpath, f"evaluate@{name}")
+        self.read |= {path, dpath}
+        return head, details, path, dpath
 
-    def details(self, name: str) -> tuple[dict, Path]:
-        path = self.cfg.eval_dir / name / "details.json"
-        data = load_metrics(path, f"evaluate@{name}")
+    def predictions(self, name: str) -> Path:
+        path = self.cfg.eval_dir / name / "predictions.parquet"
         self.read.add(path)
-        return data, path
+        return path
 
     def audit(self, name: str) -> tuple[dict, Path]:
         path = self.cfg.audit_dir / f"{name}.json"
@@ -202,186 +228,23 @@ class Reader:
         self.read.add(path)
         return data, path
 
-    def reference(self) -> dict:
-        path = self.cfg.reference
+    def reference(self, path: Path, keys: tuple[str, ...]) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: reference results file not found")
         with path.open(encoding="utf-8") as fh:
             ref = yaml.safe_load(fh)
-        for key in ("citation", "table", "dataset", "metric", "values"):
+        for key in keys:
             if key not in ref:
                 raise KeyError(f"{path}: key '{key}' not found")
         self.read.add(path)
         return ref
 
 
-# --------------------------------------------------------------------------------------------
-# Tables
-
-
-def resnet_table(reader: Reader, names: Sequence[str]) -> Table:
-    table = Table(
-        "resnet", "ResNet-18 runs (3 classes; eval split of the training variant)",
-        ["Run", "Input", "Variant", "lr", "Batch", "Macro-F1 [95% CI]", "Acc", "F1 real", "F1 fake",
-         "F1 edited", "AUC real/fake", "EER"],
-    )
-    for name in names:
-        d, p = reader.evaluation(name)
-        table.rows.append([
-            name, plain(lookup(d, "run.input", p)), plain(lookup(d, "run.train_variant", p)),
-            plain(lookup(d, "run.lr", p)), plain(lookup(d, "run.batch_size", p)),
-            pct_ci(d, "macro_f1", p), pct(lookup(d, "acc", p)), pct(lookup(d, "f1_real", p)),
-            pct(lookup(d, "f1_fake", p)), pct(lookup(d, "f1_edited", p)),
-            pct(lookup(d, "auc_real_vs_fake", p)), pct(lookup(d, "eer", p)),
-        ])
-    table.notes = [
-        "All scores in %. CI: percentile bootstrap, resampling videos for video frames and items otherwise.",
-        "AUC real/fake: both fake classes merged, score 1 - p(real). EER on the same score.",
-    ]
-    return table
-
-
-def f3net_table(reader: Reader, rows: Mapping[str, str]) -> Table:
-    ref = reader.reference()
-    values = ref["values"]
-    unknown = sorted(set(values) - set(rows))
-    if unknown:
-        raise KeyError(f"{reader.cfg.reference}: reference rows {unknown} have no evaluation in report.f3net")
-    table = Table(
-        "f3net_ablation", "F3Net ablation: frequency branches (FAD, LFS) and their fusion (MixBlock)",
-        ["Model", f"Paper {ref['metric']}", "Run", "AUC real/fake [95% CI]", "Macro-F1", "Acc", "EER"],
-    )
-    for label, name in rows.items():
-        d, p = reader.evaluation(name)
-        paper = values.get(label)
-        table.rows.append([
-            label, "–" if paper is None else f"{float(paper):.1f}", name,
-            pct_ci(d, "auc_real_vs_fake", p), pct(lookup(d, "macro_f1", p)),
-            pct(lookup(d, "acc", p)), pct(lookup(d, "eer", p)),
-        ])
-    table.notes = [
-        f"Paper: {ref['citation']}; {ref['table']}; {ref['dataset']}.",
-        "The paper's AUC is binary real/fake on FaceForensics++; this run's columns are on the "
-        "evaluation's own eval split (3 classes, AUC with both fake classes merged): compare trends, "
-        "not absolute values.",
-    ]
-    return table
-
-
-def loss_ablation_table(reader: Reader, rows: Mapping[str, str]) -> Table:
-    table = Table(
-        "loss_ablation", "Multi-task loss ablation: each auxiliary loss at zero weight",
-        ["Losses", "Run", "w_cls", "w_bce", "w_dice", "Macro-F1 [95% CI]", "Acc", "AUC real/fake",
-         "EER", "Mask Dice", "Mask IoU"],
-    )
-    for label, name in rows.items():
-        d, p = reader.evaluation(name)
-        has_mask = "mask" in d  # written only for models with a mask head
-        table.rows.append([
-            label, name, plain(lookup(d, "run.w_cls", p)), plain(lookup(d, "run.w_bce", p)),
-            plain(lookup(d, "run.w_dice", p)), pct_ci(d, "macro_f1", p), pct(lookup(d, "acc", p)),
-            pct(lookup(d, "auc_real_vs_fake", p)), pct(lookup(d, "eer", p)),
-            pct(lookup(d, "mask.dice", p)) if has_mask else "n/a",
-            pct(lookup(d, "mask.iou", p)) if has_mask else "n/a",
-        ])
-    table.notes = ["Ablation by assigning zero weight to each auxiliary loss (cls = classification, "
-                   "BCE and Dice = segmentation of the manipulation mask; weights read from each "
-                   "checkpoint's config).",
-                   "Mask Dice/IoU: predicted mask >= 0.5 vs the manipulation mask, on edited eval items "
-                   "that have one; n/a when the model has no mask head."]
-    return table
-
-
-def leakage_tables(reader: Reader, cfg: LeakageTable) -> list[Table]:
-    audit = Table("leakage_audit", "Leakage audit per variant (counts across train/val/eval)",
-                  ["Variant"] + list(cfg.audit_keys))
-    for name in cfg.audits:
-        d, p = reader.audit(name)
-        cells = []
-        for key in cfg.audit_keys:
-            value = lookup(d, key, p)
-            if isinstance(value, (dict, list)):
-                raise ValueError(f"{p}: key '{key}' is not a single value; name a leaf, e.g. '{key}.<sub-key>'")
-            cells.append(plain(value))
-        audit.rows.append([name] + cells)
-    cross = Table(
-        "leakage_cross", "What the leak inflated: models trained on different variants, scored on one eval split",
-        ["Evaluation", "Run", "Trained on", "Scored on", "Eval items", "Eval items in train (hash)",
-         "of which video frames", "Eval videos in train", "Macro-F1 [95% CI]", "Acc", "AUC real/fake"],
-    )
-    for name in cfg.evaluations:
-        d, p = reader.evaluation(name)
-        cross.rows.append([
-            name, plain(lookup(d, "run.name", p)), plain(lookup(d, "run.train_variant", p)),
-            plain(lookup(d, "run.eval_variant", p)), plain(lookup(d, "leak.n_eval", p)),
-            plain(lookup(d, "leak.overlap_train", p)), plain(lookup(d, "leak.overlap_train_frames", p)),
-            plain(lookup(d, "leak.overlap_train_videos", p)),
-            pct_ci(d, "macro_f1", p), pct(lookup(d, "acc", p)), pct(lookup(d, "auc_real_vs_fake", p)),
-        ])
-    cross.notes = [
-        "Eval items in train: items of the scored eval split whose pixels (content_hash) are in the "
-        "training split of the model's own variant; eval videos in train: (method, video_id) shared.",
-        "A model that saw eval frames in training scores high on them: the gap between rows is what the leak inflated.",
-    ]
-    return [audit, cross]
-
-
-def unseen_tables(reader: Reader, cfg: UnseenTable) -> list[Table]:
-    """AP and accuracy per test generator (real eval items + that generator's), Wang et al.'s layout."""
-    cols = [f"{label} (train)" if src in cfg.seen else label for label, src in cfg.generators.items()]
-    tables = {m: Table(f"unseen_{m}", f"Unseen generators: {title} per test generator (trained on "
-                       f"{', '.join(cfg.seen)} + real)", ["Detector", "Evaluation"] + cols + ["Mean (unseen)"])
-              for m, title in (("ap", "average precision"), ("acc", "accuracy"))}
-    random_rows = []
-    for label, name in cfg.rows.items():
-        d, p = reader.details(name)
-        feats = d.get("features")
-        if feats is not None and feats.get("random"):
-            label = f"{label} [random features (demo)]"
-            random_rows.append(name)
-        for metric, table in tables.items():
-            cells, unseen = [], []
-            for src in cfg.generators.values():
-                g = lookup(d, f"per_source.{src}", p)
-                value = lookup(g, f"{metric}_vs_real", p)
-                ci = lookup(g, f"ci_vs_real.{metric}", p)
-                cells.append(f"{pct(value)} [{pct(ci['low'])}, {pct(ci['high'])}]")
-                if src not in cfg.seen and value is not None:
-                    unseen.append(float(value))
-            mean = sum(unseen) / len(unseen) if unseen else None
-            table.rows.append([label, name] + cells + [pct(mean)])
-    notes = ["All scores in %; each cell is real-vs-fake on the eval split's real items plus that generator's "
-             "items (binary: fake = argmax not real, i.e. threshold 0.5 fixed in training, never tuned on "
-             "test); [95% CI] percentile bootstrap. Mean: unweighted over the unseen columns.",
-             "Per-generator values: details.json per_source (evaluate@<name>)."]
-    if random_rows:
-        notes.append(f"{', '.join(random_rows)}: the frozen encoder is randomly initialised (no pretrained "
-                     "checkpoint offline): these rows test the code path, not the method.")
-    for table in tables.values():
-        table.notes = list(notes)
-    return list(tables.values())
-
-
-def build_tables(cfg: ReportConfig) -> tuple[list[Table], list[Path]]:
-    """All configured tables (an empty row list skips its table) and the files read, sorted."""
-    reader = Reader(cfg)
-    tables: list[Table] = []
-    if cfg.resnet:
-        tables.append(resnet_table(reader, cfg.resnet))
-    if cfg.f3net:
-        tables.append(f3net_table(reader, cfg.f3net))
-    if cfg.loss_ablation:
-        tables.append(loss_ablation_table(reader, cfg.loss_ablation))
-    if cfg.leakage.audits or cfg.leakage.evaluations:
-        tables.extend(t for t in leakage_tables(reader, cfg.leakage) if t.rows)
-    if cfg.unseen.rows:
-        tables.extend(unseen_tables(reader, cfg.unseen))
-    return tables, sorted(reader.read)
-
-
 def write_tables(cfg: ReportConfig) -> list[Path]:
     """Write ``<out_dir>/<table>.md`` / ``.tex`` and ``<out_dir>/results.md`` (all tables, with
-    the list of metrics files read). Returns the paths written."""
+    the list of files read). Returns the paths written."""
+    from dfpipe.evaluation.tables import build_tables
+
     tables, sources = build_tables(cfg)
     written = []
     for t in tables:
@@ -396,3 +259,55 @@ def write_tables(cfg: ReportConfig) -> list[Path]:
     write_bytes(path, "\n".join(index).encode("utf-8"))
     written.append(path)
     return written
+
+
+# --------------------------------------------------------------------------------------------
+# dvc.yaml sections derived from report: (tests/test_reports.py checks dvc.yaml against these)
+
+
+def report_deps(cfg: ReportConfig) -> list[str]:
+    """Every file the report stage reads, sorted (its dvc.yaml deps under metrics/)."""
+    files = {cfg.paper, cfg.notes}
+    for n in cfg.evaluation_names():
+        files |= {cfg.eval_dir / f"{n}.json", cfg.eval_dir / n / "details.json"}
+    files |= {cfg.eval_dir / n / "predictions.parquet" for n in cfg.compared_names()}
+    files |= {cfg.audit_dir / f"{v}.json" for v in set(cfg.leakage.audits) | set(cfg.shortcut)}
+    return sorted(p.as_posix() for p in files)
+
+
+def run_seeds(params: Mapping, run: str) -> list[int]:
+    """Seeds of ``runs.<run>`` (its own ``seeds``, else ``run_defaults.seeds``, C1; a single
+    pre-C1 ``seed`` counts as one seed)."""
+    entry = params["runs"][run]
+    seeds = entry.get("seeds", params.get("run_defaults", {}).get("seeds"))
+    if seeds is None and "seed" in entry:
+        seeds = [entry["seed"]]
+    if seeds is None:
+        raise KeyError(f"runs.{run}.seeds: not set and no run_defaults.seeds")
+    return list(seeds)
+
+
+def dvc_sections(cfg: ReportConfig, params: Mapping) -> dict:
+    """Top-level ``plots:`` (per results table: ROC of its rows overlaid, validation macro-F1 per
+    epoch of its runs' seeds overlaid) and ``artifacts:`` (the checkpoint folder of every run in a
+    results table) for dvc.yaml."""
+    plots, runs = [], set()
+    train_dir = Path(params["train"]["metrics_dir"]).as_posix()
+    models_dir = Path(params["train"]["models_dir"]).as_posix()
+    for name, table in cfg.tables.items():
+        evals = list(dict.fromkeys(table.rows.values()))
+        plots.append({f"{name}_roc": {
+            "title": f"{table.caption}: ROC real vs fake (seed-mean score)", "template": "simple",
+            "x_label": "false positive rate", "y_label": "true positive rate",
+            "x": {(cfg.eval_dir / e / "roc.csv").as_posix(): "fpr" for e in evals},
+            "y": {(cfg.eval_dir / e / "roc.csv").as_posix(): "tpr" for e in evals}}})
+        table_runs = list(dict.fromkeys(params["evaluations"][e]["run"] for e in evals))
+        runs |= set(table_runs)
+        curves = [f"{train_dir}/{r}/curves/seed{s}.tsv" for r in table_runs for s in run_seeds(params, r)]
+        plots.append({f"{name}_val_f1": {
+            "title": f"{table.caption}: validation macro-F1 per epoch", "template": "linear",
+            "x_label": "epoch", "y_label": "validation macro-F1",
+            "x": "epoch", "y": {c: "val_macro_f1" for c in curves}}})
+    artifacts = {r: {"path": f"{models_dir}/{r}", "type": "model",
+                     "desc": f"selected checkpoints of run {r} (one seed<s>.pt per seed)"} for r in sorted(runs)}
+    return {"plots": plots, "artifacts": artifacts}

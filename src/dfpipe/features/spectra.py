@@ -42,7 +42,7 @@ from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from dfpipe.core.config import Config, RepoPath, SafeName
-
+from dfpipe.core.figures import pyplot, save_figure
 from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
 from dfpipe.core.manifest import LABELS, SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader, ShardWriter
@@ -587,25 +587,13 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "unnamed"
 
 
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})  # no version stamp
-    plt.close(fig)
-
-
 def plot_mean_spectra(means: dict[str, np.ndarray], real: np.ndarray, kind: Kind, title: str, path: Path) -> None:
     """Grid: top row each group's mean log-spectrum (channel mean), bottom row minus real's.
 
     The difference row uses one symmetric colour range across panels, so up-sampling peaks (the
     periodic bright points/lines of Frank et al. Fig. 2) compare between generators.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     keys = list(means)
     imgs = {k: means[k].mean(axis=0) for k in keys}
     diffs = {k: imgs[k] - real.mean(axis=0) for k in keys}
@@ -624,16 +612,12 @@ def plot_mean_spectra(means: dict[str, np.ndarray], real: np.ndarray, kind: Kind
     fig.colorbar(a, ax=axes[0, :].tolist(), shrink=0.8, label=f"mean log|{kind.upper()}|")
     fig.colorbar(b, ax=axes[1, :].tolist(), shrink=0.8, label="difference to real")
     fig.suptitle(title, fontsize=10)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]], real: np.ndarray, kind: Kind, title: str, path: Path) -> None:
     """Radial profiles (left) and their difference to real (right), one line per group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
     for k, (freq, val) in profiles.items():
         ax0.plot(freq, val, label=k, lw=1.2)
@@ -646,7 +630,7 @@ def plot_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]], real: np.n
     ax0.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def write_plots(name: str, cfg: SpectraConfig) -> list[Path]:

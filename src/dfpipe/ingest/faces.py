@@ -6,12 +6,29 @@ crop (Rössler et al., ICCV 2019, "enlarged by a factor of 1.3") also used by De
 square may pass the image border; the outside is padded with 0 so the face stays centred and
 the crop keeps its scale. The same box crops the manipulation mask (nearest neighbour, 0/255).
 
+Face choice (FaceForensics++'s extraction script keeps the largest face): with a manipulation
+mask, the face whose box holds most mask pixels (``mask_overlap``); otherwise, or when no face
+touches the mask, the largest box (``largest``); a single detection is ``only``.
+
+Resampling (one path for every source): the square region is cut at native resolution, then
+shrunk with ``cv2.INTER_AREA`` whatever its size; a region smaller than the output is either
+rejected or enlarged with one fixed kernel (``INTER_CUBIC``), by the ``upscale`` param, and the
+kernel is recorded per crop (``resize_kernel``), with the native side and the scale.
+
 MediaPipe tasks are created once per worker process and must be ``close()``d (context managers).
+LiteRT writes about a dozen INFO/WARNING lines per task to file descriptor 2 from C++ (no
+environment variable silences them in this build: GLOG_minloglevel and TF_CPP_MIN_LOG_LEVEL were
+tried); :func:`_quiet_native_logs` drops those lines and passes everything else through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +64,52 @@ def _mp_image(rgb: np.ndarray) -> mp.Image:
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
 
 
+# Start-up, first-inference and shutdown chatter of LiteRT / MediaPipe (C++ logging to fd 2).
+_NATIVE_NOISE = re.compile(
+    r"^(INFO: |WARNING: Logging before InitGoogle\(\)|[IW]\d{4} [\d:.]+\s+\d+ \S+\] "
+    r"(Input tensor memory is not aligned|Feedback manager requires|.*TfLiteXNNPackDelegate|Created TensorFlow))"
+)
+
+
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """Send fd 2 to a temporary file for the block, then re-emit every line that is not
+    :data:`_NATIVE_NOISE` (errors and anything unexpected still reach the terminal)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): leave logs alone
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines() if not _NATIVE_NOISE.match(ln)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
 class _Task:
     """A MediaPipe Tasks object held in ``self._task``: closed explicitly (its ``__del__`` is noisy
-    at interpreter exit), usable as a context manager."""
+    at interpreter exit), usable as a context manager. Creation, the first call and ``close`` run
+    under :func:`_quiet_native_logs` (the only moments LiteRT logs)."""
 
     _task: object
+    _warm: bool = False
+
+    def _run(self, fn, *args):
+        if self._warm:
+            return fn(*args)
+        with _quiet_native_logs():
+            out = fn(*args)
+        self._warm = True
+        return out
 
     @staticmethod
     def _base_options(model: str | Path, what: str) -> BaseOptions:
@@ -61,7 +119,8 @@ class _Task:
         return BaseOptions(model_asset_path=str(model))
 
     def close(self) -> None:
-        self._task.close()
+        with _quiet_native_logs():
+            self._task.close()
 
     def __enter__(self):
         return self
@@ -79,18 +138,53 @@ class FaceDetector(_Task):
             running_mode=vision.RunningMode.IMAGE,
             min_detection_confidence=min_score,
         )
-        self._task = vision.FaceDetector.create_from_options(options)
+        with _quiet_native_logs():
+            self._task = vision.FaceDetector.create_from_options(options)
+
+    def detect_all(self, rgb: np.ndarray) -> list[Face]:
+        """Every face in ``rgb`` ``(H, W, 3)`` uint8, most confident first (ties: top, then left)."""
+        result = self._run(self._task.detect, _mp_image(rgb))
+        faces = []
+        for d in result.detections:
+            b = d.bounding_box
+            faces.append(Face(int(b.origin_x), int(b.origin_y), int(b.width), int(b.height), float(d.categories[0].score)))
+        return sorted(faces, key=lambda f: (-f.score, f.y, f.x))
 
     def detect(self, rgb: np.ndarray) -> Face | None:
         """Most confident face in ``rgb`` ``(H, W, 3)`` uint8, or ``None``; ties broken by position."""
-        result = self._task.detect(_mp_image(rgb))
-        best = None
-        for d in result.detections:
-            b = d.bounding_box
-            face = Face(int(b.origin_x), int(b.origin_y), int(b.width), int(b.height), float(d.categories[0].score))
-            if best is None or (face.score, -face.y, -face.x) > (best.score, -best.y, -best.x):
-                best = face
-        return best
+        faces = self.detect_all(rgb)
+        return faces[0] if faces else None
+
+
+def choose_face(faces: list[Face], mask: np.ndarray | None = None, threshold: int = 127) -> tuple[Face, str]:
+    """The face to crop and the rule that chose it (``only``, ``mask_overlap``, ``largest``).
+
+    ``mask`` ``(H, W)`` uint8 (manipulation mask, > ``threshold`` = manipulated): the face whose
+    box holds most mask pixels wins; with no mask, or no face touching it, the largest box (FF++
+    extraction script). Ties: larger box, then higher score, then top-left first.
+    """
+    if not faces:
+        raise ValueError("choose_face needs at least one face")
+    if len(faces) == 1:
+        return faces[0], "only"
+
+    def size_key(f: Face):
+        return (f.w * f.h, f.score, -f.y, -f.x)
+
+    if mask is not None:
+        binary = mask > threshold
+        h, w = binary.shape[:2]
+
+        def overlap(f: Face) -> int:
+            x0, y0 = min(max(f.x, 0), w), min(max(f.y, 0), h)
+            x1, y1 = min(max(f.x + f.w, 0), w), min(max(f.y + f.h, 0), h)
+            return int(binary[y0:y1, x0:x1].sum())
+
+        scored = [(overlap(f), size_key(f), f) for f in faces]
+        best = max(scored, key=lambda t: (t[0], t[1]))
+        if best[0] > 0:
+            return best[2], "mask_overlap"
+    return max(faces, key=size_key), "largest"
 
 
 class PersonSegmenter(_Task):
@@ -103,11 +197,12 @@ class PersonSegmenter(_Task):
             output_confidence_masks=True,
             output_category_mask=False,
         )
-        self._task = vision.ImageSegmenter.create_from_options(options)
+        with _quiet_native_logs():
+            self._task = vision.ImageSegmenter.create_from_options(options)
 
     def person_probability(self, rgb: np.ndarray) -> np.ndarray:
         """``(H, W)`` float32 in [0, 1]: probability that a pixel belongs to the person."""
-        result = self._task.segment(_mp_image(rgb))
+        result = self._run(self._task.segment, _mp_image(rgb))
         masks = result.confidence_masks
         # the selfie model has one output channel (person); a 2-channel variant has background first
         prob = masks[-1].numpy_view()
@@ -139,20 +234,38 @@ def cut_box(image: np.ndarray, box: Box) -> np.ndarray:
     return out
 
 
+#: OpenCV interpolation per recorded ``resize_kernel`` name.
+KERNELS = {"area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC, "none": None}
+
+
+def resize_kernel(native: int, size: int, upscale: str = "cubic") -> str | None:
+    """The kernel for a ``native``-pixel square region stored at ``size``: ``"area"`` when
+    shrinking (any ratio), ``"none"`` when equal, ``upscale`` (``"cubic"``) when enlarging, or
+    ``None`` when ``upscale == "reject"`` (the caller rejects the crop as ``small_face``)."""
+    if native > size:
+        return "area"
+    if native == size:
+        return "none"
+    return None if upscale == "reject" else upscale
+
+
 def resize_square(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """Resize a square array to ``(size, size, ...)``: INTER_AREA down, INTER_CUBIC up, or nearest."""
+    """Resize a square array to ``(size, size, ...)``: the :func:`resize_kernel` policy with cubic
+    enlargement (segmentation maps), or nearest neighbour (masks)."""
     if image.shape[0] == size and image.shape[1] == size:
         return np.ascontiguousarray(image)
-    if nearest:
-        interp = cv2.INTER_NEAREST
-    else:
-        interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+    interp = cv2.INTER_NEAREST if nearest else KERNELS[resize_kernel(image.shape[0], size)]
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
-def crop_image(image: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """``(size, size, 3)`` uint8 crop of ``image`` ``(H, W, 3)`` at ``box``."""
-    return resize_square(cut_box(image, box), size)
+def crop_image(image: np.ndarray, box: Box, size: int, kernel: str | None = None) -> np.ndarray:
+    """``(size, size, 3)`` uint8 crop of ``image`` ``(H, W, 3)`` at ``box``, resized with ``kernel``
+    (a :data:`KERNELS` name; default: :func:`resize_kernel` with cubic up-sampling)."""
+    region = cut_box(image, box)
+    kernel = kernel or resize_kernel(box.side, size)
+    if kernel == "none" or box.side == size:
+        return np.ascontiguousarray(region)
+    return cv2.resize(region, (size, size), interpolation=KERNELS[kernel])
 
 
 def crop_mask(mask: np.ndarray, box: Box, size: int, threshold: int = 127) -> np.ndarray:

@@ -6,10 +6,18 @@ A source is one folder of one kind with one label:
 - ``ffpp``: one FaceForensics++ subtree (``original_sequences/youtube`` or
   ``manipulated_sequences/<Method>``): videos at ``<path>/<compression>/videos/*.mp4``, masks (when
   ``masks: true``) at ``<path>/masks/videos/<same name>.mp4``;
-- ``video_folder``: ``<path>/**/*.{mp4,avi,mov,mkv,webm}``.
+- ``video_folder``: ``<path>/**/*.{mp4,avi,mov,mkv,webm}``;
+- ``celebdf`` / ``dfdc``: the Celeb-DF v2 and DFDC roots as downloaded (:mod:`dfpipe.ingest.datasets`).
 
 Listings are sorted by relative POSIX path (never ``os.listdir`` order: the notes' leak). Files
 that do not fit the kind are not skipped silently: they come back as :class:`Reject` records.
+A file name that is not valid UTF-8 or holds control characters cannot be stored in a manifest
+(nor hashed by ``dvc add``): it is a ``bad_name`` reject whose path is the escaped printable
+form of the name (``caf\\xe9.png``), see docs/raw_data.md.
+
+Video ids (contract C2) are the path relative to the source root without its extension, so
+``a/clip.mp4`` and ``b/clip.mp4`` are two videos; FaceForensics++ keeps its official ids
+(``071``, ``071_054``), which are unique within one method folder.
 """
 
 from __future__ import annotations
@@ -17,41 +25,73 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterator, Literal, Optional
 
 from pydantic import model_validator
 
 from dfpipe.core.config import Config, RepoPath, SafeName
-from dfpipe.core.io import resolve_inside
+from dfpipe.core.io import is_representable, printable_name, relative_message, resolve_inside
+from dfpipe.ingest.datasets import list_celebdf, list_dfdc
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 # FaceForensics++ file stems: originals "071", fakes "<target>_<source>" = "071_054";
 # DeepFakeDetection (Google/Jigsaw) "01_02__meeting_serious__YVGY8LOK" (fake: target, source
-# actors) and originals "01__meeting_serious".
+# actors) and originals "01__meeting_serious". A DFD fake is grouped by its target actor only
+# (union-find over both actors joins all 28 actors into one group); the split stage handles the
+# source actor (dfpipe.ingest.datasets.bridge_keys).
 _FFPP_ORIGINAL = re.compile(r"^(\d{3})$")
 _FFPP_FAKE = re.compile(r"^(\d{3})_(\d{3})$")
 _DFD_FAKE = re.compile(r"^(\d{2})_(\d{2})__")
 _DFD_ORIGINAL = re.compile(r"^(\d{2})__")
 
 
+class CodecConfig(Config):
+    """Codec control of a still-image source: every image goes through a lossy codec before
+    face detection, as the frames of a compressed video did (contract C4).
+
+    ``h264``: one intra-coded H.264 frame at ``crf`` (libx264, the demo video writer's
+    bit-exact settings; CRF 23 ~ FaceForensics++ c23). ``jpeg``: baseline JPEG at ``quality``.
+    """
+
+    kind: Literal["h264", "jpeg"]
+    crf: Optional[int] = None       # h264 only, 0..51
+    quality: Optional[int] = None   # jpeg only, 1..100
+
+    @model_validator(mode="after")
+    def _per_kind(self) -> "CodecConfig":
+        if self.kind == "h264":
+            if self.crf is None or not 0 <= self.crf <= 51 or self.quality is not None:
+                raise ValueError(f"codec h264 needs crf in [0, 51] and no quality, got crf={self.crf}")
+        elif self.quality is None or not 1 <= self.quality <= 100 or self.crf is not None:
+            raise ValueError(f"codec jpeg needs quality in [1, 100] and no crf, got quality={self.quality}")
+        return self
+
+    @property
+    def tag(self) -> str:
+        """Manifest ``codec`` value: ``h264_crf23`` / ``jpeg_q90``."""
+        return f"h264_crf{self.crf}" if self.kind == "h264" else f"jpeg_q{self.quality}"
+
+
 class SourceConfig(Config):
     """One entry of ``sources:`` in params.yaml."""
 
-    kind: Literal["image_folder", "ffpp", "video_folder"]
+    kind: Literal["image_folder", "ffpp", "video_folder", "celebdf", "dfdc"]
     path: RepoPath                  # relative to the repository root, inside it
     label: Literal[0, 1, 2]         # 0 real, 1 fake (generated), 2 edited
     method: SafeName                # "ffhq", generator or manipulation name; prefixes group keys
     mode: Literal["raw", "crop", "crop_seg"]
     sampling: Optional[Literal["every_nth", "per_video"]] = None  # videos only
-    compression: str = "c23"        # ffpp only: c0 / c23 / c40
+    compression: str = "c23"        # ffpp only: raw / c23 / c40 (FF++ download folder names; c0 = raw)
     masks: bool = False             # ffpp only: read <path>/masks/videos/<name>.mp4
     group_pattern: Optional[str] = None  # regex; group 1 of a match on the file stem = identity
+    subset: Literal["all", "test", "train"] = "all"  # celebdf only: official test list membership
+    codec: Optional[CodecConfig] = None  # image_folder only: re-encode before detection (off: null)
 
     @model_validator(mode="after")
     def _per_kind(self) -> "SourceConfig":
-        is_video = self.kind in ("ffpp", "video_folder")
+        is_video = self.kind in ("ffpp", "video_folder", "celebdf", "dfdc")
         if is_video and self.sampling is None:
             raise ValueError(f"kind {self.kind} needs sampling: every_nth or per_video")
         if not is_video and self.sampling is not None:
@@ -60,9 +100,15 @@ class SourceConfig(Config):
             raise ValueError("masks: true is only defined for kind ffpp (<path>/masks/videos)")
         if self.kind != "ffpp" and self.compression != "c23":
             raise ValueError("compression applies to kind ffpp only")
+        if self.compression not in ("raw", "c0", "c23", "c40"):
+            raise ValueError(f"compression must be raw, c23 or c40 (FF++ folder names), got {self.compression!r}")
+        if self.subset != "all" and self.kind != "celebdf":
+            raise ValueError("subset applies to kind celebdf only (DFDC's test set is its own folder)")
+        if self.codec is not None and self.kind != "image_folder":
+            raise ValueError("codec applies to image_folder sources only (videos are already encoded)")
         if self.group_pattern is not None:
-            if self.kind == "ffpp":
-                raise ValueError("ffpp group keys come from FaceForensics++ names; drop group_pattern")
+            if self.kind in ("ffpp", "celebdf", "dfdc"):
+                raise ValueError(f"{self.kind} group keys come from the dataset's names; drop group_pattern")
             try:
                 rx = re.compile(self.group_pattern)
             except re.error as exc:
@@ -78,7 +124,7 @@ class Item:
 
     path: str
     is_video: bool
-    video_id: str                   # file stem for videos, "" for images
+    video_id: str                   # relative path without extension (FF++: official id), "" for images
     group_keys: tuple[str, ...]
     mask_path: str | None = None
 
@@ -98,15 +144,34 @@ def ffpp_group_keys(stem: str) -> tuple[str, ...] | None:
     if m := _FFPP_FAKE.match(stem):
         return (f"ffpp:{m.group(1)}", f"ffpp:{m.group(2)}")
     if m := _DFD_FAKE.match(stem):
-        return (f"dfd_actor:{m.group(1)}", f"dfd_actor:{m.group(2)}")
+        return (f"dfd_actor:{m.group(1)}",)
     if m := _DFD_ORIGINAL.match(stem):
         return (f"dfd_actor:{m.group(1)}",)
     return None
 
 
 def _walk(root: Path) -> list[str]:
-    """All regular files under ``root`` as sorted relative POSIX paths (hidden dirs included)."""
+    """All regular files under ``root`` as sorted relative POSIX paths (hidden dirs included).
+
+    Names that are not valid UTF-8 come back with surrogate escapes (``os.fsdecode``); see
+    :func:`bad_names`.
+    """
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _flat_mp4(folder: Path, prefix: str, rejects: list[Reject], inside) -> Iterator[tuple[str, str]]:
+    """``(relative path, stem)`` of the ``.mp4`` files directly in ``folder`` (sorted), relative
+    paths ``<prefix>/<name>.mp4``; anything else is a ``not_video`` reject."""
+    for sub in _walk(folder):
+        rel = f"{prefix}/{sub}"
+        if not is_representable(rel):
+            inside(rel)  # records the bad_name reject
+            continue
+        if "/" in sub or not sub.endswith(".mp4"):
+            rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the folder"))
+            continue
+        if inside(rel):
+            yield rel, sub[: -len(".mp4")]
 
 
 def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple[list[Item], list[Reject]]:
@@ -123,11 +188,15 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
     rejects: list[Reject] = []
 
     def inside(rel: str) -> bool:
+        if not is_representable(rel):
+            rejects.append(Reject(printable_name(rel), -1, "bad_name",
+                                  "file name is not valid UTF-8 or holds control characters"))
+            return False
         try:
             resolve_inside(root, rel)
             return True
         except ValueError as exc:
-            rejects.append(Reject(rel, -1, "outside_root", str(exc)))
+            rejects.append(Reject(rel, -1, "outside_root", relative_message(str(exc), root)))
             return False
 
     def own_keys(rel: str, stem: str) -> tuple[str, ...] | None:
@@ -143,6 +212,9 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
         is_video = spec.kind == "video_folder"
         suffixes, reason = (VIDEO_SUFFIXES, "not_video") if is_video else (IMAGE_SUFFIXES, "not_image")
         for rel in _walk(root):
+            if not is_representable(rel):
+                inside(rel)  # records the bad_name reject
+                continue
             if not rel.lower().endswith(suffixes):
                 rejects.append(Reject(rel, -1, reason, f"suffix not in {suffixes}"))
                 continue
@@ -151,8 +223,15 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
             stem = Path(rel).stem
             keys = own_keys(rel, stem)
             if keys is not None:
-                items.append(Item(rel, is_video, stem if is_video else "", keys))
+                vid = rel[: len(rel) - len(Path(rel).suffix)] if is_video else ""
+                items.append(Item(rel, is_video, vid, keys))
         return items, rejects
+
+    if spec.kind == "celebdf":
+        return list_celebdf(name, spec, root, lambda folder, prefix: _flat_mp4(folder, prefix, rejects, inside),
+                            rejects)
+    if spec.kind == "dfdc":
+        return list_dfdc(name, spec, root, _walk, inside)
 
     # ffpp
     vdir = root / spec.compression / "videos"
@@ -160,14 +239,13 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
         raise FileNotFoundError(
             f"source {name}: {vdir} does not exist (FaceForensics++ layout <path>/<compression>/videos)"
         )
-    for sub in _walk(vdir):
-        rel = f"{spec.compression}/videos/{sub}"
-        if "/" in sub or not sub.endswith(".mp4"):
-            rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the videos folder"))
-            continue
-        if not inside(rel):
-            continue
-        stem = Path(sub).stem
+    if spec.masks and not (root / "masks" / "videos").is_dir():
+        raise FileNotFoundError(
+            f"source {name}: masks: true but {root / 'masks' / 'videos'} does not exist (FaceShifter has "
+            "no masks in FF++: set masks: false for it and use it only in variants without masks)"
+        )
+    for rel, stem in _flat_mp4(vdir, f"{spec.compression}/videos", rejects, inside):
+        sub = rel.rsplit("/", 1)[1]
         keys = ffpp_group_keys(stem)
         if keys is None:
             rejects.append(Reject(rel, -1, "bad_name", f"{stem!r} is not a FaceForensics++ / DFD video name"))

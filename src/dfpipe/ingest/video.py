@@ -78,6 +78,7 @@ class VideoInfo:
     keyframes: tuple[int, ...]
     declared_frames: int
     demux_error: str  # "" when the whole file demuxed cleanly
+    codec: str = ""   # decoder name of the video stream ("h264", "mpeg4", ...)
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -102,6 +103,7 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
+        codec = stream.codec_context.name or ""
         entries: list[tuple[int | None, bool]] = []
         error = ""
         try:
@@ -125,7 +127,7 @@ def probe(path: str | Path) -> VideoInfo:
         order = sorted(range(len(entries)), key=lambda i: entries[i][0])
         pts = tuple(entries[i][0] for i in order)
         keyframes = tuple(rank for rank, i in enumerate(order) if entries[i][1])
-    return VideoInfo(len(entries), width, height, pts, keyframes, declared, error)
+    return VideoInfo(len(entries), width, height, pts, keyframes, declared, error, codec)
 
 
 def read_frames(

@@ -13,7 +13,12 @@ the params:
 3. sampling: per source and split, the first ``n`` items of the pool ordered by
    ``unit_hash(salt, "sample", id)`` (stable, no listing order). Too few items: error or cap,
    by ``split.on_shortfall``; a cap is recorded in ``summary.json``.
-4. val: selected train units with ``unit_hash(salt, "val", unit) < val_fraction`` (or official
+4. bridging (group level): a face swap grouped by its target identity (DeepFakeDetection,
+   Celeb-DF; :func:`dfpipe.ingest.datasets.bridge_keys`) whose *source* identity's group falls on
+   the other side of the train/eval line is dropped from the pools (``split.bridging: drop``) or
+   kept on its target's side (``target``: the source face then appears on both sides); the count
+   goes to ``summary.json`` ``bridging``.
+5. val: selected train units with ``unit_hash(salt, "val", unit) < val_fraction`` (or official
    ``val``) become ``val`` (model selection only; never eval). The notes' train count is
    train + val.
 
@@ -38,6 +43,7 @@ from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import resolve_inside, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.ingest.datasets import bridge_keys
 from dfpipe.splits.groups import SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
@@ -54,6 +60,7 @@ class SplitConfig(Config):
     faces_dir: RepoPath                       # preprocess outputs: <faces_dir>/<source>/
     out_dir: RepoPath                         # variant outputs: <out_dir>/<name>/
     shard_size: int = Field(ge=1)
+    bridging: Literal["drop", "target"]       # face swaps whose source identity is on the other side
 
 
 class VariantConfig(Config):
@@ -65,7 +72,11 @@ class VariantConfig(Config):
     masks: bool                               # write mask shards (zeros where has_mask is false)
     eval_fraction: float = Field(gt=0, lt=1)  # hash threshold of the eval pool
     train: dict[str, Annotated[int, Field(ge=0)]]  # notes' train (+val) count per source, before scale
-    eval: dict[str, Annotated[int, Field(ge=0)]]   # notes' eval count per source, before scale
+    # notes' eval count per source, before scale; -1 (test_set only) = every item of the source
+    eval: dict[str, Annotated[int, Field(ge=-1)]]
+    # test_set: a dataset's official test list scored as a whole (cross-dataset protocol): every
+    # item is eval, no train.
+    role: Literal["split", "test_set"] = "split"
 
     @model_validator(mode="after")
     def _consistent(self) -> "VariantConfig":
@@ -73,6 +84,12 @@ class VariantConfig(Config):
             raise ValueError("level 'frame' puts frames of one video on both sides; it cannot be leak_free")
         if not self.train and not self.eval:
             raise ValueError("a variant needs at least one source in train or eval")
+        if self.role == "test_set" and self.train:
+            raise ValueError("a test_set variant has no train part (its eval is a test list)")
+        if self.role != "test_set":
+            for source, n in self.eval.items():
+                if n < 0:
+                    raise ValueError(f"eval.{source}: count must be >= 0 (-1 = all only for role: test_set), got {n}")
         return self
 
     @property
@@ -138,6 +155,9 @@ def select_variant(
     uniq_list = [str(u) for u in uniq]
     pool_eval = (unit_hash(split.salt, "split", uniq_list) < cfg.eval_fraction)[inverse]
     to_val = (unit_hash(split.salt, "val", uniq_list) < split.val_fraction)[inverse]
+    if cfg.role == "test_set":  # the source listing already chose the official test videos
+        pool_eval = np.ones(len(faces), dtype=bool)
+        to_val = np.zeros(len(faces), dtype=bool)
     by_official = np.zeros(len(faces), dtype=bool)
     if official and cfg.level == "group":
         decided = official_group_splits(units, faces["group_keys"].tolist(), official)
@@ -145,6 +165,10 @@ def select_variant(
         by_official = off != ""
         pool_eval = np.where(by_official, off == "eval", pool_eval)
         to_val = np.where(by_official, off == "val", to_val)
+    bridging = np.zeros(len(faces), dtype=bool)
+    if cfg.level == "group" and cfg.role == "split":
+        bridging = _bridging(faces, units, pool_eval, cfg, split, official)
+    usable = ~bridging if split.bridging == "drop" else np.ones(len(faces), dtype=bool)
     order_key = unit_hash(split.salt, "sample", ids)
 
     chosen: list[np.ndarray] = []
@@ -154,9 +178,9 @@ def select_variant(
     for part, counts in (("train", cfg.train), ("eval", cfg.eval)):
         in_pool = pool_eval if part == "eval" else ~pool_eval
         for source in sorted(counts):
-            want = scaled(counts[source], split.scale)
+            cand = np.flatnonzero(in_pool & usable & (source_arr == source))
+            want = len(cand) if counts[source] == -1 else scaled(counts[source], split.scale)
             requested[part][source] = want
-            cand = np.flatnonzero(in_pool & (source_arr == source))
             # hash order, ties (never in practice) broken by id: no listing order anywhere
             cand = cand[np.lexsort((np.asarray(ids, dtype=object)[cand], order_key[cand]))]
             if len(cand) < want:
@@ -173,7 +197,40 @@ def select_variant(
     rows["split_group"] = unit_arr[idx]
     rows = rows.sort_values("id", kind="stable").reset_index(drop=True)
     summary = _summary(name, cfg, split, rows, requested, capped, int(by_official[idx].sum()))
+    summary["bridging"] = {
+        "policy": split.bridging,
+        "videos": int(faces.loc[bridging, ["method", "video_id"]].drop_duplicates().shape[0]),
+        "items": int(bridging.sum()),
+        "selected": int(bridging[idx].sum()),
+    }
     return rows, summary
+
+
+def _bridging(faces: pd.DataFrame, units: list[str], pool_eval: np.ndarray, cfg: VariantConfig,
+              split: SplitConfig, official: Mapping[str, str] | None) -> np.ndarray:
+    """``(N,)`` bool: face swaps whose source identity lies on the other side of train/eval.
+
+    The source identity's side is that of the group holding its key when an item of the variant
+    has it, else that of a group of the key alone (the side it would take if its videos were added).
+    """
+    key_unit: dict[str, str] = {}
+    for unit, keys in zip(units, faces["group_keys"]):
+        for k in keys:
+            key_unit[str(k)] = unit
+    unit_side = dict(zip(units, pool_eval.tolist()))
+    out = np.zeros(len(faces), dtype=bool)
+    for i, vid in enumerate(faces["video_id"].astype(str)):
+        pair = bridge_keys(vid) if vid else None
+        if pair is None:
+            continue
+        src_unit = key_unit.get(pair[1], pair[1])
+        if src_unit not in unit_side:  # no item of the variant has that identity
+            if official and src_unit in official:
+                unit_side[src_unit] = official[src_unit] == "eval"
+            else:
+                unit_side[src_unit] = bool(unit_hash(split.salt, "split", [src_unit])[0] < cfg.eval_fraction)
+        out[i] = unit_side[src_unit] != bool(pool_eval[i])
+    return out
 
 
 def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:
@@ -191,6 +248,7 @@ def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:
         "variant": name,
         "description": cfg.description,
         "level": cfg.level,
+        "role": cfg.role,
         "leak_free": cfg.leak_free,
         "masks": cfg.masks,
         "scale": split.scale,

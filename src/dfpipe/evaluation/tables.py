@@ -1,0 +1,249 @@
+"""Table builders of the report stage: results tables (settings, Notes and Paper columns, mean
++/- sd over seeds, paired differences to a reference row), the leak tables and the shortcut
+audit table. Reading and rendering live in :mod:`dfpipe.evaluation.reports`."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from dfpipe.evaluation.compare import compare
+from dfpipe.evaluation.crossdataset import crossdataset_rows
+from dfpipe.evaluation.crossdataset import notes as crossdataset_notes
+from dfpipe.evaluation.unseen import unseen_tables
+from dfpipe.evaluation.reports import (SETTINGS, LeakageTables, Reader, ReportConfig, ResultsTable, Table,
+                                       lookup, pct, plain)
+
+HEADLINE_COLUMNS = (("macro_f1", "Macro-F1"), ("weighted_f1", "Weighted-F1"), ("acc", "Acc"))
+SETTING_COLUMNS = (("variant", "Variant"), ("backbone", "Backbone"), ("image_size", "Size"),
+                   ("init", "Init"), ("epochs", "Epochs"), ("seeds", "Seeds"))
+
+
+def mean_sd_ci(head: Mapping, metric: str, path) -> str:
+    """``"63.95 ± 1.20 [60.10, 67.30]"``: seed mean, seed sd, bootstrap interval (all in %)."""
+    v = lookup(head, metric, path)
+    sd = "" if v["sd"] is None else f" ± {pct(v['sd'])}"
+    return f"{pct(v['mean'])}{sd} [{pct(v['low'])}, {pct(v['high'])}]"
+
+
+def mean_sd(summary: Mapping, key: str, path) -> str:
+    v = lookup(summary, key, path)
+    return pct(v["mean"]) + ("" if v["sd"] is None else f" ± {pct(v['sd'])}")
+
+
+def diff_cell(d: Mapping, metric: str) -> str:
+    """Paired difference in percentage points with its interval, or why there is none."""
+    if "note" in d:
+        return "n/a (" + d["note"].split(":")[0] + ")"
+    m = d["metrics"][metric]
+    if m["diff"] is None:
+        return "n/a"
+    return f"{100 * m['diff']:+.2f} [{pct(m['low'])}, {pct(m['high'])}]"
+
+
+def settings(details: Mapping, path) -> dict:
+    run = lookup(details, "run", path)
+    out = {k: run.get(k, "n/a") for k in SETTINGS}
+    if out["width"] not in ("n/a", 1, 1.0):  # demo-width nets (C1 model.width) say so in the Backbone column
+        out["backbone"] = f"{out['backbone']} x{plain(out['width'])}"
+    out["variant"] = (run["train_variant"] if run["train_variant"] == run["eval_variant"]
+                      else f"{run['train_variant']}→{run['eval_variant']}")
+    return out
+
+
+def provenance(details: list[Mapping], paths: list) -> str:
+    """One line: data scale, variants, seeds, code fingerprint(s) of the rows' evaluations."""
+    prov = [lookup(d, "provenance", p) for d, p in zip(details, paths)]
+
+    def uniq(key):
+        return ", ".join(dict.fromkeys(plain(p[key]) if not isinstance(p[key], list)
+                                       else ",".join(map(str, p[key])) for p in prov))
+
+    variants = ", ".join(dict.fromkeys(f"{p['train_variant']}→{p['variant']}" if p["train_variant"] != p["variant"]
+                                       else p["variant"] for p in prov))
+    return (f"Provenance: data split.scale {uniq('scale')} (1 = full counts); variant {variants}; "
+            f"seeds {uniq('seeds')}; evaluation code {uniq('code')} (sha256 of the evaluate stage's code deps).")
+
+
+def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | None, notes: dict | None) -> Table:
+    cfg = reader.cfg
+    rows = {label: reader.evaluation(e) for label, e in spec.rows.items()}
+    class_keys = sorted({k for _, d, _, dp in rows.values() for k in lookup(d, "summary", dp) if k.startswith("f1_")},
+                        key=lambda k: ["f1_real", "f1_fake", "f1_edited"].index(k)
+                        if k in ("f1_real", "f1_fake", "f1_edited") else 9)
+    cols = ["Row", "Evaluation"] + [c for _, c in SETTING_COLUMNS]
+    if notes is not None:
+        cols.append(f"Notes {notes['metric']}")
+    if paper is not None:
+        cols.append(f"Paper {paper['metric']}")
+    cols += [f"{c} ± sd [CI]" if m == "macro_f1" else c for m, c in HEADLINE_COLUMNS]
+    cols += ["F1 " + k[3:] for k in class_keys] + ["AUC real/fake", "EER", "Video AUC"]
+    if spec.reference:
+        cols += [f"ΔMacro-F1 vs {spec.reference} [CI]", f"ΔAUC vs {spec.reference} [CI]", "Differs from reference"]
+    if spec.mask:
+        cols += ["Mask Dice", "Dice all-0", "Dice all-1", "Mask IoU", "IoU all-1"]
+    table = Table(name, spec.caption, cols)
+    ref_settings = settings(rows[spec.reference][1], rows[spec.reference][3]) if spec.reference else {}
+    marked = False
+    for label, (head, det, p, dp) in rows.items():
+        s = settings(det, dp)
+        row = [label, spec.rows[label]] + [plain(s[k]) for k, _ in SETTING_COLUMNS]
+        if notes is not None:
+            row.append(plain(notes["values"].get(label, "–")))
+        if paper is not None:
+            row.append(plain(paper["values"].get(label, "–")))
+        row += [mean_sd_ci(head, "macro_f1", p), mean_sd(head, "weighted_f1", p), mean_sd(head, "acc", p)]
+        row += [mean_sd(det["summary"], k, dp) for k in class_keys]
+        row += [mean_sd(head, "auc_real_fake", p), mean_sd(head, "eer", p),
+                mean_sd(det["video"]["summary"], "auc_real_vs_fake", dp) if "video" in det else "n/a"]
+        if spec.reference:
+            differs = [k for k in spec.same if s[k] != ref_settings[k]]
+            if differs and spec.strict:
+                raise ValueError(f"table {name}: row {label!r} differs from reference {spec.reference!r} "
+                                 f"in {differs}; it cannot be compared (strict)")
+            if label == spec.reference:
+                row += ["reference", "reference", ""]
+            else:
+                d = compare(reader.predictions(spec.rows[label]), reader.predictions(spec.rows[spec.reference]),
+                            cfg.bootstrap, cfg.seed, cfg.ci_level)
+                mark = "≠ " if differs else ""
+                row += [mark + diff_cell(d, "macro_f1"), mark + diff_cell(d, "auc_real_fake"),
+                        "≠ " + ", ".join(f"{k} {plain(s[k])}" for k in differs) if differs else "none"]
+                marked |= bool(differs)
+        if spec.mask:
+            m = det.get("mask")
+            row += ([mean_sd(m, "model.dice", dp), mean_sd(m, "all_zeros.dice", dp), mean_sd(m, "all_ones.dice", dp),
+                     mean_sd(m, "model.iou", dp), mean_sd(m, "all_ones.iou", dp)] if m else ["n/a"] * 5)
+        table.rows.append(row)
+    table.notes = ["Scores in % as mean ± sd over seeds; [CI]: percentile bootstrap over seeds x resampled "
+                   "videos (still images resampled singly). AUC/EER real/fake: both fake classes merged, score 1 - p(real). "
+                   "Video AUC: real/fake AUC of the mean frame score per (method, video_id); n/a without video items."]
+    if spec.reference:
+        table.notes.append(f"Δ: row minus {spec.reference!r} on the identical eval items, in percentage points, "
+                           "with a paired bootstrap interval (the same resampled videos for both models).")
+    if marked:
+        table.notes.append(f"≠: the row differs from the reference in a setting other than the ablated one "
+                           f"(checked: {', '.join(spec.same)}); its Δ is not a clean ablation.")
+    if notes is not None:
+        table.notes.append(f"Notes column: {notes['label']} ({notes['citation']}).")
+    if paper is not None:
+        table.notes.append(f"Paper: {paper['citation']}; {paper['table']}; {paper['dataset']}. Compare trends, "
+                           "not absolute values (other data, binary task).")
+    if spec.mask:
+        table.notes.append("Mask Dice/IoU: predicted mask >= 0.5 on edited eval items with a true mask; all-0 / "
+                           "all-1: the trivial empty / full masks on the same items.")
+    table.provenance = provenance([r[1] for r in rows.values()], [r[3] for r in rows.values()])
+    return table
+
+
+def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
+    audit = Table("leakage_audit", "Leakage audit per variant (counts across train/val/eval)",
+                  ["Variant"] + list(cfg.audit_keys))
+    for name in cfg.audits:
+        d, p = reader.audit(name)
+        cells = []
+        for key in cfg.audit_keys:
+            value = lookup(d, key, p)
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"{p}: key '{key}' is not a single value; name a leaf, e.g. '{key}.<sub-key>'")
+            cells.append(plain(value))
+        audit.rows.append([name] + cells)
+    within = Table("leak_within", "Leak measure (a): one model, eval frames of its training videos vs of unseen videos",
+                   ["Evaluation", "Frames (videos) in train", "Frames (videos) unseen", "Acc in train", "Acc unseen",
+                    "Δ Acc [CI]", "Δ p(true class) [CI]"])
+    dets, paths = [], []
+    for name in cfg.within:
+        _, d, _, dp = reader.evaluation(name)
+        dets.append(d)
+        paths.append(dp)
+        leak = lookup(d, "leak", dp)
+        row = [name, f"{leak['frames_in']} ({leak['videos_in']})", f"{leak['frames_out']} ({leak['videos_out']})"]
+        if "gap" in leak:
+            g = leak["gap"]
+            row += [pct(g["acc"]["a"]), pct(g["acc"]["b"]), diff_cell({"metrics": g}, "acc"),
+                    diff_cell({"metrics": g}, "p_true")]
+        else:
+            row += ["n/a", "n/a", leak["note"], "n/a"]
+        within.rows.append(row)
+    within.notes = ["Compared: the same model's accuracy (and mean probability of the true class) on eval video "
+                    "frames whose video is in its train split (audit flag video_in_train) minus on frames of "
+                    "videos it never saw; interval: bootstrap resampling videos within each part and seeds. "
+                    "Still images are left out. Both parts are eval frames scored by the same model; they differ in "
+                    "which videos they come from (and so possibly in class mix), not in the model or its training."]
+    if dets:
+        within.provenance = provenance(dets, paths)
+    cross = Table("leak_cross", "Leak measure (b): model trained on the leaky variant minus model trained on "
+                  "the leak-free variant, identical eval items",
+                  ["Comparison", "Leaky-trained", "Leak-free-trained", "Items", "ΔMacro-F1 [CI]", "ΔAcc [CI]",
+                   "ΔAUC real/fake [CI]"])
+    dets, paths = [], []
+    for label, (a, b) in cfg.pairs.items():
+        for e in (a, b):
+            _, d, _, dp = reader.evaluation(e)
+            dets.append(d)
+            paths.append(dp)
+        c = compare(reader.predictions(a), reader.predictions(b), reader.cfg.bootstrap, reader.cfg.seed,
+                    reader.cfg.ci_level)
+        cross.rows.append([label, a, b, plain(c.get("n")), diff_cell(c, "macro_f1"), diff_cell(c, "acc"),
+                           diff_cell(c, "auc_real_fake")])
+    cross.notes = ["Compared: two training sets (leaky vs leak-free variant) scored on the identical eval items, "
+                   "in percentage points; paired bootstrap (the same resampled videos for both models) over seeds. "
+                   "The difference includes every way the two training sets differ, not only the leaked videos."]
+    if dets:
+        cross.provenance = provenance(dets, paths)
+    return [t for t in (audit, within, cross) if t.rows]
+
+
+def _with_ci(value, ci) -> str:
+    return pct(value) + ("" if not ci or ci[0] is None else f" [{pct(ci[0])}, {pct(ci[1])}]")
+
+
+def shortcut_table(reader: Reader, variants: tuple[str, ...]) -> Table:
+    """Probes trained on nuisance features only (audit ``shortcut`` section, C3): one row per
+    variant, feature set (``gate``: decides ``shortcut_free``; ``all``) and probe."""
+    table = Table("shortcut_audit", "Shortcut audit: how well nuisance features alone predict the label (eval split)",
+                  ["Variant", "Check", "Features", "Probe", "AUC [CI]", "Macro-F1 [CI]", "Threshold (max AUC)"])
+    for v in variants:
+        d, p = reader.audit(v)
+        short = lookup(d, "shortcut", p)
+        check, threshold = plain(lookup(short, "check", p)), pct(lookup(short, "threshold", p))
+        probes = lookup(short, "probes", p)
+        if not probes:
+            table.rows.append([v, check, "–", "not trained", "n/a", "n/a", threshold])
+        for fset, by_probe in probes.items():
+            for probe, r in by_probe.items():
+                table.rows.append([v, check, fset, probe, _with_ci(r["auc"], r.get("auc_ci")),
+                                   _with_ci(r["macro_f1"], r.get("macro_f1_ci")), threshold])
+    table.notes = ["Read from metrics/audit/<variant>.json `shortcut` (audit@<variant>); in %. Probes are trained "
+                   "on the train split's nuisance features (no pixels of the face) and scored on eval; AUC one-vs-rest "
+                   "macro. A variant declared shortcut_free fails its audit when a gate probe's AUC exceeds the threshold."]
+    return table
+
+
+def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
+    """All configured tables and the files read, sorted."""
+    reader = Reader(cfg)
+    tables: list[Table] = []
+    paper = notes = None
+    for name, spec in cfg.tables.items():
+        if spec.paper and paper is None:
+            paper = reader.reference(cfg.paper, ("citation", "table", "dataset", "metric", "values"))
+        if spec.notes and notes is None:
+            notes = reader.reference(cfg.notes, ("citation", "label", "sections"))
+        section = None
+        if spec.notes:
+            if spec.notes not in notes["sections"]:
+                raise KeyError(f"{cfg.notes}: key 'sections.{spec.notes}' not found")
+            section = {**notes["sections"][spec.notes], "label": notes["label"], "citation": notes["citation"]}
+        tables.append(results_table(reader, name, spec, paper if spec.paper else None, section))
+    tables.extend(leakage_tables(reader, cfg.leakage))
+    if cfg.shortcut:
+        tables.append(shortcut_table(reader, cfg.shortcut))
+    if cfg.crossdataset is not None:
+        columns, rows, _ = crossdataset_rows(cfg.crossdataset, cfg.eval_dir, reader.read)
+        tables.append(Table("crossdataset", "Cross-dataset generalisation: trained on FF++-based variants, "
+                            "tested on other datasets' official test lists", columns, rows,
+                            crossdataset_notes(cfg.crossdataset)))
+    if cfg.unseen is not None:
+        for name, caption, columns, rows, table_notes in unseen_tables(cfg.unseen, cfg.eval_dir, reader.read):
+            tables.append(Table(name, caption, columns, rows, table_notes))
+    return tables, sorted(reader.read)

@@ -193,42 +193,45 @@ def test_params_unseen_generator_protocol():
                                                                    ("lgrad", "unseen_wgan_gp")}
 
 
-def test_unseen_table_cells_come_from_per_source(tmp_path, monkeypatch):
+def test_unseen_tables_from_predictions(tmp_path):
+    """Cells = seed-mean AP / accuracy of real + that generator's items, recomputed here; the seen
+    column is marked and left out of the mean; random-encoder rows are labelled."""
+    import pandas as pd
+
     from dfpipe.core.io import write_json
-    from dfpipe.evaluation import evaluate as EV
-    from dfpipe.evaluation import reports as R
+    from dfpipe.evaluation.metrics import binary_ap
+    from dfpipe.evaluation.unseen import UnseenTable, binary_acc, unseen_tables
     from helpers import fake_scores, make_manifest
 
-    monkeypatch.chdir(tmp_path)
     man = make_manifest()
+    man = man[man["source"] != "ffpp"].reset_index(drop=True)  # stills only: real ffhq + two GANs
     labels = man["label"].to_numpy(np.int64)
-    details = {}
-    for seed, name in enumerate(("ug_a", "ug_b")):
-        frame = EV.align_predictions(man, man["id"], labels, fake_scores(labels, seed), "test")
-        _, d = EV.evaluate_predictions(frame, n_boot=30, seed=seed, level=0.95)
-        if name == "ug_b":
-            d["features"] = {"encoder": "clip", "variant": "v", "random": True, "config": {}}
-        write_json(Path("eval") / name / "details.json", d)
-        details[name] = d
-    cfg = build(R.ReportConfig, {
-        "out_dir": "tables", "eval_dir": "eval", "audit_dir": "audit", "reference": "ref.yaml",
-        "resnet": [], "f3net": {}, "loss_ablation": {},
-        "leakage": {"audits": [], "audit_keys": ["x"], "evaluations": []},
-        "unseen": {"rows": {"A": "ug_a", "B": "ug_b"},
-                   "generators": {"WGAN-GP": "gan_wgan_gp", "StyleGAN": "gan_stylegan"}, "seen": ["gan_wgan_gp"]}})
-    tables, read = R.build_tables(cfg)
-    assert [t.name for t in tables] == ["unseen_ap", "unseen_acc"]
-    assert read == [Path("eval/ug_a/details.json"), Path("eval/ug_b/details.json")]
-    ap = tables[0]
-    assert ap.columns == ["Detector", "Evaluation", "WGAN-GP (train)", "StyleGAN", "Mean (unseen)"]
-    assert ap.rows[1][0] == "B [random features (demo)]"
-    g = details["ug_a"]["per_source"]["gan_stylegan"]
-    # AP of StyleGAN vs all reals, recomputed here from the predictions
-    both = (man["source"] == "gan_stylegan").to_numpy() | (labels == 0)
-    from dfpipe.evaluation.metrics import binary_ap, real_vs_fake
-    expected = binary_ap(*real_vs_fake(labels[both], fake_scores(labels, 0)[both]))
-    assert g["ap_vs_real"] == pytest.approx(expected)
-    assert ap.rows[0][3] == f"{100 * g['ap_vs_real']:.2f} [{100 * g['ci_vs_real']['ap']['low']:.2f}, " \
-                           f"{100 * g['ci_vs_real']['ap']['high']:.2f}]"
-    assert ap.rows[0][4] == f"{100 * g['ap_vs_real']:.2f}"  # one unseen column: the mean is that value
-    assert g["ci_vs_real"]["acc"]["low"] <= g["acc_vs_real"] <= g["ci_vs_real"]["acc"]["high"]
+    probs = {}
+    for name, seeds in (("ug_a", (0, 1)), ("ug_b", (0,))):
+        frames = []
+        for s in seeds:
+            p3 = fake_scores(labels, s + (5 if name == "ug_b" else 0))
+            p = np.stack([p3[:, 0], p3[:, 1:].sum(1)], 1)  # binary model: p_real, p_fake
+            probs[(name, s)] = p
+            frames.append(man.assign(p_real=p[:, 0], p_fake=p[:, 1], seed=s))
+        (tmp_path / name).mkdir()
+        pd.concat(frames).to_parquet(tmp_path / name / "predictions.parquet")
+    write_json(tmp_path / "ug_b" / "details.json", {"features": {"random": True}})
+    cfg = build(UnseenTable, {"rows": {"A": "ug_a", "B": "ug_b"},
+                              "generators": {"WGAN-GP": "gan_wgan_gp", "StyleGAN": "gan_stylegan"},
+                              "seen": ["gan_wgan_gp"], "bootstrap": 50, "ci_level": 0.95, "seed": 0})
+    read = set()
+    (ap_name, _, cols, ap_rows, notes), (acc_name, _, _, acc_rows, _) = unseen_tables(cfg, tmp_path, read)
+    assert (ap_name, acc_name) == ("unseen_ap", "unseen_acc")
+    assert cols == ["Detector", "Evaluation", "WGAN-GP (train)", "StyleGAN", "Mean (unseen)"]
+    assert [r[0] for r in ap_rows] == ["A", "B [random features (demo)]"] and any("ug_b" in n for n in notes)
+    assert tmp_path / "ug_b" / "details.json" in read and tmp_path / "ug_a" / "predictions.parquet" in read
+    order = np.argsort(man["id"].to_numpy(), kind="stable")  # the table aligns seeds by sorted id
+    y_all, src = (labels[order] > 0).astype(int), man["source"].to_numpy()[order]
+    sel = (src == "gan_stylegan") | (y_all == 0)
+    ap = np.mean([binary_ap(y_all[sel], 1 - probs[("ug_a", s)][order][sel, 0]) for s in (0, 1)])
+    acc = np.mean([binary_acc(y_all[sel], 1 - probs[("ug_a", s)][order][sel, 0]) for s in (0, 1)])
+    assert ap_rows[0][3].startswith(f"{100 * ap:.2f} ± ") and "[" in ap_rows[0][3]
+    assert acc_rows[0][3].startswith(f"{100 * acc:.2f} ± ")
+    assert ap_rows[0][4] == f"{100 * ap:.2f}"  # the mean skips the seen (train) column
+    assert ap_rows[1][3].startswith(f"{100 * binary_ap(y_all[sel], 1 - probs[('ug_b', 0)][order][sel, 0]):.2f} [")

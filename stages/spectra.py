@@ -1,9 +1,9 @@
-"""spectra@<variant>: cache log-DCT/DFT spectra of a variant's splits, train-only stats, plots.
+"""spectra@<variant>: train-only spectrum statistics and plots in one pass; the cache if listed.
 
 Usage (from the repository root): python stages/spectra.py <variant>
-Writes data/spectra/<variant>/ (cache of spectra.kind; stats.npz for that kind and
-stats_dct.npz / stats_dft.npz for both, which dct/dft-input runs read), metrics/spectra/<variant>.json,
-metrics/plots/spectra/<variant>/.
+Writes data/spectra/<variant>/ (stats_dct.npz / stats_dft.npz, which dct/dft-input runs read,
+stats.npz for spectra.kind, and for variants in spectra.cache the spectra.kind cache of every split,
+which the Frank et al. baseline reads), metrics/spectra/<variant>.json, metrics/plots/spectra/<variant>/.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sys
 from dfpipe.core.cli import stage_args
 from dfpipe.core.config import ConfigError, load_section
 from dfpipe.core.io import write_json
-from dfpipe.features.spectra import SpectraConfig, build_variant, write_plots
+from dfpipe.features.spectra import SpectraConfig, build_variant
+from dfpipe.features.spectra_plots import write_plots
 
 
 def main(argv: list[str]) -> None:
@@ -21,8 +22,8 @@ def main(argv: list[str]) -> None:
     cfg = load_section("spectra", SpectraConfig)
     if name not in cfg.variants:
         raise ConfigError(f"spectra: variant {name!r} is not in spectra.variants {list(cfg.variants)}")
-    metrics = build_variant(name, cfg)
-    write_plots(name, cfg)
+    metrics, means = build_variant(name, cfg)
+    write_plots(name, cfg, means)
     write_json(cfg.metrics_dir / f"{name}.json", metrics)
 
 

@@ -1,4 +1,4 @@
-"""train@<run>: fit ``runs.<run>`` of params.yaml -> models/<run>/{best,last}.pt, metrics/train/<run>/.
+"""train@<run>: fit every seed of ``runs.<run>`` -> models/<run>/seed<s>.pt, metrics/train/<run>/.
 
 Usage (from the repository root): ``python stages/train.py <run>``; under DDP:
 ``torchrun --nproc_per_node N stages/train.py <run>``.

@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 import hashlib
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pandas as pd
+import yaml
 
 from dfpipe.core.config import ConfigError, build, deep_merge, load_section, load_yaml
 from dfpipe.core.io import array_hash
 from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, add_provenance, read_table, write_faces, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.splits.audit import AuditConfig
 from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +99,7 @@ def make_variant(root: Path, per_class: dict[str, int] | None = None, size: int 
 SIZE = 16
 
 
-LABEL = {"ffhq": 0, "gan": 1, "ff": 2}
+LABEL = {"ffhq": 0, "gan": 1, "ff": 2, "orig": 0}
 
 
 def _seed(text: str) -> int:
@@ -114,45 +118,55 @@ def frame_image(video: str, frame: int, size: int = SIZE) -> np.ndarray:
     return np.clip(smooth_image(video, size).astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), frames: int = 0) -> pd.DataFrame:
+def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), frames: int = 0,
+              c2: dict | None = None) -> pd.DataFrame:
     """FACE_SCHEMA rows (no pixels yet) for ``n_images`` stills or ``frames`` frames of each video.
 
     Stills: identity ``id{k // per_identity}`` for FFHQ-like sources (``ffhq*``), own id otherwise.
-    ``videos``: FF++ ``(target, source)`` pairs; keys ``ffpp:<target>``, ``ffpp:<source>``.
+    ``videos``: FF++ ``(target, source)`` pairs; keys ``ffpp:<target>``, ``ffpp:<source>``. For
+    originals (``ff_youtube*``, real, no masks) each pair gives the two videos ``target``, ``source``.
+    ``c2``: values of the contract C2 provenance columns (all rows); unnamed ones are "not recorded".
     """
     kind = "ff" if source.startswith("ff_") else ("ffhq" if source.startswith("ffhq") else "gan")
+    if source.startswith("ff_youtube"):
+        kind = "orig"
+        videos = [(v,) for pair in videos for v in pair]
     rows = []
     for k in range(n_images):
         path = f"img{k:05d}.png"
         item = f"{source}/{path}"
         keys = [f"{source}:id{k // per_identity:04d}"] if kind == "ffhq" else [item]
         rows.append(dict(id=item, video_id="", group_keys=keys, path=path, frame_index=-1, n_frames=-1))
-    for t, s in videos:
+    for pair in videos:
+        vid = "_".join(pair)
         for f in range(frames):
-            path = f"{t}_{s}.mp4"
-            rows.append(dict(id=f"{source}/{path}#f{f:04d}", video_id=f"{t}_{s}",
-                             group_keys=[f"ffpp:{t}", f"ffpp:{s}"], path=path, frame_index=f, n_frames=frames))
+            path = f"{vid}.mp4"
+            rows.append(dict(id=f"{source}/{path}#f{f:04d}", video_id=vid,
+                             group_keys=[f"ffpp:{v}" for v in pair], path=path, frame_index=f, n_frames=frames))
     df = pd.DataFrame(rows, columns=["id", "video_id", "group_keys", "path", "frame_index", "n_frames"])
     df["source"], df["label"], df["method"] = source, LABEL[kind], source
     for c in ("box_x", "box_y", "box_w", "box_h"):
         df[c] = 0
     df["det_score"] = np.float32("nan")
     df["content_hash"], df["has_mask"], df["shard"], df["offset"], df["mask_shard"] = "", kind == "ff", "", 0, ""
-    return add_provenance(df.sort_values("id").reset_index(drop=True))[FACE_SCHEMA.names]
+    return add_provenance(df.sort_values("id").reset_index(drop=True), **(c2 or {}))[FACE_SCHEMA.names]
 
 
 def item_image(row) -> np.ndarray:
     return frame_image(f"{row.source}/{row.video_id}", row.frame_index) if row.video_id else smooth_image(row.id)
 
 
-def write_source(faces_dir: Path, rows: pd.DataFrame, shard_size: int = 7) -> pd.DataFrame:
-    """Write ``rows`` (one source) as ``<faces_dir>/<source>/`` shards + manifest, like preprocess."""
+def write_source(faces_dir: Path, rows: pd.DataFrame, shard_size: int = 7, image=item_image) -> pd.DataFrame:
+    """Write ``rows`` (one source) as ``<faces_dir>/<source>/`` shards + manifest, like preprocess.
+
+    ``image(row) -> (SIZE, SIZE, 3) uint8`` gives each item's pixels.
+    """
     source = rows["source"].iloc[0]
     out = faces_dir / source
     rows = rows.copy()
     with ShardWriter(out, "images", shard_size) as iw, ShardWriter(out, "masks", shard_size) as mw:
         for k, row in enumerate(rows.itertuples(index=False)):
-            img = item_image(row)
+            img = image(row)
             name, off = iw.add(img)
             rows.loc[k, ["shard", "offset", "content_hash"]] = [name, off, array_hash(img)]
             if row.has_mask:
@@ -174,7 +188,7 @@ def split_cfg(tmp: Path | None = None, **kw) -> SplitConfig:
 
 
 def variant_cfg(**kw) -> VariantConfig:
-    base = dict(description="t", level="group", leak_free=True, masks=False, eval_fraction=0.3,
+    base = dict(description="t", level="group", leak_free=True, shortcut_free=False, masks=False, eval_fraction=0.3,
                 train={}, eval={})
     base.update(kw)
     return build(VariantConfig, base)
@@ -220,3 +234,30 @@ def scored_frames(man: pd.DataFrame | None = None, seeds=(0, 1), skill: float = 
         perm = np.random.default_rng(s).permutation(len(man))
         out[s] = align_predictions(man, man["id"].to_numpy()[perm], labels[perm], probs[perm], "test")
     return out
+
+
+# ---- audit stage (test_audit.py, test_shortcut.py)
+
+AUDIT_PARAMS = {"hamming_threshold": 8, "max_examples": 5, "shortcut_max_auc": 0.75,
+                "shortcut_gate_features": ["native_face", "scale", "codec"], "shortcut_bootstrap": 50,
+                "shortcut_seed": 0, "out_dir": "metrics/audit"}
+AUDIT = build(AuditConfig, AUDIT_PARAMS)
+#: Counts above what the audit fixtures hold: with on_shortfall "cap" every item is selected.
+ALL = {"ffhq": 100, "gan_a": 100, "ff_f2f_k": 100}
+
+
+def write_stage_params(tmp_path: Path, name: str, leak_free: bool, shortcut_free: bool = False, counts=ALL) -> None:
+    """params.yaml for running stages/audit.py on the variant ``<tmp_path>/variants/<name>``."""
+    params = {
+        "split": {"salt": "test-salt", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
+                  "bridging": "drop", "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
+        "variants": {name: {"description": "t", "level": "group", "leak_free": leak_free, "shortcut_free": shortcut_free,
+                            "masks": False, "eval_fraction": 0.3, "train": counts, "eval": counts}},
+        "audit": AUDIT_PARAMS,
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def run_audit_stage(tmp_path: Path, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "stages/audit.py"), name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)

@@ -135,7 +135,7 @@ def test_dfd_real_counts_split_at_full_scale_with_bridging(tmp_path):
     assert (len(origs), len(fakes), rej, rej2) == (n_orig, n_fake, [], [])
     faces = pd.concat([face_table("ff_dfd_n20", 2, "DeepFakeDetection", fakes, frames=2),
                        face_table("ff_dfd_orig", 0, "actors", origs)], ignore_index=True)
-    v1 = build(VariantConfig, dict(description="v1 DFD part", level="group", leak_free=True, masks=False,
+    v1 = build(VariantConfig, dict(description="v1 DFD part", level="group", leak_free=True, shortcut_free=False, masks=False,
                                    eval_fraction=0.25, train={"ff_dfd_n20": 100}, eval={"ff_dfd_n20": 46}))
     rows, summary = select_variant(faces, "v1", v1, split_cfg())
     counts = summary["counts"]
@@ -167,7 +167,7 @@ def test_bridging_counts_on_a_hand_made_case():
     for name in ("01_02__kitchen_pan__AAAAAAAA", "02_01__kitchen_pan__BBBBBBBB", "01_03__hugging_happy__CCCCCCCC"):
         items.append(Item(f"c23/videos/{name}.mp4", True, name, (f"dfd_actor:{name[:2]}",)))
     faces = face_table("dfd", 2, "DeepFakeDetection", items)
-    cfg = build(VariantConfig, dict(description="d", level="group", leak_free=True, masks=False,
+    cfg = build(VariantConfig, dict(description="d", level="group", leak_free=True, shortcut_free=False, masks=False,
                                     eval_fraction=0.5, train={"dfd": 3}, eval={"dfd": 3}))
     from dfpipe.splits.groups import unit_hash
     side = {a: unit_hash("dfpipe-split-v1", "split", [f"dfd_actor:{a}"])[0] < 0.5 for a in ("01", "02", "03")}
@@ -274,15 +274,15 @@ def test_test_set_variant_takes_the_whole_official_list(tmp_path):
     fake, _ = list_items("cdf_fake_test", src(kind="celebdf", label=2, subset="test"), tmp_path)
     faces = pd.concat([face_table("cdf_real_test", 0, "celebdf_real", real, frames=3),
                        face_table("cdf_fake_test", 2, "celebdf_synthesis", fake, frames=3)], ignore_index=True)
-    cfg = build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, masks=False,
+    cfg = build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, shortcut_free=False, masks=False,
                                     eval_fraction=0.25, train={}, eval={"cdf_real_test": -1, "cdf_fake_test": -1}))
     rows, summary = select_variant(faces, "celebdf_test", cfg, split_cfg())
     assert len(rows) == len(faces) == 12 and set(rows.split) == {"eval"}
     assert summary["requested"]["eval"] == {"cdf_fake_test": 6, "cdf_real_test": 6}
     assert summary["bridging"]["items"] == 0  # a test set is never split, so nothing bridges
     with pytest.raises(ConfigError, match="no train part"):
-        build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, masks=False,
+        build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, shortcut_free=False, masks=False,
                                   eval_fraction=0.25, train={"cdf_real_test": 1}, eval={}))
     with pytest.raises(ConfigError, match="must be >= 0"):
-        build(VariantConfig, dict(description="t", level="group", leak_free=True, masks=False,
+        build(VariantConfig, dict(description="t", level="group", leak_free=True, shortcut_free=False, masks=False,
                                   eval_fraction=0.25, train={}, eval={"cdf_real_test": -1}))

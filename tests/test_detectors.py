@@ -16,7 +16,8 @@ from dfpipe.features import encoders as E
 from dfpipe.models import ModelConfig, build_model
 from dfpipe.training.augment import blur_jpeg
 from dfpipe.training.data import FeatureDataset, open_split
-from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit, load_model
+from dfpipe.training.checkpoint import load_model
+from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit
 
 from helpers import make_variant, run_dict
 
@@ -137,17 +138,21 @@ def test_cache_must_match_manifest(cached, tmp_path):
 
 
 def _train(root: Path, model: dict, **over):
-    run = dict(model=model, variant="toy", lr=0.01, batch_size=6, epochs=2, seed=3, max_steps_per_epoch=0,
-               bn_recalibration_batches=0)
+    run = dict(model=model, variant="toy", lr=0.01, batch_size=6, epochs=2, seeds=[3], max_steps_per_epoch=0,
+               bn_recalibration_images=0)
     run_cfg = build(RunConfig, run_dict(**{**run, **over}))
+    name = model["name"]
     train_cfg = build(TrainConfig, {"device": "cpu", "amp": "off", "progress": False, "threads": 1, "log_every": 0,
-                                    "num_workers": 0})
-    paths = RunPaths.for_run(model["name"], run_cfg, train_cfg)
+                                    "num_workers": 0, "scratch_dir": f"{name}/.scratch/train",
+                                    "log_dir": f"{name}/.scratch/logs", "models_dir": f"{name}/models",
+                                    "metrics_dir": f"{name}/metrics"})
+    paths = RunPaths.for_run(name, run_cfg, train_cfg)
     rel = lambda p: root / p  # noqa: E731
     paths = dataclasses.replace(paths, variant_dir=rel(paths.variant_dir), out_dir=rel(paths.out_dir),
-                                live_dir=rel(paths.live_dir),
+                                metrics_dir=rel(paths.metrics_dir), scratch_dir=rel(paths.scratch_dir),
+                                log_file=rel(paths.log_file),
                                 features=None if paths.features is None else rel(paths.features))
-    return fit(model["name"], run_cfg, train_cfg, paths), paths
+    return fit(name, run_cfg, train_cfg, paths)[3], paths
 
 
 def test_probe_trains_on_cached_features_without_the_encoder(cached, monkeypatch):
@@ -163,7 +168,7 @@ def test_probe_trains_on_cached_features_without_the_encoder(cached, monkeypatch
     out, paths = _train(root, {"name": "clip_probe", "input": "clip", "num_classes": 2, "feature_dim": 8},
                         flip=False)
     assert out["epochs_run"] == 2 and 0.0 <= out["best_score"] <= 1.0
-    model, run_cfg = load_model(paths.out_dir / "best.pt")
+    model, run_cfg = load_model(paths.out_dir / "seed3.pt")
     ds = open_split(paths.variant_dir, "eval", run_cfg.model, paths.features)
     x = torch.stack([ds[i]["image"] for i in range(len(ds))]).float()
     assert model(x)["logits"].shape == (len(ds), 2)

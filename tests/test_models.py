@@ -3,7 +3,6 @@ reduced Xception, weight loading, strict configuration. CPU, batch 2, 64 px."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from dfpipe.core.config import ConfigError, build
 from dfpipe.models import ModelConfig, build_model, count_parameters, load_weights
 from dfpipe.models.f3net import FAD, LFS, fad_band_masks, lfs_band_masks, lfs_output_size
 from dfpipe.models.npr import npr_residual
-from dfpipe.features.spectra import save_stats
+from dfpipe.models.common import spectrum_transform
 
 SIZE = 64
 
@@ -82,40 +81,46 @@ def test_forward_backward(case):
     check_forward_backward(model, batch(72), kw.get("num_classes", 3), kw.get("mask_size") if kw.get("seg_head") else None)
 
 
-@pytest.mark.parametrize("color_channels", [1, 3])
+@pytest.mark.parametrize("color", ["gray", "per_channel"])
 @pytest.mark.parametrize("kind", ["dct", "dft"])
-def test_spectral_input_resnet(kind, color_channels):
+def test_spectral_input_resnet(kind, color):
+    channels = 1 if color == "gray" else 3
     rng = np.random.default_rng(0)
-    mean = rng.normal(size=(color_channels, SIZE, SIZE)).astype(np.float32)
-    std = rng.uniform(0.5, 2.0, size=(color_channels, SIZE, SIZE)).astype(np.float32)
+    mean = rng.normal(size=(channels, SIZE, SIZE)).astype(np.float32)
+    std = rng.uniform(0.5, 2.0, size=(channels, SIZE, SIZE)).astype(np.float32)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="resnet18", input=kind, image_size=SIZE), (mean, std))
-    assert model.backbone.conv1.in_channels == color_channels
+    model = build_model(ModelConfig(name="resnet18", input=kind, spectrum_color=color, image_size=SIZE))
+    spectrum_transform(model).set_stats(mean, std)
+    assert model.backbone.conv1.in_channels == channels
     check_forward_backward(model, batch(), 3, None)
     # The statistics travel in the state dict (self-contained checkpoints).
     assert torch.equal(model.state_dict()["input.spectrum.mean"], torch.from_numpy(mean))
 
 
-def test_spectral_input_from_stats_file(tmp_path):
-    path = tmp_path / "stats.npz"
-    save_stats(path, np.zeros((1, SIZE, SIZE)), np.ones((1, SIZE, SIZE)), count=4, kind="dct", color="gray",
-               eps=1e-3, variant="v")
-    model = build_model(ModelConfig(name="xception", input="dct", image_size=SIZE), path)
+def test_spectral_input_config_and_statistics_shape():
+    model = build_model(ModelConfig(name="xception", input="dct", spectrum_color="gray", spectrum_eps=1e-3,
+                                    image_size=SIZE))
     assert model.input.spectrum.eps == 1e-3 and model.input.channels == 1
     assert model(batch())["logits"].shape == (2, 3)
-    with pytest.raises(ValueError, match="'dft' but the spectrum statistics are for 'dct'"):
-        build_model(ModelConfig(name="xception", input="dft", image_size=SIZE), path)
+    with pytest.raises(ValueError, match="statistics must be"):
+        spectrum_transform(model).set_stats(np.zeros((3, SIZE, SIZE)), np.ones((3, SIZE, SIZE)))
+    assert spectrum_transform(build_model(ModelConfig(name="resnet18", image_size=SIZE))) is None
 
 
-def test_spectrum_stats_contract():
-    with pytest.raises(ValueError, match="needs spectrum_stats"):
-        build_model(ModelConfig(name="resnet18", input="dct", image_size=SIZE))
-    stats = (np.zeros((3, SIZE, SIZE)), np.ones((3, SIZE, SIZE)))
-    with pytest.raises(ValueError, match="input is 'raw'"):
-        build_model(ModelConfig(name="resnet18", image_size=SIZE), stats)
-    wrong = (np.zeros((3, 32, 32)), np.ones((3, 32, 32)))
-    with pytest.raises(ValueError, match="match image_size"):
-        build_model(ModelConfig(name="resnet18", input="dct", image_size=SIZE), wrong)
+@pytest.mark.parametrize("name", ["resnet18", "xception", "f3net"])
+def test_width_narrows_the_demo_nets(name):
+    """width (demo only) cuts parameters; width 1 is the published network (timm/torchvision names)."""
+    full, narrow = make(name=name), make(name=name, width=0.25)
+    assert count_parameters(narrow) < count_parameters(full) / 8
+    assert set(full.state_dict()) == set(narrow.state_dict())  # same module names, so the same code paths
+    check_forward_backward(narrow, batch(), 3, None)
+
+
+def test_baseline_head_has_f3net_dropout():
+    from dfpipe.models.xception import HEAD_DROPOUT
+
+    head = make(name="xception").head
+    assert isinstance(head.dropout, torch.nn.Dropout) and head.dropout.p == HEAD_DROPOUT == 0.2
 
 
 # ---- F3Net: band definitions (paper Sec. 3.1 / 3.2) ---------------------------------------------
@@ -231,12 +236,12 @@ def test_build_is_deterministic_under_a_seed():
 # ---- Weights -----------------------------------------------------------------------------------
 
 
-def test_weights_roundtrip_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_weights_roundtrip_checkpoint(tmp_path):
     src = make(name="f3net", f3net_mode="mix", seg_head=True, mask_size=32)
-    torch.save({"model": src.state_dict(), "epoch": 3}, "ckpt.pt")
+    torch.save({"model": src.state_dict(), "config": {}}, tmp_path / "ckpt.pt")
     torch.manual_seed(123)  # different init: the file must overwrite it
-    dst = build_model(ModelConfig(name="f3net", image_size=SIZE, seg_head=True, mask_size=32, weights=Path("ckpt.pt")))
+    dst = build_model(ModelConfig(name="f3net", image_size=SIZE, seg_head=True, mask_size=32))
+    load_weights(dst, tmp_path / "ckpt.pt")
     sd = dst.state_dict()
     assert all(torch.equal(v, sd[k]) for k, v in src.state_dict().items())
     src.eval(), dst.eval()
@@ -293,8 +298,10 @@ def test_weights_mismatch_is_a_clear_error(tmp_path):
         ({"name": "npr", "reduced": True}, "reduced"),
         ({"name": "npr", "image_size": 65}, "even image_size"),
         ({"name": "xception", "image_size": 16}, r"image_size: must be >= 32"),
-        ({"name": "resnet18", "weights": "/abs/w.pt"}, "absolute paths"),
-        ({"name": "resnet18", "weights": "w.bin"}, r"\.pt/\.pth"),
+        ({"name": "resnet18", "weights": "w.pt"}, "weights"),
+        ({"name": "resnet18", "width": 1.5}, r"width: must be <= 1"),
+        ({"name": "npr", "width": 0.5}, "width applies"),
+        ({"name": "resnet18", "input": "dct", "spectrum_color": "rgb"}, "spectrum_color"),
     ],
 )
 def test_bad_config_is_config_error(data, message):
@@ -304,5 +311,5 @@ def test_bad_config_is_config_error(data, message):
 
 def test_good_config_builds():
     cfg = build(ModelConfig, {"name": "f3net", "f3net_mode": "mix", "reduced": True, "seg_head": True,
-                              "image_size": 299, "weights": "models/pretrained/xception.pth"})
-    assert cfg.weights == Path("models/pretrained/xception.pth") and cfg.mask_size == 224
+                              "image_size": 299})
+    assert cfg.width == 1.0 and cfg.mask_size == 224

@@ -48,12 +48,23 @@ def test_runs_resolve_to_the_former_explicit_configs():
     before = json.loads((REPO / "tests/data/runs_resolved_before.json").read_text())
     runs = load_yaml(REPO / "params.yaml")["runs"]
     assert set(before) <= set(runs)  # runs added later (unseen-generator ug_*) are not in the snapshot
+    # Changed on purpose by issue 12 / C1 (h/train): seeds replace seed; precise BN counted in
+    # images; class-balanced demo sampling; mask losses on edited items; init; demo-only widths.
+    family_width = {"resnet18": 0.5, "xception": 0.25, "f3net": 0.25, "npr": 1.0}
     for name in before:
         cfg = to_dict(load_entry("runs", name, RunConfig, REPO / "params.yaml"))
-        assert cfg.pop("seeds") == [0, 1]
-        # keys added after the snapshot, at values that change nothing for the former runs
+        # keys added by issue 18 (h/detectors), at values that change nothing for the former runs
         assert cfg.pop("augment") == "none" and cfg["model"].pop("feature_dim") == 0
-        assert cfg == before[name], name
+        old = dict(before[name])
+        assert cfg.pop("seeds") == [0, 1] and old.pop("seed") == 0
+        assert old.pop("bn_recalibration_batches") * 64 == cfg.pop("bn_recalibration_images") == 256
+        assert (old.pop("balance"), cfg.pop("balance"), cfg.pop("init")) == (False, True, "scratch")
+        assert cfg["loss"].pop("mask_on") == "edited"
+        model = cfg["model"]
+        assert model.pop("width") == family_width[model["name"]], name
+        assert (model.pop("spectrum_color"), model.pop("spectrum_eps")) == ("per_channel", 1e-12)
+        old["model"] = {k: v for k, v in old["model"].items() if k != "weights"}
+        assert cfg == old, name
 
 
 def test_run_defaults_merge_is_deep(tmp_path):

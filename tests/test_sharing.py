@@ -65,7 +65,7 @@ DVC_YAML = {
 PARAMS = {
     "split": {"salt": "share", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None, "bridging": "drop",
               "faces_dir": "data/faces", "out_dir": "data/variants", "shard_size": 8},
-    "variants": {"tiny": {"description": "v4-like", "level": "group", "leak_free": True, "masks": True,
+    "variants": {"tiny": {"description": "v4-like", "level": "group", "leak_free": True, "shortcut_free": False, "masks": True,
                           "eval_fraction": 0.3, "train": {"ffhq": 20, "ff_f2f_k": 15},
                           "eval": {"ffhq": 8, "ff_f2f_k": 6}}},
 }

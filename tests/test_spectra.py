@@ -1,4 +1,4 @@
-"""Spectra: transforms against scipy/numpy, train-only streaming statistics, cache, stage."""
+"""Spectra: the model transform against scipy/numpy, train-only streaming statistics, cache, stage."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import torch
 import yaml
 
 from dfpipe.features import spectra as sp
+from dfpipe.features import spectra_plots
+from dfpipe.models import spectrum as ms
 from dfpipe.core.config import ConfigError, build
 from dfpipe.core.manifest import add_provenance, write_variant
 from dfpipe.core.shards import ShardWriter
@@ -101,6 +103,7 @@ def config(tmp: Path, **overrides) -> sp.SpectraConfig:
         out_dir="spectra",
         metrics_dir="metrics/spectra",
         plots_dir="metrics/plots/spectra",
+        cache=["v1"],
         kind="dct",
         color="per_channel",
         eps=1e-12,
@@ -129,17 +132,17 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 @pytest.mark.parametrize("n", [1, 7, 16, 64])
 def test_dct_matrix_is_scipy_orthonormal_dct(n):
-    d = sp.dct_matrix(n, "cpu", torch.float64)
+    d = ms.dct_matrix(n, "cpu", torch.float64)
     np.testing.assert_allclose(d.numpy(), scipy.fft.dct(np.eye(n), type=2, norm="ortho", axis=0), atol=1e-13)
     np.testing.assert_allclose((d @ d.T).numpy(), np.eye(n), atol=1e-13)
-    assert sp.dct_matrix(n, "cpu", torch.float64) is d  # cached
+    assert ms.dct_matrix(n, "cpu", torch.float64) is d  # cached
 
 
 def test_dct2_matches_dctn_and_inverts():
     x = torch.from_numpy(np.random.default_rng(1).uniform(0, 255, size=(2, 3, 12, 20)))
-    y = sp.dct2(x)
+    y = ms.dct2(x)
     np.testing.assert_allclose(y.numpy(), scipy.fft.dctn(x.numpy(), type=2, norm="ortho", axes=(-2, -1)), atol=1e-9)
-    np.testing.assert_allclose(sp.idct2(y).numpy(), x.numpy(), atol=1e-9)
+    np.testing.assert_allclose(ms.idct2(y).numpy(), x.numpy(), atol=1e-9)
     np.testing.assert_allclose(scipy.fft.idctn(y.numpy(), type=2, norm="ortho", axes=(-2, -1)), x.numpy(), atol=1e-9)
 
 
@@ -156,14 +159,14 @@ def test_transform_matches_numpy_reference(kind, color):
     else:
         expect = np.log(np.abs(scipy.fft.dctn(x, norm="ortho", axes=(-2, -1))) + 1.0)
     np.testing.assert_allclose(ref, expect, atol=1e-12)
-    out = sp.SpectrumTransform(kind, color, eps=1.0)(to_tensor(imgs))
+    out = ms.SpectrumTransform(kind, color, 1.0, 32).log_spectrum(to_tensor(imgs))
     assert out.dtype == torch.float32 and out.shape == (3, 3 if color == "per_channel" else 1, 32, 32)
     np.testing.assert_allclose(out.numpy(), ref, atol=2e-4, rtol=1e-5)
 
 
 def test_transform_is_float32_under_autocast_and_ignores_tf32_setting():
     imgs = make_images(np.random.default_rng(3), 2, 32, label=0)
-    t = sp.SpectrumTransform("dct", "per_channel", eps=1.0)
+    t = ms.SpectrumTransform("dct", "per_channel", 1.0, 32)
     plain = t(to_tensor(imgs))
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
@@ -185,19 +188,43 @@ def test_radial_profile_frequency_axis_agrees_between_dct_and_dft():
     rgb = np.repeat(img[None, ..., None], 3, axis=3)
     for kind in ("dct", "dft"):
         spec = sp.log_spectrum_np(rgb, kind, "gray", 1.0)[0, 0]
-        freq, val = sp.radial_profile(spec, kind)
+        freq, val = spectra_plots.radial_profile(spec, kind)
         peak = freq[1 + np.argmax(val[1:])]  # skip DC
         assert abs(peak - f) < 1.0 / n, (kind, peak)
 
 
 def test_transform_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        sp.SpectrumTransform("wavelet")
-    with pytest.raises(ValueError):
-        sp.SpectrumTransform("dct", "gray", mean=torch.zeros(3, 8, 8), std=torch.ones(3, 8, 8))
-    t = sp.SpectrumTransform("dct", mean=torch.zeros(3, 8, 8), std=torch.ones(3, 8, 8))
+        ms.SpectrumTransform("wavelet", "gray", 1.0, 8)
+    t = ms.SpectrumTransform("dct", "gray", 1.0, 8)
+    with pytest.raises(ValueError, match="statistics must be"):
+        t.set_stats(np.zeros((3, 8, 8)), np.ones((3, 8, 8)))
+    t = ms.SpectrumTransform("dct", "per_channel", 1.0, 8)
     with pytest.raises(ValueError, match="does not match the statistics"):
         t(torch.rand(1, 3, 16, 16))
+
+
+def test_constants_agree_between_reference_and_model_transform():
+    """features/ (numpy reference) sits below models/ and keeps its own copy of two constants."""
+    assert sp.GRAY_WEIGHTS == ms.GRAY_WEIGHTS and sp.STD_FLOOR == ms.STD_FLOOR
+
+
+def test_model_builds_from_config_alone_and_statistics_live_in_its_state_dict():
+    from dfpipe.models import ModelConfig, build_model
+
+    cfg = ModelConfig(name="resnet18", input="dct", spectrum_color="gray", image_size=32)
+    model = build_model(cfg)
+    t = model.input.spectrum
+    assert t.mean.shape == (1, 32, 32) and torch.equal(t.std, torch.ones(1, 32, 32))
+    mean, std = np.full((1, 32, 32), 2.0, np.float32), np.full((1, 32, 32), 0.5, np.float32)
+    t.set_stats(mean, std)
+    state = model.state_dict()
+    assert torch.equal(state["input.spectrum.mean"], torch.from_numpy(mean))
+    other = build_model(cfg)
+    other.load_state_dict(state)
+    x = torch.rand(2, 3, 32, 32)
+    model.eval(), other.eval()
+    assert torch.equal(model(x)["logits"], other(x)["logits"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,8 +261,8 @@ def test_stats_use_train_split_only(tmp_path):
     imgs = images["train"]
     full = sp.log_spectrum_np(imgs, "dct", "per_channel", 1e-12)
     mean, std = sp.load_stats(cfg_a.out_dir / "v1" / "stats.npz")
-    np.testing.assert_allclose(mean.numpy(), full.mean(0).astype(np.float32), rtol=1e-6)
-    np.testing.assert_allclose(std.numpy(), full.std(0).astype(np.float32), rtol=1e-5)
+    np.testing.assert_allclose(mean, full.mean(0).astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(std, full.std(0).astype(np.float32), rtol=1e-5)
     assert sp.read_stats_meta(cfg_a.out_dir / "v1" / "stats.npz")["count"] == len(train) == len(imgs)
 
 
@@ -245,7 +272,7 @@ def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
     the cached kind's; the cache itself holds only the configured kind."""
     images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path, kind=cached, color="gray", eps=0.5)
-    metrics = sp.build_variant("v1", cfg)
+    metrics, _ = sp.build_variant("v1", cfg)
     root = cfg.out_dir / "v1"
     assert sorted(p.name for p in root.glob("stats*.npz")) == ["stats.npz", "stats_dct.npz", "stats_dft.npz"]
     assert (root / "stats.npz").read_bytes() == sp.stats_path(root, cached).read_bytes()
@@ -258,12 +285,12 @@ def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
         assert meta["count"] == len(images["train"])
         full = sp.log_spectrum_np(images["train"], kind, "gray", 0.5)
         mean, std = sp.load_stats(path)
-        np.testing.assert_allclose(mean.numpy(), full.mean(0).astype(np.float32), rtol=1e-6)
-        np.testing.assert_allclose(std.numpy(), full.std(0).astype(np.float32), rtol=1e-5, atol=1e-7)
-        stats[kind] = mean.numpy()
-        # the device transform built from each file normalises its own kind to ~zero mean
-        t = sp.SpectrumTransform.from_stats(path)
-        assert t.kind == kind and t.eps == 0.5
+        np.testing.assert_allclose(mean, full.mean(0).astype(np.float32), rtol=1e-6)
+        np.testing.assert_allclose(std, full.std(0).astype(np.float32), rtol=1e-5, atol=1e-7)
+        stats[kind] = mean
+        # the device transform with each file's statistics normalises its own kind to ~zero mean
+        t = ms.SpectrumTransform(kind, "gray", 0.5, SIZE)
+        t.set_stats(mean, std)
         assert np.abs(t(to_tensor(images["train"])).mean(0).numpy()).max() < 1e-3
     assert not np.allclose(stats["dct"], stats["dft"], atol=1e-3)  # two different transforms
     assert set(metrics["std_floored_coefficients_by_kind"]) == set(sp.KINDS)
@@ -281,14 +308,15 @@ def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
 def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
     images = make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path, kind=kind, color=color, eps=eps)
-    metrics = sp.build_variant("v1", cfg)
+    metrics, _ = sp.build_variant("v1", cfg)
     c = sp.num_channels(color)
     assert metrics["shape"] == [c, SIZE, SIZE]
     assert metrics["bytes_per_image"] > c * SIZE * SIZE * 2  # float16 payload plus .npy headers
     stats = cfg.out_dir / "v1" / "stats.npz"
     mean, std = sp.load_stats(stats)
-    device = sp.SpectrumTransform.from_stats(stats)
-    raw = sp.SpectrumTransform(kind, color, eps)
+    device = ms.SpectrumTransform(kind, color, eps, SIZE)
+    device.set_stats(mean, std)
+    raw = device.log_spectrum
     for split in sp.SPLITS:
         cache = sp.SpectraCache(cfg.out_dir / "v1" / split)
         cached = cache.gather(np.arange(len(cache)))  # rows in manifest order
@@ -308,8 +336,8 @@ def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
         assert np.all(np.abs(cached - got_log)[well] <= F16_REL * np.abs(exact[well]) + 1e-5)
         # normalised: the cache read path equals the module's output within the same bound / std
         got = device(x).numpy()
-        norm = sp.normalize(cached, mean.numpy(), std.numpy())
-        assert np.all(np.abs(norm - got) <= (tol + 1e-5) / np.maximum(std.numpy(), sp.STD_FLOOR) + 1e-4)
+        norm = sp.normalize(cached, mean, std)
+        assert np.all(np.abs(norm - got) <= (tol + 1e-5) / np.maximum(std, sp.STD_FLOOR) + 1e-4)
 
 
 def test_cache_is_deterministic_and_aligned(tmp_path):
@@ -364,6 +392,7 @@ def test_bad_image_shard_names_the_file(tmp_path):
         {"variants": []},
         {"variants": ["v1", "v1"]},
         {"variants": ["../v1"]},
+        {"cache": ["v2"]},
         {"out_dir": "/abs/spectra"},
         {"surprise": 1},
     ],
@@ -376,7 +405,8 @@ def test_bad_params_are_config_errors(tmp_path, override):
 def test_missing_param_is_config_error():
     with pytest.raises(ConfigError, match="missing required key 'eps'"):
         build(sp.SpectraConfig, {"variants": ["v1"], "variants_dir": "a", "out_dir": "b", "metrics_dir": "c",
-                                 "plots_dir": "d", "kind": "dct", "color": "gray", "batch_size": 1, "shard_size": 1})
+                                 "plots_dir": "d", "cache": [], "kind": "dct", "color": "gray", "batch_size": 1,
+                                 "shard_size": 1})
 
 
 def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
@@ -385,7 +415,7 @@ def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
     make_spectra_variant(tmp_path / "data" / "variants" / "v1")
     repo = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((repo / "params.yaml").read_text())["spectra"]
-    params.update(variants=["v1"], batch_size=5, shard_size=8)
+    params.update(variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spectra": params}))
     spec = importlib.util.spec_from_file_location("spectra_stage", repo / "stages" / "spectra.py")
     stage = importlib.util.module_from_spec(spec)
@@ -412,3 +442,68 @@ def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
     before = {p: p.read_bytes() for p in sorted(plots.rglob("*")) if p.is_file()}
     stage.main(["v1"])
     assert {p: p.read_bytes() for p in sorted(plots.rglob("*")) if p.is_file()} == before
+
+
+def test_uncached_variant_gets_statistics_and_plots_only(tmp_path):
+    make_spectra_variant(tmp_path / "variants" / "v1")
+    cfg = config(tmp_path, cache=[])
+    metrics, means = sp.build_variant("v1", cfg)
+    assert not metrics["cached"] and set(metrics["splits"]) == {"train"}
+    root = cfg.out_dir / "v1"
+    assert sorted(p.name for p in root.iterdir()) == ["stats.npz", "stats_dct.npz", "stats_dft.npz"]
+    assert sorted(means["class"]) == ["edited", "fake", "real"]
+    assert len(spectra_plots.write_plots("v1", cfg, means)) > 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The Frank et al. baseline reads the cache
+# ---------------------------------------------------------------------------------------------
+
+
+def test_frank_baseline_learns_the_upsampling_artefact_from_the_cache(tmp_path):
+    """Logistic regression on the cached normalised log-DCT separates the nearest-up-sampled
+    "GAN" images; C is chosen on val; probabilities are rows of the eval manifest; a cache of
+    another kind is refused."""
+    from dfpipe.training.frank import FrankConfig, fit_and_score
+
+    make_spectra_variant(tmp_path / "variants" / "v1")
+    cfg = config(tmp_path)
+    sp.build_variant("v1", cfg)
+    frank = build(FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.01, 1.0], "class_weight": "balanced",
+                                "max_iter": 200}, where="frank.x")
+    out = fit_and_score(frank, cfg.out_dir, cfg.variants_dir)
+    manifest = pd.read_parquet(cfg.variants_dir / "v1" / "eval" / "manifest.parquet")
+    assert list(out["ids"]) == list(manifest["id"]) and out["probs"].shape == (len(manifest), 3)
+    np.testing.assert_allclose(out["probs"].sum(1), 1.0, atol=1e-5)
+    assert out["selection"]["C"] in (0.01, 1.0) and set(out["selection"]["val_macro_f1"]) == {"0.01", "1.0"}
+    real_or_fake = manifest["label"].to_numpy() < 2
+    pred = out["probs"].argmax(1)
+    assert np.mean(pred[real_or_fake] == manifest["label"].to_numpy()[real_or_fake]) >= 0.9
+    with pytest.raises(ValueError, match="cache holds 'dct'"):
+        fit_and_score(frank.model_copy(update={"kind": "dft"}), cfg.out_dir, cfg.variants_dir)
+
+
+def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypatch):
+    import importlib.util
+
+    make_spectra_variant(tmp_path / "data" / "variants" / "v1")
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    spectra = dict(params["spectra"], variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
+    frank = {"f": {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "none", "max_iter": 100}}
+    evaluate = dict(params["evaluate"], bootstrap=20)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spectra": spectra, "frank": frank, "evaluate": evaluate}))
+    monkeypatch.chdir(tmp_path)
+    stages = {}
+    for name in ("spectra", "frank"):
+        spec = importlib.util.spec_from_file_location(f"{name}_stage", repo / "stages" / f"{name}.py")
+        stages[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(stages[name])
+    stages["spectra"].main(["v1"])
+    monkeypatch.setattr("sys.argv", ["frank.py", "f"])
+    stages["frank"].main()
+    pred = pd.read_parquet(tmp_path / "metrics/eval/f/predictions.parquet")
+    assert {"id", "label", "p_real", "p_fake", "p_edited", "seed"} <= set(pred.columns)
+    assert (pred["seed"] == 0).all() and len(pred) == sum(g[2] for g in GROUPS)
+    head = json.loads((tmp_path / "metrics/eval/f.json").read_text())
+    assert head["run"]["model"] == "frank_linear" and 0.0 <= head["macro_f1"] <= 1.0

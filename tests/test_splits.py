@@ -92,7 +92,12 @@ def test_frame_level_splits_frames_of_one_video_apart():
     rows, _ = select_variant(_faces(), "v3", *_all_items("frame"))
     videos = rows[rows["video_id"] != ""].groupby(["source", "video_id"])["split"].nunique()
     assert (videos > 1).any()  # the leak variant 3 reproduces on purpose
-    assert (rows["split_group"] == rows["id"]).all()
+    frames = rows["video_id"] != ""
+    assert (rows.loc[frames, "split_group"] == rows.loc[frames, "id"]).all()
+    # still images keep their group unit: identities never straddle splits, as at group level
+    ffhq = rows[rows["source"] == "ffhq"]
+    assert (ffhq.groupby(ffhq["group_keys"].map(tuple))["split"].nunique() == 1).all()
+    assert (ffhq["split_group"] != ffhq["id"]).all()
 
 
 def test_adding_unrelated_items_moves_no_existing_item():

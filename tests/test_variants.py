@@ -20,20 +20,10 @@ from dfpipe.core.config import ConfigError, build, load_section
 from dfpipe.core.io import array_hash
 from dfpipe.core.manifest import FACE_SCHEMA, VARIANT_SCHEMA, read_table, write_faces
 from dfpipe.core.shards import ShardReader, ShardWriter
-from dfpipe.splits.groups import SplitError
+from dfpipe.splits.groups import SplitError, canonical_groups
 from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------- counts of the notes x scale
@@ -46,9 +36,9 @@ NOTES_TOTALS = {"v1": (30500, 8413), "v2": (40500, 11413), "v3": (40600, 11686),
 def test_params_declare_the_notes_counts():
     variants = load_section("variants", dict[str, VariantConfig], REPO / "params.yaml")
     assert set(variants) >= {"v1", "v2", "v3", "v4", "v4_nomask"}
-    for name, (train, ev) in NOTES_TOTALS.items():
-        assert sum(variants[name].train.values()) == train, name
-        assert sum(variants[name].eval.values()) == ev, name
+    for name, (train, ev) in NOTES_TOTALS.items():  # FF++ originals are not in the notes
+        assert sum(n for s, n in variants[name].train.items() if s != "ff_youtube_k") == train, name
+        assert sum(n for s, n in variants[name].eval.items() if s != "ff_youtube_k") == ev, name
     v4, v4n = variants["v4"], variants["v4_nomask"]
     assert (v4.train["ff_f2f_k"], v4.train["ff_fs_k"], v4.eval["ff_f2f_k"], v4.eval["ff_fs_k"]) == (794, 785, 328, 377)
     assert v4n.model_copy(update=dict(masks=True, description=v4.description)) == v4
@@ -56,7 +46,7 @@ def test_params_declare_the_notes_counts():
     assert v4.level == "group" and v4.leak_free and v4.masks and not v4n.masks
 
 
-@pytest.mark.parametrize("name", ["v1", "v2", "v3", "v4"])
+@pytest.mark.parametrize("name", ["v1", "v2", "v3", "v3_group", "v4", "v4_ctl"])
 def test_selected_counts_equal_notes_times_scale(name):
     variants = load_section("variants", dict[str, VariantConfig], REPO / "params.yaml")
     cfg = variants[name]
@@ -169,3 +159,73 @@ def test_missing_manifest_and_bad_crop_size_are_clear_errors(tmp_path):
     write_faces(rows, out / "manifest.parquet")
     with pytest.raises(ValueError, match="crop shape"):
         build_variant("x", variant_cfg(train={"gan_a": 10, "gan_big": 10}), split)
+
+
+# ---------------------------------------------------------------- issue 12 / 13: v3 vs v4, FF++ originals
+
+def _params_faces(cfgs, scale: float) -> pd.DataFrame:
+    """Generated rows for every source of ``cfgs`` with room for the counts at ``scale``."""
+    need: dict[str, int] = {}
+    for cfg in cfgs:
+        for source in cfg.sources:
+            n = scaled(cfg.train.get(source, 0), scale) + scaled(cfg.eval.get(source, 0), scale)
+            need[source] = max(need.get(source, 0), n)
+    pairs = [(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 24, 2)]
+    frames = []
+    for source, n in sorted(need.items()):
+        if source.startswith("ff_"):  # 10 frames of 12 videos, every source on the same FF++ pairs
+            assert 12 * 10 >= 4 * n, source
+            frames.append(face_rows(source, videos=pairs, frames=10))
+        else:
+            frames.append(face_rows(source, n_images=4 * n + 20, per_identity=2))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_v3_and_v4_hold_the_same_stills_and_differ_only_in_video_frames():
+    variants = load_section("variants", dict[str, VariantConfig], REPO / "params.yaml")
+    v3, v3g, v4 = variants["v3"], variants["v3_group"], variants["v4"]
+    scale = 0.01
+    faces = _params_faces([v3, v4], scale)
+    split = split_cfg(scale=scale)
+    rows3, _ = select_variant(faces, "v3", v3, split)
+    rows3g, _ = select_variant(faces, "v3_group", v3g, split)
+    rows4, _ = select_variant(faces, "v4", v4, split)
+
+    def stills(rows):
+        sub = rows[rows["video_id"] == ""]
+        return {s: sorted(sub.loc[sub["split"] == s, "id"]) for s in ("train", "val", "eval")}
+
+    assert stills(rows3)["eval"] and stills(rows3) == stills(rows4) == stills(rows3g)
+    # the video frames: v3 splits videos across sides (the leak), v4 and v3_group never do
+    for rows, leaks in ((rows3, True), (rows3g, False), (rows4, False)):
+        sub = rows[rows["video_id"] != ""]
+        vids = sub.groupby(["source", "video_id"])["split"].nunique()
+        groups = sub.groupby(canonical_groups(sub["id"].tolist(), sub["group_keys"].tolist()))["split"].nunique()
+        assert bool((vids > 1).any()) == bool((groups > 1).any()) == leaks
+    ff = lambda r: sorted(r.loc[r["video_id"] != "", "id"] + "@" + r.loc[r["video_id"] != "", "split"])  # noqa: E731
+    assert ff(rows3) != ff(rows3g)
+    # v3 and its leak-free twin take the same number of frames per source and split
+    count = lambda r: r.assign(s=r["split"].replace("val", "train")).groupby(["source", "s"]).size().to_dict()  # noqa: E731
+    assert count(rows3) == count(rows3g)
+
+
+def test_ffpp_originals_are_real_and_share_a_side_with_their_fakes():
+    variants = load_section("variants", dict[str, VariantConfig], REPO / "params.yaml")
+    for name in ("v4", "v4_nomask", "v4_ctl"):
+        cfg = variants[name]
+        assert cfg.train["ff_youtube_k"] == 790 and cfg.eval["ff_youtube_k"] == 353, name
+    assert variants["v4_ctl"].shortcut_free and variants["v4_ctl"].leak_free
+    assert all(not variants[v].shortcut_free for v in ("v1", "v2", "v3", "v3_group", "v4", "v4_nomask"))
+    assert "ff_youtube_k" not in variants["v3"].sources  # the notes' variants stay as they were
+    pairs = [(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 40, 2)]
+    faces = pd.concat([face_rows("ff_youtube_k", videos=pairs, frames=2),
+                       face_rows("ff_f2f_k", videos=pairs, frames=2),
+                       face_rows("ff_fs_k", videos=[(s, t) for t, s in pairs], frames=2)], ignore_index=True)
+    big = {"ff_youtube_k": 1000, "ff_f2f_k": 1000, "ff_fs_k": 1000}
+    rows, summary = select_variant(faces, "o", variant_cfg(train=big, eval=big), split_cfg(on_shortfall="cap"))
+    assert (rows.loc[rows["source"] == "ff_youtube_k", "label"] == 0).all()
+    side = rows.assign(s=rows["split"].replace("val", "train"))
+    for t, s in pairs:  # the originals t, s and every fake made from them: one side
+        linked = side[side["video_id"].isin([t, s, f"{t}_{s}", f"{s}_{t}"])]
+        assert len(linked) == 8 and linked["s"].nunique() == 1
+    assert set(summary["counts"]["eval"]["by_label"]) == {"real", "edited"}  # both classes per video

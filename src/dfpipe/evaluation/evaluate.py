@@ -259,11 +259,12 @@ def write_outputs(name: str, frames: dict[int, pd.DataFrame], headline: dict, de
 
 
 def init_label(init: str | None, pretrained_dir: Path) -> str:
-    """``"scratch"``, or the pretrained key with the short sha256 of ``<pretrained_dir>/<key>.pth``
+    """``"scratch"``, or the pretrained key with the short sha256 of ``<pretrained_dir>/<key>.pt``
+    (the file ``pretrained@<key>`` writes)
     (the key alone if the file is absent here)."""
     if not init or init == "scratch":
         return "scratch"
-    path = Path(init) if Path(init).suffix else pretrained_dir / f"{init}.pth"
+    path = Path(init) if Path(init).suffix else pretrained_dir / f"{init}.pt"
     if not path.is_file():
         return str(init)
     return f"{path.stem}:" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]

@@ -1,4 +1,4 @@
-"""Log-magnitude frequency spectra of face crops: cache, normalisation statistics, plots, torch module.
+"""Log-magnitude frequency spectra of a variant: train-split statistics, plot means, the cache the Frank baseline reads.
 
 The spectrum follows Frank et al. 2020, "Leveraging Frequency Analysis for Deep Fake Image
 Recognition" (arXiv 2003.08685): a type-II orthonormal 2-D DCT of each colour channel of the crop
@@ -6,16 +6,14 @@ Recognition" (arXiv 2003.08685): a type-II orthonormal 2-D DCT of each colour ch
 mean and standard deviation computed on the training split only. A DFT variant (``log |fftshift(
 fft2(x, norm="ortho"))| + eps``) exists so that "why DCT, not DFT?" can be answered by an experiment.
 
-Two implementations of the same map, which must agree (``tests/test_spectra.py``):
-
-- :func:`log_spectrum_np` (numpy/scipy, float64): builds the float16 cache on disk.
-- :class:`SpectrumTransform` (torch, float32 even under autocast): computes the spectrum on the
-  device inside a model; the DCT is the matrix product ``D @ X @ D.T`` with the cached orthonormal
-  DCT-II matrix of :func:`dct_matrix` (F3Net's FAD/LFS branches reuse it).
+This module is the numpy/scipy (float64) reference, :func:`log_spectrum_np`, which computes the
+statistics and the cache; models compute the same map on the device with
+``dfpipe.models.spectrum.SpectrumTransform`` (the two must agree: ``tests/test_spectra.py``).
 
 Layout. Spectra are channel-first ``(N, C, H, W)`` with ``C = 3`` (``per_channel``) or ``C = 1``
 (``gray``); the DCT puts the DC term at ``[0, 0]``, the DFT (fft-shifted) at ``[H//2, W//2]``.
-The cache of a variant split is ``data/spectra/<name>/<split>/spectra-NNNNN.npy`` (float16, row
+Only variants listed in ``spectra.cache`` are cached (the Frank et al. baseline reads them; a cache
+nothing reads is not written). The cache of a variant split is ``data/spectra/<name>/<split>/spectra-NNNNN.npy`` (float16, row
 ``i`` of the split's manifest is global row ``i`` of the concatenated shards) plus ``index.json``
 (row count, shard names, hash of the manifest ids, transform settings). The cache holds the
 configured ``kind`` only, but the train-split statistics are computed for both transforms (same
@@ -27,8 +25,6 @@ normalises the cache).
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import re
 from pathlib import Path
 from typing import Literal, Sequence
@@ -36,13 +32,10 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 import scipy.fft
-import torch
-from torch import nn
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from dfpipe.core.config import Config, RepoPath, SafeName
-from dfpipe.core.figures import pyplot, save_figure
 from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
 from dfpipe.core.manifest import LABELS, SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader, ShardWriter
@@ -50,7 +43,8 @@ from dfpipe.core.shards import ShardReader, ShardWriter
 Kind = Literal["dct", "dft"]
 Color = Literal["per_channel", "gray"]
 
-#: ITU-R BT.601 luma weights (the ones PIL's ``convert("L")`` and OpenCV's ``COLOR_RGB2GRAY`` use).
+#: ITU-R BT.601 luma weights; the same constant as ``dfpipe.models.spectrum.GRAY_WEIGHTS`` (the model
+#: package sits above this one and owns the on-device transform; tests check the two agree).
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 #: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the
 #: training split (e.g. exactly-zero DFT bins of a flat demo background) normalises to 0, not inf.
@@ -75,6 +69,7 @@ class SpectraConfig(Config):
     out_dir: RepoPath           # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats*.npz}
     metrics_dir: RepoPath       # output: <metrics_dir>/<name>.json
     plots_dir: RepoPath         # output: <plots_dir>/<name>/*.png, profiles/*.csv
+    cache: tuple[SafeName, ...]  # variants whose train/val/eval spectra are cached (the Frank baseline's)
     kind: Kind                  # cached kind: "dct" (Frank et al.) or "dft" (stats: both kinds)
     color: Color                # "per_channel" (C=3) or "gray" (C=1, BT.601 luma)
     eps: float = Field(gt=0, allow_inf_nan=False)  # log(|c| + eps)
@@ -85,6 +80,9 @@ class SpectraConfig(Config):
     def _unique(self) -> "SpectraConfig":
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants has duplicates: {list(self.variants)}")
+        unknown = sorted(set(self.cache) - set(self.variants))
+        if unknown:
+            raise ValueError(f"cache lists variants not in variants: {unknown}")
         return self
 
 
@@ -130,149 +128,6 @@ def log_spectrum_np(images: np.ndarray, kind: Kind, color: Color, eps: float) ->
     else:
         spec = np.fft.fftshift(np.fft.fft2(x, norm="ortho", axes=(-2, -1)), axes=(-2, -1))
     return np.log(np.abs(spec) + eps)
-
-
-# ------------------------------------------------------------------------------------------------
-# Torch implementation: on the device, inside models
-# ------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _dct_matrix_np(n: int) -> np.ndarray:
-    k = np.arange(n, dtype=np.float64)[:, None]
-    i = np.arange(n, dtype=np.float64)[None, :]
-    d = np.sqrt(2.0 / n) * np.cos(np.pi * (2.0 * i + 1.0) * k / (2.0 * n))
-    d[0, :] = np.sqrt(1.0 / n)
-    d.setflags(write=False)
-    return d
-
-
-_DCT_CACHE: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
-
-
-def dct_matrix(n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Orthonormal DCT-II matrix ``D`` of size ``(n, n)``: ``D @ x`` = ``scipy.fft.dct(x, norm="ortho")``.
-
-    ``D[k, i] = s_k cos(pi (2i + 1) k / (2n))`` with ``s_0 = sqrt(1/n)``, ``s_k = sqrt(2/n)``;
-    ``D @ D.T = I``, so the inverse 2-D DCT of ``Y`` is ``D.T @ Y @ D``. Built in float64 and cast,
-    cached per ``(n, device, dtype)``; treat the returned tensor as read-only.
-    """
-    if n < 1:
-        raise ValueError(f"DCT size must be >= 1, got {n}")
-    device = torch.device(device if device is not None else "cpu")
-    key = (int(n), str(device), dtype)
-    mat = _DCT_CACHE.get(key)
-    if mat is None:
-        mat = torch.from_numpy(_dct_matrix_np(int(n)).copy()).to(device=device, dtype=dtype)
-        _DCT_CACHE[key] = mat
-    return mat
-
-
-def dct2(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal 2-D DCT-II over the last two dimensions, ``D_H @ x @ D_W.T``, in ``x``'s dtype."""
-    dh = dct_matrix(x.shape[-2], x.device, x.dtype)
-    dw = dct_matrix(x.shape[-1], x.device, x.dtype)
-    return dh @ x @ dw.T
-
-
-def idct2(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`dct2`: ``D_H.T @ y @ D_W``."""
-    dh = dct_matrix(y.shape[-2], y.device, y.dtype)
-    dw = dct_matrix(y.shape[-1], y.device, y.dtype)
-    return dh.T @ y @ dw
-
-
-@contextlib.contextmanager
-def ieee_fp32_matmul():
-    """Run float32 matmuls in full IEEE precision inside the block, whatever the global setting.
-
-    A training script that calls ``torch.set_float32_matmul_precision("high")`` turns on TF32
-    (10-bit mantissa) on CUDA; a DCT of 0-255 pixels in TF32 has absolute errors of ~1, which
-    swamps every high-frequency coefficient of the log-spectrum. Not thread-safe (global flag).
-    """
-    previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
-
-
-class SpectrumTransform(nn.Module):
-    """Normalised log-spectrum of a batch of images, on the images' device.
-
-    Input ``(B, 3, H, W)`` float in [0, 1] (uint8 / 255); output ``(B, C, H, W)`` float32,
-    ``C = 3`` (``per_channel``) or ``1`` (``gray``): ``(log(|T(255 x)| + eps) - mean) / std`` with
-    ``T`` the orthonormal 2-D DCT-II (``kind="dct"``) or the fft-shifted orthonormal DFT
-    (``kind="dft"``). Without ``mean``/``std`` the log-spectrum is returned unnormalised.
-    ``mean``/``std`` are ``(C, H, W)`` (from :func:`load_stats`) and are saved in the state dict.
-    The math runs in float32 with autocast disabled: the log of small coefficients is ill-
-    conditioned and half precision would destroy the high frequencies this input exists for.
-    """
-
-    def __init__(
-        self,
-        kind: Kind = "dct",
-        color: Color = "per_channel",
-        eps: float = 1e-12,
-        mean: torch.Tensor | np.ndarray | None = None,
-        std: torch.Tensor | np.ndarray | None = None,
-    ):
-        super().__init__()
-        _check_kind_color(kind, color)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither")
-        self.kind, self.color, self.eps = kind, color, float(eps)
-        self.channels = num_channels(color)
-        self.normalize = mean is not None
-        if mean is not None:
-            mean_t = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
-            std_t = torch.as_tensor(np.asarray(std), dtype=torch.float32)
-            if mean_t.ndim != 3 or mean_t.shape != std_t.shape or mean_t.shape[0] != self.channels:
-                raise ValueError(
-                    f"mean/std must both be ({self.channels}, H, W) for color={color!r}, "
-                    f"got {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
-                )
-            self.register_buffer("mean", mean_t)
-            self.register_buffer("std", std_t.clamp_min(STD_FLOOR))
-        gray = torch.tensor(GRAY_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("gray_weights", gray, persistent=False)
-
-    @classmethod
-    def from_stats(cls, path: str | Path) -> "SpectrumTransform":
-        """Build the transform that matches a cache: kind, color, eps, mean, std from ``stats.npz``."""
-        meta = read_stats_meta(path)
-        mean, std = load_stats(path)
-        return cls(kind=meta["kind"], color=meta["color"], eps=meta["eps"], mean=mean, std=std)
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind}, color={self.color}, eps={self.eps:g}, normalize={self.normalize}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"SpectrumTransform expects (B, 3, H, W), got {tuple(x.shape)}")
-        with torch.autocast(device_type=x.device.type, enabled=False), ieee_fp32_matmul():
-            x = x.float() * 255.0
-            if self.color == "gray":
-                x = (x * self.gray_weights).sum(dim=1, keepdim=True)
-            if self.kind == "dct":
-                spec = dct2(x).abs()
-            else:
-                spec = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1)).abs()
-            out = torch.log(spec + self.eps)
-            if self.normalize:
-                if out.shape[1:] != self.mean.shape:
-                    raise ValueError(
-                        f"input spectrum {tuple(out.shape[1:])} does not match the statistics "
-                        f"{tuple(self.mean.shape)}: resize inputs to the cached image size"
-                    )
-                out = (out - self.mean) / self.std
-        return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -345,13 +200,13 @@ def _open_stats(path: str | Path):
     return np.load(path, allow_pickle=False)
 
 
-def load_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean, std)`` float32 tensors ``(C, H, W)`` from ``stats.npz`` (train split only)."""
+def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` float32 arrays ``(C, H, W)`` from ``stats.npz`` (train split only)."""
     with _open_stats(path) as z:
         mean, std = z["mean"], z["std"]
     if mean.shape != std.shape or mean.ndim != 3 or not (np.isfinite(mean).all() and np.isfinite(std).all()):
         raise ValueError(f"{path}: malformed statistics (shapes {mean.shape}, {std.shape} or non-finite)")
-    return torch.from_numpy(mean.copy()), torch.from_numpy(std.copy())
+    return mean.copy(), std.copy()
 
 
 def read_stats_meta(path: str | Path) -> dict:
@@ -411,27 +266,55 @@ def iter_image_batches(split_dir: Path, df: pd.DataFrame, batch_size: int, desc:
         yield start, reader.gather(list(rows["shard"]), rows["offset"].to_numpy())
 
 
-def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig,
-                moments: RunningMoments | dict[str, RunningMoments] | None = None, desc: str = "") -> dict:
-    """Cache the spectra of one variant split; optionally feed float64 spectra to ``moments``.
+class GroupMeans:
+    """Per-group running sums of spectra ``(C, H, W)`` (float64) -> per-group means; for the plots."""
 
-    ``moments``: one ``RunningMoments`` (fed the cached ``cfg.kind``), or ``{kind: RunningMoments}``
-    (each fed that transform of the same images, with ``cfg.color`` and ``cfg.eps``).
-    Writes ``out_dir/spectra-NNNNN.npy`` (float16 ``(n, C, S, S)``) and ``out_dir/index.json``.
-    Returns the index dict.
+    def __init__(self) -> None:
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, spec: np.ndarray, keys: np.ndarray) -> None:
+        for key in sorted(set(keys)):
+            sel = keys == key
+            self.sums[key] = self.sums.get(key, 0.0) + spec[sel].sum(axis=0)
+            self.counts[key] = self.counts.get(key, 0) + int(sel.sum())
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+
+
+def plot_groups(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Group keys of each manifest row: ``class`` (real/fake/edited) and ``method`` (``<class>:<method>``)."""
+    classes = np.asarray([LABELS[int(v)] for v in df["label"]], dtype=object)
+    methods = np.asarray([f"{LABELS[int(l)]}:{m}" for l, m in zip(df["label"], df["method"])], dtype=object)
+    return {"class": classes, "method": methods}
+
+
+def build_split(split_dir: Path, out_dir: Path | None, cfg: SpectraConfig,
+                moments: dict[str, RunningMoments] | None = None,
+                groups: dict[str, GroupMeans] | None = None, desc: str = "") -> dict:
+    """One streaming pass over a variant split: optional cache, statistics and plot means.
+
+    ``out_dir``: cache ``spectra-NNNNN.npy`` (float16 ``(n, C, S, S)``, ``cfg.kind``) and
+    ``index.json`` there, or None (no cache). ``moments``: ``{kind: RunningMoments}``, each fed that
+    transform (``cfg.color``, ``cfg.eps``) of the split's images in float64. ``groups``:
+    ``{"class" | "method": GroupMeans}`` fed the ``cfg.kind`` spectra (:func:`plot_groups`).
+    Returns ``{"count", "shape"}`` plus, when cached, the index fields.
     """
-    if isinstance(moments, RunningMoments):
-        moments = {cfg.kind: moments}
     moments = moments or {}
+    groups = groups or {}
     for kind in moments:
         _check_kind_color(kind, cfg.color)
     df = _read_split_manifest(split_dir)
     ids = df["id"].tolist()
     if len(set(ids)) != len(ids):
         raise ValueError(f"{split_dir / 'manifest.parquet'}: duplicate ids")
-    for old in sorted(out_dir.glob(f"{SHARD_PREFIX}-*.npy")):  # a smaller rebuild must not leave stale shards
-        old.unlink()
-    writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=cfg.shard_size)
+    keys = plot_groups(df) if groups else {}
+    writer = None
+    if out_dir is not None:
+        for old in sorted(out_dir.glob(f"{SHARD_PREFIX}-*.npy")):  # a smaller rebuild must not leave stale shards
+            old.unlink()
+        writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=cfg.shard_size)
     shape = None
     f16_max = float(np.finfo(np.float16).max)
     for start, images in iter_image_batches(split_dir, df, cfg.batch_size, desc or str(split_dir)):
@@ -440,22 +323,24 @@ def build_split(split_dir: Path, out_dir: Path, cfg: SpectraConfig,
             raise ValueError(f"{split_dir}: log-spectrum exceeds the float16 range (eps={cfg.eps})")
         for kind, acc in moments.items():
             acc.update(spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps))
+        for name, acc in groups.items():
+            acc.update(spec, keys[name][start:start + len(spec)])
         shape = list(spec.shape[1:])
-        for row in spec.astype(np.float16):
-            writer.add(row)
-    shards = writer.close()
-    index = {
-        "count": len(ids),
-        "shape": shape,
-        "dtype": "float16",
-        "shard_size": cfg.shard_size,
-        "shards": shards,
-        "ids_sha256": ids_digest(ids),
-        "kind": cfg.kind,
-        "color": cfg.color,
-        "eps": cfg.eps,
-    }
-    write_json(out_dir / INDEX_FILE, index)
+        if writer is not None:
+            for row in spec.astype(np.float16):
+                writer.add(row)
+    index = {"count": len(ids), "shape": shape}
+    if writer is not None:
+        index.update({
+            "dtype": "float16",
+            "shard_size": cfg.shard_size,
+            "shards": writer.close(),
+            "ids_sha256": ids_digest(ids),
+            "kind": cfg.kind,
+            "color": cfg.color,
+            "eps": cfg.eps,
+        })
+        write_json(out_dir / INDEX_FILE, index)
     return index
 
 
@@ -489,31 +374,33 @@ class SpectraCache:
         return self._reader.gather(shards, rows % self.shard_size)
 
 
-def normalize(spectra: np.ndarray | torch.Tensor, mean, std):
-    """``(spectra - mean) / max(std, STD_FLOOR)``; float32; numpy or torch like the input."""
-    if isinstance(spectra, torch.Tensor):
-        mean = torch.as_tensor(mean, dtype=torch.float32, device=spectra.device)
-        std = torch.as_tensor(std, dtype=torch.float32, device=spectra.device).clamp_min(STD_FLOOR)
-        return (spectra.float() - mean) / std
+def normalize(spectra: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(spectra - mean) / max(std, STD_FLOOR)`` in float32 (as ``SpectrumTransform`` normalises)."""
     return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)
 
 
-def build_variant(name: str, cfg: SpectraConfig) -> dict:
-    """Cache all splits of variant ``name``, save train-only statistics; return the metrics dict.
+def build_variant(name: str, cfg: SpectraConfig) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """Train-only statistics (both kinds) and plot means of variant ``name`` in one pass over its
+    train split; the cache of every split when ``name`` is in ``cfg.cache``.
 
-    The cache holds ``cfg.kind``; statistics are saved for every kind of :data:`KINDS`
-    (``stats_<kind>.npz``) plus ``stats.npz`` for the cached kind.
+    Writes ``stats_<kind>.npz`` for every kind of :data:`KINDS` plus ``stats.npz`` (the cached
+    kind's). Returns ``(metrics, {"class" | "method": {group: mean spectrum (C, H, W)}})``.
     """
     src = cfg.variants_dir / name
     dst = cfg.out_dir / name
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: variant not found (run variant@{name} first)")
+    cached = name in cfg.cache
     moments = {kind: RunningMoments() for kind in KINDS}
-    metrics: dict = {"variant": name, "kind": cfg.kind, "color": cfg.color, "eps": cfg.eps, "splits": {}}
+    groups = {"class": GroupMeans(), "method": GroupMeans()}
+    metrics: dict = {"variant": name, "kind": cfg.kind, "color": cfg.color, "eps": cfg.eps,
+                     "cached": cached, "splits": {}}
     total_bytes = total_rows = 0
-    for split in SPLITS:
-        index = build_split(src / split, dst / split, cfg, moments if split == "train" else None, desc=f"spectra {name}/{split}")
-        nbytes = sum((dst / split / s).stat().st_size for s in index["shards"])
+    for split in SPLITS if cached else ("train",):
+        train = split == "train"
+        index = build_split(src / split, dst / split if cached else None, cfg, moments if train else None,
+                            groups if train else None, desc=f"spectra {name}/{split}")
+        nbytes = sum((dst / split / s).stat().st_size for s in index.get("shards", []))
         metrics["splits"][split] = {"count": index["count"], "bytes": nbytes}
         total_bytes += nbytes
         total_rows += index["count"]
@@ -530,153 +417,11 @@ def build_variant(name: str, cfg: SpectraConfig) -> dict:
         if kind == cfg.kind:
             mean, std = k_mean, k_std
     save_stats(dst / STATS_FILE, mean, std, count, cfg.kind, cfg.color, cfg.eps, name)
-    metrics["bytes_per_image"] = total_bytes / max(total_rows, 1)
+    if cached:
+        metrics["bytes_per_image"] = total_bytes / max(total_rows, 1)
     c, h, w = metrics["shape"]
     metrics["raw_bytes_per_image"] = h * w * 3  # the uint8 RGB crop the spectrum replaces
     metrics["train_count"] = count
     metrics["std_floored_coefficients"] = floored[cfg.kind]
     metrics["std_floored_coefficients_by_kind"] = floored
-    return metrics
-
-
-# ------------------------------------------------------------------------------------------------
-# Plots: mean spectra per class / generator, their difference to real, radial profiles
-# ------------------------------------------------------------------------------------------------
-
-
-def group_means(cache: SpectraCache, labels: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
-    """Mean cached log-spectrum ``(C, H, W)`` float64 of each group; ``labels[i]`` names row ``i``."""
-    labels = np.asarray(labels, dtype=object)
-    if len(labels) != len(cache):
-        raise ValueError(f"{cache.root}: {len(labels)} labels for {len(cache)} cached rows")
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for start in range(0, len(cache), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(cache)))
-        block = cache.gather(rows).astype(np.float64)
-        for key in sorted(set(labels[rows])):
-            sel = labels[rows] == key
-            sums[key] = sums.get(key, 0.0) + block[sel].sum(axis=0)
-            counts[key] = counts.get(key, 0) + int(sel.sum())
-    return {k: sums[k] / counts[k] for k in sorted(sums)}
-
-
-def radial_profile(spec: np.ndarray, kind: Kind) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of a ``(H, W)`` spectrum over rings of equal spatial frequency.
-
-    Returns ``(frequency, value)``: frequency in cycles per pixel (0 to 0.5) so DCT and DFT
-    profiles share an axis. DCT coefficient ``(u, v)`` has frequency ``sqrt(u^2 + v^2) / (2n)``
-    (origin at ``[0, 0]``); fft-shifted DFT bin ``(u, v)`` has ``|(u, v) - centre| / n``. Rings are
-    one coefficient wide; only complete rings (inside the inscribed quarter/full circle) are kept.
-    """
-    h, w = spec.shape
-    n = min(h, w)
-    u, v = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    if kind == "dct":
-        r, nbins, scale = np.hypot(u, v), n, 2.0 * n
-    else:
-        r, nbins, scale = np.hypot(u - h // 2, v - w // 2), n // 2 + 1, float(n)
-    ring = np.rint(r).astype(np.int64).ravel()
-    keep = ring < nbins
-    sums = np.bincount(ring[keep], weights=spec.ravel()[keep], minlength=nbins)
-    counts = np.bincount(ring[keep], minlength=nbins)
-    return np.arange(nbins) / scale, sums / np.maximum(counts, 1)
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "unnamed"
-
-
-def plot_mean_spectra(means: dict[str, np.ndarray], real: np.ndarray, kind: Kind, title: str, path: Path) -> None:
-    """Grid: top row each group's mean log-spectrum (channel mean), bottom row minus real's.
-
-    The difference row uses one symmetric colour range across panels, so up-sampling peaks (the
-    periodic bright points/lines of Frank et al. Fig. 2) compare between generators.
-    """
-    plt = pyplot()
-    keys = list(means)
-    imgs = {k: means[k].mean(axis=0) for k in keys}
-    diffs = {k: imgs[k] - real.mean(axis=0) for k in keys}
-    lo = min(float(np.percentile(i, 1)) for i in imgs.values())
-    hi = max(float(np.percentile(i, 99.9)) for i in imgs.values())
-    dmax = max(float(np.percentile(np.abs(d), 99.5)) for d in diffs.values()) or 1.0
-    fig, axes = plt.subplots(2, len(keys), figsize=(2.6 * len(keys) + 1.0, 5.6), squeeze=False)
-    for j, k in enumerate(keys):
-        a = axes[0, j].imshow(imgs[k], cmap="viridis", vmin=lo, vmax=hi)
-        axes[0, j].set_title(k, fontsize=9)
-        b = axes[1, j].imshow(diffs[k], cmap="RdBu_r", vmin=-dmax, vmax=dmax)
-        axes[1, j].set_title(f"{k} - real", fontsize=9)
-        for ax in axes[:, j]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.colorbar(a, ax=axes[0, :].tolist(), shrink=0.8, label=f"mean log|{kind.upper()}|")
-    fig.colorbar(b, ax=axes[1, :].tolist(), shrink=0.8, label="difference to real")
-    fig.suptitle(title, fontsize=10)
-    save_figure(fig, path)
-
-
-def plot_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]], real: np.ndarray, kind: Kind, title: str, path: Path) -> None:
-    """Radial profiles (left) and their difference to real (right), one line per group."""
-    plt = pyplot()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    for k, (freq, val) in profiles.items():
-        ax0.plot(freq, val, label=k, lw=1.2)
-        ax1.plot(freq, val - real, label=k, lw=1.2)
-    for ax, ylab in ((ax0, f"mean log|{kind.upper()}|"), (ax1, "difference to real")):
-        ax.set_xlabel("spatial frequency (cycles / pixel)")
-        ax.set_ylabel(ylab)
-        ax.grid(alpha=0.3)
-    ax1.axhline(0.0, color="k", lw=0.6)
-    ax0.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def write_plots(name: str, cfg: SpectraConfig) -> list[Path]:
-    """Plots of the cached train split of variant ``name`` under ``<plots_dir>/<name>/``.
-
-    Writes ``class_mean.png`` (per class), ``method_mean.png`` (per source method: generator /
-    manipulation / real source), ``profiles.png`` and ``profiles/<class|method>-<name>.csv``
-    (``frequency, log_magnitude, diff_to_real``; real = mean over all label-0 rows).
-    """
-    split_dir = cfg.variants_dir / name / "train"
-    df = _read_split_manifest(split_dir)
-    cache = SpectraCache(cfg.out_dir / name / "train")
-    cache.check_aligned(df)
-    out = cfg.plots_dir / name
-    if (df["label"] == 0).sum() == 0:
-        raise ValueError(f"{split_dir}: no real (label 0) training images to compare against")
-    class_names = [LABELS[int(v)] for v in df["label"]]
-    by_class = group_means(cache, class_names, cfg.batch_size)
-    by_class = {LABELS[i]: by_class[LABELS[i]] for i in sorted(LABELS) if LABELS[i] in by_class}
-    methods = [f"{LABELS[int(l)]}:{m}" for l, m in zip(df["label"], df["method"])]
-    by_method = group_means(cache, methods, cfg.batch_size)
-    by_method = dict(sorted(by_method.items(), key=lambda kv: (list(LABELS.values()).index(kv[0].split(":")[0]), kv[0])))
-    real = by_class["real"]
-    written = []
-    what = f"{cfg.kind.upper()} {cfg.color}, variant {name}, train split"
-    for fname, means in (("class_mean.png", by_class), ("method_mean.png", by_method)):
-        plot_mean_spectra(means, real, cfg.kind, f"Mean log-spectrum per {fname.split('_')[0]} ({what})", out / fname)
-        written.append(out / fname)
-    _, real_profile = radial_profile(real.mean(axis=0), cfg.kind)
-    profiles = {}
-    files: dict[str, str] = {}
-    for old in sorted((out / "profiles").glob("*.csv")):  # groups that no longer exist
-        old.unlink()
-    for prefix, means in (("class", by_class), ("method", by_method)):
-        for key, m in means.items():
-            freq, val = radial_profile(m.mean(axis=0), cfg.kind)
-            profiles[f"{prefix} {key}"] = (freq, val)
-            fname = f"{prefix}-{_safe_name(key.replace(':', '-'))}.csv"
-            if fname in files:
-                raise ValueError(f"groups {files[fname]!r} and {key!r} map to the same file name {fname}")
-            files[fname] = key
-            table = pd.DataFrame({"frequency": freq, "log_magnitude": val, "diff_to_real": val - real_profile})
-            with atomic_path(out / "profiles" / fname) as tmp:
-                table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
-            written.append(out / "profiles" / fname)
-    plot_profiles({k: v for k, v in profiles.items() if k.startswith("method")}, real_profile, cfg.kind,
-                  f"Radial log-spectrum profile per method ({what})", out / "profiles.png")
-    written.append(out / "profiles.png")
-    return written
+    return metrics, {k: g.result() for k, g in groups.items()}

@@ -19,9 +19,9 @@ from .registry import ModelConfig, register_model
 class CNNDetection(nn.Module):
     """(B, 3, H, W) in [0, 1] -> resized, ImageNet-normalised -> ResNet-50 -> {"logits": (B, num_classes)}."""
 
-    def __init__(self, cfg: ModelConfig, spectrum_stats=None):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.input, _ = make_input(cfg, spectrum_stats)
+        self.input, _ = make_input(cfg)
         self.backbone = torchvision.models.resnet50(weights=None, num_classes=cfg.num_classes)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
@@ -33,5 +33,5 @@ class CNNDetection(nn.Module):
 
 
 @register_model()
-def build_cnndetection(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
-    return CNNDetection(cfg, spectrum_stats)
+def build_cnndetection(cfg: ModelConfig) -> nn.Module:
+    return CNNDetection(cfg)

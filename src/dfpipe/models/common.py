@@ -1,4 +1,4 @@
-"""Pieces shared by every detector: input transforms, resizing, local weight loading."""
+"""Pieces shared by every detector: input transforms, resizing, width scaling, local weight loading."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .spectrum import SpectrumTransform
 
 log = logging.getLogger(__name__)
 
@@ -50,48 +51,39 @@ class PixelInput(nn.Module):
 
 
 class SpectrumInput(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> resized -> ``dfpipe.features.spectra.SpectrumTransform`` -> (B, C, size, size).
+    """(B, 3, H, W) in [0, 1] -> resized to ``size`` -> normalised log-spectrum (B, C, size, size).
 
-    ``source`` is one of
-      * a path to the spectra stage's ``stats.npz`` (kind, colour, eps and statistics read from it:
-        the preferred form, the model then standardises exactly like the cache),
-      * a ready ``SpectrumTransform`` (e.g. ``SpectrumTransform.from_stats(path)``),
-      * the agreed ``(mean, std)`` pair of (C, size, size) arrays: C = 1 means grey, 3 per-channel,
-        with SpectrumTransform's default eps.
-    The statistics are persistent buffers of the transform, so a checkpoint is self-contained.
+    ``self.spectrum`` is a :class:`~dfpipe.models.spectrum.SpectrumTransform` whose statistics are
+    state-dict buffers (see :mod:`dfpipe.models.spectrum`).
     """
 
-    def __init__(self, size: int, kind: str, source):
+    def __init__(self, size: int, kind: str, color: str, eps: float):
         super().__init__()
-        from dfpipe.features.spectra import SpectrumTransform
-
-        if isinstance(source, (str, Path)):
-            source = SpectrumTransform.from_stats(source)
-        if not isinstance(source, SpectrumTransform):
-            mean, std = (np.asarray(a, dtype=np.float32) for a in source)
-            if mean.ndim != 3 or mean.shape[0] not in (1, 3):
-                raise ValueError(f"spectrum mean/std must be (C, H, W) with C in (1, 3), got {mean.shape}")
-            source = SpectrumTransform(kind=kind, color="gray" if mean.shape[0] == 1 else "per_channel",
-                                       mean=mean, std=std)
-        if source.kind != kind:
-            raise ValueError(f"model input is {kind!r} but the spectrum statistics are for {source.kind!r}")
-        if not source.normalize or tuple(source.mean.shape[1:]) != (size, size):
-            shape = tuple(source.mean.shape) if source.normalize else None
-            raise ValueError(f"spectrum statistics must be (C, {size}, {size}) to match image_size, got {shape}")
         self.size = size
-        self.channels = source.channels
-        self.spectrum = source
+        self.spectrum = SpectrumTransform(kind, color, eps, size)
+        self.channels = self.spectrum.channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spectrum(resize_square(x, self.size))
 
 
-def make_input(cfg, stats, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[nn.Module, int]:
+def make_input(cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[nn.Module, int]:
     """Input transform for a ``ModelConfig`` and the channel count it produces."""
     if cfg.input == "raw":
         return PixelInput(cfg.image_size, mean, std), 3
-    transform = SpectrumInput(cfg.image_size, cfg.input, stats)
+    transform = SpectrumInput(cfg.image_size, cfg.input, cfg.spectrum_color, cfg.spectrum_eps)
     return transform, transform.channels
+
+
+def spectrum_transform(model: nn.Module) -> SpectrumTransform | None:
+    """The model's spectrum input transform (to fill its statistics), or None for other inputs."""
+    found = [m for m in model.modules() if isinstance(m, SpectrumTransform)]
+    return found[0] if len(found) == 1 else None
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded to a multiple of 8 (at least 8): the demo's narrower nets."""
+    return channels if width == 1.0 else max(8, int(round(channels * width / 8)) * 8)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

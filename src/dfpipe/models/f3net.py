@@ -27,12 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfpipe.features.spectra import GRAY_WEIGHTS, dct_matrix
-
 from .common import INCEPTION_MEAN, INCEPTION_STD, PixelInput, resize_square
 from .heads import MaskDecoder
 from .registry import ModelConfig, register_model
-from .xception import EXIT_CHANNELS, FEATURES, MID_CHANNELS, XceptionBackbone
+from .spectrum import GRAY_WEIGHTS, dct_matrix
+from .xception import HEAD_DROPOUT, XceptionBackbone
 
 # FAD bands (paper Sec. 3.1: low = first 1/16 of the spectrum, middle = 1/16 .. 1/8, high = last
 # 7/8). On the S x S DCT grid with anti-diagonal index d = i + j, the triangle d <= t covers t^2/2
@@ -47,8 +46,6 @@ LFS_STRIDE = 2
 LFS_PADDING = 4
 LFS_BANDS = 6
 LOG_EPS = 1e-15  # log10(|c| + eps), as in the authors' code
-# Dropout before the classifier, as in the F3Net code (F3Net.__init__: nn.Dropout(p=0.2)).
-HEAD_DROPOUT = 0.2
 # Initial spread of the learnable filter parts (authors' code: learnable.data.normal_(0, 0.1)).
 FILTER_INIT_STD = 0.1
 
@@ -202,16 +199,18 @@ class F3Net(nn.Module):
         use_fad = self.mode in ("fad", "both", "mix")
         use_lfs = self.mode in ("lfs", "both", "mix")
         self.fad = FAD(cfg.image_size) if use_fad else None
-        self.fad_net = XceptionBackbone(in_chans=3 * len(FAD_BANDS), reduced=cfg.reduced) if use_fad else None
+        net = dict(reduced=cfg.reduced, width=cfg.width)
+        self.fad_net = XceptionBackbone(in_chans=3 * len(FAD_BANDS), **net) if use_fad else None
         self.lfs = LFS(cfg.image_size) if use_lfs else None
         # LFS maps are already half resolution: the authors' code uses a stride-1 conv1 there.
-        self.lfs_net = XceptionBackbone(in_chans=LFS_BANDS, stem_stride=1, reduced=cfg.reduced) if use_lfs else None
-        self.mix_mid = MixBlock(MID_CHANNELS) if self.mode == "mix" else None
-        self.mix_exit = MixBlock(EXIT_CHANNELS) if self.mode == "mix" else None
-        self.decoder = MaskDecoder(2 * EXIT_CHANNELS, cfg.mask_size) if cfg.seg_head else None
+        self.lfs_net = XceptionBackbone(in_chans=LFS_BANDS, stem_stride=1, **net) if use_lfs else None
+        ref = self.fad_net if use_fad else self.lfs_net
+        self.mix_mid = MixBlock(ref.mid_channels) if self.mode == "mix" else None
+        self.mix_exit = MixBlock(ref.exit_channels) if self.mode == "mix" else None
+        self.decoder = MaskDecoder(2 * ref.exit_channels, cfg.mask_size) if cfg.seg_head else None
         streams = 2 if self.mode in ("both", "mix") else 1
         self.dropout = nn.Dropout(HEAD_DROPOUT)
-        self.fc = nn.Linear(streams * FEATURES, cfg.num_classes)
+        self.fc = nn.Linear(streams * ref.num_features, cfg.num_classes)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         """ImageNet Xception weights go into each stream (first convs adapted, as the authors do)."""
@@ -247,5 +246,5 @@ def _check_f3net(cfg: ModelConfig) -> None:
 
 
 @register_model(reducible=True, seg_head=True, check=_check_f3net)  # computes its own frequency input
-def build_f3net(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
+def build_f3net(cfg: ModelConfig) -> nn.Module:
     return F3Net(cfg)

@@ -35,5 +35,5 @@ class LGradDetector(nn.Module):
 
 
 @register_model(inputs=("lgrad",), reducible=True)
-def build_lgrad(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
+def build_lgrad(cfg: ModelConfig) -> nn.Module:
     return LGradDetector(cfg)

@@ -36,9 +36,9 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 class NPRDetector(nn.Module):
     """(B, 3, H, W) in [0, 1] -> ImageNet-normalised, resized -> NPR -> truncated ResNet-50 -> logits."""
 
-    def __init__(self, cfg: ModelConfig, spectrum_stats=None):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.input, _ = make_input(cfg, spectrum_stats, IMAGENET_MEAN, IMAGENET_STD)
+        self.input, _ = make_input(cfg, IMAGENET_MEAN, IMAGENET_STD)
         net = torchvision.models.resnet50(weights=None)
         # Authors' stem: 3x3 stride 2 (the residual is a pixel-level signal a 7x7 stem would blur).
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
@@ -63,8 +63,10 @@ class NPRDetector(nn.Module):
 def _check_npr(cfg: ModelConfig) -> None:
     if cfg.image_size % 2:
         raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {cfg.image_size}")
+    if cfg.width != 1.0:
+        raise ValueError("width applies to resnet18, xception and f3net, not npr")
 
 
 @register_model(check=_check_npr)  # computes its own residual input
-def build_npr(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
-    return NPRDetector(cfg, spectrum_stats)
+def build_npr(cfg: ModelConfig) -> nn.Module:
+    return NPRDetector(cfg)

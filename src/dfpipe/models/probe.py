@@ -40,5 +40,5 @@ def _check_probe(cfg: ModelConfig) -> None:
 
 
 @register_model(inputs=("clip",), check=_check_probe)
-def build_clip_probe(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
+def build_clip_probe(cfg: ModelConfig) -> nn.Module:
     return LinearProbe(cfg)

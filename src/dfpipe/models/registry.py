@@ -16,21 +16,14 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
+from typing import Callable, Literal, Optional
 
-import numpy as np
 from pydantic import Field, model_validator
 from torch import nn
 
-from dfpipe.core.config import Config, RepoPath
+from dfpipe.core.config import Config
 
-if TYPE_CHECKING:
-    from dfpipe.features.spectra import SpectrumTransform
-
-# (mean, std) arrays (C, H, W); or a path to the spectra stage's stats.npz; or a SpectrumTransform.
-SpectrumStats = Union[tuple[np.ndarray, np.ndarray], Path, "SpectrumTransform"]
-ModelFactory = Callable[["ModelConfig", Optional[SpectrumStats]], nn.Module]
+ModelFactory = Callable[["ModelConfig"], nn.Module]
 
 MODEL_REGISTRY: dict[str, ModelFactory] = {}
 
@@ -74,12 +67,21 @@ def registered_names() -> list[str]:
 
 
 class ModelConfig(Config):
-    """Which detector to build (see the package docstring for each name)."""
+    """Which detector to build (see the package docstring for each name).
+
+    ``input``: ``raw`` pixels, or the log-spectrum ``dct`` / ``dft`` (:mod:`.spectrum`) with
+    ``spectrum_color`` (``per_channel``: 3 maps, ``gray``: 1) and ``spectrum_eps``; its
+    normalisation statistics are buffers of the model. ``width`` (demo only): channel multiplier of
+    the ResNet-18 / Xception / F3Net backbones (1.0 = the published networks; the demo uses 0.5 /
+    0.25 to fit its CPU budget, docs/results.md); width != 1 cannot load ImageNet weights.
+    """
 
     name: str  # a registered model: the name of its build_<name> function (registered_names())
     # raw / dct / dft: images from the variant's shards; clip / lgrad: the features@ cache of that
     # encoder (dfpipe.features.encoders.FEATURE_INPUTS) read in place of images.
     input: Literal["raw", "dct", "dft", "clip", "lgrad"] = "raw"
+    spectrum_color: Literal["per_channel", "gray"] = "per_channel"
+    spectrum_eps: float = Field(1e-12, gt=0)  # Frank et al.'s log_scale eps
     num_classes: int = Field(3, ge=2)  # 3: real/fake/edited, 2: binary
     # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
     image_size: int = Field(224, ge=32, le=1024)
@@ -87,7 +89,7 @@ class ModelConfig(Config):
     reduced: bool = False
     seg_head: bool = False
     mask_size: int = Field(224, ge=8, le=1024)
-    weights: Optional[RepoPath] = None
+    width: float = Field(1.0, gt=0, le=1)
     feature_dim: int = Field(0, ge=0)  # input size of a probe on cached features (clip_probe); 0 otherwise
 
     @model_validator(mode="after")
@@ -107,14 +109,12 @@ class ModelConfig(Config):
             raise ValueError(f"seg_head (multi-task mask decoder) needs a model with one ({decoders}), not {self.name}")
         if caps.check is not None:
             caps.check(self)
-        if self.weights is not None and self.weights.suffix not in (".pt", ".pth"):
-            raise ValueError(f"weights must be a .pt/.pth state_dict file, got {self.weights}")
         return self
 
 
 def register_model(inputs: tuple[str, ...] = ("raw",), reducible: bool = False, seg_head: bool = False,
                    check: Optional[Callable[[ModelConfig], None]] = None) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator ``@register_model(inputs=...) def build_<name>(cfg, spectrum_stats) -> nn.Module``.
+    """Decorator ``@register_model(inputs=...) def build_<name>(cfg) -> nn.Module``.
 
     The model name is the function name without ``build_`` (timm style); the arguments are the
     model's :class:`Capabilities`.
@@ -131,25 +131,11 @@ def register_model(inputs: tuple[str, ...] = ("raw",), reducible: bool = False, 
     return deco
 
 
-def build_model(cfg: ModelConfig, spectrum_stats: SpectrumStats | None = None) -> nn.Module:
-    """Build the detector described by ``cfg`` (random init, or ``cfg.weights`` loaded on top).
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Build the detector described by ``cfg`` with random weights.
 
-    ``spectrum_stats`` is required exactly when ``cfg.input`` is "dct" or "dft": the agreed
-    (mean, std) float arrays of shape (C, image_size, image_size) from
-    ``data/spectra/<variant>/stats.npz`` (C = 1: grey, 3: per-channel; SpectrumTransform's default
-    eps), or -- preferred, because it also carries the cache's colour mode and eps -- the path of
-    that ``stats.npz`` or a ``SpectrumTransform.from_stats(path)``. The statistics become buffers
-    of the model, so checkpoints carry them. Passing them for a raw-input model
-    is an error rather than being ignored, so a misconfigured run cannot look like a spectral one.
+    Spectrum-input models start with identity normalisation buffers (mean 0, std 1); training
+    fills them from the spectra stage's statistics, a checkpoint's state dict restores them.
     """
-    if cfg.input not in ("dct", "dft") and spectrum_stats is not None:
-        raise ValueError(f"{cfg.name}: spectrum_stats given but input is {cfg.input!r}")
-    if cfg.input in ("dct", "dft") and spectrum_stats is None:
-        raise ValueError(f"{cfg.name}: input {cfg.input!r} needs spectrum_stats (data/spectra/<variant>/stats.npz)")
     ensure_registered(cfg.name)
-    model = MODEL_REGISTRY[cfg.name](cfg, spectrum_stats)
-    if cfg.weights is not None:
-        from .common import load_weights
-
-        load_weights(model, cfg.weights)
-    return model
+    return MODEL_REGISTRY[cfg.name](cfg)

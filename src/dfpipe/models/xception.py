@@ -9,10 +9,10 @@ and splits the forward pass at the points where F3Net's MixBlocks sit.
 from __future__ import annotations
 
 import torch
-from timm.models.xception import Xception
+from timm.models.xception import Block, SeparableConv2d, Xception
 from torch import nn
 
-from .common import INCEPTION_MEAN, INCEPTION_STD, ClassifierHead, make_input
+from .common import INCEPTION_MEAN, INCEPTION_STD, ClassifierHead, make_input, scaled
 from .registry import ModelConfig, register_model
 
 # The notes (seed 002, F3Net runs): "removed the four blocks 4, 5, 6, 7" of the middle flow.
@@ -21,6 +21,9 @@ MIDDLE_BLOCKS = tuple(range(4, 12))
 FEATURES = 2048  # Xception exit-flow width (conv4)
 MID_CHANNELS = 728  # entry/middle-flow width
 EXIT_CHANNELS = 1024  # block12 output width
+# Dropout before the classifier, as in the F3Net code (F3Net.__init__: nn.Dropout(p=0.2)); the
+# Baseline row (plain Xception) gets the same head so the ablation differs only in the input streams.
+HEAD_DROPOUT = 0.2
 
 
 class XceptionBackbone(Xception):
@@ -29,13 +32,20 @@ class XceptionBackbone(Xception):
     ``stem_stride``: stride of conv1 (2 in Xception; 1 for F3Net's LFS stream, whose input map is
     already half resolution). ``reduced``: delete middle-flow blocks 4-7 (the notes' shortened net).
     Stages: :meth:`to_mid` (stem .. block7, 728 ch), :meth:`mid_to_exit` (block8 .. block12,
-    1024 ch), :meth:`tail` (conv3/conv4, 2048 ch).
+    1024 ch), :meth:`tail` (conv3/conv4, 2048 ch). ``width`` < 1 (demo only) scales every channel
+    count (:func:`~dfpipe.models.common.scaled`); the module names stay timm's. Channel counts:
+    ``mid_channels``, ``exit_channels``, ``num_features``.
     """
 
-    def __init__(self, in_chans: int = 3, stem_stride: int = 2, reduced: bool = False):
-        super().__init__(num_classes=0, in_chans=in_chans)  # num_classes=0: no timm classifier
+    def __init__(self, in_chans: int = 3, stem_stride: int = 2, reduced: bool = False, width: float = 1.0):
+        if width == 1.0:
+            super().__init__(num_classes=0, in_chans=in_chans)  # num_classes=0: no timm classifier
+        else:
+            self._build_narrow(in_chans, width)
+        self.mid_channels = scaled(MID_CHANNELS, width)
+        self.exit_channels = scaled(EXIT_CHANNELS, width)
         if stem_stride != 2:
-            self.conv1 = nn.Conv2d(in_chans, 32, 3, stem_stride, 0, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, self.conv1.out_channels, 3, stem_stride, 0, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm
         self.reduced = reduced
         if reduced:
@@ -44,6 +54,28 @@ class XceptionBackbone(Xception):
         kept = [i for i in MIDDLE_BLOCKS if not (reduced and i in REDUCED_BLOCKS)]
         self.blocks_to_mid = tuple(f"block{i}" for i in (1, 2, 3, *[k for k in kept if k <= 7]))
         self.blocks_to_exit = tuple(f"block{i}" for i in (*[k for k in kept if k > 7], 12))
+
+    def _build_narrow(self, in_chans: int, width: float) -> None:
+        """timm's legacy Xception layout and init with every width multiplied by ``width``."""
+        nn.Module.__init__(self)
+        c = {n: scaled(n, width) for n in (32, 64, 128, 256, MID_CHANNELS, EXIT_CHANNELS, 1536, FEATURES)}
+        self.in_chans, self.num_classes, self.num_features = in_chans, 0, c[FEATURES]
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(in_chans, c[32], 3, 2, 0, bias=False), nn.BatchNorm2d(c[32]), nn.ReLU(True)
+        self.conv2, self.bn2, self.act2 = nn.Conv2d(c[32], c[64], 3, bias=False), nn.BatchNorm2d(c[64]), nn.ReLU(True)
+        self.block1 = Block(c[64], c[128], 2, 2, start_with_relu=False)
+        self.block2 = Block(c[128], c[256], 2, 2)
+        self.block3 = Block(c[256], c[MID_CHANNELS], 2, 2)
+        for i in MIDDLE_BLOCKS:
+            setattr(self, f"block{i}", Block(c[MID_CHANNELS], c[MID_CHANNELS], 3, 1))
+        self.block12 = Block(c[MID_CHANNELS], c[EXIT_CHANNELS], 2, 2, grow_first=False)
+        self.conv3, self.bn3, self.act3 = SeparableConv2d(c[EXIT_CHANNELS], c[1536], 3, 1, 1), nn.BatchNorm2d(c[1536]), nn.ReLU(True)
+        self.conv4, self.bn4, self.act4 = SeparableConv2d(c[1536], c[FEATURES], 3, 1, 1), nn.BatchNorm2d(c[FEATURES]), nn.ReLU(True)
+        for m in self.modules():  # timm's init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.data.fill_(1)
+                m.bias.data.zero_()
 
     def to_mid(self, x: torch.Tensor) -> torch.Tensor:
         """Stem + entry flow + middle blocks up to 7: (B, C_in, S, S) -> (B, 728, ~S/16, ~S/16)."""
@@ -72,17 +104,18 @@ class XceptionBackbone(Xception):
 
 
 class XceptionDetector(nn.Module):
-    """Xception baseline (F3Net's "Baseline" row, 299 px in the paper): input -> backbone -> pool -> fc.
+    """Xception baseline (F3Net's "Baseline" row, 299 px in the paper): input -> backbone -> pool ->
+    dropout 0.2 (as F3Net's head) -> fc.
 
     Raw input is normalised with mean = std = 0.5 (the Xception/Inception convention of its ImageNet
     weights); dct/dft input uses the spectra stage's statistics.
     """
 
-    def __init__(self, cfg: ModelConfig, spectrum_stats=None):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.input, channels = make_input(cfg, spectrum_stats, INCEPTION_MEAN, INCEPTION_STD)
-        self.backbone = XceptionBackbone(in_chans=channels, reduced=cfg.reduced)
-        self.head = ClassifierHead(FEATURES, cfg.num_classes)
+        self.input, channels = make_input(cfg, INCEPTION_MEAN, INCEPTION_STD)
+        self.backbone = XceptionBackbone(in_chans=channels, reduced=cfg.reduced, width=cfg.width)
+        self.head = ClassifierHead(self.backbone.num_features, cfg.num_classes, dropout=HEAD_DROPOUT)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone}
@@ -92,5 +125,5 @@ class XceptionDetector(nn.Module):
 
 
 @register_model(inputs=("raw", "dct", "dft"), reducible=True)
-def build_xception(cfg: ModelConfig, spectrum_stats=None) -> nn.Module:
-    return XceptionDetector(cfg, spectrum_stats)
+def build_xception(cfg: ModelConfig) -> nn.Module:
+    return XceptionDetector(cfg)

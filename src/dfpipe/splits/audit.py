@@ -1,18 +1,26 @@
-"""Leakage audit of a materialised variant: group, video, exact and near-duplicate leaks.
+"""Audit of a materialised variant: group, video, exact and near-duplicate leaks; shortcut probes; gate.
 
 Reads ``<variants_dir>/<name>/{train,val,eval}/manifest.parquet`` and the shards they point at,
 and counts, across every pair of splits:
 
 * group leaks: union-find groups of ``group_keys`` (recomputed here, not trusted from
   ``split_group``) with items in more than one split;
-* video leaks: non-empty ``video_id`` values in more than one split;
+* video leaks: videos, keyed ``"<method>:<video_id>"`` (contract C2: Face2Face ``000_003`` and
+  FaceSwap ``000_003`` are two videos), in more than one split;
 * exact duplicates: identical pixels (content hash recomputed from the shards; a mismatch with the
-  manifest's ``content_hash`` is an error) in more than one split;
+  manifest's ``content_hash`` is an error) in more than one split, listed with the item ids;
 * near duplicates: pairs of items in different splits whose 64-bit DCT perceptual hashes
   (:func:`phash`) differ in at most ``hamming_threshold`` bits, exact duplicates excluded.
 
 A variant declared ``leak_free`` fails on any group leak, video leak or exact duplicate; near
-duplicates are reported (a perceptual hash also matches unrelated look-alikes).
+duplicates are reported (a perceptual hash also matches unrelated look-alikes). The shortcut audit
+(:mod:`dfpipe.splits.shortcut`) fails a variant declared ``shortcut_free``.
+
+Per eval item, :data:`EVAL_ITEMS_SCHEMA` records whether its group / its video has an item in the
+train split (contract C3 ``eval_items.parquet``), so the evaluation can compare leaked and clean
+eval frames of one model ("train" is the train split; val, used for model selection only, is not
+counted). The stage writes the gate file (:func:`check_gate`) only when the
+checks a variant declares pass; ``train@`` depends on it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 from tqdm import tqdm
 
@@ -32,6 +41,15 @@ from dfpipe.core.io import array_hash, resolve_inside
 from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader
 from dfpipe.splits.groups import canonical_groups
+from dfpipe.splits.shortcut import FeatureName, nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
+
+#: Contract C3: one row per eval item, sorted by id.
+EVAL_ITEMS_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("video_key", pa.string()),        # "<method>:<video_id>", "" for still images
+    ("group_in_train", pa.bool_()),    # its union-find group has an item in the train split
+    ("video_in_train", pa.bool_()),    # its video has a frame in the train split
+])
 
 
 class AuditConfig(Config):
@@ -39,11 +57,24 @@ class AuditConfig(Config):
 
     hamming_threshold: int = Field(ge=0, lt=32)  # near duplicate: pHash Hamming distance <= this (of 64 bits)
     max_examples: int = Field(ge=0)  # examples listed per finding in the markdown report
+    # a shortcut_free variant fails when a probe on the gate features reaches a higher eval AUC
+    shortcut_max_auc: float = Field(ge=0.5, le=1.0)
+    shortcut_gate_features: tuple[FeatureName, ...] = Field(min_length=1)  # dfpipe.splits.shortcut.FEATURES
+    shortcut_bootstrap: int = Field(ge=1)  # cluster-bootstrap resamples of the probe scores' CIs
+    shortcut_seed: int               # bootstrap draws
     out_dir: RepoPath                # metrics/audit
 
 
-class LeakError(RuntimeError):
+class GateError(RuntimeError):
+    """A variant fails a check it declares (leak_free, shortcut_free); no gate file is written."""
+
+
+class LeakError(GateError):
     """A variant declared leak-free has a group, video or exact-duplicate leak."""
+
+
+class ShortcutError(GateError):
+    """A variant declared shortcut-free has a nuisance probe above ``audit.shortcut_max_auc``."""
 
 
 def phash(image: np.ndarray) -> np.uint64:
@@ -89,15 +120,41 @@ def load_variant(variant_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def hash_pixels(rows: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Content hash (:func:`dfpipe.core.io.array_hash`) and pHash of every row's image, in row order."""
+def scan_pixels(rows: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One pass over every row's image, in row order.
+
+    Returns the content hashes (:func:`dfpipe.core.io.array_hash`), the pHashes ``(N,)`` uint64
+    and ``(N, 3)`` float64 columns ``side, brightness, hf_energy``
+    (:func:`dfpipe.splits.shortcut.pixel_stats`).
+    """
     readers: dict[str, ShardReader] = {}
     sha, ph = [], np.empty(len(rows), dtype=np.uint64)
-    for k, row in enumerate(tqdm(rows.itertuples(index=False), total=len(rows), desc="hash", unit="img", leave=False)):
+    stats = np.empty((len(rows), 3), dtype=np.float64)
+    for k, row in enumerate(tqdm(rows.itertuples(index=False), total=len(rows), desc="scan", unit="img", leave=False)):
         img = readers.setdefault(row.root, ShardReader(row.root)).get(row.shard, row.offset)
         sha.append(array_hash(img))
         ph[k] = phash(img)
-    return sha, ph
+        stats[k] = (img.shape[0], *pixel_stats(img))
+    return sha, ph, stats
+
+
+def video_keys(rows: pd.DataFrame) -> pd.Series:
+    """``"<method>:<video_id>"`` per row (contract C2), ``""`` for still images."""
+    vid = rows["video_id"].astype(str)
+    return (rows["method"].astype(str) + ":" + vid).where(vid != "", "")
+
+
+def eval_item_flags(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :data:`EVAL_ITEMS_SCHEMA` for the eval items of ``rows`` (needs ``group``, ``video_key``)."""
+    train = rows[rows["split"] == "train"]
+    ev = rows[rows["split"] == "eval"].sort_values("id", kind="stable")
+    train_videos = set(train.loc[train["video_key"] != "", "video_key"])
+    return pd.DataFrame({
+        "id": ev["id"].astype(str).to_numpy(),
+        "video_key": ev["video_key"].to_numpy(),
+        "group_in_train": ev["group"].isin(set(train["group"])).to_numpy(),
+        "video_in_train": ev["video_key"].isin(train_videos).to_numpy(),
+    })
 
 
 def _spread(rows: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -111,15 +168,19 @@ def _spread(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return table.loc[order]
 
 
-def audit_variant(name: str, variant_dir: Path, leak_free: bool, cfg: AuditConfig) -> tuple[dict, str]:
-    """Audit one variant; return ``(metrics, markdown)``. Raises ``ValueError`` on corrupt data.
+def audit_variant(
+    name: str, variant_dir: Path, leak_free: bool, cfg: AuditConfig, shortcut_free: bool = False
+) -> tuple[dict, str, pd.DataFrame]:
+    """Audit one variant; return ``(metrics, markdown, eval_items)``. ``ValueError`` on corrupt data.
 
-    ``metrics`` holds counts only (DVC metrics); ``markdown`` lists up to ``cfg.max_examples``
-    examples of each finding.
+    ``metrics`` holds counts and the compact ``shortcut`` section (DVC metrics); ``markdown`` lists
+    up to ``cfg.max_examples`` examples of each finding; ``eval_items`` has
+    :data:`EVAL_ITEMS_SCHEMA` rows.
     """
     rows = load_variant(variant_dir)
     rows["group"] = canonical_groups(rows["id"].tolist(), rows["group_keys"].tolist())
-    sha, ph = hash_pixels(rows)
+    rows["video_key"] = video_keys(rows)
+    sha, ph, stats = scan_pixels(rows)
     bad = [i for i, (a, b) in enumerate(zip(sha, rows["content_hash"])) if a != b]
     if bad:
         raise ValueError(f"{variant_dir}: {len(bad)} items' pixels do not match their content_hash, "
@@ -127,8 +188,9 @@ def audit_variant(name: str, variant_dir: Path, leak_free: bool, cfg: AuditConfi
     rows["sha"] = sha
 
     groups = _spread(rows, "group")
-    videos = _spread(rows, "video_id")
+    videos = _spread(rows, "video_key")
     exact = _spread(rows, "sha")
+    exact_ids = {h: sorted(rows.loc[rows["sha"] == h, "id"]) for h in exact.index[:cfg.max_examples]}
     leak_groups_src = rows[rows["group"].isin(groups.index)].groupby("source")["group"].nunique()
 
     near_rows = []
@@ -148,59 +210,77 @@ def audit_variant(name: str, variant_dir: Path, leak_free: bool, cfg: AuditConfi
 
     n_items = {s: int((split_arr == s).sum()) for s in SPLITS}
     failed = bool(len(groups) or len(videos) or len(exact))
+    table, origin = nuisance_table(rows, stats[:, 0], stats[:, 1], stats[:, 2])
+    shortcut = shortcut_audit(table, shortcut_free, cfg.shortcut_max_auc, cfg.shortcut_gate_features,
+                              cfg.shortcut_bootstrap, cfg.shortcut_seed)
+    flags = eval_item_flags(rows)
     metrics = {
         "variant": name,
         "leak_free_declared": leak_free,
+        "shortcut_free_declared": shortcut_free,
         "leak_check": ("failed" if failed else "passed") if leak_free else "not required",
         "items": n_items,
         "groups": int(rows["group"].nunique()),
         "group_leaks": int(len(groups)),
         "items_in_leaking_groups": int(rows["group"].isin(groups.index).sum()),
         "group_leaks_by_source": {k: int(v) for k, v in sorted(leak_groups_src.items())},
-        "videos": int(rows.loc[rows["video_id"] != "", "video_id"].nunique()),
+        "videos": int(rows.loc[rows["video_key"] != "", "video_key"].nunique()),
         "video_leaks": int(len(videos)),
+        "eval_items_video_in_train": int(flags["video_in_train"].sum()),
+        "eval_items_group_in_train": int(flags["group_in_train"].sum()),
         "exact_duplicates": int(len(exact)),
         "near_duplicate_pairs": int(sum(v["pairs"] for v in pair_counts.values())),
         "near_duplicate_pairs_other_group": int(sum(v["pairs_other_group"] for v in pair_counts.values())),
         "near_duplicates_by_split_pair": pair_counts,
         "hamming_threshold": cfg.hamming_threshold,
+        "shortcut": shortcut,
     }
-    return metrics, _markdown(metrics, groups, videos, exact, near_rows, cfg.max_examples)
+    metrics["gate"] = gate_status(metrics)
+    md = _markdown(metrics, groups, videos, exact, exact_ids, near_rows, cfg.max_examples)
+    md += "\n".join(shortcut_markdown(shortcut, origin)) + "\n"
+    return metrics, md, flags
 
 
-def _table_md(title: str, table: pd.DataFrame, key: str, k: int) -> list[str]:
+def _table_md(title: str, table: pd.DataFrame, key: str, k: int, ids: dict | None = None) -> list[str]:
+    """Markdown table of a :func:`_spread` result; ``ids``: key -> item ids, shown in an extra column."""
     lines = [f"## {title}: {len(table)}", ""]
     if len(table) and k:
         cols = list(table.columns)
-        lines += [f"| {key} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        extra = ["items"] if ids is not None else []
+        lines += [f"| {key} | " + " | ".join(cols + extra) + " |", "|---|" + "---|" * (len(cols) + len(extra))]
         for idx, r in table.head(k).iterrows():
-            lines.append(f"| `{idx}` | " + " | ".join(str(int(r[c])) for c in cols) + " |")
+            cells = [str(int(r[c])) for c in cols]
+            if ids is not None:
+                cells.append(", ".join(f"`{i}`" for i in ids.get(idx, [])))
+            lines.append(f"| `{idx}` | " + " | ".join(cells) + " |")
         if len(table) > k:
-            lines.append(f"| ... {len(table) - k} more | " + " | ".join("" for _ in cols) + " |")
+            lines.append(f"| ... {len(table) - k} more | " + " | ".join("" for _ in cols + extra) + " |")
         lines.append("")
     return lines
 
 
-def _markdown(m: dict, groups, videos, exact, near_rows, k: int) -> str:
+def _markdown(m: dict, groups, videos, exact, exact_ids, near_rows, k: int) -> str:
     items = ", ".join(f"{s} {n}" for s, n in m["items"].items())
     lines = [
         f"# Leakage audit: variant `{m['variant']}`",
         "",
-        f"Items: {items}. Declared leak-free: {m['leak_free_declared']}. Leak check: **{m['leak_check']}**.",
+        f"Items: {items}. Declared leak-free: {m['leak_free_declared']}. Leak check: **{m['leak_check']}**. "
+        f"Declared shortcut-free: {m['shortcut_free_declared']}. Gate: **{m['gate']}**.",
         "",
         "| finding | count |",
         "|---|---|",
         f"| groups (union-find of group_keys) on more than one split | {m['group_leaks']} of {m['groups']} ({m['items_in_leaking_groups']} items) |",
         f"| videos on more than one split | {m['video_leaks']} of {m['videos']} |",
         f"| exact duplicates (same pixels) across splits | {m['exact_duplicates']} |",
+        f"| eval items whose video / group has items in train | {m['eval_items_video_in_train']} / {m['eval_items_group_in_train']} of {m['items']['eval']} |",
         f"| near-duplicate pairs across splits (pHash distance <= {m['hamming_threshold']}) | {m['near_duplicate_pairs']} ({m['near_duplicate_pairs_other_group']} between different groups) |",
         "",
     ]
     if m["group_leaks_by_source"]:
         lines += ["Leaking groups by source: " + ", ".join(f"{s} {n}" for s, n in m["group_leaks_by_source"].items()), ""]
     lines += _table_md("Groups on more than one split", groups, "group", k)
-    lines += _table_md("Videos on more than one split", videos, "video", k)
-    lines += _table_md("Exact duplicates across splits", exact, "content sha256", k)
+    lines += _table_md("Videos on more than one split", videos, "video (method:video_id)", k)
+    lines += _table_md("Exact duplicates across splits", exact, "content sha256", k, exact_ids)
     lines += [f"## Near-duplicate pairs: {len(near_rows)}", ""]
     if near_rows and k:
         lines += ["| splits | item | item | distance | same group |", "|---|---|---|---|---|"]
@@ -210,11 +290,28 @@ def _markdown(m: dict, groups, videos, exact, near_rows, k: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_leak_free(metrics: dict) -> None:
-    """Raise :class:`LeakError` when a leak-free variant's audit found a leak."""
+def gate_status(metrics: dict) -> str:
+    """``failed`` if a declared check failed, ``passed`` if some check was declared, else ``not_required``."""
+    checks = [metrics["leak_check"], metrics["shortcut"]["check"]]
+    if "failed" in checks:
+        return "failed"
+    return "passed" if "passed" in checks else "not_required"
+
+
+def check_gate(metrics: dict) -> dict:
+    """Return the gate record (contract C3) or raise :class:`LeakError` / :class:`ShortcutError`."""
     if metrics["leak_check"] == "failed":
         raise LeakError(
             f"variant {metrics['variant']!r} is declared leak_free but the audit found "
             f"{metrics['group_leaks']} group leak(s), {metrics['video_leaks']} video leak(s) and "
             f"{metrics['exact_duplicates']} exact duplicate(s) across splits; see the audit report"
         )
+    s = metrics["shortcut"]
+    if s["check"] == "failed":
+        gate = s["probes"]["gate"]
+        best = max(gate, key=lambda p: gate[p]["auc"] or 0.0)
+        raise ShortcutError(
+            f"variant {metrics['variant']!r} is declared shortcut_free but the {best} probe on the gate "
+            f"features {s['features']['gate']} reaches eval AUC {s['max_auc']} > audit.shortcut_max_auc {s['threshold']}; see the audit report"
+        )
+    return {"variant": metrics["variant"], "leak_free": metrics["leak_free_declared"], "status": metrics["gate"]}

@@ -5,9 +5,12 @@ A variant (``params.yaml`` ``variants.<name>``) names, per preprocess source, ho
 rounded half-up. Selection (:func:`select_variant`) is a pure function of the face manifests and
 the params:
 
-1. split unit: ``level: group`` -> the union-find group of the item's ``group_keys``
-   (:func:`dfpipe.splits.groups.canonical_groups`); ``level: frame`` -> the item itself (variant 3 of the
-   notes on purpose: frames of one video land on both sides).
+1. split unit: the union-find group of the item's ``group_keys``
+   (:func:`dfpipe.splits.groups.canonical_groups`). ``level: frame`` changes only video frames: each
+   frame is its own unit (variant 3 of the notes on purpose: frames of one video land on both
+   sides). Still images keep their group unit at both levels, so a frame-level variant and a
+   group-level one with the same still-image counts hold the same still items in the same splits
+   and differ only in how video frames are assigned (the leak measurement of issue 12 needs this).
 2. pool: a unit is in the eval pool when ``unit_hash(salt, "split", unit) < eval_fraction``
    (or, for groups listed in the official FF++ split files, when the official split says ``test``).
 3. sampling: per source and split, the first ``n`` items of the pool ordered by
@@ -67,8 +70,10 @@ class VariantConfig(Config):
     """One dataset variant (``params.yaml`` ``variants.<name>``)."""
 
     description: str
-    level: Literal["group", "frame"]          # split unit: union-find group, or single item (leaks)
+    level: Literal["group", "frame"]          # video frames' split unit: their group, or each frame (leaks)
     leak_free: bool                           # audit fails the stage on any group/video/exact leak
+    shortcut_free: bool                       # audit fails the stage when a nuisance probe beats
+                                              # audit.shortcut_max_auc (dfpipe.splits.shortcut)
     masks: bool                               # write mask shards (zeros where has_mask is false)
     eval_fraction: float = Field(gt=0, lt=1)  # hash threshold of the eval pool
     train: dict[str, Annotated[int, Field(ge=0)]]  # notes' train (+val) count per source, before scale
@@ -146,10 +151,10 @@ def select_variant(
     """
     faces = faces[faces["source"].isin(cfg.sources)].reset_index(drop=True)
     ids = faces["id"].astype(str).tolist()
-    if cfg.level == "group":
-        units = canonical_groups(ids, faces["group_keys"].tolist())
-    else:
-        units = ids
+    units = canonical_groups(ids, faces["group_keys"].tolist())
+    if cfg.level == "frame":
+        # only video frames become their own unit; stills keep their group (module docstring, 1.)
+        units = [i if v else u for i, u, v in zip(ids, units, faces["video_id"].astype(str))]
     unit_arr = np.asarray(units, dtype=object)
     uniq, inverse = np.unique(unit_arr, return_inverse=True)
     uniq_list = [str(u) for u in uniq]
@@ -250,6 +255,7 @@ def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:
         "level": cfg.level,
         "role": cfg.role,
         "leak_free": cfg.leak_free,
+        "shortcut_free": cfg.shortcut_free,
         "masks": cfg.masks,
         "scale": split.scale,
         "eval_fraction": cfg.eval_fraction,

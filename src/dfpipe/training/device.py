@@ -1,18 +1,24 @@
-"""Device selection (contract C1): ``select_device("auto" | "cpu" | "cuda")``.
-
-Placeholder written by helper "eval" against the C1 API until helper "train"'s module lands;
-theirs replaces this file.
-"""
+"""Device and mixed-precision choice shared by training and evaluation."""
 
 from __future__ import annotations
 
 import torch
 
 
-def select_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` -> a device; ``auto`` is CUDA (GPU ``local_rank``) when present.
+
+    ``cuda`` without CUDA is an error rather than a silent CPU run.
+    """
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device is 'cuda' but CUDA is not available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA, ``off`` elsewhere; other values unchanged."""
+    return ("bf16" if device.type == "cuda" else "off") if amp == "auto" else amp

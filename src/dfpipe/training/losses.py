@@ -8,7 +8,7 @@ the term entirely (it is neither computed nor logged).
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,10 @@ class LossConfig(Config):
 
     ``class_weights``: per-class CE weights, one per class, or ``None`` (unweighted).
     ``dice_eps``: smoothing of the soft Dice (Milletari et al., V-Net, 2016), 1.0 = "add-one".
+    ``mask_on``: which items the mask terms see. ``edited``: only edited items (label 2), because
+    a real image's all-zeros and a generated image's all-ones mask restate the class label (issue
+    12: an untrained decoder then out-scores a trained one); ``all``: every item with a mask target
+    (the notes' original setup).
     """
 
     w_cls: float = Field(ge=0)
@@ -31,6 +35,7 @@ class LossConfig(Config):
     class_weights: Optional[tuple[Annotated[float, Field(gt=0)], ...]]
     label_smoothing: float = Field(ge=0, lt=1)
     dice_eps: float = Field(gt=0)
+    mask_on: Literal["edited", "all"]
 
     @model_validator(mode="after")
     def _some_weight(self) -> "LossConfig":
@@ -41,6 +46,10 @@ class LossConfig(Config):
     @property
     def uses_masks(self) -> bool:
         return self.w_bce > 0 or self.w_dice > 0
+
+
+#: The edited class (``dfpipe.core.manifest.LABELS``): the only one whose mask is not its label.
+EDITED = 2
 
 
 class DetectionLoss(nn.Module):
@@ -79,6 +88,8 @@ class DetectionLoss(nn.Module):
             target = F.interpolate(batch["mask"][:, None].float(), size=logits.shape[-2:],
                                    mode="nearest")[:, 0]                           # (B,h,w)
             weight = batch["mask_weight"].float()                                  # (B,)
+            if cfg.mask_on == "edited":
+                weight = weight * (batch["label"] == EDITED).float()
             norm = weight.sum().clamp_min(1.0)
             if cfg.w_bce > 0:
                 per_item = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2))

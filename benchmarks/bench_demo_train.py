@@ -1,0 +1,111 @@
+"""Wall time of every demo ``train@<run>`` stage (all its seeds), on synthetic variants of demo size.
+
+    python benchmarks/bench_demo_train.py [--runs resnet_1 f3net_mix] [--params params.yaml]
+
+For each variant the runs use, writes a synthetic variant (random crops, the demo's per-source
+counts x ``split.scale``, labels from ``sources``, masks for edited items, 10 % val) and the
+spectrum statistics dct/dft runs read, into a temporary folder with a copy of params.yaml whose
+``train:`` paths point there. Then runs ``python stages/train.py <run>`` there, one process per run
+as DVC does (so torch/timm start-up is included), and prints one line per run and the total:
+wall seconds and CPU seconds (user + sys of the stage process; on a shared machine CPU seconds
+are the steadier figure, and on an idle 2-core box wall ~ CPU / 2 or more).
+Speed only: synthetic crops do not say anything about accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from dfpipe.core.manifest import write_variant
+from dfpipe.core.shards import ShardWriter
+from dfpipe.features.spectra import KINDS, RunningMoments, log_spectrum_np, save_stats, stats_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_variant(root: Path, counts: dict[int, int], size: int, seed: int = 0) -> None:
+    """``root/{train,val}`` with ``counts[label]`` items per label (val = every 10th)."""
+    rng = np.random.default_rng(seed)
+    items = [label for label, n in sorted(counts.items()) for _ in range(n)]
+    for split in ("train", "val"):
+        rows = []
+        with ShardWriter(root / split, "images", 4096) as images, ShardWriter(root / split, "masks", 4096) as masks:
+            for i, label in enumerate(items):
+                if (i % 10 == 0) != (split == "val"):
+                    continue
+                shard, offset = images.add(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+                mshard, _ = masks.add((rng.random((size, size)) > 0.5).astype(np.uint8) * 255)
+                rows.append(dict(
+                    id=f"b/{i:06d}", source="b", label=label, method="b", video_id="", group_keys=[f"b:{i}"],
+                    path="", frame_index=-1, n_frames=-1, box_x=0, box_y=0, box_w=size, box_h=size,
+                    det_score=0.0, content_hash="", has_mask=label == 2, shard=shard, offset=offset,
+                    mask_shard=mshard if label == 2 else "", split=split, split_group=f"b:{i}"))
+        df = pd.DataFrame(rows).astype({"label": "int8", "frame_index": "int32", "n_frames": "int32",
+                                        "offset": "int32", "box_x": "int32", "box_y": "int32",
+                                        "box_w": "int32", "box_h": "int32", "det_score": "float32"})
+        write_variant(df, root / split / "manifest.parquet")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default=str(REPO / "params.yaml"))
+    ap.add_argument("--runs", nargs="*", help="default: every run")
+    args = ap.parse_args()
+    params = yaml.safe_load(Path(args.params).read_text())
+    runs = args.runs or sorted(params["runs"])
+    scale = params["split"]["scale"]
+    size = params["preprocess"]["size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for variant in sorted({params["runs"][r]["variant"] for r in runs}):
+            counts: dict[int, int] = {}
+            for source, n in params["variants"][variant]["train"].items():
+                label = params["sources"][source]["label"]
+                counts[label] = counts.get(label, 0) + math.floor(n * scale + 0.5)
+            synthetic_variant(tmp / "variants" / variant, counts, size)
+            images = np.random.default_rng(1).integers(0, 256, (64, size, size, 3), dtype=np.uint8)
+            for kind in KINDS:
+                acc = RunningMoments()
+                acc.update(log_spectrum_np(images, kind, "per_channel", 1e-12))
+                mean, std = acc.result()
+                save_stats(stats_path(tmp / "spectra" / variant, kind), mean, std, acc.count, kind,
+                           "per_channel", 1e-12, variant)
+            print(f"variant {variant}: train+val counts by label {counts}", flush=True)
+        params["train"].update(variants_dir="variants", spectra_dir="spectra", models_dir="models",
+                               metrics_dir="metrics", scratch_dir="scratch", log_dir="logs", progress=False)
+        (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        total = 0.0
+        print("| run | seeds | wall s | CPU s |\n|---|---|---|---|")
+        total_cpu = 0.0
+        for run in runs:
+            t0 = time.perf_counter()
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            proc = subprocess.run([sys.executable, str(REPO / "stages/train.py"), run], cwd=tmp, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if proc.returncode:
+                raise SystemExit(f"train@{run} failed:\n{proc.stderr[-3000:]}")
+            sec = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            total += sec
+            total_cpu += cpu
+            print(f"| {run} | {len(params['runs'][run].get('seeds', [0]))} | {sec:.1f} | {cpu:.1f} |", flush=True)
+        print(f"| **total** | | {total:.1f} | {total_cpu:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

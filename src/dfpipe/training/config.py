@@ -1,0 +1,117 @@
+"""Run and shared training settings (``runs.<run>`` over ``run_defaults``, ``train:``) as typed configs.
+
+Kept apart from :mod:`dfpipe.training.train` so that :mod:`dfpipe.training.checkpoint` (which
+rebuilds a :class:`RunConfig` from a checkpoint) and the evaluation stage need not import the fit
+loop.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, SafeName, build, merged_entry
+from dfpipe.models import ModelConfig
+from dfpipe.training.losses import LossConfig
+
+
+class RunConfig(Config):
+    """One training run (``runs.<run>`` merged over ``run_defaults``). ``lr`` and ``batch_size`` are the notes' values.
+
+    ``seeds``: every seed is trained in the same stage (``models/<run>/seed<s>.pt``, C1); a seed fixes
+    initialisation, loader order, flips and dropout. ``warmup_epochs``: linear warm-up from 0 over
+    that many epochs (fractions allowed), then the ``schedule`` (``cosine`` to 0 at the end,
+    ``step``: times ``gamma`` every ``step_size`` epochs, ``none``: constant).
+    ``max_steps_per_epoch`` > 0 caps batches per epoch (the demo). ``eval_batch_size`` 0 means
+    ``batch_size``. ``bn_recalibration_images`` > 0: precise BN, BatchNorm statistics re-estimated
+    on ``min(ceil(images / batch_size), batches per epoch)`` training batches before each validation
+    (:func:`dfpipe.training.engine.recalibrate_bn`; detectron2's PreciseBN default is 200 batches,
+    Wu & Johnson 2021). ``balance``: class-balanced sampling of the training split.
+    ``init``: ``scratch`` (random) or the key of a pretrained file ``<train.pretrained_dir>/<key>.pt``.
+    Every key is required: the shared values live in params.yaml's ``run_defaults:``, never in code.
+    """
+
+    model: ModelConfig
+    variant: PlainName
+    lr: float = Field(gt=0, allow_inf_nan=False)
+    batch_size: int = Field(ge=2)  # BatchNorm needs two items
+    epochs: int = Field(ge=1)
+    seeds: tuple[int, ...] = Field(min_length=1)
+    optimizer: Literal["adam", "adamw", "sgd"]
+    momentum: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["cosine", "step", "none"]
+    warmup_epochs: float = Field(ge=0)
+    step_size: int = Field(ge=1)
+    gamma: float = Field(gt=0, le=1)
+    balance: bool
+    loss: LossConfig
+    max_steps_per_epoch: int = Field(ge=0)
+    grad_clip: float = Field(ge=0)
+    flip: bool
+    eval_batch_size: int = Field(ge=0)
+    bn_recalibration_images: int = Field(ge=0)
+    init: SafeName
+    augment: Literal["none", "blur_jpeg"]  # train-split preset of dfpipe.training.augment
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RunConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be distinct non-negative ints, got {list(self.seeds)}")
+        if self.loss.uses_masks and not self.model.seg_head:
+            raise ValueError("loss.w_bce/w_dice > 0 need model.seg_head: true")
+        if self.loss.uses_masks and self.loss.mask_on == "edited" and self.model.num_classes != 3:
+            raise ValueError("loss.mask_on: edited needs the 3-class labels (model.num_classes: 3)")
+        cw = self.loss.class_weights
+        if cw is not None and len(cw) != self.model.num_classes:
+            raise ValueError(f"loss.class_weights has {len(cw)} entries for {self.model.num_classes} classes")
+        return self
+
+    def bn_batches(self, batches_per_epoch: int) -> int:
+        """Precise-BN batches: ``min(ceil(bn_recalibration_images / batch_size), batches_per_epoch)``."""
+        return min(math.ceil(self.bn_recalibration_images / self.batch_size), batches_per_epoch)
+
+
+class TrainConfig(Config):
+    """Settings shared by all runs (``train:``). ``amp``: ``auto`` = bf16 on CUDA, off on CPU.
+
+    ``threads`` > 0 sets ``torch.set_num_threads`` (0: torch's default). ``deterministic`` turns on
+    ``torch.use_deterministic_algorithms`` (warn-only for ops without a deterministic kernel).
+    ``scratch_dir``: resume state of unfinished seeds; ``log_dir``: timing logs (both git- and
+    DVC-ignored, never DVC outputs). ``pretrained_dir``: ``<key>.pt`` files named by ``init`` (written by pretrained@<key>).
+    """
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    deterministic: bool = True
+    threads: int = Field(0, ge=0)
+    log_every: int = Field(50, ge=0)
+    progress: bool = True
+    variants_dir: RepoPath = Path("data/variants")
+    spectra_dir: RepoPath = Path("data/spectra")
+    models_dir: RepoPath = Path("models")
+    metrics_dir: RepoPath = Path("metrics/train")
+    features_dir: RepoPath = Path("data/features")  # features@ caches (model.input clip / lgrad)
+    scratch_dir: RepoPath = Path(".scratch/train")
+    log_dir: RepoPath = Path(".scratch/logs")
+    pretrained_dir: RepoPath = Path("models/pretrained")
+
+
+def load_runs(params: dict) -> tuple[TrainConfig, dict[str, RunConfig]]:
+    """``train:`` and ``runs:`` (each merged over ``run_defaults``) of a loaded params.yaml, built strictly."""
+    for key in ("train", "runs"):
+        if key not in params:
+            raise ConfigError(f"params.yaml: missing section '{key}'")
+    train_cfg = build(TrainConfig, params["train"], where="train")
+    if not isinstance(params["runs"], dict):
+        raise ConfigError("runs: expected a mapping of run name -> run config")
+    runs = {name: build(RunConfig, merged_entry(params, "runs", name), where=f"runs.{name}")
+            for name in sorted(params["runs"])}
+    return train_cfg, runs

@@ -1,16 +1,25 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run   - create .venv, install, fetch model assets, run the whole pipeline on the demo data
 #   make test  - create .venv, install, fetch model assets, run the test suite
+# Reviewers who only want the data of one variant (no torch, ~100 MB instead of ~5 GB):
+#   make pull VARIANT=v4   - create .venv-pull with DVC only and `dvc pull variant@v4`
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-12)
-ASSETS := models/mediapipe/face_detection_short_range.tflite models/mediapipe/selfie_segmentation.tflite
+ASSET_NAMES := face_detection_short_range.tflite selfie_segmentation.tflite
+# Prefetch (git- and dvc-ignored): the DVC stage `assets` copies from it into models/mediapipe/
+# (cached DVC outs), so the pipeline also runs offline after set-up.
+PREFETCH := $(addprefix .scratch/assets/,$(ASSET_NAMES))
+ASSETS   := $(addprefix models/mediapipe/,$(ASSET_NAMES))
+PULL_VENV := .venv-pull
+DVC_PIN   := $(shell grep -E '^dvc==' requirements.txt)
+VARIANT   ?= v4
 PYTEST_ARGS ?=
 # Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test clean-venv
+.PHONY: setup run test pull clean-venv
 
 setup: $(STAMP) $(ASSETS)
 
@@ -22,8 +31,12 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-$(ASSETS): $(STAMP)
-	$(PY) -m dfpipe.core.assets
+$(PREFETCH) &: $(STAMP)
+	$(PY) -m dfpipe.core.assets --dest .scratch/assets
+
+# checkout from the DVC cache when present, else the stage copies from the prefetch
+$(ASSETS) &: $(PREFETCH)
+	$(VENV)/bin/dvc repro -q assets
 
 run: setup
 	dvc repro
@@ -32,5 +45,17 @@ run: setup
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# DVC only (same pin as requirements.txt), no torch: enough to pull any stage's outputs.
+$(PULL_VENV)/bin/dvc: requirements.txt
+	test -d $(PULL_VENV) || $(PYTHON) -m venv $(PULL_VENV)
+	$(PULL_VENV)/bin/python -m pip install -q "$(DVC_PIN)"
+	touch $@
+
+# PULL_DVC=/path/to/dvc uses an existing DVC instead of creating .venv-pull (tests, offline)
+PULL_DVC ?= $(PULL_VENV)/bin/dvc
+pull: $(PULL_DVC)
+	$(PULL_DVC) pull variant@$(VARIANT)
+	@echo "data/variants/$(VARIANT) pulled; check with: $(PULL_DVC) status variant@$(VARIANT)"
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PULL_VENV)

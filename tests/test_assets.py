@@ -73,3 +73,18 @@ def test_models_load_in_tasks_api():
     finally:
         det.close()
         seg.close()
+
+
+def test_stage_copies_from_the_setup_prefetch_folder(tmp_path, monkeypatch):
+    """The `assets` DVC stage finds `make setup`'s prefetch (.scratch/assets) offline."""
+    prefetch = tmp_path / ".scratch" / "assets"
+    prefetch.mkdir(parents=True)
+    for a in ASSETS:
+        shutil.copy(assets.asset_path(a.name), prefetch / a.name)
+    root = tmp_path
+    monkeypatch.delenv("DFPIPE_ASSETS_FROM", raising=False)
+    monkeypatch.setattr(assets, "_download_wheel", lambda workdir: (_ for _ in ()).throw(AssetError("offline")))
+    monkeypatch.chdir(root)
+    assert assets.main(["--dest", "models/mediapipe", "--no-urls"]) == 0
+    for a in ASSETS:
+        assets.verify(root / "models" / "mediapipe" / a.name, a)

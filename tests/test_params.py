@@ -47,7 +47,7 @@ def test_runs_resolve_to_the_former_explicit_configs():
     """run_defaults + short runs == the configs the runs had when every key was spelled out (plus seeds)."""
     before = json.loads((REPO / "tests/data/runs_resolved_before.json").read_text())
     runs = load_yaml(REPO / "params.yaml")["runs"]
-    assert set(before) <= set(runs)  # runs added later (unseen-generator ug_*) are not in the snapshot
+    assert set(before) <= set(runs)  # runs added since (e.g. resnet_5_v3g) have no former config
     # Changed on purpose by issue 12 / C1 (h/train): seeds replace seed; precise BN counted in
     # images; class-balanced demo sampling; mask losses on edited items; init; demo-only widths.
     family_width = {"resnet18": 0.5, "xception": 0.25, "f3net": 0.25, "npr": 1.0}

@@ -1,14 +1,21 @@
 """End to end: the real dvc.yaml on a tiny generated data set, in a fresh copy of the repository.
 
-One session-scoped `dvc repro` of the whole pipeline (make_demo -> ... -> report) with params shrunk
-by :func:`tiny_params`; then the promises of the README are checked on it: a clean `dvc status`,
-every table written, byte-identical data and CPU-training outputs on `dvc repro -f`, and an
-interrupted stage that finishes with the same bytes as an uninterrupted one.
+One session-scoped `dvc repro` of the whole pipeline (assets, make_demo -> ... -> report) with params
+shrunk by :func:`tiny_params`, committed to git; then the promises of the README are checked on it:
+a clean `dvc status`, every table written, byte-identical data and CPU-training outputs on
+`dvc repro -f`, an interrupted stage that finishes with the same bytes; a `git clone` in another
+folder with its own empty DVC cache rebuilds the data stages and one train/evaluate chain with the
+same md5 of every output and leaves `git status` clean (no timings, no absolute paths, no untracked
+outputs); the run-cache restores a train stage whose params were seen; `dvc exp run -S` reruns only
+the dependent stages; `dvc exp run --queue` + `dvc queue start` run two experiments that
+`dvc exp show` lists, in a table that the README's command keeps within 200 columns.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from dfpipe.core import stagedeps
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +55,15 @@ def tiny_params(params: dict) -> dict:
 def _env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    # the `assets` stage copies the pinned MediaPipe models from here (offline, sha256-checked)
+    env["DFPIPE_ASSETS_FROM"] = str(ROOT / "models" / "mediapipe")
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("DVC_NO_ANALYTICS", None)
     env["DVC_NO_ANALYTICS"] = "1"
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -74,8 +85,6 @@ def copy_repository(dest: Path) -> None:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
-    # set-up assets (git-ignored, fetched by `make setup`)
-    shutil.copytree(ROOT / "models" / "mediapipe", dest / "models" / "mediapipe")
 
 
 def lock_hashes(repo: Path) -> dict[str, str]:
@@ -91,6 +100,9 @@ def lock_hashes(repo: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Path:
+    reuse = os.environ.get("DFPIPE_E2E_REUSE")
+    if reuse:  # debugging: a tiny repo this fixture built before (its `dvc repro` committed)
+        return Path(reuse)
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
     repo.mkdir()
     copy_repository(repo)
@@ -102,7 +114,19 @@ def pipeline(tmp_path_factory) -> Path:
     # keep the DVC cache and remote inside the temporary folder
     dvc("remote", "modify", "local", "url", str(repo.parent / "remote"), cwd=repo)
     dvc("repro", cwd=repo)
+    # what a researcher commits after a run (dvc.lock, git-tracked metrics, DVC's .gitignore files)
+    git_commit(repo, "tiny repro")
     return repo
+
+
+def git_commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], cwd=repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, "--allow-empty"], cwd=repo)
+
+
+def ran_stages(output: str) -> set[str]:
+    """Stages whose command DVC ran, from `dvc repro` / `dvc exp run` output."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def test_repro_then_status_is_clean(pipeline):
@@ -159,3 +183,132 @@ def test_interrupted_stage_finishes_with_the_same_bytes(pipeline):
     after = lock_hashes(pipeline)
     assert after == before
     assert "up to date" in dvc("status", cwd=pipeline).stdout
+
+
+# ---- a second folder: location independence and a clean tree --------------------------------
+# What the clone rebuilds from scratch (its own empty cache: no run-cache): every data stage and one
+# train -> evaluate chain through spectra. The other train/evaluate stages differ only in params.
+SECOND_FOLDER_TARGETS = ("assets", "make_demo", "preprocess", "variant", "audit", "spectra",
+                         "train@resnet_2", "evaluate@resnet_2")
+
+
+def lock_outs(repo: Path, stages: set[str]) -> dict[str, str]:
+    """path -> md5 of every out (cached or not: metrics too) of the given stages in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {o["path"]: o["md5"] for name in stages for o in lock[name].get("outs", [])}
+
+
+@pytest.fixture(scope="session")
+def second_folder(pipeline, tmp_path_factory) -> tuple[Path, set[str]]:
+    clone = tmp_path_factory.mktemp("elsewhere") / "deeper" / "clone"
+    clone.parent.mkdir(parents=True)
+    run(["git", "clone", "-q", str(pipeline), str(clone)], cwd=clone.parent)
+    # an empty cache of its own: every stage really runs, nothing is restored
+    dvc("remote", "modify", "--local", "local", "url", str(clone.parent / "remote"), cwd=clone)
+    out = dvc("repro", *SECOND_FOLDER_TARGETS, cwd=clone).stdout
+    return clone, ran_stages(out)
+
+
+def test_second_folder_rebuilds_the_same_bytes(pipeline, second_folder):
+    clone, ran = second_folder
+    assert {"assets", "make_demo", "train@resnet_2", "evaluate@resnet_2"} <= ran, ran
+    # audit@ outs are git-tracked (cache: false): with identical variants DVC rightly skips it
+    assert any(s.startswith("preprocess@") for s in ran) and any(s.startswith("variant@") for s in ran)
+    ours, theirs = lock_outs(pipeline, ran), lock_outs(clone, ran)
+    assert ours.keys() == theirs.keys()
+    differ = sorted(p for p in ours if ours[p] != theirs[p])
+    assert not differ, f"outputs differ between {pipeline} and {clone}: {differ}"
+
+
+def test_rebuild_leaves_git_status_clean(second_folder):
+    clone, _ = second_folder
+    status = run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone).stdout
+    assert status == "", f"`dvc repro` in a fresh clone changed git-tracked files:\n{status}"
+
+
+# ---- params: narrow deps ------------------------------------------------------------------------
+def test_non_result_keys_leave_stages_clean(pipeline):
+    """Progress bars, worker counts, logging and device are not params of result stages."""
+    params_file = pipeline / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    for dotted in NON_RESULT_KEYS:
+        section, key = dotted.split(".")
+        value = params[section][key]
+        params[section][key] = (not value) if isinstance(value, bool) else (
+            value + 1 if isinstance(value, int) else "cpu")
+    try:
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        out = dvc("status", cwd=pipeline).stdout
+    finally:
+        params_file.write_text(original)
+    assert "up to date" in out, f"changing {NON_RESULT_KEYS} made stages stale:\n{out}"
+
+
+# keys that cannot change any output byte (kept in sync with dvc.yaml by test_stagedeps.py)
+NON_RESULT_KEYS = sorted(stagedeps.NON_RESULT_KEYS)
+
+
+# ---- experiments ----------------------------------------------------------------------------------
+def test_run_cache_restores_a_train_stage_seen_before(pipeline):
+    """Train with another lr, then go back: DVC restores the first run from its run-cache."""
+    params_file = pipeline / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["runs"]["resnet_1"]["lr"] = params["runs"]["resnet_1"]["lr"] / 2
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc("repro", "train@resnet_1", cwd=pipeline).stdout
+    assert "train@resnet_1" in ran_stages(out), out
+    params_file.write_text(original)
+    out = dvc("repro", "train@resnet_1", cwd=pipeline).stdout
+    assert "Stage 'train@resnet_1' is cached - skipping run" in out, out
+    assert not ran_stages(out), out
+    assert "up to date" in dvc("status", "train@resnet_1", cwd=pipeline).stdout
+
+
+def test_exp_run_set_param_reruns_only_dependent_stages(pipeline):
+    out = dvc("exp", "run", "-n", "lr_half", "-S", "runs.resnet_1.lr=0.01", cwd=pipeline).stdout
+    ran = ran_stages(out)
+    # report re-runs only if resnet_1's headline numbers moved (one tiny step may not move them)
+    assert {"train@resnet_1", "evaluate@resnet_1"} <= ran <= {"train@resnet_1", "evaluate@resnet_1", "report"}, out
+    # -S rewrote params.yaml (YAML 1.2 writer): every stage still reads it, nothing else is stale
+    assert "up to date" in dvc("status", cwd=pipeline).stdout
+    shown = dvc("exp", "show", "--csv", cwd=pipeline).stdout
+    assert "lr_half" in shown
+
+
+def test_queued_experiments_run_and_are_listed(pipeline):
+    dvc("exp", "run", "--queue", "-S", "runs.resnet_1.lr=0.005,0.0025", "evaluate@resnet_1", cwd=pipeline)
+    dvc("queue", "start", "-j", "1", cwd=pipeline)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = dvc("queue", "status", cwd=pipeline).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    dvc("queue", "stop", cwd=pipeline, check=False)
+    if re.search(r"\bFailed\b", status):
+        logs = [dvc("queue", "logs", line.split()[0], cwd=pipeline, check=False).stdout[-3000:]
+                for line in status.splitlines() if "Failed" in line]
+        pytest.fail(status + "\n".join(logs))
+    assert status.count("Success") == 2, status
+    shown = dvc("exp", "show", "--csv", cwd=pipeline).stdout
+    for lr in ("0.005", "0.0025"):
+        assert lr in shown, shown
+
+
+def test_readme_exp_show_command_fits_200_columns(pipeline):
+    """The README's `dvc exp show` command: a readable table of the experiments, <= 200 columns."""
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"^(dvc exp show [^\n#]*?)\s*(#.*)?$", readme, re.M)
+    assert m, "README gives no `dvc exp show` command"
+    args = shlex.split(m.group(1))[3:]
+    env = _env()
+    env["COLUMNS"] = "200"
+    proc = subprocess.run([str(VENV_BIN / "dvc"), "exp", "show", "--no-pager", *args], cwd=pipeline,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(map(len, lines)) <= 200, proc.stdout
+    assert "…" not in proc.stdout, f"truncated cells:\n{proc.stdout}"
+    assert "runs.resnet_1.lr" in proc.stdout or "lr" in proc.stdout, proc.stdout

@@ -234,7 +234,7 @@ def test_dvc_yaml_matches_params():
     assert deps == R.report_deps(cfg)
     sections = R.dvc_sections(cfg, params)
     assert dvc["plots"] == sections["plots"] and dvc["artifacts"] == sections["artifacts"]
-    assert set(cfg.evaluation_names()) <= set(params["evaluations"])
+    assert set(cfg.evaluation_names()) <= set(params["evaluations"]) | set(params.get("frank", {}))
     code = [d for d in dvc["stages"]["evaluate"]["do"]["deps"] if d.startswith(("src/", "stages/"))]
     assert sorted(code) == sorted(E.CODE_DEPS)
     params_deps = {p for p in dvc["stages"]["evaluate"]["do"]["params"] if p.startswith("evaluate.")}

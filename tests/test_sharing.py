@@ -3,7 +3,10 @@
 In a temporary git + DVC repository: a stage writes small generated face shards + manifests, the
 real ``stages/variant.py`` builds a tiny v4-like variant, ``dvc push`` fills a local remote; then a
 fresh ``git clone`` pulls only ``variant@tiny`` and must get byte-identical files, without the
-upstream faces, with DVC seeing them as up to date.
+upstream faces, with DVC seeing them as up to date. The README's reviewer path, ``make pull
+VARIANT=<v>`` (the real Makefile), pulls the same bytes in a second clone; it runs with the test's
+DVC (``PULL_DVC``) because creating ``.venv-pull`` needs the package index, which
+``DFPIPE_TEST_PULL_ENV=1`` enables (then the env must hold DVC and no torch).
 """
 
 from __future__ import annotations
@@ -81,15 +84,22 @@ def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
-def test_reviewer_pulls_one_variant_byte_identical(tmp_path):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.org")
-    repo, remote, clone = tmp_path / "repo", tmp_path / "remote", tmp_path / "clone"
+def _env() -> dict:
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1",
+                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+                GIT_COMMITTER_EMAIL="t@example.org")
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """A pushed tiny repository (tag v0.1) and the bytes of its variant."""
+    env = _env()
+    tmp_path = tmp_path_factory.mktemp("sharing")
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
     (repo / "stages").mkdir(parents=True)
     shutil.copy(REPO / "stages/variant.py", repo / "stages/variant.py")
+    for name in ("Makefile", "requirements.txt", "pyproject.toml"):   # `make pull` reads these
+        shutil.copy(REPO / name, repo / name)
     (repo / "make_faces.py").write_text(MAKE_FACES)
     (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
@@ -103,7 +113,15 @@ def test_reviewer_pulls_one_variant_byte_identical(tmp_path):
     _run(["git", "tag", "v0.1"], repo, env)
     original = _files(repo / "data/variants/tiny")
     assert "train/masks-00000.npy" in original and "summary.json" in original
+    return repo, original
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
+def test_reviewer_pulls_one_variant_byte_identical(published, tmp_path):
+    env = _env()
+    repo, original = published
+    clone = tmp_path / "clone"
     _run(["git", "clone", "-q", "--branch", "v0.1", str(repo), str(clone)], tmp_path, env)
     _run([DVC, "pull", "-q", "variant@tiny"], clone, env)
     assert _files(clone / "data/variants/tiny") == original
@@ -113,3 +131,34 @@ def test_reviewer_pulls_one_variant_byte_identical(tmp_path):
     _run([DVC, "pull", "-q"], clone, env)
     out = _run([DVC, "status"], clone, env)
     assert "up to date" in out.lower(), out
+
+
+def _make_pull(published, tmp_path, extra: list[str]) -> Path:
+    env = _env()
+    repo, original = published
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", "--branch", "v0.1", str(repo), str(clone)], tmp_path, env)
+    proc = subprocess.run(["make", "pull", "VARIANT=tiny", *extra], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"make pull failed:\n{proc.stdout}\n{proc.stderr}"
+    assert _files(clone / "data/variants/tiny") == original
+    assert not (clone / "data/faces").exists()
+    return clone
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="make and git required")
+def test_make_pull_fetches_one_variant(published, tmp_path):
+    """The README's reviewer command, with the test's DVC standing in for .venv-pull."""
+    _make_pull(published, tmp_path, [f"PULL_DVC={BIN / 'dvc'}"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("DFPIPE_TEST_PULL_ENV") != "1",
+                    reason="creating .venv-pull needs the package index: set DFPIPE_TEST_PULL_ENV=1")
+def test_make_pull_creates_a_dvc_only_env(published, tmp_path):
+    clone = _make_pull(published, tmp_path, [])
+    py = clone / ".venv-pull" / "bin" / "python"
+    probe = subprocess.run([str(py), "-c", "import importlib.util as u; import dvc; "
+                            "print(u.find_spec('torch') is None)"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "True", probe.stderr

@@ -1,17 +1,23 @@
-"""MediaPipe model assets (``.tflite``), fetched once at set-up and pinned by sha256.
+"""MediaPipe model assets (``.tflite``): produced by the DVC stage ``assets``, pinned by sha256.
 
 mediapipe 1.x has only the Tasks API and ships no model files. We use the two models that the
 ``mediapipe==0.10.21`` wheel bundles (the same bytes as the mediapipe repository at tag v0.10.21):
 BlazeFace short-range face detection and the selfie segmenter. Sources, tried in order:
 
 1. a local folder named by ``$DFPIPE_ASSETS_FROM`` (offline machines: copy the files there);
-2. the mediapipe repository at tag v0.10.21 (raw file URLs);
-3. the ``mediapipe==0.10.21`` wheel from the package index, downloaded (never installed) with pip
+2. the set-up prefetch folder ``.scratch/assets`` (``make setup`` fills it; git- and dvc-ignored):
+   DVC deletes a stage's outputs before running it, so the stage needs a copy outside its outs;
+3. the mediapipe repository at tag v0.10.21 (raw file URLs);
+4. the ``mediapipe==0.10.21`` wheel from the package index, downloaded (never installed) with pip
    and opened as a zip.
 
 Whatever the source, a file is only accepted if its sha256 matches the pin below.
 
-Usage: ``python -m dfpipe.core.assets [--dest models/mediapipe]``.
+The DVC stage ``assets`` (``python -m dfpipe.core.assets``) writes them to models/mediapipe/ as
+cached DVC outs, so ``dvc exp run --queue`` workspaces and clones get them by checkout / pull /
+run-cache like any other output; preprocess@ depends on them.
+
+Usage: ``python -m dfpipe.core.assets [--dest models/mediapipe]`` (``--dest .scratch/assets``: prefetch).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 from dfpipe.core.io import sha256_bytes, sha256_file, write_bytes
 
 DEFAULT_DEST = Path("models/mediapipe")
+PREFETCH_DIR = Path(".scratch/assets")   # relative to the repository root (the stage's cwd)
 WHEEL_SPEC = "mediapipe==0.10.21"
 REPO_RAW = "https://raw.githubusercontent.com/google-ai-edge/mediapipe/v0.10.21/"
 
@@ -153,6 +160,8 @@ def fetch_assets(dest: str | Path = DEFAULT_DEST, try_urls: bool = True, timeout
     local = os.environ.get("DFPIPE_ASSETS_FROM")
     if pending and local:
         attempt(lambda a: _from_folder(a, Path(local)), f"folder {local}")
+    if pending and PREFETCH_DIR.is_dir() and PREFETCH_DIR.resolve() != dest.resolve():
+        attempt(lambda a: _from_folder(a, PREFETCH_DIR), f"prefetch {PREFETCH_DIR.as_posix()}")
     if pending and try_urls:
         attempt(lambda a: _from_url(a, timeout), "mediapipe repository")
     if pending:

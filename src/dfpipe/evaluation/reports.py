@@ -301,7 +301,8 @@ def dvc_sections(cfg: ReportConfig, params: Mapping) -> dict:
             "x_label": "false positive rate", "y_label": "true positive rate",
             "x": {(cfg.eval_dir / e / "roc.csv").as_posix(): "fpr" for e in evals},
             "y": {(cfg.eval_dir / e / "roc.csv").as_posix(): "tpr" for e in evals}}})
-        table_runs = list(dict.fromkeys(params["evaluations"][e]["run"] for e in evals))
+        # rows from evaluate@ have a trained run; frank@ rows (params frank:) have no checkpoint
+        table_runs = list(dict.fromkeys(params["evaluations"][e]["run"] for e in evals if e in params["evaluations"]))
         runs |= set(table_runs)
         curves = [f"{train_dir}/{r}/curves/seed{s}.tsv" for r in table_runs for s in run_seeds(params, r)]
         plots.append({f"{name}_val_f1": {

@@ -31,7 +31,7 @@ def main() -> None:
     headline = run_evaluation(name, ev, cfg, scale=float(params["split"]["scale"]),
                               models_dir=train_cfg.models_dir, variants_dir=train_cfg.variants_dir,
                               train_metrics_dir=train_cfg.metrics_dir,
-                              audit_dir=Path(params["audit"]["out_dir"]))
+                              audit_dir=Path(params["audit"]["out_dir"]), features_dir=train_cfg.features_dir)
     print(f"evaluate@{name}: " + ", ".join(f"{k} {v['mean']}" for k, v in headline.items()))
 
 

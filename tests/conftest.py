@@ -29,3 +29,16 @@ def run_defaults() -> dict:
 def toy_variant(tmp_path_factory) -> Path:
     """A tiny variant ``<tmp>/toy/{train,val,eval}`` in the variant stage's format (shards + manifest)."""
     return make_variant(tmp_path_factory.mktemp("variant") / "toy")
+
+
+@pytest.fixture()
+def torch_one_thread():
+    """fit() sets process-wide torch state; restore it. One thread: the CI box is shared (2 cores).
+    Modules that train use it with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)

@@ -22,12 +22,14 @@ from dfpipe.features.spectra import SpectraConfig
 from dfpipe.ingest.preprocess import PreprocessConfig
 from dfpipe.ingest.sources import SourceConfig
 from dfpipe.splits.audit import AuditConfig
+from dfpipe.features.encoders import FeaturesConfig
 from dfpipe.splits.variants import SplitConfig, VariantConfig
 from dfpipe.training.train import RunConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {"demo": DemoConfig, "preprocess": PreprocessConfig, "split": SplitConfig, "audit": AuditConfig,
-            "spectra": SpectraConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "report": ReportConfig}
+            "spectra": SpectraConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "report": ReportConfig,
+            "features": FeaturesConfig}
 ENTRIES = {"sources": SourceConfig, "variants": VariantConfig, "runs": RunConfig, "evaluations": Evaluation}
 
 
@@ -51,6 +53,8 @@ def test_runs_resolve_to_the_former_explicit_configs():
     family_width = {"resnet18": 0.5, "xception": 0.25, "f3net": 0.25, "npr": 1.0}
     for name in before:
         cfg = to_dict(load_entry("runs", name, RunConfig, REPO / "params.yaml"))
+        # keys added by issue 18 (h/detectors), at values that change nothing for the former runs
+        assert cfg.pop("augment") == "none" and cfg["model"].pop("feature_dim") == 0
         old = dict(before[name])
         assert cfg.pop("seeds") == [0, 1] and old.pop("seed") == 0
         assert old.pop("bn_recalibration_batches") * 64 == cfg.pop("bn_recalibration_images") == 256

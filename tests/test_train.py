@@ -30,14 +30,7 @@ RUN = run_dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """fit() sets process-wide torch state; restore it. One thread: the CI box is shared (2 cores)."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -71,15 +71,16 @@ def _per_seed(pred: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, np.ndarray,
     return frames[0], probs, seeds
 
 
-def auc_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
-                level: float) -> dict:
-    """Seed-mean binary AUC of ``scores`` ``(S, N)`` for ``y`` ``(N,)``, seed sd, cluster-bootstrap CI.
+def binary_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
+                   level: float, metric=M.binary_auc) -> dict:
+    """Seed-mean ``metric(y, score)`` of ``scores`` ``(S, N)`` for binary ``y`` ``(N,)``, seed sd,
+    cluster-bootstrap CI of the seed mean.
 
     ``groups`` ``(N,)``: resampling unit (video key of frames; each item for video-level rows).
-    Returns ``{"auc", "sd", "low", "high", "n", "seeds"}``; ``None`` values where undefined
+    Returns ``{"value", "sd", "low", "high", "n", "seeds"}``; ``None`` values where undefined
     (one class absent).
     """
-    per_seed = np.array([M.binary_auc(y, s) for s in scores])
+    per_seed = np.array([metric(y, s) for s in scores])
     keys, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     starts = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
@@ -88,7 +89,7 @@ def auc_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: i
     boot = []
     for _ in range(n_boot):
         idx = np.concatenate([members[g] for g in rng.integers(0, len(keys), size=len(keys))])
-        boot.append(np.mean([M.binary_auc(y[idx], s[idx]) for s in scores]))
+        boot.append(np.mean([metric(y[idx], s[idx]) for s in scores]))
     boot = np.asarray(boot)
     ok = boot[np.isfinite(boot)]
     alpha = (1.0 - level) / 2.0
@@ -97,13 +98,20 @@ def auc_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: i
         return None if not np.isfinite(x) else float(x)
 
     return {
-        "auc": val(per_seed.mean()) if len(per_seed) else None,
+        "value": val(per_seed.mean()) if len(per_seed) else None,
         "sd": val(per_seed.std(ddof=1)) if len(per_seed) > 1 else None,
         "low": val(np.quantile(ok, alpha)) if ok.size else None,
         "high": val(np.quantile(ok, 1.0 - alpha)) if ok.size else None,
         "n": int(len(y)),
         "seeds": int(len(scores)),
     }
+
+
+def auc_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
+                level: float) -> dict:
+    """:func:`binary_with_ci` of the binary AUC, the value under ``"auc"``."""
+    res = binary_with_ci(y, scores, groups, n_boot, seed, level, M.binary_auc)
+    return {"auc": res.pop("value"), **res}
 
 
 def score_predictions(pred: pd.DataFrame, path: Path, n_boot: int, seed: int, level: float) -> dict:
@@ -122,9 +130,14 @@ def score_predictions(pred: pd.DataFrame, path: Path, n_boot: int, seed: int, le
 
 def fmt_cell(res: dict | None) -> str:
     """``"71.23 [65.10, 77.02]"`` (percent), ``"± sd"`` added for several seeds; ``"n/a"`` if undefined."""
-    if res is None or res["auc"] is None:
+    return fmt_value(None if res is None else {**res, "value": res["auc"]})
+
+
+def fmt_value(res: dict | None) -> str:
+    """:func:`fmt_cell` of a :func:`binary_with_ci` result."""
+    if res is None or res["value"] is None:
         return "n/a"
-    text = f"{100 * res['auc']:.2f}"
+    text = f"{100 * res['value']:.2f}"
     if res.get("sd") is not None:
         text += f" ± {100 * res['sd']:.2f}"
     if res["low"] is not None:

@@ -302,7 +302,8 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
                    models_dir: Path = Path("models"), variants_dir: Path = Path("data/variants"),
                    train_metrics_dir: Path = Path("metrics/train"), audit_dir: Path = Path("metrics/audit"),
                    out_root: Path = EVAL_DIR, code_root: Path = Path("."),
-                   pretrained_dir: Path = Path("models/pretrained")) -> dict:
+                   pretrained_dir: Path = Path("models/pretrained"),
+                   features_dir: Path = Path("data/features")) -> dict:
     """Score every ``models/<run>/seed<s>.pt`` on ``data/variants/<variant>/eval`` and write every
     output. ``scale``: the data profile's ``split.scale`` (provenance). Returns the headline."""
     import torch
@@ -312,7 +313,8 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
     from dfpipe.evaluation.leakage import leak_gap, read_flags
     from dfpipe.evaluation.masks import mask_evaluation
     from dfpipe.training.checkpoint import load_model
-    from dfpipe.training.data import VariantDataset, make_loader
+    from dfpipe.features.encoders import cache_dir
+    from dfpipe.training.data import make_loader, open_split
     from dfpipe.training.device import select_device
     from dfpipe.training.engine import predict
 
@@ -324,7 +326,8 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
             raise ValueError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but {ckpt} was "
                              f"trained on {run_cfg.variant!r}")
         configs[s] = to_dict(run_cfg)
-        dataset = VariantDataset(variants_dir / ev.variant, "eval", num_classes=run_cfg.model.num_classes)
+        dataset = open_split(variants_dir / ev.variant, "eval", run_cfg.model,
+                             cache_dir(features_dir, run_cfg.model.input, ev.variant))
         loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
         torch.manual_seed(cfg.seed)
         pred = predict(model, loader, device, amp=cfg.amp, progress=False)
@@ -336,6 +339,8 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
     seeds = sorted(frames)
     details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir)
     details["run_config"] = configs[seeds[0]]
+    if not dataset.is_image:  # provenance of cached encoder features (random = demo encoder)
+        details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
     details["provenance"] = {"code": code_fingerprint(code_root), "scale": scale, "variant": ev.variant,
                              "train_variant": ev.train_variant, "seeds": seeds}
     if masks:
@@ -351,7 +356,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
     write_outputs(name, frames, headline, details, out_root / f"{name}.json", out_dir)
     figures.plot_training_curves(train_metrics_dir / ev.run / "curves", out_dir / "figures" / "training_curves.png",
                                  f"{ev.run} (trained on {ev.train_variant})")
-    if cfg.featuremap_per_class > 0:
+    if cfg.featuremap_per_class > 0 and dataset.is_image:  # no Grad-CAM on cached features
         render_featuremaps(model, dataset, device, cfg.featuremap_layer, cfg.featuremap_per_class, cfg.seed,
                            M.class_names(run_cfg.model.num_classes), out_dir / "figures" / "featuremaps.png")
     return headline

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import read_json, write_bytes
 from dfpipe.evaluation.crossdataset import CrossDatasetTable
+from dfpipe.evaluation.unseen import UnseenTable
 
 #: Row settings a results table shows (read from ``details.json`` ``run``); a comparison checks
 #: the ones its table lists under ``same``.
@@ -91,6 +92,7 @@ class ReportConfig(Config):
     leakage: LeakageTables
     shortcut: tuple[str, ...]     # variants whose audit `shortcut` section is tabulated
     crossdataset: Optional[CrossDatasetTable] = None   # optional: FF++-trained models on other test sets
+    unseen: Optional[UnseenTable] = None               # optional: trained on one generator, tested on all
 
     @model_validator(mode="after")
     def _check(self) -> "ReportConfig":
@@ -104,6 +106,8 @@ class ReportConfig(Config):
         names = {e for t in self.tables.values() for e in t.rows.values()} | set(self.leakage.within)
         if self.crossdataset is not None:
             names |= set(self.crossdataset.evaluation_names())
+        if self.unseen is not None:
+            names |= set(self.unseen.evaluation_names())
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
     def compared_names(self) -> list[str]:
@@ -111,6 +115,8 @@ class ReportConfig(Config):
         names = {e for t in self.tables.values() if t.reference for e in t.rows.values()}
         if self.crossdataset is not None:
             names |= set(self.crossdataset.evaluation_names())
+        if self.unseen is not None:
+            names |= set(self.unseen.evaluation_names())
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
 

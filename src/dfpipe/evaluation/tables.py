@@ -9,6 +9,7 @@ from typing import Mapping
 from dfpipe.evaluation.compare import compare
 from dfpipe.evaluation.crossdataset import crossdataset_rows
 from dfpipe.evaluation.crossdataset import notes as crossdataset_notes
+from dfpipe.evaluation.unseen import unseen_tables
 from dfpipe.evaluation.reports import (SETTINGS, LeakageTables, Reader, ReportConfig, ResultsTable, Table,
                                        lookup, pct, plain)
 
@@ -242,4 +243,7 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
         tables.append(Table("crossdataset", "Cross-dataset generalisation: trained on FF++-based variants, "
                             "tested on other datasets' official test lists", columns, rows,
                             crossdataset_notes(cfg.crossdataset)))
+    if cfg.unseen is not None:
+        for name, caption, columns, rows, table_notes in unseen_tables(cfg.unseen, cfg.eval_dir, reader.read):
+            tables.append(Table(name, caption, columns, rows, table_notes))
     return tables, sorted(reader.read)

@@ -49,7 +49,7 @@ MODEL_CAPABILITIES: dict[str, Capabilities] = {}
 #: The modules of this package that register models, in import order. Imported on first use (a
 #: ResNet-18 stage then skips the ~2 s of importing timm for Xception / F3Net); the names come from
 #: the decorated functions, so each model name is written once.
-MODEL_MODULES = ("resnet", "npr", "xception", "f3net")
+MODEL_MODULES = ("resnet", "npr", "cnndetection", "probe", "lgrad", "xception", "f3net")
 
 
 def ensure_registered(name: str) -> None:
@@ -77,7 +77,9 @@ class ModelConfig(Config):
     """
 
     name: str  # a registered model: the name of its build_<name> function (registered_names())
-    input: Literal["raw", "dct", "dft"] = "raw"
+    # raw / dct / dft: images from the variant's shards; clip / lgrad: the features@ cache of that
+    # encoder (dfpipe.features.encoders.FEATURE_INPUTS) read in place of images.
+    input: Literal["raw", "dct", "dft", "clip", "lgrad"] = "raw"
     spectrum_color: Literal["per_channel", "gray"] = "per_channel"
     spectrum_eps: float = Field(1e-12, gt=0)  # Frank et al.'s log_scale eps
     num_classes: int = Field(3, ge=2)  # 3: real/fake/edited, 2: binary
@@ -88,6 +90,7 @@ class ModelConfig(Config):
     seg_head: bool = False
     mask_size: int = Field(224, ge=8, le=1024)
     width: float = Field(1.0, gt=0, le=1)
+    feature_dim: int = Field(0, ge=0)  # input size of a probe on cached features (clip_probe); 0 otherwise
 
     @model_validator(mode="after")
     def _capabilities(self) -> "ModelConfig":

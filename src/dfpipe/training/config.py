@@ -55,6 +55,7 @@ class RunConfig(Config):
     eval_batch_size: int = Field(ge=0)
     bn_recalibration_images: int = Field(ge=0)
     init: SafeName
+    augment: Literal["none", "blur_jpeg"]  # train-split preset of dfpipe.training.augment
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "RunConfig":
@@ -100,6 +101,7 @@ class TrainConfig(Config):
     spectra_dir: RepoPath = Path("data/spectra")
     models_dir: RepoPath = Path("models")
     metrics_dir: RepoPath = Path("metrics/train")
+    features_dir: RepoPath = Path("data/features")  # features@ caches (model.input clip / lgrad)
     scratch_dir: RepoPath = Path(".scratch/train")
     log_dir: RepoPath = Path(".scratch/logs")
     pretrained_dir: RepoPath = Path("models/pretrained")

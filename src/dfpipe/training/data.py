@@ -269,3 +269,56 @@ def make_loader(dataset: VariantDataset, batch_size: int, train: bool, num_worke
                            world_size=world_size)
     drop_last = train and len(sampler) > batch_size
     return BatchLoader(dataset, batch_size, sampler, drop_last, num_workers, torch.cuda.is_available())
+
+
+class FeatureDataset(VariantDataset):
+    """A variant split whose ``image`` is its cached encoder feature (``features@``), not its crop.
+
+    Labels, ids and methods come from the variant manifest exactly as in :class:`VariantDataset`;
+    ``ds[i]["image"]`` is the float16 feature of row ``i`` (``(D,)`` CLIP embedding or
+    ``(3, s, s)`` gradient map) from ``<features_dir>/<input>/<variant>/<split>/``. The cache's ids
+    must equal the manifest's, in order (else ``ValueError``: rerun ``features@``). No image shard
+    and no encoder is opened.
+    """
+
+    is_image = False
+
+    def __init__(self, variant_dir: str | Path, split: str, cache_split_dir: str | Path, num_classes: int = 3):
+        from dfpipe.features.encoders import FeatureCache
+
+        super().__init__(variant_dir, split, num_classes)
+        self.cache = FeatureCache(cache_split_dir)
+        self.cache.check_aligned(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": torch.from_numpy(np.array(self.cache.get(i))),
+                "label": torch.tensor(self.labels[i], dtype=torch.int64),
+                "index": torch.tensor(i, dtype=torch.int64)}
+
+    def get_batch(self, rows: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
+        """Items ``rows`` as one batch for :class:`BatchLoader`: float16 features stacked."""
+        rows = np.asarray(rows, dtype=np.int64)
+        feats = torch.from_numpy(np.stack([np.asarray(self.cache.get(int(i))) for i in rows]))
+        return {"image": feats.pin_memory() if pin else feats,
+                "label": torch.from_numpy(self.labels[rows]),
+                "index": torch.from_numpy(rows.copy())}
+
+
+VariantDataset.is_image = True
+
+
+def open_split(variant_dir: str | Path, split: str, model_cfg, features_variant_dir: str | Path | None = None,
+               with_masks: bool = False) -> VariantDataset:
+    """The dataset a model reads: the variant's image crops, or -- for ``model.input`` clip / lgrad --
+    its features@ cache ``features_variant_dir`` (= ``<features_dir>/<input>/<variant>``)."""
+    from dfpipe.features.encoders import FEATURE_INPUTS
+
+    if model_cfg.input not in FEATURE_INPUTS:
+        return VariantDataset(variant_dir, split, model_cfg.num_classes, with_masks=with_masks)
+    if with_masks:
+        raise ValueError(f"input {model_cfg.input!r} (cached features) has no masks")
+    cache = None if features_variant_dir is None else Path(features_variant_dir) / split
+    if cache is None or not (cache / "index.json").is_file():
+        raise FileNotFoundError(f"{cache}: no {model_cfg.input} feature cache for this variant "
+                                f"(add it to features.caches and run features@)")
+    return FeatureDataset(variant_dir, split, cache, model_cfg.num_classes)

@@ -34,12 +34,16 @@ def autocast(device: torch.device, amp: Amp):
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
               ) -> dict[str, torch.Tensor]:
-    """Copy a uint8 batch to ``device``; ``image`` becomes float ``(B,3,S,S)`` in [0, 1]."""
+    """Copy a batch to ``device``; a uint8 ``image`` becomes float ``(B,3,S,S)`` in [0, 1], cached
+    features (float16, :class:`dfpipe.training.data.FeatureDataset`) become float32 unscaled."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     # The loader's images are channels-last views of the stored (B,S,S,3) bytes; the layout is
     # fixed here, on uint8 (a quarter of the float bytes): contiguous NCHW unless channels_last.
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    out["image"] = out["image"].contiguous(memory_format=fmt).float().div_(255.0)
+    # Cached features (C, H, W maps or flat vectors) are float16: float32, unscaled.
+    image = out["image"]
+    fmt = torch.channels_last if channels_last and image.dim() == 4 else torch.contiguous_format
+    image = image.contiguous(memory_format=fmt)
+    out["image"] = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
     return out
 
 
@@ -49,6 +53,8 @@ def random_hflip(batch: dict[str, torch.Tensor], generator: torch.Generator) -> 
     Drawing on the CPU keeps the flips identical on every device and independent of the loader.
     """
     image = batch["image"]
+    if image.ndim != 4:  # feature vectors (B, D) have no left and right
+        return batch
     flip = (torch.rand(image.shape[0], generator=generator) < 0.5).to(image.device)
     out = dict(batch)
     out["image"] = torch.where(flip[:, None, None, None], image.flip(-1), image)
@@ -93,6 +99,7 @@ def train_one_epoch(
     log_every: int = 0,
     log_fn: Optional[Callable[[str], None]] = None,
     progress: bool = True,
+    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
 ) -> dict[str, float]:
     """Train for one epoch (or ``max_steps`` batches when > 0); the scheduler steps per batch.
 
@@ -107,6 +114,8 @@ def train_one_epoch(
     """
     model.train()
     flip_gen = torch.Generator().manual_seed(mix_seed(seed, epoch, stream=1))
+    # augmentation preset (dfpipe.training.augment) on the uint8 CPU batch; own stream: resume-proof
+    aug_gen = torch.Generator().manual_seed(mix_seed(seed, epoch, stream=3))
     n_batches = len(loader) if max_steps <= 0 else min(max_steps, len(loader))
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -124,6 +133,8 @@ def train_one_epoch(
     for batch in loader:
         if steps >= n_batches:
             break
+        if augment is not None:
+            batch = {**batch, "image": augment(batch["image"], aug_gen)}
         batch = to_device(batch, device, channels_last)
         meter.wait += time.perf_counter() - t_wait
         if flip:

@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from dfpipe.core.config import to_dict
 from dfpipe.core.io import write_bytes, write_json
+from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
 from dfpipe.features.spectra import load_stats, read_stats_meta, stats_path
 from dfpipe.models import build_model, load_weights
 from dfpipe.models.common import spectrum_transform
@@ -46,7 +47,8 @@ from dfpipe.models.pretrained import weights_path
 from dfpipe.training import checkpoint as ckpt_io
 from dfpipe.training.config import RunConfig, TrainConfig, load_runs
 from dfpipe.core.seeding import mix_seed
-from dfpipe.training.data import VariantDataset, make_loader
+from dfpipe.training.augment import AUGMENT_PRESETS
+from dfpipe.training.data import make_loader, open_split
 from dfpipe.training.device import resolve_amp, select_device
 from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.training.losses import build_loss
@@ -68,16 +70,19 @@ class RunPaths:
     scratch_dir: Path               # <scratch_dir>/<config-hash>/seed<s>.pt (resume)
     log_file: Path                  # timings (never tracked)
     pretrained: Optional[Path]      # init weights file, or None for init: scratch
+    features: Optional[Path] = None  # features@ cache <features_dir>/<input>/<variant> (clip/lgrad inputs)
 
     @classmethod
     def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig) -> "RunPaths":
         stats = None
-        if run_cfg.model.input != "raw":
+        if run_cfg.model.input in ("dct", "dft"):
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
         pretrained = weights_path(run_cfg.init, train_cfg.pretrained_dir)  # pretrained@<init> writes it
+        features = (cache_dir(train_cfg.features_dir, run_cfg.model.input, run_cfg.variant)
+                    if run_cfg.model.input in FEATURE_INPUTS else None)
         return cls(train_cfg.variants_dir / run_cfg.variant, stats, train_cfg.models_dir / run_name,
                    train_cfg.metrics_dir / run_name, train_cfg.scratch_dir / run_name,
-                   train_cfg.log_dir / "train" / f"{run_name}.log", pretrained)
+                   train_cfg.log_dir / "train" / f"{run_name}.log", pretrained, features)
 
     def resume_file(self, run_cfg: RunConfig, seed: int) -> Path:
         """``<scratch_dir>/<run>/<config-hash>/seed<seed>.pt``."""
@@ -199,8 +204,8 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
     if run_cfg.batch_size % world_size:
         raise ValueError(f"batch_size {run_cfg.batch_size} is not divisible by WORLD_SIZE {world_size}")
 
-    train_ds = VariantDataset(paths.variant_dir, "train", mc.num_classes, with_masks=run_cfg.loss.uses_masks)
-    val_ds = VariantDataset(paths.variant_dir, "val", mc.num_classes)
+    train_ds = open_split(paths.variant_dir, "train", mc, paths.features, with_masks=run_cfg.loss.uses_masks)
+    val_ds = open_split(paths.variant_dir, "val", mc, paths.features)
     train_loader = make_loader(train_ds, run_cfg.batch_size // world_size, True, train_cfg.num_workers,
                                seed, run_cfg.balance, rank, world_size)
     val_loader = make_loader(val_ds, run_cfg.eval_batch_size or run_cfg.batch_size, False,
@@ -247,7 +252,8 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
                              seed=seed, scheduler=scheduler, max_steps=steps_per_epoch,
                              flip=run_cfg.flip, channels_last=train_cfg.channels_last,
                              grad_clip=run_cfg.grad_clip, log_every=train_cfg.log_every,
-                             log_fn=log if rank == 0 else None, progress=train_cfg.progress and rank == 0)
+                             log_fn=log if rank == 0 else None, progress=train_cfg.progress and rank == 0,
+                             augment=AUGMENT_PRESETS[run_cfg.augment])
         epochs_run += 1
         recalibrate_bn(model, train_loader, device, amp, bn_batches, train_cfg.channels_last)
         if rank == 0:

@@ -1,0 +1,39 @@
+"""LGrad (Tan et al., "Learning on Gradients: Generalized Artifacts Representation for GAN-Generated
+Images Detection", CVPR 2023): a CNN classifier on gradient maps of a fixed transformation model.
+
+The gradient maps ``d f(x) / d x`` are computed once per variant by ``features@<name>``
+(:func:`dfpipe.features.encoders.gradient_maps`, min-max scaled to [0, 1] per image as the authors
+save them as images) and read back in place of images (input ``lgrad``). The classifier is the
+authors' ResNet-50 (their CNNDetection code base); ``reduced: true`` swaps in a ResNet-18 for the
+2-core demo.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from .common import IMAGENET_MEAN, IMAGENET_STD, PixelInput
+from .registry import ModelConfig, register_model
+
+
+class LGradDetector(nn.Module):
+    """(B, 3, H, W) gradient maps in [0, 1] -> resized, ImageNet-normalised -> ResNet -> logits."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input = PixelInput(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
+        arch = torchvision.models.resnet18 if cfg.reduced else torchvision.models.resnet50
+        self.backbone = arch(weights=None, num_classes=cfg.num_classes)
+
+    def pretrained_targets(self) -> dict[str, nn.Module]:
+        return {"backbone": self.backbone}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.backbone(self.input(x))}
+
+
+@register_model(inputs=("lgrad",), reducible=True)
+def build_lgrad(cfg: ModelConfig) -> nn.Module:
+    return LGradDetector(cfg)

@@ -1,0 +1,44 @@
+"""UniversalFakeDetect (Ojha et al., "Towards Universal Fake Image Detectors that Generalize Across
+Generative Models", CVPR 2023): a linear probe on frozen CLIP ViT-L/14 image features.
+
+The encoder never runs here: ``features@<name>`` (:mod:`dfpipe.features.encoders`) caches its
+embeddings once per variant, and this model is only the linear layer the paper trains on them, so
+training takes seconds and never loads the encoder. Input ``clip``: ``(B, feature_dim)`` float
+features (the data path reads them from the cache in place of images).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import ModelConfig, register_model
+
+
+class LinearProbe(nn.Module):
+    """(B, feature_dim) cached CLIP features -> {"logits": (B, num_classes)}; one ``nn.Linear``.
+
+    Ojha et al. train ``fc: 768 -> 1`` with a sigmoid; two logits under softmax cross-entropy are
+    the same family of decision functions and fit the pipeline's one loss and metrics.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.feature_dim = cfg.feature_dim
+        self.fc = nn.Linear(cfg.feature_dim, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.ndim != 2 or x.shape[1] != self.feature_dim:
+            raise ValueError(f"clip_probe expects cached features (B, {self.feature_dim}), got {tuple(x.shape)} "
+                             "(is the run's model.input 'clip' and features@ built for its variant?)")
+        return {"logits": self.fc(x)}
+
+
+def _check_probe(cfg: ModelConfig) -> None:
+    if cfg.feature_dim < 1:
+        raise ValueError("clip_probe needs feature_dim (the cached encoder's embedding size, 768 for ViT-L/14)")
+
+
+@register_model(inputs=("clip",), check=_check_probe)
+def build_clip_probe(cfg: ModelConfig) -> nn.Module:
+    return LinearProbe(cfg)

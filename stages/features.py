@@ -1,0 +1,25 @@
+"""features@<cache>: run one frozen encoder (CLIP / LGrad transformation model) once over a variant.
+
+Usage (from the repository root): python stages/features.py <cache>
+Writes <features.out_dir>/<encoder>/<variant>/{train,val,eval}/ (dfpipe.features.encoders).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dfpipe.core.cli import stage_args
+from dfpipe.core.config import load_section
+from dfpipe.features.encoders import FeaturesConfig, build_cache
+
+
+def main(argv: list[str]) -> None:
+    (name,) = stage_args("features", "cache", argv=argv)
+    cfg = load_section("features", FeaturesConfig)
+    for split, index in build_cache(name, cfg).items():
+        print(f"features@{name}: {split} {index['count']} x {index['shape']} float16"
+              + (" (random encoder: demo features)" if index["random"] else ""))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

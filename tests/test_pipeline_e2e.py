@@ -43,6 +43,7 @@ def tiny_params(params: dict) -> dict:
     demo = params["demo"]
     demo.update(ffhq_identities=40, gan_images=60, ffpp_videos=6, ffpp_frames=40)
     params["split"].update(scale=0.005, on_shortfall="cap")
+    params["run_defaults"]["seeds"] = [0]  # one seed: the multi-seed paths have unit tests (test_stats)
     for run in params["runs"].values():
         run.update(epochs=1, max_steps_per_epoch=1, batch_size=4)
         if "eval_batch_size" in run:

@@ -15,7 +15,8 @@ ASSETS   := $(addprefix models/mediapipe/,$(ASSET_NAMES))
 PULL_VENV := .venv-pull
 DVC_PIN   := $(shell grep -E '^dvc==' requirements.txt)
 VARIANT   ?= v4
-PYTEST_ARGS ?=
+# two workers (CI has 2 cores); loadfile keeps a file's session fixtures (the tiny pipeline) on one worker
+PYTEST_ARGS ?= -n 2 --dist loadfile
 # Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

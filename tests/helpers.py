@@ -25,6 +25,18 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_DEFAULTS: dict[str, Any] = load_yaml(REPO / "params.yaml")["run_defaults"]
 
 
+def preprocess_params(**over: Any) -> dict[str, Any]:
+    """A small ``preprocess:`` section for tests on tiny generated sources; ``over`` replaces keys."""
+    base = dict(
+        detector_model="models/mediapipe/face_detection_short_range.tflite",
+        segmenter_model="models/mediapipe/selfie_segmentation.tflite",
+        margin=1.3, size=32, min_score=0.5, min_face=40, every_n=6, frames_per_video=4,
+        seg_threshold=0.5, seg_background="blank", min_person=0.05, max_pixels=300 * 300,
+        shard_size=3, workers=1,
+    )
+    return {**base, **over}
+
+
 def run_dict(**over: Any) -> dict[str, Any]:
     """A ``runs.<name>`` mapping as the loader sees it: ``over`` deep-merged over ``run_defaults``."""
     return deep_merge(RUN_DEFAULTS, over)

@@ -22,15 +22,10 @@ from dfpipe.ingest.parts import merge_parts
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig
 
+from helpers import preprocess_params
 from synthetic import draw_synthetic_face, write_video
 
-CFG = dict(
-    detector_model="models/mediapipe/face_detection_short_range.tflite",
-    segmenter_model="models/mediapipe/selfie_segmentation.tflite",
-    margin=1.3, size=32, min_score=0.5, min_face=40, every_n=6, frames_per_video=4,
-    seg_threshold=0.5, seg_background="blank", min_person=0.05, max_pixels=300 * 300,
-    shard_size=3, workers=1,
-)
+CFG = preprocess_params()
 IMG = dict(kind="image_folder", path="ffhq", label=0, method="ffhq", mode="crop", group_pattern=r"^(id\d+)_")
 FF = dict(kind="ffpp", path="f2f", label=2, method="Face2Face", mode="crop", sampling="every_nth", masks=True)
 N_FRAMES, H, W = 20, 120, 160

@@ -28,18 +28,13 @@ from dfpipe.ingest.output import account
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
 from dfpipe.ingest.sources import Item, Reject, SourceConfig
 from dfpipe.ingest.worker import ItemResult, Worker
+from helpers import preprocess_params
 from synthetic import draw_synthetic_face, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models" / "mediapipe"
 DETECTOR, SEGMENTER = MODELS / "face_detection_short_range.tflite", MODELS / "selfie_segmentation.tflite"
-CFG = dict(
-    detector_model="models/mediapipe/face_detection_short_range.tflite",
-    segmenter_model="models/mediapipe/selfie_segmentation.tflite",
-    margin=1.3, size=32, min_score=0.5, min_face=20, every_n=5, frames_per_video=3,
-    seg_threshold=0.5, seg_background="blank", min_person=0.05, max_pixels=600 * 600,
-    shard_size=4, workers=1,
-)
+CFG = preprocess_params(min_face=20, every_n=5, frames_per_video=3, max_pixels=600 * 600, shard_size=4)
 IMG = dict(kind="image_folder", path="raw/img", label=0, method="ffhq", mode="crop")
 VID = dict(kind="video_folder", path="raw/vid", label=2, method="clips", mode="crop", sampling="every_nth")
 BAD = os.fsdecode(b"caf\xe9.png")  # not valid UTF-8

@@ -7,6 +7,7 @@ import pytest
 
 from dfpipe.core.config import ConfigError, build
 from dfpipe.ingest.faces import Box, crop_mask
+from helpers import preprocess_params
 from synthetic import draw_synthetic_face
 from dfpipe.core.manifest import FACE_SCHEMA, read_table
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
@@ -14,13 +15,7 @@ from dfpipe.core.shards import ShardReader
 from dfpipe.ingest.sources import SourceConfig, ffpp_group_keys
 from synthetic import write_video
 
-CFG = dict(
-    detector_model="models/mediapipe/face_detection_short_range.tflite",
-    segmenter_model="models/mediapipe/selfie_segmentation.tflite",
-    margin=1.3, size=32, min_score=0.5, min_face=60, every_n=6, frames_per_video=4,
-    seg_threshold=0.5, seg_background="blank", min_person=0.05, max_pixels=300 * 300,
-    shard_size=5, workers=1,
-)
+CFG = preprocess_params(min_face=60, shard_size=5)
 N_FRAMES, H, W = 20, 120, 160
 
 

@@ -24,7 +24,15 @@ from dfpipe.core.config import Config
 from dfpipe.evaluation import metrics as M
 
 
-class CrossDatasetTable(Config):
+class IntervalSettings(Config):
+    """The bootstrap interval of a binary-score table (``binary_with_ci``): resamples, level, seed."""
+
+    bootstrap: int = Field(ge=1)
+    ci_level: float = Field(gt=0, lt=1)
+    seed: int = Field(ge=0)
+
+
+class CrossDatasetTable(IntervalSettings):
     """``report.crossdataset`` of params.yaml.
 
     ``test_sets``: column label -> test-set variant (e.g. ``Celeb-DF v2: celebdf_test``);
@@ -34,9 +42,6 @@ class CrossDatasetTable(Config):
 
     test_sets: dict[str, str]
     detectors: dict[str, dict[str, str]]
-    bootstrap: int = Field(ge=1)
-    ci_level: float = Field(gt=0, lt=1)
-    seed: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "CrossDatasetTable":

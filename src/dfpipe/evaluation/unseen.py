@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
-from dfpipe.core.config import Config
 from dfpipe.evaluation import metrics as M
-from dfpipe.evaluation.crossdataset import _per_seed, binary_with_ci, fmt_value
+from dfpipe.evaluation.crossdataset import IntervalSettings, _per_seed, binary_with_ci, fmt_value
 
 
 def binary_acc(y: np.ndarray, score: np.ndarray) -> float:
@@ -33,16 +32,13 @@ def binary_acc(y: np.ndarray, score: np.ndarray) -> float:
 METRICS = {"ap": ("AP", M.binary_ap), "acc": ("Acc", binary_acc)}
 
 
-class UnseenTable(Config):
+class UnseenTable(IntervalSettings):
     """``report.unseen``: ``rows`` label -> evaluation; ``generators`` column label -> eval source;
     ``seen``: the sources the rows trained on (marked "(train)", left out of the mean)."""
 
     rows: dict[str, str]
     generators: dict[str, str]
     seen: tuple[str, ...]
-    bootstrap: int = Field(ge=1)
-    ci_level: float = Field(gt=0, lt=1)
-    seed: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "UnseenTable":

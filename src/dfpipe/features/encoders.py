@@ -58,27 +58,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ClipEncoder(Config):
-    """``features.encoders.clip``. ``arch``: open_clip model name (ViT-L-14 = Ojha et al.'s encoder).
+class _PinnedEncoder(Config):
+    """Keys every frozen encoder shares: ``weights`` is used only with its pinned ``sha256``;
+    ``weights`` null means a random encoder from ``seed`` (labelled as such in the tables).
+    ``image_size``: the encoder's input side."""
 
-    ``weights`` null: a random ViT (``width``, ``layers``, ``heads``, ``patch_size``,
-    ``embed_dim``, ``image_size``) from ``seed``; these keys are ignored with weights, where the
-    architecture is ``arch`` at its own ``image_size`` (224 for ViT-L-14).
-    """
-
-    arch: str
     weights: Optional[RepoPath]
     sha256: Optional[str] = Field(pattern=r"^[0-9a-f]{64}$")
     seed: int
     image_size: int = Field(ge=8)
-    width: int = Field(ge=8)
-    layers: int = Field(ge=1)
-    heads: int = Field(ge=1)
-    patch_size: int = Field(ge=1)
-    embed_dim: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _pinned(self) -> "ClipEncoder":
+    def _pinned(self) -> "_PinnedEncoder":
         if (self.weights is None) != (self.sha256 is None):
             raise ValueError("weights and sha256 go together (a checkpoint is used only with its pinned hash)")
         return self
@@ -88,7 +79,23 @@ class ClipEncoder(Config):
         return self.weights is None
 
 
-class LGradEncoder(Config):
+class ClipEncoder(_PinnedEncoder):
+    """``features.encoders.clip``. ``arch``: open_clip model name (ViT-L-14 = Ojha et al.'s encoder).
+
+    ``weights`` null: a random ViT (``width``, ``layers``, ``heads``, ``patch_size``,
+    ``embed_dim``, ``image_size``) from ``seed``; these keys are ignored with weights, where the
+    architecture is ``arch`` at its own ``image_size`` (224 for ViT-L-14).
+    """
+
+    arch: str
+    width: int = Field(ge=8)
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    patch_size: int = Field(ge=1)
+    embed_dim: int = Field(ge=1)
+
+
+class LGradEncoder(_PinnedEncoder):
     """``features.encoders.lgrad``: the transformation model whose input gradients are cached.
 
     ``arch``: ``random_cnn`` (seeded, ``width`` channels; the demo) or ``resnet50`` (torchvision
@@ -97,21 +104,13 @@ class LGradEncoder(Config):
     """
 
     arch: Literal["random_cnn", "resnet50"]
-    weights: Optional[RepoPath]
-    sha256: Optional[str] = Field(pattern=r"^[0-9a-f]{64}$")
-    seed: int
-    image_size: int = Field(ge=8)
     width: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _pinned(self) -> "LGradEncoder":
-        if (self.arch == "resnet50") != (self.weights is not None) or (self.weights is None) != (self.sha256 is None):
+    def _arch_weights(self) -> "LGradEncoder":
+        if (self.arch == "resnet50") != (self.weights is not None):
             raise ValueError("arch resnet50 needs weights + sha256; random_cnn takes neither")
         return self
-
-    @property
-    def random(self) -> bool:
-        return self.weights is None
 
 
 class Encoders(Config):

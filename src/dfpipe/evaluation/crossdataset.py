@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config
 from dfpipe.evaluation import metrics as M
+from dfpipe.evaluation import stats
 
 
 class IntervalSettings(Config):
@@ -86,16 +87,8 @@ def binary_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot
     (one class absent).
     """
     per_seed = np.array([metric(y, s) for s in scores])
-    keys, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
-    members = [order[starts[g]: starts[g + 1]] for g in range(len(keys))]
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(keys), size=len(keys))])
-        boot.append(np.mean([metric(y[idx], s[idx]) for s in scores]))
-    boot = np.asarray(boot)
+    boot = np.asarray([np.mean([metric(y[idx], s[idx]) for s in scores])
+                       for idx in stats.draw_resamples(groups, n_boot, seed)])
     ok = boot[np.isfinite(boot)]
     alpha = (1.0 - level) / 2.0
 

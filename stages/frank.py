@@ -32,6 +32,7 @@ def main() -> None:
     details["run"] = {"name": name, "model": "frank_linear", "input": cfg.kind, "train_variant": cfg.variant,
                       "eval_variant": cfg.variant, "C": out["selection"]["C"], "seeds": "0", "init": "scratch"}
     details["selection"] = out["selection"]
+    details["val_threshold"] = {"0": out["val_threshold"]}
     details["provenance"] = {"code": code_fingerprint(), "scale": load_yaml().get("split", {}).get("scale"), "variant": cfg.variant, "train_variant": cfg.variant,
                              "seeds": [0]}
     write_outputs(name, frames, headline, details, EVAL_DIR / f"{name}.json", EVAL_DIR / name)

@@ -216,6 +216,8 @@ def test_unseen_tables_from_predictions(tmp_path):
         (tmp_path / name).mkdir()
         pd.concat(frames).to_parquet(tmp_path / name / "predictions.parquet")
     write_json(tmp_path / "ug_b" / "details.json", {"features": {"random": True}})
+    thresholds = {0: 0.3, 1: 0.7}  # chosen on val by evaluate; the table must apply them, not 0.5
+    write_json(tmp_path / "ug_a" / "details.json", {"val_threshold": {str(s): t for s, t in thresholds.items()}})
     cfg = build(UnseenTable, {"rows": {"A": "ug_a", "B": "ug_b"},
                               "generators": {"WGAN-GP": "gan_wgan_gp", "StyleGAN": "gan_stylegan"},
                               "seen": ["gan_wgan_gp"], "bootstrap": 50, "ci_level": 0.95, "seed": 0})
@@ -229,8 +231,12 @@ def test_unseen_tables_from_predictions(tmp_path):
     y_all, src = (labels[order] > 0).astype(int), man["source"].to_numpy()[order]
     sel = (src == "gan_stylegan") | (y_all == 0)
     ap = np.mean([binary_ap(y_all[sel], 1 - probs[("ug_a", s)][order][sel, 0]) for s in (0, 1)])
-    acc = np.mean([binary_acc(y_all[sel], 1 - probs[("ug_a", s)][order][sel, 0]) for s in (0, 1)])
+    acc = np.mean([np.mean(((1 - probs[("ug_a", s)][order][sel, 0]) > thresholds[s]) == y_all[sel])
+                   for s in (0, 1)])
+    acc_at_half = np.mean([binary_acc(y_all[sel], 1 - probs[("ug_a", s)][order][sel, 0]) for s in (0, 1)])
+    assert abs(acc - acc_at_half) > 1e-3  # the thresholds matter for this data
     assert ap_rows[0][3].startswith(f"{100 * ap:.2f} ± ") and "[" in ap_rows[0][3]
     assert acc_rows[0][3].startswith(f"{100 * acc:.2f} ± ")
     assert ap_rows[0][4] == f"{100 * ap:.2f}"  # the mean skips the seen (train) column
     assert ap_rows[1][3].startswith(f"{100 * binary_ap(y_all[sel], 1 - probs[('ug_b', 0)][order][sel, 0]):.2f} [")
+    assert any("ug_b: no val threshold" in n for n in notes)  # B: no threshold recorded, Acc at 0.5

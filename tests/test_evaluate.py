@@ -272,6 +272,44 @@ def test_run_evaluation_end_to_end(tmp_path):
         E.run_evaluation("bad", E.Evaluation(run="r9", variant="v3", train_variant="v3"), cfg, 0.04, **kwargs)
 
 
+def test_binary_run_records_a_threshold_chosen_on_the_train_variants_val(tmp_path):
+    """A 2-class run's details.json holds, per seed, the balanced-accuracy threshold of its
+    predictions on the *train* variant's val split (not on the eval data it is applied to)."""
+    from dfpipe.core.config import to_dict
+    from dfpipe.models import ModelConfig, build_model
+    from dfpipe.training.data import make_loader, open_split
+    from dfpipe.training.engine import predict
+    from dfpipe.training.train import RunConfig
+
+    def binary(man):
+        return man.assign(label=(man["label"] > 0).astype(man["label"].dtype))
+
+    write_split(tmp_path / "variants" / "ug_test", "eval", binary(make_manifest(n_images=9, frames=2)))
+    val_man = binary(make_manifest(n_images=6, frames=1))
+    val_man["id"] = "val_" + val_man["id"]
+    write_split(tmp_path / "variants" / "ug", "val", val_man)
+    run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32, "num_classes": 2}, variant="ug",
+                                        lr=2e-4, batch_size=8, epochs=1, bn_recalibration_images=0,
+                                        max_steps_per_epoch=0))
+    (tmp_path / "models" / "b").mkdir(parents=True)
+    torch.manual_seed(3)
+    model = build_model(run_cfg.model)
+    torch.save({"model": model.state_dict(), "config": to_dict(run_cfg)}, tmp_path / "models" / "b" / "seed0.pt")
+    (tmp_path / "tm" / "b" / "curves").mkdir(parents=True)
+    (tmp_path / "tm" / "b" / "curves" / "seed0.tsv").write_text("epoch\ttrain_loss\tval_macro_f1\tval_acc\n1\t1\t.5\t.5\n")
+    cfg = E.EvaluateConfig(batch_size=16, num_workers=0, device="cpu", amp="off", bootstrap=10,
+                           ci_level=0.95, seed=0, featuremap_layer="backbone.layer3", featuremap_per_class=0)
+    E.run_evaluation("b", E.Evaluation(run="b", variant="ug_test", train_variant="ug"), cfg, scale=0.04,
+                     models_dir=tmp_path / "models", variants_dir=tmp_path / "variants",
+                     train_metrics_dir=tmp_path / "tm", audit_dir=tmp_path / "audit",
+                     out_root=tmp_path / "eval", code_root=tmp_path)
+    details = json.loads((tmp_path / "eval" / "b" / "details.json").read_text())
+    model.eval()
+    val = predict(model, make_loader(open_split(tmp_path / "variants" / "ug", "val", run_cfg.model), 16, False, 0, 0),
+                  torch.device("cpu"), progress=False)
+    assert details["val_threshold"] == {"0": M.val_threshold(*M.real_vs_fake(val["labels"], val["probs"]))}
+
+
 def test_mask_evaluation_with_trivial_baselines(tmp_path):
     from dfpipe.core.io import save_npy
 

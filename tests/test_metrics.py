@@ -172,3 +172,26 @@ def test_one_f1_path_matches_sklearn_macro_and_weighted():
     assert M.weighted_f1(cm) == pytest.approx(f1_score(y, pred, average="weighted", zero_division=0))
     # absent class counts 0 in macro-F1 (selection uses the same path)
     assert M.macro_f1(np.array([0, 0, 1]), np.array([0, 0, 1]), 3) == pytest.approx(2 / 3)
+
+
+def test_val_threshold_maximises_balanced_accuracy_on_val():
+    """The threshold comes from the scores it is given (val), lies between classes when they
+    separate, and is the lowest maximiser of balanced accuracy otherwise."""
+    from dfpipe.evaluation.metrics import val_threshold
+
+    y = np.array([0, 0, 0, 1, 1])
+    score = np.array([0.01, 0.02, 0.03, 0.05, 0.9])  # separable, far below 0.5
+    t = val_threshold(y, score)
+    assert 0.03 < t < 0.05 and np.all((score > t) == y.astype(bool))
+    # brute force over a fine grid: no threshold beats the chosen one's balanced accuracy
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    score = np.clip(0.3 * y + rng.normal(0.4, 0.2, 300), 0, 1)
+
+    def bal(t):
+        pred = score > t
+        return (pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2
+
+    t = val_threshold(y, score)
+    assert bal(t) >= max(bal(g) for g in np.linspace(-0.01, 1.01, 2001)) - 1e-12
+    assert val_threshold(np.ones(4), np.linspace(0, 1, 4)) == 0.5  # one class: the argmax

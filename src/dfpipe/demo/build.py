@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,11 +82,16 @@ def make_demo(cfg: "DemoConfig") -> dict:
                     _add(counts, res)
                     bar.update(1)
             else:
-                ctx = multiprocessing.get_context("fork")
-                with ctx.Pool(cfg.workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-                    args = [(cfg, tmp, pairs, t) for t in tasks]
-                    for res in pool.imap_unordered(_run_task_star, args):
-                        _add(counts, res)
+                # spawn, not fork: a forked child of a process that already runs threads (tqdm's
+                # monitor, torch/OpenCV pools in a test process) can deadlock on a lock copied in
+                # its held state; and a dead worker raises BrokenProcessPool here instead of
+                # leaving Pool.imap waiting forever for its lost task.
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=cv2.setNumThreads,
+                                         initargs=(1,)) as pool:
+                    futures = [pool.submit(_run_task, cfg, tmp, pairs, t) for t in tasks]
+                    for fut in as_completed(futures):
+                        _add(counts, fut.result())
                         bar.update(1)
         cross.write_label_files(cfg, tmp)
         for split, members in split_pairs(cfg, pairs).items():
@@ -107,10 +113,6 @@ def _add(counts: dict, res: dict) -> None:
         counts["gan"][k] += v
     for k, v in res.get("ffpp", {}).items():
         counts["ffpp"][k] += v
-
-
-def _run_task_star(args: tuple) -> dict:
-    return _run_task(*args)
 
 
 def _run_task(cfg: "DemoConfig", root: Path, pairs: list[tuple[str, str]], task: tuple) -> dict:

@@ -319,7 +319,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
     from dfpipe.training.engine import predict
 
     device = select_device(cfg.device)
-    frames, masks, configs, model = {}, {}, {}, None
+    frames, masks, configs, thresholds, model = {}, {}, {}, {}, None
     for s, ckpt in checkpoints(models_dir / ev.run).items():
         model, run_cfg = load_model(ckpt, device)
         if run_cfg.variant != ev.train_variant:
@@ -335,6 +335,12 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
         frames[s] = align_predictions(manifest, pred["ids"], pred["labels"], pred["probs"], str(dataset.manifest_path))
         if "mask_probs" in pred:
             masks[s] = mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"])
+        if run_cfg.model.num_classes == 2:  # binary detectors: a real-vs-fake threshold chosen on val
+            val_ds = open_split(variants_dir / ev.train_variant, "val", run_cfg.model,
+                                cache_dir(features_dir, run_cfg.model.input, ev.train_variant))
+            val_pred = predict(model, make_loader(val_ds, cfg.batch_size, train=False, num_workers=cfg.num_workers,
+                                                  seed=cfg.seed), device, amp=cfg.amp, progress=False)
+            thresholds[str(s)] = M.val_threshold(*M.real_vs_fake(val_pred["labels"], val_pred["probs"]))
     headline, details = evaluate_seeds(frames, cfg.bootstrap, cfg.seed, cfg.ci_level)
     seeds = sorted(frames)
     details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir)
@@ -343,6 +349,8 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
         details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
     details["provenance"] = {"code": code_fingerprint(code_root), "scale": scale, "variant": ev.variant,
                              "train_variant": ev.train_variant, "seeds": seeds}
+    if thresholds:  # used by the unseen-generator table's accuracy (dfpipe.evaluation.unseen)
+        details["val_threshold"] = thresholds
     if masks:
         details["mask"] = M.nan_to_none({k: {m: stats.seed_summary([masks[s][k][m] for s in seeds])
                                              for m in ("dice", "iou")} | {"n": masks[seeds[0]][k]["n"]}

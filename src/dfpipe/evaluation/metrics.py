@@ -91,6 +91,26 @@ def binary_ap(y: np.ndarray, score: np.ndarray) -> float:
     return float(average_precision_score(y, score))
 
 
+def val_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """Decision threshold for a binary fake ``score`` chosen on validation data: predict fake when
+    ``score > t``, with ``t`` the midpoint between adjacent distinct scores that maximises balanced
+    accuracy (ties: the lowest such ``t``). 0.5 (the softmax argmax) when one class is absent.
+
+    Chosen on val, never on the test data it is applied to: UniversalFakeDetect's released code
+    picks the best threshold on each test set (an oracle), which overstates accuracy.
+    """
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    if y.all() or not y.any():
+        return 0.5
+    u = np.unique(score)
+    cand = np.concatenate([[np.nextafter(u[0], -np.inf)], (u[:-1] + u[1:]) / 2.0, [u[-1]]])
+    pos, neg = np.sort(score[y]), np.sort(score[~y])
+    tpr = 1.0 - np.searchsorted(pos, cand, side="right") / pos.size   # fakes above t
+    tnr = np.searchsorted(neg, cand, side="right") / neg.size           # reals at or below t
+    return float(cand[int(np.argmax(tpr + tnr))])  # argmax: the first (lowest) maximiser
+
+
 def eer(y: np.ndarray, score: np.ndarray) -> float:
     """Equal error rate: the rate where false-positive rate = false-negative rate on the ROC curve,
     linearly interpolated between the two ROC points that bracket the crossing. NaN when one class

@@ -4,9 +4,10 @@ Protocol and layout of Wang et al. (CVPR 2020, CNNDetection), reused by Universa
 al. CVPR 2023) and LGrad (Tan et al. CVPR 2023): one row per detector, one column per test generator,
 average precision and accuracy, and the mean over the generators not seen in training. A cell is
 binary real vs that generator: the eval split's real items plus that generator's items (the
-``source`` column), fake score ``1 - p(real)``; accuracy at the fixed 0.5 threshold the model was
-trained with (never tuned on test -- the original UniversalFakeDetect code's oracle threshold is a
-known flaw). Numbers come from ``metrics/eval/<evaluation>/predictions.parquet`` as in the
+``source`` column), fake score ``1 - p(real)``; accuracy at each seed's threshold chosen on the
+training variant's val split (``details.json`` ``val_threshold``, :func:`dfpipe.evaluation.metrics.val_threshold`),
+never tuned on test -- the original UniversalFakeDetect code's oracle threshold on each test set is a
+known flaw; rows without a recorded val threshold use 0.5, the softmax argmax. Numbers come from ``metrics/eval/<evaluation>/predictions.parquet`` as in the
 cross-dataset table (:mod:`dfpipe.evaluation.crossdataset`): seed mean, seed sd and a cluster
 bootstrap interval of the seed mean. Rows whose features came from a randomly initialised encoder
 (``details.json`` ``features.random``) are labelled "random features (demo)".
@@ -53,9 +54,16 @@ class UnseenTable(IntervalSettings):
         return sorted(set(self.rows.values()))
 
 
-def score_generators(pred: pd.DataFrame, path: Path, cfg: UnseenTable) -> dict:
-    """``{source: {metric: binary_with_ci(...)}}`` for every generator column of one predictions table."""
-    rows, probs, _ = _per_seed(pred, path)
+def score_generators(pred: pd.DataFrame, path: Path, cfg: UnseenTable,
+                     thresholds: dict[str, float] | None = None) -> dict:
+    """``{source: {metric: binary_with_ci(...)}}`` for every generator column of one predictions table.
+
+    ``thresholds``: seed -> val-chosen threshold of the fake score (missing: 0.5). Accuracy is
+    computed on scores shifted per seed by ``0.5 - t``, so ``score > 0.5`` there is ``score > t``;
+    AP is rank-based and unaffected by the shift.
+    """
+    rows, probs, seeds = _per_seed(pred, path)
+    shift = np.array([0.5 - (thresholds or {}).get(str(s), 0.5) for s in seeds])[:, None]
     labels = rows["label"].to_numpy(np.int64)
     sources = rows["source"].astype(str).to_numpy()
     real = labels == 0
@@ -67,7 +75,8 @@ def score_generators(pred: pd.DataFrame, path: Path, cfg: UnseenTable) -> dict:
             raise KeyError(f"{path}: no eval item of source {src!r} (is it in the variant's eval split?)")
         y, _ = M.real_vs_fake(labels[sel], probs[0][sel])
         scores = 1.0 - probs[:, sel, 0]
-        out[src] = {m: binary_with_ci(y, scores, groups[sel], cfg.bootstrap, cfg.seed, cfg.ci_level, fn)
+        out[src] = {m: binary_with_ci(y, scores + shift if m == "acc" else scores, groups[sel], cfg.bootstrap,
+                                      cfg.seed, cfg.ci_level, fn)
                     for m, (_, fn) in METRICS.items()}
     return out
 
@@ -77,27 +86,33 @@ def unseen_tables(cfg: UnseenTable, eval_dir: Path, read: set[Path] | None = Non
     from dfpipe.core.io import read_json
 
     read = read if read is not None else set()
-    scored, labels, random_rows = {}, {}, []
+    scored, labels, random_rows, no_threshold = {}, {}, [], []
     for label, name in cfg.rows.items():
         path = eval_dir / name / "predictions.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: predictions not found (written by `evaluate@{name}`)")
-        details = eval_dir / name / "details.json"
-        if details.is_file():
-            read.add(details)
-            if (read_json(details).get("features") or {}).get("random"):
-                label = f"{label} [random features (demo)]"
-                random_rows.append(name)
+        details_path = eval_dir / name / "details.json"
+        details = read_json(details_path) if details_path.is_file() else {}
+        if details:
+            read.add(details_path)
+        if (details.get("features") or {}).get("random"):
+            label = f"{label} [random features (demo)]"
+            random_rows.append(name)
+        if "val_threshold" not in details:
+            no_threshold.append(name)
         read.add(path)
-        scored[name] = score_generators(pd.read_parquet(path), path, cfg)
+        scored[name] = score_generators(pd.read_parquet(path), path, cfg, details.get("val_threshold"))
         labels[name] = label
     cols = [f"{c} (train)" if s in cfg.seen else c for c, s in cfg.generators.items()]
     notes = [
         "Binary real vs each generator (the eval split's real items + that generator's), fake score 1 - p(real), "
-        "in %. Acc at the fixed 0.5 threshold of training (never tuned on test); AP needs no threshold.",
+        "in %. Acc at each seed's threshold chosen on the training variant's val split (balanced accuracy; "
+        "never tuned on test); AP needs no threshold.",
         f"Seed mean (± sd when several); [{100 * cfg.ci_level:g}% CI]: percentile bootstrap over items/videos, "
         f"{cfg.bootstrap} resamples. Mean: unweighted over the unseen columns' seed means.",
     ]
+    if no_threshold:
+        notes.append(f"{', '.join(no_threshold)}: no val threshold recorded; Acc at 0.5 (the softmax argmax).")
     if random_rows:
         notes.append(f"{', '.join(random_rows)}: the frozen encoder is randomly initialised (no pretrained "
                      "checkpoint offline); these rows exercise the code path, not the method.")

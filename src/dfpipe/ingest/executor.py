@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing as mpr
 import multiprocessing.util
 import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Literal, Optional
 
 Executor = Literal["local", "ray"]
@@ -80,9 +81,13 @@ def ordered_map(
         finally:
             worker.close()
     else:
-        ctx = mpr.get_context("spawn")  # no fork of a process that may hold MediaPipe threads
-        with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(factory,)) as pool:
-            yield from pool.imap(_pool_call, [(method, it, args) for it in items], chunksize=chunk)
+        # spawn: no fork of a process that may hold MediaPipe threads. ProcessPoolExecutor, not
+        # Pool: a worker that dies (a decoder crash) raises BrokenProcessPool here; Pool.imap
+        # would wait forever for the task it lost.
+        ctx = mpr.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker,
+                                 initargs=(factory,)) as pool:
+            yield from pool.map(_pool_call, [(method, it, args) for it in items], chunksize=chunk)
 
 
 def _ray_map(factory, chunks, workers, address, method, args) -> Iterator[list]:

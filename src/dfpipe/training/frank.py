@@ -20,7 +20,7 @@ from pydantic import Field
 
 from dfpipe.core.config import Config, PlainName
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
-from dfpipe.evaluation.metrics import macro_f1
+from dfpipe.evaluation.metrics import macro_f1, real_vs_fake, val_threshold
 from dfpipe.features.spectra import STATS_FILE, SpectraCache, load_stats, normalize, read_stats_meta
 
 
@@ -80,5 +80,8 @@ def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_c
     c, clf = best
     probs = np.zeros((len(ids), num_classes), np.float32)
     probs[:, clf.classes_] = clf.predict_proba(x_ev)  # a class absent from train keeps probability 0
+    val_probs = np.zeros((len(y_va), num_classes), np.float64)
+    val_probs[:, clf.classes_] = clf.predict_proba(x_va)
     return {"ids": ids, "labels": y_ev, "probs": probs,
+            "val_threshold": val_threshold(*real_vs_fake(y_va, val_probs)),
             "selection": {"C": c, "val_macro_f1": {str(k): v for k, v in scores.items()}}}

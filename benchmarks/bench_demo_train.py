@@ -30,7 +30,8 @@ import yaml
 
 from dfpipe.core.manifest import write_variant
 from dfpipe.core.shards import ShardWriter
-from dfpipe.features.spectra import KINDS, RunningMoments, log_spectrum_np, save_stats, stats_path
+from dfpipe.features.moments import RunningMoments, save_stats
+from dfpipe.features.spectra import KINDS, log_spectrum_np, stats_path
 
 REPO = Path(__file__).resolve().parents[1]
 

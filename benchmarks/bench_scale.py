@@ -29,6 +29,7 @@ import numpy as np
 
 from dfpipe.core.config import build
 from dfpipe.features import spectra as sp
+from dfpipe.features import moments
 from dfpipe.ingest.executor import ordered_map
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig, list_items
@@ -125,12 +126,12 @@ def bench_spectra(tmp: Path, n: int) -> None:
     ref = None
     for workers in (1, 2):
         c = cfg.model_copy(update={"workers": workers})
-        moments = {"dct": sp.RunningMoments(), "dft": sp.RunningMoments()}
+        acc = {"dct": moments.RunningMoments(), "dft": moments.RunningMoments()}
         out = tmp / f"spectra{workers}"
         t0 = time.perf_counter()
-        sp.build_split(tmp / "variants" / "v" / "train", out, c, moments)
+        sp.build_split(tmp / "variants" / "v" / "train", out, c, acc)
         dt = time.perf_counter() - t0
-        got = (folder_bytes(out), moments["dct"].result()[1].tobytes())
+        got = (folder_bytes(out), acc["dct"].result()[1].tobytes())
         ref = ref or got
         print(f"spectra 224 px dct cache + dct/dft stats, workers={workers}: {n / dt:7.1f} img/s"
               f"{'' if got == ref else '  BYTES DIFFER'}")

@@ -26,6 +26,8 @@ import scipy.fft
 import torch
 
 from dfpipe.features import spectra as sp
+
+from dfpipe.features import moments
 from dfpipe.models.spectrum import SpectrumTransform
 from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
@@ -76,12 +78,12 @@ def bench_size(size: int, n: int, batch: int, kind: str, tmp: Path) -> None:
     x64 = np.moveaxis(images.astype(np.float64), -1, 1)
     t = timed(lambda: scipy.fft.dctn(x64, type=2, norm="ortho", axes=(-2, -1), workers=1))
     print(f"scipy.fft.dctn alone (float64, 1 worker):     {n / t:10.1f} images/s")
-    t = timed(lambda: sp.build_split(root / "train", cfg.out_dir / "bench" / "train", cfg, {kind: sp.RunningMoments()}, desc="bench"), repeat=2)
+    t = timed(lambda: sp.build_split(root / "train", cfg.out_dir / "bench" / "train", cfg, {kind: moments.RunningMoments()}, desc="bench"), repeat=2)
     print(f"cache build (read+DCT+log+f16 shards+stats):  {n / t:10.1f} images/s on 1 core")
     sp.build_variant("bench", cfg)
 
     cache = sp.SpectraCache(cfg.out_dir / "bench" / "train")
-    mean, std = sp.load_stats(cfg.out_dir / "bench" / "stats.npz")
+    mean, std = moments.load_stats(cfg.out_dir / "bench" / "stats.npz")
     perm = np.random.default_rng(0).permutation(n)
     batches = [np.sort(perm[i : i + batch]) for i in range(0, n - batch + 1, batch)]
     nbytes = cache.gather([0]).nbytes
@@ -94,7 +96,7 @@ def bench_size(size: int, n: int, batch: int, kind: str, tmp: Path) -> None:
     k = len(batches) * batch
     print(f"cache read (float16, batch {batch}):             {k / t:10.1f} images/s  {k * nbytes / t / 1e6:8.1f} MB/s")
     block = cache.gather(batches[0])
-    t = timed(lambda: sp.normalize(block, mean, std), repeat=5)
+    t = timed(lambda: moments.normalize(block, mean, std), repeat=5)
     print(f"  + normalise on CPU (1 thread):              {batch / t:10.1f} images/s")
 
     reader = ShardReader(root / "train")

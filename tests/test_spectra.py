@@ -13,6 +13,8 @@ import torch
 import yaml
 
 from dfpipe.features import spectra as sp
+
+from dfpipe.features import moments
 from dfpipe.features import spectra_plots
 from dfpipe.models import spectrum as ms
 from dfpipe.core.config import ConfigError, build
@@ -206,7 +208,7 @@ def test_transform_rejects_bad_arguments():
 
 def test_constants_agree_between_reference_and_model_transform():
     """features/ (numpy reference) sits below models/ and keeps its own copy of two constants."""
-    assert sp.GRAY_WEIGHTS == ms.GRAY_WEIGHTS and sp.STD_FLOOR == ms.STD_FLOOR
+    assert sp.GRAY_WEIGHTS == ms.GRAY_WEIGHTS and moments.STD_FLOOR == ms.STD_FLOOR
 
 
 def test_model_builds_from_config_alone_and_statistics_live_in_its_state_dict():
@@ -235,7 +237,7 @@ def test_model_builds_from_config_alone_and_statistics_live_in_its_state_dict():
 def test_streaming_moments_equal_numpy():
     rng = np.random.default_rng(4)
     data = 9.0 + 0.01 * rng.normal(size=(103, 2, 5, 5))  # large mean, small spread: cancellation-prone
-    m = sp.RunningMoments()
+    m = moments.RunningMoments()
     for a, b in [(0, 1), (1, 40), (40, 41), (41, 103)]:
         m.update(data[a:b])
     mean, std = m.result()
@@ -243,7 +245,7 @@ def test_streaming_moments_equal_numpy():
     np.testing.assert_allclose(mean, data.mean(0), rtol=0, atol=1e-14)
     np.testing.assert_allclose(std, data.std(0), rtol=1e-10)
     with pytest.raises(ValueError):
-        sp.RunningMoments().result()
+        moments.RunningMoments().result()
 
 
 def test_stats_use_train_split_only(tmp_path):
@@ -260,10 +262,10 @@ def test_stats_use_train_split_only(tmp_path):
     train = sp.SpectraCache(cfg_a.out_dir / "v1" / "train")
     imgs = images["train"]
     full = sp.log_spectrum_np(imgs, "dct", "per_channel", 1e-12)
-    mean, std = sp.load_stats(cfg_a.out_dir / "v1" / "stats.npz")
+    mean, std = moments.load_stats(cfg_a.out_dir / "v1" / "stats.npz")
     np.testing.assert_allclose(mean, full.mean(0).astype(np.float32), rtol=1e-6)
     np.testing.assert_allclose(std, full.std(0).astype(np.float32), rtol=1e-5)
-    assert sp.read_stats_meta(cfg_a.out_dir / "v1" / "stats.npz")["count"] == len(train) == len(imgs)
+    assert moments.read_stats_meta(cfg_a.out_dir / "v1" / "stats.npz")["count"] == len(train) == len(imgs)
 
 
 @pytest.mark.parametrize("cached", ["dct", "dft"])
@@ -280,11 +282,11 @@ def test_stats_for_both_kinds_whatever_is_cached(tmp_path, cached):
     for kind in sp.KINDS:
         path = sp.stats_path(root, kind)
         assert path == root / f"stats_{kind}.npz"
-        meta = sp.read_stats_meta(path)
+        meta = moments.read_stats_meta(path)
         assert (meta["kind"], meta["color"], meta["eps"], meta["split"]) == (kind, "gray", 0.5, "train")
         assert meta["count"] == len(images["train"])
         full = sp.log_spectrum_np(images["train"], kind, "gray", 0.5)
-        mean, std = sp.load_stats(path)
+        mean, std = moments.load_stats(path)
         np.testing.assert_allclose(mean, full.mean(0).astype(np.float32), rtol=1e-6)
         np.testing.assert_allclose(std, full.std(0).astype(np.float32), rtol=1e-5, atol=1e-7)
         stats[kind] = mean
@@ -313,7 +315,7 @@ def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
     assert metrics["shape"] == [c, SIZE, SIZE]
     assert metrics["bytes_per_image"] > c * SIZE * SIZE * 2  # float16 payload plus .npy headers
     stats = cfg.out_dir / "v1" / "stats.npz"
-    mean, std = sp.load_stats(stats)
+    mean, std = moments.load_stats(stats)
     device = ms.SpectrumTransform(kind, color, eps, SIZE)
     device.set_stats(mean, std)
     raw = device.log_spectrum
@@ -336,8 +338,8 @@ def test_cache_agrees_with_on_device_transform(tmp_path, kind, color, eps):
         assert np.all(np.abs(cached - got_log)[well] <= F16_REL * np.abs(exact[well]) + 1e-5)
         # normalised: the cache read path equals the module's output within the same bound / std
         got = device(x).numpy()
-        norm = sp.normalize(cached, mean, std)
-        assert np.all(np.abs(norm - got) <= (tol + 1e-5) / np.maximum(std, sp.STD_FLOOR) + 1e-4)
+        norm = moments.normalize(cached, mean, std)
+        assert np.all(np.abs(norm - got) <= (tol + 1e-5) / np.maximum(std, moments.STD_FLOOR) + 1e-4)
 
 
 def test_cache_is_deterministic_and_aligned(tmp_path):

@@ -42,7 +42,7 @@ from dfpipe.core.config import Config, PlainName, RepoPath
 from dfpipe.core.io import read_json, sha256_file, write_json
 from dfpipe.core.manifest import SPLITS, read_table, write_table
 from dfpipe.core.shards import ShardWriter
-from dfpipe.features.spectra import _read_split_manifest, ids_digest, iter_image_batches
+from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
 
 #: Model inputs served from a feature cache instead of image shards (``ModelConfig.input``).
 FEATURE_INPUTS = ("clip", "lgrad")
@@ -240,7 +240,7 @@ def build_encoder(name: str, cfg: FeaturesConfig):
 
 def build_split(split_dir: Path, out_dir: Path, encode, batch_size: int, shard_size: int, meta: dict) -> dict:
     """Encode one variant split in manifest order; write shards, ``ids.parquet``, ``index.json``."""
-    df = _read_split_manifest(split_dir)
+    df = read_split_manifest(split_dir)
     ids = df["id"].tolist()
     if len(set(ids)) != len(ids):
         raise ValueError(f"{split_dir / 'manifest.parquet'}: duplicate ids")

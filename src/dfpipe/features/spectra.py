@@ -25,7 +25,6 @@ normalises the cache).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -33,13 +32,14 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 from pydantic import Field, model_validator
-from tqdm import tqdm
 
 from dfpipe.core.config import Config, RepoPath, SafeName
-from dfpipe.core.io import atomic_path, read_json, sha256_bytes, write_json
-from dfpipe.core.manifest import LABELS, SPLITS, VARIANT_SCHEMA, read_table
+from dfpipe.core.io import read_json, write_json
+from dfpipe.core.manifest import LABELS, SPLITS
 from dfpipe.core.parallel import thread_map
 from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
+from dfpipe.features.moments import STD_FLOOR, RunningMoments, save_stats
 
 Kind = Literal["dct", "dft"]
 Color = Literal["per_channel", "gray"]
@@ -47,9 +47,6 @@ Color = Literal["per_channel", "gray"]
 #: ITU-R BT.601 luma weights; the same constant as ``dfpipe.models.spectrum.GRAY_WEIGHTS`` (the model
 #: package sits above this one and owns the on-device transform; tests check the two agree).
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-#: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the
-#: training split (e.g. exactly-zero DFT bins of a flat demo background) normalises to 0, not inf.
-STD_FLOOR = 1e-6
 STATS_FILE = "stats.npz"  # statistics of the cached kind (normalise the cache with these)
 #: Transforms whose train-split statistics every variant gets: ``stats_<kind>.npz`` (stats_path).
 KINDS: tuple[Kind, ...] = ("dct", "dft")
@@ -133,149 +130,9 @@ def log_spectrum_np(images: np.ndarray, kind: Kind, color: Color, eps: float) ->
 
 
 # ------------------------------------------------------------------------------------------------
-# Streaming statistics
-# ------------------------------------------------------------------------------------------------
-
-
-class RunningMoments:
-    """Per-element mean and (population) variance of a stream of batches, in float64.
-
-    Merges each batch's exact mean and centred sum of squares with Chan et al.'s parallel update
-    (Chan, Golub & LeVeque 1979), which, unlike sum / sum-of-squares, does not cancel
-    catastrophically when the mean is large against the spread (log-spectra: DC ~ 9, spread ~ 0.1).
-    The result depends on the batch boundaries only at rounding level; callers feed fixed batches.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean: np.ndarray | None = None
-        self.m2: np.ndarray | None = None
-
-    @staticmethod
-    def batch_moments(batch: np.ndarray) -> tuple[int, np.ndarray | None, np.ndarray | None]:
-        """``(n, mean, centred sum of squares)`` of one batch (the part of :meth:`update` that
-        can run in parallel; :meth:`merge` the results in batch order)."""
-        batch = np.asarray(batch, dtype=np.float64)
-        if batch.shape[0] == 0:
-            return 0, None, None
-        mean_b = batch.mean(axis=0)
-        return batch.shape[0], mean_b, ((batch - mean_b) ** 2).sum(axis=0)
-
-    def update(self, batch: np.ndarray) -> None:
-        """Add ``batch`` of shape ``(n, *shape)``."""
-        self.merge(*self.batch_moments(batch))
-
-    def merge(self, n_b: int, mean_b: np.ndarray | None, m2_b: np.ndarray | None) -> None:
-        """Add one batch's :meth:`batch_moments` (Chan et al.'s pairwise update)."""
-        if n_b == 0:
-            return
-        if self.mean is None:
-            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        if mean_b.shape != self.mean.shape:
-            raise ValueError(f"batch item shape {mean_b.shape} differs from {self.mean.shape}")
-        n_a = self.count
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta**2 * (n_a * n_b / n)
-        self.count = n
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean, std)`` float64, population standard deviation (ddof = 0)."""
-        if self.mean is None:
-            raise ValueError("no data: statistics of an empty stream")
-        return self.mean, np.sqrt(self.m2 / self.count)
-
-
-def save_stats(path: str | Path, mean: np.ndarray, std: np.ndarray, count: int, kind: str, color: str, eps: float, variant: str) -> None:
-    """Write ``stats.npz`` (uncompressed, fixed key order: byte-deterministic)."""
-    with atomic_path(path) as tmp:
-        with tmp.open("wb") as fh:
-            np.savez(
-                fh,
-                mean=np.asarray(mean, dtype=np.float32),
-                std=np.asarray(std, dtype=np.float32),
-                count=np.int64(count),
-                kind=np.str_(kind),
-                color=np.str_(color),
-                eps=np.float64(eps),
-                split=np.str_("train"),
-                variant=np.str_(variant),
-            )
-
-
-def _open_stats(path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: spectrum statistics not found (run the spectra stage)")
-    return np.load(path, allow_pickle=False)
-
-
-def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean, std)`` float32 arrays ``(C, H, W)`` from ``stats.npz`` (train split only)."""
-    with _open_stats(path) as z:
-        mean, std = z["mean"], z["std"]
-    if mean.shape != std.shape or mean.ndim != 3 or not (np.isfinite(mean).all() and np.isfinite(std).all()):
-        raise ValueError(f"{path}: malformed statistics (shapes {mean.shape}, {std.shape} or non-finite)")
-    return mean.copy(), std.copy()
-
-
-def read_stats_meta(path: str | Path) -> dict:
-    """Transform settings and sample count saved beside the statistics."""
-    with _open_stats(path) as z:
-        return {
-            "kind": str(z["kind"]),
-            "color": str(z["color"]),
-            "eps": float(z["eps"]),
-            "count": int(z["count"]),
-            "variant": str(z["variant"]),
-            "split": str(z["split"]),
-        }
-
-
 # ------------------------------------------------------------------------------------------------
 # Cache building and reading
 # ------------------------------------------------------------------------------------------------
-
-
-def ids_digest(ids: Sequence[str]) -> str:
-    """Hash of the ordered manifest ids: ties a cache to the exact manifest rows it mirrors."""
-    return sha256_bytes("\n".join(ids).encode("utf-8"))
-
-
-def _read_split_manifest(split_dir: Path) -> pd.DataFrame:
-    df = read_table(split_dir / "manifest.parquet", VARIANT_SCHEMA)
-    bad = sorted(set(df["split"]) - {split_dir.name})
-    if bad:
-        raise ValueError(f"{split_dir / 'manifest.parquet'}: rows with split {bad} in the {split_dir.name} manifest")
-    return df
-
-
-def iter_image_batches(split_dir: Path, df: pd.DataFrame, batch_size: int, desc: str):
-    """Yield ``(start, images)`` in manifest order; ``images`` ``(n, S, S, 3)`` uint8.
-
-    A shard that is missing, not uint8 RGB, or too short is an error naming the file.
-    """
-    reader = ShardReader(split_dir)
-    shape = None
-    for start in tqdm(range(0, len(df), batch_size), desc=desc, unit="batch", leave=False):
-        rows = df.iloc[start : start + batch_size]
-        for name in sorted(set(rows["shard"])):
-            try:
-                arr = reader.shard(name)
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"{split_dir / name}: cannot read image shard: {exc}") from exc
-            if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-                raise ValueError(f"{split_dir / name}: expected uint8 (N, S, S, 3) RGB, got {arr.dtype} {arr.shape}")
-            top = int(rows.loc[rows["shard"] == name, "offset"].max())
-            if top >= arr.shape[0]:
-                raise ValueError(f"{split_dir / name}: offset {top} out of range ({arr.shape[0]} items)")
-            if shape is None:
-                shape = arr.shape[1:]
-            elif arr.shape[1:] != shape:
-                raise ValueError(f"{split_dir / name}: crop shape {arr.shape[1:]} differs from {shape}")
-        yield start, reader.gather(list(rows["shard"]), rows["offset"].to_numpy())
 
 
 class GroupMeans:
@@ -317,7 +174,7 @@ def build_split(split_dir: Path, out_dir: Path | None, cfg: SpectraConfig,
     groups = groups or {}
     for kind in moments:
         _check_kind_color(kind, cfg.color)
-    df = _read_split_manifest(split_dir)
+    df = read_split_manifest(split_dir)
     ids = df["id"].tolist()
     if len(set(ids)) != len(ids):
         raise ValueError(f"{split_dir / 'manifest.parquet'}: duplicate ids")
@@ -394,11 +251,6 @@ class SpectraCache:
             raise IndexError(f"{self.root}: rows out of range [0, {self.count})")
         shards = [self.index["shards"][r] for r in rows // self.shard_size]
         return self._reader.gather(shards, rows % self.shard_size)
-
-
-def normalize(spectra: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(spectra - mean) / max(std, STD_FLOOR)`` in float32 (as ``SpectrumTransform`` normalises)."""
-    return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)
 
 
 def build_variant(name: str, cfg: SpectraConfig) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:

@@ -40,7 +40,8 @@ import torch.nn as nn
 from dfpipe.core.config import to_dict
 from dfpipe.core.io import write_bytes, write_json
 from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
-from dfpipe.features.spectra import load_stats, read_stats_meta, stats_path
+from dfpipe.features.moments import load_stats, read_stats_meta
+from dfpipe.features.spectra import stats_path
 from dfpipe.models import build_model, load_weights
 from dfpipe.models.common import spectrum_transform
 from dfpipe.models.pretrained import weights_path

@@ -1,0 +1,121 @@
+"""Train-split statistics of spectra: streaming per-coefficient moments, the stats files, normalisation.
+
+``stats_<kind>.npz`` holds ``mean``/``std`` float32 ``(C, H, W)``, the sample ``count`` and the
+transform settings; it is written uncompressed with a fixed key order, so it is byte-deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dfpipe.core.io import atomic_path
+
+#: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the
+#: training split (e.g. exactly-zero DFT bins of a flat demo background) normalises to 0, not inf.
+STD_FLOOR = 1e-6
+
+
+class RunningMoments:
+    """Per-element mean and (population) variance of a stream of batches, in float64.
+
+    Merges each batch's exact mean and centred sum of squares with Chan et al.'s parallel update
+    (Chan, Golub & LeVeque 1979), which, unlike sum / sum-of-squares, does not cancel
+    catastrophically when the mean is large against the spread (log-spectra: DC ~ 9, spread ~ 0.1).
+    The result depends on the batch boundaries only at rounding level; callers feed fixed batches.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+
+    @staticmethod
+    def batch_moments(batch: np.ndarray) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        """``(n, mean, centred sum of squares)`` of one batch (the part of :meth:`update` that
+        can run in parallel; :meth:`merge` the results in batch order)."""
+        batch = np.asarray(batch, dtype=np.float64)
+        if batch.shape[0] == 0:
+            return 0, None, None
+        mean_b = batch.mean(axis=0)
+        return batch.shape[0], mean_b, ((batch - mean_b) ** 2).sum(axis=0)
+
+    def update(self, batch: np.ndarray) -> None:
+        """Add ``batch`` of shape ``(n, *shape)``."""
+        self.merge(*self.batch_moments(batch))
+
+    def merge(self, n_b: int, mean_b: np.ndarray | None, m2_b: np.ndarray | None) -> None:
+        """Add one batch's :meth:`batch_moments` (Chan et al.'s pairwise update)."""
+        if n_b == 0:
+            return
+        if self.mean is None:
+            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        if mean_b.shape != self.mean.shape:
+            raise ValueError(f"batch item shape {mean_b.shape} differs from {self.mean.shape}")
+        n_a = self.count
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (n_a * n_b / n)
+        self.count = n
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` float64, population standard deviation (ddof = 0)."""
+        if self.mean is None:
+            raise ValueError("no data: statistics of an empty stream")
+        return self.mean, np.sqrt(self.m2 / self.count)
+
+
+def save_stats(path: str | Path, mean: np.ndarray, std: np.ndarray, count: int, kind: str, color: str, eps: float, variant: str) -> None:
+    """Write ``stats.npz`` (uncompressed, fixed key order: byte-deterministic)."""
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as fh:
+            np.savez(
+                fh,
+                mean=np.asarray(mean, dtype=np.float32),
+                std=np.asarray(std, dtype=np.float32),
+                count=np.int64(count),
+                kind=np.str_(kind),
+                color=np.str_(color),
+                eps=np.float64(eps),
+                split=np.str_("train"),
+                variant=np.str_(variant),
+            )
+
+
+def _open_stats(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: spectrum statistics not found (run the spectra stage)")
+    return np.load(path, allow_pickle=False)
+
+
+def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` float32 arrays ``(C, H, W)`` from ``stats.npz`` (train split only)."""
+    with _open_stats(path) as z:
+        mean, std = z["mean"], z["std"]
+    if mean.shape != std.shape or mean.ndim != 3 or not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise ValueError(f"{path}: malformed statistics (shapes {mean.shape}, {std.shape} or non-finite)")
+    return mean.copy(), std.copy()
+
+
+def read_stats_meta(path: str | Path) -> dict:
+    """Transform settings and sample count saved beside the statistics."""
+    with _open_stats(path) as z:
+        return {
+            "kind": str(z["kind"]),
+            "color": str(z["color"]),
+            "eps": float(z["eps"]),
+            "count": int(z["count"]),
+            "variant": str(z["variant"]),
+            "split": str(z["split"]),
+        }
+
+
+
+
+def normalize(spectra: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(spectra - mean) / max(std, STD_FLOOR)`` in float32 (as ``SpectrumTransform`` normalises)."""
+    return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)

@@ -186,3 +186,20 @@ def test_a_declared_folder_covers_the_files_below_it(tmp_path):
     deps = yaml.safe_load(dvc_yaml.read_text())["stages"]["work"]["do"]["deps"]
     assert "src/dfpipe/ingest" in deps and "src/dfpipe/ingest/helper.py" not in deps
     assert "src/dfpipe/models/registry.py" in deps
+
+
+def test_no_tracked_metrics_of_retired_runs():
+    """Git-tracked stage outputs under metrics/{eval,train,audit} all belong to a current
+    evaluation / frank baseline, run or variant of params.yaml: a renamed or removed entry must not
+    leave numbers behind that no stage rewrites (a reader would take them for current results)."""
+    import subprocess
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    owners = {"eval": set(params["evaluations"]) | set(params["frank"]), "train": set(params["runs"]),
+              "audit": set(params["variants"])}
+    tracked = subprocess.run(["git", "ls-files", "metrics"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    stale = sorted({"/".join(p.split("/")[:3]) for p in tracked
+                    if len(p.split("/")) > 2 and p.split("/")[1] in owners
+                    and p.split("/")[2].removesuffix(".json").removesuffix(".md") not in owners[p.split("/")[1]]})
+    assert not stale, f"tracked outputs of no current stage (git rm them): {stale}"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfpipe.core.config import build, load_yaml
+from dfpipe.core.config import ConfigError, build, load_yaml
 from dfpipe.features import encoders as E
 from dfpipe.models import ModelConfig, build_model
 from dfpipe.training.augment import blur_jpeg
@@ -87,6 +87,28 @@ def test_gradient_maps_are_input_gradients_scaled_to_unit_range():
     (raw,) = torch.autograd.grad(f(x0).sum(), x0)
     expected = (raw - raw.min()) / (raw.max() - raw.min())
     torch.testing.assert_close(g[:1], expected)
+
+
+def test_lgrad_torchscript_transformation_model_is_pinned_and_fed_minus_one_to_one(tmp_path, monkeypatch):
+    """arch torchscript: a user-exported model (the paper's StyleGAN discriminator) is loaded only
+    with its sha256 and sees images in [-1, 1]; the maps are its input gradients."""
+    monkeypatch.chdir(tmp_path)  # weights are repository paths
+    disc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Flatten(),
+                               torch.nn.LazyLinear(1))
+    disc(torch.zeros(1, 3, 16, 16))
+    torch.jit.trace(disc, torch.zeros(1, 3, 16, 16)).save(str(tmp_path / "disc.pt"))
+    digest = hashlib.sha256((tmp_path / "disc.pt").read_bytes()).hexdigest()
+    base = {"arch": "torchscript", "weights": "disc.pt", "seed": 0, "image_size": 16, "width": 1}
+    f = E.build_lgrad_transform(build(E.LGradEncoder, {**base, "sha256": digest}))
+    x = torch.rand(2, 3, 16, 16)
+    x0 = x.clone().requires_grad_(True)
+    (raw,) = torch.autograd.grad(disc(x0 * 2 - 1).sum(), x0)
+    expected = torch.stack([(r - r.min()) / (r.max() - r.min()) for r in raw])
+    torch.testing.assert_close(E.gradient_maps(f, x), expected)
+    with pytest.raises(ValueError, match="does not match the pinned"):
+        E.build_lgrad_transform(build(E.LGradEncoder, {**base, "sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match="needs weights"):
+        build(E.LGradEncoder, {**base, "weights": None, "sha256": None})
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

@@ -20,9 +20,11 @@ Encoders
   ViT of the same open_clip class is initialised from ``seed``: every code path runs, and the tables
   label such rows "random features (demo)".
 - ``lgrad``: ``d sum(f(x)) / d x`` for a fixed transformation model ``f`` (Tan et al. CVPR 2023 use
-  a pretrained StyleGAN discriminator; ``arch: resnet50`` = an ImageNet ResNet-50 from ``weights``,
-  its 1000 logits summed; ``arch: random_cnn`` = a seeded random small CNN, the demo), min-max scaled
-  to [0, 1] per image as the authors store gradients as 8-bit images.
+  a pretrained StyleGAN discriminator: ``arch: torchscript`` = such a model exported by the user with
+  ``torch.jit.trace``/``script``, fed [-1, 1] images as StyleGAN's discriminators expect;
+  ``arch: resnet50`` = an ImageNet ResNet-50 from ``weights``, its 1000 logits summed;
+  ``arch: random_cnn`` = a seeded random small CNN, the demo), min-max scaled to [0, 1] per image as
+  the authors store gradients as 8-bit images.
 """
 
 from __future__ import annotations
@@ -98,18 +100,21 @@ class ClipEncoder(_PinnedEncoder):
 class LGradEncoder(_PinnedEncoder):
     """``features.encoders.lgrad``: the transformation model whose input gradients are cached.
 
-    ``arch``: ``random_cnn`` (seeded, ``width`` channels; the demo) or ``resnet50`` (torchvision
-    ImageNet state_dict at ``weights``, checked against ``sha256``). ``image_size``: side of the
+    ``arch``: ``random_cnn`` (seeded, ``width`` channels; the demo), ``resnet50`` (torchvision
+    ImageNet state_dict at ``weights``) or ``torchscript`` (a TorchScript module at ``weights``,
+    e.g. the paper's StyleGAN discriminator exported at the user's site: (B, 3, S, S) in [-1, 1] ->
+    (B, K) scores); ``weights`` always checked against ``sha256``. ``image_size``: side of the
     gradient maps (the model input).
     """
 
-    arch: Literal["random_cnn", "resnet50"]
+    arch: Literal["random_cnn", "resnet50", "torchscript"]
     width: int = Field(ge=1)
 
     @model_validator(mode="after")
     def _arch_weights(self) -> "LGradEncoder":
-        if (self.arch == "resnet50") != (self.weights is not None):
-            raise ValueError("arch resnet50 needs weights + sha256; random_cnn takes neither")
+        if (self.arch != "random_cnn") != (self.weights is not None):
+            raise ValueError(f"arch {self.arch} needs weights + sha256" if self.arch != "random_cnn"
+                             else "arch random_cnn takes no weights")
         return self
 
 
@@ -197,6 +202,11 @@ def build_lgrad_transform(cfg: LGradEncoder) -> nn.Module:
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, 1))
+    elif cfg.arch == "torchscript":
+        verify_weights(cfg.weights, cfg.sha256)
+        net = torch.jit.load(str(cfg.weights), map_location="cpu")
+        # StyleGAN discriminators take [-1, 1]: (x - 0.5) / 0.5
+        return _Normalised(net, cfg.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).eval().requires_grad_(False)
     else:
         import torchvision
 

@@ -11,19 +11,21 @@ from pathlib import Path
 from dfpipe.core.cli import stage_args
 from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation, run_evaluation
-from dfpipe.training.train import load_runs
+from dfpipe.training.train import RunConfig, TrainConfig
 
 
 def main() -> None:
     (name,) = stage_args("evaluate", "evaluation")
     ev = load_entry("evaluations", name, Evaluation)
     params = load_yaml()
-    train_cfg, runs = load_runs(params)
-    if ev.run not in runs:
-        raise ConfigError(f"evaluations.{name}.run: no run {ev.run!r} under runs: ({sorted(runs)})")
-    if runs[ev.run].variant != ev.train_variant:
+    if ev.run not in (params.get("runs") or {}):
+        raise ConfigError(f"evaluations.{name}.run: no run {ev.run!r} under runs: ({sorted(params.get('runs') or {})})")
+    # only this run's config: validating every run would import every model family (timm, ...)
+    run_cfg = load_entry("runs", ev.run, RunConfig)
+    train_cfg = load_section("train", TrainConfig)
+    if run_cfg.variant != ev.train_variant:
         raise ConfigError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but "
-                          f"runs.{ev.run}.variant is {runs[ev.run].variant!r}")
+                          f"runs.{ev.run}.variant is {run_cfg.variant!r}")
     for section, key in (("split", "scale"), ("audit", "out_dir")):
         if key not in params.get(section, {}):
             raise ConfigError(f"{section}.{key}: missing (read by evaluate@{name})")

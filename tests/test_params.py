@@ -84,14 +84,19 @@ def test_run_defaults_merge_is_deep(tmp_path):
 
 def test_params_survive_a_yaml12_round_trip(tmp_path):
     """dvc exp run -S rewrites params.yaml with ruamel (YAML 1.2), dropping quotes: configs must not change."""
-    rt = YAML()  # DVC's writer: round trip, quotes not preserved
-    data = rt.load((REPO / "params.yaml").read_text())
-    data["runs"]["resnet_5"]["lr"] = 0.001  # what `-S runs.resnet_5.lr=0.001` does
+    from dvc.utils.serialize._yaml import _dump, parse_yaml, parse_yaml_for_update
+
+    # DVC's own writer (round trip, quotes not preserved), as `-S runs.resnet_5.lr=0.001` uses it
+    data = parse_yaml_for_update((REPO / "params.yaml").read_text(), "params.yaml")
+    data["runs"]["resnet_5"]["lr"] = 0.001
     buf = io.StringIO()
-    rt.dump(data, buf)
+    _dump(data, buf)
     text = buf.getvalue()
     # the hazard is real: a YAML 1.1 reader (PyYAML) now reads some value differently
     assert yaml.safe_load(text) != YAML(typ="safe", pure=True).load(text)
+    # DVC itself must still read the file it wrote (with ruamel.yaml.clib it parses with libyaml,
+    # which rejects `key: a:b` plain scalars inside flow mappings once the quotes are gone)
+    parse_yaml(text, "params.yaml")
     (tmp_path / "params.yaml").write_text(text)
     before, after = all_configs(REPO / "params.yaml"), all_configs(tmp_path / "params.yaml")
     assert after.pop("runs.resnet_5")["lr"] == 0.001
@@ -114,6 +119,14 @@ def test_full_profile_merges_and_validates(tmp_path):
     assert "split.scale" in changed
     # comments survive the rewrite
     assert "# run_defaults: deep-merged" in (tmp_path / "params.yaml").read_text()
+    # DVC reads the profiled file with its own (libyaml) loader, also after an `-S` rewrite of it
+    from dvc.utils.serialize._yaml import _dump, parse_yaml, parse_yaml_for_update
+
+    text = (tmp_path / "params.yaml").read_text()
+    parse_yaml(text, "params.yaml")
+    buf = io.StringIO()
+    _dump(parse_yaml_for_update(text, "params.yaml"), buf)
+    parse_yaml(buf.getvalue(), "params.yaml")
     # a typo in a profile is an error, not a new key
     (tmp_path / "params.typo.yaml").write_text("split: {scael: 1.0}\n")
     with pytest.raises(ConfigError, match="split.scael: not in params.yaml"):

@@ -43,10 +43,14 @@ def test_no_source_works_names_every_attempt(tmp_path, monkeypatch):
         raise AssetError("pip download mediapipe==0.10.21 failed: no index")
 
     monkeypatch.setattr(assets, "_download_wheel", no_index)
+    # after `make setup` the repository's prefetch folder holds good copies: a tampered one here
+    prefetch = tmp_path / "prefetch"
+    shutil.copytree(bad, prefetch)
+    monkeypatch.setattr(assets, "PREFETCH_DIR", prefetch)
     with pytest.raises(AssetError) as info:
         fetch_assets(tmp_path / "dest", try_urls=False)
     text = str(info.value)
-    assert "sha256" in text and "no index" in text and "DFPIPE_ASSETS_FROM" in text
+    assert "sha256" in text and "no index" in text and "DFPIPE_ASSETS_FROM" in text and str(prefetch) in text
     assert not (tmp_path / "dest" / ASSETS[0].name).exists()
 
 

@@ -42,7 +42,7 @@ $(ASSETS) &: $(PREFETCH)
 
 run: setup
 	dvc repro
-	@echo "Results tables: metrics/tables/ ; compare runs with: $(VENV)/bin/dvc exp show"
+	@echo "Results tables: metrics/tables/ ; compare experiments: the dvc exp show command of README.md (Experiments)"
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

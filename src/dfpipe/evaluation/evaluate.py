@@ -319,6 +319,13 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
     from dfpipe.training.engine import predict
 
     device = select_device(cfg.device)
+
+    def predict_split(model, model_cfg, variant: str, split: str):
+        dataset = open_split(variants_dir / variant, split, model_cfg,
+                             cache_dir(features_dir, model_cfg.input, variant))
+        loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
+        return dataset, predict(model, loader, device, amp=cfg.amp, progress=False)
+
     frames, masks, configs, thresholds, model = {}, {}, {}, {}, None
     for s, ckpt in checkpoints(models_dir / ev.run).items():
         model, run_cfg = load_model(ckpt, device)
@@ -326,20 +333,14 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
             raise ValueError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but {ckpt} was "
                              f"trained on {run_cfg.variant!r}")
         configs[s] = to_dict(run_cfg)
-        dataset = open_split(variants_dir / ev.variant, "eval", run_cfg.model,
-                             cache_dir(features_dir, run_cfg.model.input, ev.variant))
-        loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
         torch.manual_seed(cfg.seed)
-        pred = predict(model, loader, device, amp=cfg.amp, progress=False)
+        dataset, pred = predict_split(model, run_cfg.model, ev.variant, "eval")
         manifest = read_table(dataset.manifest_path, VARIANT_SCHEMA)
         frames[s] = align_predictions(manifest, pred["ids"], pred["labels"], pred["probs"], str(dataset.manifest_path))
         if "mask_probs" in pred:
             masks[s] = mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"])
         if run_cfg.model.num_classes == 2:  # binary detectors: a real-vs-fake threshold chosen on val
-            val_ds = open_split(variants_dir / ev.train_variant, "val", run_cfg.model,
-                                cache_dir(features_dir, run_cfg.model.input, ev.train_variant))
-            val_pred = predict(model, make_loader(val_ds, cfg.batch_size, train=False, num_workers=cfg.num_workers,
-                                                  seed=cfg.seed), device, amp=cfg.amp, progress=False)
+            _, val_pred = predict_split(model, run_cfg.model, ev.train_variant, "val")
             thresholds[str(s)] = M.val_threshold(*M.real_vs_fake(val_pred["labels"], val_pred["probs"]))
     headline, details = evaluate_seeds(frames, cfg.bootstrap, cfg.seed, cfg.ci_level)
     seeds = sorted(frames)

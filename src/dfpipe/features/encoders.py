@@ -202,18 +202,19 @@ def build_lgrad_transform(cfg: LGradEncoder) -> nn.Module:
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, 1))
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
     elif cfg.arch == "torchscript":
         verify_weights(cfg.weights, cfg.sha256)
         net = torch.jit.load(str(cfg.weights), map_location="cpu")
-        # StyleGAN discriminators take [-1, 1]: (x - 0.5) / 0.5
-        return _Normalised(net, cfg.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).eval().requires_grad_(False)
+        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # StyleGAN discriminators take [-1, 1]
     else:
         import torchvision
 
         verify_weights(cfg.weights, cfg.sha256)
         net = torchvision.models.resnet50(weights=None)
         net.load_state_dict(torch.load(cfg.weights, map_location="cpu", weights_only=True))
-    return _Normalised(net, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD).eval().requires_grad_(False)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    return _Normalised(net, cfg.image_size, mean, std).eval().requires_grad_(False)
 
 
 def gradient_maps(f: nn.Module, x: torch.Tensor) -> torch.Tensor:

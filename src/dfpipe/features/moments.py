@@ -114,8 +114,6 @@ def read_stats_meta(path: str | Path) -> dict:
         }
 
 
-
-
 def normalize(spectra: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(spectra - mean) / max(std, STD_FLOOR)`` in float32 (as ``SpectrumTransform`` normalises)."""
     return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)

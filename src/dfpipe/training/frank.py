@@ -60,7 +60,8 @@ def load_split(spectra_dir: Path, variants_dir: Path, cfg: FrankConfig, split: s
 def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_classes: int = 3) -> dict:
     """Fit on train, select ``C`` on val, score eval.
 
-    Returns ``{"ids", "labels", "probs" (N, num_classes) float32 for the eval split, "selection":
+    Returns ``{"ids", "labels", "probs" (N, num_classes) float32 for the eval split,
+    "val_threshold" (the real-vs-fake threshold of the selected fit on val), "selection":
     {"C", "val_macro_f1": {C: score}}}``.
     """
     from sklearn.linear_model import LogisticRegression
@@ -79,10 +80,12 @@ def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_c
         if best is None or scores[c] > scores[best[0]]:  # strict: ties keep the smaller C
             best = (c, clf)
     c, clf = best
-    probs = np.zeros((len(ids), num_classes), np.float32)
-    probs[:, clf.classes_] = clf.predict_proba(x_ev)  # a class absent from train keeps probability 0
-    val_probs = np.zeros((len(y_va), num_classes), np.float64)
-    val_probs[:, clf.classes_] = clf.predict_proba(x_va)
-    return {"ids": ids, "labels": y_ev, "probs": probs,
-            "val_threshold": val_threshold(*real_vs_fake(y_va, val_probs)),
+
+    def proba(x: np.ndarray, dtype) -> np.ndarray:
+        out = np.zeros((len(x), num_classes), dtype)
+        out[:, clf.classes_] = clf.predict_proba(x)  # a class absent from train keeps probability 0
+        return out
+
+    return {"ids": ids, "labels": y_ev, "probs": proba(x_ev, np.float32),
+            "val_threshold": val_threshold(*real_vs_fake(y_va, proba(x_va, np.float64))),
             "selection": {"C": c, "val_macro_f1": {str(k): v for k, v in scores.items()}}}

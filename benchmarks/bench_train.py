@@ -7,13 +7,17 @@ Generates a synthetic variant split (random uint8 crops in the shard + manifest 
 temporary folder, then times (1) the loader alone (uint8 batches copied to the device and converted
 to float), and (2) full training steps (forward, loss, backward, optimiser) of each model through
 ``dfpipe.training.engine.train_one_epoch``. Prints one line per measurement. The first ``--warmup`` steps are
-not timed (allocator, cuDNN autotuning, lazy init).
+not timed (allocator, cuDNN autotuning, lazy init). On CUDA each training line also gives the peak
+GPU memory of the timed steps (``torch.cuda.max_memory_allocated``) and the GPU busy fraction: NVML's
+utilisation (the share of each sample period in which at least one kernel ran), sampled every 50 ms
+while the timed steps run.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +35,8 @@ from dfpipe.core.shards import ShardWriter
 MODELS = {
     "resnet18": dict(name="resnet18"),
     "f3net_mix": dict(name="f3net", f3net_mode="mix", reduced=True),
+    # the paper's full Xception backbone (the demo trains the reduced one)
+    "f3net_mix_full": dict(name="f3net", f3net_mode="mix", reduced=False),
     "f3net_mix_seg": dict(name="f3net", f3net_mode="mix", reduced=True, seg_head=True),
 }
 
@@ -55,6 +61,39 @@ def synthetic_split(root: Path, n: int, size: int, seed: int = 0) -> Path:
     return root
 
 
+class BusySampler:
+    """Mean NVML GPU utilisation (%) over the ``with`` block; ``None`` without CUDA or NVML."""
+
+    def __init__(self, device: torch.device, period_s: float = 0.05):
+        self.device, self.period_s, self.samples = device, period_s, []
+        self._stop = threading.Event()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.samples.append(torch.cuda.utilization(self.device))
+
+    def __enter__(self) -> "BusySampler":
+        self.enabled = self.device.type == "cuda"
+        if self.enabled:
+            try:
+                torch.cuda.utilization(self.device)
+            except Exception:  # noqa: BLE001 - no pynvml / no NVML: report n/a rather than fail the benchmark
+                self.enabled = False
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -65,9 +104,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="cuDNN autotuning off (train.deterministic: true); default: on, as at full scale")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = ap.parse_args()
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = not args.deterministic
     n = args.batch * (args.steps + args.warmup)
     print(f"device={device} size={args.size} batch={args.batch} amp={args.amp} workers={args.workers} "
           f"threads={torch.get_num_threads()}")
@@ -81,7 +123,7 @@ def main() -> None:
                 count += to_device(batch, device, args.channels_last)["image"].shape[0]
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            print(f"data path{' +masks' if with_masks else ''}: {count / (time.perf_counter() - t0):.0f} img/s")
+            print(f"data path{' +masks' if with_masks else ''}: {count / (time.perf_counter() - t0):.0f} img/s", flush=True)
         for key in args.models:
             seg = MODELS[key].get("seg_head", False)
             cfg = ModelConfig(image_size=args.size, mask_size=args.size, **MODELS[key])
@@ -90,16 +132,30 @@ def main() -> None:
             if args.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-            loss_fn = build_loss(LossConfig(w_bce=1.0 if seg else 0.0, w_dice=1.0 if seg else 0.0), 3).to(device)
+            loss_fn = build_loss(LossConfig(
+                w_cls=1.0, w_bce=1.0 if seg else 0.0, w_dice=1.0 if seg else 0.0, class_weights=None,
+                label_smoothing=0.0, dice_eps=1.0, mask_on="edited"), 3).to(device)
             scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
             loader = make_loader(VariantDataset(root, "train", with_masks=seg), args.batch, True, args.workers, seed=0)
             common = dict(channels_last=args.channels_last, progress=False)
             train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp, max_steps=args.warmup, **common)
-            out = train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp, epoch=1,
-                                  max_steps=args.steps, **common)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats(device)
+            with BusySampler(device) as busy:
+                out = train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp, epoch=1,
+                                      max_steps=args.steps, **common)
             n_par = sum(p.numel() for p in model.parameters()) / 1e6
+            gpu = ""
+            if device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(device) / 2**30
+                frac = "n/a" if busy.mean is None else f"{busy.mean:.0f}%"
+                gpu = f", peak {peak:.2f} GiB, GPU busy {frac}"
             print(f"train {key} ({n_par:.1f} M params): {out['img_per_s']:.1f} img/s "
-                  f"({out['steps']} steps, data wait {100 * out['data_wait']:.0f}%)")
+                  f"({out['steps']} steps, data wait {100 * out['data_wait']:.0f}%{gpu})", flush=True)
+            del model, opt, loss_fn, loader
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -94,6 +94,19 @@ class BusySampler:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
+def print_profile(step_fn, device: torch.device, rows: int = 15) -> None:
+    """Run ``step_fn`` under ``torch.profiler`` and print the top operators by device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step_fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -106,6 +119,8 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--deterministic", action="store_true",
                     help="cuDNN autotuning off (train.deterministic: true); default: on, as at full scale")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="after timing, profile this many more steps and print the top operators by device time")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -153,6 +168,9 @@ def main() -> None:
                 gpu = f", peak {peak:.2f} GiB, GPU busy {frac}"
             print(f"train {key} ({n_par:.1f} M params): {out['img_per_s']:.1f} img/s "
                   f"({out['steps']} steps, data wait {100 * out['data_wait']:.0f}%{gpu})", flush=True)
+            if args.profile:
+                print_profile(lambda: train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp,
+                                                      epoch=2, max_steps=args.profile, **common), device)
             del model, opt, loss_fn, loader
             if device.type == "cuda":
                 torch.cuda.empty_cache()

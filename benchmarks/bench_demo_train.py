@@ -25,38 +25,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import yaml
 
-from dfpipe.core.manifest import write_variant
-from dfpipe.core.shards import ShardWriter
-from dfpipe.features.moments import RunningMoments, save_stats
-from dfpipe.features.spectra import KINDS, log_spectrum_np, stats_path
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_train import write_split  # noqa: E402 - the benchmarks' shared split writer
+
+from dfpipe.core.config import load_yaml, merged_entry  # noqa: E402
+from dfpipe.features.moments import RunningMoments, save_stats  # noqa: E402
+from dfpipe.features.spectra import KINDS, log_spectrum_np, stats_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_variant(root: Path, counts: dict[int, int], size: int, seed: int = 0) -> None:
     """``root/{train,val}`` with ``counts[label]`` items per label (val = every 10th)."""
-    rng = np.random.default_rng(seed)
     items = [label for label, n in sorted(counts.items()) for _ in range(n)]
-    for split in ("train", "val"):
-        rows = []
-        with ShardWriter(root / split, "images", 4096) as images, ShardWriter(root / split, "masks", 4096) as masks:
-            for i, label in enumerate(items):
-                if (i % 10 == 0) != (split == "val"):
-                    continue
-                shard, offset = images.add(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-                mshard, _ = masks.add((rng.random((size, size)) > 0.5).astype(np.uint8) * 255)
-                rows.append(dict(
-                    id=f"b/{i:06d}", source="b", label=label, method="b", video_id="", group_keys=[f"b:{i}"],
-                    path="", frame_index=-1, n_frames=-1, box_x=0, box_y=0, box_w=size, box_h=size,
-                    det_score=0.0, content_hash="", has_mask=label == 2, shard=shard, offset=offset,
-                    mask_shard=mshard if label == 2 else "", split=split, split_group=f"b:{i}"))
-        df = pd.DataFrame(rows).astype({"label": "int8", "frame_index": "int32", "n_frames": "int32",
-                                        "offset": "int32", "box_x": "int32", "box_y": "int32",
-                                        "box_w": "int32", "box_h": "int32", "det_score": "float32"})
-        write_variant(df, root / split / "manifest.parquet")
+    write_split(root, "train", [lab for i, lab in enumerate(items) if i % 10], size, seed)
+    write_split(root, "val", [lab for i, lab in enumerate(items) if i % 10 == 0], size, seed + 1)
 
 
 def main() -> int:
@@ -64,13 +49,14 @@ def main() -> int:
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--runs", nargs="*", help="default: every run")
     args = ap.parse_args()
-    params = yaml.safe_load(Path(args.params).read_text())
+    params = load_yaml(args.params)  # YAML 1.2, as the stages read it
     runs = args.runs or sorted(params["runs"])
+    merged = {r: merged_entry(params, "runs", r) for r in runs}  # over run_defaults
     scale = params["split"]["scale"]
     size = params["preprocess"]["size"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for variant in sorted({params["runs"][r]["variant"] for r in runs}):
+        for variant in sorted({merged[r]["variant"] for r in runs}):
             counts: dict[int, int] = {}
             for source, n in params["variants"][variant]["train"].items():
                 label = params["sources"][source]["label"]
@@ -103,7 +89,7 @@ def main() -> int:
             cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             total += sec
             total_cpu += cpu
-            print(f"| {run} | {len(params['runs'][run].get('seeds', [0]))} | {sec:.1f} | {cpu:.1f} |", flush=True)
+            print(f"| {run} | {len(merged[run]['seeds'])} | {sec:.1f} | {cpu:.1f} |", flush=True)
         print(f"| **total** | | {total:.1f} | {total_cpu:.1f} |")
     return 0
 

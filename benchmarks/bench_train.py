@@ -41,23 +41,27 @@ MODELS = {
 }
 
 
-def synthetic_split(root: Path, n: int, size: int, seed: int = 0) -> Path:
-    """A train split of ``n`` random crops with masks, in the variant stage's format."""
+def write_split(root: Path, split: str, labels: list[int], size: int, seed: int = 0) -> None:
+    """``root/<split>``: one random crop per entry of ``labels`` (masks for edited items, label 2),
+    in the variant stage's shard + manifest format."""
     rng = np.random.default_rng(seed)
-    split = root / "train"
     rows = []
-    with ShardWriter(split, "images", 1024) as images, ShardWriter(split, "masks", 1024) as masks:
-        for i in range(n):
+    with ShardWriter(root / split, "images", 1024) as images, ShardWriter(root / split, "masks", 1024) as masks:
+        for i, label in enumerate(labels):
             shard, offset = images.add(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
             mshard, _ = masks.add((rng.random((size, size)) > 0.5).astype(np.uint8) * 255)
-            label = i % 3
             rows.append({c: None for c in VARIANT_SCHEMA.names} | dict(
-                id=f"bench/{i:06d}", source="bench", label=label, method="bench", video_id="",
-                group_keys=[f"bench:{i}"], path="", frame_index=-1, n_frames=-1, box_x=0, box_y=0,
+                id=f"bench/{split}/{i:06d}", source="bench", label=label, method="bench", video_id="",
+                group_keys=[f"bench:{split}:{i}"], path="", frame_index=-1, n_frames=-1, box_x=0, box_y=0,
                 box_w=size, box_h=size, det_score=0.0, content_hash="", has_mask=label == 2,
-                shard=shard, offset=offset, mask_shard=mshard if label == 2 else "", split="train",
-                split_group=f"bench:{i}"))
-    write_variant(pd.DataFrame(rows), split / "manifest.parquet")
+                shard=shard, offset=offset, mask_shard=mshard if label == 2 else "", split=split,
+                split_group=f"bench:{split}:{i}"))
+    write_variant(pd.DataFrame(rows), root / split / "manifest.parquet")
+
+
+def synthetic_split(root: Path, n: int, size: int, seed: int = 0) -> Path:
+    """A train split of ``n`` random crops, labels cycling 0, 1, 2."""
+    write_split(root, "train", [i % 3 for i in range(n)], size, seed)
     return root
 
 

@@ -35,3 +35,17 @@ def test_bench_loader_reports_both_loaders():
     out = _run("bench_loader.py", "--sizes", "32", "--n", "64", "--batch", "16", "--repeat", "1")
     rates = re.findall(r"^32 px .*?:\s+(\d+) img/s$", out, re.M)
     assert len(rates) == 3 and all(int(r) > 0 for r in rates), out
+
+
+@pytest.mark.slow
+def test_bench_models_times_a_registered_model():
+    out = _run("bench_models.py", "--iters", "1", "--batch", "2", "--threads", "1", "--skip-paper-size",
+               "--models", "npr")
+    assert "npr" in out and re.search(r"\d", out), out
+
+
+@pytest.mark.slow
+def test_bench_demo_train_runs_a_demo_train_stage():
+    out = _run("bench_demo_train.py", "--runs", "resnet_5")
+    m = re.search(r"^\| resnet_5 \| 2 \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
+    assert m and float(m.group(1)) > 0, out

@@ -9,7 +9,7 @@ dfpipe.evaluation.evaluate.
 from pathlib import Path
 
 from dfpipe.core.cli import stage_args
-from dfpipe.core.config import ConfigError, build, load_entry, load_section, load_yaml, merged_entry
+from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation, run_evaluation
 from dfpipe.training.train import RunConfig, TrainConfig
 
@@ -18,10 +18,11 @@ def main() -> None:
     (name,) = stage_args("evaluate", "evaluation")
     ev = load_entry("evaluations", name, Evaluation)
     params = load_yaml()
-    if ev.run not in (params.get("runs") or {}):
-        raise ConfigError(f"evaluations.{name}.run: no run {ev.run!r} under runs: ({sorted(params.get('runs') or {})})")
+    runs = params.get("runs") or {}
+    if ev.run not in runs:
+        raise ConfigError(f"evaluations.{name}.run: no run {ev.run!r} under runs: ({sorted(runs)})")
     # only this run's config: validating every run would import every model family (timm, ...)
-    run_cfg = build(RunConfig, merged_entry(params, "runs", ev.run), where=f"runs.{ev.run}", root=Path("."))
+    run_cfg = load_entry("runs", ev.run, RunConfig)
     train_cfg = load_section("train", TrainConfig)
     if run_cfg.variant != ev.train_variant:
         raise ConfigError(f"evaluations.{name}.train_variant is {ev.train_variant!r} but "

@@ -41,7 +41,8 @@ def test_bench_loader_reports_both_loaders():
 def test_bench_models_times_a_registered_model():
     out = _run("bench_models.py", "--iters", "1", "--batch", "2", "--threads", "1", "--skip-paper-size",
                "--models", "npr")
-    assert "npr" in out and re.search(r"\d", out), out
+    m = re.search(r"^npr\s+([\d.]+)\s+([\d.]+)\s+-$", out, re.M)  # params (M), img/s at 64 px, no paper size
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, out
 
 
 @pytest.mark.slow

@@ -27,6 +27,18 @@ from dfpipe.splits.variants import SplitConfig, VariantConfig
 from dfpipe.training.train import RunConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def dvc_rewrite(text: str, edit=lambda data: None) -> str:
+    """``text`` parsed and written back by DVC's own YAML writer (round trip, quotes not preserved),
+    as ``dvc exp run -S`` does; ``edit`` changes the parsed data in between."""
+    from dvc.utils.serialize._yaml import _dump, parse_yaml_for_update
+
+    data = parse_yaml_for_update(text, "params.yaml")
+    edit(data)
+    buf = io.StringIO()
+    _dump(data, buf)
+    return buf.getvalue()
 SECTIONS = {"demo": DemoConfig, "preprocess": PreprocessConfig, "split": SplitConfig, "audit": AuditConfig,
             "spectra": SpectraConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "report": ReportConfig,
             "features": FeaturesConfig}
@@ -84,14 +96,10 @@ def test_run_defaults_merge_is_deep(tmp_path):
 
 def test_params_survive_a_yaml12_round_trip(tmp_path):
     """dvc exp run -S rewrites params.yaml with ruamel (YAML 1.2), dropping quotes: configs must not change."""
-    from dvc.utils.serialize._yaml import _dump, parse_yaml, parse_yaml_for_update
+    from dvc.utils.serialize._yaml import parse_yaml
 
-    # DVC's own writer (round trip, quotes not preserved), as `-S runs.resnet_5.lr=0.001` uses it
-    data = parse_yaml_for_update((REPO / "params.yaml").read_text(), "params.yaml")
-    data["runs"]["resnet_5"]["lr"] = 0.001
-    buf = io.StringIO()
-    _dump(data, buf)
-    text = buf.getvalue()
+    # what `-S runs.resnet_5.lr=0.001` writes
+    text = dvc_rewrite((REPO / "params.yaml").read_text(), lambda d: d["runs"]["resnet_5"].update(lr=0.001))
     # the hazard is real: a YAML 1.1 reader (PyYAML) now reads some value differently
     assert yaml.safe_load(text) != YAML(typ="safe", pure=True).load(text)
     # DVC itself must still read the file it wrote (with ruamel.yaml.clib it parses with libyaml,
@@ -120,13 +128,11 @@ def test_full_profile_merges_and_validates(tmp_path):
     # comments survive the rewrite
     assert "# run_defaults: deep-merged" in (tmp_path / "params.yaml").read_text()
     # DVC reads the profiled file with its own (libyaml) loader, also after an `-S` rewrite of it
-    from dvc.utils.serialize._yaml import _dump, parse_yaml, parse_yaml_for_update
+    from dvc.utils.serialize._yaml import parse_yaml
 
     text = (tmp_path / "params.yaml").read_text()
     parse_yaml(text, "params.yaml")
-    buf = io.StringIO()
-    _dump(parse_yaml_for_update(text, "params.yaml"), buf)
-    parse_yaml(buf.getvalue(), "params.yaml")
+    parse_yaml(dvc_rewrite(text), "params.yaml")
     # a typo in a profile is an error, not a new key
     (tmp_path / "params.typo.yaml").write_text("split: {scael: 1.0}\n")
     with pytest.raises(ConfigError, match="split.scael: not in params.yaml"):

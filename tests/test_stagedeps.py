@@ -199,7 +199,11 @@ def test_no_tracked_metrics_of_retired_runs():
               "audit": set(params["variants"])}
     tracked = subprocess.run(["git", "ls-files", "metrics"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
-    stale = sorted({"/".join(p.split("/")[:3]) for p in tracked
-                    if len(p.split("/")) > 2 and p.split("/")[1] in owners
-                    and p.split("/")[2].removesuffix(".json").removesuffix(".md") not in owners[p.split("/")[1]]})
+    stale = set()
+    for path in tracked:
+        parts = path.split("/")
+        if len(parts) > 2 and parts[1] in owners:
+            if parts[2].removesuffix(".json").removesuffix(".md") not in owners[parts[1]]:
+                stale.add("/".join(parts[:3]))
+    stale = sorted(stale)
     assert not stale, f"tracked outputs of no current stage (git rm them): {stale}"

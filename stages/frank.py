@@ -6,9 +6,12 @@ trained model: metrics/eval/<name>.json, metrics/eval/<name>/{predictions.parque
 ``seed`` column), details.json, plot data}, through dfpipe.evaluation.evaluate.
 """
 
+from pathlib import Path
+
 from dfpipe.core.cli import stage_args
 from dfpipe.core.config import load_entry, load_section, load_yaml
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
+from dfpipe.core.stagedeps import import_closure
 from dfpipe.evaluation.evaluate import (EVAL_DIR, EvaluateConfig, align_predictions, code_fingerprint, evaluate_seeds,
                                         write_outputs)
 from dfpipe.features.spectra import SpectraConfig
@@ -33,8 +36,11 @@ def main() -> None:
                       "eval_variant": cfg.variant, "C": out["selection"]["C"], "seeds": "0", "init": "scratch"}
     details["selection"] = out["selection"]
     details["val_threshold"] = {"0": out["val_threshold"]}
-    details["provenance"] = {"code": code_fingerprint(), "scale": load_yaml().get("split", {}).get("scale"), "variant": cfg.variant, "train_variant": cfg.variant,
-                             "seeds": [0]}
+    # the code this stage runs (its dvc.yaml code deps), not the evaluate stage's: frank@ does not
+    # rerun when only evaluate's code changes, so that fingerprint would go stale here
+    code = code_fingerprint(deps=import_closure(Path("stages/frank.py"), Path(".")))
+    details["provenance"] = {"code": code, "scale": load_yaml().get("split", {}).get("scale"),
+                             "variant": cfg.variant, "train_variant": cfg.variant, "seeds": [0]}
     write_outputs(name, frames, headline, details, EVAL_DIR / f"{name}.json", EVAL_DIR / name)
     print(f"frank@{name}: C {out['selection']['C']}, macro_f1 {headline['macro_f1']['mean']}, acc {headline['acc']['mean']}")
 

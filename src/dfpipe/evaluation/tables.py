@@ -61,7 +61,8 @@ def provenance(details: list[Mapping], paths: list) -> str:
     variants = ", ".join(dict.fromkeys(f"{p['train_variant']}→{p['variant']}" if p["train_variant"] != p["variant"]
                                        else p["variant"] for p in prov))
     return (f"Provenance: data split.scale {uniq('scale')} (1 = full counts); variant {variants}; "
-            f"seeds {uniq('seeds')}; evaluation code {uniq('code')} (sha256 of the evaluate stage's code deps).")
+            f"seeds {uniq('seeds')}; evaluation code {uniq('code')} (sha256 of the code deps of the stage "
+            f"that scored the row: evaluate@ or frank@).")
 
 
 def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | None, notes: dict | None) -> Table:

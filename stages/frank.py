@@ -38,7 +38,9 @@ def main() -> None:
     details["val_threshold"] = {"0": out["val_threshold"]}
     # the code this stage runs (its dvc.yaml code deps), not the evaluate stage's: frank@ does not
     # rerun when only evaluate's code changes, so that fingerprint would go stale here
-    code = code_fingerprint(deps=import_closure(Path("stages/frank.py"), Path(".")))
+    # (the checkout this script runs from, whatever the working folder)
+    repo = Path(__file__).resolve().parents[1]
+    code = code_fingerprint(repo, deps=import_closure(Path("stages/frank.py"), repo))
     details["provenance"] = {"code": code, "scale": load_yaml().get("split", {}).get("scale"),
                              "variant": cfg.variant, "train_variant": cfg.variant, "seeds": [0]}
     write_outputs(name, frames, headline, details, EVAL_DIR / f"{name}.json", EVAL_DIR / name)

@@ -8,7 +8,7 @@ dfpipe.evaluation.evaluate.
 
 from pathlib import Path
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation, run_evaluation
 from dfpipe.training.train import RunConfig, TrainConfig
@@ -39,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import load_section
 from dfpipe.features.encoders import FeaturesConfig, build_cache
 
@@ -22,4 +22,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_stage(main, sys.argv[1:])

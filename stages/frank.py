@@ -8,8 +8,8 @@ trained model: metrics/eval/<name>.json, metrics/eval/<name>/{predictions.parque
 
 from pathlib import Path
 
-from dfpipe.core.cli import stage_args
-from dfpipe.core.config import load_entry, load_section, load_yaml
+from dfpipe.core.cli import run_stage, stage_args
+from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
 from dfpipe.core.stagedeps import import_closure
 from dfpipe.evaluation.evaluate import (EVAL_DIR, EvaluateConfig, align_predictions, code_fingerprint, evaluate_seeds,
@@ -24,7 +24,7 @@ def main() -> None:
     spectra = load_section("spectra", SpectraConfig)
     ev_cfg = load_section("evaluate", EvaluateConfig)
     if cfg.variant not in spectra.cache:
-        raise SystemExit(f"frank.{name}.variant {cfg.variant!r} is not in spectra.cache {list(spectra.cache)}")
+        raise ConfigError(f"frank.{name}.variant: {cfg.variant!r} is not in spectra.cache {list(spectra.cache)}")
     out = fit_and_score(cfg, spectra.out_dir, spectra.variants_dir)
     manifest_path = spectra.variants_dir / cfg.variant / "eval" / "manifest.parquet"
     frame = align_predictions(read_table(manifest_path, VARIANT_SCHEMA), out["ids"], out["labels"], out["probs"],
@@ -48,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

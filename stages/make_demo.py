@@ -1,6 +1,6 @@
 """DVC stage make_demo: write the embedded demo data (params.yaml `demo:`) under demo.out_dir."""
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import load_section
 from dfpipe.demo import DemoConfig, make_demo
 
@@ -13,4 +13,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -6,7 +6,7 @@ Writes ``<split.faces_dir>/<source>/`` (shards, manifest.parquet, rejects.parque
 see ``dfpipe.ingest.preprocess``.
 """
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import RepoPath, build, load_entry, load_section, load_yaml
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
 from dfpipe.ingest.sources import SourceConfig
@@ -27,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

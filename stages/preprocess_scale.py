@@ -16,7 +16,7 @@ See ``dfpipe.ingest.preprocess`` (``run_source(part=...)``, ``run_sources``),
 
 import sys
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import RepoPath, build, load_entry, load_section, load_yaml
 from dfpipe.ingest.parts import merge_parts
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source, run_sources
@@ -62,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -2,8 +2,8 @@
 
 import sys
 
-from dfpipe.core.cli import stage_args
-from dfpipe.core.config import load_section
+from dfpipe.core.cli import run_stage, stage_args
+from dfpipe.core.config import ConfigError, load_section
 from dfpipe.models.pretrained import PretrainedConfig, PretrainedError, obtain
 
 
@@ -11,7 +11,7 @@ def main() -> None:
     (name,) = stage_args("pretrained", "name")
     cfg = load_section("pretrained", PretrainedConfig)
     if name not in cfg.weights:
-        sys.exit(f"pretrained@{name}: no entry pretrained.weights.{name} (known: {sorted(cfg.weights)})")
+        raise ConfigError(f"pretrained.weights.{name}: no such entry (known: {sorted(cfg.weights)})")
     try:
         rec = obtain(name, cfg.weights[name], cfg.out_dir)
     except PretrainedError as exc:
@@ -21,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -4,7 +4,7 @@ Usage (from the repository root): ``python stages/report.py``. Reads ``report:``
 see dfpipe.evaluation.reports.
 """
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import load_section
 from dfpipe.evaluation.reports import ReportConfig, write_tables
 
@@ -17,4 +17,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

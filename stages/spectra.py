@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import ConfigError, load_section
 from dfpipe.core.io import write_json
 from dfpipe.features.spectra import SpectraConfig, build_variant
@@ -28,4 +28,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_stage(main, sys.argv[1:])

@@ -1,6 +1,6 @@
 """DVC stage ``variant@<name>``: select and materialise one dataset variant (see dfpipe.splits.variants)."""
 
-from dfpipe.core.cli import stage_args
+from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import load_entry, load_section
 from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant
 
@@ -14,4 +14,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -270,6 +270,18 @@ def write_stage_params(tmp_path: Path, name: str, leak_free: bool, shortcut_free
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
+def approve_variant(variant_dir: Path, gate_file: Path) -> dict:
+    """Write the gate ``gate_file`` that ``audit@`` writes for a variant declaring no check (status
+    ``not_required``), bound to the bytes of ``variant_dir`` now; training refuses without it."""
+    from dfpipe.core.io import write_json
+    from dfpipe.splits.gate import gate_record, variant_fingerprint
+
+    record = gate_record({"variant": Path(variant_dir).name, "leak_free": False, "status": "not_required"},
+                         variant_fingerprint(variant_dir))
+    write_json(gate_file, record)
+    return record
+
+
 def run_audit_stage(tmp_path: Path, name: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "stages/audit.py"), name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)

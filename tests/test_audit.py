@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from dfpipe.splits.audit import LeakError, audit_variant, check_gate, near_pairs, phash
+from dfpipe.splits.gate import variant_fingerprint
 from dfpipe.core.io import array_hash
 from dfpipe.core.manifest import write_faces
 from dfpipe.core.shards import ShardReader, ShardWriter
@@ -216,7 +217,13 @@ def test_audit_stage_gate_written_only_when_the_declared_checks_pass(tmp_path, v
     write_stage_params(tmp_path, "leak", leak_free=True)
     proc = run_audit_stage(tmp_path, "leak")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(gate.read_text()) == {"variant": "leak", "leak_free": True, "status": "passed"}
+    record = json.loads(gate.read_text())
+    assert record == {"variant": "leak", "leak_free": True, "status": "passed",
+                      "fingerprint": variant_fingerprint(tmp_path / "variants/leak")}
+    vdir = tmp_path / "variants/leak"  # every file of the variant, manifests and shards, is bound to the gate
+    files = {p.relative_to(vdir).as_posix() for p in vdir.rglob("*") if p.is_file()}
+    assert set(record["fingerprint"]["files"]) == files
+    assert {f"{s}/{f}" for s in ("train", "val", "eval") for f in ("manifest.parquet", "images-00000.npy")} <= files
     flags = pd.read_parquet(tmp_path / "metrics/audit/leak/eval_items.parquet")
     assert list(flags.columns) == ["id", "video_key", "group_in_train", "video_in_train"]
 
@@ -230,7 +237,10 @@ def test_audit_stage_gate_written_only_when_the_declared_checks_pass(tmp_path, v
     write_stage_params(tmp_path, "leak", leak_free=False)  # same leak, not declared leak-free: reported, gate not_required
     proc = run_audit_stage(tmp_path, "leak")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(gate.read_text()) == {"variant": "leak", "leak_free": False, "status": "not_required"}
+    record = json.loads(gate.read_text())
+    assert {k: record[k] for k in ("variant", "leak_free", "status")} == {
+        "variant": "leak", "leak_free": False, "status": "not_required"}
+    assert record["fingerprint"] == variant_fingerprint(tmp_path / "variants/leak")
 
 
 @pytest.mark.slow

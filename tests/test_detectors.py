@@ -19,7 +19,7 @@ from dfpipe.training.data import FeatureDataset, open_split
 from dfpipe.training.checkpoint import load_model
 from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit
 
-from helpers import make_variant, run_dict
+from helpers import approve_variant, make_variant, run_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,12 +162,13 @@ def _train(root: Path, model: dict, **over):
                                     "num_workers": 0, "scratch_dir": f"{name}/.scratch/train",
                                     "log_dir": f"{name}/.scratch/logs", "models_dir": f"{name}/models",
                                     "metrics_dir": f"{name}/metrics"})
-    paths = RunPaths.for_run(name, run_cfg, train_cfg)
+    paths = RunPaths.for_run(name, run_cfg, train_cfg, Path("metrics/audit"))
     rel = lambda p: root / p  # noqa: E731
     paths = dataclasses.replace(paths, variant_dir=rel(paths.variant_dir), out_dir=rel(paths.out_dir),
                                 metrics_dir=rel(paths.metrics_dir), scratch_dir=rel(paths.scratch_dir),
-                                log_file=rel(paths.log_file),
+                                log_file=rel(paths.log_file), gate=rel(paths.gate),
                                 features=None if paths.features is None else rel(paths.features))
+    approve_variant(paths.variant_dir, paths.gate)
     return fit(name, run_cfg, train_cfg, paths)[3], paths
 
 

@@ -108,10 +108,13 @@ def test_training_curves_from_c1_files(tmp_path):
     curves.mkdir(parents=True)
     for s in (0, 1):
         pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_macro_f1": [0.4, 0.6],
-                      "val_acc": [0.5, 0.7]}).to_csv(curves / f"seed{s}.tsv", sep="\t", index=False)
+                      "val_acc": [0.5, 0.7], "updates": [3, 6], "images_seen": [48, 96]}).to_csv(
+                          curves / f"seed{s}.tsv", sep="\t", index=False)
     F.plot_training_curves(curves, tmp_path / "curves.png", "run")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(F.read_curves(curves)) == [0, 1]
+    assert E.training_budget(F.read_curves(curves)) == {"updates": 6, "images_seen": 96, "steps_per_epoch": 3}
+    assert E.training_budget(None)["updates"] == "n/a"
     with pytest.raises(FileNotFoundError, match="missing"):
         F.plot_training_curves(tmp_path / "missing", tmp_path / "c.png", "run")
     (curves / "seed2.tsv").write_text("step\tloss\n0\t1\n")
@@ -233,6 +236,7 @@ def test_run_evaluation_end_to_end(tmp_path):
 
     ev_man = make_manifest(n_images=9, frames=2)
     write_split(tmp_path / "variants" / "v3", "eval", ev_man)
+    write_split(tmp_path / "variants" / "v3", "val", make_manifest(seed=1, n_images=6, frames=1), seed=1)
     write_flags(tmp_path / "audit" / "v3" / "eval_items.parquet", ev_man, {"FaceSwap:000_003", "youtube:000"})
     run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32}, variant="v3", lr=2e-4,
                                         batch_size=128, epochs=1, bn_recalibration_images=0,
@@ -245,7 +249,8 @@ def test_run_evaluation_end_to_end(tmp_path):
     curves = tmp_path / "train_metrics" / "r5" / "curves"
     curves.mkdir(parents=True)
     for s in (0, 1):
-        (curves / f"seed{s}.tsv").write_text("epoch\ttrain_loss\tval_macro_f1\tval_acc\n1\t1.0\t0.5\t0.6\n")
+        (curves / f"seed{s}.tsv").write_text(
+            "epoch\ttrain_loss\tval_macro_f1\tval_acc\tupdates\timages_seen\n1\t1.0\t0.5\t0.6\t4\t64\n")
     cfg = E.EvaluateConfig(batch_size=16, num_workers=0, device="cpu", amp="off", bootstrap=20,
                            ci_level=0.95, seed=0, featuremap_layer="backbone.layer3", featuremap_per_class=1)
     ev = E.Evaluation(run="r5", variant="v3", train_variant="v3")
@@ -258,6 +263,13 @@ def test_run_evaluation_end_to_end(tmp_path):
     details = json.loads((tmp_path / "eval" / "r5" / "details.json").read_text())
     assert details["seeds"] == [0, 1] and details["n"] == len(ev_man)
     assert details["run"]["seeds"] == "0,1" and details["run"]["lr"] == 2e-4 and details["run"]["init"] == "scratch"
+    assert (details["run"]["updates"], details["run"]["images_seen"]) == (4, 64)  # spent, from the curves
+    # FF++ protocol: originals vs manipulated on the 14 video frames alone, threshold from val
+    ffpp = details["ffpp"]
+    assert ffpp["threshold_source"] == "val" and ffpp["methods"] == ["Face2Face", "FaceSwap"]
+    assert ffpp["frame"]["all"]["n_items"] == 14 and ffpp["video"]["all"]["n_items"] == 7
+    assert ffpp["frame"]["Face2Face"]["n_fake"] == 4 and ffpp["frame"]["Face2Face"]["n_real"] == 6
+    assert ffpp["frame"]["all"]["auc"]["interval"] == "ok" and ffpp["video"]["all"]["auc"]["interval"] == "n too small"
     assert details["provenance"] == {"code": "unknown", "scale": 0.04, "variant": "v3", "train_variant": "v3",
                                      "seeds": [0, 1]}
     assert details["leak"]["frames_in"] == 4 and details["leak"]["videos_in"] == 2
@@ -296,7 +308,8 @@ def test_binary_run_records_a_threshold_chosen_on_the_train_variants_val(tmp_pat
     model = build_model(run_cfg.model)
     torch.save({"model": model.state_dict(), "config": to_dict(run_cfg)}, tmp_path / "models" / "b" / "seed0.pt")
     (tmp_path / "tm" / "b" / "curves").mkdir(parents=True)
-    (tmp_path / "tm" / "b" / "curves" / "seed0.tsv").write_text("epoch\ttrain_loss\tval_macro_f1\tval_acc\n1\t1\t.5\t.5\n")
+    (tmp_path / "tm" / "b" / "curves" / "seed0.tsv").write_text(
+        "epoch\ttrain_loss\tval_macro_f1\tval_acc\tupdates\timages_seen\n1\t1\t.5\t.5\t2\t32\n")
     cfg = E.EvaluateConfig(batch_size=16, num_workers=0, device="cpu", amp="off", bootstrap=10,
                            ci_level=0.95, seed=0, featuremap_layer="backbone.layer3", featuremap_per_class=0)
     E.run_evaluation("b", E.Evaluation(run="b", variant="ug_test", train_variant="ug"), cfg, scale=0.04,

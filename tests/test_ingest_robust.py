@@ -4,6 +4,7 @@ path, codec control, face choice. Generated inputs, real MediaPipe / PyAV / Pill
 
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -334,7 +335,8 @@ def test_invalid_codec_params(bad, words):
 
 
 def test_face_choice_mask_overlap_then_largest(worker):
-    """Two faces in one frame; the mask covers the smaller one: that one is cropped."""
+    """Two faces in one frame; the mask covers the smaller one: that one is cropped. A mask that
+    touches no detected face, or an empty mask, rejects the frame: no fallback to another face."""
     img = face(200, 320, 90, 80, 42)
     img[60:180, 200:310] = draw_synthetic_face(120, 110, 55, 50, 26)
     mask = np.zeros((200, 320), np.uint8)
@@ -343,8 +345,18 @@ def test_face_choice_mask_overlap_then_largest(worker):
     assert rej is None and crop.face_rule == "mask_overlap" and crop.box.x > 200
     crop, _ = worker._face(img, "two.png", 0, 1, None)
     assert crop.face_rule == "largest" and crop.box.x < 100
-    crop, _ = worker._face(img, "two.png", 0, 1, np.zeros_like(mask))  # mask touches no face
-    assert crop.face_rule == "largest" and crop.box.x < 100
+    elsewhere = np.zeros_like(mask)
+    elsewhere[5:25, 150:190] = 255  # background between the two faces, above both
+    for m, reason in ((elsewhere, "mask_face_not_found"), (np.zeros_like(mask), "mask_empty")):
+        crop, rej = worker._face(img, "two.png", 0, 1, m)
+        assert crop is None and rej.reason == reason and rej.frame_index == 0, (reason, rej)
+    one = face(200, 320, 90, 80, 42)  # a single face: still no fallback when the mask is elsewhere
+    crop, rej = worker._face(one, "one.png", 3, 9, elsewhere)
+    assert crop is None and rej.reason == "mask_face_not_found" and "none of the 1 detected" in rej.detail
+    on_face = np.zeros_like(mask)
+    on_face[70:100, 70:110] = 255
+    crop, rej = worker._face(one, "one.png", 3, 9, on_face)
+    assert rej is None and crop.face_rule == "only" and crop.mask.any()
     crop, _ = worker._face(face(), "one.png", -1, -1, None)
     assert crop.face_rule == "only"
 
@@ -363,7 +375,7 @@ def test_mediapipe_startup_logging_is_silenced(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["../outside", "link"])
-def test_stage_refuses_source_path_leaving_the_repository(tmp_path, monkeypatch, path):
+def test_stage_refuses_source_path_leaving_the_repository(tmp_path, monkeypatch, capsys, path):
     import runpy
 
     import yaml
@@ -377,8 +389,10 @@ def test_stage_refuses_source_path_leaving_the_repository(tmp_path, monkeypatch,
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(repo)
     monkeypatch.setattr(sys, "argv", ["preprocess.py", "s"])
-    with pytest.raises(ConfigError, match="sources.s.path.*(escapes|outside the repository)"):
+    with pytest.raises(SystemExit) as exc:  # the stage prints the ConfigError as one line, exit 2
         runpy.run_path(str(REPO / "stages" / "preprocess.py"), run_name="__main__")
+    assert exc.value.code == 2
+    assert re.match(r"ConfigError: sources.s.path.*(escapes|outside the repository)", capsys.readouterr().err)
     assert not (repo / "data").exists()
 
 
@@ -396,3 +410,106 @@ def test_face_choice_in_a_masked_ffpp_video(tmp_path):
     df = read_table(tmp_path / "out/manifest.parquet")
     assert list(df["face_rule"]) == ["mask_overlap"] * 2 and (df["box_x"] > 200).all()
     assert m["face_rules"] == {"mask_overlap": 2} and (df["video_id"] == "000_001").all()
+
+
+def test_masked_frames_without_the_manipulated_face_are_rejected_and_counted(tmp_path):
+    """A planted FF++ fake whose manipulated face the detector cannot see (its mask lies on a
+    region with no face, beside a detected, unaltered person), a fake with empty mask frames, and
+    a normal fake: only the normal frames are stored, the others are counted per reason."""
+    n = 12  # every_n 3: frames 0, 3, 6, 9 sampled
+    person = face(200, 320, 90, 80, 42)
+    missed = np.zeros((200, 320), np.uint8)
+    missed[60:150, 200:300] = 255  # the swapped face the detector missed: background pixels only
+    on_face = np.zeros((200, 320), np.uint8)
+    on_face[55:110, 65:115] = 255
+    two = person.copy()
+    two[60:180, 200:310] = draw_synthetic_face(120, 110, 55, 50, 26)
+    small = np.zeros((200, 320), np.uint8)
+    small[95:145, 232:280] = 255
+    root = tmp_path / "Deepfakes"
+    videos = {
+        "000_001": ([person] * n, [missed] * n),                           # 4 x mask_face_not_found
+        "002_003": ([person] * n, [np.zeros_like(on_face)] * 6 + [on_face] * 6),  # frames 0, 3 empty
+        "004_005": ([two] * n, [small] * n),                               # 4 x mask_overlap
+    }
+    for vid, (frames, masks) in videos.items():
+        write_video(root / f"c23/videos/{vid}.mp4", frames, gop=3)
+        write_video(root / f"masks/videos/{vid}.mp4", masks, gop=3, crf=0, gray=True)
+    ff = dict(kind="ffpp", path="ff", label=2, method="Deepfakes", mode="crop", sampling="every_nth", masks=True)
+    m = run_source("ff", spec(ff), cfg(every_n=3), tmp_path / "out", tmp_path / "m.json", root=root)
+    df = read_table(tmp_path / "out/manifest.parquet")
+    rj = read_table(tmp_path / "out/rejects.parquet")
+    got = sorted(zip(rj["path"], rj["frame_index"], rj["reason"]))
+    assert got == [("c23/videos/000_001.mp4", i, "mask_face_not_found") for i in (0, 3, 6, 9)] + [
+        ("c23/videos/002_003.mp4", i, "mask_empty") for i in (0, 3)]
+    assert m["frames"] == {"sampled": 12, "kept": 6, "rejected": 6,
+                           "rejected_by_reason": {"mask_empty": 2, "mask_face_not_found": 4}}
+    assert m["files"]["rejected_by_reason"] == {"all_frames_rejected": 1}
+    assert m["face_rules"] == {"mask_overlap": 4, "only": 2}
+    kept = df.set_index(["video_id", "frame_index"])
+    assert sorted(kept.index) == [("002_003", 6), ("002_003", 9)] + [("004_005", i) for i in (0, 3, 6, 9)]
+    assert (df["has_mask"]).all() and (df.loc[df["video_id"] == "004_005", "box_x"] > 200).all()
+    masks = ShardReader(tmp_path / "out").gather(list(df["mask_shard"]), list(df["offset"]))
+    assert all(mk.any() for mk in masks)  # no stored edited crop has an all-zero mask
+
+
+def test_reasons_for_containers_empty_files_and_links(tmp_path):
+    """Each odd file gets the reason that says what happened: a decodable .avi in an FF++ folder
+    (``wrong_container``), zero-byte images and videos (``empty_file``), a symlinked folder
+    (``symlinked_folder``, not followed), dangling links (``broken_link``); a link leaving the root
+    stays ``outside_root``."""
+    frames = [draw_synthetic_face(120, 160, 60 + 2 * i, 50, 34) for i in range(6)]
+    ffdir = tmp_path / "ff" / "c23" / "videos"
+    write_video(ffdir / "000.mp4", frames, gop=3)
+    _write_avi(ffdir / "001.avi", frames)
+    (ffdir / "002.mp4").write_bytes(b"")
+    (ffdir / "003.mp4").symlink_to(ffdir / "gone.mp4")
+    (ffdir / "sub").mkdir()
+    (ffdir / "004.mp4").symlink_to(ffdir / "sub", target_is_directory=True)
+    ff = dict(kind="ffpp", path="ff", label=0, method="youtube", mode="crop", sampling="every_nth")
+    m = run_source("ff", spec(ff), cfg(every_n=3), tmp_path / "o_ff", tmp_path / "ff.json", root=tmp_path / "ff")
+    assert _reasons(tmp_path / "o_ff") == {
+        "c23/videos/001.avi": "wrong_container", "c23/videos/002.mp4": "empty_file",
+        "c23/videos/003.mp4": "broken_link", "c23/videos/004.mp4": "symlinked_folder"}
+    assert m["files"]["kept"] == 1 and m["files"]["rejected_by_reason"] == {
+        "broken_link": 1, "empty_file": 1, "symlinked_folder": 1, "wrong_container": 1}
+    assert "not_video" not in _reasons(tmp_path / "o_ff").values()
+
+    img = tmp_path / "img"
+    save_rgb(img / "p1.png", face())
+    (img / "empty.png").write_bytes(b"")
+    save_rgb(tmp_path / "more" / "p2.png", face(cx=76))
+    (img / "more").symlink_to(tmp_path / "more", target_is_directory=True)
+    (img / "gone.png").symlink_to(tmp_path / "nowhere" / "gone.png")  # absolute, outside the root
+    (img / "loop.png").symlink_to("loop.png")
+    (img / "out.png").symlink_to(tmp_path / "more" / "p2.png")  # exists, outside the root
+    m = run_source("img", spec(IMG), cfg(), tmp_path / "o_img", tmp_path / "img.json", root=img)
+    assert _reasons(tmp_path / "o_img") == {"empty.png": "empty_file", "gone.png": "broken_link",
+                                            "loop.png": "broken_link", "more": "symlinked_folder",
+                                            "out.png": "outside_root"}
+    assert m["files"]["kept"] == 1 and m["files"]["offered"] == 6
+
+    vid = tmp_path / "vid"
+    write_video(vid / "a.mp4", frames, gop=3)
+    _write_avi(vid / "b.avi", frames)  # any container is right for a video_folder
+    (vid / "c.webm").write_bytes(b"")
+    m = run_source("vid", spec(VID, label=0), cfg(every_n=3), tmp_path / "o_vid", tmp_path / "vid.json", root=vid)
+    assert _reasons(tmp_path / "o_vid") == {"c.webm": "empty_file"} and m["files"]["kept"] == 2
+
+
+def _write_avi(path, frames):
+    """An MPEG-4 Part 2 video in an AVI container (a format PyAV decodes)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="avi") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+        out.mux(stream.encode())
+
+
+def _reasons(out: Path) -> dict[str, str]:
+    rj = read_table(out / "rejects.parquet")
+    return dict(zip(rj["path"], rj["reason"]))

@@ -12,7 +12,7 @@ import yaml
 from dfpipe.training.launch import torchrun_argv
 from dfpipe.training.checkpoint import load_model
 
-from helpers import RUN_DEFAULTS, make_variant
+from helpers import RUN_DEFAULTS, approve_variant, make_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,9 @@ def test_torchrun_command_for_one_and_several_nodes():
 
 def test_two_gloo_processes_train_with_the_global_batch(tmp_path):
     make_variant(tmp_path / "data" / "variants" / "toy")  # 24 train items, 12 val
+    approve_variant(tmp_path / "data" / "variants" / "toy", tmp_path / "metrics" / "audit" / "toy" / "gate.json")
     params = {
+        "audit": {"out_dir": "metrics/audit"},
         "train": {"device": "cpu", "num_workers": 0, "amp": "off", "threads": 1, "log_every": 0,
                   "progress": False, "gpus": 2, "nodes": 1, "rdzv_endpoint": None},
         "run_defaults": RUN_DEFAULTS,

@@ -76,6 +76,11 @@ def test_runs_resolve_to_the_former_explicit_configs():
         assert model.pop("width") == family_width[model["name"]], name
         assert (model.pop("spectrum_color"), model.pop("spectrum_eps")) == ("per_channel", 1e-12)
         old["model"] = {k: v for k, v in old["model"].items() if k != "weights"}
+        if name.startswith("f3net_") and not name.startswith("f3net_seg"):
+            # the F3Net ablation now runs at one budget: batch 32 x 6 steps (12 updates, 384 images)
+            images = lambda c: c["batch_size"] * c["max_steps_per_epoch"] * c["epochs"]
+            assert images(old) == 384 == images(cfg)
+            old.update(batch_size=32, max_steps_per_epoch=6)
         assert cfg == old, name
 
 
@@ -90,7 +95,7 @@ def test_run_defaults_merge_is_deep(tmp_path):
     assert cfg.loss.w_cls == data["run_defaults"]["loss"]["w_cls"]
     del data["run_defaults"]["optimizer"]  # no default in code: a key missing from both is an error
     p.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match=r"runs\.r: missing required key 'optimizer'"):
+    with pytest.raises(ConfigError, match=r"runs\.r\.optimizer: missing required key 'optimizer'"):
         load_entry("runs", "r", RunConfig, p)
 
 
@@ -121,7 +126,9 @@ def test_full_profile_merges_and_validates(tmp_path):
     assert cfgs["split"]["scale"] == 1.0 and cfgs["split"]["ffpp_official"] == "data/raw/FaceForensics++/splits"
     assert cfgs["train"]["deterministic"] is False
     runs = {k: v for k, v in cfgs.items() if k.startswith("runs.")}
-    assert all(r["seeds"] == [0, 1, 2] and r["max_steps_per_epoch"] == 0 for r in runs.values())
+    assert all(r["max_steps_per_epoch"] == 0 for r in runs.values())
+    assert {k for k, r in runs.items() if r["seeds"] != [0, 1, 2]} == {"runs.resnet_5_v4_reseeded"}
+    assert runs["runs.resnet_5_v4_reseeded"]["seeds"] == [3, 4, 5]   # the null-ablation control: other seeds
     assert {r["model"]["image_size"] for r in runs.values() if r["model"]["name"] in ("xception", "f3net")} == {299}
     assert {r["model"]["image_size"] for r in runs.values() if r["model"]["name"] in ("resnet18", "npr")} == {224}
     assert "split.scale" in changed

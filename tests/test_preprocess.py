@@ -150,17 +150,18 @@ def test_ffpp_frames_masks_and_rejects(ffpp_run):
     rj = rejects(out)
     assert rj[("c23/videos/002_003.mp4", -1)] == "mask_missing"
     assert rj[("c23/videos/004_005.mp4", -1)] == "mask_short"
-    assert rj[("c23/videos/006_007.mp4", -1)] == "unreadable"
+    assert rj[("c23/videos/006_007.mp4", -1)] == "empty_file"  # zero bytes, as for an image
     assert rj[("c23/videos/008_009.mp4", -1)] == "unreadable"
     assert rj[("c23/videos/012_013.mp4", -1)] == "unreadable"
     assert [rj[("c23/videos/010_011.mp4", i)] for i in (0, 6, 12, 18)] == ["no_face"] * 4
     assert rj[("c23/videos/notes.txt", -1)] == "not_video"
     assert rj[("c23/videos/clip.mp4", -1)] == "bad_name"
     assert metrics["faces"] == 4
-    # 10 files: 000_001 kept; 002/004/006/008/012 rejected as files; 010_011 loses all 4 frames;
+    # 9 files: 000_001 kept; 002/004/006/008/012 rejected as files; 010_011 loses all 4 frames;
     # notes.txt, clip.mp4 rejected by the listing
     assert metrics["files"] == {"offered": 9, "kept": 1, "rejected": 8, "rejected_by_reason": {
-        "all_frames_rejected": 1, "bad_name": 1, "mask_missing": 1, "mask_short": 1, "not_video": 1, "unreadable": 3}}
+        "all_frames_rejected": 1, "bad_name": 1, "empty_file": 1, "mask_missing": 1, "mask_short": 1,
+        "not_video": 1, "unreadable": 2}}
     assert metrics["frames"] == {"sampled": 8, "kept": 4, "rejected": 4, "rejected_by_reason": {"no_face": 4}}
     assert (df["file_format"] == "h264").all() and (df["codec"] == "").all()
 
@@ -216,7 +217,7 @@ def test_per_video_crop_seg_and_raw_modes(tree, tmp_path):
 def test_source_with_nothing_fails_clearly(tree, tmp_path):
     (tmp_path / "empty" / "c23" / "videos").mkdir(parents=True)
     (tmp_path / "empty" / "c23" / "videos" / "000.mp4").write_bytes(b"")
-    with pytest.raises(RuntimeError, match=r"source src .* yielded no face crops.*unreadable"):
+    with pytest.raises(RuntimeError, match=r"source src .* yielded no face crops.*empty_file"):
         run(tmp_path, FF_SPEC, tmp_path / "o", "empty", masks=False)
     assert (tmp_path / "o" / "faces" / "rejects.parquet").is_file()
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -14,6 +14,8 @@ import yaml
 from dfpipe.core.config import build, load_section, load_yaml, to_dict
 from dfpipe.core.io import read_json, write_json
 from dfpipe.evaluation import evaluate as E
+from dfpipe.evaluation import metrics as M
+from dfpipe.evaluation import protocol as P
 from dfpipe.evaluation import reports as R
 from dfpipe.evaluation import tables as T
 from dfpipe.evaluation.compare import compare
@@ -27,6 +29,10 @@ def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dic
     """evaluate@<name>'s outputs (real metrics code on generated scores) under ./eval."""
     frames = scored_frames(make_manifest(), seeds=seeds, skill=skill, offset=offset)
     head, details = E.evaluate_seeds(frames, n_boot=30, seed=0, level=0.95)
+    items, probs = E.stack_seeds(frames)
+    details["baselines"] = {"majority": E.majority_baseline(items["label"].to_numpy(), np.array([0, 0, 1, 2]), 3)}
+    details["ffpp"] = M.nan_to_none(P.protocol_metrics(items, probs, M.item_groups(items), {0: 0.5, 1: 0.5},
+                                                       30, 0, 0.95))
     details["run"] = {"name": name, "model": "f3net", "f3net_mode": "mix", "backbone": "full", "image_size": 64,
                       "init": "scratch", "dropout": 0.2, "train_variant": "v4", "eval_variant": "v4", "epochs": 2,
                       "seeds": ",".join(map(str, seeds)), **run}
@@ -39,8 +45,8 @@ def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dic
     E.write_outputs(name, frames, head, details, Path("eval") / f"{name}.json", Path("eval") / name)
 
 
-def table(rows, reference="", same=(), strict=False, paper=False, notes="", mask=False, caption="t"):
-    return {"caption": caption, "rows": rows, "reference": reference, "same": list(same), "strict": strict,
+def table(rows, reference="", varies=(), strict=False, paper=False, notes="", mask=False, caption="t"):
+    return {"caption": caption, "rows": rows, "reference": reference, "varies": list(varies), "strict": strict,
             "paper": paper, "notes": notes, "mask": mask}
 
 
@@ -50,7 +56,7 @@ def make_cfg(**over) -> R.ReportConfig:
         "notes": "notes.yaml", "bootstrap": 40, "ci_level": 0.95, "seed": 0,
         "tables": {
             "f3net": table({"Baseline": "base", "Mix": "mix", "Mix (reduced)": "mix_red"}, "Baseline",
-                           ("train_variant", "eval_variant", "backbone", "image_size", "seeds"), paper=True, notes="f3net"),
+                           ("model", "f3net_mode"), paper=True, notes="f3net"),
             "loss_ablation": table({"cls + BCE + Dice": "seg", "cls only": "seg_cls"}, "cls + BCE + Dice", (), mask=True),
         },
         "leakage": {"audits": ["v3", "v4"], "audit_keys": ["leak_check", "group_leaks"], "within": ["r5"],
@@ -82,7 +88,12 @@ def repo(tmp_path, monkeypatch):
     write_eval("r5_v4", (0, 1), 1.5, 70, {})
     for v, leaks in (("v3", 7), ("v4", 0)):
         write_json(Path("audit") / f"{v}.json", {"leak_check": "not required" if leaks else "passed", "group_leaks": leaks,
-                                                 "shortcut": {"check": "not required", "threshold": 0.6, "probes": {
+                                                 "shortcut": {"check": "not required", "threshold": 0.6,
+                                                 "features": {"all": ["codec", "brightness"], "gate": ["codec"]}, "probes": {
+                                                     "all": {"logistic": {"auc": 0.8, "auc_ci": [0.7, 0.9],
+                                                                          "macro_f1": 0.61, "macro_f1_ci": [0.5, 0.7]},
+                                                             "tree": {"auc": 0.9, "auc_ci": [0.8, 0.95],
+                                                                      "macro_f1": 0.75, "macro_f1_ci": [0.7, 0.8]}},
                                                      "gate": {"logistic": {"auc": 0.97, "auc_ci": [0.95, 0.99],
                                                                            "macro_f1": 0.91, "macro_f1_ci": [0.88, 0.93]},
                                                               "tree": {"auc": 0.55, "auc_ci": [0.5, 0.6],
@@ -110,7 +121,15 @@ def test_cells_equal_files(repo):
         f"{t}.{s}" for t in ("f3net", "loss_ablation", "leakage_audit", "leak_within", "leak_cross", "shortcut_audit")
         for s in ("md", "tex")] + ["results.md"])
     rows = parse_markdown(Path("tables/f3net.md"))
+    baselines = rows[3:]
+    rows = rows[:3]
     assert [r["Row"] for r in rows] == ["Baseline", "Mix", "Mix (reduced)"]
+    # trivial baselines: the val-majority rule scored on the eval items, the audit's best nuisance probe
+    maj = read_json("eval/base/details.json")["baselines"]["majority"]
+    assert maj["class"] == "real" and maj["auc_real_vs_fake"] == 0.5
+    assert [(b["Row"], b["Variant"], b["Macro-F1 ± sd [CI]"], b["AUC real/fake"]) for b in baselines] == [
+        ("Majority class (real, chosen on val)", "v4", pct(maj["macro_f1"]), "50.00"),
+        ("Nuisance probe (tree on codec, brightness)", "v4", "75.00 [70.00, 80.00]", "–")]
     for r in rows:
         head = read_json(Path("eval") / f"{r['Evaluation']}.json")
         det = read_json(Path("eval") / r["Evaluation"] / "details.json")
@@ -146,7 +165,7 @@ def test_cells_equal_files(repo):
     assert m["low"] > 0  # the better-scoring (skill 3.0 vs 1.5) model's gain is clear
     assert rows[0]["Items"] == str(len(make_manifest()))
 
-    rows = parse_markdown(Path("tables/shortcut_audit.md"))
+    rows = [r for r in parse_markdown(Path("tables/shortcut_audit.md")) if r["Features"] == "gate"]
     assert rows[0] == {"Variant": "v3", "Check": "not required", "Features": "gate", "Probe": "logistic",
                        "AUC [CI]": "97.00 [95.00, 99.00]", "Macro-F1 [CI]": "91.00 [88.00, 93.00]",
                        "Threshold (max AUC)": "60.00"}
@@ -181,6 +200,39 @@ def test_mismatched_settings_are_marked_or_refused(repo):
     write_json("eval/mix/details.json", det)
     tables, _ = T.build_tables(make_cfg(tables={"f3net": to_dict(cfg.tables["f3net"])}))
     assert tables[0].rows[1][-1] == "≠ seeds 0"
+
+
+def test_ffpp_protocol_columns_come_from_details(repo):
+    tables, _ = T.build_tables(repo)
+    rows = {r[0]: dict(zip(tables[0].columns, r)) for r in tables[0].rows}
+    ffpp = read_json("eval/mix/details.json")["ffpp"]
+    auc = ffpp["frame"]["all"]["auc"]
+    assert rows["Mix"]["FF++ AUC frame [CI]"] == (f"{pct(auc['mean'])} ± {pct(auc['sd'])} "
+                                                  f"[n too small: {ffpp['frame']['all']['n_units']} groups]")
+    assert ffpp["frame"]["all"]["n_units"] == 7  # the 7 videos of make_manifest, one group each
+    assert any(n.startswith("FF++ columns") for n in tables[0].notes)
+
+
+@pytest.mark.parametrize("budget", [{"batch_size": 16}, {"updates": 24}, {"images_seen": 768},
+                                    {"steps_per_epoch": 12}, {"lr": 0.01}, {"optimizer": "sgd"}, {"balance": False}])
+def test_a_row_at_another_budget_is_marked(repo, budget):
+    """Batch size, updates, images seen, optimizer settings: every setting that changes a result
+    is checked, not only the ones a table lists; only the table's ``varies`` are exempt."""
+    same = {"batch_size": 32, "updates": 12, "images_seen": 384, "steps_per_epoch": 6, "lr": 0.002,
+            "optimizer": "adam", "balance": True}
+    for name in ("base", "mix"):
+        det = read_json(f"eval/{name}/details.json")
+        det["run"].update(same | (budget if name == "mix" else {}))
+        write_json(f"eval/{name}/details.json", det)
+    tables, _ = T.build_tables(repo)
+    rows = {r[0]: dict(zip(tables[0].columns, r)) for r in tables[0].rows}
+    (key, value), = budget.items()
+    assert rows["Mix"]["Differs from reference"] == f"≠ {key} {R.plain(value)}"
+    assert rows["Mix"]["ΔMacro-F1 vs Baseline [CI]"].startswith("≠ ")
+    # the same difference in a setting the table varies on purpose is not marked
+    varied = make_cfg(tables={"f3net": {**to_dict(repo.tables["f3net"]), "varies": ["model", "f3net_mode", key]}})
+    tables, _ = T.build_tables(varied)
+    assert dict(zip(tables[0].columns, tables[0].rows[1]))["Differs from reference"] == "none"
 
 
 def test_paired_difference_of_identical_models_is_zero(repo):
@@ -231,7 +283,7 @@ def test_dvc_yaml_matches_params():
     cfg = load_section("report", R.ReportConfig, REPO / "params.yaml")
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     deps = [d for d in dvc["stages"]["report"]["deps"] if d.startswith("metrics/")]
-    assert deps == R.report_deps(cfg)
+    assert deps == R.report_deps(cfg, params)
     sections = R.dvc_sections(cfg, params)
     assert dvc["plots"] == sections["plots"] and dvc["artifacts"] == sections["artifacts"]
     assert set(cfg.evaluation_names()) <= set(params["evaluations"]) | set(params.get("frank", {}))
@@ -240,3 +292,32 @@ def test_dvc_yaml_matches_params():
     params_deps = {p for p in dvc["stages"]["evaluate"]["do"]["params"] if p.startswith("evaluate.")}
     keys = set(yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"])
     assert params_deps == {f"evaluate.{k}" for k in keys} - {"evaluate.num_workers"}
+
+
+def test_controls_hold_or_fail_the_report(repo):
+    """A null ablation (seeds differ, nothing else) must give a Δ interval that includes 0, a
+    planted shortcut must make the audit fire and its twin must pass; a control that does not
+    hold fails write_tables after the tables are written, never silently."""
+    for v, top in (("v3", 0.9), ("v4", 0.55)):
+        audit = read_json(f"audit/{v}.json")
+        audit["shortcut"].update(max_auc=top, threshold=0.75)
+        write_json(f"audit/{v}.json", audit)
+    write_eval("r5_v4_s23", (2, 3), 1.5, 70, {})   # r5_v4's scores, other seeds: a null
+    write_eval("r5_v4_better", (2, 3), 4.0, 70, {})   # same settings, planted real difference
+    ok = {"null_ablation": {"reseeded": ["r5_v4_s23", "r5_v4"]}, "shortcut": {"codec": ["v3", "v4"]}}
+    written = R.write_tables(make_cfg(controls=ok))
+    rows = parse_markdown(Path("tables/controls.md"))
+    assert Path("tables/controls.md") in written
+    assert [r["Holds"] for r in rows] == ["yes", "yes", "yes"]
+    assert rows[1]["Measured"].startswith("90.00") and rows[2]["Expected"] == "gate probe AUC <= 75.00"
+    # a planted difference is not a null: the control fails the stage, the table is still written
+    with pytest.raises(R.ControlError, match=r"controls that did not hold: \['Null ablation: planted'\]"):
+        R.write_tables(make_cfg(controls={**ok, "null_ablation": {"planted": ["r5_v4_better", "r5_v4"]}}))
+    assert parse_markdown(Path("tables/controls.md"))[0]["Holds"] == "NO"
+    # a shortcut that does not fire on the planted variant fails too
+    with pytest.raises(R.ControlError, match="Planted shortcut: swapped"):
+        R.write_tables(make_cfg(controls={**ok, "shortcut": {"swapped": ["v4", "v3"]}}))
+    # a "null" pair that differs in a setting is refused outright
+    write_eval("r5_v4_lr", (2, 3), 1.5, 70, {"lr": 0.1})
+    with pytest.raises(R.ControlError, match=r"differ in \['lr'\]"):
+        R.write_tables(make_cfg(controls={**ok, "null_ablation": {"x": ["r5_v4_lr", "r5_v4"]}}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +44,18 @@ def make_images(rng: np.random.Generator, n: int, size: int, label: int) -> np.n
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: int = 7, outlier: bool = False) -> np.ndarray:
-    """A variant split in the VARIANT_SCHEMA layout; returns its images in manifest order."""
+def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: int = 7, outlier: bool = False,
+                size: int = SIZE, repeat: int = 1) -> np.ndarray:
+    """A variant split in the VARIANT_SCHEMA layout (``repeat`` x the GROUPS counts of ``size`` px
+    images); returns its images in manifest order."""
     rows, images = [], []
     for label, method, count in GROUPS:
-        imgs = make_images(rng, count, SIZE, label)
+        imgs = make_images(rng, count * repeat, size, label)
         for k, img in enumerate(imgs):
             rows.append((f"{method}/{split}_{k:03d}.png", label, method))
             images.append(img)
     if outlier:  # a checkerboard at full contrast: extreme high-frequency energy
-        board = ((np.indices((SIZE, SIZE)).sum(0) % 2) * 255).astype(np.uint8)
+        board = ((np.indices((size, size)).sum(0) % 2) * 255).astype(np.uint8)
         rows.append(("ffhq/zz_outlier.png", 0, "ffhq"))
         images.append(np.repeat(board[..., None], 3, axis=2))
     order = np.argsort([r[0] for r in rows], kind="stable")  # manifests are sorted by id
@@ -76,8 +79,8 @@ def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: in
             "n_frames": np.full(n, -1, np.int32),
             "box_x": np.zeros(n, np.int32),
             "box_y": np.zeros(n, np.int32),
-            "box_w": np.full(n, SIZE, np.int32),
-            "box_h": np.full(n, SIZE, np.int32),
+            "box_w": np.full(n, size, np.int32),
+            "box_h": np.full(n, size, np.int32),
             "det_score": np.full(n, np.nan, np.float32),
             "content_hash": [f"h{i}" for i in range(n)],
             "has_mask": np.zeros(n, bool),
@@ -92,10 +95,12 @@ def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: in
     return images
 
 
-def make_spectra_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False) -> dict[str, np.ndarray]:
+def make_spectra_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False, size: int = SIZE,
+                         repeat: int = 1) -> dict[str, np.ndarray]:
     """A variant of images with planted spectral traits (not helpers.make_variant: returns the images)."""
     rng = np.random.default_rng(seed)
-    return {s: write_split(root, s, rng, outlier=(outlier_in_eval and s == "eval")) for s in sp.SPLITS}
+    return {s: write_split(root, s, rng, outlier=(outlier_in_eval and s == "eval"), size=size, repeat=repeat)
+            for s in sp.SPLITS}
 
 
 def config(tmp: Path, **overrides) -> sp.SpectraConfig:
@@ -516,3 +521,132 @@ def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypat
     assert details["run"]["model"] == "frank_linear" and 0.0 <= head["macro_f1"]["mean"] <= 1.0  # C5 headline
     # provenance: the fingerprint of the frank stage's own code, found from the script, not the cwd
     assert len(details["provenance"]["code"]) == 12 and int(details["provenance"]["code"], 16) >= 0
+
+
+
+def test_frank_products_sums_exp_and_log_do_not_depend_on_order_or_simd():
+    """The fit's arithmetic: a product or sum gives the same bits in any summation order (BLAS
+    kernels and threads only reorder it) and is accurate to float64; exp/log to a few ulp."""
+    from dfpipe.training import frank
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3000)).astype(np.float32) * np.exp(rng.normal(size=(40, 1)))
+    q, shift = frank._fixed_rows(x)
+    assert np.abs(q).max() <= 2.0**frank._X_BITS and np.array_equal(q, np.rint(q))
+    np.testing.assert_allclose(np.ldexp(q, -shift[:, None]), x, rtol=0, atol=float(np.abs(x).max()) * 2.0**-15)
+    b = rng.normal(size=(3000, 3)) * np.array([1e-3, 1.0, 1e4])
+    perm = rng.permutation(3000)
+    got = frank._exact_matmul(q, b)
+    assert np.array_equal(got, frank._exact_matmul(q[:, perm], b[perm]))   # same bits in another order
+    assert np.array_equal(got, frank._exact_matmul(np.asfortranarray(q), b))  # and through the transposed path
+    exact = np.array([[math.fsum((q[i] * b[:, c]).tolist()) for c in range(3)] for i in range(40)])
+    np.testing.assert_allclose(got, exact, rtol=0, atol=float(np.abs(b).max(axis=0).max()) * 3000 * 2.0**-30)
+    v = rng.normal(size=20000) * np.exp(rng.normal(scale=5, size=20000))
+    assert frank._sum(v) == frank._sum(v[::-1])
+    assert abs(frank._sum(v) - math.fsum(v.tolist())) <= 1e-15 * np.abs(v).sum()
+    z = -np.abs(rng.normal(scale=20, size=100000))
+    np.testing.assert_allclose(frank._exp(z), np.exp(z), rtol=4e-16, atol=1e-300)
+    s_ = 1.0 + np.abs(rng.normal(scale=3, size=100000))
+    np.testing.assert_allclose(frank._log(s_), np.log(s_), rtol=4e-16, atol=4e-16)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["three_classes", "two_classes"])
+def test_frank_fit_reaches_scikit_learns_logistic_regression_optimum(tmp_path, binary):
+    """Same objective as scikit-learn's LogisticRegression (balanced class weights, unpenalised
+    intercept; binomial for two classes): the fit lands on scikit-learn's tightly converged
+    solution, closer than scikit-learn's own default stopping does."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from dfpipe.training import frank
+
+    make_spectra_variant(tmp_path / "variants" / "v1")
+    cfg = config(tmp_path)
+    sp.build_variant("v1", cfg)
+    fc = build(frank.FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "balanced",
+                                   "max_iter": 300}, where="frank.x")
+    _, y, x = frank.load_split(cfg.out_dir, cfg.variants_dir, fc, "train")
+    _, y_ev, x_ev = frank.load_split(cfg.out_dir, cfg.variants_dir, fc, "eval")
+    if binary:
+        y, x, x_ev = y[y < 2], x[y < 2], x_ev[y_ev < 2]
+    classes, counts = np.unique(y, return_counts=True)
+    problem = frank._Problem(x, y, classes, (len(y) / (len(classes) * counts))[np.searchsorted(classes, y)])
+    problem.l2 = 1.0 / (0.1 * problem.weight_sum)
+    theta, steps = frank._lbfgs(problem, np.zeros(problem.features * problem.free + problem.free), 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tight = LogisticRegression(C=0.1, tol=1e-12, max_iter=10000, class_weight="balanced").fit(
+            x.astype(np.float64), y)
+        default = LogisticRegression(C=0.1, max_iter=300, class_weight="balanced").fit(x, y)
+    ours, ref = problem.proba(theta, x_ev), tight.predict_proba(x_ev)
+    assert 0 < steps < 300 and np.abs(ours - ref).max() < 1e-4
+    assert np.abs(ours - ref).max() <= np.abs(default.predict_proba(x_ev) - ref).max()
+    tight_theta = np.concatenate([tight.coef_.T.ravel(), tight.intercept_])
+    np.testing.assert_allclose(problem(theta)[0], problem(tight_theta)[0], rtol=1e-8)
+
+
+# The fit runs in a fresh interpreter per setting: BLAS kernels (OPENBLAS_CORETYPE), thread counts
+# and numpy's SIMD dispatch are chosen when the libraries load. It writes every byte the frank stage
+# takes from the fit: eval probabilities, labels, ids, val threshold, selection.
+_FRANK_FIT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from threadpoolctl import threadpool_info
+from dfpipe.core.config import build
+from dfpipe.training.frank import FrankConfig, fit_and_score
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = build(FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.01, 0.1, 1.0], "class_weight": "balanced",
+                          "max_iter": 300}, where="frank.x")
+res = fit_and_score(cfg, root / "spectra", root / "variants")
+out.mkdir()
+(out / "probs.bin").write_bytes(np.ascontiguousarray(res["probs"]).tobytes())
+(out / "meta.json").write_text(json.dumps({"ids": list(map(str, res["ids"])), "labels": res["labels"].tolist(),
+                                           "val_threshold": res["val_threshold"], "selection": res["selection"]}))
+blas = [i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"]
+(out / "blas.json").write_text(json.dumps(blas))
+"""
+
+
+@pytest.mark.slow
+def test_frank_fit_gives_the_same_bytes_under_other_blas_threads_kernels_and_simd(tmp_path):
+    """The baseline's outputs are identical bytes whatever the BLAS thread count, the OpenBLAS
+    kernel (OPENBLAS_CORETYPE, where the build honours it) and numpy's SIMD level
+    (NPY_DISABLE_CPU_FEATURES: this machine seen as an older CPU). The variant is big enough for
+    OpenBLAS to use two threads, and its real and edited images have the same spectra (a hard fit).
+    scikit-learn's lbfgs gave three different results here (threads, kernel)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    make_spectra_variant(tmp_path / "variants" / "v1", seed=3, size=32, repeat=40)
+    sp.build_variant("v1", config(tmp_path, shard_size=256))
+    threads = {k: "{n}" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    settings = {
+        "1 thread": {k: v.format(n=1) for k, v in threads.items()},
+        "2 threads": {k: v.format(n=2) for k, v in threads.items()},
+        "2 threads, Sandybridge kernel, numpy baseline SIMD": {
+            **{k: v.format(n=2) for k, v in threads.items()},
+            "OPENBLAS_CORETYPE": "Sandybridge",
+            "NPY_DISABLE_CPU_FEATURES": " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f))},
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_", "MKL_", "NPY_"))}
+    outs, blas = {}, {}
+    for label, env in settings.items():
+        out = tmp_path / f"out{len(outs)}"
+        subprocess.run([sys.executable, "-c", _FRANK_FIT, str(tmp_path), str(out)], env=base | env, check=True,
+                       timeout=300)
+        outs[label] = {f: (out / f).read_bytes() for f in ("probs.bin", "meta.json")}
+        blas[label] = json.loads((out / "blas.json").read_text())
+    md5 = {k: {f: hashlib.md5(v).hexdigest() for f, v in r.items()} for k, r in outs.items()}
+    first, *others = settings
+    if any(blas[first]):  # OpenBLAS: the last setting really ran another kernel
+        assert blas[others[-1]] != blas[first], blas
+    for label in others:
+        gap = np.abs(np.frombuffer(outs[first]["probs.bin"], np.float32)
+                     - np.frombuffer(outs[label]["probs.bin"], np.float32)).max()
+        assert outs[label] == outs[first], f"{label} vs {first}: max |dp| {gap:.3g}; md5 {md5}; BLAS {blas}"

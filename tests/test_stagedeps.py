@@ -1,19 +1,27 @@
-"""Code deps in dvc.yaml equal each stage script's import closure (dfpipe.core.stagedeps).
+"""Code deps in dvc.yaml equal each stage script's import closure, data deps the reads each stage
+declares (dfpipe.core.stagedeps).
 
-The first test is the guard of issue 14: it fails as soon as a stage imports a module that dvc.yaml
-does not list (or lists one it no longer imports); ``python -m dfpipe.core.stagedeps --write`` fixes it.
-The others check the closure rules and the rewrite on a small generated package.
+The first tests are the guards: they fail as soon as a stage imports a module that dvc.yaml does not
+list (or lists one it no longer imports), or dvc.yaml's data deps differ from ``DATA_DEPS``;
+``python -m dfpipe.core.stagedeps --write`` fixes both. A real DVC repository shows that a changed
+file the evaluate stage reads (the training variant's val split) makes it stale. The others check
+the closure rules, the path-param guard and the rewrite on a small generated package.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
 from dfpipe.core import stagedeps
+from dfpipe.core.stagedeps import DataDep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +36,89 @@ def test_every_python_stage_is_analysed():
     python_stages = {name for name, st in spec["stages"].items()
                      if re.search(r"stages/\S+\.py|-m dfpipe", str(st.get("do", st).get("cmd", "")))}
     assert python_stages and set(stagedeps.expected_code_deps(ROOT / "dvc.yaml")) == python_stages
+    assert python_stages <= set(stagedeps.DATA_DEPS)   # every stage declares what it reads
+
+
+def test_dvc_yaml_data_deps_are_the_declared_reads():
+    """Every data dep line of dvc.yaml is a declared read and every declared read is listed; every
+    path param of a stage's config is a data dep, an output or explained."""
+    diffs = stagedeps.data_differences(ROOT / "dvc.yaml")
+    assert not diffs, "run `python -m dfpipe.core.stagedeps --write`:\n" + "\n".join(diffs)
+
+
+def test_evaluate_depends_on_the_val_split_its_thresholds_come_from():
+    """evaluate@ picks binary runs' real-vs-fake threshold on the *training* variant's val split
+    (dfpipe.evaluation.evaluate.run_evaluation), which is not under the scored variant's eval folder."""
+    want = "${train.variants_dir}/${item.train_variant}/val"
+    assert want in [d.path for d in stagedeps.expected_data_deps(ROOT / "dvc.yaml")["evaluate"]]
+    assert want in stagedeps.declared_data_deps(ROOT / "dvc.yaml")["evaluate"]
+
+
+def _resolve(template: str, params: dict, key: str, item: dict) -> str:
+    """A dvc.yaml template with ``${key}``, ``${item.<f>}`` and ``${<params key>}`` filled in."""
+    def value(m: re.Match) -> str:
+        name = m.group(1)
+        if name == "key":
+            return key
+        if name.startswith("item."):
+            return str(item[name[5:]])
+        node = params
+        for part in name.split("."):
+            node = node[part]
+        return str(node)
+    return re.sub(r"\$\{([\w.]+)\}", value, template)
+
+
+@pytest.mark.slow
+def test_a_changed_val_split_makes_evaluations_of_runs_trained_on_it_stale(tmp_path):
+    """Real DVC on the repository's evaluate stage (its data deps and params, a stand-in command):
+    after a repro, a changed file of the training variant's val split makes ``dvc status`` report
+    the evaluation changed; a changed train-split file (not read) does not."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["evaluations"] = {"e": {"run": "r", "variant": "scored", "train_variant": "trained"}}
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]
+    body = stage["do"]
+    item = params["evaluations"]["e"]
+    body["deps"] = [d for d in body["deps"] if not d.startswith(stagedeps.CODE_PREFIXES)]
+    outs = [_resolve(next(iter(o)) if isinstance(o, dict) else o, params, "e", item)
+            for k in ("outs", "metrics", "plots") for o in body.get(k) or []]
+    body["cmd"] = "python make_outs.py " + " ".join(outs)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": stage}}, sort_keys=False))
+    (tmp_path / "make_outs.py").write_text(
+        "import sys, pathlib\n"
+        "for p in map(pathlib.Path, sys.argv[1:]):\n"
+        "    target = p / 'x.png' if not p.suffix else p\n"
+        "    target.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    target.write_text('{}')\n")
+    for dep in body["deps"]:
+        path = tmp_path / _resolve(dep, params, "e", item)
+        target = path if path.suffix else path / "manifest.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(dep)
+    variants = tmp_path / params["train"]["variants_dir"]
+    val_file = variants / "trained" / "val" / "manifest.parquet"   # what run_evaluation reads for thresholds
+    train_file = variants / "trained" / "train" / "manifest.parquet"
+    train_file.parent.mkdir(parents=True, exist_ok=True)
+    train_file.write_text("train")
+    val_file.parent.mkdir(parents=True, exist_ok=True)
+    val_file.write_text("val")
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+
+    def dvc(*args: str) -> str:
+        proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    dvc("init", "--no-scm", "-q")
+    dvc("repro", "-q")
+    assert "up to date" in dvc("status")
+    train_file.write_text("train, changed")
+    assert "up to date" in dvc("status")
+    val_file.write_text("val, changed")
+    status = dvc("status")
+    assert "evaluate@e" in status and "trained/val" in status, status
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -113,7 +204,15 @@ def test_closure_follows_lazy_and_dynamic_imports_and_skips_type_checking(tmp_pa
                                                                            "src/dfpipe/core/io.py"]
 
 
-def test_check_fails_then_write_fixes_only_code_lines(tmp_path, capsys):
+@pytest.fixture()
+def tmp_table(monkeypatch):
+    """The generated package's data-dep declaration in place of the repository's."""
+    table = {"work": (DataDep("data/in/${item}", "data dep stays first"),), "plain": (), "copy": None}
+    monkeypatch.setattr(stagedeps, "DATA_DEPS", table)
+    return table
+
+
+def test_check_fails_then_write_fixes_only_code_lines(tmp_path, capsys, tmp_table):
     _write(tmp_path, PACKAGE)
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(DVC_YAML)
@@ -125,7 +224,7 @@ def test_check_fails_then_write_fixes_only_code_lines(tmp_path, capsys):
     assert stagedeps.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
     text = dvc_yaml.read_text()
     assert "# a comment that must survive" in text
-    assert "- data/in/${item}   # data dep stays first" in text
+    assert "        # data dep stays first\n        - data/in/${item}\n" in text   # the declared note
     spec = yaml.safe_load(text)
     work = spec["stages"]["work"]["do"]
     assert work["deps"][0] == "data/in/${item}"
@@ -176,7 +275,7 @@ def test_official_split_folder_must_be_the_variant_dep(tmp_path):
     assert stagedeps.param_problems(tmp_path / "dvc.yaml") == []
 
 
-def test_a_declared_folder_covers_the_files_below_it(tmp_path):
+def test_a_declared_folder_covers_the_files_below_it(tmp_path, tmp_table):
     _write(tmp_path, PACKAGE)
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(DVC_YAML.replace("- src/dfpipe/ingest/work.py", "- src/dfpipe/ingest"))
@@ -207,3 +306,107 @@ def test_no_tracked_metrics_of_retired_runs():
                 stale.add("/".join(parts[:3]))
     stale = sorted(stale)
     assert not stale, f"tracked outputs of no current stage (git rm them): {stale}"
+
+
+CONFIG_PACKAGE = {
+    "src/dfpipe/__init__.py": '"""doc."""\n',
+    "src/dfpipe/core/__init__.py": '"""doc."""\n',
+    "src/dfpipe/core/config.py": ("RepoPath = str\n"
+                                  "def load_section(section, cls): ...\ndef load_entry(section, n, cls): ...\n"),
+    "src/dfpipe/things.py": """
+        from dfpipe.core.config import RepoPath
+        class Base:
+            cache_dir: RepoPath
+        class Weights:
+            file: RepoPath
+        class ThingConfig(Base):
+            in_dir: RepoPath
+            out_dir: RepoPath
+            models: dict[str, Weights]
+            size: int
+        class EntryConfig:
+            path: RepoPath
+        """,
+    "src/dfpipe/reexport.py": "from dfpipe.things import ThingConfig as ThingConfig\n",
+    "stages/thing.py": """
+        from dfpipe.core.config import load_entry, load_section
+        from dfpipe.reexport import ThingConfig
+        from dfpipe.things import EntryConfig
+        def main(name):
+            cfg = load_section("thing", ThingConfig)
+            entry = load_entry("entries", name, EntryConfig)
+        """,
+}
+
+CONFIG_DVC_YAML = """\
+stages:
+  thing:
+    foreach: ${entries}
+    do:
+      cmd: python stages/thing.py ${key}
+      deps:
+        - ${item.path}
+        # reads the cache
+        - ${thing.cache_dir}
+        - stages/thing.py
+        - src/dfpipe/core/config.py
+        - src/dfpipe/things.py
+        - src/dfpipe/reexport.py
+        - data/stale
+      outs:
+        - ${thing.out_dir}/${key}
+"""
+
+
+def test_path_params_of_a_stages_config_must_be_deps_outputs_or_explained(tmp_path, monkeypatch):
+    """Fields typed RepoPath of the classes a stage script loads (through re-exports, base classes
+    and dict-of-config fields) are found; each must be a data dep, an output or explained."""
+    _write(tmp_path, CONFIG_PACKAGE)
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(CONFIG_DVC_YAML)
+    assert stagedeps.stage_path_params(Path("stages/thing.py"), tmp_path, "entries") == {
+        "thing.cache_dir", "thing.in_dir", "thing.out_dir", "thing.models.*.file", "item.path"}
+    table = {"thing": (DataDep("${item.path}"), DataDep("${thing.cache_dir}", "reads the cache"))}
+    monkeypatch.setattr(stagedeps, "STAGE_NOT_DEPS", {})
+    problems = stagedeps.path_param_problems(dvc_yaml, table)
+    assert problems == ["thing: path params neither data deps nor outputs ['thing.in_dir', 'thing.models.*.file'] "
+                        "(declare in stagedeps.DATA_DEPS, or say why not in STAGE_NOT_DEPS)"]
+    monkeypatch.setattr(stagedeps, "STAGE_NOT_DEPS", {"thing": {"thing.models.*.file": "pinned by a hash param"}})
+    table["thing"] += (DataDep("${thing.in_dir}/${key}"),)
+    assert stagedeps.path_param_problems(dvc_yaml, table) == []
+
+
+def test_write_makes_data_deps_the_declared_reads_in_place(tmp_path, monkeypatch):
+    """--check names a missing and an undeclared data dep; --write replaces the data lines where
+    they were (data before code stays so), writes notes as comments, leaves code lines alone, lists
+    a ``when`` dep only while its param is set, and is idempotent."""
+    _write(tmp_path, CONFIG_PACKAGE)
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(CONFIG_DVC_YAML)
+    (tmp_path / "params.yaml").write_text("thing: {list: null}\n")
+    table = {"thing": (DataDep("${item.path}"), DataDep("${thing.cache_dir}", "reads the cache"),
+                       DataDep("${thing.in_dir}/${key}", "the entry's inputs"),
+                       DataDep("${thing.list}", when="thing.list"))}
+    monkeypatch.setattr(stagedeps, "DATA_DEPS", table)
+    monkeypatch.setattr(stagedeps, "STAGE_NOT_DEPS", {"thing": {"thing.models.*.file": "pinned"}})
+    assert stagedeps.data_differences(dvc_yaml) == [
+        "thing: missing data deps ['${thing.in_dir}/${key}']", "thing: data deps not declared ['data/stale']"]
+    code = stagedeps.with_declared_folders(dvc_yaml)
+    text = stagedeps.rewrite(dvc_yaml.read_text(), code, stagedeps.expected_data_deps(dvc_yaml))
+    assert text.split("      deps:\n")[1].split("      outs:")[0] == (
+        "        - ${item.path}\n"
+        "        # reads the cache\n"
+        "        - ${thing.cache_dir}\n"
+        "        # the entry's inputs\n"
+        "        - ${thing.in_dir}/${key}\n"
+        "        - stages/thing.py\n"
+        "        - src/dfpipe/core/config.py\n"
+        "        - src/dfpipe/reexport.py\n"
+        "        - src/dfpipe/things.py\n")
+    dvc_yaml.write_text(text)
+    assert stagedeps.data_differences(dvc_yaml) == [] and stagedeps.differences(dvc_yaml) == []
+    assert stagedeps.rewrite(text, code, stagedeps.expected_data_deps(dvc_yaml)) == text
+    (tmp_path / "params.yaml").write_text("thing: {list: lists/official.txt}\n")
+    assert stagedeps.data_differences(dvc_yaml) == ["thing: missing data deps ['${thing.list}']"]
+    assert stagedeps.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
+    assert "        - ${thing.list}\n        - stages/thing.py\n" in dvc_yaml.read_text()

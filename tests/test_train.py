@@ -21,7 +21,7 @@ from dfpipe.models import ModelConfig, build_model
 from dfpipe.training.checkpoint import CHECKPOINT_KEYS, config_hash, load_model
 from dfpipe.training.train import CURVE_COLUMNS, RunConfig, RunPaths, TrainConfig, fit
 
-from helpers import loss_config, make_variant, run_dict
+from helpers import approve_variant, loss_config, make_variant, run_dict
 
 RUN = run_dict(
     model={"name": "resnet18", "num_classes": 3, "image_size": 32},
@@ -46,11 +46,13 @@ def _cfgs(workdir: Path, run: dict, out: str):
                                     "log_every": 0, "variants_dir": "data/variants",
                                     "models_dir": f"{out}/models", "metrics_dir": f"{out}/metrics",
                                     "scratch_dir": f"{out}/.scratch/train", "log_dir": f"{out}/.scratch/logs"})
-    paths = RunPaths.for_run("test", run_cfg, train_cfg)
+    paths = RunPaths.for_run("test", run_cfg, train_cfg, Path("metrics/audit"))
     root = lambda p: workdir / p  # noqa: E731 - params paths are relative to the repository root
-    return run_cfg, train_cfg, dataclasses.replace(
+    paths = dataclasses.replace(
         paths, variant_dir=root(paths.variant_dir), out_dir=root(paths.out_dir), metrics_dir=root(paths.metrics_dir),
-        scratch_dir=root(paths.scratch_dir), log_file=root(paths.log_file))
+        scratch_dir=root(paths.scratch_dir), log_file=root(paths.log_file), gate=root(paths.gate))
+    approve_variant(paths.variant_dir, paths.gate)  # the variant as it is now has passed its audit
+    return run_cfg, train_cfg, paths
 
 
 def test_overfit_one_batch(workdir):
@@ -97,6 +99,8 @@ def test_resume_equals_uninterrupted(workdir):
     assert set(json.loads(metrics)["seeds"]["11"]) == {"best_val_macro_f1", "best_epoch"}
     curves = (paths_b.metrics_dir / "curves" / "seed11.tsv").read_text().splitlines()
     assert curves[0].split("\t") == list(CURVE_COLUMNS) and len(curves) == 3
+    # the budget spent, cumulative over the resume: 2 steps of 8 images per epoch
+    assert [line.split("\t")[-2:] for line in curves[1:]] == [["2", "16"], ["4", "32"]]
     assert curves == (cfgs_a[2].metrics_dir / "curves" / "seed11.tsv").read_text().splitlines()
     assert "img/s" in paths_b.log_file.read_text()  # timings: log only
 
@@ -293,7 +297,7 @@ def test_init_loads_the_pretrained_key_and_scratch_does_not(workdir, tmp_path):
     torch.save(donor.backbone.state_dict(), tmp_path / "pretrained" / "r18_test.pt")
     run_cfg, train_cfg, paths = _cfgs(workdir, dict(RUN, init="r18_test"), "init")
     train_cfg = train_cfg.model_copy(update={"pretrained_dir": tmp_path / "pretrained"})
-    paths = dataclasses.replace(paths, pretrained=RunPaths.for_run("test", run_cfg, train_cfg).pretrained)
+    paths = dataclasses.replace(paths, pretrained=RunPaths.for_run("test", run_cfg, train_cfg, Path("a")).pretrained)
     loaded = init_model(run_cfg, paths, seed=0)
     assert torch.equal(loaded.backbone.conv1.weight, donor.backbone.conv1.weight)
     scratch = init_model(run_cfg.model_copy(update={"init": "scratch"}), dataclasses.replace(paths, pretrained=None), 0)

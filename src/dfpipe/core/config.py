@@ -15,6 +15,12 @@ so each run states only what differs from the defaults.
 Paths: fields typed :data:`RepoPath` hold paths relative to the repository root (the folder
 holding the params file being loaded); an absolute path, or one that leaves the repository
 (``..`` or a symlink resolving outside it), is a :class:`ConfigError` naming the key.
+
+Names: every key or value that becomes one path component (entry keys of ``sources``, ``variants``,
+``runs``, ``evaluations``, ``frank``, ``features.caches``; variant, run, source and method names)
+passes :func:`safe_name` (fields typed :data:`SafeName`): letters, digits, ``_ - .``, not empty,
+no separator, no leading ``.``. Stage scripts print a :class:`ConfigError` as one line
+``ConfigError: <dotted.key>: <what is wrong>`` and exit 2 (:func:`dfpipe.core.cli.run_stage`).
 """
 
 from __future__ import annotations
@@ -73,22 +79,57 @@ RepoPath = Annotated[
 ]
 
 
-def _plain_name(value: str) -> str:
-    if not value or "/" in value or value.startswith("."):
-        raise ValueError(f"must be a plain name (no '/', not starting with '.'), got {value!r}")
+# ------------------------------------------------------------------------------------------------
+# Names that become path components
+
+#: What a name may hold: it becomes one folder or file name (``data/faces/<source>/``,
+#: ``models/<run>/``, a DVC stage key ``preprocess@<source>``), so it must never climb out of its
+#: folder (``..``), name another one (``a/b``, ``/abs``), hide (``.x``) or be empty.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def name_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a path component (a one-line reason), or None when it can."""
+    if not isinstance(value, str):
+        return f"expected a name string, got {_show(value)}"
+    if _NAME.fullmatch(value):
+        return None
+    if not value:
+        why = "it is empty"
+    elif "/" in value or "\\" in value:
+        why = "it contains a path separator"
+    elif value.startswith("."):
+        why = "it starts with '.'"
+    else:
+        why = f"it contains {_show(next(c for c in value if not re.fullmatch(r'[A-Za-z0-9_.-]', c)))}"
+    return (f"{_show(value)} is not a plain name: {why} (allowed: letters, digits, '_', '-', '.'; "
+            f"no path separator, no leading '.')")
+
+
+def safe_name(key: str, value: Any) -> str:
+    """``value`` if it can be one path component, else a :class:`ConfigError` ``<key>: <why>``.
+
+    The one check for every name that a stage or library function turns into a folder or file
+    name; call it before anything is written or deleted. ``key`` is the dotted params key the name
+    comes from (``sources.ffhq``, ``variants.v1.train.ffhq``).
+    """
+    problem = name_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{key}: {problem}")
     return value
 
 
-def _safe_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or value in (".", ".."):
-        raise ValueError(f"must be a plain name of [A-Za-z0-9_.-], got {value!r}")
+def _name(value: str) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-#: A plain entry/folder name: no "/", not starting with "." (names folders and stage keys).
-PlainName = Annotated[str, AfterValidator(_plain_name)]
-#: A name of ``[A-Za-z0-9_.-]`` other than "." and "..": method, source and variant names.
-SafeName = Annotated[str, AfterValidator(_safe_name)]
+#: A name that becomes a path component (see :func:`safe_name`): entry keys, variant, run, source
+#: and method names. ``PlainName`` and ``SafeName`` are the same check under two historic names.
+SafeName = Annotated[str, AfterValidator(_name)]
+PlainName = SafeName
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,7 +173,7 @@ def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> 
     """Build ``cls`` from the top-level ``section`` of the parameters file."""
     data = load_yaml(path)
     if section not in data:
-        raise ConfigError(f"{path}: missing section '{section}'")
+        raise ConfigError(f"{section}: missing section in {path}")
     return build(cls, data[section], where=section, root=Path(path).parent)
 
 
@@ -140,7 +181,8 @@ def load_entry(section: str, key: str, cls: type[T], path: str | Path = PARAMS_F
     """Build entry ``key`` of the mapping ``section`` (e.g. ``sources.ffhq``, ``runs.resnet_5``).
 
     Foreach stages get their key on the command line; an unknown key is a :class:`ConfigError`
-    listing the known ones. ``runs`` entries are merged over ``run_defaults`` first.
+    listing the known ones, and so is a key of the section that cannot be a path component
+    (:func:`merged_entry`). ``runs`` entries are merged over ``run_defaults`` first.
     """
     data = load_yaml(path)
     return build(cls, merged_entry(data, section, key, where=str(path)), where=f"{section}.{key}",
@@ -148,12 +190,20 @@ def load_entry(section: str, key: str, cls: type[T], path: str | Path = PARAMS_F
 
 
 def merged_entry(data: Mapping[str, Any], section: str, key: str, where: str = PARAMS_FILE) -> Any:
-    """Entry ``section.key`` of the params mapping ``data``, deep-merged over its defaults block."""
+    """Entry ``section.key`` of the params mapping ``data``, deep-merged over its defaults block.
+
+    Every key of ``section`` names a foreach stage (``<stage>@<key>``) and its output folders, so
+    ``key`` and then each key of the section must pass :func:`safe_name` first: one bad key stops
+    every stage that reads the section, before anything is written.
+    """
+    safe_name(f"{section}.{key}", key)
     entries = data.get(section)
     if not isinstance(entries, Mapping):
-        raise ConfigError(f"{where}: section '{section}' must be a mapping of named entries")
+        raise ConfigError(f"{section}: must be a mapping of named entries ({where})")
+    for name in entries:
+        safe_name(f"{section}.{name}", name)
     if key not in entries:
-        raise ConfigError(f"{where}: no entry '{key}' under '{section}' (known: {sorted(entries)})")
+        raise ConfigError(f"{section}.{key}: no such entry in {where} (known: {sorted(entries)})")
     entry = entries[key]
     block = DEFAULTS_BLOCKS.get(section)
     if block is None:
@@ -235,15 +285,17 @@ _BOUNDS = {
 
 def _message(cls: type[BaseModel], where: str, err: Mapping[str, Any]) -> str:
     loc = list(err["loc"])
+    if loc and loc[-1] == "[key]":  # pydantic's marker for a mapping key (not its value) being wrong
+        loc.pop()
     kind = err["type"]
     value = err.get("input")
-    if kind in ("extra_forbidden", "missing"):
-        key = loc.pop()
-        fields = _fields_at(cls, loc)
+    if kind in ("extra_forbidden", "missing"):  # the dotted path below ends with the offending key
+        key = loc[-1]
+        fields = _fields_at(cls, loc[:-1])
         if kind == "missing":
             text = f"missing required key '{key}'"
         else:
-            text = f"unknown key(s) ['{key}']" + (f"; allowed: {fields}" if fields else "")
+            text = "unknown key" + (f" (allowed: {fields})" if fields else "")
     elif kind in _TYPE_MESSAGES:
         text = f"{_TYPE_MESSAGES[kind]}, got {_show(value)}"
     elif kind == "literal_error":

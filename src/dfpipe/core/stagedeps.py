@@ -1,4 +1,4 @@
-"""Derive each DVC stage's code deps from its script's import closure, and check or write dvc.yaml.
+"""Derive each DVC stage's code and data deps (imports; declared reads) and check or write dvc.yaml.
 
 Also checks that params are narrow: no stage depends on a key that changes no result
 (``NON_RESULT_KEYS``: progress bars, worker counts, logging, device), and a stage whose config class
@@ -18,22 +18,33 @@ imports architectures on first use). Rules:
   every module of that package is in the closure (conservative, e.g. dfpipe.models.registry);
 - third-party imports are not deps (requirements.txt pins them).
 
-In dvc.yaml a code dep is any ``deps:`` entry under ``src/`` or ``stages/``. ``--write`` replaces
-exactly those lines of each stage (at the place of the first one, or right after ``deps:``) and
-keeps every other line, comment and data dep as it is. ``--check`` exits 1 and lists the
-differences when dvc.yaml disagrees with the closure (tests/test_stagedeps.py runs it).
+A stage's data deps are the files and folders its code reads, declared once in ``DATA_DEPS`` as
+dvc.yaml templates (``${item.<field>}`` where a foreach entry names the path, the enclosing folder
+where DVC cannot interpolate the exact one). Every path-valued param of the config classes a stage
+script loads (``load_section`` / ``load_entry`` of a class with ``RepoPath`` fields) must be one of
+that stage's data deps or outputs, or be explained in ``NOT_DEPS`` / ``STAGE_NOT_DEPS``: a new path
+param cannot be read silently.
 
-Usage: ``python -m dfpipe.core.stagedeps --check|--write [--dvc-yaml dvc.yaml]``.
+In dvc.yaml a code dep is any ``deps:`` entry under ``src/`` or ``stages/``, a data dep any other
+entry. ``--write`` replaces exactly those lines of each stage (each kind at the place of its first
+line; code right after ``deps:``, data after the code when a kind had none), writes a declared
+dep's note as the comment above it, and keeps every other line and comment as it is. ``--check``
+exits 1 and lists the differences when dvc.yaml disagrees with the closure or the declaration
+(tests/test_stagedeps.py runs it, CI runs ``--check``).
+
+Usage: ``python -m dfpipe.core.stagedeps --check|--write [--dvc-yaml dvc.yaml]`` (params.yaml next to it).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import yaml
 
@@ -52,6 +63,91 @@ NON_RESULT_KEYS = frozenset({
 #: one by one except NON_RESULT_KEYS (a key added to the section must be added to dvc.yaml too).
 STAGE_SECTIONS = {"make_demo": "demo", "preprocess": "preprocess", "train": "train", "evaluate": "evaluate"}
 CODE_PREFIXES = ("src/", "stages/")
+
+
+class DataDep(NamedTuple):
+    """One data dep of a stage: a dvc.yaml dep template, why the stage reads it (written as the
+    comment above the line when given) and, for a path that exists only while a params key is set,
+    that key (``when``: the dep is listed only while the key is not null in params.yaml)."""
+
+    path: str
+    note: str = ""
+    when: str = ""
+
+
+#: stage -> the data its code reads, as dvc.yaml dep templates: ``--write`` makes each stage's
+#: data deps exactly these, ``--check`` fails when they differ. ``None``: derived elsewhere (the
+#: report's inputs, from params.yaml ``report:`` by dfpipe.evaluation.reports.report_deps, checked
+#: by tests/test_reports.py). A read that no template can name (a variant's source list, a run's
+#: input kind) is covered by the enclosing folder.
+DATA_DEPS: dict[str, Optional[tuple[DataDep, ...]]] = {
+    "assets": (),       # copies or downloads the pinned models: no tracked input
+    "make_demo": (),    # generated from params alone
+    "preprocess": (     # dfpipe.ingest: the source folder (FF++ masks, Celeb-DF / DFDC lists inside), the models
+        DataDep("${item.path}"),
+        DataDep("${preprocess.detector_model}"),
+        DataDep("${preprocess.segmenter_model}"),
+    ),
+    "variant": (        # dfpipe.splits.variants.build_variant
+        DataDep("${split.faces_dir}", "every source's crops (DVC cannot interpolate the variant's source list)"),
+        DataDep("${pipeline.ffpp_splits}"),
+        DataDep("${split.celebdf_test_list}", when="split.celebdf_test_list"),
+    ),
+    "audit": (          # stages/audit.py: the variant, and the Celeb-DF test list it reports against
+        DataDep("${split.out_dir}/${key}"),
+        DataDep("${split.celebdf_test_list}", when="split.celebdf_test_list"),
+    ),
+    "spectra": (DataDep("${spectra.variants_dir}/${item}"),),             # features.spectra.build_variant
+    "features": (DataDep("${features.variants_dir}/${item.variant}"),),   # features.encoders.build_cache
+    "train": (          # dfpipe.training.train.fit and the gate check it runs first
+        DataDep("${train.variants_dir}/${item.variant}",
+                "train/val, and every file of the variant for the audit gate's fingerprint"),
+        DataDep("${audit.out_dir}/${item.variant}/gate.json"),
+        DataDep("${train.spectra_dir}", "dct/dft-input runs' statistics (foreach cannot branch on the input kind)"),
+        DataDep("${train.features_dir}", "clip/lgrad-input runs read features@ caches (same reason)"),
+    ),
+    "frank": (          # dfpipe.training.frank.load_split, every split
+        DataDep("${spectra.out_dir}/${item.variant}", "the cached spectra of every split and their statistics"),
+        DataDep("${spectra.variants_dir}/${item.variant}/train/manifest.parquet"),
+        DataDep("${spectra.variants_dir}/${item.variant}/val/manifest.parquet"),
+        DataDep("${spectra.variants_dir}/${item.variant}/eval/manifest.parquet"),
+    ),
+    "pretrained": (),   # downloads, or copies pretrained.weights.<name>.local (see STAGE_NOT_DEPS)
+    "evaluate": (       # dfpipe.evaluation.evaluate.run_evaluation
+        DataDep("${train.models_dir}/${item.run}"),
+        DataDep("${train.metrics_dir}/${item.run}/curves"),
+        DataDep("${train.features_dir}", "clip/lgrad-input runs read features@ caches"),
+        DataDep("${train.variants_dir}/${item.variant}/eval"),
+        DataDep("${train.variants_dir}/${item.train_variant}/val",
+                "thresholds (binary runs, FF++ protocol) and the majority baseline are chosen on the "
+                "training variant's val split"),
+        DataDep("${audit.out_dir}/${item.variant}/eval_items.parquet",
+                "leak measure (a): the audit's per-item flags of the scored variant"),
+    ),
+    "report": None,
+}
+#: Path-valued params that are no stage's data dep or output, and why.
+NOT_DEPS = {
+    "train.scratch_dir": "resume state: restores a seed's exact state, never changes a result",
+    "train.log_dir": "timings log, never read",
+}
+#: stage -> path-valued params its config classes hold that are neither its data deps nor its
+#: outputs, and why (a read the stage makes only in some configurations, or a key it does not use).
+STAGE_NOT_DEPS: dict[str, dict[str, str]] = {
+    "variant": {"split.ffpp_official": "the dep is pipeline.ffpp_splits, checked to name the same folder"},
+    "audit": {"split.faces_dir": "not read (the audit reads the materialised variant)",
+              "split.ffpp_official": "not read by the audit"},
+    "features": {"features.encoders.*.weights": "null in the demo; a set file must match its sha256 pin, "
+                                                "a param of the stage (features.encoders.<encoder>)"},
+    "pretrained": {"pretrained.weights.*.local": "copied when present, refused unless it matches its sha256 pin "
+                                                 "(pretrained.weights.<name>, a param of the stage)"},
+    "train": {"train.pretrained_dir": "read only by runs with init other than scratch (none in the demo): "
+                                      "foreach cannot see the init a run takes from run_defaults, and the "
+                                      "folder exists only once a pretrained@ stage has run"},
+    "evaluate": {"train.spectra_dir": "not read: dct/dft statistics are part of the checkpoint",
+                 "train.pretrained_dir": "provenance label of runs with init other than scratch only"},
+    "frank": {"spectra.metrics_dir": "spectra@'s output, not read", "spectra.plots_dir": "spectra@'s output, not read"},
+}
 _SCRIPT = re.compile(r"(?:^|\s)(stages/[\w/.-]+\.py)(?:\s|$)")
 _MODULE = re.compile(r"(?:^|\s)-m\s+(dfpipe(?:\.\w+)*)(?:\s|$)")
 
@@ -268,6 +364,191 @@ def differences(dvc_yaml: Path) -> list[str]:
     return lines
 
 
+def _python_stages(spec: dict, root: Path) -> dict[str, tuple[dict, Path]]:
+    """Stage name -> (its dvc.yaml body, its entry-point file) for every Python stage."""
+    out = {}
+    for name, stage in (spec.get("stages") or {}).items():
+        body = stage.get("do", stage)
+        cmd = body.get("cmd", "")
+        entry = stage_entry(" ".join(cmd) if isinstance(cmd, list) else str(cmd), root)
+        if entry is not None:
+            out[name] = (stage, entry)
+    return out
+
+
+def _lookup(params: dict, dotted: str):
+    node = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _load_params(dvc_yaml: Path, params_yaml: Path | None) -> dict:
+    params_yaml = params_yaml or dvc_yaml.parent / "params.yaml"
+    return (yaml.safe_load(params_yaml.read_text(encoding="utf-8")) if params_yaml.is_file() else None) or {}
+
+
+def expected_data_deps(dvc_yaml: Path, table: dict | None = None,
+                       params_yaml: Path | None = None) -> dict[str, list[DataDep]]:
+    """Stage name -> its declared data deps (``DATA_DEPS``; a ``when`` dep only while its params key
+    is set), for the stages of dvc.yaml whose data deps are declared here."""
+    table = DATA_DEPS if table is None else table
+    params = _load_params(dvc_yaml, params_yaml)
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    return {name: [d for d in table[name] if not d.when or _lookup(params, d.when) is not None]
+            for name in (spec.get("stages") or {}) if table.get(name) is not None}
+
+
+def declared_data_deps(dvc_yaml: Path) -> dict[str, list[str]]:
+    """Stage name -> the data deps dvc.yaml lists now (deps not under src/ or stages/)."""
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    out = {}
+    for name, stage in (spec.get("stages") or {}).items():
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("do", stage).get("deps") or []]
+        out[name] = [d for d in deps if not d.startswith(CODE_PREFIXES)]
+    return out
+
+
+def data_differences(dvc_yaml: Path, table: dict | None = None, params_yaml: Path | None = None) -> list[str]:
+    """Differences between the data deps dvc.yaml lists and the declared ones, Python stages without
+    a declaration, and path params no declaration accounts for (:func:`path_param_problems`)."""
+    table = DATA_DEPS if table is None else table
+    root = dvc_yaml.resolve().parent
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    lines = [f"{name}: no data-dep declaration (stagedeps.DATA_DEPS)"
+             for name in _python_stages(spec, root) if name not in table]
+    have = declared_data_deps(dvc_yaml)
+    for name, want in expected_data_deps(dvc_yaml, table, params_yaml).items():
+        paths = [d.path for d in want]
+        missing = [p for p in paths if p not in have[name]]
+        extra = [p for p in have[name] if p not in paths]
+        if missing:
+            lines.append(f"{name}: missing data deps {missing}")
+        if extra:
+            lines.append(f"{name}: data deps not declared {extra}")
+        if len(have[name]) != len(set(have[name])):
+            lines.append(f"{name}: duplicate data deps")
+    return lines + path_param_problems(dvc_yaml, table)
+
+
+_LOADERS = {"load_section": 1, "load_entry": 2}   # config loader -> position of its class argument
+
+
+def _import_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    parts = (module if is_package else module.rpartition(".")[0]).split(".")
+    parts = parts[: len(parts) - (node.level - 1)]
+    return ".".join(parts + ([node.module] if node.module else []))
+
+
+def _resolve_class(module: str, name: str, root: Path, depth: int = 0):
+    """``(ClassDef, module, is_package)`` of ``name`` as seen from dfpipe ``module``, following
+    ``from x import name`` re-exports; None when it is not a dfpipe class."""
+    found = _find_module(module, root / "src", root)
+    if found is None or depth > 8:
+        return None
+    tree = ast.parse((root / found.path).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return node, module, found.is_package
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    return _resolve_class(_import_base(node, module, found.is_package), alias.name, root, depth + 1)
+    return None
+
+
+def _path_fields(cls, root: Path, prefix: str, seen: frozenset = frozenset()) -> set[str]:
+    """Dotted keys (``prefix`` + field) of the ``RepoPath`` fields of a config class, its base
+    classes' and nested config classes' included (a ``dict[..., Cls]`` field's entries as ``*``)."""
+    node, module, _ = cls
+    if (module, node.name) in seen:
+        return set()
+    seen = seen | {(module, node.name)}
+    keys = set()
+    for base in node.bases:
+        inner = _resolve_class(module, base.id, root) if isinstance(base, ast.Name) else None
+        if inner is not None:
+            keys |= _path_fields(inner, root, prefix, seen)
+    for stmt in node.body:
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+            continue
+        field = stmt.target.id
+        if "RepoPath" in ast.unparse(stmt.annotation):
+            keys.add(prefix + field)
+            continue
+        nested = ".*." if ast.unparse(stmt.annotation).startswith(("dict[", "Dict[", "Mapping[")) else "."
+        for sub in ast.walk(stmt.annotation):
+            if isinstance(sub, ast.Name) and sub.id[:1].isupper():
+                inner = _resolve_class(module, sub.id, root)
+                if inner is not None:
+                    keys |= _path_fields(inner, root, prefix + field + nested, seen)
+    return keys
+
+
+def stage_path_params(entry: Path, root: Path, foreach_section: str | None = None) -> set[str]:
+    """Path-valued params keys the stage script's config classes hold: ``<section>.<field>`` for
+    ``load_section``, ``item.<field>`` for ``load_entry`` of the stage's own foreach section (else
+    ``<section>.*.<field>``)."""
+    tree = ast.parse((root / entry).read_text(encoding="utf-8"))
+    imported = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            imported.update({alias.asname or alias.name: (node.module, alias.name) for alias in node.names})
+    keys = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+            continue
+        loader = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+        at = _LOADERS.get(loader)
+        if at is None or len(node.args) <= at or not isinstance(node.args[at], ast.Name):
+            continue
+        section, cls_name = str(node.args[0].value), node.args[at].id
+        if cls_name not in imported:
+            continue
+        cls = _resolve_class(*imported[cls_name], root)
+        if cls is None:
+            continue
+        if loader == "load_section":
+            prefix = f"{section}."
+        else:
+            prefix = "item." if section == foreach_section else f"{section}.*."
+        keys |= _path_fields(cls, root, prefix)
+    return keys
+
+
+def _entry_paths(body: dict, key: str) -> list[str]:
+    return [e if isinstance(e, str) else next(iter(e)) for e in body.get(key) or []]
+
+
+def path_param_problems(dvc_yaml: Path, table: dict | None = None) -> list[str]:
+    """Path-valued params of a stage's config classes that are neither in a declared data dep nor
+    in an output of the stage (outs, metrics, plots), nor explained in NOT_DEPS / STAGE_NOT_DEPS."""
+    table = DATA_DEPS if table is None else table
+    root = dvc_yaml.resolve().parent
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    problems = []
+    for name, (stage, entry) in _python_stages(spec, root).items():
+        if table.get(name) is None:
+            continue
+        body = stage.get("do", stage)
+        foreach = re.fullmatch(r"\$\{([\w.]+)\}", str(stage.get("foreach", "")).strip())
+        used = [d.path for d in table[name]] + [
+            p for k in ("outs", "metrics", "plots") for p in _entry_paths(body, k)]
+        explained = NOT_DEPS | STAGE_NOT_DEPS.get(name, {})
+        unknown = sorted(k for k in stage_path_params(entry, root, foreach.group(1) if foreach else None)
+                         if not any(fnmatch.fnmatchcase(k, pattern) for pattern in explained)
+                         and not any("${" + k + "}" in u for u in used))
+        if unknown:
+            problems.append(f"{name}: path params neither data deps nor outputs {unknown} "
+                            "(declare in stagedeps.DATA_DEPS, or say why not in STAGE_NOT_DEPS)")
+    return problems
+
+
 def _param_keys(body: dict) -> list[str]:
     keys: list[str] = []
     for p in body.get("params") or []:
@@ -317,13 +598,16 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
 
-def rewrite(text: str, expected: dict[str, list[str]]) -> str:
-    """``text`` of dvc.yaml with each listed stage's code-dep lines replaced by ``expected``.
+def rewrite(text: str, expected: dict[str, list[str]], data: dict[str, list[DataDep]] | None = None) -> str:
+    """``text`` of dvc.yaml with each listed stage's code-dep lines replaced by ``expected`` and,
+    for the stages in ``data``, its data-dep lines by those deps.
 
     Line-based so comments and layout survive: inside a stage's ``deps:`` block only the plain
-    ``- src/...`` / ``- stages/...`` items are removed; the derived list goes where the first of
-    them was (or first in the block).
+    items of a replaced kind are removed (with the comment lines right above a data item: they are
+    its note); each derived list goes where the first item of its kind was (code: else first in the
+    block; data: else after the code).
     """
+    data = data or {}
     lines = text.splitlines(keepends=True)
     out: list[str] = []
     in_stages = False
@@ -342,58 +626,93 @@ def rewrite(text: str, expected: dict[str, list[str]]) -> str:
             in_stages, stage_indent, stage = name == "stages", None, None
         elif in_stages and (stage_indent is None or indent <= stage_indent):
             stage_indent, stage = indent, name
-        elif in_stages and name == "deps" and stage in expected:
+        elif in_stages and name == "deps" and (stage in expected or stage in data):
             block: list[str] = []
             while i < len(lines) and lines[i].strip() and (
                     _indent(lines[i]) > indent
                     or (_indent(lines[i]) == indent and lines[i].lstrip().startswith(("-", "#")))):
                 block.append(lines[i])
                 i += 1
-            out.extend(_replace_code_items(block, expected[stage], indent))
+            out.extend(_replace_items(block, expected.get(stage), data.get(stage), indent))
     return "".join(out)
 
 
-def _replace_code_items(block: list[str], deps: list[str], key_indent: int) -> list[str]:
+def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep] | None,
+                   key_indent: int) -> list[str]:
+    """The deps block with its code items replaced by ``code`` and its data items (and their
+    comments) by ``data``; ``None`` leaves that kind as it is."""
     items = [m for m in map(_ITEM.match, block) if m]
     item_indent = len(items[0].group(1)) if items else key_indent + 2
+    pad = " " * item_indent
     kept: list[str] = []
-    first = None
+    code_at = data_at = None
+    data_first = False      # the block's first replaced item was a data item (kept in that order)
+    notes: list[int] = []   # comment lines since the last item: a data item's note
     for line in block:
         m = _ITEM.match(line)
-        if m and len(m.group(1)) == item_indent and m.group(3).startswith(CODE_PREFIXES):
-            first = len(kept) if first is None else first
+        if m and len(m.group(1)) == item_indent:
+            is_code = m.group(3).startswith(CODE_PREFIXES)
+            if is_code and code is not None:
+                code_at = len(kept) if code_at is None else code_at
+            elif not is_code and data is not None:
+                if notes:
+                    del kept[notes[0]:]
+                if data_at is None:
+                    data_at, data_first = len(kept), code_at is None
+            else:
+                kept.append(line)
+            notes = []
             continue
+        if line.strip().startswith("#") and _indent(line) == item_indent:
+            notes.append(len(kept))
+        else:
+            notes = []
         kept.append(line)
-    at = first if first is not None else 0
-    return kept[:at] + [f"{' ' * item_indent}- {d}\n" for d in deps] + kept[at:]
+    if code is not None and code_at is None:
+        code_at = 0
+    if data is not None and data_at is None:
+        data_at = code_at if code_at is not None else len(kept)
+    code_lines = [f"{pad}- {d}\n" for d in code or []]
+    data_lines = [text for d in data or []
+                  for text in ([f"{pad}# {d.note}\n"] if d.note else []) + [f"{pad}- {d.path}\n"]]
+    out: list[str] = []
+    for at in range(len(kept) + 1):
+        first, second = (data_lines, code_lines) if data_first else (code_lines, data_lines)
+        out.extend(first if at == (data_at if data_first else code_at) else [])
+        out.extend(second if at == (code_at if data_first else data_at) else [])
+        if at < len(kept):
+            out.append(kept[at])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true", help="exit 1 when dvc.yaml disagrees with the imports")
-    mode.add_argument("--write", action="store_true", help="rewrite the code-dep lines of dvc.yaml")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 when dvc.yaml disagrees with the imports or the data-dep declaration")
+    mode.add_argument("--write", action="store_true", help="rewrite the code-dep and data-dep lines of dvc.yaml")
     parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
     args = parser.parse_args(argv)
     try:
         if args.write:
             text = args.dvc_yaml.read_text(encoding="utf-8")
-            new = rewrite(text, with_declared_folders(args.dvc_yaml))
+            new = rewrite(text, with_declared_folders(args.dvc_yaml), expected_data_deps(args.dvc_yaml))
             if new != text:
                 args.dvc_yaml.write_text(new, encoding="utf-8")
-                print(f"[stagedeps] {args.dvc_yaml}: code deps rewritten")
-        diffs = differences(args.dvc_yaml) + param_problems(args.dvc_yaml)
+                print(f"[stagedeps] {args.dvc_yaml}: code and data deps rewritten")
+        diffs = differences(args.dvc_yaml) + data_differences(args.dvc_yaml) + param_problems(args.dvc_yaml)
     except (StageDepsError, OSError, SyntaxError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in diffs:
         print(line)
     if diffs:
-        print(f"{args.dvc_yaml}: code deps disagree with the imports (fix: "
-              "`python -m dfpipe.core.stagedeps --write`) or params are not narrow (edit dvc.yaml)",
-              file=sys.stderr)
+        print(f"{args.dvc_yaml}: deps disagree with the imports or stagedeps.DATA_DEPS (fix: "
+              "`python -m dfpipe.core.stagedeps --write`, or declare the read) or params are not narrow "
+              "(edit dvc.yaml)", file=sys.stderr)
         return 1
-    print(f"[stagedeps] {args.dvc_yaml}: code deps match the import closure of every stage; params narrow")
+    print(f"[stagedeps] {args.dvc_yaml}: code deps match the import closure of every stage, data deps the "
+          "declared reads; params narrow")
     return 0
 
 

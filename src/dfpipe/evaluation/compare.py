@@ -29,7 +29,8 @@ def compare(path_a: Path, path_b: Path, n_boot: int, seed: int, level: float) ->
         return {"note": "not paired: the two evaluations scored different eval items"}
     if pa.shape[2] != pb.shape[2]:
         return {"note": f"not paired: {pa.shape[2]} vs {pb.shape[2]} classes"}
-    out = stats.paired_bootstrap(items_a["label"].to_numpy(np.int64), pa, pb, M.item_groups(items_a),
-                                 n_boot, seed, level)
+    groups = M.item_groups(items_a)
+    out = stats.paired_bootstrap(items_a["label"].to_numpy(np.int64), pa, pb, groups, n_boot, seed, level)
     return M.nan_to_none({"n": int(len(items_a)), "seeds_a": int(pa.shape[0]), "seeds_b": int(pb.shape[0]),
+                          "unit": M.group_unit(items_a), "n_units": int(len(np.unique(groups.astype(str)))),
                           "metrics": out})

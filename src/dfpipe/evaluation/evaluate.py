@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,11 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from dfpipe.core.config import Config, PlainName
+from dfpipe.core.config import Config, PlainName, safe_name
 from dfpipe.core.io import atomic_path, write_json
 from dfpipe.core.manifest import VARIANT_SCHEMA, is_fake, read_table
-from dfpipe.evaluation import figures, stats
+from dfpipe.evaluation import figures, protocol, stats
 from dfpipe.evaluation import metrics as M
+from dfpipe.splits.groups import canonical_groups
 
 EVAL_DIR = Path("metrics/eval")
 
@@ -42,8 +43,10 @@ EVAL_DIR = Path("metrics/eval")
 CODE_DEPS = ("stages/evaluate.py", "src/dfpipe/core", "src/dfpipe/evaluation/evaluate.py",
              "src/dfpipe/evaluation/featuremaps.py", "src/dfpipe/evaluation/figures.py",
              "src/dfpipe/evaluation/leakage.py", "src/dfpipe/evaluation/masks.py",
-             "src/dfpipe/evaluation/metrics.py", "src/dfpipe/evaluation/stats.py", "src/dfpipe/features",
-             "src/dfpipe/models", "src/dfpipe/training")
+             "src/dfpipe/evaluation/metrics.py", "src/dfpipe/evaluation/protocol.py",
+             "src/dfpipe/evaluation/stats.py", "src/dfpipe/features",
+             "src/dfpipe/models", "src/dfpipe/splits/gate.py", "src/dfpipe/splits/groups.py",
+             "src/dfpipe/training")
 
 
 class EvaluateConfig(Config):
@@ -80,7 +83,9 @@ def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarra
                       probs: np.ndarray, where: str) -> pd.DataFrame:
     """Join one seed's predictions to the eval manifest by id; one row per manifest row, sorted by id.
 
-    Returns columns ``id, source, method, video_id, label, pred, p_<class>...``. Raises
+    Returns columns ``id, source, method, video_id, label, pred, p_<class>...`` and, when the
+    manifest has ``group_keys``, ``group``: the identity group of the item among the scored
+    items (union-find over its identity keys, :func:`dfpipe.splits.groups.canonical_groups`). Raises
     ``ValueError`` naming ``where`` when ids are missing, duplicated or labels disagree (the
     model's labels may be binary: then they must equal ``manifest.label != 0``).
     """
@@ -111,6 +116,8 @@ def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarra
         "label": labels,
         "pred": probs.argmax(1).astype(np.int64),
     })
+    if "group_keys" in manifest.columns:  # the unit of independence the intervals resample
+        frame["group"] = canonical_groups(man_ids.tolist(), manifest["group_keys"].tolist())
     for c, name in enumerate(M.class_names(k)):
         frame[f"p_{name}"] = probs[:, c]
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
@@ -130,7 +137,8 @@ def stack_seeds(frames: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarr
     for s in seeds[1:]:
         if not frames[s]["id"].equals(first["id"]):
             raise ValueError(f"seed {s} scored other items than seed {seeds[0]}")
-    items = first[["id", "source", "method", "video_id", "label"]].reset_index(drop=True)
+    cols = ["id", "source", "method", "video_id", "label"] + (["group"] if "group" in first.columns else [])
+    items = first[cols].reset_index(drop=True)
     return items, np.stack([prob_columns(frames[s]) for s in seeds])
 
 
@@ -183,7 +191,8 @@ def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, leve
         key = "auc_real_vs_fake" if name == "auc_real_fake" else name
         headline[name] = {**summary[key], "low": ci[name][0], "high": ci[name][1]}
     details = {"seeds": sorted(frames), "n": int(len(items)), "summary": summary, "ci": ci,
-               "ci_level": level, "bootstrap": n_boot, "per_seed": per_seed, "notes": notes}
+               "ci_level": level, "bootstrap": n_boot, "per_seed": per_seed, "notes": notes,
+               "resampling": {"unit": M.group_unit(items), "n_units": int(len(np.unique(groups.astype(str))))}}
     if vscalars:
         vids, _ = M.video_level(items, probs[0])
         details["video"] = {"note": "mean frame probability per (method, video_id); still images excluded",
@@ -270,10 +279,41 @@ def init_label(init: str | None, pretrained_dir: Path) -> str:
     return f"{path.stem}:" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
-def run_summary(ev: Evaluation, cfg: dict, seeds: Sequence[int], pretrained_dir: Path = Path("models/pretrained")) -> dict:
+def majority_baseline(labels: np.ndarray, val_labels: np.ndarray, num_classes: int) -> dict:
+    """The majority-class rule (the most frequent class of the val split, ties to the lower class)
+    scored on the eval ``labels`` (both as the model's classes: binary for 2-class detectors): what a results row must beat. A constant score has real/fake AUC
+    0.5 by definition."""
+    majority = int(np.argmax(np.bincount(val_labels, minlength=num_classes)))
+    probs = np.zeros((len(labels), num_classes))
+    probs[:, majority] = 1.0
+    m = M.classification_metrics(labels, probs, [])
+    return M.nan_to_none({"class": M.class_names(num_classes)[majority], "chosen_on": "val",
+                          "macro_f1": m["macro_f1"], "weighted_f1": m["weighted_f1"], "acc": m["acc"],
+                          "auc_real_vs_fake": 0.5})
+
+
+def training_budget(curves: Mapping[int, pd.DataFrame] | None) -> dict:
+    """Optimizer updates, images seen and steps per epoch of the trained seeds, from their
+    training curves (``updates`` / ``images_seen`` at the last epoch). A value that differs between
+    seeds is written per seed (``"12/16"``); ``"n/a"`` without curves."""
+    if not curves:
+        return {"updates": "n/a", "images_seen": "n/a", "steps_per_epoch": "n/a"}
+
+    def per_seed(values):
+        values = list(dict.fromkeys(int(v) for v in values))
+        return values[0] if len(values) == 1 else "/".join(map(str, values))
+
+    last = [df.iloc[-1] for df in curves.values()]
+    return {"updates": per_seed(r["updates"] for r in last),
+            "images_seen": per_seed(r["images_seen"] for r in last),
+            "steps_per_epoch": per_seed(r["updates"] // r["epoch"] for r in last)}
+
+
+def run_summary(ev: Evaluation, cfg: dict, seeds: Sequence[int], pretrained_dir: Path = Path("models/pretrained"),
+                curves: Mapping[int, pd.DataFrame] | None = None) -> dict:
     """The settings a results row shows and a comparison checks, read from the checkpoint's own
-    config (as a plain dict), so a row describes the weights actually scored. ``init`` is the run's
-    ``init`` (C1; a model-level ``weights`` path in older configs)."""
+    config (as a plain dict), so a row describes the weights actually scored, plus the training
+    budget actually spent (:func:`training_budget` of the run's training ``curves``)."""
     model, loss = cfg["model"], cfg.get("loss", {})
     reducible = model["name"] in ("xception", "f3net")
     return {
@@ -281,10 +321,13 @@ def run_summary(ev: Evaluation, cfg: dict, seeds: Sequence[int], pretrained_dir:
         "f3net_mode": model.get("f3net_mode", "") if model["name"] == "f3net" else "",
         "backbone": ("reduced" if model.get("reduced") else "full") if reducible else "-",
         "seg_head": bool(model.get("seg_head", False)), "image_size": model.get("image_size"),
-        "width": model.get("width", 1.0), "dropout": model.get("dropout", "n/a"),
-        "init": init_label(cfg.get("init") or model.get("weights"), pretrained_dir),
+        "width": model.get("width", 1.0),
+        "init": init_label(cfg.get("init"), pretrained_dir),
         "train_variant": ev.train_variant, "eval_variant": ev.variant,
-        "lr": cfg["lr"], "batch_size": cfg["batch_size"], "epochs": cfg["epochs"],
+        "optimizer": cfg.get("optimizer", "n/a"), "lr": cfg["lr"], "weight_decay": cfg.get("weight_decay", "n/a"),
+        "schedule": cfg.get("schedule", "n/a"), "batch_size": cfg["batch_size"], "epochs": cfg["epochs"],
+        **training_budget(curves),
+        "augment": cfg.get("augment", "n/a"), "balance": cfg.get("balance", "n/a"),
         "seeds": ",".join(str(s) for s in seeds),
         "w_cls": loss.get("w_cls"), "w_bce": loss.get("w_bce"), "w_dice": loss.get("w_dice"),
     }
@@ -306,6 +349,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
                    features_dir: Path = Path("data/features")) -> dict:
     """Score every ``models/<run>/seed<s>.pt`` on ``data/variants/<variant>/eval`` and write every
     output. ``scale``: the data profile's ``split.scale`` (provenance). Returns the headline."""
+    safe_name(f"evaluations.{name}", name)  # it names the output files and folder
     import torch
 
     from dfpipe.core.config import to_dict
@@ -326,7 +370,7 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
         loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
         return dataset, predict(model, loader, device, amp=cfg.amp, progress=False)
 
-    frames, masks, configs, thresholds, model = {}, {}, {}, {}, None
+    frames, masks, configs, thresholds, video_thresholds, model = {}, {}, {}, {}, {}, None
     for s, ckpt in checkpoints(models_dir / ev.run).items():
         model, run_cfg = load_model(ckpt, device)
         if run_cfg.variant != ev.train_variant:
@@ -339,17 +383,30 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
         frames[s] = align_predictions(manifest, pred["ids"], pred["labels"], pred["probs"], str(dataset.manifest_path))
         if "mask_probs" in pred:
             masks[s] = mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"])
-        if run_cfg.model.num_classes == 2:  # binary detectors: a real-vs-fake threshold chosen on val
-            _, val_pred = predict_split(model, run_cfg.model, ev.train_variant, "val")
+        # thresholds are chosen on the training variant's val split, never on the eval items
+        val_ds, val_pred = predict_split(model, run_cfg.model, ev.train_variant, "val")
+        if run_cfg.model.num_classes == 2:  # binary detectors: a real-vs-fake threshold
             thresholds[str(s)] = M.val_threshold(*M.real_vs_fake(val_pred["labels"], val_pred["probs"]))
+        val_frame = align_predictions(read_table(val_ds.manifest_path, VARIANT_SCHEMA), val_pred["ids"],
+                                      val_pred["labels"], val_pred["probs"], str(val_ds.manifest_path))
+        video_thresholds[len(video_thresholds)] = protocol.video_threshold(val_frame, prob_columns(val_frame))
+        val_labels = val_frame["label"].to_numpy(np.int64)
     headline, details = evaluate_seeds(frames, cfg.bootstrap, cfg.seed, cfg.ci_level)
     seeds = sorted(frames)
-    details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir)
+    curves_dir = train_metrics_dir / ev.run / "curves"
+    details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir, figures.read_curves(curves_dir))
     details["run_config"] = configs[seeds[0]]
     if not dataset.is_image:  # provenance of cached encoder features (random = demo encoder)
         details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
     details["provenance"] = {"code": code_fingerprint(code_root), "scale": scale, "variant": ev.variant,
                              "train_variant": ev.train_variant, "seeds": seeds}
+    items, probs = stack_seeds(frames)
+    ffpp = protocol.protocol_metrics(items, probs, M.item_groups(items), video_thresholds, cfg.bootstrap, cfg.seed,
+                                     cfg.ci_level)
+    if ffpp is not None:  # the FF++ protocol: real vs manipulated on the video items alone
+        details["ffpp"] = M.nan_to_none(ffpp)
+    details["baselines"] = {"majority": majority_baseline(items["label"].to_numpy(np.int64), val_labels,
+                                                          probs.shape[2])}
     if thresholds:  # used by the unseen-generator table's accuracy (dfpipe.evaluation.unseen)
         details["val_threshold"] = thresholds
     if masks:
@@ -357,13 +414,12 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
                                              for m in ("dice", "iou")} | {"n": masks[seeds[0]][k]["n"]}
                                          for k in ("model", "all_zeros", "all_ones")})
     if ev.variant == ev.train_variant:
-        items, probs = stack_seeds(frames)
         flags = read_flags(audit_dir / ev.variant / "eval_items.parquet")
         details["leak"] = M.nan_to_none(leak_gap(items["id"].to_numpy(), items["label"].to_numpy(), probs,
                                                  flags, cfg.bootstrap, cfg.seed, cfg.ci_level))
     out_dir = out_root / name
     write_outputs(name, frames, headline, details, out_root / f"{name}.json", out_dir)
-    figures.plot_training_curves(train_metrics_dir / ev.run / "curves", out_dir / "figures" / "training_curves.png",
+    figures.plot_training_curves(curves_dir, out_dir / "figures" / "training_curves.png",
                                  f"{ev.run} (trained on {ev.train_variant})")
     if cfg.featuremap_per_class > 0 and dataset.is_image:  # no Grad-CAM on cached features
         render_featuremaps(model, dataset, device, cfg.featuremap_layer, cfg.featuremap_per_class, cfg.seed,

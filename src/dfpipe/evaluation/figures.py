@@ -14,7 +14,9 @@ import pandas as pd
 from dfpipe.core.figures import pyplot, save_figure
 
 #: Columns of a C1 training-curve file ``metrics/train/<run>/curves/seed<s>.tsv``.
-CURVE_COLUMNS = ("epoch", "train_loss", "val_macro_f1", "val_acc")
+CURVE_COLUMNS = ("epoch", "train_loss", "val_macro_f1", "val_acc", "updates", "images_seen")
+#: The per-epoch quantities the training-curve figure plots.
+CURVE_METRICS = ("train_loss", "val_macro_f1", "val_acc")
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
@@ -79,7 +81,7 @@ def plot_training_curves(curves_dir: Path, path: Path, title: str) -> None:
     """Training loss, validation macro-F1 and accuracy per epoch, one line per seed."""
     curves = read_curves(curves_dir)
     plt = pyplot()
-    metrics = CURVE_COLUMNS[1:]
+    metrics = CURVE_METRICS
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for seed, df in curves.items():

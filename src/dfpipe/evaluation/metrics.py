@@ -243,14 +243,23 @@ def video_key(method: str, video_id: str) -> str:
 
 
 def item_groups(frame: pd.DataFrame) -> np.ndarray:
-    """Bootstrap cluster key per row: the video key for video frames, ``"item/<id>"`` otherwise.
-    ``frame`` needs columns ``id, method, video_id``."""
+    """Bootstrap cluster key per row: the identity group (column ``group``: an original video,
+    the fakes made from it and every other item sharing an identity resample together) when the
+    frame has one; else the video key for video frames and ``"item/<id>"`` otherwise.
+    ``frame`` needs columns ``id, method, video_id`` (and optionally ``group``)."""
+    if "group" in frame.columns:
+        return frame["group"].astype(str).to_numpy().astype(object)
     vid = frame["video_id"].astype(str).to_numpy()
     keys = [
         video_key(m, v) if v else f"item/{i}"
         for i, m, v in zip(frame["id"].astype(str), frame["method"].astype(str), vid)
     ]
     return np.asarray(keys, dtype=object)
+
+
+def group_unit(frame: pd.DataFrame) -> str:
+    """Name of the resampling unit :func:`item_groups` uses for ``frame``."""
+    return "identity group" if "group" in frame.columns else "video (still images singly)"
 
 
 def video_level(

@@ -23,19 +23,26 @@ from dfpipe.core.io import read_json, write_bytes
 from dfpipe.evaluation.crossdataset import CrossDatasetTable
 from dfpipe.evaluation.unseen import UnseenTable
 
-#: Row settings a results table shows (read from ``details.json`` ``run``); a comparison checks
-#: the ones its table lists under ``same``.
-SETTINGS = ("train_variant", "eval_variant", "model", "f3net_mode", "backbone", "width", "image_size", "init",
-            "dropout", "epochs", "seeds")
+#: Row settings a results table shows and a comparison checks (read from ``details.json`` ``run``).
+#: The budget settings (steps per epoch, optimizer updates, images seen) come from the training
+#: curves, i.e. what was spent, not what was asked for.
+SETTINGS = ("train_variant", "eval_variant", "model", "input", "f3net_mode", "backbone", "width", "image_size",
+            "init", "optimizer", "lr", "weight_decay", "schedule", "batch_size", "steps_per_epoch", "epochs",
+            "updates", "images_seen", "augment", "balance", "seeds")
+
+
+class ControlError(RuntimeError):
+    """A planted control did not behave as planted: the measure it checks cannot be trusted."""
 
 
 class ResultsTable(Config):
     """One results table: ``rows`` (row label -> evaluation), in the order written.
 
     ``reference``: row label that every other row is compared against (paired difference with
-    its interval; ``""`` for none). ``same``: settings (of :data:`SETTINGS`) a row must share with
-    the reference to be comparable; a row that differs is marked (``strict: false``) or refused
-    (``strict: true``, a ``ValueError``). ``paper``: show the paper's column (keys = row labels of
+    its interval; ``""`` for none). ``varies``: the settings (of :data:`SETTINGS`) the table varies
+    on purpose (an ablation's switch, a detector's recipe). Every other setting, budgets included,
+    must equal the reference's: a row that differs is marked with what differs (``strict: false``)
+    or refused (``strict: true``, a ``ValueError``). ``paper``: show the paper's column (keys = row labels of
     ``report.paper``); ``notes``: section of ``report.notes`` shown as the Notes column (``""``
     none); ``mask``: show mask Dice/IoU beside the trivial all-zeros / all-ones masks.
     """
@@ -43,19 +50,24 @@ class ResultsTable(Config):
     caption: str
     rows: dict[str, str] = Field(min_length=1)
     reference: str
-    same: tuple[str, ...]
+    varies: tuple[str, ...]
     strict: bool
     paper: bool
     notes: str
     mask: bool
 
+    @property
+    def checked(self) -> tuple[str, ...]:
+        """The settings a row must share with the reference: all but those the table varies."""
+        return tuple(k for k in SETTINGS if k not in self.varies)
+
     @model_validator(mode="after")
     def _check(self) -> "ResultsTable":
         if self.reference and self.reference not in self.rows:
             raise ValueError(f"reference {self.reference!r} is not a row label ({list(self.rows)})")
-        unknown = sorted(set(self.same) - set(SETTINGS))
+        unknown = sorted(set(self.varies) - set(SETTINGS))
         if unknown:
-            raise ValueError(f"same: unknown settings {unknown}; known: {list(SETTINGS)}")
+            raise ValueError(f"varies: unknown settings {unknown}; known: {list(SETTINGS)}")
         return self
 
 
@@ -77,6 +89,15 @@ class LeakageTables(Config):
         return self
 
 
+class ControlsConfig(Config):
+    """``report.controls`` (dfpipe.evaluation.controls): ``null_ablation``: label -> [a, b]
+    evaluations whose runs differ in seeds only; ``shortcut``: label -> [variant with a planted
+    nuisance, its twin without]."""
+
+    null_ablation: dict[str, tuple[str, str]]
+    shortcut: dict[str, tuple[str, str]]
+
+
 class ReportConfig(Config):
     """``report:`` section of params.yaml."""
 
@@ -93,6 +114,7 @@ class ReportConfig(Config):
     shortcut: tuple[str, ...]     # variants whose audit `shortcut` section is tabulated
     crossdataset: Optional[CrossDatasetTable] = None   # optional: FF++-trained models on other test sets
     unseen: Optional[UnseenTable] = None               # optional: trained on one generator, tested on all
+    controls: Optional[ControlsConfig] = None         # optional: planted effects (dfpipe.evaluation.controls)
 
     @model_validator(mode="after")
     def _check(self) -> "ReportConfig":
@@ -108,6 +130,8 @@ class ReportConfig(Config):
             names |= set(self.crossdataset.evaluation_names())
         if self.unseen is not None:
             names |= set(self.unseen.evaluation_names())
+        if self.controls is not None:
+            names |= {e for pair in self.controls.null_ablation.values() for e in pair}
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
     def compared_names(self) -> list[str]:
@@ -117,6 +141,8 @@ class ReportConfig(Config):
             names |= set(self.crossdataset.evaluation_names())
         if self.unseen is not None:
             names |= set(self.unseen.evaluation_names())
+        if self.controls is not None:
+            names |= {e for pair in self.controls.null_ablation.values() for e in pair}
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
 
@@ -130,6 +156,7 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     provenance: str = ""
+    failures: list[str] = field(default_factory=list)   # controls that did not hold (controls table)
 
     def to_markdown(self) -> str:
         lines = [f"### {self.caption}", "", "| " + " | ".join(self.columns) + " |",
@@ -187,6 +214,11 @@ def lookup(data: Mapping, dotted: str, path: Path) -> Any:
             raise KeyError(f"{path}: key '{dotted}' not found")
         node = node[part]
     return node
+
+
+def units(n: int, unit: str) -> str:
+    """``"23 identity groups"``: how many independent units a bootstrap resampled, and which."""
+    return f"{n} {unit}s" if unit == "identity group" else f"{n} units ({unit})"
 
 
 def pct(value: Any) -> str:
@@ -258,6 +290,10 @@ def write_tables(cfg: ReportConfig) -> list[Path]:
     path = cfg.out_dir / "results.md"
     write_bytes(path, "\n".join(index).encode("utf-8"))
     written.append(path)
+    failures = [f for t in tables for f in t.failures]
+    if failures:
+        raise ControlError(f"controls that did not hold: {failures} (see {cfg.out_dir.as_posix()}/controls.md); "
+                           "the measure each one checks cannot be trusted")
     return written
 
 
@@ -265,13 +301,23 @@ def write_tables(cfg: ReportConfig) -> list[Path]:
 # dvc.yaml sections derived from report: (tests/test_reports.py checks dvc.yaml against these)
 
 
-def report_deps(cfg: ReportConfig) -> list[str]:
+def results_variants(cfg: ReportConfig, params: Mapping) -> list[str]:
+    """The eval variants of the results tables' rows (from ``evaluations`` / ``frank`` entries):
+    the variants whose audit the tables' nuisance-probe rows read."""
+    entries = {**params.get("frank", {}), **params["evaluations"]}
+    return sorted({entries[e]["variant"] for t in cfg.tables.values() for e in t.rows.values()})
+
+
+def report_deps(cfg: ReportConfig, params: Mapping) -> list[str]:
     """Every file the report stage reads, sorted (its dvc.yaml deps under metrics/)."""
     files = {cfg.paper, cfg.notes}
+    files |= {cfg.audit_dir / f"{v}.json" for v in results_variants(cfg, params)}
     for n in cfg.evaluation_names():
         files |= {cfg.eval_dir / f"{n}.json", cfg.eval_dir / n / "details.json"}
     files |= {cfg.eval_dir / n / "predictions.parquet" for n in cfg.compared_names()}
     files |= {cfg.audit_dir / f"{v}.json" for v in set(cfg.leakage.audits) | set(cfg.shortcut)}
+    if cfg.controls is not None:
+        files |= {cfg.audit_dir / f"{v}.json" for pair in cfg.controls.shortcut.values() for v in pair}
     return sorted(p.as_posix() for p in files)
 
 

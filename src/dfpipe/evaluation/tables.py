@@ -1,33 +1,65 @@
 """Table builders of the report stage: results tables (settings, Notes and Paper columns, mean
 +/- sd over seeds, paired differences to a reference row), the leak tables and the shortcut
-audit table. Reading and rendering live in :mod:`dfpipe.evaluation.reports`."""
+audit table, trivial-baseline rows, FF++ protocol columns and the controls table. Reading and
+rendering live in :mod:`dfpipe.evaluation.reports`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 from dfpipe.evaluation.compare import compare
+from dfpipe.evaluation.controls import controls_table
 from dfpipe.evaluation.crossdataset import crossdataset_rows
 from dfpipe.evaluation.crossdataset import notes as crossdataset_notes
-from dfpipe.evaluation.unseen import unseen_tables
+from dfpipe.evaluation.protocol import MIN_UNITS
 from dfpipe.evaluation.reports import (SETTINGS, LeakageTables, Reader, ReportConfig, ResultsTable, Table,
-                                       lookup, pct, plain)
+                                       lookup, pct, plain, units)
+from dfpipe.evaluation.unseen import unseen_tables
 
 HEADLINE_COLUMNS = (("macro_f1", "Macro-F1"), ("weighted_f1", "Weighted-F1"), ("acc", "Acc"))
 SETTING_COLUMNS = (("variant", "Variant"), ("backbone", "Backbone"), ("image_size", "Size"),
-                   ("init", "Init"), ("epochs", "Epochs"), ("seeds", "Seeds"))
+                   ("init", "Init"), ("batch_size", "Batch"), ("updates", "Updates"), ("images_seen", "Images seen"),
+                   ("seeds", "Seeds"))
 
 
-def mean_sd_ci(head: Mapping, metric: str, path) -> str:
+def interval(low, high, n_units: int | None) -> str:
+    """``"[60.10, 67.30]"`` (%), or ``"[n too small: k groups]"`` when the bootstrap had fewer
+    than :data:`MIN_UNITS` independent units to resample."""
+    if n_units is not None and n_units < MIN_UNITS:
+        return f"[n too small: {n_units} groups]"
+    return f"[{pct(low)}, {pct(high)}]"
+
+
+def mean_sd_ci(head: Mapping, metric: str, path, n_units: int | None = None) -> str:
     """``"63.95 ± 1.20 [60.10, 67.30]"``: seed mean, seed sd, bootstrap interval (all in %)."""
     v = lookup(head, metric, path)
     sd = "" if v["sd"] is None else f" ± {pct(v['sd'])}"
-    return f"{pct(v['mean'])}{sd} [{pct(v['low'])}, {pct(v['high'])}]"
+    return f"{pct(v['mean'])}{sd} {interval(v['low'], v['high'], n_units)}"
 
 
 def mean_sd(summary: Mapping, key: str, path) -> str:
     v = lookup(summary, key, path)
     return pct(v["mean"]) + ("" if v["sd"] is None else f" ± {pct(v['sd'])}")
+
+
+#: FF++ protocol columns (``details.json`` ``ffpp``): originals vs all manipulated videos, video
+#: items only (dfpipe.evaluation.protocol).
+FFPP_COLUMNS = (("frame.all.auc", "FF++ AUC frame [CI]"), ("video.all.auc", "FF++ AUC video [CI]"),
+                ("frame.all.acc", "FF++ acc frame (val thr.) [CI]"))
+
+
+def protocol_cell(details: Mapping, key: str, path) -> str:
+    """An FF++ protocol value ``"mean ± sd [low, high]"`` (%), with "n too small (k groups)" in
+    place of the interval below the unit minimum; ``"n/a"`` when the split holds no FF++ videos."""
+    if "ffpp" not in details:
+        return "n/a"
+    level, comparison, metric = key.split(".")
+    block = lookup(details, f"ffpp.{level}.{comparison}", path)
+    v = block[metric]
+    sd = "" if v["sd"] is None else f" ± {pct(v['sd'])}"
+    ci = interval(v["low"], v["high"], block["n_units"])
+    return f"{pct(v['mean'])}{sd} {ci}"
 
 
 def diff_cell(d: Mapping, metric: str) -> str:
@@ -37,7 +69,7 @@ def diff_cell(d: Mapping, metric: str) -> str:
     m = d["metrics"][metric]
     if m["diff"] is None:
         return "n/a"
-    return f"{100 * m['diff']:+.2f} [{pct(m['low'])}, {pct(m['high'])}]"
+    return f"{100 * m['diff']:+.2f} {interval(m['low'], m['high'], d.get('n_units'))}"
 
 
 def settings(details: Mapping, path) -> dict:
@@ -65,19 +97,50 @@ def provenance(details: list[Mapping], paths: list) -> str:
             f"that scored the row: evaluate@ or frank@).")
 
 
+def baseline_rows(reader: Reader, rows: Mapping[str, tuple], cols: list[str]) -> list[list[str]]:
+    """Majority-class and nuisance-probe rows for each eval variant of ``rows`` (in row order):
+    the majority rule from the first row scored on that variant (``details.json`` ``baselines``),
+    the probe from the variant's audit (``metrics/audit/<variant>.json`` ``shortcut.probes.all``)."""
+    out = []
+    seen: dict[str, tuple[dict, Path]] = {}
+    for _, det, _, dp in rows.values():
+        seen.setdefault(lookup(det, "provenance.variant", dp), (det, dp))
+    for variant, (det, dp) in seen.items():
+        blank = dict.fromkeys(cols, "–")
+        maj = det.get("baselines", {}).get("majority")
+        if maj is not None:
+            out.append({**blank, "Row": f"Majority class ({maj['class']}, chosen on val)", "Evaluation": "–",
+                        "Variant": variant,
+                        next(c for c in cols if c.startswith("Macro-F1")): pct(maj["macro_f1"]),
+                        "Weighted-F1": pct(maj["weighted_f1"]), "Acc": pct(maj["acc"]),
+                        "AUC real/fake": pct(maj["auc_real_vs_fake"])})
+        audit, path = reader.audit(variant)
+        probes = lookup(audit, "shortcut.probes.all", path)
+        feats = ", ".join(lookup(audit, "shortcut.features.all", path))
+        name, best = max(probes.items(), key=lambda kv: kv[1]["auc"] or 0.0)
+        out.append({**blank, "Row": f"Nuisance probe ({name} on {feats})", "Evaluation": f"audit@{variant}",
+                    "Variant": variant,
+                    next(c for c in cols if c.startswith("Macro-F1")):
+                        f"{pct(best['macro_f1'])} [{pct(best['macro_f1_ci'][0])}, {pct(best['macro_f1_ci'][1])}]"})
+    return [[r[c] for c in cols] for r in out]
+
+
 def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | None, notes: dict | None) -> Table:
     cfg = reader.cfg
     rows = {label: reader.evaluation(e) for label, e in spec.rows.items()}
     class_keys = sorted({k for _, d, _, dp in rows.values() for k in lookup(d, "summary", dp) if k.startswith("f1_")},
                         key=lambda k: ["f1_real", "f1_fake", "f1_edited"].index(k)
                         if k in ("f1_real", "f1_fake", "f1_edited") else 9)
-    cols = ["Row", "Evaluation"] + [c for _, c in SETTING_COLUMNS]
+    cols = ["Row", "Evaluation"] + [c for _, c in SETTING_COLUMNS] + ["Units"]
     if notes is not None:
         cols.append(f"Notes {notes['metric']}")
     if paper is not None:
         cols.append(f"Paper {paper['metric']}")
     cols += [f"{c} ± sd [CI]" if m == "macro_f1" else c for m, c in HEADLINE_COLUMNS]
     cols += ["F1 " + k[3:] for k in class_keys] + ["AUC real/fake", "EER", "Video AUC"]
+    has_ffpp = any("ffpp" in d for _, d, _, _ in rows.values())
+    if has_ffpp:
+        cols += [c for _, c in FFPP_COLUMNS]
     if spec.reference:
         cols += [f"ΔMacro-F1 vs {spec.reference} [CI]", f"ΔAUC vs {spec.reference} [CI]", "Differs from reference"]
     if spec.mask:
@@ -88,16 +151,21 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
     for label, (head, det, p, dp) in rows.items():
         s = settings(det, dp)
         row = [label, spec.rows[label]] + [plain(s[k]) for k, _ in SETTING_COLUMNS]
+        resampled = det.get("resampling")
+        row.append(units(resampled["n_units"], resampled["unit"]) if resampled else "n/a")
         if notes is not None:
             row.append(plain(notes["values"].get(label, "–")))
         if paper is not None:
             row.append(plain(paper["values"].get(label, "–")))
-        row += [mean_sd_ci(head, "macro_f1", p), mean_sd(head, "weighted_f1", p), mean_sd(head, "acc", p)]
+        n_units = det.get("resampling", {}).get("n_units")
+        row += [mean_sd_ci(head, "macro_f1", p, n_units), mean_sd(head, "weighted_f1", p), mean_sd(head, "acc", p)]
         row += [mean_sd(det["summary"], k, dp) for k in class_keys]
         row += [mean_sd(head, "auc_real_fake", p), mean_sd(head, "eer", p),
                 mean_sd(det["video"]["summary"], "auc_real_vs_fake", dp) if "video" in det else "n/a"]
+        if has_ffpp:
+            row += [protocol_cell(det, k, dp) for k, _ in FFPP_COLUMNS]
         if spec.reference:
-            differs = [k for k in spec.same if s[k] != ref_settings[k]]
+            differs = [k for k in spec.checked if s[k] != ref_settings[k]]
             if differs and spec.strict:
                 raise ValueError(f"table {name}: row {label!r} differs from reference {spec.reference!r} "
                                  f"in {differs}; it cannot be compared (strict)")
@@ -115,15 +183,31 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
             row += ([mean_sd(m, "model.dice", dp), mean_sd(m, "all_zeros.dice", dp), mean_sd(m, "all_ones.dice", dp),
                      mean_sd(m, "model.iou", dp), mean_sd(m, "all_ones.iou", dp)] if m else ["n/a"] * 5)
         table.rows.append(row)
-    table.notes = ["Scores in % as mean ± sd over seeds; [CI]: percentile bootstrap over seeds x resampled "
-                   "videos (still images resampled singly). AUC/EER real/fake: both fake classes merged, score 1 - p(real). "
+    table.rows += baseline_rows(reader, rows, cols)
+    table.notes = ["Scores in % as mean ± sd over seeds; [CI]: percentile cluster bootstrap over seeds x the "
+                   "unit of independence in the Units column (identity groups: an original video, its fakes and "
+                   f"every item sharing an identity resample together); fewer than {MIN_UNITS} units: "
+                   "no interval (n too small). AUC/EER real/fake: both fake classes merged, score 1 - p(real). "
                    "Video AUC: real/fake AUC of the mean frame score per (method, video_id); n/a without video items."]
+    table.notes.append("Trivial baselines, per eval variant: the majority class of the val split (a constant "
+                       "score: AUC 0.5), and the audit's nuisance probe (the best classifier on nuisance features "
+                       "alone: face size, scale, codec, brightness, high-frequency energy; its AUC is the macro "
+                       "one-vs-rest AUC on the eval split). A row that does not beat them learned nothing the "
+                       "nuisances do not already give.")
+    if has_ffpp:
+        table.notes.append("FF++ columns: the FaceForensics++ protocol, real vs manipulated on the video items "
+                           "alone (originals against every method; score 1 - p(real)); frame level and video "
+                           "level (mean frame score per video); accuracy at the threshold chosen on the training "
+                           "variant's val videos. Intervals: cluster bootstrap over split groups (identity "
+                           f"groups) x seeds; fewer than {MIN_UNITS} groups: no interval. Per-method values: "
+                           "details.json ffpp.")
     if spec.reference:
         table.notes.append(f"Δ: row minus {spec.reference!r} on the identical eval items, in percentage points, "
-                           "with a paired bootstrap interval (the same resampled videos for both models).")
+                           "with a paired bootstrap interval (the same resampled units for both models).")
     if marked:
         table.notes.append(f"≠: the row differs from the reference in a setting other than the ablated one "
-                           f"(checked: {', '.join(spec.same)}); its Δ is not a clean ablation.")
+                           f"(checked: every setting but {', '.join(spec.varies) or 'none'}; budgets included); "
+                           "its Δ is not a clean comparison.")
     if notes is not None:
         table.notes.append(f"Notes column: {notes['label']} ({notes['citation']}).")
     if paper is not None:
@@ -247,4 +331,6 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
     if cfg.unseen is not None:
         for name, caption, columns, rows, table_notes in unseen_tables(cfg.unseen, cfg.eval_dir, reader.read):
             tables.append(Table(name, caption, columns, rows, table_notes))
+    if cfg.controls is not None:
+        tables.append(controls_table(reader, cfg.controls, cfg.bootstrap, cfg.seed, cfg.ci_level))
     return tables, sorted(reader.read)

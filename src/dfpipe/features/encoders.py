@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from dfpipe.core.config import Config, PlainName, RepoPath
+from dfpipe.core.config import Config, PlainName, RepoPath, SafeName
 from dfpipe.core.io import read_json, sha256_file, write_json
 from dfpipe.core.manifest import SPLITS, read_table, write_table
 from dfpipe.core.shards import ShardWriter
@@ -136,7 +136,7 @@ class FeaturesConfig(Config):
     batch_size: int = Field(ge=1)
     shard_size: int = Field(ge=1)
     encoders: Encoders
-    caches: dict[str, CacheEntry]
+    caches: dict[SafeName, CacheEntry]  # keys name features@<cache> stages
 
 
 def cache_dir(out_dir: str | Path, encoder: str, variant: str) -> Path:

@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.fft
 from pydantic import Field, model_validator
 
-from dfpipe.core.config import Config, RepoPath, SafeName
+from dfpipe.core.config import Config, RepoPath, SafeName, safe_name
 from dfpipe.core.io import read_json, write_json
 from dfpipe.core.manifest import LABELS, SPLITS
 from dfpipe.core.parallel import thread_map
@@ -260,6 +260,7 @@ def build_variant(name: str, cfg: SpectraConfig) -> tuple[dict, dict[str, dict[s
     Writes ``stats_<kind>.npz`` for every kind of :data:`KINDS` plus ``stats.npz`` (the cached
     kind's). Returns ``(metrics, {"class" | "method": {group: mean spectrum (C, H, W)}})``.
     """
+    safe_name(f"spectra.variants.{name}", name)  # it names the output folders
     src = cfg.variants_dir / name
     dst = cfg.out_dir / name
     if not src.is_dir():

@@ -6,9 +6,12 @@ crop (Rössler et al., ICCV 2019, "enlarged by a factor of 1.3") also used by De
 square may pass the image border; the outside is padded with 0 so the face stays centred and
 the crop keeps its scale. The same box crops the manipulation mask (nearest neighbour, 0/255).
 
-Face choice (FaceForensics++'s extraction script keeps the largest face): with a manipulation
-mask, the face whose box holds most mask pixels (``mask_overlap``); otherwise, or when no face
-touches the mask, the largest box (``largest``); a single detection is ``only``.
+Face choice (FaceForensics++'s extraction script keeps the largest face): without a mask, the
+largest box (``largest``); a single detection is ``only``. With a manipulation mask the frame is a
+fake and only the manipulated face may be cropped: the face whose box holds most mask pixels
+(``mask_overlap``; ``only`` when it is the single detection). When no detected box touches the
+mask there is no choice (``mask_face_not_found``): any other face is an unaltered person, and its
+crop would be stored labelled edited with an all-zero mask.
 
 Resampling (one path for every source): the square region is cut at native resolution, then
 shrunk with ``cv2.INTER_AREA`` whatever its size; a region smaller than the output is either
@@ -156,17 +159,23 @@ class FaceDetector(_Task):
         return faces[0] if faces else None
 
 
-def choose_face(faces: list[Face], mask: np.ndarray | None = None, threshold: int = 127) -> tuple[Face, str]:
-    """The face to crop and the rule that chose it (``only``, ``mask_overlap``, ``largest``).
+#: Mask pixels above this grey level are manipulated (FF++ mask videos are lossy H.264).
+MASK_THRESHOLD = 127
+
+
+def choose_face(faces: list[Face], mask: np.ndarray | None = None,
+                threshold: int = MASK_THRESHOLD) -> tuple[Face | None, str]:
+    """The face to crop and the rule that chose it (``only``, ``mask_overlap``, ``largest``), or
+    ``(None, "mask_face_not_found")``.
 
     ``mask`` ``(H, W)`` uint8 (manipulation mask, > ``threshold`` = manipulated): the face whose
-    box holds most mask pixels wins; with no mask, or no face touching it, the largest box (FF++
-    extraction script). Ties: larger box, then higher score, then top-left first.
+    box holds most mask pixels wins (``only`` when it is the single detection); when no box holds
+    a mask pixel (an empty mask included) the result is ``(None, "mask_face_not_found")``, never
+    another face. With no mask, the largest box (FF++ extraction script). Ties: larger box, then
+    higher score, then top-left first.
     """
     if not faces:
         raise ValueError("choose_face needs at least one face")
-    if len(faces) == 1:
-        return faces[0], "only"
 
     def size_key(f: Face):
         return (f.w * f.h, f.score, -f.y, -f.x)
@@ -182,8 +191,11 @@ def choose_face(faces: list[Face], mask: np.ndarray | None = None, threshold: in
 
         scored = [(overlap(f), size_key(f), f) for f in faces]
         best = max(scored, key=lambda t: (t[0], t[1]))
-        if best[0] > 0:
-            return best[2], "mask_overlap"
+        if best[0] == 0:
+            return None, "mask_face_not_found"
+        return best[2], "only" if len(faces) == 1 else "mask_overlap"
+    if len(faces) == 1:
+        return faces[0], "only"
     return max(faces, key=size_key), "largest"
 
 
@@ -268,7 +280,7 @@ def crop_image(image: np.ndarray, box: Box, size: int, kernel: str | None = None
     return cv2.resize(region, (size, size), interpolation=KERNELS[kernel])
 
 
-def crop_mask(mask: np.ndarray, box: Box, size: int, threshold: int = 127) -> np.ndarray:
+def crop_mask(mask: np.ndarray, box: Box, size: int, threshold: int = MASK_THRESHOLD) -> np.ndarray:
     """``(size, size)`` uint8 in {0, 255}: binarised (``> threshold``) nearest-neighbour crop of ``mask`` ``(H, W)``."""
     binary = np.where(mask > threshold, np.uint8(255), np.uint8(0))
     return resize_square(cut_box(binary, box), size, nearest=True)

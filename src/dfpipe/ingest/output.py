@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from dfpipe.core.config import safe_name
 from dfpipe.core.io import array_hash, clean_stale_temps, write_bytes, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, REJECT_SCHEMA, write_faces, write_rejects
 from dfpipe.core.shards import ShardWriter
@@ -30,10 +31,19 @@ if TYPE_CHECKING:
     from dfpipe.ingest.preprocess import PreprocessConfig
 
 
-def prepare_outputs(out_dir: Path, metrics_path: str | Path | None = None) -> Path | None:
+def prepare_outputs(out_dir: Path, metrics_path: str | Path | None = None, name: str | None = None) -> Path | None:
     """Create ``out_dir``; remove temporaries of a killed run (in it, and of the metrics file and
     its plot folder) and the shards and manifests of a previous run (a smaller run must not leave
-    stale shards). Returns the plot folder (``metrics_path`` without suffix) or None."""
+    stale shards). Returns the plot folder (``metrics_path`` without suffix) or None.
+
+    This deletes files, so it first refuses a source ``name`` (the source whose outputs these are;
+    callers build ``out_dir`` from it) that is not a plain name: a
+    :class:`~dfpipe.core.config.ConfigError` from :func:`~dfpipe.core.config.safe_name`, before
+    anything is created or removed, so a key such as ``../../x`` cannot clear another folder.
+    """
+    if name is not None:
+        safe_name(f"sources.{name}", name)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out_dir)
     plot_dir = Path(metrics_path).with_suffix("") if metrics_path is not None else None
@@ -58,7 +68,7 @@ class SourceOutput:
                  metrics_path: str | Path | None, listed_rejects: list[Reject], plot: bool = True):
         self.name, self.spec, self.cfg = name, spec, cfg
         self.out_dir, self.metrics_path = Path(out_dir), metrics_path
-        plot_dir = prepare_outputs(self.out_dir, metrics_path)
+        plot_dir = prepare_outputs(self.out_dir, metrics_path, name=name)
         self.plot_dir = plot_dir if plot else None
         self.listed_rejects = list(listed_rejects)
         self.rows: list[dict] = []

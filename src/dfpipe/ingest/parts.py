@@ -51,7 +51,7 @@ def merge_parts(name: str, part_dirs: list[str | Path], out_dir: str | Path, sha
     if len(metrics_paths) != len(part_dirs):
         raise ValueError(f"merge_parts: {len(part_dirs)} part folders but {len(metrics_paths)} metrics files")
     out_dir = Path(out_dir)
-    plot_dir = prepare_outputs(out_dir, metrics_path)
+    plot_dir = prepare_outputs(out_dir, metrics_path, name=name)
     frames, rejects = [], []
     images = ShardWriter(out_dir, "images", shard_size)
     masks: ShardWriter | None = None

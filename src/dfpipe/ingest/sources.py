@@ -11,6 +11,9 @@ A source is one folder of one kind with one label:
 
 Listings are sorted by relative POSIX path (never ``os.listdir`` order: the notes' leak). Files
 that do not fit the kind are not skipped silently: they come back as :class:`Reject` records.
+A symbolic link to a folder is not followed (its files could be listed twice, or loop):
+``symlinked_folder``; a link whose target does not exist is ``broken_link``; a video in another
+container than the layout's ``.mp4`` (ffpp, celebdf) is ``wrong_container``.
 A file name that is not valid UTF-8 or holds control characters cannot be stored in a manifest
 (nor hashed by ``dvc add``): it is a ``bad_name`` reject whose path is the escaped printable
 form of the name (``caf\\xe9.png``), see docs/raw_data.md.
@@ -159,13 +162,32 @@ def _walk(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
+def link_reject(path: Path, rel: str) -> Reject | None:
+    """The reject (named ``rel``) of ``path`` when it is a symbolic link that cannot be an item, else
+    ``None``: a link to a folder (``symlinked_folder``, not followed) or one whose target does not
+    exist (``broken_link``, a link loop included)."""
+    if not path.is_symlink():
+        return None
+    if path.is_dir():
+        return Reject(rel, -1, "symlinked_folder", "symbolic link to a folder, not followed "
+                      "(move or copy the files into the source folder)")
+    if not path.exists():
+        return Reject(rel, -1, "broken_link", "symbolic link whose target does not exist")
+    return None
+
+
 def _flat_mp4(folder: Path, prefix: str, rejects: list[Reject], inside) -> Iterator[tuple[str, str]]:
     """``(relative path, stem)`` of the ``.mp4`` files directly in ``folder`` (sorted), relative
-    paths ``<prefix>/<name>.mp4``; anything else is a ``not_video`` reject."""
+    paths ``<prefix>/<name>.mp4``; another video container is a ``wrong_container`` reject, a
+    folder link or dangling link a :func:`link_reject`, anything else ``not_video``."""
     for sub in _walk(folder):
         rel = f"{prefix}/{sub}"
-        if not is_representable(rel):
-            inside(rel)  # records the bad_name reject
+        if not is_representable(rel) or link_reject(folder / sub, rel) is not None:
+            inside(rel)  # records the bad_name / link reject
+            continue
+        if "/" not in sub and sub.lower().endswith(VIDEO_SUFFIXES) and not sub.endswith(".mp4"):
+            rejects.append(Reject(rel, -1, "wrong_container",
+                                  f"{Path(sub).suffix} video; this layout holds <name>.mp4 files only"))
             continue
         if "/" in sub or not sub.endswith(".mp4"):
             rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the folder"))
@@ -192,6 +214,9 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
             rejects.append(Reject(printable_name(rel), -1, "bad_name",
                                   "file name is not valid UTF-8 or holds control characters"))
             return False
+        if (link := link_reject(root / rel, rel)) is not None:
+            rejects.append(link)
+            return False
         try:
             resolve_inside(root, rel)
             return True
@@ -212,8 +237,8 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
         is_video = spec.kind == "video_folder"
         suffixes, reason = (VIDEO_SUFFIXES, "not_video") if is_video else (IMAGE_SUFFIXES, "not_image")
         for rel in _walk(root):
-            if not is_representable(rel):
-                inside(rel)  # records the bad_name reject
+            if not is_representable(rel) or link_reject(root / rel, rel) is not None:
+                inside(rel)  # records the bad_name / link reject
                 continue
             if not rel.lower().endswith(suffixes):
                 rejects.append(Reject(rel, -1, reason, f"suffix not in {suffixes}"))

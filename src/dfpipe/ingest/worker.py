@@ -9,6 +9,12 @@ padded to a square (``raw``); crop the manipulation mask with the same box. Ever
 by one kernel policy (area down; cubic up or reject, by ``upscale``) and records its native
 size, scale and kernel.
 
+A frame of a source with masks is a manipulated frame only where its mask says so: a frame whose
+mask is empty (``mask_empty``) or touches no detected face (``mask_face_not_found``) is rejected,
+never cropped from another face (that face is unaltered; stored, it would be a near copy of the
+original video's crop with the opposite label). A zero-byte video is ``empty_file``, as a
+zero-byte image is.
+
 :meth:`Worker.process` is the pure per-item function (an :class:`~dfpipe.ingest.sources.Item`
 in, an :class:`ItemResult` out; no file is written), run in this process, a pool process or a
 Ray actor by :func:`dfpipe.ingest.executor.ordered_map`. :meth:`Worker.process_multi` gives the
@@ -28,8 +34,8 @@ import numpy as np
 from dfpipe.core.io import relative_message, resolve_inside
 from dfpipe.ingest.codec import apply_codec
 from dfpipe.ingest.faces import (
-    Box, FaceDetector, PersonSegmenter, blank_background, choose_face, crop_image, crop_mask, cut_box,
-    resize_kernel, resize_square, square_box, whole_image_box,
+    MASK_THRESHOLD, Box, FaceDetector, PersonSegmenter, blank_background, choose_face, crop_image, crop_mask,
+    cut_box, resize_kernel, resize_square, square_box, whole_image_box,
 )
 from dfpipe.ingest.images import read_image
 from dfpipe.ingest.sources import Item, Reject, SourceConfig
@@ -105,8 +111,16 @@ class Worker:
         return ItemResult([], [Reject(item.path, -1, "unreadable", relative_message(str(exc), self.root))], 0)
 
     def _face(self, rgb: np.ndarray, rel: str, frame: int, n_frames: int, mask: np.ndarray | None):
-        """Crop one frame/image; returns ``(Crop, None)`` or ``(None, Reject)``."""
+        """Crop one frame/image; returns ``(Crop, None)`` or ``(None, Reject)``.
+
+        ``mask`` (the frame's manipulation mask, sources with masks only): an empty one rejects the
+        frame in every mode (``mask_empty``: nothing in it is marked edited), one that no detected
+        face box touches rejects it in the crop modes (``mask_face_not_found``).
+        """
         cfg = self.cfg
+        if mask is not None and not (mask > MASK_THRESHOLD).any():
+            return None, Reject(rel, frame, "mask_empty", f"manipulation mask has no pixel > {MASK_THRESHOLD}: "
+                                "nothing in the frame is marked edited")
         if self.spec.mode == "raw":
             box, score, rule = whole_image_box(*rgb.shape[:2]), math.nan, "none"
         else:
@@ -114,6 +128,9 @@ class Worker:
             if not faces:
                 return None, Reject(rel, frame, "no_face", f"no face with score >= {cfg.min_score}")
             face, rule = choose_face(faces, mask)
+            if face is None:
+                return None, Reject(rel, frame, rule, f"the manipulation mask overlaps none of the {len(faces)} "
+                                    "detected face(s); another face would be an unaltered one")
             if max(face.w, face.h) < cfg.min_face:
                 return None, Reject(rel, frame, "small_face", f"face {face.w}x{face.h} < min_face {cfg.min_face}")
             box, score = square_box(face, cfg.margin), face.score
@@ -154,10 +171,13 @@ class Worker:
     def _video_multi(self, item: Item, samplings: tuple[str, ...]) -> list[ItemResult]:
         cfg, rel = self.cfg, item.path
         path = resolve_inside(self.root, rel)
-        info = probe(path)
 
         def whole(rej: Reject) -> list[ItemResult]:
             return [ItemResult([], [rej], 0) for _ in samplings]
+
+        if path.is_file() and path.stat().st_size == 0:  # the still-image reason (images.read_image)
+            return whole(Reject(rel, -1, "empty_file", "zero-byte file"))
+        info = probe(path)
 
         if info.width * info.height > cfg.max_pixels:
             return whole(Reject(rel, -1, "too_large", f"{info.width}x{info.height} frames"))

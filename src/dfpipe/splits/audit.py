@@ -16,17 +16,26 @@ A variant declared ``leak_free`` fails on any group leak, video leak or exact du
 duplicates are reported (a perceptual hash also matches unrelated look-alikes). The shortcut audit
 (:mod:`dfpipe.splits.shortcut`) fails a variant declared ``shortcut_free``.
 
+Celeb-DF v2's official test list (``split.celebdf_test_list``; section ``celebdf_test_list`` of the
+metrics, :func:`celebdf_list_audit`): any variant with a listed video in train or val fails, whatever
+it declares, and so does one with Celeb-DF videos in train or val when no list is configured. The
+identities that the list's videos show (``id0_id16_0001``: ``id0`` and ``id16``) and that train or
+val videos also show are counted and listed: not a failure (the official list shares people with
+the rest of the dataset), but a figure a cross-dataset result must be read with.
+
 Per eval item, :data:`EVAL_ITEMS_SCHEMA` records whether its group / its video has an item in the
 train split (contract C3 ``eval_items.parquet``), so the evaluation can compare leaked and clean
 eval frames of one model ("train" is the train split; val, used for model selection only, is not
-counted). The stage writes the gate file (:func:`check_gate`) only when the
-checks a variant declares pass; ``train@`` depends on it.
+counted). The stage writes the gate file (:func:`check_gate`, bound to the variant's bytes by
+:mod:`dfpipe.splits.gate`) only when the checks a variant declares pass; ``train@`` depends on it
+and refuses to start without it.
 """
 
 from __future__ import annotations
 
 from itertools import combinations
 from pathlib import Path
+from typing import Mapping, Optional
 
 import cv2
 import numpy as np
@@ -40,6 +49,7 @@ from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import array_hash, resolve_inside
 from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader
+from dfpipe.splits.celebdf import celebdf_identities, celebdf_listed, is_celebdf
 from dfpipe.splits.groups import canonical_groups
 from dfpipe.splits.shortcut import FeatureName, nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
 
@@ -75,6 +85,10 @@ class LeakError(GateError):
 
 class ShortcutError(GateError):
     """A variant declared shortcut-free has a nuisance probe above ``audit.shortcut_max_auc``."""
+
+
+class OfficialListError(GateError):
+    """A video of Celeb-DF's official test list is in train or val (or the list needed to check is not set)."""
 
 
 def phash(image: np.ndarray) -> np.uint64:
@@ -168,14 +182,60 @@ def _spread(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return table.loc[order]
 
 
+def celebdf_list_audit(rows: pd.DataFrame, test_list: Optional[Mapping[str, int]]) -> tuple[dict, pd.DataFrame]:
+    """Celeb-DF official test list vs the variant's train and val: ``(section, shared identities)``.
+
+    ``rows``: the variant's rows (``split``, ``path``, ``group_keys``, ``video_key``). The section
+    counts Celeb-DF videos in train+val, listed videos in train+val (must be 0) and in eval, the
+    identities the whole list shows, those train+val videos show and those both show; ``check``
+    is ``not required`` (no Celeb-DF video in train or val), ``failed`` (a listed video there, or
+    no list to check against) or ``passed``. The table has one row per shared identity:
+    ``identity``, ``listed_videos`` (on the list), ``train_val_videos`` (of the variant).
+    """
+    celebdf = is_celebdf(rows["group_keys"].tolist())
+    listed = celebdf_listed(rows["path"].tolist(), rows["group_keys"].tolist(), test_list)
+    fit_side = rows["split"].isin(["train", "val"]).to_numpy()
+    tv = rows[celebdf & fit_side].drop_duplicates("video_key")
+    tv_ids: dict[str, set[str]] = {}
+    for vkey, path in zip(tv["video_key"], tv["path"]):
+        for ident in celebdf_identities(str(path)):
+            tv_ids.setdefault(ident, set()).add(vkey)
+    list_ids: dict[str, int] = {}
+    for rel in test_list or {}:
+        for ident in celebdf_identities(rel):
+            list_ids[ident] = list_ids.get(ident, 0) + 1
+    shared = sorted(set(tv_ids) & set(list_ids), key=lambda k: (-len(tv_ids[k]), k))
+    table = pd.DataFrame({"identity": shared, "listed_videos": [list_ids[k] for k in shared],
+                          "train_val_videos": [len(tv_ids[k]) for k in shared]},
+                         columns=["identity", "listed_videos", "train_val_videos"])
+    in_fit = int(rows.loc[listed & fit_side, "video_key"].nunique())
+    if not len(tv):
+        check = "not required"
+    else:
+        check = "failed" if test_list is None or in_fit else "passed"
+    section = {
+        "check": check,
+        "configured": test_list is not None,
+        "celebdf_videos_train_val": int(len(tv)),
+        "listed_videos_train_val": in_fit,
+        "listed_videos_eval": int(rows.loc[listed & (rows["split"] == "eval").to_numpy(), "video_key"].nunique()),
+        "identities_listed": len(list_ids),
+        "identities_train_val": len(tv_ids),
+        "identities_shared": len(shared),
+    }
+    return section, table
+
+
 def audit_variant(
-    name: str, variant_dir: Path, leak_free: bool, cfg: AuditConfig, shortcut_free: bool = False
+    name: str, variant_dir: Path, leak_free: bool, cfg: AuditConfig, shortcut_free: bool = False,
+    test_list: Optional[Mapping[str, int]] = None,
 ) -> tuple[dict, str, pd.DataFrame]:
     """Audit one variant; return ``(metrics, markdown, eval_items)``. ``ValueError`` on corrupt data.
 
-    ``metrics`` holds counts and the compact ``shortcut`` section (DVC metrics); ``markdown`` lists
-    up to ``cfg.max_examples`` examples of each finding; ``eval_items`` has
-    :data:`EVAL_ITEMS_SCHEMA` rows.
+    ``metrics`` holds counts and the compact ``shortcut`` and ``celebdf_test_list`` sections (DVC
+    metrics); ``markdown`` lists up to ``cfg.max_examples`` examples of each finding;
+    ``eval_items`` has :data:`EVAL_ITEMS_SCHEMA` rows. ``test_list``: Celeb-DF v2's official test
+    list (:func:`dfpipe.splits.celebdf.read_celebdf_list`) or ``None`` (:func:`celebdf_list_audit`).
     """
     rows = load_variant(variant_dir)
     rows["group"] = canonical_groups(rows["id"].tolist(), rows["group_keys"].tolist())
@@ -214,6 +274,7 @@ def audit_variant(
     shortcut = shortcut_audit(table, shortcut_free, cfg.shortcut_max_auc, cfg.shortcut_gate_features,
                               cfg.shortcut_bootstrap, cfg.shortcut_seed)
     flags = eval_item_flags(rows)
+    listed, shared_ids = celebdf_list_audit(rows, test_list)
     metrics = {
         "variant": name,
         "leak_free_declared": leak_free,
@@ -234,9 +295,11 @@ def audit_variant(
         "near_duplicates_by_split_pair": pair_counts,
         "hamming_threshold": cfg.hamming_threshold,
         "shortcut": shortcut,
+        "celebdf_test_list": listed,
     }
     metrics["gate"] = gate_status(metrics)
     md = _markdown(metrics, groups, videos, exact, exact_ids, near_rows, cfg.max_examples)
+    md += "\n".join(_test_list_md(listed, shared_ids, cfg.max_examples)) + "\n"
     md += "\n".join(shortcut_markdown(shortcut, origin)) + "\n"
     return metrics, md, flags
 
@@ -290,9 +353,36 @@ def _markdown(m: dict, groups, videos, exact, exact_ids, near_rows, k: int) -> s
     return "\n".join(lines) + "\n"
 
 
+def _test_list_md(s: dict, shared: pd.DataFrame, k: int) -> list[str]:
+    lines = [f"## Celeb-DF official test list: {s['check']}", ""]
+    if s["check"] == "not required":
+        return lines + ["No Celeb-DF video in train or val.", ""]
+    if not s["configured"]:
+        return lines + [f"{s['celebdf_videos_train_val']} Celeb-DF videos in train/val, but no test list is "
+                        "configured (split.celebdf_test_list): they cannot be checked.", ""]
+    lines += [
+        f"Listed videos in train/val: **{s['listed_videos_train_val']}** (must be 0); in eval: "
+        f"{s['listed_videos_eval']}. Identities shown by the list's videos and by train/val videos: "
+        f"**{s['identities_shared']}** of {s['identities_listed']} listed identities "
+        f"({s['identities_train_val']} identities in train/val).",
+        "",
+    ]
+    if len(shared) and k:
+        lines += ["| identity | videos on the test list | train/val videos |", "|---|---|---|"]
+        lines += [f"| `{r.identity}` | {r.listed_videos} | {r.train_val_videos} |" for r in shared.head(k).itertuples()]
+        if len(shared) > k:
+            lines.append(f"| ... {len(shared) - k} more | | |")
+        lines.append("")
+    return lines
+
+
 def gate_status(metrics: dict) -> str:
-    """``failed`` if a declared check failed, ``passed`` if some check was declared, else ``not_required``."""
-    checks = [metrics["leak_check"], metrics["shortcut"]["check"]]
+    """``failed`` if a check failed, ``passed`` if some check ran and passed, else ``not_required``.
+
+    The declared checks (leak_free, shortcut_free) and the Celeb-DF test-list check (every
+    variant holding Celeb-DF videos in train or val) count.
+    """
+    checks = [metrics["leak_check"], metrics["shortcut"]["check"], metrics["celebdf_test_list"]["check"]]
     if "failed" in checks:
         return "failed"
     return "passed" if "passed" in checks else "not_required"
@@ -314,4 +404,13 @@ def check_gate(metrics: dict) -> dict:
             f"variant {metrics['variant']!r} is declared shortcut_free but the {best} probe on the gate "
             f"features {s['features']['gate']} reaches eval AUC {s['max_auc']} > audit.shortcut_max_auc {s['threshold']}; see the audit report"
         )
+    t = metrics["celebdf_test_list"]
+    if t["check"] == "failed":
+        if not t["configured"]:
+            raise OfficialListError(
+                f"variant {metrics['variant']!r} has {t['celebdf_videos_train_val']} Celeb-DF video(s) in train/val "
+                "but split.celebdf_test_list is not set, so the official test list cannot be checked")
+        raise OfficialListError(
+            f"variant {metrics['variant']!r} has {t['listed_videos_train_val']} video(s) of Celeb-DF's official "
+            "test list in train/val; see the audit report")
     return {"variant": metrics["variant"], "leak_free": metrics["leak_free_declared"], "status": metrics["gate"]}

@@ -13,6 +13,12 @@ the params:
    and differ only in how video frames are assigned (the leak measurement of issue 12 needs this).
 2. pool: a unit is in the eval pool when ``unit_hash(salt, "split", unit) < eval_fraction``
    (or, for groups listed in the official FF++ split files, when the official split says ``test``).
+   Celeb-DF v2's official test list (``split.celebdf_test_list``) is honoured like FF++'s test
+   split, by every variant: a unit holding a listed video goes to ``eval`` -- at group level the
+   whole identity group, at frame level the listed video's frames -- so no listed video is ever
+   in train or val. A ``split`` variant that draws on Celeb-DF without the list configured is a
+   :class:`~dfpipe.core.config.ConfigError`; ``summary.json`` ``celebdf_test_list`` counts the
+   listed items and the items the list sent to eval.
 3. sampling: per source and split, the first ``n`` items of the pool ordered by
    ``unit_hash(salt, "sample", id)`` (stable, no listing order). Too few items: error or cap,
    by ``split.on_shortfall``; a cap is recorded in ``summary.json``.
@@ -41,12 +47,13 @@ import pandas as pd
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
-from dfpipe.core.config import Config, RepoPath
+from dfpipe.core.config import Config, ConfigError, RepoPath, SafeName, safe_name
 
 from dfpipe.core.io import resolve_inside, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.ingest.datasets import bridge_keys
+from dfpipe.splits.celebdf import celebdf_list_keys, celebdf_listed, is_celebdf, read_celebdf_list
 from dfpipe.splits.groups import SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
 SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
@@ -64,6 +71,9 @@ class SplitConfig(Config):
     out_dir: RepoPath                         # variant outputs: <out_dir>/<name>/
     shard_size: int = Field(ge=1)
     bridging: Literal["drop", "target"]       # face swaps whose source identity is on the other side
+    # Celeb-DF v2's List_of_testing_videos.txt: its videos never go to train/val; null only when no
+    # split variant draws on Celeb-DF (such a variant is refused without it)
+    celebdf_test_list: Optional[RepoPath] = None
 
 
 class VariantConfig(Config):
@@ -76,9 +86,9 @@ class VariantConfig(Config):
                                               # audit.shortcut_max_auc (dfpipe.splits.shortcut)
     masks: bool                               # write mask shards (zeros where has_mask is false)
     eval_fraction: float = Field(gt=0, lt=1)  # hash threshold of the eval pool
-    train: dict[str, Annotated[int, Field(ge=0)]]  # notes' train (+val) count per source, before scale
+    train: dict[SafeName, Annotated[int, Field(ge=0)]]  # notes' train (+val) count per source, before scale
     # notes' eval count per source, before scale; -1 (test_set only) = every item of the source
-    eval: dict[str, Annotated[int, Field(ge=-1)]]
+    eval: dict[SafeName, Annotated[int, Field(ge=-1)]]
     # test_set: a dataset's official test list scored as a whole (cross-dataset protocol): every
     # item is eval, no train.
     role: Literal["split", "test_set"] = "split"
@@ -141,11 +151,15 @@ def select_variant(
     cfg: VariantConfig,
     split: SplitConfig,
     official: Mapping[str, str] | None = None,
+    test_list: Mapping[str, int] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Choose the items of variant ``name`` and their split; pure function of its arguments.
 
     ``faces``: rows of FACE_SCHEMA for (at least) ``cfg.sources``. ``official``: result of
     :func:`dfpipe.splits.groups.read_official_ffpp` or ``None``; used by group-level variants only.
+    ``test_list``: Celeb-DF v2's official test list (:func:`dfpipe.splits.celebdf.read_celebdf_list`)
+    or ``None``; every unit holding a listed video is eval (required when a ``split`` variant
+    holds Celeb-DF items: a :class:`~dfpipe.core.config.ConfigError` otherwise).
     Returns ``(rows, summary)``: the chosen rows with ``split`` and ``split_group`` added, sorted
     by ``id``, and a JSON-able summary (requested/selected counts, caps).
     """
@@ -170,9 +184,22 @@ def select_variant(
         by_official = off != ""
         pool_eval = np.where(by_official, off == "eval", pool_eval)
         to_val = np.where(by_official, off == "val", to_val)
+    celebdf = is_celebdf(faces["group_keys"].tolist())
+    if celebdf.any() and cfg.role == "split" and test_list is None:
+        sources = sorted(set(faces.loc[celebdf, "source"]))
+        raise ConfigError(f"split.celebdf_test_list: variant {name!r} draws on Celeb-DF (sources {sources}) but no "
+                          "official test list is set; name Celeb-DF v2's List_of_testing_videos.txt so that its "
+                          "test videos stay out of train and val")
+    listed = celebdf_listed(faces["path"].tolist(), faces["group_keys"].tolist(), test_list)
+    by_list = pd.Series(units).isin(set(unit_arr[listed])).to_numpy()
+    clash = by_list & by_official & ~pool_eval
+    if clash.any():
+        raise SplitError(f"variant {name!r}: unit {units[int(np.flatnonzero(clash)[0])]!r} holds a video of Celeb-DF's "
+                         "official test list and a video of the official FF++ train/val split")
+    pool_eval = pool_eval | by_list
     bridging = np.zeros(len(faces), dtype=bool)
     if cfg.level == "group" and cfg.role == "split":
-        bridging = _bridging(faces, units, pool_eval, cfg, split, official)
+        bridging = _bridging(faces, units, pool_eval, cfg, split, {**celebdf_list_keys(test_list), **(official or {})})
     usable = ~bridging if split.bridging == "drop" else np.ones(len(faces), dtype=bool)
     order_key = unit_hash(split.salt, "sample", ids)
 
@@ -202,6 +229,12 @@ def select_variant(
     rows["split_group"] = unit_arr[idx]
     rows = rows.sort_values("id", kind="stable").reset_index(drop=True)
     summary = _summary(name, cfg, split, rows, requested, capped, int(by_official[idx].sum()))
+    if celebdf.any():  # only variants holding Celeb-DF items carry the section
+        summary["celebdf_test_list"] = {
+            "configured": test_list is not None,
+            "listed_items": int(listed[idx].sum()),
+            "items_eval_by_list": int(by_list[idx].sum()),
+        }
     summary["bridging"] = {
         "policy": split.bridging,
         "videos": int(faces.loc[bridging, ["method", "video_id"]].drop_duplicates().shape[0]),
@@ -324,9 +357,11 @@ def materialise_split(
 
 def build_variant(name: str, cfg: VariantConfig, split: SplitConfig) -> dict:
     """Select and materialise variant ``name``; return (and write) its summary."""
+    safe_name(f"variants.{name}", name)  # it names the output folder: refuse before reading or writing
     official = read_official_ffpp(split.ffpp_official) if split.ffpp_official is not None else None
+    test_list = read_celebdf_list(split.celebdf_test_list)
     faces = load_faces(split.faces_dir, cfg.sources)
-    rows, summary = select_variant(faces, name, cfg, split, official)
+    rows, summary = select_variant(faces, name, cfg, split, official, test_list)
     out = resolve_inside(split.out_dir, name)
     for s in SPLITS:
         materialise_split(rows[rows["split"] == s], split.faces_dir, out / s, cfg.masks,

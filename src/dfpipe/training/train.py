@@ -3,6 +3,8 @@
 Contracts (C1)
 - Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.evaluation.metrics.macro_f1`);
   the ``eval`` split is never opened here.
+- Gate: nothing is read or written unless ``<audit.out_dir>/<variant>/gate.json`` exists and its
+  fingerprint equals the variant folder's bytes (:mod:`dfpipe.splits.gate`).
 - Outputs per seed ``s``: ``models/<run>/seed<s>.pt`` (the selected epoch's weights + run config,
   :mod:`dfpipe.training.checkpoint`) and ``metrics/train/<run>/curves/seed<s>.tsv`` (``epoch,
   train_loss, val_macro_f1, val_acc``); ``metrics/train/<run>/metrics.json`` =
@@ -37,7 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from dfpipe.core.config import to_dict
+from dfpipe.core.config import safe_name, to_dict
 from dfpipe.core.io import write_bytes, write_json
 from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
 from dfpipe.features.moments import load_stats, read_stats_meta
@@ -45,6 +47,7 @@ from dfpipe.features.spectra import stats_path
 from dfpipe.models import build_model, load_weights
 from dfpipe.models.common import spectrum_transform
 from dfpipe.models.pretrained import weights_path
+from dfpipe.splits.gate import gate_path, require_gate
 from dfpipe.training import checkpoint as ckpt_io
 from dfpipe.training.config import RunConfig, TrainConfig, load_runs
 from dfpipe.core.seeding import mix_seed
@@ -57,7 +60,10 @@ from dfpipe.training.losses import build_loss
 __all__ = ["RunConfig", "TrainConfig", "RunPaths", "load_runs", "fit", "fit_seed", "CURVE_COLUMNS"]
 
 #: Columns of ``curves/seed<s>.tsv`` (C1): per epoch, no timings.
-CURVE_COLUMNS = ("epoch", "train_loss", "val_macro_f1", "val_acc")
+#: ``updates`` / ``images_seen``: optimizer steps and training images (all ranks) up to the end of
+#: the epoch, so that tables compare rows at equal training budgets.
+CURVE_COLUMNS = ("epoch", "train_loss", "val_macro_f1", "val_acc", "updates", "images_seen")
+_INT_CURVE_COLUMNS = ("epoch", "updates", "images_seen")
 
 
 @dataclass(frozen=True)
@@ -72,9 +78,12 @@ class RunPaths:
     log_file: Path                  # timings (never tracked)
     pretrained: Optional[Path]      # init weights file, or None for init: scratch
     features: Optional[Path] = None  # features@ cache <features_dir>/<input>/<variant> (clip/lgrad inputs)
+    gate: Optional[Path] = None     # <audit.out_dir>/<variant>/gate.json; fit() refuses to start without it
 
     @classmethod
-    def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig) -> "RunPaths":
+    def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, audit_dir: Path) -> "RunPaths":
+        """The run's paths; ``audit_dir`` is ``audit.out_dir``, where the variant's gate is."""
+        safe_name(f"runs.{run_name}", run_name)  # it names the output folders
         stats = None
         if run_cfg.model.input in ("dct", "dft"):
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
@@ -83,7 +92,8 @@ class RunPaths:
                     if run_cfg.model.input in FEATURE_INPUTS else None)
         return cls(train_cfg.variants_dir / run_cfg.variant, stats, train_cfg.models_dir / run_name,
                    train_cfg.metrics_dir / run_name, train_cfg.scratch_dir / run_name,
-                   train_cfg.log_dir / "train" / f"{run_name}.log", pretrained, features)
+                   train_cfg.log_dir / "train" / f"{run_name}.log", pretrained, features,
+                   gate_path(audit_dir, run_cfg.variant))
 
     def resume_file(self, run_cfg: RunConfig, seed: int) -> Path:
         """``<scratch_dir>/<run>/<config-hash>/seed<seed>.pt``."""
@@ -185,7 +195,8 @@ def init_model(run_cfg: RunConfig, paths: RunPaths, seed: int, log=None) -> nn.M
 def _write_curves(path: Path, history: list[dict]) -> None:
     lines = ["\t".join(CURVE_COLUMNS)]
     for row in history:
-        lines.append("\t".join(str(row["epoch"]) if c == "epoch" else f"{row[c]:.6f}" for c in CURVE_COLUMNS))
+        lines.append("\t".join(str(int(row[c])) if c in _INT_CURVE_COLUMNS else f"{row[c]:.6f}"
+                               for c in CURVE_COLUMNS))
     write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
@@ -263,8 +274,10 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
             if improved:
                 best_score, best_epoch = val["macro_f1"], epoch + 1
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            spent = history[-1] if history else {}
             history.append({"epoch": epoch + 1, "train_loss": tr["loss"], "val_macro_f1": val["macro_f1"],
-                            "val_acc": val["acc"]})
+                            "val_acc": val["acc"], "updates": spent.get("updates", 0) + tr["steps"],
+                            "images_seen": spent.get("images_seen", 0) + tr["images"] * world_size})
             ckpt_io.save_resume(resume_file, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
@@ -290,9 +303,12 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
         stop_after: Optional[int] = None) -> dict[int, dict]:
     """Train every seed of the run; write metrics.json when all are done; ``{seed: fit_seed result}``.
 
+    Nothing starts unless ``paths.gate`` approves the variant as it is on disk
+    (:func:`dfpipe.splits.gate.require_gate`; :class:`~dfpipe.splits.gate.GateRefused` otherwise).
     ``stop_after`` applies to each seed (the resume test); the scratch folder of this config is
     removed once every seed has finished.
     """
+    require_gate(paths.gate, paths.variant_dir, run_cfg.variant)
     log = _Logger(paths.log_file)
     t0 = time.perf_counter()
     results = {}

@@ -27,7 +27,7 @@ def interval(low, high, n_units: int | None) -> str:
     """``"[60.10, 67.30]"`` (%), or ``"[n too small: k groups]"`` when the bootstrap had fewer
     than :data:`MIN_UNITS` independent units to resample."""
     if n_units is not None and n_units < MIN_UNITS:
-        return f"[n too small: {n_units} groups]"
+        return f"[n too small: {n_units} group{'' if n_units == 1 else 's'}]"
     return f"[{pct(low)}, {pct(high)}]"
 
 

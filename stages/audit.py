@@ -12,8 +12,8 @@ from dfpipe.core.config import load_entry, load_section
 from dfpipe.core.io import resolve_inside, write_bytes, write_json
 from dfpipe.core.manifest import write_table
 from dfpipe.splits.audit import EVAL_ITEMS_SCHEMA, AuditConfig, GateError, audit_variant, check_gate
-from dfpipe.splits.gate import gate_record, variant_fingerprint
 from dfpipe.splits.celebdf import read_celebdf_list
+from dfpipe.splits.gate import gate_record, variant_fingerprint
 from dfpipe.splits.variants import SplitConfig, VariantConfig
 
 
@@ -29,6 +29,7 @@ def main() -> None:
     fingerprint = variant_fingerprint(variant_dir)  # before reading: a variant rewritten meanwhile fails its gate
     metrics, report, flags = audit_variant(name, variant_dir, variant.leak_free, cfg, variant.shortcut_free,
                                            test_list)
+    metrics["data_fingerprint"] = fingerprint["digest"][:12]  # sha256 over every file of the variant
     write_json(resolve_inside(cfg.out_dir, f"{name}.json"), metrics)
     write_bytes(resolve_inside(cfg.out_dir, f"{name}.md"), report.encode("utf-8"))
     write_table(flags, resolve_inside(cfg.out_dir, f"{name}/eval_items.parquet"), EVAL_ITEMS_SCHEMA)

@@ -13,7 +13,7 @@ from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
 from dfpipe.core.stagedeps import import_closure
 from dfpipe.evaluation.evaluate import (EVAL_DIR, EvaluateConfig, align_predictions, code_fingerprint, evaluate_seeds,
-                                        write_outputs)
+                                        split_fingerprints, write_outputs)
 from dfpipe.features.spectra import SpectraConfig
 from dfpipe.training.frank import FrankConfig, fit_and_score
 
@@ -42,7 +42,8 @@ def main() -> None:
     repo = Path(__file__).resolve().parents[1]
     code = code_fingerprint(repo, deps=import_closure(Path("stages/frank.py"), repo))
     details["provenance"] = {"code": code, "scale": load_yaml().get("split", {}).get("scale"),
-                             "variant": cfg.variant, "train_variant": cfg.variant, "seeds": [0]}
+                             "variant": cfg.variant, "train_variant": cfg.variant, "seeds": [0],
+                             "data": split_fingerprints(spectra.variants_dir, cfg.variant, cfg.variant)}
     write_outputs(name, frames, headline, details, EVAL_DIR / f"{name}.json", EVAL_DIR / name)
     print(f"frank@{name}: C {out['selection']['C']}, macro_f1 {headline['macro_f1']['mean']}, acc {headline['acc']['mean']}")
 

@@ -69,7 +69,10 @@ def test_report_writes_crossdataset_table(tmp_path, monkeypatch):
     for name, rs in (("r_on_cdf", 0), ("r_on_dfdc", 1), ("n_on_cdf", 2)):
         Path("eval", name).mkdir(parents=True)
         predictions(10, 3, seeds=[0, 1], rng_seed=rs).to_parquet(Path("eval", name, "predictions.parquet"))
-        write_json(Path("eval", name, "details.json"), {"run": {"init": "xception_imagenet"} if name == "n_on_cdf" else {}})
+        write_json(Path("eval", name, "details.json"), {
+            "run": {"init": "xception_imagenet"} if name == "n_on_cdf" else {},
+            "provenance": {"code": "c0de", "scale": 0.04, "variant": "celebdf_test", "train_variant": "v4_nomask",
+                           "seeds": [0, 1], "data": {"eval": f"e{rs}", "val": "v"}}})
     cfg = build(R.ReportConfig, {
         "out_dir": "tables", "eval_dir": "eval", "audit_dir": "audit", "paper": "ref.yaml", "notes": "notes.yaml",
         "bootstrap": 10, "ci_level": 0.95, "seed": 0, "tables": {}, "shortcut": [],
@@ -88,6 +91,9 @@ def test_report_writes_crossdataset_table(tmp_path, monkeypatch):
     cell = f"{100 * res['frame']['auc']:.2f} ± {100 * res['frame']['sd']:.2f}"
     assert lines[1].startswith(f"| ResNet-18 | scratch | {cell} [")
     assert lines[2].startswith("| NPR | xception_imagenet | ") and lines[2].endswith("|  |  |")
+    # provenance: which bytes were scored, by which code
+    assert "data sha256 celebdf_test/eval e2 + v4_nomask/val v, celebdf_test/eval e0 + v4_nomask/val v" in text
+    assert "evaluation code c0de" in text
     assert "eval/r_on_dfdc/predictions.parquet" in Path("tables/results.md").read_text()
     with pytest.raises(ConfigError, match="not in test_sets"):
         build(CrossDatasetTable, {"test_sets": {"A": "a"}, "detectors": {"x": {"B": "e"}},

@@ -13,6 +13,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from dfpipe.core.config import ConfigError, build
 from dfpipe.evaluation import evaluate as E
+from dfpipe.splits.gate import variant_fingerprint
 from dfpipe.evaluation import featuremaps as FM
 from dfpipe.evaluation import figures as F
 from dfpipe.evaluation import metrics as M
@@ -270,8 +271,11 @@ def test_run_evaluation_end_to_end(tmp_path):
     assert ffpp["frame"]["all"]["n_items"] == 14 and ffpp["video"]["all"]["n_items"] == 7
     assert ffpp["frame"]["Face2Face"]["n_fake"] == 4 and ffpp["frame"]["Face2Face"]["n_real"] == 6
     assert ffpp["frame"]["all"]["auc"]["interval"] == "ok" and ffpp["video"]["all"]["auc"]["interval"] == "n too small"
+    data = details["provenance"].pop("data")
     assert details["provenance"] == {"code": "unknown", "scale": 0.04, "variant": "v3", "train_variant": "v3",
                                      "seeds": [0, 1]}
+    assert data == {"eval": variant_fingerprint(tmp_path / "variants/v3/eval")["digest"][:12],
+                    "val": variant_fingerprint(tmp_path / "variants/v3/val")["digest"][:12]}
     assert details["leak"]["frames_in"] == 4 and details["leak"]["videos_in"] == 2
     assert details["per_seed"]["0"] != details["per_seed"]["1"]  # two different models were scored
     preds = pd.read_parquet(tmp_path / "eval" / "r5" / "predictions.parquet")

@@ -37,7 +37,8 @@ def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dic
                       "init": "scratch", "dropout": 0.2, "train_variant": "v4", "eval_variant": "v4", "epochs": 2,
                       "seeds": ",".join(map(str, seeds)), **run}
     details["provenance"] = {"code": "abc123def456", "scale": 0.04, "variant": details["run"]["eval_variant"],
-                             "train_variant": details["run"]["train_variant"], "seeds": list(seeds)}
+                             "train_variant": details["run"]["train_variant"], "seeds": list(seeds),
+                             "data": {"eval": "0123456789ab", "val": "ba9876543210"}}
     if leak is not None:
         details["leak"] = leak
     if mask is not None:
@@ -148,7 +149,9 @@ def test_cells_equal_files(repo):
     assert {r["Row"]: r["Paper AUC (%)"] for r in rows} == {"Baseline": "89.3", "Mix": "93.3", "Mix (reduced)": "–"}
     md = Path("tables/f3net.md").read_text()
     assert "the group's earlier, unverified runs" in md
-    assert "_Provenance: data split.scale 0.04 (1 = full counts); variant v4; seeds 0,1; evaluation code abc123def456" in md
+    assert ("_Provenance: data split.scale 0.04 (1 = full counts); variant v4; data sha256 v4/eval 0123456789ab + "
+            "v4/val ba9876543210 (over every file of the split folders scored); seeds 0,1; evaluation code "
+            "abc123def456") in md
 
     rows = parse_markdown(Path("tables/loss_ablation.md"))
     assert rows[0]["Mask Dice"] == "40.00 ± 1.00" and rows[0]["Dice all-0"] == "0.00 ± 1.00"

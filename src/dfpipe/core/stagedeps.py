@@ -109,8 +109,9 @@ DATA_DEPS: dict[str, Optional[tuple[DataDep, ...]]] = {
     "frank": (          # dfpipe.training.frank.load_split, every split
         DataDep("${spectra.out_dir}/${item.variant}", "the cached spectra of every split and their statistics"),
         DataDep("${spectra.variants_dir}/${item.variant}/train/manifest.parquet"),
-        DataDep("${spectra.variants_dir}/${item.variant}/val/manifest.parquet"),
-        DataDep("${spectra.variants_dir}/${item.variant}/eval/manifest.parquet"),
+        DataDep("${spectra.variants_dir}/${item.variant}/val",
+                "val and eval manifests; every file of both for the provenance's data fingerprint"),
+        DataDep("${spectra.variants_dir}/${item.variant}/eval"),
     ),
     "pretrained": (),   # downloads, or copies pretrained.weights.<name>.local (see STAGE_NOT_DEPS)
     "evaluate": (       # dfpipe.evaluation.evaluate.run_evaluation

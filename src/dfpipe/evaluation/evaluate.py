@@ -32,6 +32,7 @@ from dfpipe.core.io import atomic_path, write_json
 from dfpipe.core.manifest import VARIANT_SCHEMA, is_fake, read_table
 from dfpipe.evaluation import figures, protocol, stats
 from dfpipe.evaluation import metrics as M
+from dfpipe.splits.gate import variant_fingerprint
 from dfpipe.splits.groups import canonical_groups
 
 EVAL_DIR = Path("metrics/eval")
@@ -199,6 +200,15 @@ def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, leve
                             "n_videos": int(len(vids)), "keys": vids["key"].tolist(),
                             "summary": summarise(vscalars), "per_seed": vper_seed, "notes": vnotes}
     return M.nan_to_none(headline), M.nan_to_none(details)
+
+
+def split_fingerprints(variants_dir: Path, variant: str, train_variant: str) -> dict[str, str]:
+    """Short sha256 digests (12 hex digits) of the split folders an evaluation reads: the scored
+    ``<variant>/eval`` and the ``<train_variant>/val`` its thresholds come from. Each digest covers
+    every file's path, size and sha256 (:func:`dfpipe.splits.gate.variant_fingerprint`), so a table
+    row names the exact bytes it was scored on."""
+    return {"eval": variant_fingerprint(variants_dir / variant / "eval")["digest"][:12],
+            "val": variant_fingerprint(variants_dir / train_variant / "val")["digest"][:12]}
 
 
 def code_fingerprint(root: Path = Path("."), deps: Sequence[str] = CODE_DEPS) -> str:
@@ -399,7 +409,8 @@ def run_evaluation(name: str, ev: Evaluation, cfg: EvaluateConfig, scale: float,
     if not dataset.is_image:  # provenance of cached encoder features (random = demo encoder)
         details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
     details["provenance"] = {"code": code_fingerprint(code_root), "scale": scale, "variant": ev.variant,
-                             "train_variant": ev.train_variant, "seeds": seeds}
+                             "train_variant": ev.train_variant, "seeds": seeds,
+                             "data": split_fingerprints(variants_dir, ev.variant, ev.train_variant)}
     items, probs = stack_seeds(frames)
     ffpp = protocol.protocol_metrics(items, probs, M.item_groups(items), video_thresholds, cfg.bootstrap, cfg.seed,
                                      cfg.ci_level)

@@ -14,7 +14,7 @@ from dfpipe.evaluation.crossdataset import crossdataset_rows
 from dfpipe.evaluation.crossdataset import notes as crossdataset_notes
 from dfpipe.evaluation.protocol import MIN_UNITS
 from dfpipe.evaluation.reports import (SETTINGS, LeakageTables, Reader, ReportConfig, ResultsTable, Table,
-                                       lookup, pct, plain, units)
+                                       load_metrics, lookup, pct, plain, units)
 from dfpipe.evaluation.unseen import unseen_tables
 
 HEADLINE_COLUMNS = (("macro_f1", "Macro-F1"), ("weighted_f1", "Weighted-F1"), ("acc", "Acc"))
@@ -92,9 +92,29 @@ def provenance(details: list[Mapping], paths: list) -> str:
 
     variants = ", ".join(dict.fromkeys(f"{p['train_variant']}→{p['variant']}" if p["train_variant"] != p["variant"]
                                        else p["variant"] for p in prov))
+    data = ", ".join(dict.fromkeys(f"{p['variant']}/eval {p['data']['eval']} + {p['train_variant']}/val "
+                                   f"{p['data']['val']}" if "data" in p else f"{p['variant']} n/a" for p in prov))
     return (f"Provenance: data split.scale {uniq('scale')} (1 = full counts); variant {variants}; "
+            f"data sha256 {data} (over every file of the split folders scored); "
             f"seeds {uniq('seeds')}; evaluation code {uniq('code')} (sha256 of the code deps of the stage "
             f"that scored the row: evaluate@ or frank@).")
+
+
+def evaluations_provenance(reader: Reader, names: list[str]) -> str:
+    """:func:`provenance` of the named evaluations (their ``details.json``)."""
+    paths = [reader.cfg.eval_dir / n / "details.json" for n in names]
+    reader.read |= set(paths)
+    return provenance([load_metrics(p, f"evaluate@{p.parent.name}") for p in paths], paths)
+
+
+def audit_provenance(reader: Reader, variants: tuple[str, ...] | list[str]) -> str:
+    """One line naming the audited bytes: each variant's sha256 over every file of its folder."""
+    cells = []
+    for v in variants:
+        d, p = reader.audit(v)
+        cells.append(f"{v} {d.get('data_fingerprint', 'n/a')}")
+    return (f"Provenance: audit@<variant> of the variants' bytes, sha256 over every file of the variant folder: "
+            f"{', '.join(cells)}.")
 
 
 def baseline_rows(reader: Reader, rows: Mapping[str, tuple], cols: list[str]) -> list[list[str]]:
@@ -232,6 +252,7 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
                 raise ValueError(f"{p}: key '{key}' is not a single value; name a leaf, e.g. '{key}.<sub-key>'")
             cells.append(plain(value))
         audit.rows.append([name] + cells)
+    audit.provenance = audit_provenance(reader, cfg.audits)
     within = Table("leak_within", "Leak measure (a): one model, eval frames of its training videos vs of unseen videos",
                    ["Evaluation", "Frames (videos) in train", "Frames (videos) unseen", "Acc in train", "Acc unseen",
                     "Δ Acc [CI]", "Δ p(true class) [CI]"])
@@ -301,6 +322,7 @@ def shortcut_table(reader: Reader, variants: tuple[str, ...]) -> Table:
     table.notes = ["Read from metrics/audit/<variant>.json `shortcut` (audit@<variant>); in %. Probes are trained "
                    "on the train split's nuisance features (no pixels of the face) and scored on eval; AUC one-vs-rest "
                    "macro. A variant declared shortcut_free fails its audit when a gate probe's AUC exceeds the threshold."]
+    table.provenance = audit_provenance(reader, variants)
     return table
 
 
@@ -327,10 +349,12 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
         columns, rows, _ = crossdataset_rows(cfg.crossdataset, cfg.eval_dir, reader.read)
         tables.append(Table("crossdataset", "Cross-dataset generalisation: trained on FF++-based variants, "
                             "tested on other datasets' official test lists", columns, rows,
-                            crossdataset_notes(cfg.crossdataset)))
+                            crossdataset_notes(cfg.crossdataset),
+                            evaluations_provenance(reader, cfg.crossdataset.evaluation_names())))
     if cfg.unseen is not None:
+        unseen_prov = evaluations_provenance(reader, cfg.unseen.evaluation_names())
         for name, caption, columns, rows, table_notes in unseen_tables(cfg.unseen, cfg.eval_dir, reader.read):
-            tables.append(Table(name, caption, columns, rows, table_notes))
+            tables.append(Table(name, caption, columns, rows, table_notes, unseen_prov))
     if cfg.controls is not None:
         tables.append(controls_table(reader, cfg.controls, cfg.bootstrap, cfg.seed, cfg.ci_level))
     return tables, sorted(reader.read)

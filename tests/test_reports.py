@@ -320,6 +320,10 @@ def test_controls_hold_or_fail_the_report(repo):
     # a shortcut that does not fire on the planted variant fails too
     with pytest.raises(R.ControlError, match="Planted shortcut: swapped"):
         R.write_tables(make_cfg(controls={**ok, "shortcut": {"swapped": ["v4", "v3"]}}))
+    # a side with one seed cannot show seed noise: refused, not "failed"
+    write_eval("r5_v4_one", (2,), 1.5, 70, {})
+    with pytest.raises(R.ControlError, match="r5_v4_one has one seed"):
+        R.write_tables(make_cfg(controls={**ok, "null_ablation": {"x": ["r5_v4_one", "r5_v4"]}}))
     # a "null" pair that differs in a setting is refused outright
     write_eval("r5_v4_lr", (2, 3), 1.5, 70, {"lr": 0.1})
     with pytest.raises(R.ControlError, match=r"differ in \['lr'\]"):

@@ -7,7 +7,9 @@ behave as planted (:class:`dfpipe.evaluation.reports.ControlError`), so that a b
 
 - **null ablation**: two evaluations whose runs differ in their seeds only; the paired difference
   of their macro-F1 must have an interval that includes 0 (the interval is honest about
-  run-to-run noise). A pair that differs in any other setting is refused: it is not a null.
+  run-to-run noise). A pair that differs in any other setting is refused: it is not a null; so is
+  a side with one seed (its interval cannot see seed noise: two different single-seed models are
+  two different functions, and their difference is real).
 - **planted shortcut**: a variant whose classes differ by a nuisance (e.g. stills stored as PNG,
   fakes as H.264 video frames) must make the audit's probe on the gate's nuisance features exceed
   ``audit.shortcut_max_auc``; its codec-matched twin must stay at or below it.
@@ -30,6 +32,11 @@ def null_ablation_row(reader: Reader, label: str, a: str, b: str, n_boot: int, s
     if differs:
         raise ControlError(f"report.controls.null_ablation.{label}: {a} and {b} differ in {differs}, "
                            "not only in their seeds; a null ablation needs identical settings")
+    for name, run in ((a, run_a), (b, run_b)):
+        if len(str(run.get("seeds", "")).split(",")) < 2:
+            raise ControlError(f"report.controls.null_ablation.{label}: {name} has one seed ({run.get('seeds')}); "
+                               "with one seed a side the interval cannot see seed-to-seed noise, so a null "
+                               "ablation would fail for the wrong reason: give each side at least 2 seeds")
     if run_a.get("seeds") == run_b.get("seeds"):
         raise ControlError(f"report.controls.null_ablation.{label}: {a} and {b} share seeds "
                            f"{run_a.get('seeds')}; a null ablation compares different seeds")

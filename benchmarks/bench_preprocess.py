@@ -27,7 +27,8 @@ from synthetic import draw_synthetic_face, write_video  # noqa: E402
 
 from dfpipe.core.config import build
 from dfpipe.ingest.preprocess import PreprocessConfig
-from dfpipe.ingest.sources import Item, SourceConfig
+from dfpipe.ingest.items import Item
+from dfpipe.ingest.sources import SourceConfig
 from dfpipe.ingest.worker import Worker
 
 N_FRAMES, H, W, K = 300, 720, 1280, 30

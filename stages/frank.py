@@ -1,7 +1,7 @@
 """frank@<name>: the Frank et al. (2020) linear baseline on cached spectra, as an evaluation row.
 
 Usage (from the repository root): ``python stages/frank.py <name from params.yaml frank:>``.
-Fits ``frank.<name>`` (dfpipe.training.frank) and writes what ``evaluate@<name>`` writes for a
+Fits ``frank.<name>`` (dfpipe.scoring.frank) and writes what ``evaluate@<name>`` writes for a
 trained model: metrics/eval/<name>.json, metrics/eval/<name>/{predictions.parquet (with a
 ``seed`` column), details.json, plot data}, through dfpipe.evaluation.evaluate.
 """
@@ -15,7 +15,7 @@ from dfpipe.core.stagedeps import import_closure
 from dfpipe.evaluation.evaluate import (EVAL_DIR, EvaluateConfig, align_predictions, code_fingerprint, evaluate_seeds,
                                         split_fingerprints, write_outputs)
 from dfpipe.features.spectra import SpectraConfig
-from dfpipe.training.frank import FrankConfig, fit_and_score
+from dfpipe.scoring.frank import FrankConfig, fit_and_score
 
 
 def main() -> None:

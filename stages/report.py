@@ -6,7 +6,8 @@ see dfpipe.evaluation.reports.
 
 from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import load_section
-from dfpipe.evaluation.reports import ReportConfig, write_tables
+from dfpipe.evaluation.reports import ReportConfig
+from dfpipe.evaluation.tables import write_tables
 
 
 def main() -> None:

@@ -11,8 +11,9 @@ import pytest
 from dfpipe.core.config import ConfigError, build
 from dfpipe.core.io import write_json
 from dfpipe.evaluation import reports as R
+from dfpipe.evaluation import tables as T
 from dfpipe.evaluation.crossdataset import CrossDatasetTable, auc_with_ci, score_predictions
-from dfpipe.evaluation.metrics import binary_auc
+from dfpipe.scoring.metrics import binary_auc
 
 
 def predictions(n_videos: int, frames: int, seeds, flip_video: int | None = None, rng_seed: int = 0) -> pd.DataFrame:
@@ -82,7 +83,7 @@ def test_report_writes_crossdataset_table(tmp_path, monkeypatch):
                                        "NPR": {"Celeb-DF v2": "n_on_cdf"}},
                          "bootstrap": 100, "ci_level": 0.95, "seed": 1}})
     assert cfg.evaluation_names() == ["n_on_cdf", "r_on_cdf", "r_on_dfdc"]
-    R.write_tables(cfg)
+    T.write_tables(cfg)
     text = Path("tables/crossdataset.md").read_text()
     lines = [l for l in text.splitlines() if l.startswith("| ")]
     assert lines[0] == ("| Detector | init | Celeb-DF v2 frame AUC | Celeb-DF v2 video AUC | DFDC frame AUC "

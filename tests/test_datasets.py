@@ -163,7 +163,7 @@ def test_dfd_real_counts_split_at_full_scale_with_bridging(tmp_path):
 def test_bridging_counts_on_a_hand_made_case():
     """Actors 01 and 02 on different sides: 01_02 and 02_01 bridge; 01_01-style self swaps never."""
     items = []
-    from dfpipe.ingest.sources import Item
+    from dfpipe.ingest.items import Item
     for name in ("01_02__kitchen_pan__AAAAAAAA", "02_01__kitchen_pan__BBBBBBBB", "01_03__hugging_happy__CCCCCCCC"):
         items.append(Item(f"c23/videos/{name}.mp4", True, name, (f"dfd_actor:{name[:2]}",)))
     faces = face_table("dfd", 2, "DeepFakeDetection", items)

@@ -221,7 +221,7 @@ def test_unseen_tables_from_predictions(tmp_path):
     import pandas as pd
 
     from dfpipe.core.io import write_json
-    from dfpipe.evaluation.metrics import binary_ap
+    from dfpipe.scoring.metrics import binary_ap
     from dfpipe.evaluation.unseen import UnseenTable, binary_acc, unseen_tables
     from helpers import fake_scores, make_manifest
 

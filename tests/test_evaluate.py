@@ -13,10 +13,11 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from dfpipe.core.config import ConfigError, build
 from dfpipe.evaluation import evaluate as E
+from dfpipe.evaluation import predictions as P
 from dfpipe.splits.gate import variant_fingerprint
 from dfpipe.evaluation import featuremaps as FM
 from dfpipe.evaluation import figures as F
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 from dfpipe.evaluation.masks import mask_evaluation
 from helpers import fake_scores, make_manifest, run_dict, scored_frames
 
@@ -99,7 +100,7 @@ def test_write_outputs_files_and_determinism(tmp_path):
     assert len(conf) == 2 * n and set(conf["actual"]) == {"real", "fake", "edited"}
     table = pd.read_parquet(tmp_path / "a/x/predictions.parquet")
     assert table.columns[0] == "seed" and table["seed"].dtype == np.int64 and sorted(set(table["seed"])) == [0, 1]
-    back = E.read_predictions(tmp_path / "a/x/predictions.parquet")
+    back = P.read_predictions(tmp_path / "a/x/predictions.parquet")
     for s in (0, 1):
         pd.testing.assert_frame_equal(back[s], frames[s])
 
@@ -126,7 +127,8 @@ def test_training_curves_from_c1_files(tmp_path):
 def test_code_fingerprint_stable_and_content_sensitive(tmp_path):
     assert E.code_fingerprint(tmp_path) == "unknown"
     (tmp_path / "src/dfpipe/evaluation").mkdir(parents=True)
-    f = tmp_path / "src/dfpipe/evaluation/metrics.py"
+    (tmp_path / "src/dfpipe/scoring").mkdir(parents=True)
+    f = tmp_path / "src/dfpipe/scoring/metrics.py"
     f.write_text("x = 1\n")
     one = E.code_fingerprint(tmp_path)
     assert len(one) == 12 and one == E.code_fingerprint(tmp_path)

@@ -27,7 +27,8 @@ from dfpipe.ingest.faces import Box, cut_box
 from dfpipe.ingest.images import read_image
 from dfpipe.ingest.output import account
 from dfpipe.ingest.preprocess import PreprocessConfig, run_source
-from dfpipe.ingest.sources import Item, Reject, SourceConfig
+from dfpipe.ingest.items import Item, Reject
+from dfpipe.ingest.sources import SourceConfig
 from dfpipe.ingest.worker import ItemResult, Worker
 from helpers import preprocess_params
 from synthetic import draw_synthetic_face, write_video

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 from dfpipe.evaluation.leakage import leak_gap, read_flags
 
 

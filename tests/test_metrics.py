@@ -1,4 +1,4 @@
-"""dfpipe.evaluation.metrics against scikit-learn on fixed arrays, plus the cases sklearn does not cover."""
+"""dfpipe.scoring.metrics against scikit-learn on fixed arrays, plus the cases sklearn does not cover."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 
 
 def _scores(n: int = 300, k: int = 3, seed: int = 0, skill: float = 1.5):
@@ -177,7 +177,7 @@ def test_one_f1_path_matches_sklearn_macro_and_weighted():
 def test_val_threshold_maximises_balanced_accuracy_on_val():
     """The threshold comes from the scores it is given (val), lies between classes when they
     separate, and is the lowest maximiser of balanced accuracy otherwise."""
-    from dfpipe.evaluation.metrics import val_threshold
+    from dfpipe.scoring.metrics import val_threshold
 
     y = np.array([0, 0, 0, 1, 1])
     score = np.array([0.01, 0.02, 0.03, 0.05, 0.9])  # separable, far below 0.5

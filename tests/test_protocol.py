@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 from dfpipe.evaluation import protocol as P
-from dfpipe.evaluation import stats
+from dfpipe.scoring import stats
 
 
 def test_weighted_metrics_with_unit_weights_equal_the_plain_ones():

@@ -14,8 +14,9 @@ import yaml
 from dfpipe.core.config import build, load_section, load_yaml, to_dict
 from dfpipe.core.io import read_json, write_json
 from dfpipe.evaluation import evaluate as E
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 from dfpipe.evaluation import protocol as P
+from dfpipe.evaluation import predictions as PR
 from dfpipe.evaluation import reports as R
 from dfpipe.evaluation import tables as T
 from dfpipe.evaluation.compare import compare
@@ -29,7 +30,7 @@ def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dic
     """evaluate@<name>'s outputs (real metrics code on generated scores) under ./eval."""
     frames = scored_frames(make_manifest(), seeds=seeds, skill=skill, offset=offset)
     head, details = E.evaluate_seeds(frames, n_boot=30, seed=0, level=0.95)
-    items, probs = E.stack_seeds(frames)
+    items, probs = PR.stack_seeds(frames)
     details["baselines"] = {"majority": E.majority_baseline(items["label"].to_numpy(), np.array([0, 0, 1, 2]), 3)}
     details["ffpp"] = M.nan_to_none(P.protocol_metrics(items, probs, M.item_groups(items), {0: 0.5, 1: 0.5},
                                                        30, 0, 0.95))
@@ -117,7 +118,7 @@ pct = lambda v: f"{100 * v:.2f}"
 
 def test_cells_equal_files(repo):
     cfg = repo
-    written = R.write_tables(cfg)
+    written = T.write_tables(cfg)
     assert sorted(p.name for p in written) == sorted([
         f"{t}.{s}" for t in ("f3net", "loss_ablation", "leakage_audit", "leak_within", "leak_cross", "shortcut_audit")
         for s in ("md", "tex")] + ["results.md"])
@@ -180,7 +181,7 @@ def test_cells_equal_files(repo):
     results = Path("tables/results.md").read_text()
     assert "`eval/r5_on_v4/predictions.parquet`" in results and "`audit/v3.json`" in results
     before = {p: p.read_bytes() for p in written}
-    R.write_tables(cfg)  # deterministic: a second build gives the same bytes
+    T.write_tables(cfg)  # deterministic: a second build gives the same bytes
     assert all(p.read_bytes() == b for p, b in before.items())
 
 
@@ -262,13 +263,13 @@ def test_missing_file_and_key_are_named(repo):
     cfg = repo
     Path("eval/mix/details.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"eval/mix/details.json: metrics file not found \(written by `evaluate@mix`"):
-        R.write_tables(cfg)
+        T.write_tables(cfg)
     write_eval("mix", (0, 1), 2.5, 10, {})
     det = read_json("eval/r5/details.json")
     del det["leak"]
     write_json("eval/r5/details.json", det)
     with pytest.raises(KeyError, match="r5/details.json: key 'leak' not found"):
-        R.write_tables(cfg)
+        T.write_tables(cfg)
 
 
 def test_config_checks():
@@ -308,23 +309,23 @@ def test_controls_hold_or_fail_the_report(repo):
     write_eval("r5_v4_s23", (2, 3), 1.5, 70, {})   # r5_v4's scores, other seeds: a null
     write_eval("r5_v4_better", (2, 3), 4.0, 70, {})   # same settings, planted real difference
     ok = {"null_ablation": {"reseeded": ["r5_v4_s23", "r5_v4"]}, "shortcut": {"codec": ["v3", "v4"]}}
-    written = R.write_tables(make_cfg(controls=ok))
+    written = T.write_tables(make_cfg(controls=ok))
     rows = parse_markdown(Path("tables/controls.md"))
     assert Path("tables/controls.md") in written
     assert [r["Holds"] for r in rows] == ["yes", "yes", "yes"]
     assert rows[1]["Measured"].startswith("90.00") and rows[2]["Expected"] == "gate probe AUC <= 75.00"
     # a planted difference is not a null: the control fails the stage, the table is still written
     with pytest.raises(R.ControlError, match=r"controls that did not hold: \['Null ablation: planted'\]"):
-        R.write_tables(make_cfg(controls={**ok, "null_ablation": {"planted": ["r5_v4_better", "r5_v4"]}}))
+        T.write_tables(make_cfg(controls={**ok, "null_ablation": {"planted": ["r5_v4_better", "r5_v4"]}}))
     assert parse_markdown(Path("tables/controls.md"))[0]["Holds"] == "NO"
     # a shortcut that does not fire on the planted variant fails too
     with pytest.raises(R.ControlError, match="Planted shortcut: swapped"):
-        R.write_tables(make_cfg(controls={**ok, "shortcut": {"swapped": ["v4", "v3"]}}))
+        T.write_tables(make_cfg(controls={**ok, "shortcut": {"swapped": ["v4", "v3"]}}))
     # a side with one seed cannot show seed noise: refused, not "failed"
     write_eval("r5_v4_one", (2,), 1.5, 70, {})
     with pytest.raises(R.ControlError, match="r5_v4_one has one seed"):
-        R.write_tables(make_cfg(controls={**ok, "null_ablation": {"x": ["r5_v4_one", "r5_v4"]}}))
+        T.write_tables(make_cfg(controls={**ok, "null_ablation": {"x": ["r5_v4_one", "r5_v4"]}}))
     # a "null" pair that differs in a setting is refused outright
     write_eval("r5_v4_lr", (2, 3), 1.5, 70, {"lr": 0.1})
     with pytest.raises(R.ControlError, match=r"differ in \['lr'\]"):
-        R.write_tables(make_cfg(controls={**ok, "null_ablation": {"x": ["r5_v4_lr", "r5_v4"]}}))
+        T.write_tables(make_cfg(controls={**ok, "null_ablation": {"x": ["r5_v4_lr", "r5_v4"]}}))

@@ -475,7 +475,7 @@ def test_frank_baseline_learns_the_upsampling_artefact_from_the_cache(tmp_path):
     """Logistic regression on the cached normalised log-DCT separates the nearest-up-sampled
     "GAN" images; C is chosen on val; probabilities are rows of the eval manifest; a cache of
     another kind is refused."""
-    from dfpipe.training.frank import FrankConfig, fit_and_score
+    from dfpipe.scoring.frank import FrankConfig, fit_and_score
 
     make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path)
@@ -527,7 +527,7 @@ def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypat
 def test_frank_products_sums_exp_and_log_do_not_depend_on_order_or_simd():
     """The fit's arithmetic: a product or sum gives the same bits in any summation order (BLAS
     kernels and threads only reorder it) and is accurate to float64; exp/log to a few ulp."""
-    from dfpipe.training import frank
+    from dfpipe.scoring import frank
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 3000)).astype(np.float32) * np.exp(rng.normal(size=(40, 1)))
@@ -559,7 +559,7 @@ def test_frank_fit_reaches_scikit_learns_logistic_regression_optimum(tmp_path, b
 
     from sklearn.linear_model import LogisticRegression
 
-    from dfpipe.training import frank
+    from dfpipe.scoring import frank
 
     make_spectra_variant(tmp_path / "variants" / "v1")
     cfg = config(tmp_path)
@@ -595,7 +595,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
 from dfpipe.core.config import build
-from dfpipe.training.frank import FrankConfig, fit_and_score
+from dfpipe.scoring.frank import FrankConfig, fit_and_score
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = build(FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.01, 0.1, 1.0], "class_weight": "balanced",
                           "max_iter": 300}, where="frank.x")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfpipe.evaluation import metrics as M
-from dfpipe.evaluation import stats as S
+from dfpipe.scoring import metrics as M
+from dfpipe.scoring import stats as S
 
 
 def _scores(n=300, k=3, seed=0, skill=1.5, seeds=2):

@@ -106,7 +106,7 @@ DATA_DEPS: dict[str, Optional[tuple[DataDep, ...]]] = {
         DataDep("${train.spectra_dir}", "dct/dft-input runs' statistics (foreach cannot branch on the input kind)"),
         DataDep("${train.features_dir}", "clip/lgrad-input runs read features@ caches (same reason)"),
     ),
-    "frank": (          # dfpipe.training.frank.load_split, every split
+    "frank": (          # dfpipe.scoring.frank.load_split, every split
         DataDep("${spectra.out_dir}/${item.variant}", "the cached spectra of every split and their statistics"),
         DataDep("${spectra.variants_dir}/${item.variant}/train/manifest.parquet"),
         DataDep("${spectra.variants_dir}/${item.variant}/val",

@@ -7,7 +7,6 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,8 +18,7 @@ from .gan import make_chain, upsample
 from .video import METHODS, encode_video, manipulate, render_original, swap_renders
 from . import datasets as cross
 
-if TYPE_CHECKING:
-    from . import DemoConfig
+from dfpipe.demo.config import DemoConfig
 
 # Stream keys: every random draw comes from default_rng([seed, STREAM, index...]), so one part of
 # the demo never shifts another part's numbers when its counts change.
@@ -43,7 +41,7 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def make_demo(cfg: "DemoConfig") -> dict:
+def make_demo(cfg: DemoConfig) -> dict:
     """Write the demo tree under ``cfg.out_dir``; return the counts written.
 
     Work is split into independent tasks (one FFHQ identity, a chunk of GAN images, one FF++ pair)
@@ -115,7 +113,7 @@ def _add(counts: dict, res: dict) -> None:
         counts["ffpp"][k] += v
 
 
-def _run_task(cfg: "DemoConfig", root: Path, pairs: list[tuple[str, str]], task: tuple) -> dict:
+def _run_task(cfg: DemoConfig, root: Path, pairs: list[tuple[str, str]], task: tuple) -> dict:
     kind = task[0]
     if kind == "ffhq":
         return {"ffhq": _make_ffhq_identity(cfg, root / "ffhq", task[1])}
@@ -127,7 +125,7 @@ def _run_task(cfg: "DemoConfig", root: Path, pairs: list[tuple[str, str]], task:
     return {"ffpp": _make_ffpp_pair(cfg, root / "ffpp", pairs[task[1]])}
 
 
-def _make_ffhq_identity(cfg: "DemoConfig", root: Path, i: int) -> int:
+def _make_ffhq_identity(cfg: DemoConfig, root: Path, i: int) -> int:
     """``idNNNN_KK.png``: K aligned portraits of identity ``i`` with pose/expression/lighting variation."""
     ident = sample_identity(_rng(cfg.seed, _FFHQ_ID, i))
     for k in range(cfg.ffhq_images_per_identity):
@@ -138,7 +136,7 @@ def _make_ffhq_identity(cfg: "DemoConfig", root: Path, i: int) -> int:
     return cfg.ffhq_images_per_identity
 
 
-def _make_gan_chunk(cfg: "DemoConfig", root: Path, g: int, start: int) -> int:
+def _make_gan_chunk(cfg: DemoConfig, root: Path, g: int, start: int) -> int:
     """``<generator>/<generator>_NNNNN.png`` for images ``start .. start + _GAN_CHUNK - 1`` of
     generator ``g`` (sorted folder order): a new identity drawn at ``gan_base_size`` (sensor-like
     noise at that size stands in for the generator's stochastic texture), then up-sampled by the
@@ -158,7 +156,7 @@ def _make_gan_chunk(cfg: "DemoConfig", root: Path, g: int, start: int) -> int:
     return stop - start
 
 
-def ffpp_pairs(cfg: "DemoConfig") -> list[tuple[str, str]]:
+def ffpp_pairs(cfg: DemoConfig) -> list[tuple[str, str]]:
     """Pairs of original ids, each original in exactly one pair (FF++: the fakes of pair (a, b)
     are ``a_b`` and ``b_a``, so every original is a target once and a source once per method)."""
     ids = [f"{i:03d}" for i in range(cfg.ffpp_videos)]
@@ -167,7 +165,7 @@ def ffpp_pairs(cfg: "DemoConfig") -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def split_pairs(cfg: "DemoConfig", pairs: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+def split_pairs(cfg: DemoConfig, pairs: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
     """Assign whole pairs to train/val/test by ``split_fractions`` (shuffled with the seed)."""
     order = _rng(cfg.seed, _FFPP_PAIRS, 1).permutation(len(pairs))
     n_train = max(1, int(round(cfg.split_fractions[0] * len(pairs))))
@@ -177,7 +175,7 @@ def split_pairs(cfg: "DemoConfig", pairs: list[tuple[str, str]]) -> dict[str, li
             "test": sorted(shuffled[n_train + n_val:])}
 
 
-def _make_ffpp_pair(cfg: "DemoConfig", root: Path, pair: tuple[str, str]) -> dict[str, int]:
+def _make_ffpp_pair(cfg: DemoConfig, root: Path, pair: tuple[str, str]) -> dict[str, int]:
     """Both originals of ``pair`` and, per method, the fakes ``a_b`` and ``b_a`` with their masks."""
     comp = cfg.ffpp_compression
     orig_dir = root / "original_sequences" / "youtube" / comp / "videos"

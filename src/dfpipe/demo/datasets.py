@@ -26,7 +26,6 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,8 +33,7 @@ from dfpipe.core.io import write_bytes
 from .faces import Pose, sample_identity
 from .video import encode_video, manipulate, render_original, swap_renders
 
-if TYPE_CHECKING:
-    from . import DemoConfig
+from dfpipe.demo.config import DemoConfig
 
 _STREAM = 8                      # after build.py's streams 1..7
 _CELEBDF, _DFDC_TRAIN, _DFDC_TEST = 0, 1, 2
@@ -43,11 +41,11 @@ _METHOD = {"celebdf": "DeepFakeDetection", "dfdc": "FaceSwap"}
 _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
 
-def _rng(cfg: "DemoConfig", *keys: int) -> np.random.Generator:
+def _rng(cfg: DemoConfig, *keys: int) -> np.random.Generator:
     return np.random.default_rng([cfg.seed, _STREAM, *keys])
 
 
-def _dfdc_names(cfg: "DemoConfig", part: int, n: int) -> list[str]:
+def _dfdc_names(cfg: DemoConfig, part: int, n: int) -> list[str]:
     rng = _rng(cfg, part, 9999)
     names: list[str] = []
     while len(names) < n:
@@ -57,7 +55,7 @@ def _dfdc_names(cfg: "DemoConfig", part: int, n: int) -> list[str]:
     return names
 
 
-def plan(cfg: "DemoConfig") -> list[dict]:
+def plan(cfg: DemoConfig) -> list[dict]:
     """Every demo video of both datasets: ``{"path", "dataset", "part", "target", "source", "label"}``
     (``source`` is None for real videos; identities are indices inside ``part``)."""
     n = cfg.cross_videos
@@ -84,7 +82,7 @@ def plan(cfg: "DemoConfig") -> list[dict]:
     return out
 
 
-def _clip(cfg: "DemoConfig", part: int, ident: int):
+def _clip(cfg: DemoConfig, part: int, ident: int):
     bystander = None
     if part == _DFDC_TEST:
         # right edge, half the main face's size (head_motion: scale 0.24-0.30, cx 0.42-0.58 +- 0.04)
@@ -93,7 +91,7 @@ def _clip(cfg: "DemoConfig", part: int, ident: int):
                            cfg.ffpp_fps, cfg.ffpp_height, cfg.ffpp_width, cfg.noise_sigma, bystander=bystander)
 
 
-def make_video(cfg: "DemoConfig", root: Path, entry: dict) -> str:
+def make_video(cfg: DemoConfig, root: Path, entry: dict) -> str:
     """Write one planned video under ``root``; return its dataset name (for the counts)."""
     target = _clip(cfg, entry["part"], entry["target"])
     if entry["source"] is None:
@@ -107,7 +105,7 @@ def make_video(cfg: "DemoConfig", root: Path, entry: dict) -> str:
     return entry["dataset"]
 
 
-def write_label_files(cfg: "DemoConfig", root: Path) -> None:
+def write_label_files(cfg: DemoConfig, root: Path) -> None:
     """Celeb-DF's test list, DFDC's metadata.json and labels.csv, from :func:`plan`."""
     entries = plan(cfg)
     lines = []

@@ -1,1 +1,1 @@
-"""Evaluation: metrics, the evaluate stage, feature maps and the results tables."""
+"""Evaluation: the evaluate stage, the FF++ protocol, feature maps and the results tables."""

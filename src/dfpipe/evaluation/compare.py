@@ -1,6 +1,6 @@
 """Paired comparison of two evaluations scored on the identical eval items: the difference of
 their headline metrics with a paired bootstrap interval over seeds x video resamples
-(:func:`dfpipe.evaluation.stats.paired_bootstrap`), read from their ``predictions.parquet``."""
+(:func:`dfpipe.scoring.stats.paired_bootstrap`), read from their ``predictions.parquet``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dfpipe.evaluation import metrics as M
-from dfpipe.evaluation import stats
-from dfpipe.evaluation.evaluate import read_predictions, stack_seeds
+from dfpipe.scoring import metrics as M
+from dfpipe.scoring import stats
+from dfpipe.evaluation.predictions import read_predictions, stack_seeds
 
 
 def load_scores(path: Path):

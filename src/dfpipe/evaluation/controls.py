@@ -69,7 +69,7 @@ def shortcut_rows(reader: Reader, label: str, planted: str, twin: str) -> list[t
 
 def controls_table(reader: Reader, cfg: ControlsConfig, n_boot: int, seed: int, level: float) -> Table:
     """The ``controls`` table; a control that did not hold is listed in its ``failures``, which
-    :func:`dfpipe.evaluation.reports.write_tables` raises as :class:`ControlError` once every
+    :func:`dfpipe.evaluation.tables.write_tables` raises as :class:`ControlError` once every
     table is written (so the failing row can be read)."""
     results = [null_ablation_row(reader, label, a, b, n_boot, seed, level)
                for label, (a, b) in cfg.null_ablation.items()]

@@ -3,8 +3,8 @@
 Layout as DeepfakeBench's generalisation tables (Yan et al., NeurIPS 2023 D&B, arXiv 2307.01426):
 one row per detector, one column group per test set, frame-level AUC and video-level AUC, both
 binary real vs fake. For the 3-class models the fake score is ``p(fake) + p(edited) = 1 - p(real)``
-(:func:`dfpipe.evaluation.metrics.real_vs_fake`); video scores are the mean frame probability of
-each ``(method, video_id)`` (:func:`dfpipe.evaluation.metrics.video_level`).
+(:func:`dfpipe.scoring.metrics.real_vs_fake`); video scores are the mean frame probability of
+each ``(method, video_id)`` (:func:`dfpipe.scoring.metrics.video_level`).
 
 Each cell is read from ``metrics/eval/<evaluation>/predictions.parquet`` (an ``evaluate@`` out):
 the mean over seeds (column ``seed`` when present) and a percentile cluster-bootstrap interval
@@ -21,8 +21,8 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config
-from dfpipe.evaluation import metrics as M
-from dfpipe.evaluation import stats
+from dfpipe.scoring import metrics as M
+from dfpipe.scoring import stats
 
 
 class IntervalSettings(Config):

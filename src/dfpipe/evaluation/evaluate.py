@@ -23,15 +23,15 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from dfpipe.core.config import Config, PlainName, safe_name
 from dfpipe.core.io import atomic_path, write_json
 from dfpipe.core.manifest import VARIANT_SCHEMA, is_fake, read_table
-from dfpipe.evaluation import figures, protocol, stats
-from dfpipe.evaluation import metrics as M
+from dfpipe.evaluation import figures, protocol
+from dfpipe.evaluation.predictions import prob_columns, stack_seeds, write_predictions
+from dfpipe.scoring import stats
+from dfpipe.scoring import metrics as M
 from dfpipe.splits.gate import variant_fingerprint
 from dfpipe.splits.groups import canonical_groups
 
@@ -44,8 +44,8 @@ EVAL_DIR = Path("metrics/eval")
 CODE_DEPS = ("stages/evaluate.py", "src/dfpipe/core", "src/dfpipe/evaluation/evaluate.py",
              "src/dfpipe/evaluation/featuremaps.py", "src/dfpipe/evaluation/figures.py",
              "src/dfpipe/evaluation/leakage.py", "src/dfpipe/evaluation/masks.py",
-             "src/dfpipe/evaluation/metrics.py", "src/dfpipe/evaluation/protocol.py",
-             "src/dfpipe/evaluation/stats.py", "src/dfpipe/features",
+             "src/dfpipe/evaluation/predictions.py", "src/dfpipe/evaluation/protocol.py",
+             "src/dfpipe/scoring/metrics.py", "src/dfpipe/scoring/stats.py", "src/dfpipe/features",
              "src/dfpipe/models", "src/dfpipe/splits/gate.py", "src/dfpipe/splits/groups.py",
              "src/dfpipe/training")
 
@@ -124,25 +124,6 @@ def align_predictions(manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarra
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
 
 
-def prob_columns(frame: pd.DataFrame) -> np.ndarray:
-    """``(N, K)`` float64 probabilities from the ``p_<class>`` columns of a predictions frame."""
-    return frame[[c for c in frame.columns if c.startswith("p_")]].to_numpy(np.float64)
-
-
-def stack_seeds(frames: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
-    """``(items, (S, N, K) probs)`` of per-seed aligned frames; every seed must score the same items."""
-    if not frames:
-        raise ValueError("no seed to evaluate")
-    seeds = sorted(frames)
-    first = frames[seeds[0]]
-    for s in seeds[1:]:
-        if not frames[s]["id"].equals(first["id"]):
-            raise ValueError(f"seed {s} scored other items than seed {seeds[0]}")
-    cols = ["id", "source", "method", "video_id", "label"] + (["group"] if "group" in first.columns else [])
-    items = first[cols].reset_index(drop=True)
-    return items, np.stack([prob_columns(frames[s]) for s in seeds])
-
-
 def _scalars(full: dict) -> dict[str, float]:
     """Scalar metrics of one seed for the seed summary, per-class ones as ``f1_<class>`` etc."""
     out = {k: full[k] for k in ("acc", "macro_f1", "weighted_f1", "auc_real_vs_fake", "ap_real_vs_fake", "eer")}
@@ -160,7 +141,7 @@ def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, leve
     """Headline (C5) and detailed metrics of one evaluation from ``{seed: aligned frame}``.
 
     ``headline``: ``{metric: {"mean", "sd", "low", "high"}}`` for the metrics of
-    :data:`dfpipe.evaluation.stats.HEADLINE` (interval: bootstrap over seeds x video resamples).
+    :data:`dfpipe.scoring.stats.HEADLINE` (interval: bootstrap over seeds x video resamples).
     ``details``: ``seeds``, ``n``, ``summary`` (mean/sd of every scalar incl. per-class F1),
     ``per_seed`` (full metrics, per source / method), ``video`` (per-video mean frame probability,
     keyed ``method:video_id``; summary over seeds) and ``notes``.
@@ -224,21 +205,6 @@ def code_fingerprint(root: Path = Path("."), deps: Sequence[str] = CODE_DEPS) ->
     for f in sorted(files, key=lambda f: f.relative_to(root).as_posix()):
         h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:12]
-
-
-def write_predictions(frames: dict[int, pd.DataFrame], path: str | Path) -> None:
-    """Predictions Parquet with an int ``seed`` column (C1), deterministic (no pandas metadata)."""
-    table = pd.concat([f.assign(seed=np.int64(s)) for s, f in sorted(frames.items())], ignore_index=True)
-    table = table[["seed"] + [c for c in table.columns if c != "seed"]]
-    arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
-    with atomic_path(path) as tmp:
-        pq.write_table(arrow, tmp, compression="zstd")
-
-
-def read_predictions(path: str | Path) -> dict[int, pd.DataFrame]:
-    """``{seed: frame}`` from :func:`write_predictions`' file."""
-    table = pd.read_parquet(path)
-    return {int(s): g.drop(columns="seed").reset_index(drop=True) for s, g in table.groupby("seed", sort=True)}
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -5,7 +5,7 @@ frames whose video is not, from the audit's per-item flags (contract C3,
 If a model memorised the frames of training videos, eval frames of those same videos score higher
 than frames of unseen videos; a leak-free split has no frame in the first group. The comparison is
 restricted to video frames (still images have no video to leak) and reports the gap with a
-bootstrap interval that resamples videos within each part (:func:`dfpipe.evaluation.stats.unpaired_gap`).
+bootstrap interval that resamples videos within each part (:func:`dfpipe.scoring.stats.unpaired_gap`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfpipe.evaluation import stats
+from dfpipe.scoring import stats
 
 FLAG_COLUMNS = ("id", "video_key", "group_in_train", "video_in_train")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 
 
 def edited_with_mask(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -8,11 +8,11 @@ level (the mean frame score of a video). This module computes exactly that, with
 
 - score = 1 - p(real) (both fake classes merged), positive = manipulated;
 - AUC, AP, and accuracy at a threshold chosen on the *validation* split's video items
-  (:func:`dfpipe.evaluation.metrics.val_threshold`; never on the items it is applied to);
+  (:func:`dfpipe.scoring.metrics.val_threshold`; never on the items it is applied to);
 - percentile intervals from a cluster bootstrap whose unit is the split group (the union-find
   identity group the split was decided on): an original and the fakes made from it share
   identities, so they are resampled together. Seeds are resampled as in
-  :func:`dfpipe.evaluation.stats.bootstrap_ci`. With fewer than :data:`MIN_UNITS` groups, the
+  :func:`dfpipe.scoring.stats.bootstrap_ci`. With fewer than :data:`MIN_UNITS` groups, the
   interval is not computed and the cell says "n too small".
 
 Every bootstrap replicate is a vector of group multiplicities, so all metrics are computed as
@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 
 #: Fewest independent units (split groups) for which an interval is reported.
 MIN_UNITS = 10
@@ -50,7 +50,7 @@ def _levels(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def weighted_auc(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
     """ROC AUC (ties count one half) of ``score`` for binary ``y`` under item weights ``w``
     ``(B, N)``; ``(B,)``, NaN where a class has zero weight. ``w = 1`` gives
-    :func:`dfpipe.evaluation.metrics.binary_auc`."""
+    :func:`dfpipe.scoring.metrics.binary_auc`."""
     y = np.asarray(y, dtype=bool)
     order, starts = _levels(np.asarray(score, dtype=np.float64))
     wp = np.add.reduceat((w * y)[:, order], starts, axis=1)      # (B, L) positive weight per level

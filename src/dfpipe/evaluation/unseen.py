@@ -5,7 +5,7 @@ al. CVPR 2023) and LGrad (Tan et al. CVPR 2023): one row per detector, one colum
 average precision and accuracy, and the mean over the generators not seen in training. A cell is
 binary real vs that generator: the eval split's real items plus that generator's items (the
 ``source`` column), fake score ``1 - p(real)``; accuracy at each seed's threshold chosen on the
-training variant's val split (``details.json`` ``val_threshold``, :func:`dfpipe.evaluation.metrics.val_threshold`),
+training variant's val split (``details.json`` ``val_threshold``, :func:`dfpipe.scoring.metrics.val_threshold`),
 never tuned on test -- the original UniversalFakeDetect code's oracle threshold on each test set is a
 known flaw; rows without a recorded val threshold use 0.5, the softmax argmax. Numbers come from ``metrics/eval/<evaluation>/predictions.parquet`` as in the
 cross-dataset table (:mod:`dfpipe.evaluation.crossdataset`): seed mean, seed sd and a cluster
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import model_validator
 
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 from dfpipe.evaluation.crossdataset import IntervalSettings, _per_seed, binary_with_ci, fmt_value
 
 

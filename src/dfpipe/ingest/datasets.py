@@ -46,10 +46,8 @@ import csv
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from dfpipe.ingest.sources import Item, Reject, SourceConfig
+from dfpipe.ingest.items import Item, Reject
 
 CELEBDF_REAL_FOLDERS = ("Celeb-real", "YouTube-real")
 CELEBDF_FAKE_FOLDER = "Celeb-synthesis"
@@ -112,20 +110,17 @@ def read_celebdf_test_list(path: Path) -> dict[str, int]:
     return out
 
 
-def list_celebdf(name: str, spec: "SourceConfig", root: Path, flat_mp4,
-                 rejects: list["Reject"]) -> tuple[list["Item"], list["Reject"]]:
+def list_celebdf(name: str, is_real: bool, subset: str, root: Path, flat_mp4,
+                 rejects: list[Reject]) -> tuple[list[Item], list[Reject]]:
     """Items of a ``celebdf`` source; see the module docstring. ``flat_mp4(folder, prefix)`` yields
     ``(relative path, stem)`` of the videos in a folder (:mod:`dfpipe.ingest.sources`), appending
     other files to ``rejects``, which is returned with this listing's own rejects."""
-    from dfpipe.ingest.sources import Item, Reject
-
-    is_real = spec.label == 0
     folders = CELEBDF_REAL_FOLDERS if is_real else (CELEBDF_FAKE_FOLDER,)
     test_path = root / CELEBDF_TEST_LIST
     test: dict[str, int] | None = None
-    if spec.subset != "all":
+    if subset != "all":
         if not test_path.is_file():
-            raise FileNotFoundError(f"source {name}: {test_path} not found (subset {spec.subset} needs "
+            raise FileNotFoundError(f"source {name}: {test_path} not found (subset {subset} needs "
                                     "Celeb-DF v2's official test list)")
         test = read_celebdf_test_list(test_path)
     items = []
@@ -145,10 +140,10 @@ def list_celebdf(name: str, spec: "SourceConfig", root: Path, flat_mp4,
                     rejects.append(Reject(rel, -1, "label_mismatch",
                                           f"{CELEBDF_TEST_LIST} labels it {'real' if test[rel] == 0 else 'fake'}"))
                     continue
-                if listed != (spec.subset == "test"):
+                if listed != (subset == "test"):
                     continue  # the other subset: not an error, not an item
             items.append(Item(rel, True, f"{folder}/{stem}", keys))
-    if test is not None and spec.subset == "test":
+    if test is not None and subset == "test":
         mine = {r for r, lab in test.items() if (lab == 0) == is_real and r.split("/")[0] in folders}
         missing = sorted(mine - {it.path for it in items} - {r.path for r in rejects})
         for rel in missing:  # listed but not on disk: a recorded reject, not a silent gap
@@ -190,12 +185,10 @@ def _dfdc_test_labels(path: Path) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def list_dfdc(name: str, spec: "SourceConfig", root: Path,
-              walk, inside) -> tuple[list["Item"], list["Reject"]]:
+def list_dfdc(name: str, label: int, root: Path,
+              walk, inside) -> tuple[list[Item], list[Reject]]:
     """Items of a ``dfdc`` source (training parts or the public test set); see the module docstring."""
-    from dfpipe.ingest.sources import Item, Reject
-
-    want = "REAL" if spec.label == 0 else "FAKE"
+    want = "REAL" if label == 0 else "FAKE"
     if (root / DFDC_TEST_LABELS).is_file():
         tables = {"": _dfdc_test_labels(root / DFDC_TEST_LABELS)}
         own_groups = True

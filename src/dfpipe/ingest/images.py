@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from dfpipe.core.io import relative_message
-from dfpipe.ingest.sources import Reject
+from dfpipe.ingest.items import Reject
 
 
 @dataclass

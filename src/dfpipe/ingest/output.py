@@ -15,7 +15,6 @@ import dataclasses
 import io
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,11 +23,11 @@ from dfpipe.core.config import safe_name
 from dfpipe.core.io import array_hash, clean_stale_temps, write_bytes, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, REJECT_SCHEMA, write_faces, write_rejects
 from dfpipe.core.shards import ShardWriter
-from dfpipe.ingest.sources import Item, Reject, SourceConfig
+from dfpipe.ingest.config import PreprocessConfig
+from dfpipe.ingest.items import Item, Reject
+from dfpipe.ingest.sources import SourceConfig
 from dfpipe.ingest.worker import ItemResult
 
-if TYPE_CHECKING:
-    from dfpipe.ingest.preprocess import PreprocessConfig
 
 
 def prepare_outputs(out_dir: Path, metrics_path: str | Path | None = None, name: str | None = None) -> Path | None:

@@ -19,7 +19,7 @@ from dfpipe.core.io import read_json, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, REJECT_SCHEMA, read_table, write_faces, write_rejects
 from dfpipe.core.shards import ShardWriter
 from dfpipe.ingest.output import check_counts, face_frame, prepare_outputs, source_metrics, write_face_size_plot
-from dfpipe.ingest.sources import Item, Reject
+from dfpipe.ingest.items import Item, Reject
 
 
 def select_part(items: list[Item], rejects: list[Reject], part: tuple[int, int] | None

@@ -26,7 +26,6 @@ Video ids (contract C2) are the path relative to the source root without its ext
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
@@ -35,6 +34,7 @@ from pydantic import model_validator
 from dfpipe.core.config import Config, RepoPath, SafeName
 from dfpipe.core.io import is_representable, printable_name, relative_message, resolve_inside
 from dfpipe.ingest.datasets import list_celebdf, list_dfdc
+from dfpipe.ingest.items import Item, Reject
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -119,25 +119,6 @@ class SourceConfig(Config):
             if rx.groups < 1:
                 raise ValueError(f"group_pattern {self.group_pattern!r} needs a capture group")
         return self
-
-
-@dataclass(frozen=True)
-class Item:
-    """One raw file to process. ``path``/``mask_path`` are relative to the source root."""
-
-    path: str
-    is_video: bool
-    video_id: str                   # relative path without extension (FF++: official id), "" for images
-    group_keys: tuple[str, ...]
-    mask_path: str | None = None
-
-
-@dataclass(frozen=True)
-class Reject:
-    path: str
-    frame_index: int
-    reason: str
-    detail: str
 
 
 def ffpp_group_keys(stem: str) -> tuple[str, ...] | None:
@@ -253,10 +234,10 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
         return items, rejects
 
     if spec.kind == "celebdf":
-        return list_celebdf(name, spec, root, lambda folder, prefix: _flat_mp4(folder, prefix, rejects, inside),
+        return list_celebdf(name, spec.label == 0, spec.subset, root, lambda folder, prefix: _flat_mp4(folder, prefix, rejects, inside),
                             rejects)
     if spec.kind == "dfdc":
-        return list_dfdc(name, spec, root, _walk, inside)
+        return list_dfdc(name, spec.label, root, _walk, inside)
 
     # ffpp
     vdir = root / spec.compression / "videos"

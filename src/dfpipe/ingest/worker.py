@@ -27,22 +27,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dfpipe.core.io import relative_message, resolve_inside
+from dfpipe.ingest.config import PreprocessConfig
 from dfpipe.ingest.codec import apply_codec
 from dfpipe.ingest.faces import (
     MASK_THRESHOLD, Box, FaceDetector, PersonSegmenter, blank_background, choose_face, crop_image, crop_mask,
     cut_box, resize_kernel, resize_square, square_box, whole_image_box,
 )
 from dfpipe.ingest.images import read_image
-from dfpipe.ingest.sources import Item, Reject, SourceConfig
+from dfpipe.ingest.items import Item, Reject
+from dfpipe.ingest.sources import SourceConfig
 from dfpipe.ingest.video import VideoError, probe, read_frames, sample_indices
 
-if TYPE_CHECKING:
-    from dfpipe.ingest.preprocess import PreprocessConfig
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from dfpipe.core.seeding import mix_seed
-from dfpipe.evaluation.metrics import macro_f1
+from dfpipe.scoring.metrics import macro_f1
 
 Amp = Literal["off", "bf16", "fp16"]
 

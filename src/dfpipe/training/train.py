@@ -1,7 +1,7 @@
 """Fit one named run (``runs.<run>`` in params.yaml) for each of its seeds: data, model, optimiser.
 
 Contracts (C1)
-- Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.evaluation.metrics.macro_f1`);
+- Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.scoring.metrics.macro_f1`);
   the ``eval`` split is never opened here.
 - Gate: nothing is read or written unless ``<audit.out_dir>/<variant>/gate.json`` exists and its
   fingerprint equals the variant folder's bytes (:mod:`dfpipe.splits.gate`).

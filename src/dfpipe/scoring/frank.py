@@ -39,7 +39,7 @@ from pydantic import Field
 
 from dfpipe.core.config import Config, PlainName
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
-from dfpipe.evaluation.metrics import macro_f1, real_vs_fake, val_threshold
+from dfpipe.scoring.metrics import macro_f1, real_vs_fake, val_threshold
 from dfpipe.features.moments import load_stats, normalize, read_stats_meta
 from dfpipe.features.spectra import STATS_FILE, SpectraCache
 

@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from dfpipe.evaluation import metrics as M
+from dfpipe.scoring import metrics as M
 
 NAN = float("nan")
 

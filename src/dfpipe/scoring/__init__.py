@@ -1,0 +1,1 @@
+"""Scoring: metrics, resampling statistics and the Frank spectrum baseline, below both training and evaluation."""

@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run   - create .venv, install, fetch model assets, run the whole pipeline on the demo data
 #   make test  - create .venv, install, fetch model assets, run the test suite (minutes)
+#   make lint     - ruff and mypy on src/ and stages/ (CI runs it)
 #   make test-e2e - the end-to-end suite: the real dvc.yaml on tiny data, experiments, a second folder (~30 min)
 # Reviewers who only want the data of one variant (no torch, ~100 MB instead of ~5 GB):
 #   make pull VARIANT=v4   - create .venv-pull with DVC only and `dvc pull variant@v4`
@@ -21,7 +22,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile -m "not e2e"
 # Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-e2e pull clean-venv
+.PHONY: setup run test test-e2e lint pull clean-venv
 
 setup: $(STAMP) $(ASSETS)
 
@@ -46,6 +47,12 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff (lint, format) and mypy on src/ and stages/ at zero findings; settings in pyproject.toml
+lint: setup
+	$(VENV)/bin/ruff check src stages
+	$(VENV)/bin/ruff format --check src stages
+	$(VENV)/bin/mypy
 
 # one `dvc repro` of the whole pipeline on tiny data, then the README's promises on it (sequential)
 test-e2e: setup

@@ -27,17 +27,18 @@ def main() -> None:
     variant_dir = resolve_inside(split.out_dir, name)
     test_list = read_celebdf_list(split.celebdf_test_list)
     fingerprint = variant_fingerprint(variant_dir)  # before reading: a variant rewritten meanwhile fails its gate
-    metrics, report, flags = audit_variant(name, variant_dir, variant.leak_free, cfg, variant.shortcut_free,
-                                           test_list)
+    metrics, report, flags = audit_variant(name, variant_dir, variant.leak_free, cfg, variant.shortcut_free, test_list)
     metrics["data_fingerprint"] = fingerprint["digest"][:12]  # sha256 over every file of the variant
     write_json(resolve_inside(cfg.out_dir, f"{name}.json"), metrics)
     write_bytes(resolve_inside(cfg.out_dir, f"{name}.md"), report.encode("utf-8"))
     write_table(flags, resolve_inside(cfg.out_dir, f"{name}/eval_items.parquet"), EVAL_ITEMS_SCHEMA)
-    print(f"audit {name}: group leaks {metrics['group_leaks']}, video leaks {metrics['video_leaks']}, "
-          f"exact duplicates {metrics['exact_duplicates']}, near-duplicate pairs {metrics['near_duplicate_pairs']}; "
-          f"shortcut probe max AUC {metrics['shortcut']['max_auc']}; Celeb-DF test list "
-          f"{metrics['celebdf_test_list']['check']} ({metrics['celebdf_test_list']['identities_shared']} identities "
-          f"shared with train/val); gate {metrics['gate']}")
+    print(
+        f"audit {name}: group leaks {metrics['group_leaks']}, video leaks {metrics['video_leaks']}, "
+        f"exact duplicates {metrics['exact_duplicates']}, near-duplicate pairs {metrics['near_duplicate_pairs']}; "
+        f"shortcut probe max AUC {metrics['shortcut']['max_auc']}; Celeb-DF test list "
+        f"{metrics['celebdf_test_list']['check']} ({metrics['celebdf_test_list']['identities_shared']} identities "
+        f"shared with train/val); gate {metrics['gate']}"
+    )
     try:
         record = check_gate(metrics)
     except GateError as exc:

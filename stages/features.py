@@ -17,8 +17,10 @@ def main(argv: list[str]) -> None:
     (name,) = stage_args("features", "cache", argv=argv)
     cfg = load_section("features", FeaturesConfig)
     for split, index in build_cache(name, cfg).items():
-        print(f"features@{name}: {split} {index['count']} x {index['shape']} float16"
-              + (" (random encoder: demo features)" if index["random"] else ""))
+        print(
+            f"features@{name}: {split} {index['count']} x {index['shape']} float16"
+            + (" (random encoder: demo features)" if index["random"] else "")
+        )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ def main() -> None:
     faces_dir = build(RepoPath, load_yaml().get("split", {}).get("faces_dir"), where="split.faces_dir", root=".")
     m = run_source(name, source, cfg, faces_dir / name, f"metrics/preprocess/{name}.json")
     f, fr = m["files"], m["frames"]
-    print(f"preprocess {name}: {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
-          f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled = "
-          f"{fr['kept']} kept + {fr['rejected']} rejected {fr['rejected_by_reason']}")
+    print(
+        f"preprocess {name}: {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
+        f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled = "
+        f"{fr['kept']} kept + {fr['rejected']} rejected {fr['rejected_by_reason']}"
+    )
 
 
 if __name__ == "__main__":

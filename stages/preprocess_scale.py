@@ -45,20 +45,30 @@ def main() -> None:
         if not arg.isdigit() or int(arg) < 1:
             _bad(f"merge needs the number of parts, got {arg!r}")
         dirs = [f"{PARTS_DIR}/{name}/part-{i}-of-{arg}" for i in range(int(arg))]
-        m = merge_parts(name, dirs, faces_dir / name, cfg.shard_size, [f"{d}.json" for d in dirs],
-                        f"metrics/preprocess/{name}.json")
+        m = merge_parts(
+            name, dirs, faces_dir / name, cfg.shard_size, [f"{d}.json" for d in dirs], f"metrics/preprocess/{name}.json"
+        )
     elif mode == "pair":
         other = load_entry("sources", arg, SourceConfig)
-        for m in run_sources([name, arg], [spec, other], cfg, [faces_dir / name, faces_dir / arg],
-                             [f"metrics/preprocess/{name}.json", f"metrics/preprocess/{arg}.json"]):
-            print(f"preprocess {m['source']}: {m['faces']} faces from {m['items']} items, "
-                  f"{m['files']['rejected']} files rejected")
+        for m in run_sources(
+            [name, arg],
+            [spec, other],
+            cfg,
+            [faces_dir / name, faces_dir / arg],
+            [f"metrics/preprocess/{name}.json", f"metrics/preprocess/{arg}.json"],
+        ):
+            print(
+                f"preprocess {m['source']}: {m['faces']} faces from {m['items']} items, "
+                f"{m['files']['rejected']} files rejected"
+            )
         return
     else:
         _bad(f"mode must be part, merge or pair, got {mode!r}")
     f, fr = m["files"], m["frames"]
-    print(f"preprocess {name} ({mode} {arg}): {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
-          f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled")
+    print(
+        f"preprocess {name} ({mode} {arg}): {m['faces']} faces; files {f['offered']} offered = {f['kept']} kept + "
+        f"{f['rejected']} rejected {f['rejected_by_reason']}; video frames {fr['sampled']} sampled"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ def main() -> None:
         rec = obtain(name, cfg.weights[name], cfg.out_dir)
     except PretrainedError as exc:
         sys.exit(str(exc))
-    print(f"pretrained@{name}: {rec['origin']} -> {cfg.out_dir.as_posix()}/{name}.pt, sha256 {rec['sha256']} "
-          f"({rec['bytes']} bytes); pin the full digest in params.yaml")
+    print(
+        f"pretrained@{name}: {rec['origin']} -> {cfg.out_dir.as_posix()}/{name}.pt, sha256 {rec['sha256']} "
+        f"({rec['bytes']} bytes); pin the full digest in params.yaml"
+    )
 
 
 if __name__ == "__main__":

@@ -131,13 +131,13 @@ def frame_image(video: str, frame: int, size: int = SIZE) -> np.ndarray:
 
 
 def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), frames: int = 0,
-              c2: dict | None = None) -> pd.DataFrame:
+              provenance: dict | None = None) -> pd.DataFrame:
     """FACE_SCHEMA rows (no pixels yet) for ``n_images`` stills or ``frames`` frames of each video.
 
     Stills: identity ``id{k // per_identity}`` for FFHQ-like sources (``ffhq*``), own id otherwise.
     ``videos``: FF++ ``(target, source)`` pairs; keys ``ffpp:<target>``, ``ffpp:<source>``. For
     originals (``ff_youtube*``, real, no masks) each pair gives the two videos ``target``, ``source``.
-    ``c2``: values of the contract C2 provenance columns (all rows); unnamed ones are "not recorded".
+    ``provenance``: values of the manifest's provenance columns (all rows); unnamed ones are "not recorded".
     """
     kind = "ff" if source.startswith("ff_") else ("ffhq" if source.startswith("ffhq") else "gan")
     if source.startswith("ff_youtube"):
@@ -161,7 +161,7 @@ def face_rows(source: str, n_images: int = 0, per_identity: int = 1, videos=(), 
         df[c] = 0
     df["det_score"] = np.float32("nan")
     df["content_hash"], df["has_mask"], df["shard"], df["offset"], df["mask_shard"] = "", kind == "ff", "", 0, ""
-    return add_provenance(df.sort_values("id").reset_index(drop=True), **(c2 or {}))[FACE_SCHEMA.names]
+    return add_provenance(df.sort_values("id").reset_index(drop=True), **(provenance or {}))[FACE_SCHEMA.names]
 
 
 def item_image(row) -> np.ndarray:

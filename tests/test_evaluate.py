@@ -4,6 +4,7 @@ masks, and the stage end to end on a real checkpoint."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import torch
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from dfpipe.core.config import ConfigError, build
+from dfpipe.core.stagedeps import import_closure
 from dfpipe.evaluation import evaluate as E
 from dfpipe.evaluation import predictions as P
 from dfpipe.splits.gate import variant_fingerprint
@@ -20,6 +22,8 @@ from dfpipe.evaluation import figures as F
 from dfpipe.scoring import metrics as M
 from dfpipe.evaluation.masks import mask_evaluation
 from helpers import fake_scores, make_manifest, run_dict, scored_frames
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_align_checks_ids_and_labels():
@@ -44,7 +48,7 @@ def test_align_checks_ids_and_labels():
 def test_headline_is_mean_sd_ci_over_seeds():
     frames = scored_frames(seeds=(0, 1, 2))
     head, details = E.evaluate_seeds(frames, n_boot=60, seed=3, level=0.95)
-    # C5: only the headline numbers
+    # the headline file holds only the headline numbers
     assert set(head) == {"macro_f1", "weighted_f1", "acc", "auc_real_fake", "eer"}
     assert all(set(v) == {"mean", "sd", "low", "high"} for v in head.values())
     accs = [float(np.mean(f["pred"] == f["label"])) for f in frames.values()]
@@ -105,7 +109,7 @@ def test_write_outputs_files_and_determinism(tmp_path):
         pd.testing.assert_frame_equal(back[s], frames[s])
 
 
-def test_training_curves_from_c1_files(tmp_path):
+def test_training_curves_from_per_seed_tsv_files(tmp_path):
     curves = tmp_path / "run" / "curves"
     curves.mkdir(parents=True)
     for s in (0, 1):
@@ -125,18 +129,27 @@ def test_training_curves_from_c1_files(tmp_path):
 
 
 def test_code_fingerprint_stable_and_content_sensitive(tmp_path):
-    assert E.code_fingerprint(tmp_path) == "unknown"
+    deps = ["src/dfpipe/scoring/metrics.py", "src/dfpipe/evaluation"]
+    assert E.code_fingerprint(tmp_path, deps) == "unknown"
     (tmp_path / "src/dfpipe/evaluation").mkdir(parents=True)
     (tmp_path / "src/dfpipe/scoring").mkdir(parents=True)
     f = tmp_path / "src/dfpipe/scoring/metrics.py"
     f.write_text("x = 1\n")
-    one = E.code_fingerprint(tmp_path)
-    assert len(one) == 12 and one == E.code_fingerprint(tmp_path)
+    one = E.code_fingerprint(tmp_path, deps)
+    assert len(one) == 12 and one == E.code_fingerprint(tmp_path, deps)
     (tmp_path / "src/dfpipe/evaluation/notes.txt").write_text("not code")
-    (tmp_path / "src/dfpipe/evaluation/reports.py").write_text("# not an evaluate dep\n")
-    assert E.code_fingerprint(tmp_path) == one
+    (tmp_path / "src/dfpipe/scoring/reports.py").write_text("# not a dep\n")
+    assert E.code_fingerprint(tmp_path, deps) == one
     f.write_text("x = 2\n")
-    assert E.code_fingerprint(tmp_path) != one
+    assert E.code_fingerprint(tmp_path, deps) != one
+
+
+def test_evaluate_fingerprint_covers_its_import_closure():
+    """The provenance hash covers exactly the evaluate stage's import closure (its dvc.yaml code deps):
+    every model module (imported through the registry), none of the report's modules."""
+    closure = import_closure(Path("stages/evaluate.py"), REPO)
+    assert "src/dfpipe/models/f3net.py" in closure and "src/dfpipe/scoring/metrics.py" in closure
+    assert "src/dfpipe/evaluation/tables.py" not in closure
 
 
 def test_config_validation():
@@ -225,7 +238,7 @@ def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int =
 
 
 def write_flags(path, man: pd.DataFrame, videos_in_train: set[str]) -> None:
-    """The audit's eval_items.parquet (contract C3) for ``man``."""
+    """The audit's eval_items.parquet (per-eval-item leak flags) for ``man``."""
     keys = [M.video_key(m, v) if v else "" for m, v in zip(man["method"], man["video_id"])]
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": man["id"], "video_key": keys, "group_in_train": [k in videos_in_train for k in keys],
@@ -353,20 +366,36 @@ def test_mask_evaluation_with_trivial_baselines(tmp_path):
 
 
 def test_params_evaluations_match_runs():
-    """Each evaluations.<name> names a defined run and that run's own training variant."""
-    from pathlib import Path
-
+    """Every run is scored on its own variant under its own name; each listed exception names a
+    defined run, and its thresholds come from that run's own variant."""
     from dfpipe.core.config import load_section, load_yaml
+    from dfpipe.evaluation.evaluations import resolved_evaluations
     from dfpipe.training.train import load_runs
 
-    params = Path(__file__).resolve().parents[1] / "params.yaml"
-    evaluations = load_section("evaluations", dict[str, E.Evaluation], params)
+    params = REPO / "params.yaml"
+    data = load_yaml(params)
+    evaluations = resolved_evaluations(data)
     load_section("evaluate", E.EvaluateConfig, params)
-    _, runs = load_runs(load_yaml(params))
+    _, runs = load_runs(data)
     for name, ev in evaluations.items():
-        assert ev.run in runs, name
-        assert runs[ev.run].variant == ev.train_variant, name
-    assert {n for n, ev in evaluations.items() if ev.run == n} == set(runs)  # every run evaluated
+        assert ev["run"] in runs, name
+        assert runs[ev["run"]].variant == ev["train_variant"], name
+    assert {n for n, ev in evaluations.items() if ev["run"] == n} == set(runs)  # every run evaluated
+    assert set(evaluations) - set(runs) == set(data["evaluations"])  # only the exceptions are written
+
+
+def test_evaluation_exceptions_are_checked():
+    from dfpipe.evaluation.evaluations import resolved_evaluations
+
+    params = {"runs": {"a": {"variant": "v1"}, "b": {"variant": "v2"}}, "evaluations": {"a_on_v2": {"run": "a", "variant": "v2"}}}
+    assert resolved_evaluations(params)["a_on_v2"] == {"run": "a", "variant": "v2", "train_variant": "v1"}
+    assert resolved_evaluations(params)["b"] == {"run": "b", "variant": "v2", "train_variant": "v2"}
+    with pytest.raises(ConfigError, match=r"evaluations\.x\.run: no run 'c'"):
+        resolved_evaluations({**params, "evaluations": {"x": {"run": "c", "variant": "v1"}}})
+    with pytest.raises(ConfigError, match=r"evaluations\.a: evaluate@a already scores run a"):
+        resolved_evaluations({**params, "evaluations": {"a": {"run": "a", "variant": "v2"}}})
+    with pytest.raises(ConfigError, match=r"evaluations\.x\.train_variant"):
+        resolved_evaluations({**params, "evaluations": {"x": {"run": "a", "variant": "v2", "train_variant": "v2"}}})
 
 
 def test_run_summary_init_and_backbone(tmp_path):

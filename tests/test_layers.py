@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: demo data (written with ingest's readers in mind); splits: variants, groups, audits, the gate;
 #: features: spectra and encoder caches; models: the detectors; scoring: metrics, resampling
 #: statistics, the Frank baseline; training: fitting; evaluation: the evaluate and report stages.
-LAYERS = ("core", "ingest", "demo", "splits", "features", "models", "scoring", "training", "evaluation")
+LAYERS = ("core", "ingest", "demo", "splits", "features", "models", "scoring", "training", "evaluation", "pipeline")
 
 
 def _modules() -> dict[str, Path]:

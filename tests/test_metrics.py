@@ -195,3 +195,15 @@ def test_val_threshold_maximises_balanced_accuracy_on_val():
     t = val_threshold(y, score)
     assert bal(t) >= max(bal(g) for g in np.linspace(-0.01, 1.01, 2001)) - 1e-12
     assert val_threshold(np.ones(4), np.linspace(0, 1, 4)) == 0.5  # one class: the argmax
+
+
+def test_rankdata_matches_scipy_bit_for_bit():
+    """The numpy rankdata (kept off scipy.stats for start-up time) gives scipy's exact bits: ties,
+    integers, a NaN (propagated), one item."""
+    from scipy.stats import rankdata as scipy_rankdata
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 1000):
+        for a in (rng.random(n), rng.integers(0, 4, n).astype(float), np.round(rng.random(n), 1),
+                  np.r_[rng.random(n), np.nan], rng.integers(0, 3, n)):
+            assert M.rankdata(a).tobytes() == scipy_rankdata(a).tobytes()

@@ -52,10 +52,11 @@ def _run_paths(repo):
 
 
 def _evaluation(repo):
-    from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation, run_evaluation
+    from dfpipe.evaluation.evaluate import EvaluateConfig, run_evaluation
+    from dfpipe.evaluation.evaluations import load_evaluation
 
     params = repo / "params.yaml"
-    return lambda: run_evaluation(BAD, load_entry("evaluations", "resnet_1", Evaluation, params),
+    return lambda: run_evaluation(BAD, load_evaluation("resnet_1", params),
                                   load_section("evaluate", EvaluateConfig, params), scale=0.04)
 
 

@@ -16,7 +16,8 @@ from ruamel.yaml import YAML
 from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml, to_dict
 from dfpipe.core.profile import apply_profile
 from dfpipe.demo import DemoConfig
-from dfpipe.evaluation.evaluate import EvaluateConfig, Evaluation
+from dfpipe.evaluation.evaluate import EvaluateConfig
+from dfpipe.evaluation.evaluations import EvaluationEntry
 from dfpipe.evaluation.reports import ReportConfig
 from dfpipe.features.spectra import SpectraConfig
 from dfpipe.ingest.preprocess import PreprocessConfig
@@ -42,7 +43,7 @@ def dvc_rewrite(text: str, edit=lambda data: None) -> str:
 SECTIONS = {"demo": DemoConfig, "preprocess": PreprocessConfig, "split": SplitConfig, "audit": AuditConfig,
             "spectra": SpectraConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "report": ReportConfig,
             "features": FeaturesConfig}
-ENTRIES = {"sources": SourceConfig, "variants": VariantConfig, "runs": RunConfig, "evaluations": Evaluation}
+ENTRIES = {"sources": SourceConfig, "variants": VariantConfig, "runs": RunConfig, "evaluations": EvaluationEntry}
 
 
 def all_configs(params: Path) -> dict[str, dict]:
@@ -60,12 +61,12 @@ def test_runs_resolve_to_the_former_explicit_configs():
     before = json.loads((REPO / "tests/data/runs_resolved_before.json").read_text())
     runs = load_yaml(REPO / "params.yaml")["runs"]
     assert set(before) <= set(runs)  # runs added since (e.g. resnet_5_v3g) have no former config
-    # Changed on purpose by issue 12 / C1 (h/train): seeds replace seed; precise BN counted in
+    # Changed on purpose (leak measure, multi-seed training): seeds replace seed; precise BN counted in
     # images; class-balanced demo sampling; mask losses on edited items; init; demo-only widths.
     family_width = {"resnet18": 0.5, "xception": 0.25, "f3net": 0.25, "npr": 1.0}
     for name in before:
         cfg = to_dict(load_entry("runs", name, RunConfig, REPO / "params.yaml"))
-        # keys added by issue 18 (h/detectors), at values that change nothing for the former runs
+        # keys added for the reading group's detectors, at values that change nothing for the former runs
         assert cfg.pop("augment") == "none" and cfg["model"].pop("feature_dim") == 0
         old = dict(before[name])
         assert cfg.pop("seeds") == [0, 1] and old.pop("seed") == 0

@@ -281,21 +281,45 @@ def test_config_checks():
 
 
 def test_dvc_yaml_matches_params():
-    """dvc.yaml's report deps, top-level plots/artifacts and evaluate code deps are derived from
-    params.yaml report: and the evaluation code (a change to one without the other fails here)."""
+    """Every derived part of dvc.yaml (code and data deps, the evaluate foreach, the report's deps,
+    plots and artifacts) is what the generator writes from params.yaml and the imports."""
+    from dfpipe.pipeline import dvcfile
+
+    assert dvcfile.derived(REPO / "dvc.yaml") == (REPO / "dvc.yaml").read_text(), (
+        "dvc.yaml is out of date: python -m dfpipe.pipeline.dvcfile --write"
+    )
     params = load_yaml(REPO / "params.yaml")
     cfg = load_section("report", R.ReportConfig, REPO / "params.yaml")
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     deps = [d for d in dvc["stages"]["report"]["deps"] if d.startswith("metrics/")]
     assert deps == R.report_deps(cfg, params)
-    sections = R.dvc_sections(cfg, params)
-    assert dvc["plots"] == sections["plots"] and dvc["artifacts"] == sections["artifacts"]
-    assert set(cfg.evaluation_names()) <= set(params["evaluations"]) | set(params.get("frank", {}))
-    code = [d for d in dvc["stages"]["evaluate"]["do"]["deps"] if d.startswith(("src/", "stages/"))]
-    assert sorted(code) == sorted(E.CODE_DEPS)
+    assert set(cfg.evaluation_names()) <= set(dvc["stages"]["evaluate"]["foreach"]) | set(params.get("frank", {}))
     params_deps = {p for p in dvc["stages"]["evaluate"]["do"]["params"] if p.startswith("evaluate.")}
     keys = set(yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"])
     assert params_deps == {f"evaluate.{k}" for k in keys} - {"evaluate.num_workers"}
+
+
+def test_generator_rewrites_a_stale_dvc_yaml(tmp_path):
+    """The control: a dvc.yaml with a stale foreach, report dep and plot is rewritten, and --check fails
+    on it first."""
+    import shutil
+
+    from dfpipe.pipeline import dvcfile
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    shutil.copytree(REPO / "metrics/reference", tmp_path / "metrics/reference")
+    good = (tmp_path / "dvc.yaml").read_text()
+    stale = good.replace("npr_on_dfdc: {run: npr, variant: dfdc_test", "npr_on_dfdc: {run: npr, variant: v4")
+    stale = stale.replace("      - metrics/reference/notes_runs.yaml\n", "", 1)
+    stale = stale.replace("artifacts:\n", "artifacts:\n  extra:\n    path: models/extra\n", 1)
+    assert stale.count("\n") < good.count("\n") + 3 and stale != good
+    (tmp_path / "dvc.yaml").write_text(stale)
+    assert dvcfile.main(["--check", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 1
+    assert dvcfile.main(["--write", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 0
+    assert (tmp_path / "dvc.yaml").read_text() == good
 
 
 def test_controls_hold_or_fail_the_report(repo):

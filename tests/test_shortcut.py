@@ -26,7 +26,7 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def _c2(file_format: str, codec: str) -> dict:
+def _provenance(file_format: str, codec: str) -> dict:
     return {"file_format": file_format, "native_face": np.float32(64.0), "scale": np.float32(0.25),
             "resize_kernel": "area", "codec": codec, "exif_transposed": False, "face_rule": "only"}
 
@@ -35,8 +35,9 @@ def _faces(tmp_path: Path, planted: bool) -> None:
     """Reals and fakes from one image generator; ``planted``: fakes JPEG q=50, reals PNG (lossless);
     else both classes went through the same JPEG q=50 codec control."""
     faces = tmp_path / "faces"
-    real = face_rows("ffhq_real_src", n_images=N, c2=_c2("png", "" if planted else "jpeg_q50"))
-    fake = face_rows("gan_fake_src", n_images=N, c2=_c2("jpeg" if planted else "png", "" if planted else "jpeg_q50"))
+    real = face_rows("ffhq_real_src", n_images=N, provenance=_provenance("png", "" if planted else "jpeg_q50"))
+    fake = face_rows("gan_fake_src", n_images=N,
+                      provenance=_provenance("jpeg" if planted else "png", "" if planted else "jpeg_q50"))
     real["source"], fake["source"] = "real_src", "fake_src"
     real["id"] = "real_src/" + real["path"]
     fake["id"] = "fake_src/" + fake["path"]
@@ -129,7 +130,7 @@ def test_pixel_statistics_are_reported_but_do_not_gate(tmp_path):
     see it, the gate (metadata features) does not; gating on every feature fails the variant."""
     faces = tmp_path / "faces"
     for src, label_src, shift in (("real_src", "ffhq_r", 0), ("fake_src", "gan_f", -60)):
-        rows = face_rows(label_src, n_images=N, c2=_c2("png", ""))
+        rows = face_rows(label_src, n_images=N, provenance=_provenance("png", ""))
         rows["source"], rows["id"] = src, src + "/" + rows["path"]
         rows["group_keys"] = [[i] for i in rows["id"]]
         write_source(faces, rows, image=lambda row, d=shift: np.clip(smooth_image(row.id).astype(np.int16) + d, 0, 255).astype(np.uint8))
@@ -142,7 +143,7 @@ def test_pixel_statistics_are_reported_but_do_not_gate(tmp_path):
     assert m["shortcut"]["check"] == "failed" and set(m["shortcut"]["probes"]) == {"gate"}
 
 
-def test_nuisance_table_reads_c2_and_falls_back_per_row():
+def test_nuisance_table_reads_provenance_columns_and_falls_back_per_row():
     import pandas as pd
 
     from dfpipe.splits.shortcut import nuisance_table
@@ -151,7 +152,7 @@ def test_nuisance_table_reads_c2_and_falls_back_per_row():
     rows = pd.concat([rows, face_rows("gan_x", n_images=2)], ignore_index=True)
     rows["box_w"], rows["split"], rows["group"] = 32, "train", rows["id"]
     side, stats = np.full(4, 16.0), np.zeros(4)
-    table, origin = nuisance_table(rows, side, stats, stats)  # no C2 columns at all
+    table, origin = nuisance_table(rows, side, stats, stats)  # no provenance columns at all
     assert "derived" in origin and "4 of 4" in origin
     assert table["native_face"].tolist() == [32.0] * 4 and table["scale"].tolist() == [0.5] * 4
     assert table["codec_family"].tolist() == ["video", "video", "png", "png"]

@@ -518,7 +518,7 @@ def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypat
     assert (pred["seed"] == 0).all() and len(pred) == sum(g[2] for g in GROUPS)
     head = json.loads((tmp_path / "metrics/eval/f.json").read_text())
     details = json.loads((tmp_path / "metrics/eval/f/details.json").read_text())
-    assert details["run"]["model"] == "frank_linear" and 0.0 <= head["macro_f1"]["mean"] <= 1.0  # C5 headline
+    assert details["run"]["model"] == "frank_linear" and 0.0 <= head["macro_f1"]["mean"] <= 1.0  # headline file
     # provenance: the fingerprint of the frank stage's own code, found from the script, not the cwd
     assert len(details["provenance"]["code"]) == 12 and int(details["provenance"]["code"], 16) >= 0
 

@@ -22,6 +22,7 @@ import yaml
 
 from dfpipe.core import stagedeps
 from dfpipe.core.stagedeps import DataDep
+from dfpipe.evaluation.evaluations import resolved_evaluations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,10 +76,11 @@ def test_a_changed_val_split_makes_evaluations_of_runs_trained_on_it_stale(tmp_p
     after a repro, a changed file of the training variant's val split makes ``dvc status`` report
     the evaluation changed; a changed train-split file (not read) does not."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["evaluations"] = {"e": {"run": "r", "variant": "scored", "train_variant": "trained"}}
+    item = {"run": "r", "variant": "scored", "train_variant": "trained"}
+    params["evaluations"] = {"e": {"run": "r", "variant": "scored"}}
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]
+    stage["foreach"] = {"e": item}  # as the generator resolves it (run r trained on "trained")
     body = stage["do"]
-    item = params["evaluations"]["e"]
     body["deps"] = [d for d in body["deps"] if not d.startswith(stagedeps.CODE_PREFIXES)]
     outs = [_resolve(next(iter(o)) if isinstance(o, dict) else o, params, "e", item)
             for k in ("outs", "metrics", "plots") for o in body.get(k) or []]
@@ -294,7 +296,8 @@ def test_no_tracked_metrics_of_retired_runs():
     import subprocess
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    owners = {"eval": set(params["evaluations"]) | set(params["frank"]), "train": set(params["runs"]),
+    evaluations = resolved_evaluations(params)
+    owners = {"eval": set(evaluations) | set(params["frank"]), "train": set(params["runs"]),
               "audit": set(params["variants"])}
     tracked = subprocess.run(["git", "ls-files", "metrics"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()

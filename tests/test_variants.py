@@ -161,7 +161,7 @@ def test_missing_manifest_and_bad_crop_size_are_clear_errors(tmp_path):
         build_variant("x", variant_cfg(train={"gan_a": 10, "gan_big": 10}), split)
 
 
-# ---------------------------------------------------------------- issue 12 / 13: v3 vs v4, FF++ originals
+# ---------------------------------------------------------------- v3 vs v4 stills, FF++ originals
 
 def _params_faces(cfgs, scale: float) -> pd.DataFrame:
     """Generated rows for every source of ``cfgs`` with room for the counts at ``scale``."""

@@ -36,15 +36,15 @@ from pathlib import Path
 from dfpipe.core.io import sha256_bytes, sha256_file, write_bytes
 
 DEFAULT_DEST = Path("models/mediapipe")
-PREFETCH_DIR = Path(".scratch/assets")   # relative to the repository root (the stage's cwd)
+PREFETCH_DIR = Path(".scratch/assets")  # relative to the repository root (the stage's cwd)
 WHEEL_SPEC = "mediapipe==0.10.21"
 REPO_RAW = "https://raw.githubusercontent.com/google-ai-edge/mediapipe/v0.10.21/"
 
 
 @dataclass(frozen=True)
 class Asset:
-    name: str          # file name under the destination folder
-    member: str        # path inside the wheel / repository
+    name: str  # file name under the destination folder
+    member: str  # path inside the wheel / repository
     sha256: str
 
 
@@ -112,9 +112,22 @@ def _from_url(asset: Asset, timeout: float) -> bytes:
 
 def _download_wheel(workdir: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", WHEEL_SPEC, "--no-deps", "--only-binary=:all:",
-        "--python-version", "3.11", "--implementation", "cp",
-        "--platform", "manylinux_2_28_x86_64", "-d", str(workdir), "-q",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        WHEEL_SPEC,
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "-d",
+        str(workdir),
+        "-q",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(workdir.glob("mediapipe-*.whl"))
@@ -175,7 +188,8 @@ def fetch_assets(dest: str | Path = DEFAULT_DEST, try_urls: bool = True, timeout
     if pending:
         lines = "\n".join(f"  {n}:\n    " + "\n    ".join(errors[n]) for n in (a.name for a in pending))
         raise AssetError(
-            "could not obtain MediaPipe model assets from any source:\n" + lines
+            "could not obtain MediaPipe model assets from any source:\n"
+            + lines
             + "\nSet DFPIPE_ASSETS_FROM to a folder holding the .tflite files to install them offline."
         )
     return [dest / a.name for a in ASSETS]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from dfpipe.core.config import ConfigError, safe_name
 
@@ -19,9 +19,16 @@ DEBUG_ENV = "DFPIPE_DEBUG"
 
 #: The params section whose keys a stage's name argument is (the dvc.yaml ``foreach``), for messages.
 ARG_SECTIONS = {
-    "preprocess": "sources", "preprocess_scale": "sources", "variant": "variants", "audit": "variants",
-    "spectra": "spectra.variants", "features": "features.caches", "train": "runs", "frank": "frank",
-    "evaluate": "evaluations", "pretrained": "pretrained.weights",
+    "preprocess": "sources",
+    "preprocess_scale": "sources",
+    "variant": "variants",
+    "audit": "variants",
+    "spectra": "spectra.variants",
+    "features": "features.caches",
+    "train": "runs",
+    "frank": "frank",
+    "evaluate": "evaluations",
+    "pretrained": "pretrained.weights",
 }
 
 

@@ -29,13 +29,24 @@ import copy
 import functools
 import os
 import re
+from collections.abc import Hashable, Mapping
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Mapping, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator, TypeAdapter,
-                      ValidationError, ValidationInfo)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+)
 
 T = TypeVar("T", bound=BaseModel)
+#: What :func:`build` validates: a Config, or any type pydantic validates (``RepoPath``, containers).
+V = TypeVar("V")
 
 PARAMS_FILE = "params.yaml"
 #: Sections whose entries are merged over a defaults block before validation.
@@ -75,7 +86,9 @@ def _repo_path(value: Any, info: ValidationInfo) -> Path:
 
 #: A path relative to the repository root that stays inside it (see the module docstring).
 RepoPath = Annotated[
-    Path, PlainValidator(_repo_path), PlainSerializer(lambda p: p.as_posix(), return_type=str),
+    Path,
+    PlainValidator(_repo_path),
+    PlainSerializer(lambda p: p.as_posix(), return_type=str),
 ]
 
 
@@ -102,8 +115,10 @@ def name_problem(value: Any) -> str | None:
         why = "it starts with '.'"
     else:
         why = f"it contains {_show(next(c for c in value if not re.fullmatch(r'[A-Za-z0-9_.-]', c)))}"
-    return (f"{_show(value)} is not a plain name: {why} (allowed: letters, digits, '_', '-', '.'; "
-            f"no path separator, no leading '.')")
+    return (
+        f"{_show(value)} is not a plain name: {why} (allowed: letters, digits, '_', '-', '.'; "
+        f"no path separator, no leading '.')"
+    )
 
 
 def safe_name(key: str, value: Any) -> str:
@@ -185,8 +200,9 @@ def load_entry(section: str, key: str, cls: type[T], path: str | Path = PARAMS_F
     (:func:`merged_entry`). ``runs`` entries are merged over ``run_defaults`` first.
     """
     data = load_yaml(path)
-    return build(cls, merged_entry(data, section, key, where=str(path)), where=f"{section}.{key}",
-                 root=Path(path).parent)
+    return build(
+        cls, merged_entry(data, section, key, where=str(path)), where=f"{section}.{key}", root=Path(path).parent
+    )
 
 
 def merged_entry(data: Mapping[str, Any], section: str, key: str, where: str = PARAMS_FILE) -> Any:
@@ -224,7 +240,7 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def build(cls: type[T], data: Any, where: str = "", root: str | Path | None = None) -> T:
+def build(cls: type[V], data: Any, where: str = "", root: str | Path | None = None) -> V:
     """Validate ``data`` (a YAML mapping) into ``cls``; a :class:`ConfigError` on any problem.
 
     ``where`` is the dotted path used in messages; ``root`` the repository root against which
@@ -232,12 +248,13 @@ def build(cls: type[T], data: Any, where: str = "", root: str | Path | None = No
     """
     where = where or getattr(cls, "__name__", str(cls))
     try:
-        return _adapter(cls).validate_python(_tuples(data), strict=True, context={"root": root})
+        # a type object is hashable; mypy cannot tell for a TypeVar without a bound
+        return _adapter(cast(Hashable, cls)).validate_python(_tuples(data), strict=True, context={"root": root})
     except ValidationError as exc:
         raise ConfigError("; ".join(_message(cls, where, err) for err in exc.errors())) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(cls: Any) -> TypeAdapter:
     """Validator of ``cls``: a :class:`Config` or a container of them (``dict[str, VariantConfig]``)."""
     return TypeAdapter(cls)
@@ -270,20 +287,30 @@ def _tuples(value: Any) -> Any:
 
 
 _TYPE_MESSAGES = {
-    "int_type": "expected an integer", "float_type": "expected a number", "bool_type": "expected true/false",
-    "string_type": "expected a string", "tuple_type": "expected a list", "list_type": "expected a list",
-    "dict_type": "expected a mapping", "model_type": "expected a mapping", "model_attributes_type": "expected a mapping",
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "bool_type": "expected true/false",
+    "string_type": "expected a string",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
 }
 
 
 _BOUNDS = {
-    "greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
-    "less_than_equal": ("<=", "le"), "multiple_of": ("a multiple of", "multiple_of"),
-    "too_short": ("at least this long:", "min_length"), "string_pattern_mismatch": ("a match of", "pattern"),
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+    "multiple_of": ("a multiple of", "multiple_of"),
+    "too_short": ("at least this long:", "min_length"),
+    "string_pattern_mismatch": ("a match of", "pattern"),
 }
 
 
-def _message(cls: type[BaseModel], where: str, err: Mapping[str, Any]) -> str:
+def _message(cls: Any, where: str, err: Mapping[str, Any]) -> str:
     loc = list(err["loc"])
     if loc and loc[-1] == "[key]":  # pydantic's marker for a mapping key (not its value) being wrong
         loc.pop()
@@ -307,7 +334,7 @@ def _message(cls: type[BaseModel], where: str, err: Mapping[str, Any]) -> str:
         text = f"must be {op} {err['ctx'][key]}, got {_show(value)}"
     else:  # Field constraints: "Input should be greater than 0" -> "should be greater than 0, got -1"
         msg = err["msg"]
-        text = f"{msg[len('Input '):] if msg.startswith('Input ') else msg}, got {_show(value)}"
+        text = f"{msg[len('Input ') :] if msg.startswith('Input ') else msg}, got {_show(value)}"
     path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
     return f"{path}: {text}"
 

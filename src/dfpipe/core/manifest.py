@@ -27,51 +27,57 @@ def is_fake(label):
     """
     return label != 0
 
+
 #: Columns every face manifest has, in this order.
 FACE_SCHEMA = pa.schema(
     [
-        ("id", pa.string()),            # unique, stable: "<source>/<relative path>[#f<frame>]"
-        ("source", pa.string()),        # source name from params.yaml
-        ("label", pa.int8()),           # 0 real, 1 fake (generated), 2 edited
-        ("method", pa.string()),        # generator / manipulation method / "ffhq" / "youtube"
-        ("video_id", pa.string()),      # path under the source root without extension; FF++ keeps
-                                        # "071_054" (fakes) / "071" (originals); "" for images
+        ("id", pa.string()),  # unique, stable: "<source>/<relative path>[#f<frame>]"
+        ("source", pa.string()),  # source name from params.yaml
+        ("label", pa.int8()),  # 0 real, 1 fake (generated), 2 edited
+        ("method", pa.string()),  # generator / manipulation method / "ffhq" / "youtube"
+        ("video_id", pa.string()),  # path under the source root without extension; FF++ keeps
+        # "071_054" (fakes) / "071" (originals); "" for images
         ("group_keys", pa.list_(pa.string())),  # identity keys joined by union-find in splits
-        ("path", pa.string()),          # source file, relative to the source root
-        ("frame_index", pa.int32()),    # decoded frame index, -1 for still images
-        ("n_frames", pa.int32()),       # frames in the video, -1 for still images
-        ("box_x", pa.int32()),          # square crop box in source pixels (may pass the border)
+        ("path", pa.string()),  # source file, relative to the source root
+        ("frame_index", pa.int32()),  # decoded frame index, -1 for still images
+        ("n_frames", pa.int32()),  # frames in the video, -1 for still images
+        ("box_x", pa.int32()),  # square crop box in source pixels (may pass the border)
         ("box_y", pa.int32()),
         ("box_w", pa.int32()),
         ("box_h", pa.int32()),
-        ("det_score", pa.float32()),    # face-detector score, NaN in `raw` mode
+        ("det_score", pa.float32()),  # face-detector score, NaN in `raw` mode
         ("content_hash", pa.string()),  # sha256 of the stored crop (dtype, shape, bytes)
         ("has_mask", pa.bool_()),
         ("shard", pa.string()),
         ("offset", pa.int32()),
-        ("mask_shard", pa.string()),    # "" when has_mask is false
-        # provenance of the pixels (contract C2): nuisance features the shortcut audit probes
-        ("file_format", pa.string()),   # source container/codec: png, jpeg, h264, ...
+        ("mask_shard", pa.string()),  # "" when has_mask is false
+        # provenance of the pixels: nuisance features the shortcut audit probes
+        ("file_format", pa.string()),  # source container/codec: png, jpeg, h264, ...
         ("native_face", pa.float32()),  # side in source pixels of the square crop region
-        ("scale", pa.float32()),        # stored side / native_face (< 1: down-sampled)
-        ("resize_kernel", pa.string()), # interpolation used: "area", "cubic", "none" (same size)
-        ("codec", pa.string()),         # codec control applied before detection, "" if none
+        ("scale", pa.float32()),  # stored side / native_face (< 1: down-sampled)
+        ("resize_kernel", pa.string()),  # interpolation used: "area", "cubic", "none" (same size)
+        ("codec", pa.string()),  # codec control applied before detection, "" if none
         ("exif_transposed", pa.bool_()),  # EXIF orientation applied to a still image
-        ("face_rule", pa.string()),     # "only", "largest", "mask_overlap"; "none" in raw mode
+        ("face_rule", pa.string()),  # "only", "largest", "mask_overlap"; "none" in raw mode
     ]
 )
 
-#: The provenance columns of contract C2 with their "not recorded" values: a manifest built by
+#: The provenance columns above (file_format .. face_rule) with their "not recorded" values: a manifest built by
 #: hand (test fixtures, adapters of precomputed crops) states explicitly that it has no
 #: provenance through :func:`add_provenance`; the preprocess stage always records real values.
 PROVENANCE_UNKNOWN = {
-    "file_format": "", "native_face": float("nan"), "scale": float("nan"), "resize_kernel": "",
-    "codec": "", "exif_transposed": False, "face_rule": "",
+    "file_format": "",
+    "native_face": float("nan"),
+    "scale": float("nan"),
+    "resize_kernel": "",
+    "codec": "",
+    "exif_transposed": False,
+    "face_rule": "",
 }
 
 
 def add_provenance(df: pd.DataFrame, **values) -> pd.DataFrame:
-    """A copy of ``df`` with the C2 provenance columns it lacks set to ``values`` (by name) or to
+    """A copy of ``df`` with the provenance columns it lacks set to ``values`` (by name) or to
     :data:`PROVENANCE_UNKNOWN`; columns already present are kept."""
     unknown = sorted(set(values) - set(PROVENANCE_UNKNOWN))
     if unknown:
@@ -85,7 +91,7 @@ def add_provenance(df: pd.DataFrame, **values) -> pd.DataFrame:
 
 #: Extra columns of a variant manifest.
 SPLIT_FIELDS = [
-    ("split", pa.string()),        # train / val / eval
+    ("split", pa.string()),  # train / val / eval
     ("split_group", pa.string()),  # union-find root key the split was decided on
 ]
 VARIANT_SCHEMA = pa.schema(list(FACE_SCHEMA) + [pa.field(n, t) for n, t in SPLIT_FIELDS])
@@ -94,9 +100,9 @@ REJECT_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
         ("path", pa.string()),
-        ("frame_index", pa.int32()),   # -1 when the whole file is rejected
-        ("reason", pa.string()),       # short code: unreadable, no_face, small_face, mask_missing, ...
-        ("detail", pa.string()),       # human-readable detail (exception text, sizes)
+        ("frame_index", pa.int32()),  # -1 when the whole file is rejected
+        ("reason", pa.string()),  # short code: unreadable, no_face, small_face, mask_missing, ...
+        ("detail", pa.string()),  # human-readable detail (exception text, sizes)
     ]
 )
 

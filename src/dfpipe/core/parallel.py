@@ -9,15 +9,17 @@ any worker count.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def thread_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
-               pool: Optional[ThreadPoolExecutor] = None) -> Iterator[R]:
+def thread_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, pool: ThreadPoolExecutor | None = None
+) -> Iterator[R]:
     """Yield ``fn(item)`` for each item in order; ``workers <= 0``: in this thread, one by one.
 
     At most ``workers + 1`` calls are submitted ahead of the consumer (memory stays bounded for

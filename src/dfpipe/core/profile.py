@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dfpipe.core.config import PARAMS_FILE, ConfigError, load_yaml
 
@@ -48,7 +49,8 @@ def apply_profile(name: str, params: Path = Path(PARAMS_FILE), write: bool = Tru
     rt.preserve_quotes = True
     rt.width = 4096  # never reflow long lines
     rt.representer.add_representer(  # "null", not an empty value, for a profile's None
-        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     data = rt.load(params.read_text(encoding="utf-8"))
     changed = merge_into(data, profile)
     buf = io.StringIO()

@@ -10,8 +10,8 @@ DVC handles tens of shard files per stage instead of 10^5 small image files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -46,8 +46,7 @@ class ShardWriter:
             self._shape, self._dtype = array.shape, array.dtype
         elif array.shape != self._shape or array.dtype != self._dtype:
             raise ValueError(
-                f"shard item shape/dtype {array.shape}/{array.dtype} differs from "
-                f"{self._shape}/{self._dtype}"
+                f"shard item shape/dtype {array.shape}/{array.dtype} differs from {self._shape}/{self._dtype}"
             )
         ref = (self._name(self._index), len(self._buffer))
         self._buffer.append(array)
@@ -69,7 +68,7 @@ class ShardWriter:
         self._flush()
         return list(self.written)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -94,25 +93,30 @@ class ShardReader:
     def get(self, name: str, offset: int) -> np.ndarray:
         return np.asarray(self.shard(name)[int(offset)])
 
-    def gather(self, names: Sequence[str], offsets: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+    def gather(
+        self, names: Sequence[str], offsets: Sequence[int] | np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Stack items in the order given into ``out`` (allocated when None; e.g. a pinned
         buffer's numpy view). Each shard is read in *sorted* offset order (sequential page-cache
         / disk access), one item copy at a time straight into its place: numpy's fancy indexing
         is slower for large items (measured 2x at 299 px) and needs a second scatter copy.
         """
-        names = np.asarray(list(names), dtype=object)
-        offsets = np.asarray(offsets, dtype=np.int64)
-        if len(names) == 0:
+        name_arr = np.asarray(list(names), dtype=object)
+        offset_arr = np.asarray(offsets, dtype=np.int64)
+        if len(name_arr) == 0:
             raise ValueError("gather of zero items")
-        for name in sorted(set(names.tolist())):
+        for name in sorted(set(name_arr.tolist())):
             shard = self.shard(name)
             if out is None:
-                out = np.empty((len(names),) + shard.shape[1:], dtype=shard.dtype)
+                out = np.empty((len(name_arr),) + shard.shape[1:], dtype=shard.dtype)
             elif out.shape[1:] != shard.shape[1:] or out.dtype != shard.dtype:
-                raise ValueError(f"{self.root / name}: items {shard.dtype} {shard.shape[1:]} do not fit "
-                                 f"the buffer {out.dtype} {out.shape[1:]}")
-            rows = np.flatnonzero(names == name)
-            rows = rows[np.argsort(offsets[rows], kind="stable")]
-            for row, offset in zip(rows.tolist(), offsets[rows].tolist()):
+                raise ValueError(
+                    f"{self.root / name}: items {shard.dtype} {shard.shape[1:]} do not fit "
+                    f"the buffer {out.dtype} {out.shape[1:]}"
+                )
+            rows = np.flatnonzero(name_arr == name)
+            rows = rows[np.argsort(offset_arr[rows], kind="stable")]
+            for row, offset in zip(rows.tolist(), offset_arr[rows].tolist()):
                 out[row] = shard[offset]  # IndexError past the shard's end, as fancy indexing
+        assert out is not None  # the loop ran at least once (zero items raise above)
         return out

@@ -44,21 +44,32 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, cast
 
 import yaml
 
 PACKAGE = "dfpipe"
 #: params.yaml keys that change no output byte (progress, logging, worker counts, device choice):
 #: never params of a stage, so changing them leaves `dvc status` clean.
-NON_RESULT_KEYS = frozenset({
-    "demo.workers", "preprocess.workers", "preprocess.executor", "preprocess.ray_address",
-    "spectra.workers",   # executors and thread counts: same bytes (tests)
-    "train.gpus", "train.nodes", "train.rdzv_endpoint",   # how training is launched, not what it computes
-    "train.device", "train.num_workers", "train.log_every", "train.progress",
-    "train.log_dir", "train.scratch_dir",   # timings log, resume state: never outputs (C1)
-    "evaluate.num_workers",   # evaluate.device stays a param (eval's choice: CPU vs GPU floats)
-})
+NON_RESULT_KEYS = frozenset(
+    {
+        "demo.workers",
+        "preprocess.workers",
+        "preprocess.executor",
+        "preprocess.ray_address",
+        "spectra.workers",  # executors and thread counts: same bytes (tests)
+        "train.gpus",
+        "train.nodes",
+        "train.rdzv_endpoint",  # how training is launched, not what it computes
+        "train.device",
+        "train.num_workers",
+        "train.log_every",
+        "train.progress",
+        "train.log_dir",
+        "train.scratch_dir",  # timings log, resume state: never outputs
+        "evaluate.num_workers",  # evaluate.device stays a param (eval's choice: CPU vs GPU floats)
+    }
+)
 #: stage -> the params.yaml section its config class reads whole: the stage lists every key of it
 #: one by one except NON_RESULT_KEYS (a key added to the section must be added to dvc.yaml too).
 STAGE_SECTIONS = {"make_demo": "demo", "preprocess": "preprocess", "train": "train", "evaluate": "evaluate"}
@@ -80,50 +91,58 @@ class DataDep(NamedTuple):
 #: report's inputs, from params.yaml ``report:`` by dfpipe.evaluation.reports.report_deps, checked
 #: by tests/test_reports.py). A read that no template can name (a variant's source list, a run's
 #: input kind) is covered by the enclosing folder.
-DATA_DEPS: dict[str, Optional[tuple[DataDep, ...]]] = {
-    "assets": (),       # copies or downloads the pinned models: no tracked input
-    "make_demo": (),    # generated from params alone
-    "preprocess": (     # dfpipe.ingest: the source folder (FF++ masks, Celeb-DF / DFDC lists inside), the models
+DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
+    "assets": (),  # copies or downloads the pinned models: no tracked input
+    "make_demo": (),  # generated from params alone
+    "preprocess": (  # dfpipe.ingest: the source folder (FF++ masks, Celeb-DF / DFDC lists inside), the models
         DataDep("${item.path}"),
         DataDep("${preprocess.detector_model}"),
         DataDep("${preprocess.segmenter_model}"),
     ),
-    "variant": (        # dfpipe.splits.variants.build_variant
+    "variant": (  # dfpipe.splits.variants.build_variant
         DataDep("${split.faces_dir}", "every source's crops (DVC cannot interpolate the variant's source list)"),
         DataDep("${pipeline.ffpp_splits}"),
         DataDep("${split.celebdf_test_list}", when="split.celebdf_test_list"),
     ),
-    "audit": (          # stages/audit.py: the variant, and the Celeb-DF test list it reports against
+    "audit": (  # stages/audit.py: the variant, and the Celeb-DF test list it reports against
         DataDep("${split.out_dir}/${key}"),
         DataDep("${split.celebdf_test_list}", when="split.celebdf_test_list"),
     ),
-    "spectra": (DataDep("${spectra.variants_dir}/${item}"),),             # features.spectra.build_variant
-    "features": (DataDep("${features.variants_dir}/${item.variant}"),),   # features.encoders.build_cache
-    "train": (          # dfpipe.training.train.fit and the gate check it runs first
-        DataDep("${train.variants_dir}/${item.variant}",
-                "train/val, and every file of the variant for the audit gate's fingerprint"),
+    "spectra": (DataDep("${spectra.variants_dir}/${item}"),),  # features.spectra.build_variant
+    "features": (DataDep("${features.variants_dir}/${item.variant}"),),  # features.encoders.build_cache
+    "train": (  # dfpipe.training.train.fit and the gate check it runs first
+        DataDep(
+            "${train.variants_dir}/${item.variant}",
+            "train/val, and every file of the variant for the audit gate's fingerprint",
+        ),
         DataDep("${audit.out_dir}/${item.variant}/gate.json"),
         DataDep("${train.spectra_dir}", "dct/dft-input runs' statistics (foreach cannot branch on the input kind)"),
         DataDep("${train.features_dir}", "clip/lgrad-input runs read features@ caches (same reason)"),
     ),
-    "frank": (          # dfpipe.scoring.frank.load_split, every split
+    "frank": (  # dfpipe.scoring.frank.load_split, every split
         DataDep("${spectra.out_dir}/${item.variant}", "the cached spectra of every split and their statistics"),
         DataDep("${spectra.variants_dir}/${item.variant}/train/manifest.parquet"),
-        DataDep("${spectra.variants_dir}/${item.variant}/val",
-                "val and eval manifests; every file of both for the provenance's data fingerprint"),
+        DataDep(
+            "${spectra.variants_dir}/${item.variant}/val",
+            "val and eval manifests; every file of both for the provenance's data fingerprint",
+        ),
         DataDep("${spectra.variants_dir}/${item.variant}/eval"),
     ),
-    "pretrained": (),   # downloads, or copies pretrained.weights.<name>.local (see STAGE_NOT_DEPS)
-    "evaluate": (       # dfpipe.evaluation.evaluate.run_evaluation
+    "pretrained": (),  # downloads, or copies pretrained.weights.<name>.local (see STAGE_NOT_DEPS)
+    "evaluate": (  # dfpipe.evaluation.evaluate.run_evaluation
         DataDep("${train.models_dir}/${item.run}"),
         DataDep("${train.metrics_dir}/${item.run}/curves"),
         DataDep("${train.features_dir}", "clip/lgrad-input runs read features@ caches"),
         DataDep("${train.variants_dir}/${item.variant}/eval"),
-        DataDep("${train.variants_dir}/${item.train_variant}/val",
-                "thresholds (binary runs, FF++ protocol) and the majority baseline are chosen on the "
-                "training variant's val split"),
-        DataDep("${audit.out_dir}/${item.variant}/eval_items.parquet",
-                "leak measure (a): the audit's per-item flags of the scored variant"),
+        DataDep(
+            "${train.variants_dir}/${item.train_variant}/val",
+            "thresholds (binary runs, FF++ protocol) and the majority baseline are chosen on the "
+            "training variant's val split",
+        ),
+        DataDep(
+            "${audit.out_dir}/${item.variant}/eval_items.parquet",
+            "leak measure (a): the audit's per-item flags of the scored variant",
+        ),
     ),
     "report": None,
 }
@@ -136,17 +155,27 @@ NOT_DEPS = {
 #: outputs, and why (a read the stage makes only in some configurations, or a key it does not use).
 STAGE_NOT_DEPS: dict[str, dict[str, str]] = {
     "variant": {"split.ffpp_official": "the dep is pipeline.ffpp_splits, checked to name the same folder"},
-    "audit": {"split.faces_dir": "not read (the audit reads the materialised variant)",
-              "split.ffpp_official": "not read by the audit"},
-    "features": {"features.encoders.*.weights": "null in the demo; a set file must match its sha256 pin, "
-                                                "a param of the stage (features.encoders.<encoder>)"},
-    "pretrained": {"pretrained.weights.*.local": "copied when present, refused unless it matches its sha256 pin "
-                                                 "(pretrained.weights.<name>, a param of the stage)"},
-    "train": {"train.pretrained_dir": "read only by runs with init other than scratch (none in the demo): "
-                                      "foreach cannot see the init a run takes from run_defaults, and the "
-                                      "folder exists only once a pretrained@ stage has run"},
-    "evaluate": {"train.spectra_dir": "not read: dct/dft statistics are part of the checkpoint",
-                 "train.pretrained_dir": "provenance label of runs with init other than scratch only"},
+    "audit": {
+        "split.faces_dir": "not read (the audit reads the materialised variant)",
+        "split.ffpp_official": "not read by the audit",
+    },
+    "features": {
+        "features.encoders.*.weights": "null in the demo; a set file must match its sha256 pin, "
+        "a param of the stage (features.encoders.<encoder>)"
+    },
+    "pretrained": {
+        "pretrained.weights.*.local": "copied when present, refused unless it matches its sha256 pin "
+        "(pretrained.weights.<name>, a param of the stage)"
+    },
+    "train": {
+        "train.pretrained_dir": "read only by runs with init other than scratch (none in the demo): "
+        "foreach cannot see the init a run takes from run_defaults, and the "
+        "folder exists only once a pretrained@ stage has run"
+    },
+    "evaluate": {
+        "train.spectra_dir": "not read: dct/dft statistics are part of the checkpoint",
+        "train.pretrained_dir": "provenance label of runs with init other than scratch only",
+    },
     "frank": {"spectra.metrics_dir": "spectra@'s output, not read", "spectra.plots_dir": "spectra@'s output, not read"},
 }
 _SCRIPT = re.compile(r"(?:^|\s)(stages/[\w/.-]+\.py)(?:\s|$)")
@@ -159,8 +188,8 @@ class StageDepsError(RuntimeError):
 
 @dataclass
 class _Module:
-    name: str       # dotted module name, e.g. dfpipe.core.io
-    path: Path      # file, relative to the repository root
+    name: str  # dotted module name, e.g. dfpipe.core.io
+    path: Path  # file, relative to the repository root
     is_package: bool
 
 
@@ -176,7 +205,8 @@ def _find_module(name: str, src: Path, root: Path) -> _Module | None:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -223,13 +253,21 @@ def _imported_names(tree: ast.AST, current: str, is_package: bool) -> tuple[set[
             names.add(base)
             # `from pkg import mod` imports the submodule when one of that name exists
             names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "import_module" and node.args
-              and not isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and not isinstance(node.args[0], ast.Constant)
+        ):
             dynamic = True
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "import_module" and node.args
-              and isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             names.add(str(node.args[0].value))
     return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}, dynamic
 
@@ -240,7 +278,8 @@ def _parents(name: str) -> list[str]:
 
 
 def import_closure(entry: Path, root: Path) -> list[str]:
-    """Repository-relative paths (stage script first, then sorted) of ``entry`` and every dfpipe module it (transitively) imports.
+    """Repository-relative paths (stage script first, then sorted) of ``entry`` and every dfpipe
+    module it (transitively) imports.
 
     ``entry`` is a file relative to ``root`` (a stage script or a module under src/).
     """
@@ -250,7 +289,7 @@ def import_closure(entry: Path, root: Path) -> list[str]:
     todo: list[tuple[Path, str, bool]] = []
     rel_entry = entry.as_posix()
     if rel_entry.startswith("src/"):
-        dotted = rel_entry[len("src/"):-len(".py")].replace("/", ".")
+        dotted = rel_entry[len("src/") : -len(".py")].replace("/", ".")
         is_pkg = dotted.endswith(".__init__")
         dotted = dotted.removesuffix(".__init__")
         seen.add(dotted)
@@ -274,8 +313,11 @@ def import_closure(entry: Path, root: Path) -> list[str]:
         names, dynamic = _imported_names(tree, dotted, is_pkg)
         if dynamic:  # any module of this package may be imported
             pkg_dir = (root / path).parent
-            names.update(f"{dotted if is_pkg else dotted.rpartition('.')[0]}.{p.stem}"
-                         for p in pkg_dir.glob("*.py") if p.name != "__init__.py")
+            names.update(
+                f"{dotted if is_pkg else dotted.rpartition('.')[0]}.{p.stem}"
+                for p in pkg_dir.glob("*.py")
+                if p.name != "__init__.py"
+            )
         for name in sorted(names):
             for candidate in [*_parents(name), name]:  # importing a.b.c runs a and a.b first
                 if candidate in seen:
@@ -391,15 +433,19 @@ def _load_params(dvc_yaml: Path, params_yaml: Path | None) -> dict:
     return (yaml.safe_load(params_yaml.read_text(encoding="utf-8")) if params_yaml.is_file() else None) or {}
 
 
-def expected_data_deps(dvc_yaml: Path, table: dict | None = None,
-                       params_yaml: Path | None = None) -> dict[str, list[DataDep]]:
+def expected_data_deps(
+    dvc_yaml: Path, table: dict | None = None, params_yaml: Path | None = None
+) -> dict[str, list[DataDep]]:
     """Stage name -> its declared data deps (``DATA_DEPS``; a ``when`` dep only while its params key
     is set), for the stages of dvc.yaml whose data deps are declared here."""
     table = DATA_DEPS if table is None else table
     params = _load_params(dvc_yaml, params_yaml)
     spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
-    return {name: [d for d in table[name] if not d.when or _lookup(params, d.when) is not None]
-            for name in (spec.get("stages") or {}) if table.get(name) is not None}
+    return {
+        name: [d for d in deps if not d.when or _lookup(params, d.when) is not None]
+        for name in (spec.get("stages") or {})
+        if (deps := table.get(name)) is not None
+    }
 
 
 def declared_data_deps(dvc_yaml: Path) -> dict[str, list[str]]:
@@ -418,8 +464,11 @@ def data_differences(dvc_yaml: Path, table: dict | None = None, params_yaml: Pat
     table = DATA_DEPS if table is None else table
     root = dvc_yaml.resolve().parent
     spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
-    lines = [f"{name}: no data-dep declaration (stagedeps.DATA_DEPS)"
-             for name in _python_stages(spec, root) if name not in table]
+    lines = [
+        f"{name}: no data-dep declaration (stagedeps.DATA_DEPS)"
+        for name in _python_stages(spec, root)
+        if name not in table
+    ]
     have = declared_data_deps(dvc_yaml)
     for name, want in expected_data_deps(dvc_yaml, table, params_yaml).items():
         paths = [d.path for d in want]
@@ -434,7 +483,7 @@ def data_differences(dvc_yaml: Path, table: dict | None = None, params_yaml: Pat
     return lines + path_param_problems(dvc_yaml, table)
 
 
-_LOADERS = {"load_section": 1, "load_entry": 2}   # config loader -> position of its class argument
+_LOADERS = {"load_section": 1, "load_entry": 2}  # config loader -> position of its class argument
 
 
 def _import_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
@@ -496,9 +545,9 @@ def stage_path_params(entry: Path, root: Path, foreach_section: str | None = Non
     ``load_section``, ``item.<field>`` for ``load_entry`` of the stage's own foreach section (else
     ``<section>.*.<field>``)."""
     tree = ast.parse((root / entry).read_text(encoding="utf-8"))
-    imported = {}
+    imported: dict[str, tuple[str, str]] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+        if isinstance(node, ast.ImportFrom) and node.module is not None and node.module.startswith(PACKAGE):
             imported.update({alias.asname or alias.name: (node.module, alias.name) for alias in node.names})
     keys = set()
     for node in ast.walk(tree):
@@ -508,7 +557,7 @@ def stage_path_params(entry: Path, root: Path, foreach_section: str | None = Non
         at = _LOADERS.get(loader)
         if at is None or len(node.args) <= at or not isinstance(node.args[at], ast.Name):
             continue
-        section, cls_name = str(node.args[0].value), node.args[at].id
+        section, cls_name = str(node.args[0].value), cast(ast.Name, node.args[at]).id  # checked just above
         if cls_name not in imported:
             continue
         cls = _resolve_class(*imported[cls_name], root)
@@ -534,19 +583,24 @@ def path_param_problems(dvc_yaml: Path, table: dict | None = None) -> list[str]:
     spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
     problems = []
     for name, (stage, entry) in _python_stages(spec, root).items():
-        if table.get(name) is None:
+        deps = table.get(name)
+        if deps is None:
             continue
         body = stage.get("do", stage)
         foreach = re.fullmatch(r"\$\{([\w.]+)\}", str(stage.get("foreach", "")).strip())
-        used = [d.path for d in table[name]] + [
-            p for k in ("outs", "metrics", "plots") for p in _entry_paths(body, k)]
+        used = [d.path for d in deps] + [p for k in ("outs", "metrics", "plots") for p in _entry_paths(body, k)]
         explained = NOT_DEPS | STAGE_NOT_DEPS.get(name, {})
-        unknown = sorted(k for k in stage_path_params(entry, root, foreach.group(1) if foreach else None)
-                         if not any(fnmatch.fnmatchcase(k, pattern) for pattern in explained)
-                         and not any("${" + k + "}" in u for u in used))
+        unknown = sorted(
+            k
+            for k in stage_path_params(entry, root, foreach.group(1) if foreach else None)
+            if not any(fnmatch.fnmatchcase(k, pattern) for pattern in explained)
+            and not any("${" + k + "}" in u for u in used)
+        )
         if unknown:
-            problems.append(f"{name}: path params neither data deps nor outputs {unknown} "
-                            "(declare in stagedeps.DATA_DEPS, or say why not in STAGE_NOT_DEPS)")
+            problems.append(
+                f"{name}: path params neither data deps nor outputs {unknown} "
+                "(declare in stagedeps.DATA_DEPS, or say why not in STAGE_NOT_DEPS)"
+            )
     return problems
 
 
@@ -586,8 +640,10 @@ def param_problems(dvc_yaml: Path, params_yaml: Path | None = None) -> list[str]
     official = (params.get("split") or {}).get("ffpp_official")
     dep = (params.get("pipeline") or {}).get("ffpp_splits")
     if official is not None and Path(str(official)) != Path(str(dep)):
-        problems.append(f"split.ffpp_official is {official!r} but variant@ depends on "
-                        f"pipeline.ffpp_splits {dep!r}: set both to the same folder")
+        problems.append(
+            f"split.ffpp_official is {official!r} but variant@ depends on "
+            f"pipeline.ffpp_splits {dep!r}: set both to the same folder"
+        )
     return problems
 
 
@@ -629,17 +685,21 @@ def rewrite(text: str, expected: dict[str, list[str]], data: dict[str, list[Data
             stage_indent, stage = indent, name
         elif in_stages and name == "deps" and (stage in expected or stage in data):
             block: list[str] = []
-            while i < len(lines) and lines[i].strip() and (
+            while (
+                i < len(lines)
+                and lines[i].strip()
+                and (
                     _indent(lines[i]) > indent
-                    or (_indent(lines[i]) == indent and lines[i].lstrip().startswith(("-", "#")))):
+                    or (_indent(lines[i]) == indent and lines[i].lstrip().startswith(("-", "#")))
+                )
+            ):
                 block.append(lines[i])
                 i += 1
             out.extend(_replace_items(block, expected.get(stage), data.get(stage), indent))
     return "".join(out)
 
 
-def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep] | None,
-                   key_indent: int) -> list[str]:
+def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep] | None, key_indent: int) -> list[str]:
     """The deps block with its code items replaced by ``code`` and its data items (and their
     comments) by ``data``; ``None`` leaves that kind as it is."""
     items = [m for m in map(_ITEM.match, block) if m]
@@ -647,8 +707,8 @@ def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep]
     pad = " " * item_indent
     kept: list[str] = []
     code_at = data_at = None
-    data_first = False      # the block's first replaced item was a data item (kept in that order)
-    notes: list[int] = []   # comment lines since the last item: a data item's note
+    data_first = False  # the block's first replaced item was a data item (kept in that order)
+    notes: list[int] = []  # comment lines since the last item: a data item's note
     for line in block:
         m = _ITEM.match(line)
         if m and len(m.group(1)) == item_indent:
@@ -657,7 +717,7 @@ def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep]
                 code_at = len(kept) if code_at is None else code_at
             elif not is_code and data is not None:
                 if notes:
-                    del kept[notes[0]:]
+                    del kept[notes[0] :]
                 if data_at is None:
                     data_at, data_first = len(kept), code_at is None
             else:
@@ -674,8 +734,9 @@ def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep]
     if data is not None and data_at is None:
         data_at = code_at if code_at is not None else len(kept)
     code_lines = [f"{pad}- {d}\n" for d in code or []]
-    data_lines = [text for d in data or []
-                  for text in ([f"{pad}# {d.note}\n"] if d.note else []) + [f"{pad}- {d.path}\n"]]
+    data_lines = [
+        text for d in data or [] for text in ([f"{pad}# {d.note}\n"] if d.note else []) + [f"{pad}- {d.path}\n"]
+    ]
     out: list[str] = []
     for at in range(len(kept) + 1):
         first, second = (data_lines, code_lines) if data_first else (code_lines, data_lines)
@@ -689,8 +750,11 @@ def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true",
-                      help="exit 1 when dvc.yaml disagrees with the imports or the data-dep declaration")
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when dvc.yaml disagrees with the imports or the data-dep declaration",
+    )
     mode.add_argument("--write", action="store_true", help="rewrite the code-dep and data-dep lines of dvc.yaml")
     parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
     args = parser.parse_args(argv)
@@ -708,12 +772,17 @@ def main(argv: list[str] | None = None) -> int:
     for line in diffs:
         print(line)
     if diffs:
-        print(f"{args.dvc_yaml}: deps disagree with the imports or stagedeps.DATA_DEPS (fix: "
-              "`python -m dfpipe.core.stagedeps --write`, or declare the read) or params are not narrow "
-              "(edit dvc.yaml)", file=sys.stderr)
+        print(
+            f"{args.dvc_yaml}: deps disagree with the imports or stagedeps.DATA_DEPS (fix: "
+            "`python -m dfpipe.core.stagedeps --write`, or declare the read) or params are not narrow "
+            "(edit dvc.yaml)",
+            file=sys.stderr,
+        )
         return 1
-    print(f"[stagedeps] {args.dvc_yaml}: code deps match the import closure of every stage, data deps the "
-          "declared reads; params narrow")
+    print(
+        f"[stagedeps] {args.dvc_yaml}: code deps match the import closure of every stage, data deps the "
+        "declared reads; params narrow"
+    )
     return 0
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import cv2
@@ -13,12 +13,12 @@ import numpy as np
 from tqdm import tqdm
 
 from dfpipe.core.io import atomic_path, clean_stale_temps, write_json
+from dfpipe.demo.config import DemoConfig
+
+from . import datasets as cross
 from .faces import add_sensor_noise, draw_face, render_face, sample_identity, sample_pose
 from .gan import make_chain, upsample
 from .video import METHODS, encode_video, manipulate, render_original, swap_renders
-from . import datasets as cross
-
-from dfpipe.demo.config import DemoConfig
 
 # Stream keys: every random draw comes from default_rng([seed, STREAM, index...]), so one part of
 # the demo never shifts another part's numbers when its counts change.
@@ -57,7 +57,8 @@ def make_demo(cfg: DemoConfig) -> dict:
         extra = sorted(p.name for p in out.iterdir()) if out.is_dir() else [out.name]
         if not out.is_dir() or set(extra) - _TOP_LEVEL:
             raise FileExistsError(
-                f"{out}: exists and holds {extra}, not only a demo tree {sorted(_TOP_LEVEL)}; refusing to replace it")
+                f"{out}: exists and holds {extra}, not only a demo tree {sorted(_TOP_LEVEL)}; refusing to replace it"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     # a run killed outside DVC leaves its temporary tree (and atomic_path files) behind
     clean_stale_temps(out.parent, recursive=False, prefix=out.name)
@@ -65,14 +66,18 @@ def make_demo(cfg: DemoConfig) -> dict:
     try:
         pairs = ffpp_pairs(cfg)
         # Longest tasks first, so the pool's workers finish together.
-        tasks = [("ffpp", k) for k in range(len(pairs))]
+        tasks: list[tuple] = [("ffpp", k) for k in range(len(pairs))]
         tasks += [("cross", k) for k in range(len(cross.plan(cfg)))]
         for g in range(len(cfg.gan_generators)):
             tasks += [("gan", g, j) for j in range(0, cfg.gan_images, _GAN_CHUNK)]
         tasks += [("ffhq", i) for i in range(cfg.ffhq_identities)]
-        counts: dict = {"ffhq": 0, "gan": {name: 0 for name in sorted(cfg.gan_generators)},
-                        "ffpp": {"original": 0, **{m: 0 for m in cfg.ffpp_methods}},
-                        "celebdf": 0, "dfdc": 0}
+        counts: dict = {
+            "ffhq": 0,
+            "gan": {name: 0 for name in sorted(cfg.gan_generators)},
+            "ffpp": {"original": 0, **{m: 0 for m in cfg.ffpp_methods}},
+            "celebdf": 0,
+            "dfdc": 0,
+        }
         with tqdm(total=len(tasks), desc="make_demo", unit="task") as bar:
             if cfg.workers == 1:
                 results = (_run_task(cfg, tmp, pairs, t) for t in tasks)
@@ -85,8 +90,9 @@ def make_demo(cfg: DemoConfig) -> dict:
                 # its held state; and a dead worker raises BrokenProcessPool here instead of
                 # leaving Pool.imap waiting forever for its lost task.
                 ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=cv2.setNumThreads,
-                                         initargs=(1,)) as pool:
+                with ProcessPoolExecutor(
+                    cfg.workers, mp_context=ctx, initializer=cv2.setNumThreads, initargs=(1,)
+                ) as pool:
                     futures = [pool.submit(_run_task, cfg, tmp, pairs, t) for t in tasks]
                     for fut in as_completed(futures):
                         _add(counts, fut.result())
@@ -130,8 +136,7 @@ def _make_ffhq_identity(cfg: DemoConfig, root: Path, i: int) -> int:
     ident = sample_identity(_rng(cfg.seed, _FFHQ_ID, i))
     for k in range(cfg.ffhq_images_per_identity):
         rng = _rng(cfg.seed, _FFHQ_IMG, i, k)
-        img = draw_face(ident, sample_pose(rng, aligned=True), rng, cfg.image_size,
-                        noise_sigma=cfg.noise_sigma)
+        img = draw_face(ident, sample_pose(rng, aligned=True), rng, cfg.image_size, noise_sigma=cfg.noise_sigma)
         write_png(root / f"id{i:04d}_{k:02d}.png", img)
     return cfg.ffhq_images_per_identity
 
@@ -148,8 +153,9 @@ def _make_gan_chunk(cfg: DemoConfig, root: Path, g: int, start: int) -> int:
     for j in range(start, stop):
         rng = _rng(cfg.seed, _GAN_IMG, g, j)
         ident = sample_identity(rng)
-        small, _, _ = render_face(ident, sample_pose(rng, aligned=True), cfg.gan_base_size,
-                                  cfg.gan_base_size, supersample=4)
+        small, _, _ = render_face(
+            ident, sample_pose(rng, aligned=True), cfg.gan_base_size, cfg.gan_base_size, supersample=4
+        )
         small = add_sensor_noise(small, rng, cfg.noise_sigma).astype(np.float32)
         img = np.clip(np.rint(upsample(small, chain)), 0, 255).astype(np.uint8)
         write_png(root / name / f"{name}_{j:05d}.png", img)
@@ -171,20 +177,29 @@ def split_pairs(cfg: DemoConfig, pairs: list[tuple[str, str]]) -> dict[str, list
     n_train = max(1, int(round(cfg.split_fractions[0] * len(pairs))))
     n_val = min(len(pairs) - n_train, int(round(cfg.split_fractions[1] * len(pairs))))
     shuffled = [pairs[i] for i in order]
-    return {"train": sorted(shuffled[:n_train]), "val": sorted(shuffled[n_train:n_train + n_val]),
-            "test": sorted(shuffled[n_train + n_val:])}
+    return {
+        "train": sorted(shuffled[:n_train]),
+        "val": sorted(shuffled[n_train : n_train + n_val]),
+        "test": sorted(shuffled[n_train + n_val :]),
+    }
 
 
 def _make_ffpp_pair(cfg: DemoConfig, root: Path, pair: tuple[str, str]) -> dict[str, int]:
     """Both originals of ``pair`` and, per method, the fakes ``a_b`` and ``b_a`` with their masks."""
     comp = cfg.ffpp_compression
     orig_dir = root / "original_sequences" / "youtube" / comp / "videos"
-    counts = {"original": 0, **{m: 0 for m in cfg.ffpp_methods}}
+    counts: dict[str, int] = {"original": 0, **{m: 0 for m in cfg.ffpp_methods}}
     clips = {}
     for vid in pair:
         clips[vid] = render_original(
-            sample_identity(_rng(cfg.seed, _FFPP_VIDEO, int(vid), 0)), _rng(cfg.seed, _FFPP_VIDEO, int(vid), 1),
-            cfg.ffpp_frames, cfg.ffpp_fps, cfg.ffpp_height, cfg.ffpp_width, cfg.noise_sigma)
+            sample_identity(_rng(cfg.seed, _FFPP_VIDEO, int(vid), 0)),
+            _rng(cfg.seed, _FFPP_VIDEO, int(vid), 1),
+            cfg.ffpp_frames,
+            cfg.ffpp_fps,
+            cfg.ffpp_height,
+            cfg.ffpp_width,
+            cfg.noise_sigma,
+        )
         encode_video(orig_dir / f"{vid}.mp4", clips[vid].frames, cfg.ffpp_fps, cfg.ffpp_crf)
         counts["original"] += 1
     a, b = pair
@@ -194,12 +209,12 @@ def _make_ffpp_pair(cfg: DemoConfig, root: Path, pair: tuple[str, str]) -> dict[
             swapped = swap_renders(clips[target], clips[source])
         for method in cfg.ffpp_methods:
             rng = _rng(cfg.seed, _FFPP_FAKE, int(target), int(source), METHODS.index(method))
-            frames, masks = manipulate(method, clips[target], clips[source], rng, cfg.noise_sigma,
-                                       swapped=swapped)
+            frames, masks = manipulate(method, clips[target], clips[source], rng, cfg.noise_sigma, swapped=swapped)
             base = root / "manipulated_sequences" / method
             name = f"{target}_{source}.mp4"
             encode_video(base / comp / "videos" / name, frames, cfg.ffpp_fps, cfg.ffpp_crf)
-            encode_video(base / "masks" / "videos" / name, np.repeat(masks[..., None], 3, axis=-1),
-                         cfg.ffpp_fps, cfg.ffpp_crf)
+            encode_video(
+                base / "masks" / "videos" / name, np.repeat(masks[..., None], 3, axis=-1), cfg.ffpp_fps, cfg.ffpp_crf
+            )
             counts[method] += 1
     return counts

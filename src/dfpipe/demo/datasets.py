@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from dfpipe.core.io import write_bytes
+from dfpipe.demo.config import DemoConfig
+
 from .faces import Pose, sample_identity
 from .video import encode_video, manipulate, render_original, swap_renders
 
-from dfpipe.demo.config import DemoConfig
-
-_STREAM = 8                      # after build.py's streams 1..7
+_STREAM = 8  # after build.py's streams 1..7
 _CELEBDF, _DFDC_TRAIN, _DFDC_TEST = 0, 1, 2
 _METHOD = {"celebdf": "DeepFakeDetection", "dfdc": "FaceSwap"}
 _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
@@ -59,7 +59,7 @@ def plan(cfg: DemoConfig) -> list[dict]:
     """Every demo video of both datasets: ``{"path", "dataset", "part", "target", "source", "label"}``
     (``source`` is None for real videos; identities are indices inside ``part``)."""
     n = cfg.cross_videos
-    out = []
+    out: list[dict] = []
     for k in range(n):
         out.append(dict(path=f"celebdf/Celeb-real/id{k}_0000.mp4", part=_CELEBDF, target=k, source=None))
     for j in range(2):
@@ -70,8 +70,15 @@ def plan(cfg: DemoConfig) -> list[dict]:
     train = _dfdc_names(cfg, _DFDC_TRAIN, 4)
     for k in range(2):
         out.append(dict(path=f"dfdc/train/dfdc_train_part_0/{train[k]}.mp4", part=_DFDC_TRAIN, target=k, source=None))
-        out.append(dict(path=f"dfdc/train/dfdc_train_part_0/{train[2 + k]}.mp4", part=_DFDC_TRAIN, target=k,
-                        source=1 - k, original=f"{train[k]}.mp4"))
+        out.append(
+            dict(
+                path=f"dfdc/train/dfdc_train_part_0/{train[2 + k]}.mp4",
+                part=_DFDC_TRAIN,
+                target=k,
+                source=1 - k,
+                original=f"{train[k]}.mp4",
+            )
+        )
     test = _dfdc_names(cfg, _DFDC_TEST, 2 * n)
     for k in range(n):
         out.append(dict(path=f"dfdc/test/{test[k]}.mp4", part=_DFDC_TEST, target=k, source=None))
@@ -87,8 +94,16 @@ def _clip(cfg: DemoConfig, part: int, ident: int):
     if part == _DFDC_TEST:
         # right edge, half the main face's size (head_motion: scale 0.24-0.30, cx 0.42-0.58 +- 0.04)
         bystander = (sample_identity(_rng(cfg, part, ident, 3)), Pose(cx=0.9, cy=0.4, scale=0.13, yaw=-0.3))
-    return render_original(sample_identity(_rng(cfg, part, ident, 0)), _rng(cfg, part, ident, 1), cfg.cross_frames,
-                           cfg.ffpp_fps, cfg.ffpp_height, cfg.ffpp_width, cfg.noise_sigma, bystander=bystander)
+    return render_original(
+        sample_identity(_rng(cfg, part, ident, 0)),
+        _rng(cfg, part, ident, 1),
+        cfg.cross_frames,
+        cfg.ffpp_fps,
+        cfg.ffpp_height,
+        cfg.ffpp_width,
+        cfg.noise_sigma,
+        bystander=bystander,
+    )
 
 
 def make_video(cfg: DemoConfig, root: Path, entry: dict) -> str:
@@ -122,8 +137,9 @@ def write_label_files(cfg: DemoConfig, root: Path) -> None:
         if e["part"] == _DFDC_TRAIN:
             name = Path(e["path"]).name
             meta[name] = {"label": e["label"], "split": "train", "original": e.get("original")}
-    write_bytes(root / "dfdc/train/dfdc_train_part_0/metadata.json",
-                json.dumps(meta, sort_keys=True, indent=1).encode())
+    write_bytes(
+        root / "dfdc/train/dfdc_train_part_0/metadata.json", json.dumps(meta, sort_keys=True, indent=1).encode()
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["filename", "label"])

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -32,25 +34,24 @@ _HAIR_COLOURS = np.array(
     [[25, 20, 18], [60, 40, 28], [110, 75, 45], [190, 150, 95], [150, 70, 35], [150, 150, 150]],
     dtype=np.float32,
 )
-_EYE_COLOURS = np.array([[60, 40, 25], [95, 65, 35], [60, 100, 140], [80, 110, 70], [40, 30, 25]],
-                        dtype=np.float32)
+_EYE_COLOURS = np.array([[60, 40, 25], [95, 65, 35], [60, 100, 140], [80, 110, 70], [40, 30, 25]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class Identity:
     """Fixed appearance of one person. Lengths are fractions of the head half-width (``1.0``)."""
 
-    aspect: float          # head half-height / half-width
+    aspect: float  # head half-height / half-width
     skin: tuple[float, float, float]
     hair: tuple[float, float, float]
-    hair_style: int        # 0 short, 1 long (hair falls behind the head to the shoulders), 2 very short
-    hairline: float        # y of the hairline (negative = above the centre)
+    hair_style: int  # 0 short, 1 long (hair falls behind the head to the shoulders), 2 very short
+    hairline: float  # y of the hairline (negative = above the centre)
     eye: tuple[float, float, float]
-    eye_dx: float          # half distance between eye centres
+    eye_dx: float  # half distance between eye centres
     eye_y: float
     eye_w: float
     brow_thick: float
-    brow_gap: float        # brow height above the eye
+    brow_gap: float  # brow height above the eye
     nose_len: float
     nose_w: float
     mouth_y: float
@@ -59,7 +60,7 @@ class Identity:
     bg_a: tuple[float, float, float]
     bg_b: tuple[float, float, float]
     clothes: tuple[float, float, float]
-    texture_seed: int      # seeds the fixed low-frequency background / skin blotch pattern
+    texture_seed: int  # seeds the fixed low-frequency background / skin blotch pattern
 
 
 @dataclass(frozen=True)
@@ -73,21 +74,27 @@ class Pose:
     yaw: float = 0.0
     pitch: float = 0.0
     roll: float = 0.0
-    mouth_open: float = 0.0   # 0 closed .. 1 wide open
-    smile: float = 0.0        # -0.5 frown .. 1 broad smile
-    brow_raise: float = 0.0   # -1 .. 1
-    eye_open: float = 1.0     # 0 shut .. 1 open
+    mouth_open: float = 0.0  # 0 closed .. 1 wide open
+    smile: float = 0.0  # -0.5 frown .. 1 broad smile
+    brow_raise: float = 0.0  # -1 .. 1
+    eye_open: float = 1.0  # 0 shut .. 1 open
     light_x: float = -0.4
     light_y: float = -0.5
-    light: float = 1.0        # overall brightness multiplier
-    warmth: float = 0.0       # colour temperature shift, -1 cool .. 1 warm
+    light: float = 1.0  # overall brightness multiplier
+    warmth: float = 0.0  # colour temperature shift, -1 cool .. 1 warm
+
+
+def _rgb(values: np.ndarray) -> tuple[float, float, float]:
+    """The three entries of an RGB colour array as Python floats."""
+    r, g, b = (float(v) for v in values)
+    return r, g, b
 
 
 def _tone(table: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
     i = int(rng.integers(0, len(table) - 1))
     t = float(rng.uniform())
     c = (1 - t) * table[i] + t * table[i + 1] + rng.normal(0, 6, 3)
-    return tuple(float(v) for v in np.clip(c, 0, 255))
+    return _rgb(np.clip(c, 0, 255))
 
 
 def sample_identity(rng: np.random.Generator) -> Identity:
@@ -110,10 +117,10 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         nose_w=float(rng.uniform(0.11, 0.17)),
         mouth_y=float(rng.uniform(0.50, 0.60)),
         mouth_w=float(rng.uniform(0.28, 0.38)),
-        lip=tuple(float(v) for v in np.clip(np.array([180, 85, 85]) + rng.normal(0, 18, 3), 0, 255)),
-        bg_a=tuple(float(v) for v in bg_a),
-        bg_b=tuple(float(v) for v in bg_b),
-        clothes=tuple(float(v) for v in rng.uniform(20, 235, 3)),
+        lip=_rgb(np.clip(np.array([180, 85, 85]) + rng.normal(0, 18, 3), 0, 255)),
+        bg_a=_rgb(bg_a),
+        bg_b=_rgb(bg_b),
+        clothes=_rgb(rng.uniform(20, 235, 3)),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
 
@@ -143,8 +150,11 @@ def sample_pose(rng: np.random.Generator, aligned: bool = True) -> Pose:
 def with_expression(pose: Pose, driver: Pose) -> Pose:
     """``pose`` with the expression (mouth, smile, brows, eyes) of ``driver`` (Face2Face re-enactment)."""
     return dataclasses.replace(
-        pose, mouth_open=driver.mouth_open, smile=driver.smile,
-        brow_raise=driver.brow_raise, eye_open=driver.eye_open,
+        pose,
+        mouth_open=driver.mouth_open,
+        smile=driver.smile,
+        brow_raise=driver.brow_raise,
+        eye_open=driver.eye_open,
     )
 
 
@@ -152,8 +162,8 @@ class _Projector:
     """Maps face coordinates (head half-width = 1, y down, on the head ellipsoid) to canvas pixels."""
 
     def __init__(self, ident: Identity, pose: Pose, height: int, width: int):
-        self.a = pose.scale * height / ident.aspect          # head half-width in pixels
-        self.b = pose.scale * height                         # head half-height in pixels
+        self.a = pose.scale * height / ident.aspect  # head half-width in pixels
+        self.b = pose.scale * height  # head half-height in pixels
         self.cx = pose.cx * width
         self.cy = pose.cy * height
         self.aspect = ident.aspect
@@ -174,8 +184,10 @@ class _Projector:
         yy = y / self.aspect
         z = math.sqrt(max(0.0, 1.0 - x * x - yy * yy)) * 0.9 * depth
         r0, r1 = self.r0, self.r1
-        return (self.cx + (r0[0] * x + r0[1] * yy + r0[2] * z) * self.a,
-                self.cy + (r1[0] * x + r1[1] * yy + r1[2] * z) * self.a)
+        return (
+            self.cx + (r0[0] * x + r0[1] * yy + r0[2] * z) * self.a,
+            self.cy + (r1[0] * x + r1[1] * yy + r1[2] * z) * self.a,
+        )
 
     def length(self, s: float) -> float:
         return s * self.a
@@ -188,12 +200,12 @@ def _pt(p: tuple[float, float], ss: int) -> tuple[int, int]:
 
 def _ellipse(img: np.ndarray, centre, axes, angle: float, colour, ss: int, start=0, end=360) -> None:
     ax = (max(1, int(round(axes[0] * ss * 16))), max(1, int(round(axes[1] * ss * 16))))
-    cv2.ellipse(img, _pt(centre, ss), ax, angle, start, end, tuple(float(c) for c in colour),
-                -1, cv2.LINE_8, 4)
+    cv2.ellipse(img, _pt(centre, ss), ax, angle, start, end, tuple(float(c) for c in colour), -1, cv2.LINE_8, 4)
 
 
 def _poly(img: np.ndarray, pts, colour, ss: int, thickness: int = -1) -> None:
-    arr = np.array([_pt(p, ss) for p in pts], dtype=np.int32)[None]
+    # (1, N, 2): OpenCV takes the array as its list of one polygon
+    arr = cast(Sequence[np.ndarray], np.array([_pt(p, ss) for p in pts], dtype=np.int32)[None])
     colour = tuple(float(c) for c in colour)
     if thickness < 0:
         cv2.fillPoly(img, arr, colour, cv2.LINE_8, 4)
@@ -206,8 +218,7 @@ def background_for(ident: Identity, height: int, width: int) -> np.ndarray:
     float32 (height, width, 3) in [0, 255]. Computed at 1/4 size and up-sampled (it is smooth)."""
     rng = np.random.default_rng(ident.texture_seed)
     h, w = max(4, height // 4), max(4, width // 4)
-    blobs = cv2.resize(rng.uniform(0, 1, (4, 4)).astype(np.float32), (w, h),
-                       interpolation=cv2.INTER_CUBIC)
+    blobs = cv2.resize(rng.uniform(0, 1, (4, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None] * 0.6 + blobs * 0.4
     a = np.array(ident.bg_a, np.float32)
     b = np.array(ident.bg_b, np.float32)
@@ -215,8 +226,9 @@ def background_for(ident: Identity, height: int, width: int) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def render_face(ident: Identity, pose: Pose, height: int, width: int, supersample: int = 2,
-                background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_face(
+    ident: Identity, pose: Pose, height: int, width: int, supersample: int = 2, background: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw ``ident`` in ``pose`` on a ``height x width`` canvas, without sensor noise.
 
     Returns ``(image, face_mask, mouth_mask)``: ``image`` float32 (H, W, 3) RGB in [0, 255];
@@ -242,14 +254,18 @@ def render_face(ident: Identity, pose: Pose, height: int, width: int, supersampl
 
     # Shoulders and neck, below the head.
     neck_c = pj.point(0.0, ident.aspect * 0.9, depth=0.0)
-    _ellipse(img, (neck_c[0], neck_c[1] + pj.length(1.9)), (pj.length(2.3), pj.length(1.3)), rdeg,
-             ident.clothes, ss)
-    _ellipse(img, (neck_c[0], neck_c[1] + pj.length(0.35)), (pj.length(0.5), pj.length(0.7)), rdeg,
-             skin * 0.8, ss)
+    _ellipse(img, (neck_c[0], neck_c[1] + pj.length(1.9)), (pj.length(2.3), pj.length(1.3)), rdeg, ident.clothes, ss)
+    _ellipse(img, (neck_c[0], neck_c[1] + pj.length(0.35)), (pj.length(0.5), pj.length(0.7)), rdeg, skin * 0.8, ss)
     # Long hair falls behind the head.
     if ident.hair_style == 1:
-        _ellipse(img, (pj.cx, pj.cy + pj.length(0.35)), (pj.length(1.3), pj.length(ident.aspect * 1.2)),
-                 rdeg, hair * 0.85, ss)
+        _ellipse(
+            img,
+            (pj.cx, pj.cy + pj.length(0.35)),
+            (pj.length(1.3), pj.length(ident.aspect * 1.2)),
+            rdeg,
+            hair * 0.85,
+            ss,
+        )
     # Ears.
     for side in (-1, 1):
         e = pj.point(side * 0.98, -0.02, depth=0.0)
@@ -279,45 +295,62 @@ def render_face(ident: Identity, pose: Pose, height: int, width: int, supersampl
         c = pj.point(ex, ey)
         # Far-side eye is more fore-shortened under yaw.
         fore = max(0.3, pj.fore - 0.4 * side * math.sin(pose.yaw))
-        _ellipse(img, c, (pj.length(ident.eye_w * 0.75 * fore), pj.length(eye_h * 1.1)), rdeg,
-                 skin * 0.6, ss)  # eye socket shadow
-        _ellipse(img, c, (pj.length(ident.eye_w * 0.5 * fore), pj.length(eye_h * 0.55)), rdeg,
-                 (235, 232, 225), ss)
-        _ellipse(img, c, (pj.length(0.085 * fore), pj.length(min(0.085, eye_h * 0.55))), rdeg,
-                 ident.eye, ss)
-        _ellipse(img, c, (pj.length(0.04 * fore), pj.length(min(0.04, eye_h * 0.4))), rdeg,
-                 (10, 10, 10), ss)
+        _ellipse(
+            img, c, (pj.length(ident.eye_w * 0.75 * fore), pj.length(eye_h * 1.1)), rdeg, skin * 0.6, ss
+        )  # eye socket shadow
+        _ellipse(img, c, (pj.length(ident.eye_w * 0.5 * fore), pj.length(eye_h * 0.55)), rdeg, (235, 232, 225), ss)
+        _ellipse(img, c, (pj.length(0.085 * fore), pj.length(min(0.085, eye_h * 0.55))), rdeg, ident.eye, ss)
+        _ellipse(img, c, (pj.length(0.04 * fore), pj.length(min(0.04, eye_h * 0.4))), rdeg, (10, 10, 10), ss)
         # Upper lid line.
-        lid = [pj.point(ex + ident.eye_w * 0.5 * t, ey - eye_h * 0.55 * math.sqrt(max(0, 1 - t * t)))
-               for t in np.linspace(-1, 1, 9)]
+        lid = [
+            pj.point(ex + ident.eye_w * 0.5 * t, ey - eye_h * 0.55 * math.sqrt(max(0, 1 - t * t)))
+            for t in np.linspace(-1, 1, 9)
+        ]
         _poly(img, lid, (30, 20, 20), ss, thickness=max(1, int(round(pj.length(0.035) * ss))))
         # Brow: thick arc above the eye, raised with the expression.
         by = ey - ident.brow_gap - 0.05 * pose.brow_raise
-        brow = [pj.point(ex + side * 0.2 * t, by - 0.04 * (1 - t * t))
-                for t in np.linspace(-1.1, 1.1, 9)]
+        brow = [pj.point(ex + side * 0.2 * t, by - 0.04 * (1 - t * t)) for t in np.linspace(-1.1, 1.1, 9)]
         _poly(img, brow, hair * 0.8, ss, thickness=max(1, int(round(pj.length(ident.brow_thick) * ss))))
 
     # Nose: shaded bridge, tip highlight, nostrils (protrudes: depth > 1).
     side = 1 if pose.light_x > 0 else -1
-    bridge = [pj.point(-side * ident.nose_w * 0.6, ident.eye_y + 0.05, 1.0),
-              pj.point(-side * ident.nose_w * 0.9, ident.eye_y + ident.nose_len, 1.15)]
+    bridge = [
+        pj.point(-side * ident.nose_w * 0.6, ident.eye_y + 0.05, 1.0),
+        pj.point(-side * ident.nose_w * 0.9, ident.eye_y + ident.nose_len, 1.15),
+    ]
     _poly(img, bridge, skin * 0.7 * pose.light, ss, thickness=max(1, int(round(pj.length(0.05) * ss))))
     tip_y = ident.eye_y + ident.nose_len + 0.05
-    _ellipse(img, pj.point(0, tip_y, 1.2), (pj.length(ident.nose_w * pj.fore), pj.length(0.08)), rdeg,
-             skin * 0.85 * pose.light, ss)
+    _ellipse(
+        img,
+        pj.point(0, tip_y, 1.2),
+        (pj.length(ident.nose_w * pj.fore), pj.length(0.08)),
+        rdeg,
+        skin * 0.85 * pose.light,
+        ss,
+    )
     for s in (-1, 1):
-        _ellipse(img, pj.point(s * ident.nose_w * 0.6, tip_y + 0.04, 1.15),
-                 (pj.length(0.04 * pj.fore), pj.length(0.025)), rdeg, skin * 0.3, ss)
+        _ellipse(
+            img,
+            pj.point(s * ident.nose_w * 0.6, tip_y + 0.04, 1.15),
+            (pj.length(0.04 * pj.fore), pj.length(0.025)),
+            rdeg,
+            skin * 0.3,
+            ss,
+        )
 
     # Mouth: lips, open interior, smile curve.
     my = ident.mouth_y
     mw = ident.mouth_w * (1 + 0.15 * pose.smile)
     open_h = 0.02 + 0.16 * pose.mouth_open
     curve = 0.08 * pose.smile
-    top = [pj.point(mw * t, my - open_h * 0.5 - 0.05 * math.sqrt(max(0, 1 - t * t)) - curve * t * t)
-           for t in np.linspace(-1, 1, 11)]
-    bottom = [pj.point(mw * t, my + open_h * 0.5 + 0.07 * math.sqrt(max(0, 1 - t * t)) - curve * t * t)
-              for t in np.linspace(1, -1, 11)]
+    top = [
+        pj.point(mw * t, my - open_h * 0.5 - 0.05 * math.sqrt(max(0, 1 - t * t)) - curve * t * t)
+        for t in np.linspace(-1, 1, 11)
+    ]
+    bottom = [
+        pj.point(mw * t, my + open_h * 0.5 + 0.07 * math.sqrt(max(0, 1 - t * t)) - curve * t * t)
+        for t in np.linspace(1, -1, 11)
+    ]
     _poly(img, top + bottom, np.array(ident.lip) * pose.light, ss)
     inner_top = [pj.point(mw * 0.85 * t, my - open_h * 0.5 - curve * t * t) for t in np.linspace(-1, 1, 9)]
     inner_bot = [pj.point(mw * 0.85 * t, my + open_h * 0.5 - curve * t * t) for t in np.linspace(1, -1, 9)]
@@ -337,8 +370,14 @@ def render_face(ident: Identity, pose: Pose, height: int, width: int, supersampl
     fc = pj.point(0, 0.12, depth=0.3)
     _ellipse(face_mask, fc, (pj.a * 0.86, pj.b * 0.82), rdeg, (1.0,), 1)
     mouth_mask = np.zeros((height, width), np.float32)
-    _ellipse(mouth_mask, pj.point(0, ident.mouth_y + 0.1, depth=0.8),
-             (pj.length(ident.mouth_w + 0.22), pj.length(0.38)), rdeg, (1.0,), 1)
+    _ellipse(
+        mouth_mask,
+        pj.point(0, ident.mouth_y + 0.1, depth=0.8),
+        (pj.length(ident.mouth_w + 0.22), pj.length(0.38)),
+        rdeg,
+        (1.0,),
+        1,
+    )
     return np.clip(img, 0, 255), face_mask, mouth_mask
 
 
@@ -387,8 +426,15 @@ def add_sensor_noise(img: np.ndarray, rng: np.random.Generator, sigma: float) ->
     return noisy.astype(np.uint8)
 
 
-def draw_face(ident: Identity, pose: Pose, rng: np.random.Generator, height: int, width: int | None = None,
-              noise_sigma: float = 2.0, background: np.ndarray | None = None) -> np.ndarray:
+def draw_face(
+    ident: Identity,
+    pose: Pose,
+    rng: np.random.Generator,
+    height: int,
+    width: int | None = None,
+    noise_sigma: float = 2.0,
+    background: np.ndarray | None = None,
+) -> np.ndarray:
     """Draw a face and add sensor noise: uint8 (height, width, 3) RGB.
 
     ``width`` defaults to ``height``. ``rng`` only drives the noise, so the same identity and pose

@@ -19,11 +19,13 @@ stage-two artefacts at 1/2, so some survive a later face crop resized to 64 px.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, cast, get_args
 
 import cv2
 import numpy as np
 
-OPERATORS = ("transposed", "nearest", "bilinear")
+Operator = Literal["transposed", "nearest", "bilinear"]
+OPERATORS: tuple[Operator, ...] = get_args(Operator)
 
 # Bilinear interpolation kernel for stride-2 zero insertion: each polyphase component sums to 1.
 _BILINEAR_4 = np.outer([0.25, 0.75, 0.75, 0.25], [0.25, 0.75, 0.75, 0.25]).astype(np.float32)
@@ -44,8 +46,7 @@ class UpsamplingChain:
     mix: tuple[np.ndarray, ...]
 
 
-def _transposed_kernel(rng: np.random.Generator, shape_std: float = 0.1,
-                       gain_spread: float = 0.03) -> np.ndarray:
+def _transposed_kernel(rng: np.random.Generator, shape_std: float = 0.1, gain_spread: float = 0.03) -> np.ndarray:
     """(3, 4, 4) stride-2 transposed-conv kernels: a bilinear kernel with random shape changes that
     keep each polyphase component's sum at 1, times a per-phase gain within +-``gain_spread``.
 
@@ -87,8 +88,9 @@ def make_chain(operator: str, stages: int, rng: np.random.Generator) -> Upsampli
 def _filter(img: np.ndarray, kernels: np.ndarray) -> np.ndarray:
     """Per-channel 2-D correlation, reflect border. img (H, W, 3) float32, kernels (3, k, k)."""
     return np.stack(
-        [cv2.filter2D(img[..., c], cv2.CV_32F, kernels[c], borderType=cv2.BORDER_REFLECT_101)
-         for c in range(3)], axis=-1)
+        [cv2.filter2D(img[..., c], cv2.CV_32F, kernels[c], borderType=cv2.BORDER_REFLECT_101) for c in range(3)],
+        axis=-1,
+    )
 
 
 def upsample(img: np.ndarray, chain: UpsamplingChain) -> np.ndarray:
@@ -103,6 +105,6 @@ def upsample(img: np.ndarray, chain: UpsamplingChain) -> np.ndarray:
         elif chain.operator == "nearest":
             x = np.repeat(np.repeat(x, 2, axis=0), 2, axis=1)
         else:
-            x = cv2.resize(x, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+            x = cast(np.ndarray, cv2.resize(x, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR))  # float32 in and out
         x = _filter(x, conv_k) @ mix.T
     return x

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
+from typing import Literal, get_args
 
 import av
-from av.codec.context import Flags
 import cv2
 import numpy as np
+from av.codec.context import Flags
 
 from dfpipe.core.io import atomic_path
 from dfpipe.ingest.codec import rgb_to_yuv420, x264_options
+
 from .faces import Identity, Pose, add_sensor_noise, render_face, with_expression
 
-METHODS = ("Face2Face", "FaceSwap", "DeepFakeDetection")
+Method = Literal["Face2Face", "FaceSwap", "DeepFakeDetection"]
+METHODS: tuple[Method, ...] = get_args(Method)
 
 
 def encode_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, crf: int) -> int:
@@ -32,8 +35,7 @@ def encode_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, crf: 
     """
     n = 0
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4",
-                     container_options={"fflags": "+bitexact"}) as container:
+        with av.open(str(tmp), mode="w", format="mp4", container_options={"fflags": "+bitexact"}) as container:
             stream = None
             for frame in frames:
                 if stream is None:
@@ -69,7 +71,9 @@ def head_motion(rng: np.random.Generator, n_frames: int, fps: float) -> list[Pos
     cx, cy = cx0 + wave(0.04), cy0 + wave(0.025)
     yaw, pitch, roll = wave(0.3), wave(0.1), wave(0.1)
     talk_f = rng.uniform(2.0, 4.0)
-    mouth = np.clip(0.5 + 0.5 * np.sin(2 * math.pi * talk_f * t + rng.uniform(0, 6)) * np.abs(wave(1.0, 0.2, 0.5)), 0, 1)
+    mouth = np.clip(
+        0.5 + 0.5 * np.sin(2 * math.pi * talk_f * t + rng.uniform(0, 6)) * np.abs(wave(1.0, 0.2, 0.5)), 0, 1
+    )
     smile = 0.3 + wave(0.4)
     brow = wave(0.5, 0.3, 0.8)
     blink_at = rng.uniform(0, t[-1] + 1e-6, size=max(1, int(t[-1] / 2.5) + 1))
@@ -83,10 +87,22 @@ def head_motion(rng: np.random.Generator, n_frames: int, fps: float) -> list[Pos
     light = rng.uniform(0.85, 1.1) + rng.uniform(-0.15, 0.15) * t / max(t[-1], 1e-6)
     warmth = rng.uniform(-0.5, 0.5)
     return [
-        Pose(cx=float(cx[i]), cy=float(cy[i]), scale=float(scale), yaw=float(yaw[i]),
-             pitch=float(pitch[i]), roll=float(roll[i]), mouth_open=float(mouth[i]),
-             smile=float(smile[i]), brow_raise=float(brow[i]), eye_open=float(eye[i]),
-             light_x=float(lx[i]), light_y=float(ly[i]), light=float(light[i]), warmth=float(warmth))
+        Pose(
+            cx=float(cx[i]),
+            cy=float(cy[i]),
+            scale=float(scale),
+            yaw=float(yaw[i]),
+            pitch=float(pitch[i]),
+            roll=float(roll[i]),
+            mouth_open=float(mouth[i]),
+            smile=float(smile[i]),
+            brow_raise=float(brow[i]),
+            eye_open=float(eye[i]),
+            light_x=float(lx[i]),
+            light_y=float(ly[i]),
+            light=float(light[i]),
+            warmth=float(warmth),
+        )
         for i in range(n_frames)
     ]
 
@@ -117,9 +133,17 @@ def scene_background(rng: np.random.Generator, height: int, width: int) -> np.nd
     return cv2.GaussianBlur(img, (0, 0), 2.0)
 
 
-def render_original(ident: Identity, rng: np.random.Generator, n_frames: int, fps: float,
-                    height: int, width: int, noise_sigma: float, supersample: int = 2,
-                    bystander: tuple[Identity, Pose] | None = None) -> OriginalClip:
+def render_original(
+    ident: Identity,
+    rng: np.random.Generator,
+    n_frames: int,
+    fps: float,
+    height: int,
+    width: int,
+    noise_sigma: float,
+    supersample: int = 2,
+    bystander: tuple[Identity, Pose] | None = None,
+) -> OriginalClip:
     """Render one original clip of ``ident``; all randomness comes from ``rng``.
 
     ``bystander``: a second, static person drawn into the scene's background (DFDC has
@@ -144,9 +168,15 @@ def _soft(mask: np.ndarray, sigma: float, erode: int = 0) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), sigma) if sigma > 0 else mask
 
 
-def manipulate(method: str, target: OriginalClip, source: OriginalClip, rng: np.random.Generator,
-               noise_sigma: float, supersample: int = 2,
-               swapped: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def manipulate(
+    method: str,
+    target: OriginalClip,
+    source: OriginalClip,
+    rng: np.random.Generator,
+    noise_sigma: float,
+    supersample: int = 2,
+    swapped: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Make the ``method`` fake of ``target`` driven by ``source``.
 
     Returns ``(frames, masks)``: (T, H, W, 3) uint8 and (T, H, W) uint8 with 255 where the blend
@@ -177,8 +207,11 @@ def manipulate(method: str, target: OriginalClip, source: OriginalClip, rng: np.
             fake, _, mouth = render_face(target.identity, pose, h, w, supersample, background=target.background)
             alpha = _soft(np.maximum(mouth, target.mouth_masks[i]), 1.5 * base_scale)
         else:
-            fake = swapped[i] if swapped is not None else render_face(
-                source.identity, target.poses[i], h, w, supersample, background=target.background)[0]
+            fake = (
+                swapped[i]
+                if swapped is not None
+                else render_face(source.identity, target.poses[i], h, w, supersample, background=target.background)[0]
+            )
             if method == "FaceSwap":
                 alpha = _soft(target.face_masks[i], 1.0 * base_scale)
             else:
@@ -199,5 +232,7 @@ def swap_renders(target: OriginalClip, source: OriginalClip, supersample: int = 
     """The source identity rendered in each of the target's poses on the target's background."""
     h, w = target.frames.shape[1:3]
     m = min(len(target.poses), len(source.poses))
-    return [render_face(source.identity, target.poses[i], h, w, supersample, background=target.background)[0]
-            for i in range(m)]
+    return [
+        render_face(source.identity, target.poses[i], h, w, supersample, background=target.background)[0]
+        for i in range(m)
+    ]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dfpipe.evaluation.predictions import read_predictions, stack_seeds
 from dfpipe.scoring import metrics as M
 from dfpipe.scoring import stats
-from dfpipe.evaluation.predictions import read_predictions, stack_seeds
 
 
 def load_scores(path: Path):
@@ -31,6 +31,13 @@ def compare(path_a: Path, path_b: Path, n_boot: int, seed: int, level: float) ->
         return {"note": f"not paired: {pa.shape[2]} vs {pb.shape[2]} classes"}
     groups = M.item_groups(items_a)
     out = stats.paired_bootstrap(items_a["label"].to_numpy(np.int64), pa, pb, groups, n_boot, seed, level)
-    return M.nan_to_none({"n": int(len(items_a)), "seeds_a": int(pa.shape[0]), "seeds_b": int(pb.shape[0]),
-                          "unit": M.group_unit(items_a), "n_units": int(len(np.unique(groups.astype(str)))),
-                          "metrics": out})
+    return M.nan_to_none(
+        {
+            "n": int(len(items_a)),
+            "seeds_a": int(pa.shape[0]),
+            "seeds_b": int(pb.shape[0]),
+            "unit": M.group_unit(items_a),
+            "n_units": int(len(np.unique(groups.astype(str)))),
+            "metrics": out,
+        }
+    )

@@ -3,7 +3,8 @@
 A measure that reports "no effect" is only worth reading when the same measure, on a case built to
 have an effect, reports one, and on a case built to have none, does not. The report stage builds a
 ``controls`` table from these checks and fails when a control does not
-behave as planted (:class:`dfpipe.evaluation.reports.ControlError`), so that a broken measure cannot pass silently as a footnote:
+behave as planted (:class:`dfpipe.evaluation.reports.ControlError`), so that a broken measure cannot pass
+silently as a footnote:
 
 - **null ablation**: two evaluations whose runs differ in their seeds only; the paired difference
   of their macro-F1 must have an interval that includes 0 (the interval is honest about
@@ -20,7 +21,6 @@ from __future__ import annotations
 from dfpipe.evaluation.compare import compare
 from dfpipe.evaluation.reports import SETTINGS, ControlError, ControlsConfig, Reader, Table, lookup, pct, units
 
-
 COLUMNS = ["Control", "Planted", "Expected", "Measured", "Holds"]
 
 
@@ -30,25 +30,38 @@ def null_ablation_row(reader: Reader, label: str, a: str, b: str, n_boot: int, s
     run_a, run_b = lookup(det_a, "run", pa), lookup(det_b, "run", pb)
     differs = [k for k in SETTINGS if k != "seeds" and run_a.get(k) != run_b.get(k)]
     if differs:
-        raise ControlError(f"report.controls.null_ablation.{label}: {a} and {b} differ in {differs}, "
-                           "not only in their seeds; a null ablation needs identical settings")
+        raise ControlError(
+            f"report.controls.null_ablation.{label}: {a} and {b} differ in {differs}, "
+            "not only in their seeds; a null ablation needs identical settings"
+        )
     for name, run in ((a, run_a), (b, run_b)):
         if len(str(run.get("seeds", "")).split(",")) < 2:
-            raise ControlError(f"report.controls.null_ablation.{label}: {name} has one seed ({run.get('seeds')}); "
-                               "with one seed a side the interval cannot see seed-to-seed noise, so a null "
-                               "ablation would fail for the wrong reason: give each side at least 2 seeds")
+            raise ControlError(
+                f"report.controls.null_ablation.{label}: {name} has one seed ({run.get('seeds')}); "
+                "with one seed a side the interval cannot see seed-to-seed noise, so a null "
+                "ablation would fail for the wrong reason: give each side at least 2 seeds"
+            )
     if run_a.get("seeds") == run_b.get("seeds"):
-        raise ControlError(f"report.controls.null_ablation.{label}: {a} and {b} share seeds "
-                           f"{run_a.get('seeds')}; a null ablation compares different seeds")
+        raise ControlError(
+            f"report.controls.null_ablation.{label}: {a} and {b} share seeds "
+            f"{run_a.get('seeds')}; a null ablation compares different seeds"
+        )
     d = compare(reader.predictions(a), reader.predictions(b), n_boot, seed, level)
     if "note" in d:
         raise ControlError(f"report.controls.null_ablation.{label}: {d['note']}")
     m = d["metrics"]["macro_f1"]
     holds = m["low"] is not None and m["high"] is not None and m["low"] <= 0.0 <= m["high"]
-    measured = (f"{100 * m['diff']:+.2f} [{pct(m['low'])}, {pct(m['high'])}] "
-                f"({units(d['n_units'], d['unit'])})")
-    return ([f"Null ablation: {label}", f"{a} vs {b}: seeds {run_a['seeds']} vs {run_b['seeds']}, all else equal",
-             "Δ macro-F1 interval includes 0", measured, "yes" if holds else "NO"], holds)
+    measured = f"{100 * m['diff']:+.2f} [{pct(m['low'])}, {pct(m['high'])}] ({units(d['n_units'], d['unit'])})"
+    return (
+        [
+            f"Null ablation: {label}",
+            f"{a} vs {b}: seeds {run_a['seeds']} vs {run_b['seeds']}, all else equal",
+            "Δ macro-F1 interval includes 0",
+            measured,
+            "yes" if holds else "NO",
+        ],
+        holds,
+    )
 
 
 def shortcut_rows(reader: Reader, label: str, planted: str, twin: str) -> list[tuple]:
@@ -60,10 +73,18 @@ def shortcut_rows(reader: Reader, label: str, planted: str, twin: str) -> list[t
         top, threshold = s["max_auc"], s["threshold"]
         fired = top is not None and top > threshold
         holds = fired == should_fire
-        out.append(([f"Planted shortcut: {label}", f"{variant}: " + ("nuisance differs by class" if should_fire
-                                                                      else "twin, nuisance matched"),
-                     ("gate probe AUC > " if should_fire else "gate probe AUC <= ") + pct(threshold),
-                     f"{pct(top)} (features {', '.join(s['features']['gate'])})", "yes" if holds else "NO"], holds))
+        out.append(
+            (
+                [
+                    f"Planted shortcut: {label}",
+                    f"{variant}: " + ("nuisance differs by class" if should_fire else "twin, nuisance matched"),
+                    ("gate probe AUC > " if should_fire else "gate probe AUC <= ") + pct(threshold),
+                    f"{pct(top)} (features {', '.join(s['features']['gate'])})",
+                    "yes" if holds else "NO",
+                ],
+                holds,
+            )
+        )
     return out
 
 
@@ -71,13 +92,20 @@ def controls_table(reader: Reader, cfg: ControlsConfig, n_boot: int, seed: int, 
     """The ``controls`` table; a control that did not hold is listed in its ``failures``, which
     :func:`dfpipe.evaluation.tables.write_tables` raises as :class:`ControlError` once every
     table is written (so the failing row can be read)."""
-    results = [null_ablation_row(reader, label, a, b, n_boot, seed, level)
-               for label, (a, b) in cfg.null_ablation.items()]
+    results = [
+        null_ablation_row(reader, label, a, b, n_boot, seed, level) for label, (a, b) in cfg.null_ablation.items()
+    ]
     for label, (planted, twin) in cfg.shortcut.items():
         results += shortcut_rows(reader, label, planted, twin)
-    table = Table("controls", "Controls: planted effects each measure must detect (and nulls it must not)",
-                  COLUMNS, [row for row, _ in results])
-    table.notes = ["A control that does not hold fails the report stage: the measure it checks is broken or "
-                   "the demo is too small for it. Null ablation: paired bootstrap over seeds x identity groups."]
+    table = Table(
+        "controls",
+        "Controls: planted effects each measure must detect (and nulls it must not)",
+        COLUMNS,
+        [row for row, _ in results],
+    )
+    table.notes = [
+        "A control that does not hold fails the report stage: the measure it checks is broken or "
+        "the demo is too small for it. Null ablation: paired bootstrap over seeds x identity groups."
+    ]
     table.failures = [row[0] for row, ok in results if not ok]
     return table

@@ -15,9 +15,9 @@ test-set sampling, not seed noise (the seed sd is printed beside it).
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
-
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config
@@ -45,7 +45,7 @@ class CrossDatasetTable(IntervalSettings):
     detectors: dict[str, dict[str, str]]
 
     @model_validator(mode="after")
-    def _check(self) -> "CrossDatasetTable":
+    def _check(self) -> CrossDatasetTable:
         if not self.test_sets or not self.detectors:
             raise ValueError("crossdataset needs test_sets and detectors")
         for row, cells in self.detectors.items():
@@ -69,16 +69,18 @@ def _per_seed(pred: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, np.ndarray,
     for s, f in zip(seeds, frames):
         if not f["id"].equals(frames[0]["id"]):
             raise ValueError(f"{path}: seed {s} scored other items than seed {seeds[0]}")
-    order = [c for c in ("p_real", "p_fake", "p_edited") if c in cols] + [c for c in cols if c not in
-                                                                         ("p_real", "p_fake", "p_edited")]
+    order = [c for c in ("p_real", "p_fake", "p_edited") if c in cols] + [
+        c for c in cols if c not in ("p_real", "p_fake", "p_edited")
+    ]
     if order[0] != "p_real":
         raise KeyError(f"{path}: no p_real column (binary score = 1 - p_real)")
     probs = np.stack([f[order].to_numpy(np.float64) for f in frames])
     return frames[0], probs, seeds
 
 
-def binary_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
-                   level: float, metric=M.binary_auc) -> dict:
+def binary_with_ci(
+    y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int, level: float, metric=M.binary_auc
+) -> dict:
     """Seed-mean ``metric(y, score)`` of ``scores`` ``(S, N)`` for binary ``y`` ``(N,)``, seed sd,
     cluster-bootstrap CI of the seed mean.
 
@@ -87,8 +89,9 @@ def binary_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot
     (one class absent).
     """
     per_seed = np.array([metric(y, s) for s in scores])
-    boot = np.asarray([np.mean([metric(y[idx], s[idx]) for s in scores])
-                       for idx in stats.draw_resamples(groups, n_boot, seed)])
+    boot = np.asarray(
+        [np.mean([metric(y[idx], s[idx]) for s in scores]) for idx in stats.draw_resamples(groups, n_boot, seed)]
+    )
     ok = boot[np.isfinite(boot)]
     alpha = (1.0 - level) / 2.0
 
@@ -105,8 +108,7 @@ def binary_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot
     }
 
 
-def auc_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
-                level: float) -> dict:
+def auc_with_ci(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
     """:func:`binary_with_ci` of the binary AUC, the value under ``"auc"``."""
     res = binary_with_ci(y, scores, groups, n_boot, seed, level, M.binary_auc)
     return {"auc": res.pop("value"), **res}
@@ -143,12 +145,13 @@ def fmt_value(res: dict | None) -> str:
     return text
 
 
-def crossdataset_rows(cfg: CrossDatasetTable, eval_dir: Path, read: set[Path] | None = None
-                      ) -> tuple[list[str], list[list[str]], dict]:
+def crossdataset_rows(
+    cfg: CrossDatasetTable, eval_dir: Path, read: set[Path] | None = None
+) -> tuple[list[str], list[list[str]], dict]:
     """Columns, formatted rows and the raw numbers ``{row: {column: score_predictions(...)}}``.
 
     ``read`` collects the files opened (the report lists them). The ``init`` column is the run's
-    ``init`` (pretrained weights key) from ``metrics/eval/<evaluation>/details.json`` ``run.init`` (C5),
+    ``init`` (pretrained weights key) from ``metrics/eval/<evaluation>/details.json`` ``run.init``,
     ``scratch`` when the run has none.
     """
     from dfpipe.core.io import read_json

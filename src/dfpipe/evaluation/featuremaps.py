@@ -8,14 +8,13 @@ weighted by their spatially averaged gradients) and the channel-mean activation 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 
 def find_layer(model: nn.Module, name: str, example: torch.Tensor | None = None) -> tuple[str, nn.Module]:
@@ -40,10 +39,14 @@ def find_layer(model: nn.Module, name: str, example: torch.Tensor | None = None)
     def record(layer_name):
         def hook(_m, _inp, out):
             order.append((layer_name, example.shape[-1] // max(1, out.shape[-1])))
+
         return hook
 
-    handles = [m.register_forward_hook(record(n)) for n, m in convs.items()
-               if not (m.kernel_size == (1, 1) and m.stride != (1, 1))]
+    handles = [
+        m.register_forward_hook(record(n))
+        for n, m in convs.items()
+        if not (m.kernel_size == (1, 1) and m.stride != (1, 1))
+    ]
     try:
         model.eval()
         with torch.no_grad():
@@ -63,9 +66,7 @@ def _logits(output) -> torch.Tensor:
     return output["logits"] if isinstance(output, dict) else output
 
 
-def gradcam(
-    model: nn.Module, images: torch.Tensor, layer: nn.Module, target: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def gradcam(model: nn.Module, images: torch.Tensor, layer: nn.Module, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Grad-CAM and mean activation of ``layer`` for ``target`` classes.
 
     Args:
@@ -84,8 +85,9 @@ def gradcam(
 
     def hook(_m, _inp, out):
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise ValueError(f"hooked layer must output a (B, C, h, w) tensor, got {type(out).__name__}"
-                             f" {getattr(out, 'shape', '')}")
+            raise ValueError(
+                f"hooked layer must output a (B, C, h, w) tensor, got {type(out).__name__} {getattr(out, 'shape', '')}"
+            )
         store["act"] = out
 
     model.eval()
@@ -122,29 +124,36 @@ def _normalise(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, 1.0), torch.zeros_like(maps))
 
 
-def pick_examples(labels: np.ndarray, ids: Sequence[str], per_class: int, seed: int,
-                  num_classes: int) -> np.ndarray:
+def pick_examples(labels: np.ndarray, ids: Sequence[str], per_class: int, seed: int, num_classes: int) -> np.ndarray:
     """Row indices of up to ``per_class`` items of each class, ordered by class then id.
 
     Drawn with a seeded generator from the id-sorted rows of each class, so the choice depends
     only on the data and the seed.
     """
     labels = np.asarray(labels)
-    ids = np.asarray(ids).astype(str)
+    id_arr = np.asarray(ids).astype(str)
     rng = np.random.default_rng(seed)
     chosen = []
     for c in range(num_classes):
         rows = np.flatnonzero(labels == c)
-        rows = rows[np.argsort(ids[rows], kind="stable")]
+        rows = rows[np.argsort(id_arr[rows], kind="stable")]
         if len(rows) > per_class:
             rows = np.sort(rng.choice(rows, size=per_class, replace=False))
-            rows = rows[np.argsort(ids[rows], kind="stable")]
+            rows = rows[np.argsort(id_arr[rows], kind="stable")]
         chosen.extend(rows.tolist())
     return np.asarray(chosen, dtype=np.int64)
 
 
-def render_featuremaps(model: nn.Module, dataset, device: torch.device, layer: str, per_class: int,
-                       seed: int, class_names: Sequence[str], path: Path) -> None:
+def render_featuremaps(
+    model: nn.Module,
+    dataset,
+    device: torch.device,
+    layer: str,
+    per_class: int,
+    seed: int,
+    class_names: Sequence[str],
+    path: Path,
+) -> None:
     """Grad-CAM grid of ``per_class`` eval items per class of ``dataset`` (a
     :class:`dfpipe.training.data.VariantDataset`: ``labels``, ``ids``, items ``{"image": (3, S, S)
     uint8}``), written by :func:`dfpipe.evaluation.figures.plot_featuremap_grid`."""
@@ -156,7 +165,10 @@ def render_featuremaps(model: nn.Module, dataset, device: torch.device, layer: s
     layer_name, module = find_layer(model, layer, x)
     maps = gradcam(model, x, module, torch.as_tensor(dataset.labels[rows], device=device))
     p = torch.softmax(maps["logits"], 1).numpy()
-    titles = [f"{dataset.ids[i].split('/')[0]} {class_names[dataset.labels[i]]}\np={p[j, dataset.labels[i]]:.2f}"
-              for j, i in enumerate(rows)]
-    plot_featuremap_grid(path, images.permute(0, 2, 3, 1).numpy(), maps["cam"].numpy(),
-                         maps["activation"].numpy(), titles, layer_name)
+    titles = [
+        f"{dataset.ids[i].split('/')[0]} {class_names[dataset.labels[i]]}\np={p[j, dataset.labels[i]]:.2f}"
+        for j, i in enumerate(rows)
+    ]
+    plot_featuremap_grid(
+        path, images.permute(0, 2, 3, 1).numpy(), maps["cam"].numpy(), maps["activation"].numpy(), titles, layer_name
+    )

@@ -5,15 +5,15 @@ Every figure is written through :func:`dfpipe.core.figures.save_figure` (determi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from dfpipe.core.figures import pyplot, save_figure
 
-#: Columns of a C1 training-curve file ``metrics/train/<run>/curves/seed<s>.tsv``.
+#: Columns of a training-curve file (written by ``train@<run>``) ``metrics/train/<run>/curves/seed<s>.tsv``.
 CURVE_COLUMNS = ("epoch", "train_loss", "val_macro_f1", "val_acc", "updates", "images_seen")
 #: The per-epoch quantities the training-curve figure plots.
 CURVE_METRICS = ("train_loss", "val_macro_f1", "val_acc")
@@ -29,8 +29,7 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> 
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{cm[i, j]:g}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(j, i, f"{cm[i, j]:g}", ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
@@ -63,7 +62,7 @@ def plot_curves(roc: pd.DataFrame, pr: pd.DataFrame, auc, eer, ap, path: Path, t
 
 
 def read_curves(curves_dir: Path) -> dict[int, pd.DataFrame]:
-    """``{seed: curve}`` from ``<curves_dir>/seed<s>.tsv`` (C1 columns :data:`CURVE_COLUMNS`)."""
+    """``{seed: curve}`` from ``<curves_dir>/seed<s>.tsv`` (columns :data:`CURVE_COLUMNS`)."""
     files = sorted(curves_dir.glob("seed*.tsv")) if curves_dir.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{curves_dir}: no seed<s>.tsv training curves (did train@ run?)")
@@ -73,7 +72,7 @@ def read_curves(curves_dir: Path) -> dict[int, pd.DataFrame]:
         missing = [c for c in CURVE_COLUMNS if c not in df.columns]
         if missing:
             raise ValueError(f"{f}: missing columns {missing} (expected {list(CURVE_COLUMNS)})")
-        out[int(f.stem[len("seed"):])] = df
+        out[int(f.stem[len("seed") :])] = df
     return dict(sorted(out.items()))
 
 
@@ -93,8 +92,14 @@ def plot_training_curves(curves_dir: Path, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def plot_featuremap_grid(path: str | Path, images: np.ndarray, cams: np.ndarray, activations: np.ndarray,
-                         titles: Sequence[str], layer_name: str) -> None:
+def plot_featuremap_grid(
+    path: str | Path,
+    images: np.ndarray,
+    cams: np.ndarray,
+    activations: np.ndarray,
+    titles: Sequence[str],
+    layer_name: str,
+) -> None:
     """One PNG: a row per example with input, Grad-CAM overlay and mean activation.
 
     ``images`` ``(B, H, W, 3)`` uint8; ``cams``/``activations`` ``(B, H, W)`` in [0, 1].

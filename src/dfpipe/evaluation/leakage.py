@@ -1,5 +1,5 @@
 """Leak measure (a): one model's scores on eval frames whose video is in its train split vs
-frames whose video is not, from the audit's per-item flags (contract C3,
+frames whose video is not, from the audit's per-eval-item flags (written by ``audit@<variant>`` to
 ``metrics/audit/<variant>/eval_items.parquet``: ``id, video_key, group_in_train, video_in_train``).
 
 If a model memorised the frames of training videos, eval frames of those same videos score higher
@@ -34,12 +34,13 @@ def read_flags(path: Path) -> pd.DataFrame:
     flags = pd.read_parquet(path)
     missing = [c for c in FLAG_COLUMNS if c not in flags.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing} (contract C3: {list(FLAG_COLUMNS)})")
+        raise ValueError(f"{path}: missing columns {missing} (expected {list(FLAG_COLUMNS)})")
     return flags
 
 
-def leak_gap(ids: np.ndarray, labels: np.ndarray, probs: np.ndarray, flags: pd.DataFrame,
-             n_boot: int, seed: int, level: float) -> dict:
+def leak_gap(
+    ids: np.ndarray, labels: np.ndarray, probs: np.ndarray, flags: pd.DataFrame, n_boot: int, seed: int, level: float
+) -> dict:
     """Measure (a) for one model: ``probs`` ``(S, N, K)`` aligned with ``ids``/``labels``.
 
     Returns ``{"frames_in", "videos_in", "frames_out", "videos_out", "gap": {metric: {a, b,
@@ -55,13 +56,19 @@ def leak_gap(ids: np.ndarray, labels: np.ndarray, probs: np.ndarray, flags: pd.D
     video = f["video_key"].astype(str).to_numpy() != ""
     in_train = f["video_in_train"].to_numpy(bool) & video
     keys = f["video_key"].astype(str).to_numpy()
-    out = {"frames_in": int(in_train.sum()), "videos_in": len(set(keys[in_train])),
-           "frames_out": int((video & ~in_train).sum()), "videos_out": len(set(keys[video & ~in_train]))}
+    out: dict = {
+        "frames_in": int(in_train.sum()),
+        "videos_in": len(set(keys[in_train])),
+        "frames_out": int((video & ~in_train).sum()),
+        "videos_out": len(set(keys[video & ~in_train])),
+    }
     if not out["frames_in"] or not out["frames_out"]:
-        out["note"] = "undefined: no eval frame " + ("of a training video" if not out["frames_in"]
-                                                      else "of an unseen video")
+        out["note"] = "undefined: no eval frame " + (
+            "of a training video" if not out["frames_in"] else "of an unseen video"
+        )
         return out
     sel = np.flatnonzero(video)
-    out["gap"] = stats.unpaired_gap(np.asarray(labels)[sel], np.asarray(probs)[:, sel], keys[sel],
-                                    in_train[sel], n_boot, seed, level, LEAK_METRICS)
+    out["gap"] = stats.unpaired_gap(
+        np.asarray(labels)[sel], np.asarray(probs)[:, sel], keys[sel], in_train[sel], n_boot, seed, level, LEAK_METRICS
+    )
     return out

@@ -36,8 +36,9 @@ def resize_to(mask_probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(pred[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
-def mask_evaluation(manifest: pd.DataFrame, split_dir: Path, ids: np.ndarray, mask_probs: np.ndarray,
-                    threshold: float = 0.5) -> dict:
+def mask_evaluation(
+    manifest: pd.DataFrame, split_dir: Path, ids: np.ndarray, mask_probs: np.ndarray, threshold: float = 0.5
+) -> dict:
     """Dice / IoU of predicted masks on the edited eval items with a true mask, and the same
     scores of the trivial all-zeros and all-ones masks on those items.
 

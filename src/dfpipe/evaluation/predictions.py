@@ -33,7 +33,8 @@ def stack_seeds(frames: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarr
 
 
 def write_predictions(frames: dict[int, pd.DataFrame], path: str | Path) -> None:
-    """Predictions Parquet with an int ``seed`` column (C1), deterministic (no pandas metadata)."""
+    """Predictions Parquet with an int ``seed`` column (one row per trained seed and item),
+    deterministic (no pandas metadata)."""
     table = pd.concat([f.assign(seed=np.int64(s)) for s, f in sorted(frames.items())], ignore_index=True)
     table = table[["seed"] + [c for c in table.columns if c != "seed"]]
     arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)

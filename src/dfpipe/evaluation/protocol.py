@@ -21,7 +21,7 @@ weighted statistics over one sort of the scores, ``(n_boot, N)`` at once.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,9 +53,9 @@ def weighted_auc(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
     :func:`dfpipe.scoring.metrics.binary_auc`."""
     y = np.asarray(y, dtype=bool)
     order, starts = _levels(np.asarray(score, dtype=np.float64))
-    wp = np.add.reduceat((w * y)[:, order], starts, axis=1)      # (B, L) positive weight per level
-    wn = np.add.reduceat((w * ~y)[:, order], starts, axis=1)     # negative weight per level
-    below = np.cumsum(wn, axis=1) - wn                           # negatives strictly below
+    wp = np.add.reduceat((w * y)[:, order], starts, axis=1)  # (B, L) positive weight per level
+    wn = np.add.reduceat((w * ~y)[:, order], starts, axis=1)  # negative weight per level
+    below = np.cumsum(wn, axis=1) - wn  # negatives strictly below
     tp, tn = wp.sum(1), wn.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (wp * (below + 0.5 * wn)).sum(1) / (tp * tn)
@@ -67,7 +67,7 @@ def weighted_ap(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
     weights ``w`` ``(B, N)``; ``(B,)``, NaN where a class has zero weight."""
     y = np.asarray(y, dtype=bool)
     order, starts = _levels(np.asarray(score, dtype=np.float64))
-    wp = np.add.reduceat((w * y)[:, order], starts, axis=1)[:, ::-1]   # descending thresholds
+    wp = np.add.reduceat((w * y)[:, order], starts, axis=1)[:, ::-1]  # descending thresholds
     wn = np.add.reduceat((w * ~y)[:, order], starts, axis=1)[:, ::-1]
     tp, fp = np.cumsum(wp, axis=1), np.cumsum(wn, axis=1)
     total_p, total_n = tp[:, -1], fp[:, -1]
@@ -98,37 +98,56 @@ def group_weights(groups: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarra
 
 def _metric_matrix(y, scores: np.ndarray, thresholds: Sequence[float], w: np.ndarray) -> np.ndarray:
     """``(S, B, 3)``: auc, ap, acc per seed (scores ``(S, N)``) under weights ``w`` ``(B, N)``."""
-    return np.stack([np.stack([weighted_auc(y, sc, w), weighted_ap(y, sc, w), weighted_acc(y, sc, t, w)], -1)
-                     for sc, t in zip(scores, thresholds)])
+    return np.stack(
+        [
+            np.stack([weighted_auc(y, sc, w), weighted_ap(y, sc, w), weighted_acc(y, sc, t, w)], -1)
+            for sc, t in zip(scores, thresholds)
+        ]
+    )
 
 
 def _summarise(y, scores, thresholds, groups, n_boot: int, seed: int, level: float) -> dict:
     """Per metric: seed mean, sd, interval (or why none), and the units it resampled."""
     ones = np.ones((1, len(y)))
-    point = _metric_matrix(y, scores, thresholds, ones)[:, 0, :]          # (S, 3)
+    point = _metric_matrix(y, scores, thresholds, ones)[:, 0, :]  # (S, 3)
     n_units = len(np.unique(np.asarray(groups).astype(str)))
-    out: dict = {"n_items": int(len(y)), "n_units": n_units,
-                 "n_real": int((~np.asarray(y, bool)).sum()), "n_fake": int(np.asarray(y, bool).sum())}
+    out: dict = {
+        "n_items": int(len(y)),
+        "n_units": n_units,
+        "n_real": int((~np.asarray(y, bool)).sum()),
+        "n_fake": int(np.asarray(y, bool).sum()),
+    }
     low = high = np.full(len(PROTOCOL_METRICS), np.nan)
     if n_units >= MIN_UNITS:
         w, _ = group_weights(groups, n_boot, seed)
-        boot = _metric_matrix(y, scores, thresholds, w)                    # (S, B, 3)
+        boot = _metric_matrix(y, scores, thresholds, w)  # (S, B, 3)
         rng = np.random.default_rng([seed, 1])
         s = boot.shape[0]
-        pick = rng.integers(0, s, (n_boot, s))                              # seeds resampled too
+        pick = rng.integers(0, s, (n_boot, s))  # seeds resampled too
         seed_mean = np.nanmean(boot[pick, np.arange(n_boot)[:, None], :], axis=1)  # (B, 3)
         alpha = (1.0 - level) / 2.0
         low, high = np.nanquantile(seed_mean, alpha, axis=0), np.nanquantile(seed_mean, 1 - alpha, axis=0)
     for j, name in enumerate(PROTOCOL_METRICS):
         vals = point[:, j]
-        out[name] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                     "low": float(low[j]), "high": float(high[j]),
-                     "interval": "ok" if n_units >= MIN_UNITS else "n too small"}
+        out[name] = {
+            "mean": float(np.mean(vals)),
+            "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "low": float(low[j]),
+            "high": float(high[j]),
+            "interval": "ok" if n_units >= MIN_UNITS else "n too small",
+        }
     return out
 
 
-def protocol_metrics(items: pd.DataFrame, probs: np.ndarray, groups: np.ndarray,
-                     thresholds: Mapping[int, float | None], n_boot: int, seed: int, level: float) -> dict | None:
+def protocol_metrics(
+    items: pd.DataFrame,
+    probs: np.ndarray,
+    groups: np.ndarray,
+    thresholds: Mapping[int, float | None],
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> dict | None:
     """Real vs manipulated on the video items of one evaluation.
 
     Args:
@@ -152,8 +171,8 @@ def protocol_metrics(items: pd.DataFrame, probs: np.ndarray, groups: np.ndarray,
         return None
     p = np.asarray(probs)[:, is_video]
     g = np.asarray(groups)[is_video]
-    t = [0.5 if thresholds.get(i) is None else float(thresholds[i]) for i in range(p.shape[0])]
-    frame_scores = fake_score(p)                                            # (S, N)
+    t = [0.5 if (th := thresholds.get(i)) is None else float(th) for i in range(p.shape[0])]
+    frame_scores = fake_score(p)  # (S, N)
     videos, _ = M.video_level(sub, p[0])
     keys = [M.video_key(m, v) for m, v in zip(sub["method"].astype(str), sub["video_id"].astype(str))]
     index = {k: i for i, k in enumerate(videos["key"])}
@@ -163,13 +182,19 @@ def protocol_metrics(items: pd.DataFrame, probs: np.ndarray, groups: np.ndarray,
     video_groups = pd.Series(g).groupby(inv).first().to_numpy()
     real_methods = sorted(set(sub.loc[~y_all, "method"].astype(str)))
     fake_methods = sorted(set(sub.loc[y_all, "method"].astype(str)))
-    out = {"unit": "split group", "originals": real_methods, "methods": fake_methods,
-           "threshold_source": "val" if all(thresholds.get(i) is not None for i in range(p.shape[0]))
-           else "0.5 (no video items in val)", "thresholds": t}
+    out: dict = {
+        "unit": "split group",
+        "originals": real_methods,
+        "methods": fake_methods,
+        "threshold_source": "val"
+        if all(thresholds.get(i) is not None for i in range(p.shape[0]))
+        else "0.5 (no video items in val)",
+        "thresholds": t,
+    }
     for level_name, labels_, scores_, groups_, methods_ in (
-            ("frame", y_all, frame_scores, g, sub["method"].astype(str).to_numpy()),
-            ("video", videos["label"].to_numpy() != 0, video_scores, video_groups,
-             videos["method"].astype(str).to_numpy())):
+        ("frame", y_all, frame_scores, g, sub["method"].astype(str).to_numpy()),
+        ("video", videos["label"].to_numpy() != 0, video_scores, video_groups, videos["method"].astype(str).to_numpy()),
+    ):
         res = {"all": _summarise(labels_, scores_, t, groups_, n_boot, seed, level)}
         for m in fake_methods:
             keep = ~labels_ | (methods_ == m)

@@ -6,14 +6,16 @@ Every number in a table is read from ``metrics/eval/<evaluation>.json`` and ``de
 ``metrics/audit/<variant>.json`` (``audit@<variant>``), or the cited reference files under
 ``metrics/reference/`` (the paper's numbers; the group's notes); nothing is typed in by hand. A
 missing file is a ``FileNotFoundError`` naming it and the stage that writes it; a missing key a
-``KeyError`` naming file and key. The table builders and :func:`write_tables` live in :mod:`dfpipe.evaluation.tables`, above this module.
+``KeyError`` naming file and key. The table builders and :func:`write_tables` live in
+:mod:`dfpipe.evaluation.tables`, above this module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import yaml
 from pydantic import Field, model_validator
@@ -21,14 +23,35 @@ from pydantic import Field, model_validator
 from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import read_json
 from dfpipe.evaluation.crossdataset import CrossDatasetTable
+from dfpipe.evaluation.evaluations import resolved_evaluations
 from dfpipe.evaluation.unseen import UnseenTable
 
 #: Row settings a results table shows and a comparison checks (read from ``details.json`` ``run``).
 #: The budget settings (steps per epoch, optimizer updates, images seen) come from the training
 #: curves, i.e. what was spent, not what was asked for.
-SETTINGS = ("train_variant", "eval_variant", "model", "input", "f3net_mode", "backbone", "width", "image_size",
-            "init", "optimizer", "lr", "weight_decay", "schedule", "batch_size", "steps_per_epoch", "epochs",
-            "updates", "images_seen", "augment", "balance", "seeds")
+SETTINGS = (
+    "train_variant",
+    "eval_variant",
+    "model",
+    "input",
+    "f3net_mode",
+    "backbone",
+    "width",
+    "image_size",
+    "init",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "batch_size",
+    "steps_per_epoch",
+    "epochs",
+    "updates",
+    "images_seen",
+    "augment",
+    "balance",
+    "seeds",
+)
 
 
 class ControlError(RuntimeError):
@@ -62,7 +85,7 @@ class ResultsTable(Config):
         return tuple(k for k in SETTINGS if k not in self.varies)
 
     @model_validator(mode="after")
-    def _check(self) -> "ResultsTable":
+    def _check(self) -> ResultsTable:
         if self.reference and self.reference not in self.rows:
             raise ValueError(f"reference {self.reference!r} is not a row label ({list(self.rows)})")
         unknown = sorted(set(self.varies) - set(SETTINGS))
@@ -83,7 +106,7 @@ class LeakageTables(Config):
     pairs: dict[str, tuple[str, str]]
 
     @model_validator(mode="after")
-    def _check(self) -> "LeakageTables":
+    def _check(self) -> LeakageTables:
         if self.audits and not self.audit_keys:
             raise ValueError("audit_keys must not be empty")
         return self
@@ -111,13 +134,13 @@ class ReportConfig(Config):
     seed: int
     tables: dict[str, ResultsTable]
     leakage: LeakageTables
-    shortcut: tuple[str, ...]     # variants whose audit `shortcut` section is tabulated
-    crossdataset: Optional[CrossDatasetTable] = None   # optional: FF++-trained models on other test sets
-    unseen: Optional[UnseenTable] = None               # optional: trained on one generator, tested on all
-    controls: Optional[ControlsConfig] = None         # optional: planted effects (dfpipe.evaluation.controls)
+    shortcut: tuple[str, ...]  # variants whose audit `shortcut` section is tabulated
+    crossdataset: CrossDatasetTable | None = None  # optional: FF++-trained models on other test sets
+    unseen: UnseenTable | None = None  # optional: trained on one generator, tested on all
+    controls: ControlsConfig | None = None  # optional: planted effects (dfpipe.evaluation.controls)
 
     @model_validator(mode="after")
-    def _check(self) -> "ReportConfig":
+    def _check(self) -> ReportConfig:
         for name in self.tables:
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"table name {name!r}: letters, digits and _ only (it names files)")
@@ -156,11 +179,15 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     provenance: str = ""
-    failures: list[str] = field(default_factory=list)   # controls that did not hold (controls table)
+    failures: list[str] = field(default_factory=list)  # controls that did not hold (controls table)
 
     def to_markdown(self) -> str:
-        lines = [f"### {self.caption}", "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(self.columns))) + "|"]
+        lines = [
+            f"### {self.caption}",
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(self.columns))) + "|",
+        ]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.rows]
         lines += [""] + [f"- {n}" for n in self.notes]
         if self.provenance:
@@ -169,24 +196,45 @@ class Table:
 
     def to_latex(self) -> str:
         spec = "l" + "r" * (len(self.columns) - 1)
-        lines = ["% generated by `python stages/report.py` from DVC-tracked metrics files; do not edit",
-                 "\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(self.caption)}}}",
-                 f"\\label{{tab:{self.name}}}", "\\resizebox{\\textwidth}{!}{%",
-                 f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
-                 " & ".join(latex_escape(c) for c in self.columns) + " \\\\", "\\midrule"]
+        lines = [
+            "% generated by `python stages/report.py` from DVC-tracked metrics files; do not edit",
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{latex_escape(self.caption)}}}",
+            f"\\label{{tab:{self.name}}}",
+            "\\resizebox{\\textwidth}{!}{%",
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+            " & ".join(latex_escape(c) for c in self.columns) + " \\\\",
+            "\\midrule",
+        ]
         lines += [" & ".join(latex_escape(c) for c in row) + " \\\\" for row in self.rows]
         lines += ["\\bottomrule", "\\end{tabular}}"]
-        foot = [latex_escape(n) for n in self.notes] + ([f"\\emph{{{latex_escape(self.provenance)}}}"]
-                                                        if self.provenance else [])
+        foot = [latex_escape(n) for n in self.notes] + (
+            [f"\\emph{{{latex_escape(self.provenance)}}}"] if self.provenance else []
+        )
         if foot:
             lines.append("\\par\\smallskip{\\footnotesize " + " ".join(foot) + "}")
         lines.append("\\end{table}")
         return "\n".join(lines) + "\n"
 
 
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "Δ": r"$\Delta$", "≠": r"$\neq$", "→": r"$\to$"}
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "≠": r"$\neq$",
+    "→": r"$\to$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -201,8 +249,9 @@ def load_metrics(path: Path, stage: str) -> dict:
     """A metrics JSON; ``FileNotFoundError`` naming the file and the stage that writes it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: metrics file not found (written by `{stage}`; run it, "
-                                f"or remove the row from params.yaml report:)")
+        raise FileNotFoundError(
+            f"{path}: metrics file not found (written by `{stage}`; run it, or remove the row from params.yaml report:)"
+        )
     return read_json(path)
 
 
@@ -272,7 +321,6 @@ class Reader:
         return ref
 
 
-
 # --------------------------------------------------------------------------------------------
 # dvc.yaml sections derived from report: (tests/test_reports.py checks dvc.yaml against these)
 
@@ -280,7 +328,7 @@ class Reader:
 def results_variants(cfg: ReportConfig, params: Mapping) -> list[str]:
     """The eval variants of the results tables' rows (from ``evaluations`` / ``frank`` entries):
     the variants whose audit the tables' nuisance-probe rows read."""
-    entries = {**params.get("frank", {}), **params["evaluations"]}
+    entries = {**params.get("frank", {}), **resolved_evaluations(params)}
     return sorted({entries[e]["variant"] for t in cfg.tables.values() for e in t.rows.values()})
 
 
@@ -298,12 +346,9 @@ def report_deps(cfg: ReportConfig, params: Mapping) -> list[str]:
 
 
 def run_seeds(params: Mapping, run: str) -> list[int]:
-    """Seeds of ``runs.<run>`` (its own ``seeds``, else ``run_defaults.seeds``, C1; a single
-    pre-C1 ``seed`` counts as one seed)."""
+    """Seeds of ``runs.<run>`` (its own ``seeds``, else ``run_defaults.seeds``)."""
     entry = params["runs"][run]
     seeds = entry.get("seeds", params.get("run_defaults", {}).get("seeds"))
-    if seeds is None and "seed" in entry:
-        seeds = [entry["seed"]]
     if seeds is None:
         raise KeyError(f"runs.{run}.seeds: not set and no run_defaults.seeds")
     return list(seeds)
@@ -314,23 +359,45 @@ def dvc_sections(cfg: ReportConfig, params: Mapping) -> dict:
     epoch of its runs' seeds overlaid) and ``artifacts:`` (the checkpoint folder of every run in a
     results table) for dvc.yaml."""
     plots, runs = [], set()
+    evaluations = resolved_evaluations(params)
     train_dir = Path(params["train"]["metrics_dir"]).as_posix()
     models_dir = Path(params["train"]["models_dir"]).as_posix()
     for name, table in cfg.tables.items():
         evals = list(dict.fromkeys(table.rows.values()))
-        plots.append({f"{name}_roc": {
-            "title": f"{table.caption}: ROC real vs fake (seed-mean score)", "template": "simple",
-            "x_label": "false positive rate", "y_label": "true positive rate",
-            "x": {(cfg.eval_dir / e / "roc.csv").as_posix(): "fpr" for e in evals},
-            "y": {(cfg.eval_dir / e / "roc.csv").as_posix(): "tpr" for e in evals}}})
+        plots.append(
+            {
+                f"{name}_roc": {
+                    "title": f"{table.caption}: ROC real vs fake (seed-mean score)",
+                    "template": "simple",
+                    "x_label": "false positive rate",
+                    "y_label": "true positive rate",
+                    "x": {(cfg.eval_dir / e / "roc.csv").as_posix(): "fpr" for e in evals},
+                    "y": {(cfg.eval_dir / e / "roc.csv").as_posix(): "tpr" for e in evals},
+                }
+            }
+        )
         # rows from evaluate@ have a trained run; frank@ rows (params frank:) have no checkpoint
-        table_runs = list(dict.fromkeys(params["evaluations"][e]["run"] for e in evals if e in params["evaluations"]))
+        table_runs = list(dict.fromkeys(evaluations[e]["run"] for e in evals if e in evaluations))
         runs |= set(table_runs)
         curves = [f"{train_dir}/{r}/curves/seed{s}.tsv" for r in table_runs for s in run_seeds(params, r)]
-        plots.append({f"{name}_val_f1": {
-            "title": f"{table.caption}: validation macro-F1 per epoch", "template": "linear",
-            "x_label": "epoch", "y_label": "validation macro-F1",
-            "x": "epoch", "y": {c: "val_macro_f1" for c in curves}}})
-    artifacts = {r: {"path": f"{models_dir}/{r}", "type": "model",
-                     "desc": f"selected checkpoints of run {r} (one seed<s>.pt per seed)"} for r in sorted(runs)}
+        plots.append(
+            {
+                f"{name}_val_f1": {
+                    "title": f"{table.caption}: validation macro-F1 per epoch",
+                    "template": "linear",
+                    "x_label": "epoch",
+                    "y_label": "validation macro-F1",
+                    "x": "epoch",
+                    "y": {c: "val_macro_f1" for c in curves},
+                }
+            }
+        )
+    artifacts = {
+        r: {
+            "path": f"{models_dir}/{r}",
+            "type": "model",
+            "desc": f"selected checkpoints of run {r} (one seed<s>.pt per seed)",
+        }
+        for r in sorted(runs)
+    }
     return {"plots": plots, "artifacts": artifacts}

@@ -5,8 +5,8 @@ rendering live in :mod:`dfpipe.evaluation.reports`; :func:`write_tables` writes 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping
 
 from dfpipe.core.io import write_bytes
 from dfpipe.evaluation.compare import compare
@@ -14,14 +14,33 @@ from dfpipe.evaluation.controls import controls_table
 from dfpipe.evaluation.crossdataset import crossdataset_rows
 from dfpipe.evaluation.crossdataset import notes as crossdataset_notes
 from dfpipe.evaluation.protocol import MIN_UNITS
-from dfpipe.evaluation.reports import (SETTINGS, ControlError, LeakageTables, Reader, ReportConfig, ResultsTable, Table,
-                                       load_metrics, lookup, pct, plain, units)
+from dfpipe.evaluation.reports import (
+    SETTINGS,
+    ControlError,
+    LeakageTables,
+    Reader,
+    ReportConfig,
+    ResultsTable,
+    Table,
+    load_metrics,
+    lookup,
+    pct,
+    plain,
+    units,
+)
 from dfpipe.evaluation.unseen import unseen_tables
 
 HEADLINE_COLUMNS = (("macro_f1", "Macro-F1"), ("weighted_f1", "Weighted-F1"), ("acc", "Acc"))
-SETTING_COLUMNS = (("variant", "Variant"), ("backbone", "Backbone"), ("image_size", "Size"),
-                   ("init", "Init"), ("batch_size", "Batch"), ("updates", "Updates"), ("images_seen", "Images seen"),
-                   ("seeds", "Seeds"))
+SETTING_COLUMNS = (
+    ("variant", "Variant"),
+    ("backbone", "Backbone"),
+    ("image_size", "Size"),
+    ("init", "Init"),
+    ("batch_size", "Batch"),
+    ("updates", "Updates"),
+    ("images_seen", "Images seen"),
+    ("seeds", "Seeds"),
+)
 
 
 def interval(low, high, n_units: int | None) -> str:
@@ -46,8 +65,11 @@ def mean_sd(summary: Mapping, key: str, path) -> str:
 
 #: FF++ protocol columns (``details.json`` ``ffpp``): originals vs all manipulated videos, video
 #: items only (dfpipe.evaluation.protocol).
-FFPP_COLUMNS = (("frame.all.auc", "FF++ AUC frame [CI]"), ("video.all.auc", "FF++ AUC video [CI]"),
-                ("frame.all.acc", "FF++ acc frame (val thr.) [CI]"))
+FFPP_COLUMNS = (
+    ("frame.all.auc", "FF++ AUC frame [CI]"),
+    ("video.all.auc", "FF++ AUC video [CI]"),
+    ("frame.all.acc", "FF++ acc frame (val thr.) [CI]"),
+)
 
 
 def protocol_cell(details: Mapping, key: str, path) -> str:
@@ -76,29 +98,44 @@ def diff_cell(d: Mapping, metric: str) -> str:
 def settings(details: Mapping, path) -> dict:
     run = lookup(details, "run", path)
     out = {k: run.get(k, "n/a") for k in SETTINGS}
-    if out["width"] not in ("n/a", 1, 1.0):  # demo-width nets (C1 model.width) say so in the Backbone column
+    if out["width"] not in ("n/a", 1, 1.0):  # demo-width nets (run config model.width) say so in the Backbone column
         out["backbone"] = f"{out['backbone']} x{plain(out['width'])}"
-    out["variant"] = (run["train_variant"] if run["train_variant"] == run["eval_variant"]
-                      else f"{run['train_variant']}→{run['eval_variant']}")
+    out["variant"] = (
+        run["train_variant"]
+        if run["train_variant"] == run["eval_variant"]
+        else f"{run['train_variant']}→{run['eval_variant']}"
+    )
     return out
 
 
-def provenance(details: list[Mapping], paths: list) -> str:
+def provenance(details: Sequence[Mapping], paths: list) -> str:
     """One line: data scale, variants, seeds, code fingerprint(s) of the rows' evaluations."""
     prov = [lookup(d, "provenance", p) for d, p in zip(details, paths)]
 
     def uniq(key):
-        return ", ".join(dict.fromkeys(plain(p[key]) if not isinstance(p[key], list)
-                                       else ",".join(map(str, p[key])) for p in prov))
+        return ", ".join(
+            dict.fromkeys(plain(p[key]) if not isinstance(p[key], list) else ",".join(map(str, p[key])) for p in prov)
+        )
 
-    variants = ", ".join(dict.fromkeys(f"{p['train_variant']}→{p['variant']}" if p["train_variant"] != p["variant"]
-                                       else p["variant"] for p in prov))
-    data = ", ".join(dict.fromkeys(f"{p['variant']}/eval {p['data']['eval']} + {p['train_variant']}/val "
-                                   f"{p['data']['val']}" if "data" in p else f"{p['variant']} n/a" for p in prov))
-    return (f"Provenance: data split.scale {uniq('scale')} (1 = full counts); variant {variants}; "
-            f"data sha256 {data} (over every file of the split folders scored); "
-            f"seeds {uniq('seeds')}; evaluation code {uniq('code')} (sha256 of the code deps of the stage "
-            f"that scored the row: evaluate@ or frank@).")
+    variants = ", ".join(
+        dict.fromkeys(
+            f"{p['train_variant']}→{p['variant']}" if p["train_variant"] != p["variant"] else p["variant"] for p in prov
+        )
+    )
+    data = ", ".join(
+        dict.fromkeys(
+            f"{p['variant']}/eval {p['data']['eval']} + {p['train_variant']}/val {p['data']['val']}"
+            if "data" in p
+            else f"{p['variant']} n/a"
+            for p in prov
+        )
+    )
+    return (
+        f"Provenance: data split.scale {uniq('scale')} (1 = full counts); variant {variants}; "
+        f"data sha256 {data} (over every file of the split folders scored); "
+        f"seeds {uniq('seeds')}; evaluation code {uniq('code')} (sha256 of the code deps of the stage "
+        f"that scored the row: evaluate@ or frank@)."
+    )
 
 
 def evaluations_provenance(reader: Reader, names: list[str]) -> str:
@@ -114,8 +151,10 @@ def audit_provenance(reader: Reader, variants: tuple[str, ...] | list[str]) -> s
     for v in variants:
         d, p = reader.audit(v)
         cells.append(f"{v} {d.get('data_fingerprint', 'n/a')}")
-    return (f"Provenance: audit@<variant> of the variants' bytes, sha256 over every file of the variant folder: "
-            f"{', '.join(cells)}.")
+    return (
+        f"Provenance: audit@<variant> of the variants' bytes, sha256 over every file of the variant folder: "
+        f"{', '.join(cells)}."
+    )
 
 
 def baseline_rows(reader: Reader, rows: Mapping[str, tuple], cols: list[str]) -> list[list[str]]:
@@ -126,32 +165,47 @@ def baseline_rows(reader: Reader, rows: Mapping[str, tuple], cols: list[str]) ->
     seen: dict[str, tuple[dict, Path]] = {}
     for _, det, _, dp in rows.values():
         seen.setdefault(lookup(det, "provenance.variant", dp), (det, dp))
-    for variant, (det, dp) in seen.items():
+    for variant, (det, _dp) in seen.items():
         blank = dict.fromkeys(cols, "–")
         maj = det.get("baselines", {}).get("majority")
         if maj is not None:
-            out.append({**blank, "Row": f"Majority class ({maj['class']}, chosen on val)", "Evaluation": "–",
-                        "Variant": variant,
-                        next(c for c in cols if c.startswith("Macro-F1")): pct(maj["macro_f1"]),
-                        "Weighted-F1": pct(maj["weighted_f1"]), "Acc": pct(maj["acc"]),
-                        "AUC real/fake": pct(maj["auc_real_vs_fake"])})
+            out.append(
+                {
+                    **blank,
+                    "Row": f"Majority class ({maj['class']}, chosen on val)",
+                    "Evaluation": "–",
+                    "Variant": variant,
+                    next(c for c in cols if c.startswith("Macro-F1")): pct(maj["macro_f1"]),
+                    "Weighted-F1": pct(maj["weighted_f1"]),
+                    "Acc": pct(maj["acc"]),
+                    "AUC real/fake": pct(maj["auc_real_vs_fake"]),
+                }
+            )
         audit, path = reader.audit(variant)
         probes = lookup(audit, "shortcut.probes.all", path)
         feats = ", ".join(lookup(audit, "shortcut.features.all", path))
         name, best = max(probes.items(), key=lambda kv: kv[1]["auc"] or 0.0)
-        out.append({**blank, "Row": f"Nuisance probe ({name} on {feats})", "Evaluation": f"audit@{variant}",
-                    "Variant": variant,
-                    next(c for c in cols if c.startswith("Macro-F1")):
-                        f"{pct(best['macro_f1'])} [{pct(best['macro_f1_ci'][0])}, {pct(best['macro_f1_ci'][1])}]"})
+        out.append(
+            {
+                **blank,
+                "Row": f"Nuisance probe ({name} on {feats})",
+                "Evaluation": f"audit@{variant}",
+                "Variant": variant,
+                next(
+                    c for c in cols if c.startswith("Macro-F1")
+                ): f"{pct(best['macro_f1'])} [{pct(best['macro_f1_ci'][0])}, {pct(best['macro_f1_ci'][1])}]",
+            }
+        )
     return [[r[c] for c in cols] for r in out]
 
 
 def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | None, notes: dict | None) -> Table:
     cfg = reader.cfg
     rows = {label: reader.evaluation(e) for label, e in spec.rows.items()}
-    class_keys = sorted({k for _, d, _, dp in rows.values() for k in lookup(d, "summary", dp) if k.startswith("f1_")},
-                        key=lambda k: ["f1_real", "f1_fake", "f1_edited"].index(k)
-                        if k in ("f1_real", "f1_fake", "f1_edited") else 9)
+    class_keys = sorted(
+        {k for _, d, _, dp in rows.values() for k in lookup(d, "summary", dp) if k.startswith("f1_")},
+        key=lambda k: ["f1_real", "f1_fake", "f1_edited"].index(k) if k in ("f1_real", "f1_fake", "f1_edited") else 9,
+    )
     cols = ["Row", "Evaluation"] + [c for _, c in SETTING_COLUMNS] + ["Units"]
     if notes is not None:
         cols.append(f"Notes {notes['metric']}")
@@ -181,69 +235,106 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
         n_units = det.get("resampling", {}).get("n_units")
         row += [mean_sd_ci(head, "macro_f1", p, n_units), mean_sd(head, "weighted_f1", p), mean_sd(head, "acc", p)]
         row += [mean_sd(det["summary"], k, dp) for k in class_keys]
-        row += [mean_sd(head, "auc_real_fake", p), mean_sd(head, "eer", p),
-                mean_sd(det["video"]["summary"], "auc_real_vs_fake", dp) if "video" in det else "n/a"]
+        row += [
+            mean_sd(head, "auc_real_fake", p),
+            mean_sd(head, "eer", p),
+            mean_sd(det["video"]["summary"], "auc_real_vs_fake", dp) if "video" in det else "n/a",
+        ]
         if has_ffpp:
             row += [protocol_cell(det, k, dp) for k, _ in FFPP_COLUMNS]
         if spec.reference:
             differs = [k for k in spec.checked if s[k] != ref_settings[k]]
             if differs and spec.strict:
-                raise ValueError(f"table {name}: row {label!r} differs from reference {spec.reference!r} "
-                                 f"in {differs}; it cannot be compared (strict)")
+                raise ValueError(
+                    f"table {name}: row {label!r} differs from reference {spec.reference!r} "
+                    f"in {differs}; it cannot be compared (strict)"
+                )
             if label == spec.reference:
                 row += ["reference", "reference", ""]
             else:
-                d = compare(reader.predictions(spec.rows[label]), reader.predictions(spec.rows[spec.reference]),
-                            cfg.bootstrap, cfg.seed, cfg.ci_level)
+                d = compare(
+                    reader.predictions(spec.rows[label]),
+                    reader.predictions(spec.rows[spec.reference]),
+                    cfg.bootstrap,
+                    cfg.seed,
+                    cfg.ci_level,
+                )
                 mark = "≠ " if differs else ""
-                row += [mark + diff_cell(d, "macro_f1"), mark + diff_cell(d, "auc_real_fake"),
-                        "≠ " + ", ".join(f"{k} {plain(s[k])}" for k in differs) if differs else "none"]
+                row += [
+                    mark + diff_cell(d, "macro_f1"),
+                    mark + diff_cell(d, "auc_real_fake"),
+                    "≠ " + ", ".join(f"{k} {plain(s[k])}" for k in differs) if differs else "none",
+                ]
                 marked |= bool(differs)
         if spec.mask:
             m = det.get("mask")
-            row += ([mean_sd(m, "model.dice", dp), mean_sd(m, "all_zeros.dice", dp), mean_sd(m, "all_ones.dice", dp),
-                     mean_sd(m, "model.iou", dp), mean_sd(m, "all_ones.iou", dp)] if m else ["n/a"] * 5)
+            row += (
+                [
+                    mean_sd(m, "model.dice", dp),
+                    mean_sd(m, "all_zeros.dice", dp),
+                    mean_sd(m, "all_ones.dice", dp),
+                    mean_sd(m, "model.iou", dp),
+                    mean_sd(m, "all_ones.iou", dp),
+                ]
+                if m
+                else ["n/a"] * 5
+            )
         table.rows.append(row)
     table.rows += baseline_rows(reader, rows, cols)
-    table.notes = ["Scores in % as mean ± sd over seeds; [CI]: percentile cluster bootstrap over seeds x the "
-                   "unit of independence in the Units column (identity groups: an original video, its fakes and "
-                   f"every item sharing an identity resample together); fewer than {MIN_UNITS} units: "
-                   "no interval (n too small). AUC/EER real/fake: both fake classes merged, score 1 - p(real). "
-                   "Video AUC: real/fake AUC of the mean frame score per (method, video_id); n/a without video items."]
-    table.notes.append("Trivial baselines, per eval variant: the majority class of the val split (a constant "
-                       "score: AUC 0.5), and the audit's nuisance probe (the best classifier on nuisance features "
-                       "alone: face size, scale, codec, brightness, high-frequency energy; its AUC is the macro "
-                       "one-vs-rest AUC on the eval split). A row that does not beat them learned nothing the "
-                       "nuisances do not already give.")
+    table.notes = [
+        "Scores in % as mean ± sd over seeds; [CI]: percentile cluster bootstrap over seeds x the "
+        "unit of independence in the Units column (identity groups: an original video, its fakes and "
+        f"every item sharing an identity resample together); fewer than {MIN_UNITS} units: "
+        "no interval (n too small). AUC/EER real/fake: both fake classes merged, score 1 - p(real). "
+        "Video AUC: real/fake AUC of the mean frame score per (method, video_id); n/a without video items."
+    ]
+    table.notes.append(
+        "Trivial baselines, per eval variant: the majority class of the val split (a constant "
+        "score: AUC 0.5), and the audit's nuisance probe (the best classifier on nuisance features "
+        "alone: face size, scale, codec, brightness, high-frequency energy; its AUC is the macro "
+        "one-vs-rest AUC on the eval split). A row that does not beat them learned nothing the "
+        "nuisances do not already give."
+    )
     if has_ffpp:
-        table.notes.append("FF++ columns: the FaceForensics++ protocol, real vs manipulated on the video items "
-                           "alone (originals against every method; score 1 - p(real)); frame level and video "
-                           "level (mean frame score per video); accuracy at the threshold chosen on the training "
-                           "variant's val videos. Intervals: cluster bootstrap over split groups (identity "
-                           f"groups) x seeds; fewer than {MIN_UNITS} groups: no interval. Per-method values: "
-                           "details.json ffpp.")
+        table.notes.append(
+            "FF++ columns: the FaceForensics++ protocol, real vs manipulated on the video items "
+            "alone (originals against every method; score 1 - p(real)); frame level and video "
+            "level (mean frame score per video); accuracy at the threshold chosen on the training "
+            "variant's val videos. Intervals: cluster bootstrap over split groups (identity "
+            f"groups) x seeds; fewer than {MIN_UNITS} groups: no interval. Per-method values: "
+            "details.json ffpp."
+        )
     if spec.reference:
-        table.notes.append(f"Δ: row minus {spec.reference!r} on the identical eval items, in percentage points, "
-                           "with a paired bootstrap interval (the same resampled units for both models).")
+        table.notes.append(
+            f"Δ: row minus {spec.reference!r} on the identical eval items, in percentage points, "
+            "with a paired bootstrap interval (the same resampled units for both models)."
+        )
     if marked:
-        table.notes.append(f"≠: the row differs from the reference in a setting other than the ablated one "
-                           f"(checked: every setting but {', '.join(spec.varies) or 'none'}; budgets included); "
-                           "its Δ is not a clean comparison.")
+        table.notes.append(
+            f"≠: the row differs from the reference in a setting other than the ablated one "
+            f"(checked: every setting but {', '.join(spec.varies) or 'none'}; budgets included); "
+            "its Δ is not a clean comparison."
+        )
     if notes is not None:
         table.notes.append(f"Notes column: {notes['label']} ({notes['citation']}).")
     if paper is not None:
-        table.notes.append(f"Paper: {paper['citation']}; {paper['table']}; {paper['dataset']}. Compare trends, "
-                           "not absolute values (other data, binary task).")
+        table.notes.append(
+            f"Paper: {paper['citation']}; {paper['table']}; {paper['dataset']}. Compare trends, "
+            "not absolute values (other data, binary task)."
+        )
     if spec.mask:
-        table.notes.append("Mask Dice/IoU: predicted mask >= 0.5 on edited eval items with a true mask; all-0 / "
-                           "all-1: the trivial empty / full masks on the same items.")
+        table.notes.append(
+            "Mask Dice/IoU: predicted mask >= 0.5 on edited eval items with a true mask; all-0 / "
+            "all-1: the trivial empty / full masks on the same items."
+        )
     table.provenance = provenance([r[1] for r in rows.values()], [r[3] for r in rows.values()])
     return table
 
 
 def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
-    audit = Table("leakage_audit", "Leakage audit per variant (counts across train/val/eval)",
-                  ["Variant"] + list(cfg.audit_keys))
+    audit = Table(
+        "leakage_audit", "Leakage audit per variant (counts across train/val/eval)", ["Variant"] + list(cfg.audit_keys)
+    )
     for name in cfg.audits:
         d, p = reader.audit(name)
         cells = []
@@ -254,9 +345,19 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
             cells.append(plain(value))
         audit.rows.append([name] + cells)
     audit.provenance = audit_provenance(reader, cfg.audits)
-    within = Table("leak_within", "Leak measure (a): one model, eval frames of its training videos vs of unseen videos",
-                   ["Evaluation", "Frames (videos) in train", "Frames (videos) unseen", "Acc in train", "Acc unseen",
-                    "Δ Acc [CI]", "Δ p(true class) [CI]"])
+    within = Table(
+        "leak_within",
+        "Leak measure (a): one model, eval frames of its training videos vs of unseen videos",
+        [
+            "Evaluation",
+            "Frames (videos) in train",
+            "Frames (videos) unseen",
+            "Acc in train",
+            "Acc unseen",
+            "Δ Acc [CI]",
+            "Δ p(true class) [CI]",
+        ],
+    )
     dets, paths = [], []
     for name in cfg.within:
         _, d, _, dp = reader.evaluation(name)
@@ -266,35 +367,63 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
         row = [name, f"{leak['frames_in']} ({leak['videos_in']})", f"{leak['frames_out']} ({leak['videos_out']})"]
         if "gap" in leak:
             g = leak["gap"]
-            row += [pct(g["acc"]["a"]), pct(g["acc"]["b"]), diff_cell({"metrics": g}, "acc"),
-                    diff_cell({"metrics": g}, "p_true")]
+            row += [
+                pct(g["acc"]["a"]),
+                pct(g["acc"]["b"]),
+                diff_cell({"metrics": g}, "acc"),
+                diff_cell({"metrics": g}, "p_true"),
+            ]
         else:
             row += ["n/a", "n/a", leak["note"], "n/a"]
         within.rows.append(row)
-    within.notes = ["Compared: the same model's accuracy (and mean probability of the true class) on eval video "
-                    "frames whose video is in its train split (audit flag video_in_train) minus on frames of "
-                    "videos it never saw; interval: bootstrap resampling videos within each part and seeds. "
-                    "Still images are left out. Both parts are eval frames scored by the same model; they differ in "
-                    "which videos they come from (and so possibly in class mix), not in the model or its training."]
+    within.notes = [
+        "Compared: the same model's accuracy (and mean probability of the true class) on eval video "
+        "frames whose video is in its train split (audit flag video_in_train) minus on frames of "
+        "videos it never saw; interval: bootstrap resampling videos within each part and seeds. "
+        "Still images are left out. Both parts are eval frames scored by the same model; they differ in "
+        "which videos they come from (and so possibly in class mix), not in the model or its training."
+    ]
     if dets:
         within.provenance = provenance(dets, paths)
-    cross = Table("leak_cross", "Leak measure (b): model trained on the leaky variant minus model trained on "
-                  "the leak-free variant, identical eval items",
-                  ["Comparison", "Leaky-trained", "Leak-free-trained", "Items", "ΔMacro-F1 [CI]", "ΔAcc [CI]",
-                   "ΔAUC real/fake [CI]"])
+    cross = Table(
+        "leak_cross",
+        "Leak measure (b): model trained on the leaky variant minus model trained on "
+        "the leak-free variant, identical eval items",
+        [
+            "Comparison",
+            "Leaky-trained",
+            "Leak-free-trained",
+            "Items",
+            "ΔMacro-F1 [CI]",
+            "ΔAcc [CI]",
+            "ΔAUC real/fake [CI]",
+        ],
+    )
     dets, paths = [], []
     for label, (a, b) in cfg.pairs.items():
         for e in (a, b):
             _, d, _, dp = reader.evaluation(e)
             dets.append(d)
             paths.append(dp)
-        c = compare(reader.predictions(a), reader.predictions(b), reader.cfg.bootstrap, reader.cfg.seed,
-                    reader.cfg.ci_level)
-        cross.rows.append([label, a, b, plain(c.get("n")), diff_cell(c, "macro_f1"), diff_cell(c, "acc"),
-                           diff_cell(c, "auc_real_fake")])
-    cross.notes = ["Compared: two training sets (leaky vs leak-free variant) scored on the identical eval items, "
-                   "in percentage points; paired bootstrap (the same resampled videos for both models) over seeds. "
-                   "The difference includes every way the two training sets differ, not only the leaked videos."]
+        c = compare(
+            reader.predictions(a), reader.predictions(b), reader.cfg.bootstrap, reader.cfg.seed, reader.cfg.ci_level
+        )
+        cross.rows.append(
+            [
+                label,
+                a,
+                b,
+                plain(c.get("n")),
+                diff_cell(c, "macro_f1"),
+                diff_cell(c, "acc"),
+                diff_cell(c, "auc_real_fake"),
+            ]
+        )
+    cross.notes = [
+        "Compared: two training sets (leaky vs leak-free variant) scored on the identical eval items, "
+        "in percentage points; paired bootstrap (the same resampled videos for both models) over seeds. "
+        "The difference includes every way the two training sets differ, not only the leaked videos."
+    ]
     if dets:
         cross.provenance = provenance(dets, paths)
     return [t for t in (audit, within, cross) if t.rows]
@@ -305,10 +434,13 @@ def _with_ci(value, ci) -> str:
 
 
 def shortcut_table(reader: Reader, variants: tuple[str, ...]) -> Table:
-    """Probes trained on nuisance features only (audit ``shortcut`` section, C3): one row per
+    """Probes trained on nuisance features only (the audit's ``shortcut`` section): one row per
     variant, feature set (``gate``: decides ``shortcut_free``; ``all``) and probe."""
-    table = Table("shortcut_audit", "Shortcut audit: how well nuisance features alone predict the label (eval split)",
-                  ["Variant", "Check", "Features", "Probe", "AUC [CI]", "Macro-F1 [CI]", "Threshold (max AUC)"])
+    table = Table(
+        "shortcut_audit",
+        "Shortcut audit: how well nuisance features alone predict the label (eval split)",
+        ["Variant", "Check", "Features", "Probe", "AUC [CI]", "Macro-F1 [CI]", "Threshold (max AUC)"],
+    )
     for v in variants:
         d, p = reader.audit(v)
         short = lookup(d, "shortcut", p)
@@ -318,11 +450,22 @@ def shortcut_table(reader: Reader, variants: tuple[str, ...]) -> Table:
             table.rows.append([v, check, "–", "not trained", "n/a", "n/a", threshold])
         for fset, by_probe in probes.items():
             for probe, r in by_probe.items():
-                table.rows.append([v, check, fset, probe, _with_ci(r["auc"], r.get("auc_ci")),
-                                   _with_ci(r["macro_f1"], r.get("macro_f1_ci")), threshold])
-    table.notes = ["Read from metrics/audit/<variant>.json `shortcut` (audit@<variant>); in %. Probes are trained "
-                   "on the train split's nuisance features (no pixels of the face) and scored on eval; AUC one-vs-rest "
-                   "macro. A variant declared shortcut_free fails its audit when a gate probe's AUC exceeds the threshold."]
+                table.rows.append(
+                    [
+                        v,
+                        check,
+                        fset,
+                        probe,
+                        _with_ci(r["auc"], r.get("auc_ci")),
+                        _with_ci(r["macro_f1"], r.get("macro_f1_ci")),
+                        threshold,
+                    ]
+                )
+    table.notes = [
+        "Read from metrics/audit/<variant>.json `shortcut` (audit@<variant>); in %. Probes are trained "
+        "on the train split's nuisance features (no pixels of the face) and scored on eval; AUC one-vs-rest "
+        "macro. A variant declared shortcut_free fails its audit when a gate probe's AUC exceeds the threshold."
+    ]
     table.provenance = audit_provenance(reader, variants)
     return table
 
@@ -339,6 +482,7 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
             notes = reader.reference(cfg.notes, ("citation", "label", "sections"))
         section = None
         if spec.notes:
+            assert notes is not None  # read above for the first table with notes
             if spec.notes not in notes["sections"]:
                 raise KeyError(f"{cfg.notes}: key 'sections.{spec.notes}' not found")
             section = {**notes["sections"][spec.notes], "label": notes["label"], "citation": notes["citation"]}
@@ -348,10 +492,17 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
         tables.append(shortcut_table(reader, cfg.shortcut))
     if cfg.crossdataset is not None:
         columns, rows, _ = crossdataset_rows(cfg.crossdataset, cfg.eval_dir, reader.read)
-        tables.append(Table("crossdataset", "Cross-dataset generalisation: trained on FF++-based variants, "
-                            "tested on other datasets' official test lists", columns, rows,
-                            crossdataset_notes(cfg.crossdataset),
-                            evaluations_provenance(reader, cfg.crossdataset.evaluation_names())))
+        tables.append(
+            Table(
+                "crossdataset",
+                "Cross-dataset generalisation: trained on FF++-based variants, "
+                "tested on other datasets' official test lists",
+                columns,
+                rows,
+                crossdataset_notes(cfg.crossdataset),
+                evaluations_provenance(reader, cfg.crossdataset.evaluation_names()),
+            )
+        )
     if cfg.unseen is not None:
         unseen_prov = evaluations_provenance(reader, cfg.unseen.evaluation_names())
         for name, caption, columns, rows, table_notes in unseen_tables(cfg.unseen, cfg.eval_dir, reader.read):
@@ -359,6 +510,7 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
     if cfg.controls is not None:
         tables.append(controls_table(reader, cfg.controls, cfg.bootstrap, cfg.seed, cfg.ci_level))
     return tables, sorted(reader.read)
+
 
 def write_tables(cfg: ReportConfig) -> list[Path]:
     """Write ``<out_dir>/<table>.md`` / ``.tex`` and ``<out_dir>/results.md`` (all tables, with
@@ -378,6 +530,8 @@ def write_tables(cfg: ReportConfig) -> list[Path]:
     written.append(path)
     failures = [f for t in tables for f in t.failures]
     if failures:
-        raise ControlError(f"controls that did not hold: {failures} (see {cfg.out_dir.as_posix()}/controls.md); "
-                           "the measure each one checks cannot be trusted")
+        raise ControlError(
+            f"controls that did not hold: {failures} (see {cfg.out_dir.as_posix()}/controls.md); "
+            "the measure each one checks cannot be trusted"
+        )
     return written

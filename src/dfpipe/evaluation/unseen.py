@@ -7,7 +7,8 @@ binary real vs that generator: the eval split's real items plus that generator's
 ``source`` column), fake score ``1 - p(real)``; accuracy at each seed's threshold chosen on the
 training variant's val split (``details.json`` ``val_threshold``, :func:`dfpipe.scoring.metrics.val_threshold`),
 never tuned on test -- the original UniversalFakeDetect code's oracle threshold on each test set is a
-known flaw; rows without a recorded val threshold use 0.5, the softmax argmax. Numbers come from ``metrics/eval/<evaluation>/predictions.parquet`` as in the
+known flaw; rows without a recorded val threshold use 0.5, the softmax argmax. Numbers come from
+``metrics/eval/<evaluation>/predictions.parquet`` as in the
 cross-dataset table (:mod:`dfpipe.evaluation.crossdataset`): seed mean, seed sd and a cluster
 bootstrap interval of the seed mean. Rows whose features came from a randomly initialised encoder
 (``details.json`` ``features.random``) are labelled "random features (demo)".
@@ -21,8 +22,8 @@ import numpy as np
 import pandas as pd
 from pydantic import model_validator
 
-from dfpipe.scoring import metrics as M
 from dfpipe.evaluation.crossdataset import IntervalSettings, _per_seed, binary_with_ci, fmt_value
+from dfpipe.scoring import metrics as M
 
 
 def binary_acc(y: np.ndarray, score: np.ndarray) -> float:
@@ -42,7 +43,7 @@ class UnseenTable(IntervalSettings):
     seen: tuple[str, ...]
 
     @model_validator(mode="after")
-    def _check(self) -> "UnseenTable":
+    def _check(self) -> UnseenTable:
         if not self.rows or not self.generators:
             raise ValueError("unseen needs rows and generators")
         unknown = sorted(set(self.seen) - set(self.generators.values()))
@@ -54,8 +55,9 @@ class UnseenTable(IntervalSettings):
         return sorted(set(self.rows.values()))
 
 
-def score_generators(pred: pd.DataFrame, path: Path, cfg: UnseenTable,
-                     thresholds: dict[str, float] | None = None) -> dict:
+def score_generators(
+    pred: pd.DataFrame, path: Path, cfg: UnseenTable, thresholds: dict[str, float] | None = None
+) -> dict:
     """``{source: {metric: binary_with_ci(...)}}`` for every generator column of one predictions table.
 
     ``thresholds``: seed -> val-chosen threshold of the fake score (missing: 0.5). Accuracy is
@@ -75,13 +77,18 @@ def score_generators(pred: pd.DataFrame, path: Path, cfg: UnseenTable,
             raise KeyError(f"{path}: no eval item of source {src!r} (is it in the variant's eval split?)")
         y, _ = M.real_vs_fake(labels[sel], probs[0][sel])
         scores = 1.0 - probs[:, sel, 0]
-        out[src] = {m: binary_with_ci(y, scores + shift if m == "acc" else scores, groups[sel], cfg.bootstrap,
-                                      cfg.seed, cfg.ci_level, fn)
-                    for m, (_, fn) in METRICS.items()}
+        out[src] = {
+            m: binary_with_ci(
+                y, scores + shift if m == "acc" else scores, groups[sel], cfg.bootstrap, cfg.seed, cfg.ci_level, fn
+            )
+            for m, (_, fn) in METRICS.items()
+        }
     return out
 
 
-def unseen_tables(cfg: UnseenTable, eval_dir: Path, read: set[Path] | None = None) -> list[tuple[str, str, list, list, list]]:
+def unseen_tables(
+    cfg: UnseenTable, eval_dir: Path, read: set[Path] | None = None
+) -> list[tuple[str, str, list, list, list]]:
     """``[(name, caption, columns, rows, notes)]`` for AP and accuracy; ``read`` collects the files opened."""
     from dfpipe.core.io import read_json
 
@@ -114,18 +121,32 @@ def unseen_tables(cfg: UnseenTable, eval_dir: Path, read: set[Path] | None = Non
     if no_threshold:
         notes.append(f"{', '.join(no_threshold)}: no val threshold recorded; Acc at 0.5 (the softmax argmax).")
     if random_rows:
-        notes.append(f"{', '.join(random_rows)}: the frozen encoder is randomly initialised (no pretrained "
-                     "checkpoint offline); these rows exercise the code path, not the method.")
+        notes.append(
+            f"{', '.join(random_rows)}: the frozen encoder is randomly initialised (no pretrained "
+            "checkpoint offline); these rows exercise the code path, not the method."
+        )
     out = []
     for metric, (title, _) in METRICS.items():
         rows = []
         for name, res in scored.items():
-            unseen = [res[s][metric]["value"] for s in cfg.generators.values()
-                      if s not in cfg.seen and res[s][metric]["value"] is not None]
+            unseen = [
+                res[s][metric]["value"]
+                for s in cfg.generators.values()
+                if s not in cfg.seen and res[s][metric]["value"] is not None
+            ]
             mean = sum(unseen) / len(unseen) if unseen else None
-            rows.append([labels[name], name] + [fmt_value(res[s][metric]) for s in cfg.generators.values()]
-                        + ["n/a" if mean is None else f"{100 * mean:.2f}"])
-        out.append((f"unseen_{metric}", f"Unseen generators: {title} per test generator (trained on "
-                    f"{', '.join(cfg.seen)} + real)", ["Detector", "Evaluation"] + cols + ["Mean (unseen)"],
-                    rows, notes))
+            rows.append(
+                [labels[name], name]
+                + [fmt_value(res[s][metric]) for s in cfg.generators.values()]
+                + ["n/a" if mean is None else f"{100 * mean:.2f}"]
+            )
+        out.append(
+            (
+                f"unseen_{metric}",
+                f"Unseen generators: {title} per test generator (trained on {', '.join(cfg.seen)} + real)",
+                ["Detector", "Evaluation"] + cols + ["Mean (unseen)"],
+                rows,
+                notes,
+            )
+        )
     return out

@@ -30,10 +30,9 @@ Encoders
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
@@ -65,13 +64,13 @@ class _PinnedEncoder(Config):
     ``weights`` null means a random encoder from ``seed`` (labelled as such in the tables).
     ``image_size``: the encoder's input side."""
 
-    weights: Optional[RepoPath]
-    sha256: Optional[str] = Field(pattern=r"^[0-9a-f]{64}$")
+    weights: RepoPath | None
+    sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
     seed: int
     image_size: int = Field(ge=8)
 
     @model_validator(mode="after")
-    def _pinned(self) -> "_PinnedEncoder":
+    def _pinned(self) -> _PinnedEncoder:
         if (self.weights is None) != (self.sha256 is None):
             raise ValueError("weights and sha256 go together (a checkpoint is used only with its pinned hash)")
         return self
@@ -111,10 +110,13 @@ class LGradEncoder(_PinnedEncoder):
     width: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _arch_weights(self) -> "LGradEncoder":
+    def _arch_weights(self) -> LGradEncoder:
         if (self.arch != "random_cnn") != (self.weights is not None):
-            raise ValueError(f"arch {self.arch} needs weights + sha256" if self.arch != "random_cnn"
-                             else "arch random_cnn takes no weights")
+            raise ValueError(
+                f"arch {self.arch} needs weights + sha256"
+                if self.arch != "random_cnn"
+                else "arch random_cnn takes no weights"
+            )
         return self
 
 
@@ -151,8 +153,10 @@ def cache_dir(out_dir: str | Path, encoder: str, variant: str) -> Path:
 def verify_weights(path: Path, sha256: str) -> None:
     """A pinned checkpoint must exist and hash to its pin (else a clear error naming the file)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: encoder weights missing; obtain the pinned checkpoint at your site "
-                                "(or set weights/sha256 to null for random demo features)")
+        raise FileNotFoundError(
+            f"{path}: encoder weights missing; obtain the pinned checkpoint at your site "
+            "(or set weights/sha256 to null for random demo features)"
+        )
     digest = sha256_file(path)
     if digest != sha256:
         raise ValueError(f"{path}: sha256 {digest} does not match the pinned {sha256}")
@@ -160,6 +164,9 @@ def verify_weights(path: Path, sha256: str) -> None:
 
 class _Normalised(nn.Module):
     """(B, 3, S, S) in [0, 1] -> resized to ``size`` (bilinear, antialiased) -> (x - mean) / std -> net."""
+
+    mean: torch.Tensor  # registered buffers
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module, size: int, mean, std):
         super().__init__()
@@ -169,8 +176,9 @@ class _Normalised(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size)
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.size
+            )
         return self.net((x - self.mean) / self.std)
 
 
@@ -181,35 +189,51 @@ def build_clip(cfg: ClipEncoder) -> nn.Module:
 
     if cfg.random:
         torch.manual_seed(cfg.seed)
-        vision = CLIPVisionCfg(layers=cfg.layers, width=cfg.width, head_width=cfg.width // cfg.heads,
-                               patch_size=cfg.patch_size, image_size=cfg.image_size)
+        vision = CLIPVisionCfg(
+            layers=cfg.layers,
+            width=cfg.width,
+            head_width=cfg.width // cfg.heads,
+            patch_size=cfg.patch_size,
+            image_size=cfg.image_size,
+        )
         tower, size = _build_vision_tower(cfg.embed_dim, vision), cfg.image_size
     else:
+        assert cfg.weights is not None and cfg.sha256 is not None  # not random; _pinned pairs them
         verify_weights(cfg.weights, cfg.sha256)
         model = open_clip.create_model(cfg.arch, pretrained=str(cfg.weights))
-        tower, size = model.visual, model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) \
-            else model.visual.image_size
+        tower, size = (
+            model.visual,
+            model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size,
+        )
     return _Normalised(tower, size, CLIP_MEAN, CLIP_STD).eval().requires_grad_(False)
 
 
-def build_lgrad_transform(cfg: LGradEncoder) -> nn.Module:
+def build_lgrad_transform(cfg: LGradEncoder) -> _Normalised:
     """The fixed transformation model f: (B, 3, S, S) in [0, 1] -> (B, K) outputs."""
     torch.manual_seed(cfg.seed)
     if cfg.arch == "random_cnn":
         w = cfg.width
         net = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, 1))
+            nn.Conv2d(3, w, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * w, 1),
+        )
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     elif cfg.arch == "torchscript":
+        assert cfg.weights is not None and cfg.sha256 is not None  # _arch_weights and _pinned
         verify_weights(cfg.weights, cfg.sha256)
         net = torch.jit.load(str(cfg.weights), map_location="cpu")
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # StyleGAN discriminators take [-1, 1]
     else:
         import torchvision
 
+        assert cfg.weights is not None and cfg.sha256 is not None  # _arch_weights and _pinned
         verify_weights(cfg.weights, cfg.sha256)
         net = torchvision.models.resnet50(weights=None)
         net.load_state_dict(torch.load(cfg.weights, map_location="cpu", weights_only=True))
@@ -217,11 +241,14 @@ def build_lgrad_transform(cfg: LGradEncoder) -> nn.Module:
     return _Normalised(net, cfg.image_size, mean, std).eval().requires_grad_(False)
 
 
-def gradient_maps(f: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def gradient_maps(f: _Normalised, x: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) in [0, 1] -> (B, 3, s, s) gradients ``d sum(f(x)) / d x`` at f's input size s,
     min-max scaled to [0, 1] per image (LGrad's images of gradients); a constant map becomes 0."""
-    x = F.interpolate(x, size=(f.size, f.size), mode="bilinear", align_corners=False,
-                      antialias=x.shape[-1] > f.size) if x.shape[-1] != f.size else x
+    x = (
+        F.interpolate(x, size=(f.size, f.size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > f.size)
+        if x.shape[-1] != f.size
+        else x
+    )
     x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(f(x).sum(), x)
     lo = grad.amin(dim=(1, 2, 3), keepdim=True)
@@ -242,6 +269,7 @@ def build_encoder(name: str, cfg: FeaturesConfig):
 
         def encode(x):
             return gradient_maps(f, x).detach()
+
     return encode
 
 
@@ -268,9 +296,18 @@ def build_split(split_dir: Path, out_dir: Path, encode, batch_size: int, shard_s
         for row in feats.astype(np.float16):
             writer.add(row)
     shards = writer.close()
+    import pandas as pd  # here, not at the top: training imports this module and never needs pandas
+
     write_table(pd.DataFrame({"id": ids}), out_dir / IDS_FILE, IDS_SCHEMA)
-    index = {"count": len(ids), "shape": shape, "dtype": "float16", "shard_size": shard_size,
-             "shards": shards, "ids_sha256": ids_digest(ids), **meta}
+    index = {
+        "count": len(ids),
+        "shape": shape,
+        "dtype": "float16",
+        "shard_size": shard_size,
+        "shards": shards,
+        "ids_sha256": ids_digest(ids),
+        **meta,
+    }
     write_json(out_dir / INDEX_FILE, index)
     return index
 
@@ -284,12 +321,14 @@ def build_cache(name: str, cfg: FeaturesConfig) -> dict:
     entry = cfg.caches[name]
     enc_cfg = getattr(cfg.encoders, entry.encoder)
     encode = build_encoder(entry.encoder, cfg)
-    meta = {"encoder": entry.encoder, "variant": entry.variant, "random": enc_cfg.random,
-            "config": to_dict(enc_cfg)}
+    meta = {"encoder": entry.encoder, "variant": entry.variant, "random": enc_cfg.random, "config": to_dict(enc_cfg)}
     out = cache_dir(cfg.out_dir, entry.encoder, entry.variant)
-    return {split: build_split(cfg.variants_dir / entry.variant / split, out / split, encode,
-                               cfg.batch_size, cfg.shard_size, meta)
-            for split in SPLITS}
+    return {
+        split: build_split(
+            cfg.variants_dir / entry.variant / split, out / split, encode, cfg.batch_size, cfg.shard_size, meta
+        )
+        for split in SPLITS
+    }
 
 
 class FeatureCache:

@@ -49,9 +49,12 @@ class RunningMoments:
         """Add one batch's :meth:`batch_moments` (Chan et al.'s pairwise update)."""
         if n_b == 0:
             return
+        # batch_moments returns arrays whenever n_b > 0
+        assert mean_b is not None and m2_b is not None
         if self.mean is None:
             self.count, self.mean, self.m2 = n_b, mean_b, m2_b
             return
+        assert self.m2 is not None  # set together with self.mean
         if mean_b.shape != self.mean.shape:
             raise ValueError(f"batch item shape {mean_b.shape} differs from {self.mean.shape}")
         n_a = self.count
@@ -65,10 +68,13 @@ class RunningMoments:
         """``(mean, std)`` float64, population standard deviation (ddof = 0)."""
         if self.mean is None:
             raise ValueError("no data: statistics of an empty stream")
+        assert self.m2 is not None  # set together with self.mean
         return self.mean, np.sqrt(self.m2 / self.count)
 
 
-def save_stats(path: str | Path, mean: np.ndarray, std: np.ndarray, count: int, kind: str, color: str, eps: float, variant: str) -> None:
+def save_stats(
+    path: str | Path, mean: np.ndarray, std: np.ndarray, count: int, kind: str, color: str, eps: float, variant: str
+) -> None:
     """Write ``stats.npz`` (uncompressed, fixed key order: byte-deterministic)."""
     with atomic_path(path) as tmp:
         with tmp.open("wb") as fh:
@@ -116,4 +122,6 @@ def read_stats_meta(path: str | Path) -> dict:
 
 def normalize(spectra: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(spectra - mean) / max(std, STD_FLOOR)`` in float32 (as ``SpectrumTransform`` normalises)."""
-    return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)
+    return (np.asarray(spectra, np.float32) - np.asarray(mean, np.float32)) / np.maximum(
+        np.asarray(std, np.float32), STD_FLOOR
+    )

@@ -13,7 +13,8 @@ statistics and the cache; models compute the same map on the device with
 Layout. Spectra are channel-first ``(N, C, H, W)`` with ``C = 3`` (``per_channel``) or ``C = 1``
 (``gray``); the DCT puts the DC term at ``[0, 0]``, the DFT (fft-shifted) at ``[H//2, W//2]``.
 Only variants listed in ``spectra.cache`` are cached (the Frank et al. baseline reads them; a cache
-nothing reads is not written). The cache of a variant split is ``data/spectra/<name>/<split>/spectra-NNNNN.npy`` (float16, row
+nothing reads is not written). The cache of a variant split is
+``data/spectra/<name>/<split>/spectra-NNNNN.npy`` (float16, row
 ``i`` of the split's manifest is global row ``i`` of the concatenated shards) plus ``index.json``
 (row count, shard names, hash of the manifest ids, transform settings). The cache holds the
 configured ``kind`` only, but the train-split statistics are computed for both transforms (same
@@ -25,12 +26,11 @@ normalises the cache).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
-import scipy.fft
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config, RepoPath, SafeName, safe_name
@@ -40,6 +40,9 @@ from dfpipe.core.parallel import thread_map
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
 from dfpipe.features.moments import STD_FLOOR, RunningMoments, save_stats
+
+if TYPE_CHECKING:  # pandas and scipy load only in the stages that build the cache, not in training
+    import pandas as pd
 
 Kind = Literal["dct", "dft"]
 Color = Literal["per_channel", "gray"]
@@ -63,20 +66,20 @@ class SpectraConfig(Config):
     """The ``spectra:`` section of ``params.yaml``."""
 
     variants: tuple[SafeName, ...] = Field(min_length=1)  # variant names (foreach keys of ``spectra@<name>``)
-    variants_dir: RepoPath      # input: <variants_dir>/<name>/<split>/manifest.parquet
-    out_dir: RepoPath           # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats*.npz}
-    metrics_dir: RepoPath       # output: <metrics_dir>/<name>.json
-    plots_dir: RepoPath         # output: <plots_dir>/<name>/*.png, profiles/*.csv
+    variants_dir: RepoPath  # input: <variants_dir>/<name>/<split>/manifest.parquet
+    out_dir: RepoPath  # output: <out_dir>/<name>/{<split>/spectra-NNNNN.npy, stats*.npz}
+    metrics_dir: RepoPath  # output: <metrics_dir>/<name>.json
+    plots_dir: RepoPath  # output: <plots_dir>/<name>/*.png, profiles/*.csv
     cache: tuple[SafeName, ...]  # variants whose train/val/eval spectra are cached (the Frank baseline's)
-    kind: Kind                  # cached kind: "dct" (Frank et al.) or "dft" (stats: both kinds)
-    color: Color                # "per_channel" (C=3) or "gray" (C=1, BT.601 luma)
+    kind: Kind  # cached kind: "dct" (Frank et al.) or "dft" (stats: both kinds)
+    color: Color  # "per_channel" (C=3) or "gray" (C=1, BT.601 luma)
     eps: float = Field(gt=0, allow_inf_nan=False)  # log(|c| + eps)
-    batch_size: int = Field(ge=1)   # images per transform batch (also the statistics merge order)
-    shard_size: int = Field(ge=1)   # spectra per cache shard
-    workers: int = Field(1, ge=1)   # threads computing spectra and batch moments; bytes do not depend on it
+    batch_size: int = Field(ge=1)  # images per transform batch (also the statistics merge order)
+    shard_size: int = Field(ge=1)  # spectra per cache shard
+    workers: int = Field(1, ge=1)  # threads computing spectra and batch moments; bytes do not depend on it
 
     @model_validator(mode="after")
-    def _unique(self) -> "SpectraConfig":
+    def _unique(self) -> SpectraConfig:
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants has duplicates: {list(self.variants)}")
         unknown = sorted(set(self.cache) - set(self.variants))
@@ -123,6 +126,8 @@ def log_spectrum_np(images: np.ndarray, kind: Kind, color: Color, eps: float) ->
     if color == "gray":
         x = np.tensordot(np.asarray(GRAY_WEIGHTS), x, axes=([0], [1]))[:, None]  # (N, 1, H, W)
     if kind == "dct":
+        import scipy.fft
+
         spec = scipy.fft.dctn(x, type=2, norm="ortho", axes=(-2, -1), workers=1)
     else:
         spec = np.fft.fftshift(np.fft.fft2(x, norm="ortho", axes=(-2, -1)), axes=(-2, -1))
@@ -155,13 +160,18 @@ class GroupMeans:
 def plot_groups(df: pd.DataFrame) -> dict[str, np.ndarray]:
     """Group keys of each manifest row: ``class`` (real/fake/edited) and ``method`` (``<class>:<method>``)."""
     classes = np.asarray([LABELS[int(v)] for v in df["label"]], dtype=object)
-    methods = np.asarray([f"{LABELS[int(l)]}:{m}" for l, m in zip(df["label"], df["method"])], dtype=object)
+    methods = np.asarray([f"{LABELS[int(lab)]}:{m}" for lab, m in zip(df["label"], df["method"])], dtype=object)
     return {"class": classes, "method": methods}
 
 
-def build_split(split_dir: Path, out_dir: Path | None, cfg: SpectraConfig,
-                moments: dict[str, RunningMoments] | None = None,
-                groups: dict[str, GroupMeans] | None = None, desc: str = "") -> dict:
+def build_split(
+    split_dir: Path,
+    out_dir: Path | None,
+    cfg: SpectraConfig,
+    moments: dict[Kind, RunningMoments] | None = None,
+    groups: dict[str, GroupMeans] | None = None,
+    desc: str = "",
+) -> dict:
     """One streaming pass over a variant split: optional cache, statistics and plot means.
 
     ``out_dir``: cache ``spectra-NNNNN.npy`` (float16 ``(n, C, S, S)``, ``cfg.kind``) and
@@ -194,31 +204,38 @@ def build_split(split_dir: Path, out_dir: Path | None, cfg: SpectraConfig,
         spec = log_spectrum_np(images, cfg.kind, cfg.color, cfg.eps)
         if np.abs(spec).max() > f16_max:  # cannot happen for eps >= 1e-30 and 8-bit input
             raise ValueError(f"{split_dir}: log-spectrum exceeds the float16 range (eps={cfg.eps})")
-        parts = {kind: RunningMoments.batch_moments(
-            spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps)) for kind in moments}
+        parts = {
+            kind: RunningMoments.batch_moments(
+                spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps)
+            )
+            for kind in moments
+        }
         return start, spec, parts
 
     batches = iter_image_batches(split_dir, df, cfg.batch_size, desc or str(split_dir))
     for start, spec, parts in thread_map(transform, batches, cfg.workers):
         for kind, acc in moments.items():
             acc.merge(*parts[kind])  # in batch order: the statistics do not depend on workers
-        for name, acc in groups.items():
-            acc.update(spec, keys[name][start:start + len(spec)])
+        for name, group in groups.items():
+            group.update(spec, keys[name][start : start + len(spec)])
         shape = list(spec.shape[1:])
         if writer is not None:
             for row in spec.astype(np.float16):
                 writer.add(row)
-    index = {"count": len(ids), "shape": shape}
+    index: dict = {"count": len(ids), "shape": shape}
     if writer is not None:
-        index.update({
-            "dtype": "float16",
-            "shard_size": cfg.shard_size,
-            "shards": writer.close(),
-            "ids_sha256": ids_digest(ids),
-            "kind": cfg.kind,
-            "color": cfg.color,
-            "eps": cfg.eps,
-        })
+        assert out_dir is not None  # the writer exists only with an out_dir
+        index.update(
+            {
+                "dtype": "float16",
+                "shard_size": cfg.shard_size,
+                "shards": writer.close(),
+                "ids_sha256": ids_digest(ids),
+                "kind": cfg.kind,
+                "color": cfg.color,
+                "eps": cfg.eps,
+            }
+        )
         write_json(out_dir / INDEX_FILE, index)
     return index
 
@@ -243,7 +260,9 @@ class SpectraCache:
     def check_aligned(self, manifest: pd.DataFrame) -> None:
         """Raise if the cache was not built from exactly these manifest rows, in this order."""
         if len(manifest) != self.count or ids_digest(manifest["id"].tolist()) != self.index["ids_sha256"]:
-            raise ValueError(f"{self.root}: spectrum cache is stale; it does not match the manifest rows (rerun the spectra stage)")
+            raise ValueError(
+                f"{self.root}: spectrum cache is stale; it does not match the manifest rows (rerun the spectra stage)"
+            )
 
     def gather(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -268,13 +287,25 @@ def build_variant(name: str, cfg: SpectraConfig) -> tuple[dict, dict[str, dict[s
     cached = name in cfg.cache
     moments = {kind: RunningMoments() for kind in KINDS}
     groups = {"class": GroupMeans(), "method": GroupMeans()}
-    metrics: dict = {"variant": name, "kind": cfg.kind, "color": cfg.color, "eps": cfg.eps,
-                     "cached": cached, "splits": {}}
+    metrics: dict = {
+        "variant": name,
+        "kind": cfg.kind,
+        "color": cfg.color,
+        "eps": cfg.eps,
+        "cached": cached,
+        "splits": {},
+    }
     total_bytes = total_rows = 0
     for split in SPLITS if cached else ("train",):
         train = split == "train"
-        index = build_split(src / split, dst / split if cached else None, cfg, moments if train else None,
-                            groups if train else None, desc=f"spectra {name}/{split}")
+        index = build_split(
+            src / split,
+            dst / split if cached else None,
+            cfg,
+            moments if train else None,
+            groups if train else None,
+            desc=f"spectra {name}/{split}",
+        )
         nbytes = sum((dst / split / s).stat().st_size for s in index.get("shards", []))
         metrics["splits"][split] = {"count": index["count"], "bytes": nbytes}
         total_bytes += nbytes

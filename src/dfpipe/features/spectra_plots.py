@@ -69,7 +69,9 @@ def plot_mean_spectra(means: dict[str, np.ndarray], real: np.ndarray, kind: Kind
     save_figure(fig, path)
 
 
-def plot_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]], real: np.ndarray, kind: Kind, title: str, path: Path) -> None:
+def plot_profiles(
+    profiles: dict[str, tuple[np.ndarray, np.ndarray]], real: np.ndarray, kind: Kind, title: str, path: Path
+) -> None:
     """Radial profiles (left) and their difference to real (right), one line per group."""
     plt = pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
@@ -104,16 +106,18 @@ def write_plots(name: str, cfg: SpectraConfig, means: dict[str, dict[str, np.nda
     real = by_class["real"]
     written = []
     what = f"{cfg.kind.upper()} {cfg.color}, variant {name}, train split"
-    for fname, means in (("class_mean.png", by_class), ("method_mean.png", by_method)):
-        plot_mean_spectra(means, real, cfg.kind, f"Mean log-spectrum per {fname.split('_')[0]} ({what})", out / fname)
+    for fname, group_means in (("class_mean.png", by_class), ("method_mean.png", by_method)):
+        plot_mean_spectra(
+            group_means, real, cfg.kind, f"Mean log-spectrum per {fname.split('_')[0]} ({what})", out / fname
+        )
         written.append(out / fname)
     _, real_profile = radial_profile(real.mean(axis=0), cfg.kind)
     profiles = {}
     files: dict[str, str] = {}
     for old in sorted((out / "profiles").glob("*.csv")):  # groups that no longer exist
         old.unlink()
-    for prefix, means in (("class", by_class), ("method", by_method)):
-        for key, m in means.items():
+    for prefix, group_means in (("class", by_class), ("method", by_method)):
+        for key, m in group_means.items():
             freq, val = radial_profile(m.mean(axis=0), cfg.kind)
             profiles[f"{prefix} {key}"] = (freq, val)
             fname = f"{prefix}-{_safe_name(key.replace(':', '-'))}.csv"
@@ -124,7 +128,12 @@ def write_plots(name: str, cfg: SpectraConfig, means: dict[str, dict[str, np.nda
             with atomic_path(out / "profiles" / fname) as tmp:
                 table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
             written.append(out / "profiles" / fname)
-    plot_profiles({k: v for k, v in profiles.items() if k.startswith("method")}, real_profile, cfg.kind,
-                  f"Radial log-spectrum profile per method ({what})", out / "profiles.png")
+    plot_profiles(
+        {k: v for k, v in profiles.items() if k.startswith("method")},
+        real_profile,
+        cfg.kind,
+        f"Radial log-spectrum profile per method ({what})",
+        out / "profiles.png",
+    )
     written.append(out / "profiles.png")
     return written

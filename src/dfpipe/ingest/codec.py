@@ -15,6 +15,7 @@ pixels give the same bytes on every run. A single frame is always an IDR (intra)
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any, cast
 
 import av
 import cv2
@@ -28,14 +29,19 @@ def x264_options(crf: int) -> dict[str, str]:
     Single-threaded, fixed preset; mbtree off: with it, this x264 build gave different bytes in
     about one run of ten on identical input (measured, 12-40 repeats); without it, none.
     """
-    return {"crf": str(crf), "preset": "veryfast", "threads": "1",
-            "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"}
+    return {
+        "crf": str(crf),
+        "preset": "veryfast",
+        "threads": "1",
+        "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0",
+    }
 
 
 def rgb_to_yuv420(rgb: np.ndarray) -> av.VideoFrame:
     """``(H, W, 3)`` uint8 RGB, H and W even -> a yuv420p frame (BT.601 limited range, OpenCV):
     PyAV's swscale conversion from rgb24 gave different bytes from run to run."""
-    yuv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
+    # uint8 in, uint8 out (OpenCV's stubs type the result as any integer/float array)
+    yuv = cast("np.ndarray[Any, np.dtype[np.uint8]]", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420))
     return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
 
@@ -73,13 +79,18 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    decoded = cast(np.ndarray, cv2.imdecode(buf, cv2.IMREAD_COLOR))  # None only for undecodable bytes
+    return np.ascontiguousarray(decoded[:, :, ::-1])
 
 
 def apply_codec(rgb: np.ndarray, kind: str, crf: int | None = None, quality: int | None = None) -> np.ndarray:
     """Dispatch on ``kind`` (``h264`` / ``jpeg``), see :class:`dfpipe.ingest.sources.CodecConfig`."""
     if kind == "h264":
+        if crf is None:
+            raise ValueError("codec h264 needs crf")
         return h264_intra(rgb, int(crf))
     if kind == "jpeg":
+        if quality is None:
+            raise ValueError("codec jpeg needs quality")
         return jpeg(rgb, int(quality))
     raise ValueError(f"unknown codec {kind!r}")

@@ -110,8 +110,9 @@ def read_celebdf_test_list(path: Path) -> dict[str, int]:
     return out
 
 
-def list_celebdf(name: str, is_real: bool, subset: str, root: Path, flat_mp4,
-                 rejects: list[Reject]) -> tuple[list[Item], list[Reject]]:
+def list_celebdf(
+    name: str, is_real: bool, subset: str, root: Path, flat_mp4, rejects: list[Reject]
+) -> tuple[list[Item], list[Reject]]:
     """Items of a ``celebdf`` source; see the module docstring. ``flat_mp4(folder, prefix)`` yields
     ``(relative path, stem)`` of the videos in a folder (:mod:`dfpipe.ingest.sources`), appending
     other files to ``rejects``, which is returned with this listing's own rejects."""
@@ -120,15 +121,18 @@ def list_celebdf(name: str, is_real: bool, subset: str, root: Path, flat_mp4,
     test: dict[str, int] | None = None
     if subset != "all":
         if not test_path.is_file():
-            raise FileNotFoundError(f"source {name}: {test_path} not found (subset {subset} needs "
-                                    "Celeb-DF v2's official test list)")
+            raise FileNotFoundError(
+                f"source {name}: {test_path} not found (subset {subset} needs Celeb-DF v2's official test list)"
+            )
         test = read_celebdf_test_list(test_path)
     items = []
     for folder in folders:
         fdir = root / folder
         if not fdir.is_dir():
-            raise FileNotFoundError(f"source {name}: {fdir} does not exist (Celeb-DF v2 layout "
-                                    f"{'/'.join(CELEBDF_REAL_FOLDERS + (CELEBDF_FAKE_FOLDER,))})")
+            raise FileNotFoundError(
+                f"source {name}: {fdir} does not exist (Celeb-DF v2 layout "
+                f"{'/'.join(CELEBDF_REAL_FOLDERS + (CELEBDF_FAKE_FOLDER,))})"
+            )
         for rel, stem in flat_mp4(fdir, folder):
             keys = celebdf_group_keys(folder, stem)
             if keys is None:
@@ -137,8 +141,14 @@ def list_celebdf(name: str, is_real: bool, subset: str, root: Path, flat_mp4,
             if test is not None:
                 listed = rel in test
                 if listed and test[rel] != (0 if is_real else 1):
-                    rejects.append(Reject(rel, -1, "label_mismatch",
-                                          f"{CELEBDF_TEST_LIST} labels it {'real' if test[rel] == 0 else 'fake'}"))
+                    rejects.append(
+                        Reject(
+                            rel,
+                            -1,
+                            "label_mismatch",
+                            f"{CELEBDF_TEST_LIST} labels it {'real' if test[rel] == 0 else 'fake'}",
+                        )
+                    )
                     continue
                 if listed != (subset == "test"):
                     continue  # the other subset: not an error, not an item
@@ -172,7 +182,7 @@ def _dfdc_train_labels(part: Path) -> dict[str, tuple[str, str | None]]:
 
 
 def _dfdc_test_labels(path: Path) -> dict[str, tuple[str, str | None]]:
-    out = {}
+    out: dict[str, tuple[str, str | None]] = {}
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not {"filename", "label"} <= set(reader.fieldnames):
@@ -185,8 +195,7 @@ def _dfdc_test_labels(path: Path) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def list_dfdc(name: str, label: int, root: Path,
-              walk, inside) -> tuple[list[Item], list[Reject]]:
+def list_dfdc(name: str, label: int, root: Path, walk, inside) -> tuple[list[Item], list[Reject]]:
     """Items of a ``dfdc`` source (training parts or the public test set); see the module docstring."""
     want = "REAL" if label == 0 else "FAKE"
     if (root / DFDC_TEST_LABELS).is_file():
@@ -195,24 +204,26 @@ def list_dfdc(name: str, label: int, root: Path,
     else:
         parts = sorted(p.name for p in root.iterdir() if p.is_dir() and _DFDC_PART.match(p.name))
         if not parts:
-            raise FileNotFoundError(f"source {name}: {root} holds neither {DFDC_TEST_LABELS} (public test "
-                                    f"set) nor dfdc_train_part_<k>/{DFDC_METADATA} folders")
+            raise FileNotFoundError(
+                f"source {name}: {root} holds neither {DFDC_TEST_LABELS} (public test "
+                f"set) nor dfdc_train_part_<k>/{DFDC_METADATA} folders"
+            )
         tables = {p: _dfdc_train_labels(root / p) for p in parts}
         own_groups = False
     items, rejects = [], []
     for part, table in tables.items():
         pdir = root / part if part else root
         on_disk = set(walk(pdir))
-        for fname, (label, orig) in sorted(table.items()):
+        for fname, (file_label, orig) in sorted(table.items()):
             rel = f"{part}/{fname}" if part else fname
             if not _DFDC_NAME.match(fname):
                 rejects.append(Reject(rel, -1, "bad_name", f"{fname!r} is not a DFDC video file name"))
                 continue
             if fname not in on_disk:
-                if label == want:
+                if file_label == want:
                     rejects.append(Reject(rel, -1, "missing_file", "listed in the labels, not found"))
                 continue
-            if label != want or not inside(rel):
+            if file_label != want or not inside(rel):
                 continue
             # a fake joins its original's group; a real video (or any test-set video) is its own
             group = fname if (own_groups or orig is None) else orig

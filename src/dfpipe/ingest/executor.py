@@ -21,8 +21,9 @@ from __future__ import annotations
 import multiprocessing as mpr
 import multiprocessing.util
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Literal, Optional
+from typing import Any, Literal
 
 Executor = Literal["local", "ray"]
 
@@ -52,8 +53,14 @@ def _pool_call(job: tuple[str, Any, tuple]) -> Any:
 
 
 def ordered_map(
-    factory: Callable[[], Any], items: Iterable[Any], workers: int, executor: Executor = "local",
-    address: Optional[str] = None, method: str = "process", args: tuple = (), chunk: int = 1,
+    factory: Callable[[], Any],
+    items: Iterable[Any],
+    workers: int,
+    executor: Executor = "local",
+    address: str | None = None,
+    method: str = "process",
+    args: tuple = (),
+    chunk: int = 1,
 ) -> Iterator[Any]:
     """Yield ``factory().<method>(item, *args)`` for each item, in item order.
 
@@ -67,7 +74,7 @@ def ordered_map(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if executor == "ray":
-        chunks = [items[i: i + chunk] for i in range(0, len(items), chunk)]
+        chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
         for results in _ray_map(factory, chunks, workers, address, method, args):
             yield from results
     elif executor != "local":
@@ -85,8 +92,7 @@ def ordered_map(
         # Pool: a worker that dies (a decoder crash) raises BrokenProcessPool here; Pool.imap
         # would wait forever for the task it lost.
         ctx = mpr.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker,
-                                 initargs=(factory,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(factory,)) as pool:
             yield from pool.map(_pool_call, [(method, it, args) for it in items], chunksize=chunk)
 
 
@@ -97,10 +103,9 @@ def _ray_map(factory, chunks, workers, address, method, args) -> Iterator[list]:
     started = not ray.is_initialized()
     if started:
         # address None: ray.init reads RAY_ADDRESS, else starts a private local instance.
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        remote = ray.remote(num_cpus=1)(_RayWorker)
+        remote: Any = ray.remote(num_cpus=1)(_RayWorker)  # an actor class; Ray's stubs cannot express it
         actors = [remote.remote(factory, os.getcwd()) for _ in range(min(workers, max(len(chunks), 1)))]
         pool = ActorPool(actors)
         try:

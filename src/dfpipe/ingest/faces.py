@@ -34,6 +34,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import mediapipe as mp
@@ -103,7 +104,7 @@ class _Task:
     at interpreter exit), usable as a context manager. Creation, the first call and ``close`` run
     under :func:`_quiet_native_logs` (the only moments LiteRT logs)."""
 
-    _task: object
+    _task: Any  # a mediapipe vision task (FaceDetector / ImageSegmenter)
     _warm: bool = False
 
     def _run(self, fn, *args):
@@ -150,7 +151,9 @@ class FaceDetector(_Task):
         faces = []
         for d in result.detections:
             b = d.bounding_box
-            faces.append(Face(int(b.origin_x), int(b.origin_y), int(b.width), int(b.height), float(d.categories[0].score)))
+            faces.append(
+                Face(int(b.origin_x), int(b.origin_y), int(b.width), int(b.height), float(d.categories[0].score))
+            )
         return sorted(faces, key=lambda f: (-f.score, f.y, f.x))
 
     def detect(self, rgb: np.ndarray) -> Face | None:
@@ -163,8 +166,9 @@ class FaceDetector(_Task):
 MASK_THRESHOLD = 127
 
 
-def choose_face(faces: list[Face], mask: np.ndarray | None = None,
-                threshold: int = MASK_THRESHOLD) -> tuple[Face | None, str]:
+def choose_face(
+    faces: list[Face], mask: np.ndarray | None = None, threshold: int = MASK_THRESHOLD
+) -> tuple[Face | None, str]:
     """The face to crop and the rule that chose it (``only``, ``mask_overlap``, ``largest``), or
     ``(None, "mask_face_not_found")``.
 
@@ -242,7 +246,7 @@ def cut_box(image: np.ndarray, box: Box) -> np.ndarray:
     x0, y0 = max(box.x, 0), max(box.y, 0)
     x1, y1 = min(box.x + box.side, w), min(box.y + box.side, h)
     if x1 > x0 and y1 > y0:
-        out[y0 - box.y:y1 - box.y, x0 - box.x:x1 - box.x] = image[y0:y1, x0:x1]
+        out[y0 - box.y : y1 - box.y, x0 - box.x : x1 - box.x] = image[y0:y1, x0:x1]
     return out
 
 
@@ -266,7 +270,9 @@ def resize_square(image: np.ndarray, size: int, nearest: bool = False) -> np.nda
     enlargement (segmentation maps), or nearest neighbour (masks)."""
     if image.shape[0] == size and image.shape[1] == size:
         return np.ascontiguousarray(image)
-    interp = cv2.INTER_NEAREST if nearest else KERNELS[resize_kernel(image.shape[0], size)]
+    # square input of another size: "area" or "cubic" (never None with upscale="cubic", nor "none")
+    interp = cv2.INTER_NEAREST if nearest else KERNELS[cast(str, resize_kernel(image.shape[0], size))]
+    assert interp is not None
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
@@ -277,7 +283,10 @@ def crop_image(image: np.ndarray, box: Box, size: int, kernel: str | None = None
     kernel = kernel or resize_kernel(box.side, size)
     if kernel == "none" or box.side == size:
         return np.ascontiguousarray(region)
-    return cv2.resize(region, (size, size), interpolation=KERNELS[kernel])
+    # resize_kernel gives None only for upscale="reject"; "none" returned above
+    interp = KERNELS[cast(str, kernel)]
+    assert interp is not None
+    return cv2.resize(region, (size, size), interpolation=interp)
 
 
 def crop_mask(mask: np.ndarray, box: Box, size: int, threshold: int = MASK_THRESHOLD) -> np.ndarray:

@@ -41,8 +41,9 @@ _ORIENT = {
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
-def read_image(path: Path, max_pixels: int, rel: str | None = None,
-               root: Path | None = None) -> tuple[Decoded | None, Reject | None]:
+def read_image(
+    path: Path, max_pixels: int, rel: str | None = None, root: Path | None = None
+) -> tuple[Decoded | None, Reject | None]:
     """Decode a still image upright, or return a reject (``rel``: the name stored in it; ``root``:
     the source root that messages are made relative to, default the file's folder).
 

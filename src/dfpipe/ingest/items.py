@@ -12,7 +12,7 @@ class Item:
 
     path: str
     is_video: bool
-    video_id: str                   # relative path without extension (FF++: official id), "" for images
+    video_id: str  # relative path without extension (FF++: official id), "" for images
     group_keys: tuple[str, ...]
     mask_path: str | None = None
 

@@ -29,7 +29,6 @@ from dfpipe.ingest.sources import SourceConfig
 from dfpipe.ingest.worker import ItemResult
 
 
-
 def prepare_outputs(out_dir: Path, metrics_path: str | Path | None = None, name: str | None = None) -> Path | None:
     """Create ``out_dir``; remove temporaries of a killed run (in it, and of the metrics file and
     its plot folder) and the shards and manifests of a previous run (a smaller run must not leave
@@ -48,6 +47,7 @@ def prepare_outputs(out_dir: Path, metrics_path: str | Path | None = None, name:
     plot_dir = Path(metrics_path).with_suffix("") if metrics_path is not None else None
     if metrics_path is not None:
         clean_stale_temps(Path(metrics_path).parent, recursive=False, prefix=Path(metrics_path).name)
+        assert plot_dir is not None  # set from metrics_path above
         clean_stale_temps(plot_dir)
     for pattern in ("images-*.npy", "masks-*.npy", "manifest.parquet", "rejects.parquet"):
         for p in sorted(out_dir.glob(pattern)):
@@ -63,8 +63,16 @@ class SourceOutput:
     source: its merge writes the plot of the whole).
     """
 
-    def __init__(self, name: str, spec: SourceConfig, cfg: PreprocessConfig, out_dir: str | Path,
-                 metrics_path: str | Path | None, listed_rejects: list[Reject], plot: bool = True):
+    def __init__(
+        self,
+        name: str,
+        spec: SourceConfig,
+        cfg: PreprocessConfig,
+        out_dir: str | Path,
+        metrics_path: str | Path | None,
+        listed_rejects: list[Reject],
+        plot: bool = True,
+    ):
         self.name, self.spec, self.cfg = name, spec, cfg
         self.out_dir, self.metrics_path = Path(out_dir), metrics_path
         plot_dir = prepare_outputs(self.out_dir, metrics_path, name=name)
@@ -83,10 +91,13 @@ class SourceOutput:
             shard, offset = self.images.add(c.image)
             mask_shard = ""
             if self.masks is not None:
+                # a masks source gives every item a mask video; a frame without its mask is rejected
+                assert c.mask is not None
                 mask_shard, moffset = self.masks.add(c.mask)
                 assert moffset == offset, "mask shard out of lock-step with image shard"
             self.rows.append(_row(self.name, self.spec, self.cfg.size, item, res, c, shard, offset, mask_shard))
-        self.per_item.append((item, dataclasses.replace(res, crops=[None] * len(res.crops))))  # pixels freed
+        # pixels freed: account() only counts the crops (None placeholders, not Crop objects)
+        self.per_item.append((item, dataclasses.replace(res, crops=[None] * len(res.crops))))  # type: ignore[list-item]
 
     def finish(self, items: list[Item], root: Path, allow_empty: bool = False) -> dict:
         """Close the shards, write rejects, check the accounting, write manifest, metrics and plot.
@@ -135,14 +146,18 @@ def account(name: str, listed_rejects: list[Reject], per_item: list[tuple[Item, 
         frame = [r for r in res.rejects if r.frame_index >= 0]
         if whole:
             if len(whole) != 1 or res.crops or frame:
-                raise RuntimeError(f"source {name}: accounting: {item.path} rejected as a file and also "
-                                   f"has {len(res.crops)} crops / {len(frame)} frame rejects / {len(whole)} file rejects")
+                raise RuntimeError(
+                    f"source {name}: accounting: {item.path} rejected as a file and also "
+                    f"has {len(res.crops)} crops / {len(frame)} frame rejects / {len(whole)} file rejects"
+                )
             file_reasons[whole[0].reason] += 1
             continue
         units = res.frames_sampled if item.is_video else 1
         if len(res.crops) + len(frame) != units or units == 0:
-            raise RuntimeError(f"source {name}: accounting: {item.path}: {units} frames sampled != "
-                               f"{len(res.crops)} kept + {len(frame)} rejected")
+            raise RuntimeError(
+                f"source {name}: accounting: {item.path}: {units} frames sampled != "
+                f"{len(res.crops)} kept + {len(frame)} rejected"
+            )
         if item.is_video:
             sampled += units
             frames_kept += len(res.crops)
@@ -155,21 +170,31 @@ def account(name: str, listed_rejects: list[Reject], per_item: list[tuple[Item, 
     return check_counts(name, offered, kept, file_reasons, sampled, frames_kept, frame_reasons)
 
 
-def check_counts(name: str, offered: int, kept: int, file_reasons: Counter, sampled: int,
-                 frames_kept: int, frame_reasons: Counter) -> dict:
+def check_counts(
+    name: str, offered: int, kept: int, file_reasons: Counter, sampled: int, frames_kept: int, frame_reasons: Counter
+) -> dict:
     """The ``files`` / ``frames`` metrics blocks, after checking that each adds up."""
     rejected = sum(file_reasons.values())
     if offered != kept + rejected:
         raise RuntimeError(f"source {name}: accounting: {offered} files offered != {kept} kept + {rejected} rejected")
     frames_rejected = sum(frame_reasons.values())
     if sampled != frames_kept + frames_rejected:
-        raise RuntimeError(f"source {name}: accounting: {sampled} frames sampled != "
-                           f"{frames_kept} kept + {frames_rejected} rejected")
+        raise RuntimeError(
+            f"source {name}: accounting: {sampled} frames sampled != {frames_kept} kept + {frames_rejected} rejected"
+        )
     return {
-        "files": {"offered": offered, "kept": kept, "rejected": rejected,
-                  "rejected_by_reason": dict(sorted(file_reasons.items()))},
-        "frames": {"sampled": sampled, "kept": frames_kept, "rejected": frames_rejected,
-                   "rejected_by_reason": dict(sorted(frame_reasons.items()))},
+        "files": {
+            "offered": offered,
+            "kept": kept,
+            "rejected": rejected,
+            "rejected_by_reason": dict(sorted(file_reasons.items())),
+        },
+        "frames": {
+            "sampled": sampled,
+            "kept": frames_kept,
+            "rejected": frames_rejected,
+            "rejected_by_reason": dict(sorted(frame_reasons.items())),
+        },
     }
 
 
@@ -178,8 +203,9 @@ def source_metrics(name: str, items: int, videos: int, counts: dict, df: pd.Data
     summaries of the manifest ``df`` (an empty ``df``, a part without faces: no face sizes)."""
     native = {}
     if len(df):
-        native = {q: round(float(df["native_face"].quantile(v)), 2)
-                  for q, v in (("min", 0.0), ("median", 0.5), ("max", 1.0))}
+        native = {
+            q: round(float(df["native_face"].quantile(v)), 2) for q, v in (("min", 0.0), ("median", 0.5), ("max", 1.0))
+        }
     return {
         "source": name,
         "items": items,
@@ -195,11 +221,17 @@ def source_metrics(name: str, items: int, videos: int, counts: dict, df: pd.Data
 
 def reject_frame(name: str, rejects: list[Reject]) -> pd.DataFrame:
     """Rejects as a ``REJECT_SCHEMA`` frame sorted by (path, frame_index, reason)."""
-    return pd.DataFrame(
-        [{"source": name, "path": r.path, "frame_index": r.frame_index, "reason": r.reason, "detail": r.detail}
-         for r in rejects],
-        columns=REJECT_SCHEMA.names,
-    ).sort_values(["path", "frame_index", "reason"], kind="stable").reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            [
+                {"source": name, "path": r.path, "frame_index": r.frame_index, "reason": r.reason, "detail": r.detail}
+                for r in rejects
+            ],
+            columns=REJECT_SCHEMA.names,
+        )
+        .sort_values(["path", "frame_index", "reason"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def face_frame(name: str, rows: list[dict]) -> pd.DataFrame:
@@ -220,12 +252,19 @@ def write_face_size_plot(df: pd.DataFrame, size: int, out: Path, name: str) -> N
     counts, _ = np.histogram(native, bins=edges)
     keep = counts > 0
     lo, hi = edges[:-1][keep], edges[1:][keep]
-    table = pd.DataFrame({"native_face_lo": lo, "native_face_hi": hi,
-                          "scale_max": np.round(size / np.maximum(lo, 1), 4), "scale_min": np.round(size / hi, 4),
-                          "count": counts[keep]})
+    table = pd.DataFrame(
+        {
+            "native_face_lo": lo,
+            "native_face_hi": hi,
+            "scale_max": np.round(size / np.maximum(lo, 1), 4),
+            "scale_min": np.round(size / hi, 4),
+            "count": counts[keep],
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_bytes(out / "face_size.csv", table.to_csv(index=False, lineterminator="\n").encode())
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -243,8 +282,9 @@ def write_face_size_plot(df: pd.DataFrame, size: int, out: Path, name: str) -> N
     write_bytes(out / "face_size.png", buf.getvalue())
 
 
-def _row(name: str, spec: SourceConfig, size: int, item: Item, res: ItemResult, c, shard: str,
-         offset: int, mask_shard: str) -> dict:
+def _row(
+    name: str, spec: SourceConfig, size: int, item: Item, res: ItemResult, c, shard: str, offset: int, mask_shard: str
+) -> dict:
     """The manifest row of crop ``c`` of ``item`` (``FACE_SCHEMA`` columns)."""
     suffix = f"#f{c.frame_index:05d}" if c.frame_index >= 0 else ""
     return {
@@ -257,7 +297,10 @@ def _row(name: str, spec: SourceConfig, size: int, item: Item, res: ItemResult, 
         "path": item.path,
         "frame_index": c.frame_index,
         "n_frames": c.n_frames,
-        "box_x": c.box.x, "box_y": c.box.y, "box_w": c.box.side, "box_h": c.box.side,
+        "box_x": c.box.x,
+        "box_y": c.box.y,
+        "box_w": c.box.side,
+        "box_h": c.box.side,
         "det_score": c.det_score,
         "content_hash": array_hash(c.image),
         "has_mask": c.mask is not None,

@@ -10,6 +10,7 @@ accounting counts add up over parts) and the face-size plot from the merged mani
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ import pandas as pd
 from dfpipe.core.io import read_json, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, REJECT_SCHEMA, read_table, write_faces, write_rejects
 from dfpipe.core.shards import ShardWriter
-from dfpipe.ingest.output import check_counts, face_frame, prepare_outputs, source_metrics, write_face_size_plot
 from dfpipe.ingest.items import Item, Reject
+from dfpipe.ingest.output import check_counts, face_frame, prepare_outputs, source_metrics, write_face_size_plot
 
 
-def select_part(items: list[Item], rejects: list[Reject], part: tuple[int, int] | None
-                ) -> tuple[list[Item], list[Reject]]:
+def select_part(
+    items: list[Item], rejects: list[Reject], part: tuple[int, int] | None
+) -> tuple[list[Item], list[Reject]]:
     """Part ``i`` of ``n`` of a source's listing: a contiguous block of items (sizes differ by at
     most one) so that :func:`merge_parts` restores the one-run order by concatenation. Listing
     rejects go to part 0 only. ``None`` is the whole listing.
@@ -37,8 +39,14 @@ def select_part(items: list[Item], rejects: list[Reject], part: tuple[int, int] 
     return items[lo:hi], (rejects if i == 0 else [])
 
 
-def merge_parts(name: str, part_dirs: list[str | Path], out_dir: str | Path, shard_size: int,
-                metrics_paths: list[str | Path], metrics_path: str | Path | None = None) -> dict:
+def merge_parts(
+    name: str,
+    part_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    shard_size: int,
+    metrics_paths: Sequence[str | Path],
+    metrics_path: str | Path | None = None,
+) -> dict:
     """Merge the outputs of ``run_source(part=(i, n))`` for ``i = 0..n-1`` (``part_dirs`` and
     their metrics JSONs ``metrics_paths`` in that order) into ``out_dir`` (and ``metrics_path``
     with its face-size plot), byte-identical to one ``run_source`` over the whole source.
@@ -72,14 +80,18 @@ def merge_parts(name: str, part_dirs: list[str | Path], out_dir: str | Path, sha
             for k in range(len(block)):
                 images.add(np.asarray(block[k]))
                 if mblock is not None:
+                    assert masks is not None  # created above for the first mask block
                     masks.add(np.asarray(mblock[k]))
             count += len(block)
         if len(df):
-            position = base + df["shard"].map(_shard_number).to_numpy(np.int64) * part_size + df["offset"].to_numpy(np.int64)
+            position = (
+                base + df["shard"].map(_shard_number).to_numpy(np.int64) * part_size + df["offset"].to_numpy(np.int64)
+            )
             df["shard"] = [f"images-{p // shard_size:05d}.npy" for p in position]
             df["offset"] = (position % shard_size).astype(np.int32)
-            df["mask_shard"] = [f"masks-{p // shard_size:05d}.npy" if m else ""
-                                for p, m in zip(position, df["mask_shard"] != "")]
+            df["mask_shard"] = [
+                f"masks-{p // shard_size:05d}.npy" if m else "" for p, m in zip(position, df["mask_shard"] != "")
+            ]
         frames.append(df)
         base += count
     images.close()
@@ -93,15 +105,19 @@ def merge_parts(name: str, part_dirs: list[str | Path], out_dir: str | Path, sha
     if len(df) == 0:
         raise RuntimeError(
             f"source {name}: no face crops in any of {len(part_dirs)} parts; rejects by reason: "
-            f"{counts['files']['rejected_by_reason']} (files), {counts['frames']['rejected_by_reason']} (frames)")
+            f"{counts['files']['rejected_by_reason']} (files), {counts['frames']['rejected_by_reason']} (frames)"
+        )
     if len(df) != sum(m["faces"] for m in parts) or len(df) != base:
-        raise RuntimeError(f"source {name}: parts' manifests hold {len(df)} faces, their shards {base}, "
-                           f"their metrics {sum(m['faces'] for m in parts)}")
+        raise RuntimeError(
+            f"source {name}: parts' manifests hold {len(df)} faces, their shards {base}, "
+            f"their metrics {sum(m['faces'] for m in parts)}"
+        )
     df = face_frame(name, df.to_dict("records"))
     write_faces(df, out_dir / "manifest.parquet")
     metrics = source_metrics(name, sum(m["items"] for m in parts), sum(m["videos"] for m in parts), counts, df)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
+        assert plot_dir is not None  # prepare_outputs returns one for a metrics_path
         write_face_size_plot(df, size, plot_dir, name)
     return metrics
 
@@ -120,8 +136,9 @@ def _sum_counts(name: str, parts: list[dict]) -> dict:
         total["frames_kept"] += fr["kept"]
         file_reasons.update(f["rejected_by_reason"])
         frame_reasons.update(fr["rejected_by_reason"])
-    return check_counts(name, total["offered"], total["kept"], file_reasons, total["sampled"],
-                        total["frames_kept"], frame_reasons)
+    return check_counts(
+        name, total["offered"], total["kept"], file_reasons, total["sampled"], total["frames_kept"], frame_reasons
+    )
 
 
 def _shard_number(name: str) -> int:

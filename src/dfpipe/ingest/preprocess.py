@@ -16,24 +16,30 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
 from tqdm import tqdm
 
 from dfpipe.ingest.config import PreprocessConfig
 from dfpipe.ingest.executor import ordered_map
+from dfpipe.ingest.items import Reject
 from dfpipe.ingest.output import SourceOutput
 from dfpipe.ingest.parts import select_part
-from dfpipe.ingest.items import Reject
 from dfpipe.ingest.sources import SourceConfig, list_items
 from dfpipe.ingest.worker import Worker
-
 
 IMAGE_CHUNK = 8  # images per executor call: amortises the per-call round trip (Ray, pool)
 
 
 def run_source(
-    name: str, spec: SourceConfig, cfg: PreprocessConfig, out_dir: str | Path,
-    metrics_path: str | Path | None = None, root: str | Path | None = None,
+    name: str,
+    spec: SourceConfig,
+    cfg: PreprocessConfig,
+    out_dir: str | Path,
+    metrics_path: str | Path | None = None,
+    root: str | Path | None = None,
     part: tuple[int, int] | None = None,
 ) -> dict:
     """Preprocess source ``name`` into ``out_dir``; return (and write) its metrics dict.
@@ -50,8 +56,12 @@ def run_source(
 
 
 def run_sources(
-    names: list[str], specs: list[SourceConfig], cfg: PreprocessConfig, out_dirs: list[str | Path],
-    metrics_paths: list[str | Path | None] | None = None, root: str | Path | None = None,
+    names: list[str],
+    specs: list[SourceConfig],
+    cfg: PreprocessConfig,
+    out_dirs: list[str | Path],
+    metrics_paths: list[str | Path | None] | None = None,
+    root: str | Path | None = None,
     part: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Several sources that differ only in ``sampling`` (e.g. FF++ every 20th and K per video of
@@ -64,8 +74,9 @@ def run_sources(
     base = specs[0].model_copy(update={"sampling": None})
     for n, s in zip(names[1:], specs[1:]):
         if s.model_copy(update={"sampling": None}) != base:
-            raise ValueError(f"sources {names[0]} and {n} differ in more than sampling: they cannot "
-                             f"share one decoding pass")
+            raise ValueError(
+                f"sources {names[0]} and {n} differ in more than sampling: they cannot share one decoding pass"
+            )
     metrics_paths = list(metrics_paths) if metrics_paths is not None else [None] * len(names)
     root = Path(root if root is not None else specs[0].path)
     _check_models(cfg)
@@ -78,20 +89,28 @@ def run_sources(
     factory = functools.partial(Worker, cfg, specs[0], root)
     # images travel in chunks (fewer round trips to Ray actors / pool workers), videos one by one
     chunk = 1 if specs[0].kind != "image_folder" else IMAGE_CHUNK
+    results: Iterator[Any]  # one tuple of ItemResults (one per source) per item
     if len(names) == 1:
-        results = ((r,) for r in ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address,
-                                             chunk=chunk))
+        results = ((r,) for r in ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address, chunk=chunk))
     else:
         samplings = tuple(s.sampling for s in specs)
-        results = ordered_map(factory, items, cfg.workers, cfg.executor, cfg.ray_address,
-                              method="process_multi", args=(samplings,), chunk=chunk)
+        results = ordered_map(
+            factory,
+            items,
+            cfg.workers,
+            cfg.executor,
+            cfg.ray_address,
+            method="process_multi",
+            args=(samplings,),
+            chunk=chunk,
+        )
     bar = dict(total=len(items), desc=f"preprocess {'+'.join(names)}", unit="item", dynamic_ncols=True)
     # ordered_map yields in item order, so every writer (and its accounting) sees item order
     for item, res in tqdm(zip(items, results), **bar):
         for out, r in zip(outs, res):
             out.collect(item, r)
     metrics = [out.finish(items, root, allow_empty=part is not None) for out in outs]
-    # timings go to stderr only: a tracked output must not change from run to run (issue 11)
+    # timings go to stderr only: a tracked output must not change from run to run
     print(f"preprocess {'+'.join(names)}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return metrics
 
@@ -106,7 +125,9 @@ def _warn_bad_names(name: str, listed: list[Reject]) -> None:
     """Preflight warning on stderr: names that cannot be stored become ``bad_name`` rejects."""
     bad = [r.path for r in listed if r.reason == "bad_name"]
     if bad:
-        print(f"WARNING: source {name}: {len(bad)} file name(s) are not valid UTF-8 or hold control "
-              f"characters; they are rejected as bad_name (and `dvc add` cannot track such a folder, "
-              f"see docs/raw_data.md): {', '.join(bad[:20])}{' ...' if len(bad) > 20 else ''}",
-              file=sys.stderr)
+        print(
+            f"WARNING: source {name}: {len(bad)} file name(s) are not valid UTF-8 or hold control "
+            f"characters; they are rejected as bad_name (and `dvc add` cannot track such a folder, "
+            f"see docs/raw_data.md): {', '.join(bad[:20])}{' ...' if len(bad) > 20 else ''}",
+            file=sys.stderr,
+        )

@@ -18,16 +18,18 @@ A file name that is not valid UTF-8 or holds control characters cannot be stored
 (nor hashed by ``dvc add``): it is a ``bad_name`` reject whose path is the escaped printable
 form of the name (``caf\\xe9.png``), see docs/raw_data.md.
 
-Video ids (contract C2) are the path relative to the source root without its extension, so
-``a/clip.mp4`` and ``b/clip.mp4`` are two videos; FaceForensics++ keeps its official ids
-(``071``, ``071_054``), which are unique within one method folder.
+Video ids (``video_id``; downstream a video is keyed ``"<method>:<video_id>"``) are the path
+relative to the source root without its extension, so ``a/clip.mp4`` and ``b/clip.mp4`` are two
+videos; FaceForensics++ keeps its official ids (``071``, ``071_054``), which are unique within one
+method folder.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Literal
 
 from pydantic import model_validator
 
@@ -52,18 +54,19 @@ _DFD_ORIGINAL = re.compile(r"^(\d{2})__")
 
 class CodecConfig(Config):
     """Codec control of a still-image source: every image goes through a lossy codec before
-    face detection, as the frames of a compressed video did (contract C4).
+    face detection, as the frames of a compressed video did (the codec-controlled ``*_c23`` still sources, so that
+    stills and video frames do not differ by compression).
 
     ``h264``: one intra-coded H.264 frame at ``crf`` (libx264, the demo video writer's
     bit-exact settings; CRF 23 ~ FaceForensics++ c23). ``jpeg``: baseline JPEG at ``quality``.
     """
 
     kind: Literal["h264", "jpeg"]
-    crf: Optional[int] = None       # h264 only, 0..51
-    quality: Optional[int] = None   # jpeg only, 1..100
+    crf: int | None = None  # h264 only, 0..51
+    quality: int | None = None  # jpeg only, 1..100
 
     @model_validator(mode="after")
-    def _per_kind(self) -> "CodecConfig":
+    def _per_kind(self) -> CodecConfig:
         if self.kind == "h264":
             if self.crf is None or not 0 <= self.crf <= 51 or self.quality is not None:
                 raise ValueError(f"codec h264 needs crf in [0, 51] and no quality, got crf={self.crf}")
@@ -81,19 +84,19 @@ class SourceConfig(Config):
     """One entry of ``sources:`` in params.yaml."""
 
     kind: Literal["image_folder", "ffpp", "video_folder", "celebdf", "dfdc"]
-    path: RepoPath                  # relative to the repository root, inside it
-    label: Literal[0, 1, 2]         # 0 real, 1 fake (generated), 2 edited
-    method: SafeName                # "ffhq", generator or manipulation name; prefixes group keys
+    path: RepoPath  # relative to the repository root, inside it
+    label: Literal[0, 1, 2]  # 0 real, 1 fake (generated), 2 edited
+    method: SafeName  # "ffhq", generator or manipulation name; prefixes group keys
     mode: Literal["raw", "crop", "crop_seg"]
-    sampling: Optional[Literal["every_nth", "per_video"]] = None  # videos only
-    compression: str = "c23"        # ffpp only: raw / c23 / c40 (FF++ download folder names; c0 = raw)
-    masks: bool = False             # ffpp only: read <path>/masks/videos/<name>.mp4
-    group_pattern: Optional[str] = None  # regex; group 1 of a match on the file stem = identity
+    sampling: Literal["every_nth", "per_video"] | None = None  # videos only
+    compression: str = "c23"  # ffpp only: raw / c23 / c40 (FF++ download folder names; c0 = raw)
+    masks: bool = False  # ffpp only: read <path>/masks/videos/<name>.mp4
+    group_pattern: str | None = None  # regex; group 1 of a match on the file stem = identity
     subset: Literal["all", "test", "train"] = "all"  # celebdf only: official test list membership
-    codec: Optional[CodecConfig] = None  # image_folder only: re-encode before detection (off: null)
+    codec: CodecConfig | None = None  # image_folder only: re-encode before detection (off: null)
 
     @model_validator(mode="after")
-    def _per_kind(self) -> "SourceConfig":
+    def _per_kind(self) -> SourceConfig:
         is_video = self.kind in ("ffpp", "video_folder", "celebdf", "dfdc")
         if is_video and self.sampling is None:
             raise ValueError(f"kind {self.kind} needs sampling: every_nth or per_video")
@@ -150,8 +153,12 @@ def link_reject(path: Path, rel: str) -> Reject | None:
     if not path.is_symlink():
         return None
     if path.is_dir():
-        return Reject(rel, -1, "symlinked_folder", "symbolic link to a folder, not followed "
-                      "(move or copy the files into the source folder)")
+        return Reject(
+            rel,
+            -1,
+            "symlinked_folder",
+            "symbolic link to a folder, not followed (move or copy the files into the source folder)",
+        )
     if not path.exists():
         return Reject(rel, -1, "broken_link", "symbolic link whose target does not exist")
     return None
@@ -167,8 +174,9 @@ def _flat_mp4(folder: Path, prefix: str, rejects: list[Reject], inside) -> Itera
             inside(rel)  # records the bad_name / link reject
             continue
         if "/" not in sub and sub.lower().endswith(VIDEO_SUFFIXES) and not sub.endswith(".mp4"):
-            rejects.append(Reject(rel, -1, "wrong_container",
-                                  f"{Path(sub).suffix} video; this layout holds <name>.mp4 files only"))
+            rejects.append(
+                Reject(rel, -1, "wrong_container", f"{Path(sub).suffix} video; this layout holds <name>.mp4 files only")
+            )
             continue
         if "/" in sub or not sub.endswith(".mp4"):
             rejects.append(Reject(rel, -1, "not_video", "expected <name>.mp4 directly in the folder"))
@@ -192,8 +200,9 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
 
     def inside(rel: str) -> bool:
         if not is_representable(rel):
-            rejects.append(Reject(printable_name(rel), -1, "bad_name",
-                                  "file name is not valid UTF-8 or holds control characters"))
+            rejects.append(
+                Reject(printable_name(rel), -1, "bad_name", "file name is not valid UTF-8 or holds control characters")
+            )
             return False
         if (link := link_reject(root / rel, rel)) is not None:
             rejects.append(link)
@@ -234,8 +243,14 @@ def list_items(name: str, spec: SourceConfig, root: Path | None = None) -> tuple
         return items, rejects
 
     if spec.kind == "celebdf":
-        return list_celebdf(name, spec.label == 0, spec.subset, root, lambda folder, prefix: _flat_mp4(folder, prefix, rejects, inside),
-                            rejects)
+        return list_celebdf(
+            name,
+            spec.label == 0,
+            spec.subset,
+            root,
+            lambda folder, prefix: _flat_mp4(folder, prefix, rejects, inside),
+            rejects,
+        )
     if spec.kind == "dfdc":
         return list_dfdc(name, spec.label, root, _walk, inside)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import numpy as np
@@ -78,7 +78,7 @@ class VideoInfo:
     keyframes: tuple[int, ...]
     declared_frames: int
     demux_error: str  # "" when the whole file demuxed cleanly
-    codec: str = ""   # decoder name of the video stream ("h264", "mpeg4", ...)
+    codec: str = ""  # decoder name of the video stream ("h264", "mpeg4", ...)
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -124,8 +124,9 @@ def probe(path: str | Path) -> VideoInfo:
         pts = None
         keyframes = tuple(i for i, (_, k) in enumerate(entries) if k)
     else:
-        order = sorted(range(len(entries)), key=lambda i: entries[i][0])
-        pts = tuple(entries[i][0] for i in order)
+        # every pts is an int here (a None sends us to the branch above)
+        order = sorted(range(len(entries)), key=lambda i: cast(int, entries[i][0]))
+        pts = tuple(cast(int, entries[i][0]) for i in order)
         keyframes = tuple(rank for rank, i in enumerate(order) if entries[i][1])
     return VideoInfo(len(entries), width, height, pts, keyframes, declared, error, codec)
 
@@ -148,7 +149,8 @@ def read_frames(
     if not wanted:
         return out, ""
     fmt = "gray" if gray else "rgb24"
-    pts_index = {p: i for i, p in enumerate(info.pts)} if info.pts is not None else None
+    # looked up with packet / frame pts, which may be None (-> no index)
+    pts_index: dict[int | None, int] | None = {p: i for i, p in enumerate(info.pts)} if info.pts is not None else None
     wanted_set = set(wanted)
     container = _open(path)
     error = ""
@@ -160,6 +162,7 @@ def read_frames(
         need_seek = pts_index is not None
         while w < len(wanted):
             if need_seek:
+                assert info.pts is not None  # need_seek only with a pts index
                 k = bisect.bisect_right(info.keyframes, wanted[w]) - 1
                 key = info.keyframes[k] if k >= 0 else 0
                 container.seek(info.pts[key], backward=True, any_frame=False, stream=stream)

@@ -31,17 +31,27 @@ from pathlib import Path
 import numpy as np
 
 from dfpipe.core.io import relative_message, resolve_inside
-from dfpipe.ingest.config import PreprocessConfig
 from dfpipe.ingest.codec import apply_codec
+from dfpipe.ingest.config import PreprocessConfig
 from dfpipe.ingest.faces import (
-    MASK_THRESHOLD, Box, FaceDetector, PersonSegmenter, blank_background, choose_face, crop_image, crop_mask,
-    cut_box, resize_kernel, resize_square, square_box, whole_image_box,
+    MASK_THRESHOLD,
+    Box,
+    FaceDetector,
+    PersonSegmenter,
+    blank_background,
+    choose_face,
+    crop_image,
+    crop_mask,
+    cut_box,
+    resize_kernel,
+    resize_square,
+    square_box,
+    whole_image_box,
 )
 from dfpipe.ingest.images import read_image
 from dfpipe.ingest.items import Item, Reject
 from dfpipe.ingest.sources import SourceConfig
-from dfpipe.ingest.video import VideoError, probe, read_frames, sample_indices
-
+from dfpipe.ingest.video import Policy, VideoError, probe, read_frames, sample_indices
 
 
 @dataclass
@@ -54,8 +64,8 @@ class Crop:
     det_score: float
     image: np.ndarray
     mask: np.ndarray | None
-    resize_kernel: str = "none"   # see dfpipe.ingest.faces.resize_kernel
-    face_rule: str = "none"       # only / largest / mask_overlap; "none" in raw mode
+    resize_kernel: str = "none"  # see dfpipe.ingest.faces.resize_kernel
+    face_rule: str = "none"  # only / largest / mask_overlap; "none" in raw mode
 
 
 @dataclass
@@ -93,7 +103,7 @@ class Worker:
         except (VideoError, OSError, ValueError) as exc:
             return self._unreadable(item, exc)
 
-    def process_multi(self, item: Item, samplings: tuple[str, ...]) -> list[ItemResult]:
+    def process_multi(self, item: Item, samplings: tuple[Policy, ...]) -> list[ItemResult]:
         """One result per sampling policy; a video is decoded (and each frame cropped) once.
 
         Same results as :meth:`process` with a source whose ``sampling`` is each policy in turn:
@@ -118,25 +128,36 @@ class Worker:
         """
         cfg = self.cfg
         if mask is not None and not (mask > MASK_THRESHOLD).any():
-            return None, Reject(rel, frame, "mask_empty", f"manipulation mask has no pixel > {MASK_THRESHOLD}: "
-                                "nothing in the frame is marked edited")
+            return None, Reject(
+                rel,
+                frame,
+                "mask_empty",
+                f"manipulation mask has no pixel > {MASK_THRESHOLD}: nothing in the frame is marked edited",
+            )
         if self.spec.mode == "raw":
             box, score, rule = whole_image_box(*rgb.shape[:2]), math.nan, "none"
         else:
+            assert self.detector is not None  # built for every mode but raw
             faces = self.detector.detect_all(rgb)
             if not faces:
                 return None, Reject(rel, frame, "no_face", f"no face with score >= {cfg.min_score}")
             face, rule = choose_face(faces, mask)
             if face is None:
-                return None, Reject(rel, frame, rule, f"the manipulation mask overlaps none of the {len(faces)} "
-                                    "detected face(s); another face would be an unaltered one")
+                return None, Reject(
+                    rel,
+                    frame,
+                    rule,
+                    f"the manipulation mask overlaps none of the {len(faces)} "
+                    "detected face(s); another face would be an unaltered one",
+                )
             if max(face.w, face.h) < cfg.min_face:
                 return None, Reject(rel, frame, "small_face", f"face {face.w}x{face.h} < min_face {cfg.min_face}")
             box, score = square_box(face, cfg.margin), face.score
         kernel = resize_kernel(box.side, cfg.size, cfg.upscale)
         if kernel is None:
-            return None, Reject(rel, frame, "small_face",
-                                f"crop region {box.side} px < size {cfg.size} (upscale: reject)")
+            return None, Reject(
+                rel, frame, "small_face", f"crop region {box.side} px < size {cfg.size} (upscale: reject)"
+            )
         image = crop_image(rgb, box, cfg.size, kernel)
         if self.segmenter is not None:
             # Segment the whole frame, then crop the probability map with the face box: the
@@ -155,6 +176,7 @@ class Worker:
         dec, rej = read_image(path, self.cfg.max_pixels, item.path, self.root)
         if rej is not None:
             return ItemResult([], [rej], 0)
+        assert dec is not None  # read_image returns a Decoded exactly when there is no Reject
         rgb, codec = dec.rgb, ""
         if self.spec.codec is not None:
             # the codec round trip comes before detection: the detector sees what a model will
@@ -165,9 +187,10 @@ class Worker:
 
     def _video(self, item: Item) -> ItemResult:
         """The item's result under the source's own ``sampling`` (one policy of the multi path)."""
+        assert self.spec.sampling is not None  # video items come from video sources, which need sampling
         return self._video_multi(item, (self.spec.sampling,))[0]
 
-    def _video_multi(self, item: Item, samplings: tuple[str, ...]) -> list[ItemResult]:
+    def _video_multi(self, item: Item, samplings: tuple[Policy, ...]) -> list[ItemResult]:
         cfg, rel = self.cfg, item.path
         path = resolve_inside(self.root, rel)
 
@@ -194,8 +217,11 @@ class Worker:
             if minfo.n_frames < info.n_frames:
                 return whole(Reject(rel, -1, "mask_short", f"mask {minfo.n_frames} frames < video {info.n_frames}"))
             if (minfo.width, minfo.height) != (info.width, info.height):
-                return whole(Reject(rel, -1, "mask_size",
-                                    f"mask {minfo.width}x{minfo.height} != video {info.width}x{info.height}"))
+                return whole(
+                    Reject(
+                        rel, -1, "mask_size", f"mask {minfo.width}x{minfo.height} != video {info.width}x{info.height}"
+                    )
+                )
             masks, merr = read_frames(mpath, indices, minfo, gray=True)
         frames, err = read_frames(path, indices, info)
         err = relative_message(err, self.root)
@@ -212,13 +238,26 @@ class Worker:
             if masks is not None:
                 mask = masks.get(idx)
                 if mask is None:
-                    done[idx] = None, Reject(rel, idx, "mask_decode_failed",
-                                             relative_message(merr, self.root) or "mask frame not decoded")
+                    done[idx] = (
+                        None,
+                        Reject(
+                            rel,
+                            idx,
+                            "mask_decode_failed",
+                            relative_message(merr, self.root) or "mask frame not decoded",
+                        ),
+                    )
                     continue
             done[idx] = self._face(frames[idx], rel, idx, info.n_frames, mask)
         results = []
         for wanted in per_policy:
             pairs = [done[i] for i in wanted]
-            results.append(ItemResult([c for c, _ in pairs if c is not None],
-                                      [r for _, r in pairs if r is not None], len(wanted), info.codec))
+            results.append(
+                ItemResult(
+                    [c for c, _ in pairs if c is not None],
+                    [r for _, r in pairs if r is not None],
+                    len(wanted),
+                    info.codec,
+                )
+            )
         return results

@@ -1,6 +1,6 @@
 """CNNDetection (Wang et al., "CNN-generated images are surprisingly easy to spot... for now", CVPR 2020).
 
-A stock torchvision ResNet-50 binary classifier (github.com/PeterWang512/CNNDetection,
+A stock ResNet-50 (torchvision's layout, see :mod:`.resnets`) binary classifier (github.com/PeterWang512/CNNDetection,
 networks/resnet.py): the paper's generalisation comes from its training recipe, not the network --
 ImageNet initialisation (``model.weights``) and the "Blur+JPEG (0.5)" augmentation, which is the
 run's ``augment: blur_jpeg`` preset (:mod:`dfpipe.training.augment`), applied on the train split only.
@@ -9,9 +9,9 @@ run's ``augment: blur_jpeg`` preset (:mod:`dfpipe.training.augment`), applied on
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
+from . import resnets
 from .common import make_input
 from .registry import ModelConfig, register_model
 
@@ -22,7 +22,7 @@ class CNNDetection(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.input, _ = make_input(cfg)
-        self.backbone = torchvision.models.resnet50(weights=None, num_classes=cfg.num_classes)
+        self.backbone = resnets.resnet50(cfg.num_classes)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         """torchvision ImageNet ResNet-50 weights (the 1000-class fc is skipped by shape)."""

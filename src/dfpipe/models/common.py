@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectrum import SpectrumTransform
+from .spectrum import Color, Kind, SpectrumTransform
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,14 @@ def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
         raise ValueError(f"expected a square (B, C, H, W) batch, got shape {tuple(x.shape)}")
     if x.shape[-1] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=x.shape[-1] > size)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
 
 
 class PixelInput(nn.Module):
     """(B, 3, H, W) in [0, 1] -> resized to ``size`` and normalised channel-wise: (x - mean) / std."""
+
+    mean: torch.Tensor  # registered buffers
+    std: torch.Tensor
 
     def __init__(self, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]):
         super().__init__()
@@ -57,7 +59,7 @@ class SpectrumInput(nn.Module):
     state-dict buffers (see :mod:`dfpipe.models.spectrum`).
     """
 
-    def __init__(self, size: int, kind: str, color: str, eps: float):
+    def __init__(self, size: int, kind: Kind, color: Color, eps: float):
         super().__init__()
         self.size = size
         self.spectrum = SpectrumTransform(kind, color, eps, size)
@@ -110,7 +112,7 @@ class LoadReport:
         return sum(self.loaded.values())
 
 
-def _adapt(src: torch.Tensor, dst: torch.Tensor) -> Optional[torch.Tensor]:
+def _adapt(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
     """Fit ``src`` to ``dst``'s shape where the ImageNet -> detector mapping is standard, else None.
 
     * 2-D pointwise weights of the original Keras-ported Xception file -> 4-D (C_out, C_in, 1, 1).
@@ -121,8 +123,14 @@ def _adapt(src: torch.Tensor, dst: torch.Tensor) -> Optional[torch.Tensor]:
         return src
     if src.ndim == 2 and dst.ndim == 4 and dst.shape[2:] == (1, 1) and src.shape == dst.shape[:2]:
         return src[:, :, None, None]
-    if (src.ndim == 4 and dst.ndim == 4 and src.shape[1] == 3 and dst.shape[1] % 3 == 0
-            and src.shape[0] == dst.shape[0] and src.shape[2:] == dst.shape[2:]):
+    if (
+        src.ndim == 4
+        and dst.ndim == 4
+        and src.shape[1] == 3
+        and dst.shape[1] % 3 == 0
+        and src.shape[0] == dst.shape[0]
+        and src.shape[2:] == dst.shape[2:]
+    ):
         n = dst.shape[1] // 3
         return src.repeat(1, n, 1, 1) / n
     return None
@@ -175,7 +183,7 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     candidates: Iterable[tuple[str, nn.Module]] = [("model", model)]
     matched, mismatch, adapted = _match(state, model)
     if not matched:
-        targets = getattr(model, "pretrained_targets", lambda: {})()
+        targets: dict[str, nn.Module] = getattr(model, "pretrained_targets", lambda: {})()
         candidates = list(targets.items())
     used: set[str] = set()
     for name, target in candidates:
@@ -204,8 +212,9 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     if report.unexpected:
         log.warning("%s: %d file keys unused, e.g. %s", path, len(report.unexpected), report.unexpected[:5])
     if report.shape_mismatch:
-        log.warning("%s: skipped %d tensors of another shape: %s", path, len(report.shape_mismatch),
-                    report.shape_mismatch[:5])
+        log.warning(
+            "%s: skipped %d tensors of another shape: %s", path, len(report.shape_mismatch), report.shape_mismatch[:5]
+        )
     return report
 
 

@@ -21,6 +21,7 @@ DCT round trip are ill-conditioned in bf16/fp16.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,6 +85,9 @@ class FAD(nn.Module):
     """(B, 3, S, S) image (any normalisation) -> (B, 12, S, S): band-passed images, band-major
     channel order [low RGB, middle RGB, high RGB, all RGB]."""
 
+    base: torch.Tensor  # registered buffers
+    dct: torch.Tensor
+
     def __init__(self, size: int):
         super().__init__()
         self.size = size
@@ -116,6 +120,11 @@ class LFS(nn.Module):
     filter divides by the band's coefficient count).
     """
 
+    base: torch.Tensor  # registered buffers
+    count: torch.Tensor
+    dct: torch.Tensor
+    gray: torch.Tensor
+
     def __init__(self, size: int):
         super().__init__()
         self.out_size = lfs_output_size(size)
@@ -123,8 +132,7 @@ class LFS(nn.Module):
         self.register_buffer("base", base, persistent=False)
         self.register_buffer("count", base.sum(dim=(1, 2)), persistent=False)
         self.register_buffer("dct", dct_matrix(LFS_WINDOW).clone(), persistent=False)
-        self.register_buffer("gray", torch.tensor(GRAY_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
+        self.register_buffer("gray", torch.tensor(GRAY_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.learnable = nn.Parameter(torch.randn(LFS_BANDS, LFS_WINDOW, LFS_WINDOW) * FILTER_INIT_STD)
 
     def filters(self) -> torch.Tensor:
@@ -199,12 +207,13 @@ class F3Net(nn.Module):
         use_fad = self.mode in ("fad", "both", "mix")
         use_lfs = self.mode in ("lfs", "both", "mix")
         self.fad = FAD(cfg.image_size) if use_fad else None
-        net = dict(reduced=cfg.reduced, width=cfg.width)
+        net: dict[str, Any] = dict(reduced=cfg.reduced, width=cfg.width)
         self.fad_net = XceptionBackbone(in_chans=3 * len(FAD_BANDS), **net) if use_fad else None
         self.lfs = LFS(cfg.image_size) if use_lfs else None
         # LFS maps are already half resolution: the authors' code uses a stride-1 conv1 there.
         self.lfs_net = XceptionBackbone(in_chans=LFS_BANDS, stem_stride=1, **net) if use_lfs else None
         ref = self.fad_net if use_fad else self.lfs_net
+        assert ref is not None  # every f3net_mode uses at least one stream
         self.mix_mid = MixBlock(ref.mid_channels) if self.mode == "mix" else None
         self.mix_exit = MixBlock(ref.exit_channels) if self.mode == "mix" else None
         self.decoder = MaskDecoder(2 * ref.exit_channels, cfg.mask_size) if cfg.seg_head else None
@@ -220,6 +229,9 @@ class F3Net(nn.Module):
         x01 = resize_square(x, self.size)
         out: dict[str, torch.Tensor] = {}
         if self.mode == "mix":
+            # mode "mix" builds both streams and both mix blocks
+            assert self.fad is not None and self.fad_net is not None and self.mix_mid is not None
+            assert self.lfs is not None and self.lfs_net is not None and self.mix_exit is not None
             f = self.fad_net.to_mid(self.fad(self.input(x01)))
             s = _match_size(self.lfs_net.to_mid(self.lfs(x01)), f)
             f, s = self.mix_mid(f, s)
@@ -232,8 +244,10 @@ class F3Net(nn.Module):
         else:
             feats = []
             if self.fad is not None:
+                assert self.fad_net is not None  # built together with self.fad
                 feats.append(self.fad_net(self.fad(self.input(x01))))
             if self.lfs is not None:
+                assert self.lfs_net is not None  # built together with self.lfs
                 feats.append(self.lfs_net(self.lfs(x01)))
         pooled = torch.cat([h.mean(dim=(2, 3)) for h in feats], dim=1)  # (B, 2048 * streams)
         out["logits"] = self.fc(self.dropout(pooled))
@@ -245,6 +259,8 @@ def _check_f3net(cfg: ModelConfig) -> None:
         raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
 
 
-@register_model(reducible=True, seg_head=True, check=_check_f3net)  # computes its own frequency input
+@register_model(
+    reducible=True, seg_head=True, check=_check_f3net, example={"width": 0.25, "reduced": True}
+)  # computes its own frequency input
 def build_f3net(cfg: ModelConfig) -> nn.Module:
     return F3Net(cfg)

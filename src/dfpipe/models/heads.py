@@ -38,6 +38,5 @@ class MaskDecoder(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         logits = self.out(self.body(feats))
         if logits.shape[-1] != self.mask_size or logits.shape[-2] != self.mask_size:
-            logits = F.interpolate(logits, size=(self.mask_size, self.mask_size), mode="bilinear",
-                                   align_corners=False)
+            logits = F.interpolate(logits, size=(self.mask_size, self.mask_size), mode="bilinear", align_corners=False)
         return logits

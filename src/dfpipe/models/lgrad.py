@@ -11,9 +11,9 @@ authors' ResNet-50 (their CNNDetection code base); ``reduced: true`` swaps in a 
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
+from . import resnets
 from .common import IMAGENET_MEAN, IMAGENET_STD, PixelInput
 from .registry import ModelConfig, register_model
 
@@ -24,8 +24,8 @@ class LGradDetector(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.input = PixelInput(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
-        arch = torchvision.models.resnet18 if cfg.reduced else torchvision.models.resnet50
-        self.backbone = arch(weights=None, num_classes=cfg.num_classes)
+        arch = resnets.resnet18 if cfg.reduced else resnets.resnet50
+        self.backbone = arch(cfg.num_classes)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone}
@@ -34,6 +34,6 @@ class LGradDetector(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-@register_model(inputs=("lgrad",), reducible=True)
+@register_model(inputs=("lgrad",), reducible=True, example={"reduced": True})
 def build_lgrad(cfg: ModelConfig) -> nn.Module:
     return LGradDetector(cfg)

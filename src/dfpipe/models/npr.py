@@ -10,11 +10,13 @@ average pool, fc. layer3/layer4 are absent, as in the authors' code.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
+from . import resnets
 from .common import IMAGENET_MEAN, IMAGENET_STD, make_input
 from .registry import ModelConfig, register_model
 
@@ -39,21 +41,21 @@ class NPRDetector(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.input, _ = make_input(cfg, IMAGENET_MEAN, IMAGENET_STD)
-        net = torchvision.models.resnet50(weights=None)
+        net = resnets.resnet50()
         # Authors' stem: 3x3 stride 2 (the residual is a pixel-level signal a 7x7 stem would blur).
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.backbone = nn.Module()
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2"):
             setattr(self.backbone, name, getattr(net, name))
-        self.fc = nn.Linear(128 * torchvision.models.resnet.Bottleneck.expansion, cfg.num_classes)
+        self.fc = nn.Linear(128 * resnets.Bottleneck.expansion, cfg.num_classes)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         """torchvision ResNet-50 ImageNet weights fit layer1/layer2 (conv1 differs: skipped, reported)."""
         return {"backbone": self.backbone}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = self.backbone
+        b: Any = self.backbone  # its layers are attached with setattr in __init__
         h = npr_residual(self.input(x)) * NPR_SCALE
         h = b.maxpool(b.relu(b.bn1(b.conv1(h))))
         h = b.layer2(b.layer1(h))

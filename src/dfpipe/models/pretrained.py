@@ -28,13 +28,13 @@ import re
 import shutil
 import urllib.error
 from pathlib import Path
-from typing import Optional
+from typing import cast
 
 from pydantic import model_validator
 from torch import nn
 
-from dfpipe.core.config import Config, PlainName, RepoPath
 from dfpipe.core.assets import download
+from dfpipe.core.config import Config, PlainName, RepoPath
 from dfpipe.core.io import atomic_path, resolve_inside, sha256_file
 
 SCRATCH = "scratch"
@@ -48,31 +48,33 @@ class PretrainedError(RuntimeError):
 class WeightsSpec(Config):
     """One entry of ``params.yaml`` ``pretrained.weights``."""
 
-    arch: PlainName                # detector family the file fits: resnet18 | resnet50 | xception
-    source: str                    # torchvision:<Enum>.<member> | timm:<model>.<tag> | url:<https://...>
-    sha256: str                    # full digest or a prefix of >= 8 lowercase hex digits
-    local: Optional[RepoPath] = None  # a file provided by hand (copied when it exists; offline use)
+    arch: PlainName  # detector family the file fits: resnet18 | resnet50 | xception
+    source: str  # torchvision:<Enum>.<member> | timm:<model>.<tag> | url:<https://...>
+    sha256: str  # full digest or a prefix of >= 8 lowercase hex digits
+    local: RepoPath | None = None  # a file provided by hand (copied when it exists; offline use)
 
     @model_validator(mode="after")
-    def _check(self) -> "WeightsSpec":
+    def _check(self) -> WeightsSpec:
         if not _HEX.match(self.sha256):
             raise ValueError(f"sha256 must be 8-64 lowercase hex digits, got {self.sha256!r}")
         kind = self.source.split(":", 1)[0]
         if kind not in ("torchvision", "timm", "url") or ":" not in self.source:
-            raise ValueError(f"source must be torchvision:<Enum>.<member>, timm:<model>.<tag> or url:<https://...>, "
-                             f"got {self.source!r}")
+            raise ValueError(
+                f"source must be torchvision:<Enum>.<member>, timm:<model>.<tag> or url:<https://...>, "
+                f"got {self.source!r}"
+            )
         return self
 
 
 class PretrainedConfig(Config):
     """``params.yaml`` ``pretrained:``."""
 
-    out_dir: RepoPath                      # <out_dir>/<name>.pt
-    fetch: tuple[str, ...]                 # names with a pretrained@<name> stage (opt-in)
+    out_dir: RepoPath  # <out_dir>/<name>.pt
+    fetch: tuple[str, ...]  # names with a pretrained@<name> stage (opt-in)
     weights: dict[PlainName, WeightsSpec]
 
     @model_validator(mode="after")
-    def _check(self) -> "PretrainedConfig":
+    def _check(self) -> PretrainedConfig:
         unknown = sorted(set(self.fetch) - set(self.weights))
         if unknown:
             raise ValueError(f"fetch names {unknown} not under weights (known: {sorted(self.weights)})")
@@ -100,7 +102,8 @@ def source_url(source: str) -> str:
         cfg = timm.models.get_pretrained_cfg(ref)
         if cfg is None or not cfg.url:
             raise PretrainedError(f"timm has no download URL for {ref!r} (e.g. legacy_xception.tf_in1k)")
-        return cfg.url
+        # PretrainedCfg.url also admits a (url, revision) tuple; timm's own cfgs hold plain strings
+        return cast(str, cfg.url)
     raise PretrainedError(f"unknown source kind {kind!r}")
 
 
@@ -120,7 +123,11 @@ def obtain(name: str, spec: WeightsSpec, out_dir: Path, timeout: float = 60.0) -
             try:
                 download(url, Path(tmp), timeout)
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                where = spec.local.as_posix() if spec.local is not None else f"a path set as pretrained.weights.{name}.local"
+                where = (
+                    spec.local.as_posix()
+                    if spec.local is not None
+                    else f"a path set as pretrained.weights.{name}.local"
+                )
                 raise PretrainedError(
                     f"pretrained@{name}: cannot download {url} ({exc}). Offline: download that file elsewhere and "
                     f"place it at {where} (its sha256 must start with {spec.sha256}), then re-run."
@@ -128,8 +135,10 @@ def obtain(name: str, spec: WeightsSpec, out_dir: Path, timeout: float = 60.0) -
             origin = url
         digest = sha256_file(Path(tmp))
         if not digest.startswith(spec.sha256):
-            raise PretrainedError(f"pretrained@{name}: {origin} has sha256 {digest}, pinned {spec.sha256}; "
-                                  "wrong or corrupt file (the output was not written)")
+            raise PretrainedError(
+                f"pretrained@{name}: {origin} has sha256 {digest}, pinned {spec.sha256}; "
+                "wrong or corrupt file (the output was not written)"
+            )
     return {"name": name, "arch": spec.arch, "origin": origin, "sha256": digest, "bytes": out.stat().st_size}
 
 
@@ -151,8 +160,10 @@ def apply_init(model: nn.Module, init: str, out_dir: Path) -> dict:
     if path is None:
         return {"init": SCRATCH}
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained weights of init {init!r} not found; list {init!r} in "
-                                f"params.yaml pretrained.fetch and run `dvc repro pretrained@{init}`")
+        raise FileNotFoundError(
+            f"{path}: pretrained weights of init {init!r} not found; list {init!r} in "
+            f"params.yaml pretrained.fetch and run `dvc repro pretrained@{init}`"
+        )
     rep = load_weights(model, path)
     return {
         "init": init,

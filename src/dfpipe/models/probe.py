@@ -29,8 +29,10 @@ class LinearProbe(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.ndim != 2 or x.shape[1] != self.feature_dim:
-            raise ValueError(f"clip_probe expects cached features (B, {self.feature_dim}), got {tuple(x.shape)} "
-                             "(is the run's model.input 'clip' and features@ built for its variant?)")
+            raise ValueError(
+                f"clip_probe expects cached features (B, {self.feature_dim}), got {tuple(x.shape)} "
+                "(is the run's model.input 'clip' and features@ built for its variant?)"
+            )
         return {"logits": self.fc(x)}
 
 
@@ -39,6 +41,6 @@ def _check_probe(cfg: ModelConfig) -> None:
         raise ValueError("clip_probe needs feature_dim (the cached encoder's embedding size, 768 for ViT-L/14)")
 
 
-@register_model(inputs=("clip",), check=_check_probe)
+@register_model(inputs=("clip",), check=_check_probe, example={"feature_dim": 16})
 def build_clip_probe(cfg: ModelConfig) -> nn.Module:
     return LinearProbe(cfg)

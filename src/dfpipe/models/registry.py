@@ -14,9 +14,13 @@ input transform, so checkpoints are self-contained.
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -35,29 +39,65 @@ class Capabilities:
     ``inputs``: input kinds (``raw``: the model's own input transform; ``dct``/``dft``: the notes'
     spectral inputs); ``reducible``: honours ``reduced`` (drop Xception blocks 4-7); ``seg_head``:
     has the multi-task mask decoder (``seg_head: true``); ``check``:
-    further model-specific checks of a :class:`ModelConfig` (raise ``ValueError``).
+    further model-specific checks of a :class:`ModelConfig` (raise ``ValueError``); ``example``:
+    :class:`ModelConfig` keys of a small instance (the keys it cannot build without, and demo-size
+    knobs): the test that runs every registered model builds each with them.
     """
 
     inputs: tuple[str, ...] = ("raw",)
     reducible: bool = False
     seg_head: bool = False
-    check: Optional[Callable[["ModelConfig"], None]] = None
+    check: Callable[[ModelConfig], None] | None = None
+    example: tuple[tuple[str, object], ...] = ()
 
 
 MODEL_CAPABILITIES: dict[str, Capabilities] = {}
 
-#: The modules of this package that register models, in import order. Imported on first use (a
-#: ResNet-18 stage then skips the ~2 s of importing timm for Xception / F3Net); the names come from
-#: the decorated functions, so each model name is written once.
-MODEL_MODULES = ("resnet", "npr", "cnndetection", "probe", "lgrad", "xception", "f3net")
+
+@functools.cache
+def model_modules() -> dict[str, str]:
+    """Model name -> the module of this package that registers it, read from the sources.
+
+    The registry is the only list of models: a model file that decorates ``build_<name>`` is found
+    here without being imported, so a stage imports only its own model's module (start-up), and
+    adding a detector is one file.
+    """
+    out: dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for name in _registered_in(path.read_text(encoding="utf-8")):
+            if name in out:
+                raise ValueError(f"model {name!r} is registered in {out[name]}.py and {path.name}")
+            out[name] = path.stem
+    return out
+
+
+def _registered_in(source: str) -> list[str]:
+    """Names of the module-level ``build_<name>`` functions decorated with ``@register_model(...)``."""
+    names = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("build_"):
+            calls = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
+            if any(isinstance(c, ast.Name) and c.id == "register_model" for c in calls):
+                names.append(node.name.removeprefix("build_"))
+    return names
 
 
 def ensure_registered(name: str) -> None:
-    """Import model modules until ``name`` is registered (all of them if it never is)."""
-    for module in MODEL_MODULES:
-        if name in MODEL_REGISTRY:
-            return
+    """Import the module that registers ``name`` (every model module when no module does)."""
+    if name in MODEL_REGISTRY:
+        return
+    modules = model_modules()
+    for module in [modules[name]] if name in modules else sorted(set(modules.values())):
         importlib.import_module(f"{__package__}.{module}")
+
+
+def model_capabilities(name: str) -> Capabilities:
+    """What model ``name`` accepts (inputs, ``reduced``, ``seg_head``); a ``KeyError`` naming the
+    registered models when there is no such model."""
+    ensure_registered(name)
+    if name not in MODEL_CAPABILITIES:
+        raise KeyError(f"unknown model name {name!r}; registered: {registered_names()}")
+    return MODEL_CAPABILITIES[name]
 
 
 def registered_names() -> list[str]:
@@ -93,7 +133,7 @@ class ModelConfig(Config):
     feature_dim: int = Field(0, ge=0)  # input size of a probe on cached features (clip_probe); 0 otherwise
 
     @model_validator(mode="after")
-    def _capabilities(self) -> "ModelConfig":
+    def _capabilities(self) -> ModelConfig:
         ensure_registered(self.name)
         if self.name not in MODEL_REGISTRY:
             raise ValueError(f"unknown model name {self.name!r}; registered: {registered_names()}")
@@ -103,7 +143,10 @@ class ModelConfig(Config):
             raise ValueError(f"input {self.input!r} is only for {spectral}; {self.name} builds its own input")
         if self.reduced and not caps.reducible:
             reducible = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.reducible)
-            raise ValueError(f"reduced (drop Xception blocks 4-7) applies to {reducible}, not {self.name}")
+            raise ValueError(
+                f"reduced (the demo's smaller backbone: Xception without blocks 4-7, LGrad on ResNet-18) "
+                f"applies to {reducible}, not {self.name}"
+            )
         if self.seg_head and not caps.seg_head:
             decoders = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.seg_head)
             raise ValueError(f"seg_head (multi-task mask decoder) needs a model with one ({decoders}), not {self.name}")
@@ -112,8 +155,13 @@ class ModelConfig(Config):
         return self
 
 
-def register_model(inputs: tuple[str, ...] = ("raw",), reducible: bool = False, seg_head: bool = False,
-                   check: Optional[Callable[[ModelConfig], None]] = None) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(
+    inputs: tuple[str, ...] = ("raw",),
+    reducible: bool = False,
+    seg_head: bool = False,
+    check: Callable[[ModelConfig], None] | None = None,
+    example: dict[str, object] | None = None,
+) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator ``@register_model(inputs=...) def build_<name>(cfg) -> nn.Module``.
 
     The model name is the function name without ``build_`` (timm style); the arguments are the
@@ -125,7 +173,9 @@ def register_model(inputs: tuple[str, ...] = ("raw",), reducible: bool = False, 
         if name in MODEL_REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         MODEL_REGISTRY[name] = factory
-        MODEL_CAPABILITIES[name] = Capabilities(tuple(inputs), reducible, seg_head, check)
+        MODEL_CAPABILITIES[name] = Capabilities(
+            tuple(inputs), reducible, seg_head, check, tuple(sorted((example or {}).items()))
+        )
         return factory
 
     return deco

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
+from . import resnets
 from .common import make_input, scaled
 from .registry import ModelConfig, register_model
 
 
 class ResNet18Detector(nn.Module):
-    """torchvision ResNet-18 (random init) behind the model's own input transform.
+    """ResNet-18 (torchvision's layout and initialisation, random init) behind the model's own input transform.
 
     (B, 3, H, W) in [0, 1] -> input transform -> (B, C, S, S), C = 3 (raw, ImageNet-normalised) or the
     spectrum's C (1 or 3) -> ResNet-18 -> {"logits": (B, num_classes)}. For C != 3 only ``conv1`` is
@@ -22,7 +22,9 @@ class ResNet18Detector(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.input, channels = make_input(cfg)
-        self.backbone = torchvision.models.resnet18(weights=None, num_classes=cfg.num_classes)
+        # The stock network is always built first: its initialisation draws are part of the seed's
+        # stream, so a narrow network starts from the same generator state in every version.
+        self.backbone: resnets.ResNet = resnets.resnet18(cfg.num_classes)
         if cfg.width != 1.0:
             self.backbone = narrow_resnet18(cfg.width, cfg.num_classes)
         if channels != 3:
@@ -38,37 +40,12 @@ class ResNet18Detector(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-class _NarrowResNet(torchvision.models.ResNet):
-    """torchvision's ResNet with stage widths ``widths`` instead of 64/128/256/512 (same names, init)."""
-
-    def __init__(self, widths: tuple[int, int, int, int], num_classes: int):
-        block = torchvision.models.resnet.BasicBlock
-        nn.Module.__init__(self)
-        self._norm_layer, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, 1, 1, 64
-        self.inplanes = widths[0]
-        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, widths[0], 2)
-        self.layer2 = self._make_layer(block, widths[1], 2, stride=2)
-        self.layer3 = self._make_layer(block, widths[2], 2, stride=2)
-        self.layer4 = self._make_layer(block, widths[3], 2, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(widths[3], num_classes)
-        for m in self.modules():  # torchvision's init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-
-def narrow_resnet18(width: float, num_classes: int) -> nn.Module:
+def narrow_resnet18(width: float, num_classes: int) -> resnets.ResNet:
     """ResNet-18 with every stage ``width`` times as wide (demo only)."""
-    return _NarrowResNet(tuple(scaled(c, width) for c in (64, 128, 256, 512)), num_classes)
+    w0, w1, w2, w3 = (scaled(c, width) for c in resnets.STOCK_WIDTHS)
+    return resnets.resnet18(num_classes, (w0, w1, w2, w3))
 
 
-@register_model(inputs=("raw", "dct", "dft"))  # the notes' "DCT of raw images" runs
+@register_model(inputs=("raw", "dct", "dft"), example={"width": 0.5})  # the notes' "DCT of raw images" runs
 def build_resnet18(cfg: ModelConfig) -> nn.Module:
     return ResNet18Detector(cfg)

@@ -42,7 +42,7 @@ def num_channels(color: str) -> int:
     return 3 if color == "per_channel" else 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dct_matrix_np(n: int) -> np.ndarray:
     k = np.arange(n, dtype=np.float64)[:, None]
     i = np.arange(n, dtype=np.float64)[None, :]
@@ -117,6 +117,10 @@ class SpectrumTransform(nn.Module):
     conditioned and half precision would destroy the high frequencies this input exists for.
     """
 
+    mean: torch.Tensor  # registered buffers
+    std: torch.Tensor
+    gray_weights: torch.Tensor
+
     def __init__(self, kind: Kind, color: Color, eps: float, size: int):
         super().__init__()
         if kind not in ("dct", "dft"):
@@ -137,8 +141,10 @@ class SpectrumTransform(nn.Module):
         mean_t = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
         std_t = torch.as_tensor(np.asarray(std), dtype=torch.float32)
         if mean_t.shape != self.mean.shape or std_t.shape != self.std.shape:
-            raise ValueError(f"spectrum statistics must be {tuple(self.mean.shape)} (color={self.color!r}, "
-                             f"image_size={self.size}), got {tuple(mean_t.shape)} and {tuple(std_t.shape)}")
+            raise ValueError(
+                f"spectrum statistics must be {tuple(self.mean.shape)} (color={self.color!r}, "
+                f"image_size={self.size}), got {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
+            )
         self.mean.copy_(mean_t)
         self.std.copy_(std_t.clamp_min(STD_FLOOR))
 
@@ -162,7 +168,9 @@ class SpectrumTransform(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.log_spectrum(x)
         if out.shape[1:] != self.mean.shape:
-            raise ValueError(f"input spectrum {tuple(out.shape[1:])} does not match the statistics "
-                             f"{tuple(self.mean.shape)}: resize inputs to image_size first")
+            raise ValueError(
+                f"input spectrum {tuple(out.shape[1:])} does not match the statistics "
+                f"{tuple(self.mean.shape)}: resize inputs to image_size first"
+            )
         with torch.autocast(device_type=x.device.type, enabled=False):
             return (out - self.mean) / self.std

@@ -9,11 +9,11 @@ and splits the forward pass at the points where F3Net's MixBlocks sit.
 from __future__ import annotations
 
 import torch
-from timm.models.xception import Block, SeparableConv2d, Xception
 from torch import nn
 
 from .common import INCEPTION_MEAN, INCEPTION_STD, ClassifierHead, make_input, scaled
 from .registry import ModelConfig, register_model
+from .xception_blocks import Block, SeparableConv2d
 
 # The notes (seed 002, F3Net runs): "removed the four blocks 4, 5, 6, 7" of the middle flow.
 REDUCED_BLOCKS = (4, 5, 6, 7)
@@ -26,7 +26,7 @@ EXIT_CHANNELS = 1024  # block12 output width
 HEAD_DROPOUT = 0.2
 
 
-class XceptionBackbone(Xception):
+class XceptionBackbone(nn.Module):
     """Feature extractor: (B, in_chans, S, S) -> (B, 2048, ~S/32, ~S/32) (after act4 ReLU).
 
     ``stem_stride``: stride of conv1 (2 in Xception; 1 for F3Net's LFS stream, whose input map is
@@ -37,11 +37,11 @@ class XceptionBackbone(Xception):
     ``mid_channels``, ``exit_channels``, ``num_features``.
     """
 
+    conv1: nn.Conv2d  # set in _build (replaced for stem_stride != 2)
+
     def __init__(self, in_chans: int = 3, stem_stride: int = 2, reduced: bool = False, width: float = 1.0):
-        if width == 1.0:
-            super().__init__(num_classes=0, in_chans=in_chans)  # num_classes=0: no timm classifier
-        else:
-            self._build_narrow(in_chans, width)
+        super().__init__()
+        self._build(in_chans, width)
         self.mid_channels = scaled(MID_CHANNELS, width)
         self.exit_channels = scaled(EXIT_CHANNELS, width)
         if stem_stride != 2:
@@ -55,12 +55,16 @@ class XceptionBackbone(Xception):
         self.blocks_to_mid = tuple(f"block{i}" for i in (1, 2, 3, *[k for k in kept if k <= 7]))
         self.blocks_to_exit = tuple(f"block{i}" for i in (*[k for k in kept if k > 7], 12))
 
-    def _build_narrow(self, in_chans: int, width: float) -> None:
-        """timm's legacy Xception layout and init with every width multiplied by ``width``."""
-        nn.Module.__init__(self)
+    def _build(self, in_chans: int, width: float) -> None:
+        """timm's legacy Xception layout, construction order and init (``num_classes=0``: no
+        classifier) with every width multiplied by ``width``; at width 1 the weights equal timm's."""
         c = {n: scaled(n, width) for n in (32, 64, 128, 256, MID_CHANNELS, EXIT_CHANNELS, 1536, FEATURES)}
-        self.in_chans, self.num_classes, self.num_features = in_chans, 0, c[FEATURES]
-        self.conv1, self.bn1, self.act1 = nn.Conv2d(in_chans, c[32], 3, 2, 0, bias=False), nn.BatchNorm2d(c[32]), nn.ReLU(True)
+        self.in_chans, self.num_features = in_chans, c[FEATURES]
+        self.conv1, self.bn1, self.act1 = (
+            nn.Conv2d(in_chans, c[32], 3, 2, 0, bias=False),
+            nn.BatchNorm2d(c[32]),
+            nn.ReLU(True),
+        )
         self.conv2, self.bn2, self.act2 = nn.Conv2d(c[32], c[64], 3, bias=False), nn.BatchNorm2d(c[64]), nn.ReLU(True)
         self.block1 = Block(c[64], c[128], 2, 2, start_with_relu=False)
         self.block2 = Block(c[128], c[256], 2, 2)
@@ -68,8 +72,16 @@ class XceptionBackbone(Xception):
         for i in MIDDLE_BLOCKS:
             setattr(self, f"block{i}", Block(c[MID_CHANNELS], c[MID_CHANNELS], 3, 1))
         self.block12 = Block(c[MID_CHANNELS], c[EXIT_CHANNELS], 2, 2, grow_first=False)
-        self.conv3, self.bn3, self.act3 = SeparableConv2d(c[EXIT_CHANNELS], c[1536], 3, 1, 1), nn.BatchNorm2d(c[1536]), nn.ReLU(True)
-        self.conv4, self.bn4, self.act4 = SeparableConv2d(c[1536], c[FEATURES], 3, 1, 1), nn.BatchNorm2d(c[FEATURES]), nn.ReLU(True)
+        self.conv3, self.bn3, self.act3 = (
+            SeparableConv2d(c[EXIT_CHANNELS], c[1536], 3, 1, 1),
+            nn.BatchNorm2d(c[1536]),
+            nn.ReLU(True),
+        )
+        self.conv4, self.bn4, self.act4 = (
+            SeparableConv2d(c[1536], c[FEATURES], 3, 1, 1),
+            nn.BatchNorm2d(c[FEATURES]),
+            nn.ReLU(True),
+        )
         for m in self.modules():  # timm's init
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -124,6 +136,6 @@ class XceptionDetector(nn.Module):
         return {"logits": self.head(self.backbone(self.input(x)))}
 
 
-@register_model(inputs=("raw", "dct", "dft"), reducible=True)
+@register_model(inputs=("raw", "dct", "dft"), reducible=True, example={"width": 0.25, "reduced": True})
 def build_xception(cfg: ModelConfig) -> nn.Module:
     return XceptionDetector(cfg)

@@ -31,17 +31,18 @@ and compares the bytes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 
 from dfpipe.core.config import Config, PlainName
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
-from dfpipe.scoring.metrics import macro_f1, real_vs_fake, val_threshold
 from dfpipe.features.moments import load_stats, normalize, read_stats_meta
 from dfpipe.features.spectra import STATS_FILE, SpectraCache
+from dfpipe.scoring.metrics import macro_f1, real_vs_fake, val_threshold
 
 
 class FrankConfig(Config):
@@ -60,15 +61,17 @@ class FrankConfig(Config):
     max_iter: int = Field(ge=1)
 
 
-def load_split(spectra_dir: Path, variants_dir: Path, cfg: FrankConfig, split: str
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_split(
+    spectra_dir: Path, variants_dir: Path, cfg: FrankConfig, split: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ids, labels, X)`` of one split: ``X`` float32 ``(N, C*S*S)`` normalised spectra in manifest order."""
     manifest = read_table(variants_dir / cfg.variant / split / "manifest.parquet", VARIANT_SCHEMA)
     cache = SpectraCache(spectra_dir / cfg.variant / split)
     cache.check_aligned(manifest)
     if cache.index["kind"] != cfg.kind:
-        raise ValueError(f"{cache.root}: cache holds {cache.index['kind']!r} spectra, frank wants {cfg.kind!r} "
-                         "(spectra.kind)")
+        raise ValueError(
+            f"{cache.root}: cache holds {cache.index['kind']!r} spectra, frank wants {cfg.kind!r} (spectra.kind)"
+        )
     stats = spectra_dir / cfg.variant / STATS_FILE
     if read_stats_meta(stats)["kind"] != cfg.kind:
         raise ValueError(f"{stats}: statistics are not for {cfg.kind!r}")
@@ -88,8 +91,8 @@ _EXACT_BITS = 52
 #: 44 for the fit's products (its steps are far coarser), 54 (all of a float64) for sums.
 _PRODUCT_BITS, _SUM_BITS = 44, 54
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm: k * _LN2_HI is exact
-_EXP_TAYLOR = [1.0 / math.factorial(j) for j in range(14)]   # |r| <= ln2/2: 14 terms < 2**-53
-_ATANH_SERIES = [1.0 / (2 * j + 1) for j in range(12)]       # |f| <= 0.172: 12 terms < 2**-53
+_EXP_TAYLOR = [1.0 / math.factorial(j) for j in range(14)]  # |r| <= ln2/2: 14 terms < 2**-53
+_ATANH_SERIES = [1.0 / (2 * j + 1) for j in range(12)]  # |f| <= 0.172: 12 terms < 2**-53
 
 
 def _exact_matmul(q: np.ndarray, b: np.ndarray, q_bits: int = _X_BITS, keep: int = _PRODUCT_BITS) -> np.ndarray:
@@ -105,7 +108,7 @@ def _exact_matmul(q: np.ndarray, b: np.ndarray, q_bits: int = _X_BITS, keep: int
     if bits < 8:
         raise ValueError(f"{k} terms per product: too many for exact float64 sums")
     count = -(-keep // bits)
-    _, top = np.frexp(np.abs(b).max(axis=0))   # |b[:, c]| < 2**top[c]
+    _, top = np.frexp(np.abs(b).max(axis=0))  # |b[:, c]| < 2**top[c]
     rest, pieces = np.ldexp(b, -top[None, :]), []
     for _ in range(count):
         rest = np.ldexp(rest, bits)
@@ -115,9 +118,9 @@ def _exact_matmul(q: np.ndarray, b: np.ndarray, q_bits: int = _X_BITS, keep: int
     stack = np.concatenate(pieces, axis=1)
     # a transposed view (the gradient's q.T) is faster as (stack.T @ q.T).T; exact either way
     prod = (stack.T @ q.T).T if q.flags.f_contiguous and not q.flags.c_contiguous else q @ stack
-    acc = prod[:, (count - 1) * m:]
+    acc = prod[:, (count - 1) * m :]
     for s in range(count - 2, -1, -1):
-        acc = prod[:, s * m:(s + 1) * m] + np.ldexp(acc, -bits)
+        acc = prod[:, s * m : (s + 1) * m] + np.ldexp(acc, -bits)
     return np.ldexp(acc, (top - bits)[None, :])
 
 
@@ -134,7 +137,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 def _exp(x: np.ndarray) -> np.ndarray:
     """``exp(x)`` (within 2 ulp) for ``x <= 0`` from IEEE ``+ - * /``, ``rint`` and ``ldexp`` only,
     so every machine gets the same bits (numpy's exp has per-CPU SIMD implementations)."""
-    x = np.maximum(x, -746.0)   # exp(-746) is 0 in float64
+    x = np.maximum(x, -746.0)  # exp(-746) is 0 in float64
     k = np.rint(x * (1.0 / _LN2_HI))
     r = (x - k * _LN2_HI) - k * _LN2_LO
     p = np.full_like(r, _EXP_TAYLOR[-1])
@@ -145,11 +148,11 @@ def _exp(x: np.ndarray) -> np.ndarray:
 
 def _log(s: np.ndarray) -> np.ndarray:
     """``log(s)`` (within 2 ulp) for ``s > 0`` from IEEE operations only (see :func:`_exp`)."""
-    m, e = np.frexp(s)                  # s = m 2**e, m in [0.5, 1)
+    m, e = np.frexp(s)  # s = m 2**e, m in [0.5, 1)
     low = m < math.sqrt(0.5)
-    m = np.where(low, 2.0 * m, m)       # m in [0.707, 1.414)
+    m = np.where(low, 2.0 * m, m)  # m in [0.707, 1.414)
     e = np.where(low, e - 1, e).astype(np.float64)
-    f = (m - 1.0) / (m + 1.0)           # log m = 2 atanh f
+    f = (m - 1.0) / (m + 1.0)  # log m = 2 atanh f
     f2 = f * f
     series = np.full_like(f, _ATANH_SERIES[-1])
     for c in reversed(_ATANH_SERIES[:-1]):
@@ -161,7 +164,7 @@ def _fixed_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(q, shift)``: ``x[i] = q[i] * 2**-shift[i]`` to ``_X_BITS`` significant bits per row, ``q``
     integer-valued float64 with ``|q| <= 2**_X_BITS``."""
     x = np.asarray(x, np.float64)
-    _, top = np.frexp(np.abs(x).max(axis=1))   # |x[i]| < 2**top[i]
+    _, top = np.frexp(np.abs(x).max(axis=1))  # |x[i]| < 2**top[i]
     shift = (_X_BITS - top).astype(np.int64)
     return np.rint(np.ldexp(x, shift[:, None])), shift
 
@@ -176,10 +179,10 @@ class _Problem:
         self.index = np.searchsorted(classes, y)
         self.onehot = (self.index[:, None] == np.arange(len(classes))[None, :]).astype(np.float64)
         self.weight_sum = _sum(weight)
-        self.weight = weight / self.weight_sum   # scikit-learn divides by the sum of sample weights
-        self.free = 1 if len(classes) == 2 else len(classes)   # logit columns with parameters
+        self.weight = weight / self.weight_sum  # scikit-learn divides by the sum of sample weights
+        self.free = 1 if len(classes) == 2 else len(classes)  # logit columns with parameters
         self.features = x.shape[1]
-        self.l2 = 0.0   # set per C: 1 / (C * weight_sum)
+        self.l2 = 0.0  # set per C: 1 / (C * weight_sum)
 
     def split(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cut = self.features * self.free
@@ -196,7 +199,7 @@ class _Problem:
         z = z - z.max(axis=1, keepdims=True)
         e = _exp(z)
         total = e[:, 0].copy()
-        for c in range(1, e.shape[1]):   # a fixed order
+        for c in range(1, e.shape[1]):  # a fixed order
             total += e[:, c]
         log_p = z - _log(total)[:, None]
         coef, _ = self.split(theta)
@@ -219,8 +222,9 @@ class _Problem:
         return e / total[:, None]
 
 
-def _lbfgs(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], theta: np.ndarray, max_iter: int,
-           memory: int = 10) -> tuple[np.ndarray, int]:
+def _lbfgs(
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]], theta: np.ndarray, max_iter: int, memory: int = 10
+) -> tuple[np.ndarray, int]:
     """Minimise ``fun`` (value, gradient) from ``theta``: L-BFGS two-loop recursion, Armijo
     backtracking from step 1. Stops at ``max_iter``, at gradient max-norm ``<= GTOL``, or when no
     step decreases the objective. Returns ``(theta, iterations)``."""
@@ -240,7 +244,7 @@ def _lbfgs(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], theta: np.ndar
             d = d + s * (a - rho * _dot(y, d))
         d = -d
         slope = _dot(g, d)
-        if slope >= 0:   # not a descent direction: restart from steepest descent
+        if slope >= 0:  # not a descent direction: restart from steepest descent
             hist, d = [], -g
             slope = -_dot(g, g)
         step = 1.0 if hist else min(1.0, 1.0 / math.sqrt(-slope))
@@ -251,7 +255,7 @@ def _lbfgs(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], theta: np.ndar
                 break
             step *= 0.5
         else:
-            break   # no decrease at working precision: converged
+            break  # no decrease at working precision: converged
         s, y = new - theta, g_new - g
         sy = _dot(s, y)
         if sy > 0:
@@ -286,15 +290,21 @@ def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_c
         out[:, classes] = problem.proba(theta, x)  # a class absent from train keeps probability 0
         return out
 
+    best: tuple[float, np.ndarray] | None
     best, scores = None, {}
     theta = np.zeros(problem.features * problem.free + problem.free)
-    for c in sorted(cfg.c_grid):   # each fit starts from the previous C's solution (same optimum, fewer steps)
+    for c in sorted(cfg.c_grid):  # each fit starts from the previous C's solution (same optimum, fewer steps)
         problem.l2 = 1.0 / (c * problem.weight_sum)
         theta, _ = _lbfgs(problem, theta, cfg.max_iter)
         scores[c] = macro_f1(y_va, proba(theta, x_va, np.float64).argmax(axis=1), num_classes)
         if best is None or scores[c] > scores[best[0]]:  # strict: ties keep the smaller C
             best = (c, theta)
+    assert best is not None  # c_grid holds at least one value (min_length=1)
     c, theta = best
-    return {"ids": ids, "labels": y_ev, "probs": proba(theta, x_ev, np.float32),
-            "val_threshold": val_threshold(*real_vs_fake(y_va, proba(theta, x_va, np.float64))),
-            "selection": {"C": c, "val_macro_f1": {str(k): v for k, v in scores.items()}}}
+    return {
+        "ids": ids,
+        "labels": y_ev,
+        "probs": proba(theta, x_ev, np.float32),
+        "val_threshold": val_threshold(*real_vs_fake(y_va, proba(theta, x_va, np.float64))),
+        "selection": {"C": c, "val_macro_f1": {str(k): v for k, v in scores.items()}},
+    }

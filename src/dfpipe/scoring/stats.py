@@ -15,7 +15,7 @@ bootstrap of that seed).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ NAN = float("nan")
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 #: Scalar metrics resampled: name -> fn(labels (n,), probs (n, K)) -> float (NaN when undefined).
-#: These are the headline numbers of contract C5.
+#: These are the headline numbers of ``metrics/eval/<name>.json``.
 HEADLINE: dict[str, Metric] = {
     "macro_f1": lambda y, p: float(M.f1_from_confusion(M.confusion(y, p.argmax(1), p.shape[1])).mean()),
     "weighted_f1": lambda y, p: M.weighted_f1(M.confusion(y, p.argmax(1), p.shape[1])),
@@ -59,7 +59,7 @@ def group_members(groups: Sequence[str] | np.ndarray) -> list[np.ndarray]:
     keys, inverse = np.unique(groups, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     starts = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
-    return [order[starts[g]: starts[g + 1]] for g in range(len(keys))]
+    return [order[starts[g] : starts[g + 1]] for g in range(len(keys))]
 
 
 def draw_resamples(groups: Sequence[str] | np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
@@ -68,8 +68,7 @@ def draw_resamples(groups: Sequence[str] | np.ndarray, n_boot: int, seed: int) -
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     members = group_members(groups)
     rng = np.random.default_rng(seed)
-    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-            for _ in range(n_boot)]
+    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]) for _ in range(n_boot)]
 
 
 def _check(labels: np.ndarray, probs: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -106,20 +105,35 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float, int]:
     return float(np.quantile(ok, alpha)), float(np.quantile(ok, 1.0 - alpha)), int(samples.size - ok.size)
 
 
-def _differences(full_a: np.ndarray, full_b: np.ndarray, diffs: np.ndarray, level: float,
-                 metrics: Mapping[str, Metric]) -> dict[str, dict]:
+def _differences(
+    full_a: np.ndarray, full_b: np.ndarray, diffs: np.ndarray, level: float, metrics: Mapping[str, Metric]
+) -> dict[str, dict]:
     """``{metric: {"a", "b", "diff", "low", "high", "undefined"}}`` from the point values of the
     two sides ``(M,)`` and the resampled differences ``(n_boot, M)``."""
     out = {}
     for j, name in enumerate(metrics):
         lo, hi, dropped = _interval(diffs[:, j], level)
-        out[name] = {"a": float(full_a[j]), "b": float(full_b[j]), "diff": float(full_a[j] - full_b[j]),
-                     "low": lo, "high": hi, "undefined": dropped}
+        out[name] = {
+            "a": float(full_a[j]),
+            "b": float(full_b[j]),
+            "diff": float(full_a[j] - full_b[j]),
+            "low": lo,
+            "high": hi,
+            "undefined": dropped,
+        }
     return out
 
 
-def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, groups, n_boot: int, seed: int, level: float = 0.95,
-                 metrics: Mapping[str, Metric] = HEADLINE, notes: list[str] | None = None) -> dict[str, list[float]]:
+def bootstrap_ci(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+    metrics: Mapping[str, Metric] = HEADLINE,
+    notes: list[str] | None = None,
+) -> dict[str, list[float]]:
     """Percentile interval ``{metric: [low, high]}`` of the seed-mean metric (module docstring).
 
     Resamples where a metric is undefined (e.g. no real item drawn) are dropped, with a note.
@@ -130,8 +144,12 @@ def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, groups, n_boot: int, see
     notes = notes if notes is not None else []
     rng = np.random.default_rng([seed, 1])  # seed draws: a stream apart from the group draws
     s = probs.shape[0]
-    boot = np.array([_per_seed(labels, probs, idx, metrics)[rng.integers(0, s, s)].mean(0)
-                     for idx in draw_resamples(groups, n_boot, seed)])
+    boot = np.array(
+        [
+            _per_seed(labels, probs, idx, metrics)[rng.integers(0, s, s)].mean(0)
+            for idx in draw_resamples(groups, n_boot, seed)
+        ]
+    )
     out = {}
     for j, name in enumerate(metrics):
         lo, hi, dropped = _interval(boot[:, j], level)
@@ -141,9 +159,17 @@ def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, groups, n_boot: int, see
     return out
 
 
-def paired_bootstrap(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, groups, n_boot: int,
-                     seed: int, level: float = 0.95, metrics: Mapping[str, Metric] = HEADLINE,
-                     record: list | None = None) -> dict[str, dict]:
+def paired_bootstrap(
+    labels: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    groups,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+    metrics: Mapping[str, Metric] = HEADLINE,
+    record: list | None = None,
+) -> dict[str, dict]:
     """Difference ``a - b`` of two models scored on the identical items, with a paired interval.
 
     Args:
@@ -166,12 +192,25 @@ def paired_bootstrap(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarra
         vb = _per_seed(labels, probs_b, idx, metrics)[rng.integers(0, sb, sb)].mean(0)
         diffs.append(va - vb)
     everything = np.arange(len(labels))
-    return _differences(_per_seed(labels, probs_a, everything, metrics).mean(0),
-                        _per_seed(labels, probs_b, everything, metrics).mean(0), np.asarray(diffs), level, metrics)
+    return _differences(
+        _per_seed(labels, probs_a, everything, metrics).mean(0),
+        _per_seed(labels, probs_b, everything, metrics).mean(0),
+        np.asarray(diffs),
+        level,
+        metrics,
+    )
 
 
-def unpaired_gap(labels: np.ndarray, probs: np.ndarray, groups, in_a: np.ndarray, n_boot: int, seed: int,
-                 level: float, metrics: Mapping[str, Metric]) -> dict[str, dict]:
+def unpaired_gap(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups,
+    in_a: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float,
+    metrics: Mapping[str, Metric],
+) -> dict[str, dict]:
     """Metric on items ``in_a`` minus metric on the other items, one model (``(S, N, K)``).
 
     Each resample draws groups within each part separately (the parts share no group when
@@ -192,7 +231,14 @@ def unpaired_gap(labels: np.ndarray, probs: np.ndarray, groups, in_a: np.ndarray
     diffs = []
     for da, db in draws:
         pick = rng.integers(0, s, s)
-        diffs.append(_per_seed(labels, probs, ia[da], metrics)[pick].mean(0)
-                     - _per_seed(labels, probs, ib[db], metrics)[pick].mean(0))
-    return _differences(_per_seed(labels, probs, ia, metrics).mean(0), _per_seed(labels, probs, ib, metrics).mean(0),
-                        np.asarray(diffs), level, metrics)
+        diffs.append(
+            _per_seed(labels, probs, ia[da], metrics)[pick].mean(0)
+            - _per_seed(labels, probs, ib[db], metrics)[pick].mean(0)
+        )
+    return _differences(
+        _per_seed(labels, probs, ia, metrics).mean(0),
+        _per_seed(labels, probs, ib, metrics).mean(0),
+        np.asarray(diffs),
+        level,
+        metrics,
+    )

@@ -5,7 +5,7 @@ and counts, across every pair of splits:
 
 * group leaks: union-find groups of ``group_keys`` (recomputed here, not trusted from
   ``split_group``) with items in more than one split;
-* video leaks: videos, keyed ``"<method>:<video_id>"`` (contract C2: Face2Face ``000_003`` and
+* video leaks: videos, keyed ``"<method>:<video_id>"`` (Face2Face ``000_003`` and
   FaceSwap ``000_003`` are two videos), in more than one split;
 * exact duplicates: identical pixels (content hash recomputed from the shards; a mismatch with the
   manifest's ``content_hash`` is an error) in more than one split, listed with the item ids;
@@ -24,7 +24,7 @@ val videos also show are counted and listed: not a failure (the official list sh
 the rest of the dataset), but a figure a cross-dataset result must be read with.
 
 Per eval item, :data:`EVAL_ITEMS_SCHEMA` records whether its group / its video has an item in the
-train split (contract C3 ``eval_items.parquet``), so the evaluation can compare leaked and clean
+train split (``metrics/audit/<variant>/eval_items.parquet``), so the evaluation can compare leaked and clean
 eval frames of one model ("train" is the train split; val, used for model selection only, is not
 counted). The stage writes the gate file (:func:`check_gate`, bound to the variant's bytes by
 :mod:`dfpipe.splits.gate`) only when the checks a variant declares pass; ``train@`` depends on it
@@ -33,9 +33,9 @@ and refuses to start without it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import combinations
 from pathlib import Path
-from typing import Mapping, Optional
 
 import cv2
 import numpy as np
@@ -45,7 +45,6 @@ from pydantic import Field
 from tqdm import tqdm
 
 from dfpipe.core.config import Config, RepoPath
-
 from dfpipe.core.io import array_hash, resolve_inside
 from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, read_table
 from dfpipe.core.shards import ShardReader
@@ -53,13 +52,15 @@ from dfpipe.splits.celebdf import celebdf_identities, celebdf_listed, is_celebdf
 from dfpipe.splits.groups import canonical_groups
 from dfpipe.splits.shortcut import FeatureName, nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
 
-#: Contract C3: one row per eval item, sorted by id.
-EVAL_ITEMS_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("video_key", pa.string()),        # "<method>:<video_id>", "" for still images
-    ("group_in_train", pa.bool_()),    # its union-find group has an item in the train split
-    ("video_in_train", pa.bool_()),    # its video has a frame in the train split
-])
+#: ``eval_items.parquet``, read by leak measure (a): one row per eval item, sorted by id.
+EVAL_ITEMS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("video_key", pa.string()),  # "<method>:<video_id>", "" for still images
+        ("group_in_train", pa.bool_()),  # its union-find group has an item in the train split
+        ("video_in_train", pa.bool_()),  # its video has a frame in the train split
+    ]
+)
 
 
 class AuditConfig(Config):
@@ -71,8 +72,8 @@ class AuditConfig(Config):
     shortcut_max_auc: float = Field(ge=0.5, le=1.0)
     shortcut_gate_features: tuple[FeatureName, ...] = Field(min_length=1)  # dfpipe.splits.shortcut.FEATURES
     shortcut_bootstrap: int = Field(ge=1)  # cluster-bootstrap resamples of the probe scores' CIs
-    shortcut_seed: int               # bootstrap draws
-    out_dir: RepoPath                # metrics/audit
+    shortcut_seed: int  # bootstrap draws
+    out_dir: RepoPath  # metrics/audit
 
 
 class GateError(RuntimeError):
@@ -114,7 +115,7 @@ def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, chunk_elems: int = 
     if len(a) and len(b):
         step = max(1, chunk_elems // len(b))
         for start in range(0, len(a), step):
-            dist = np.bitwise_count(a[start:start + step, None] ^ b[None, :])
+            dist = np.bitwise_count(a[start : start + step, None] ^ b[None, :])
             i, j = np.nonzero(dist <= threshold)
             out.append(np.stack([i + start, j], axis=1))
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
@@ -153,7 +154,7 @@ def scan_pixels(rows: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def video_keys(rows: pd.DataFrame) -> pd.Series:
-    """``"<method>:<video_id>"`` per row (contract C2), ``""`` for still images."""
+    """``"<method>:<video_id>"`` per row, ``""`` for still images."""
     vid = rows["video_id"].astype(str)
     return (rows["method"].astype(str) + ":" + vid).where(vid != "", "")
 
@@ -163,12 +164,14 @@ def eval_item_flags(rows: pd.DataFrame) -> pd.DataFrame:
     train = rows[rows["split"] == "train"]
     ev = rows[rows["split"] == "eval"].sort_values("id", kind="stable")
     train_videos = set(train.loc[train["video_key"] != "", "video_key"])
-    return pd.DataFrame({
-        "id": ev["id"].astype(str).to_numpy(),
-        "video_key": ev["video_key"].to_numpy(),
-        "group_in_train": ev["group"].isin(set(train["group"])).to_numpy(),
-        "video_in_train": ev["video_key"].isin(train_videos).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "id": ev["id"].astype(str).to_numpy(),
+            "video_key": ev["video_key"].to_numpy(),
+            "group_in_train": ev["group"].isin(set(train["group"])).to_numpy(),
+            "video_in_train": ev["video_key"].isin(train_videos).to_numpy(),
+        }
+    )
 
 
 def _spread(rows: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -182,7 +185,7 @@ def _spread(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return table.loc[order]
 
 
-def celebdf_list_audit(rows: pd.DataFrame, test_list: Optional[Mapping[str, int]]) -> tuple[dict, pd.DataFrame]:
+def celebdf_list_audit(rows: pd.DataFrame, test_list: Mapping[str, int] | None) -> tuple[dict, pd.DataFrame]:
     """Celeb-DF official test list vs the variant's train and val: ``(section, shared identities)``.
 
     ``rows``: the variant's rows (``split``, ``path``, ``group_keys``, ``video_key``). The section
@@ -205,9 +208,14 @@ def celebdf_list_audit(rows: pd.DataFrame, test_list: Optional[Mapping[str, int]
         for ident in celebdf_identities(rel):
             list_ids[ident] = list_ids.get(ident, 0) + 1
     shared = sorted(set(tv_ids) & set(list_ids), key=lambda k: (-len(tv_ids[k]), k))
-    table = pd.DataFrame({"identity": shared, "listed_videos": [list_ids[k] for k in shared],
-                          "train_val_videos": [len(tv_ids[k]) for k in shared]},
-                         columns=["identity", "listed_videos", "train_val_videos"])
+    table = pd.DataFrame(
+        {
+            "identity": shared,
+            "listed_videos": [list_ids[k] for k in shared],
+            "train_val_videos": [len(tv_ids[k]) for k in shared],
+        },
+        columns=["identity", "listed_videos", "train_val_videos"],
+    )
     in_fit = int(rows.loc[listed & fit_side, "video_key"].nunique())
     if not len(tv):
         check = "not required"
@@ -227,8 +235,12 @@ def celebdf_list_audit(rows: pd.DataFrame, test_list: Optional[Mapping[str, int]
 
 
 def audit_variant(
-    name: str, variant_dir: Path, leak_free: bool, cfg: AuditConfig, shortcut_free: bool = False,
-    test_list: Optional[Mapping[str, int]] = None,
+    name: str,
+    variant_dir: Path,
+    leak_free: bool,
+    cfg: AuditConfig,
+    shortcut_free: bool = False,
+    test_list: Mapping[str, int] | None = None,
 ) -> tuple[dict, str, pd.DataFrame]:
     """Audit one variant; return ``(metrics, markdown, eval_items)``. ``ValueError`` on corrupt data.
 
@@ -243,14 +255,16 @@ def audit_variant(
     sha, ph, stats = scan_pixels(rows)
     bad = [i for i, (a, b) in enumerate(zip(sha, rows["content_hash"])) if a != b]
     if bad:
-        raise ValueError(f"{variant_dir}: {len(bad)} items' pixels do not match their content_hash, "
-                         f"e.g. {rows['id'].iloc[bad[0]]!r} in {rows['root'].iloc[bad[0]]}")
+        raise ValueError(
+            f"{variant_dir}: {len(bad)} items' pixels do not match their content_hash, "
+            f"e.g. {rows['id'].iloc[bad[0]]!r} in {rows['root'].iloc[bad[0]]}"
+        )
     rows["sha"] = sha
 
     groups = _spread(rows, "group")
     videos = _spread(rows, "video_key")
     exact = _spread(rows, "sha")
-    exact_ids = {h: sorted(rows.loc[rows["sha"] == h, "id"]) for h in exact.index[:cfg.max_examples]}
+    exact_ids = {h: sorted(rows.loc[rows["sha"] == h, "id"]) for h in exact.index[: cfg.max_examples]}
     leak_groups_src = rows[rows["group"].isin(groups.index)].groupby("source")["group"].nunique()
 
     near_rows = []
@@ -265,14 +279,21 @@ def audit_variant(
         same_group = rows["group"].to_numpy()[pa_] == rows["group"].to_numpy()[pb_]
         pair_counts[f"{a}-{b}"] = {"pairs": int(len(pa_)), "pairs_other_group": int((~same_group).sum())}
         for i, j, g in zip(pa_, pb_, same_group):
-            near_rows.append((f"{a}-{b}", rows["id"].iat[i], rows["id"].iat[j],
-                              int(np.bitwise_count(ph[i] ^ ph[j])), bool(g)))
+            near_rows.append(
+                (f"{a}-{b}", rows["id"].iat[i], rows["id"].iat[j], int(np.bitwise_count(ph[i] ^ ph[j])), bool(g))
+            )
 
     n_items = {s: int((split_arr == s).sum()) for s in SPLITS}
     failed = bool(len(groups) or len(videos) or len(exact))
     table, origin = nuisance_table(rows, stats[:, 0], stats[:, 1], stats[:, 2])
-    shortcut = shortcut_audit(table, shortcut_free, cfg.shortcut_max_auc, cfg.shortcut_gate_features,
-                              cfg.shortcut_bootstrap, cfg.shortcut_seed)
+    shortcut = shortcut_audit(
+        table,
+        shortcut_free,
+        cfg.shortcut_max_auc,
+        cfg.shortcut_gate_features,
+        cfg.shortcut_bootstrap,
+        cfg.shortcut_seed,
+    )
     flags = eval_item_flags(rows)
     listed, shared_ids = celebdf_list_audit(rows, test_list)
     metrics = {
@@ -332,15 +353,21 @@ def _markdown(m: dict, groups, videos, exact, exact_ids, near_rows, k: int) -> s
         "",
         "| finding | count |",
         "|---|---|",
-        f"| groups (union-find of group_keys) on more than one split | {m['group_leaks']} of {m['groups']} ({m['items_in_leaking_groups']} items) |",
+        f"| groups (union-find of group_keys) on more than one split | {m['group_leaks']} of {m['groups']} "
+        f"({m['items_in_leaking_groups']} items) |",
         f"| videos on more than one split | {m['video_leaks']} of {m['videos']} |",
         f"| exact duplicates (same pixels) across splits | {m['exact_duplicates']} |",
-        f"| eval items whose video / group has items in train | {m['eval_items_video_in_train']} / {m['eval_items_group_in_train']} of {m['items']['eval']} |",
-        f"| near-duplicate pairs across splits (pHash distance <= {m['hamming_threshold']}) | {m['near_duplicate_pairs']} ({m['near_duplicate_pairs_other_group']} between different groups) |",
+        f"| eval items whose video / group has items in train | {m['eval_items_video_in_train']} / "
+        f"{m['eval_items_group_in_train']} of {m['items']['eval']} |",
+        f"| near-duplicate pairs across splits (pHash distance <= {m['hamming_threshold']}) | "
+        f"{m['near_duplicate_pairs']} ({m['near_duplicate_pairs_other_group']} between different groups) |",
         "",
     ]
     if m["group_leaks_by_source"]:
-        lines += ["Leaking groups by source: " + ", ".join(f"{s} {n}" for s, n in m["group_leaks_by_source"].items()), ""]
+        lines += [
+            "Leaking groups by source: " + ", ".join(f"{s} {n}" for s, n in m["group_leaks_by_source"].items()),
+            "",
+        ]
     lines += _table_md("Groups on more than one split", groups, "group", k)
     lines += _table_md("Videos on more than one split", videos, "video (method:video_id)", k)
     lines += _table_md("Exact duplicates across splits", exact, "content sha256", k, exact_ids)
@@ -358,8 +385,11 @@ def _test_list_md(s: dict, shared: pd.DataFrame, k: int) -> list[str]:
     if s["check"] == "not required":
         return lines + ["No Celeb-DF video in train or val.", ""]
     if not s["configured"]:
-        return lines + [f"{s['celebdf_videos_train_val']} Celeb-DF videos in train/val, but no test list is "
-                        "configured (split.celebdf_test_list): they cannot be checked.", ""]
+        return lines + [
+            f"{s['celebdf_videos_train_val']} Celeb-DF videos in train/val, but no test list is "
+            "configured (split.celebdf_test_list): they cannot be checked.",
+            "",
+        ]
     lines += [
         f"Listed videos in train/val: **{s['listed_videos_train_val']}** (must be 0); in eval: "
         f"{s['listed_videos_eval']}. Identities shown by the list's videos and by train/val videos: "
@@ -389,7 +419,8 @@ def gate_status(metrics: dict) -> str:
 
 
 def check_gate(metrics: dict) -> dict:
-    """Return the gate record (contract C3) or raise :class:`LeakError` / :class:`ShortcutError`."""
+    """Return the gate verdict (``gate.json`` less its fingerprint), or raise :class:`LeakError`,
+    :class:`ShortcutError` or :class:`OfficialListError`."""
     if metrics["leak_check"] == "failed":
         raise LeakError(
             f"variant {metrics['variant']!r} is declared leak_free but the audit found "
@@ -402,15 +433,18 @@ def check_gate(metrics: dict) -> dict:
         best = max(gate, key=lambda p: gate[p]["auc"] or 0.0)
         raise ShortcutError(
             f"variant {metrics['variant']!r} is declared shortcut_free but the {best} probe on the gate "
-            f"features {s['features']['gate']} reaches eval AUC {s['max_auc']} > audit.shortcut_max_auc {s['threshold']}; see the audit report"
+            f"features {s['features']['gate']} reaches eval AUC {s['max_auc']} > "
+            f"audit.shortcut_max_auc {s['threshold']}; see the audit report"
         )
     t = metrics["celebdf_test_list"]
     if t["check"] == "failed":
         if not t["configured"]:
             raise OfficialListError(
                 f"variant {metrics['variant']!r} has {t['celebdf_videos_train_val']} Celeb-DF video(s) in train/val "
-                "but split.celebdf_test_list is not set, so the official test list cannot be checked")
+                "but split.celebdf_test_list is not set, so the official test list cannot be checked"
+            )
         raise OfficialListError(
             f"variant {metrics['variant']!r} has {t['listed_videos_train_val']} video(s) of Celeb-DF's official "
-            "test list in train/val; see the audit report")
+            "test list in train/val; see the audit report"
+        )
     return {"variant": metrics["variant"], "leak_free": metrics["leak_free_declared"], "status": metrics["gate"]}

@@ -14,8 +14,8 @@ evaluation) do not depend on the dataset listing code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from dfpipe.ingest.datasets import bridge_keys, celebdf_group_keys, read_celebdf
 CELEBDF_PREFIXES = ("celebdf:", "celebdf_yt:")
 
 
-def read_celebdf_list(path: Optional[Path], key: str = "split.celebdf_test_list") -> Optional[dict[str, int]]:
+def read_celebdf_list(path: Path | None, key: str = "split.celebdf_test_list") -> dict[str, int] | None:
     """Celeb-DF v2's official test list at ``path`` (``{"Celeb-real/id0_0000.mp4": 0, ...}``), or ``None``.
 
     A configured list that is not a file is a :class:`~dfpipe.core.config.ConfigError` naming
@@ -46,8 +46,9 @@ def is_celebdf(group_keys: Sequence[Iterable[str]]) -> np.ndarray:
     return np.asarray([any(str(k).startswith(CELEBDF_PREFIXES) for k in keys) for keys in group_keys], dtype=bool)
 
 
-def celebdf_listed(paths: Sequence[str], group_keys: Sequence[Iterable[str]],
-                   test_list: Optional[Mapping[str, int]]) -> np.ndarray:
+def celebdf_listed(
+    paths: Sequence[str], group_keys: Sequence[Iterable[str]], test_list: Mapping[str, int] | None
+) -> np.ndarray:
     """``(N,)`` bool: Celeb-DF items whose video (``path``, relative to the dataset root) is on ``test_list``."""
     if not test_list:
         return np.zeros(len(paths), dtype=bool)
@@ -68,7 +69,7 @@ def celebdf_identities(rel_path: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys + (pair or ())))
 
 
-def celebdf_list_keys(test_list: Optional[Mapping[str, int]]) -> dict[str, str]:
+def celebdf_list_keys(test_list: Mapping[str, int] | None) -> dict[str, str]:
     """``{group key: "eval"}`` for the group key of every listed video: the side its group takes
     (used for a face swap's other person when no item of the variant holds that person)."""
     out: dict[str, str] = {}

@@ -19,8 +19,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from pydantic import ConfigDict
 
@@ -76,7 +77,7 @@ def variant_fingerprint(variant_dir: Path) -> dict[str, Any]:
 def _digest(files: Mapping[str, Mapping[str, Any]]) -> str:
     h = hashlib.sha256()
     for rel in sorted(files):
-        h.update(f"{rel}\t{files[rel]['bytes']}\t{files[rel]['sha256']}\n".encode("utf-8"))
+        h.update(f"{rel}\t{files[rel]['bytes']}\t{files[rel]['sha256']}\n".encode())
     return h.hexdigest()
 
 
@@ -103,7 +104,7 @@ def fingerprint_changes(approved: Mapping[str, Any], current: Mapping[str, Any])
     return out
 
 
-def require_gate(gate_file: Optional[Path], variant_dir: Path, variant: str) -> dict[str, Any]:
+def require_gate(gate_file: Path | None, variant_dir: Path, variant: str) -> dict[str, Any]:
     """Return the gate record of ``variant`` when the variant on disk is the one it approved.
 
     Raises :class:`GateRefused` with a one-line reason when ``gate_file`` is ``None`` or absent,
@@ -112,12 +113,15 @@ def require_gate(gate_file: Optional[Path], variant_dir: Path, variant: str) -> 
     """
     rerun = f"run `dvc repro audit@{variant}`"
     if gate_file is None:
-        raise GateRefused(f"no audit gate given for variant {variant!r}; training needs "
-                          f"<audit.out_dir>/{variant}/gate.json")
+        raise GateRefused(
+            f"no audit gate given for variant {variant!r}; training needs <audit.out_dir>/{variant}/gate.json"
+        )
     gate_file = Path(gate_file)
     if not gate_file.is_file():
-        raise GateRefused(f"no audit gate {gate_file} for variant {variant!r} (the audit never passed it, or "
-                          f"failed its declared checks); {rerun}")
+        raise GateRefused(
+            f"no audit gate {gate_file} for variant {variant!r} (the audit never passed it, or "
+            f"failed its declared checks); {rerun}"
+        )
     try:
         record = json.loads(gate_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -127,12 +131,16 @@ def require_gate(gate_file: Optional[Path], variant_dir: Path, variant: str) -> 
         raise GateRefused(f"audit gate {gate_file} approves variant {got!r}, not {variant!r}; {rerun}")
     approved = record.get("fingerprint")
     if not isinstance(approved, dict) or not isinstance(approved.get("files"), dict):
-        raise GateRefused(f"audit gate {gate_file} records no fingerprint of variant {variant!r} "
-                          f"(written by an older audit); {rerun}")
+        raise GateRefused(
+            f"audit gate {gate_file} records no fingerprint of variant {variant!r} (written by an older audit); {rerun}"
+        )
     changes = fingerprint_changes(approved, variant_fingerprint(variant_dir))
     if changes:
-        named = "; ".join(changes[:MAX_NAMED]) + (f"; and {len(changes) - MAX_NAMED} more"
-                                                  if len(changes) > MAX_NAMED else "")
-        raise GateRefused(f"variant {variant!r} on disk ({variant_dir}) differs from what its audit gate "
-                          f"{gate_file} approved: {named}; {rerun}")
+        named = "; ".join(changes[:MAX_NAMED]) + (
+            f"; and {len(changes) - MAX_NAMED} more" if len(changes) > MAX_NAMED else ""
+        )
+        raise GateRefused(
+            f"variant {variant!r} on disk ({variant_dir}) differs from what its audit gate "
+            f"{gate_file} approved: {named}; {rerun}"
+        )
     return record

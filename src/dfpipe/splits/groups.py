@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -77,8 +77,10 @@ def canonical_groups(ids: Sequence[str], group_keys: Sequence[Iterable[str]]) ->
     for item_id, keys in zip(ids, group_keys):
         keys = [str(k) for k in (keys if keys is not None else [])]
         if not keys or any(not k for k in keys):
-            raise SplitError(f"item {item_id!r} has empty group_keys {keys!r}; preprocess must give "
-                             "every item at least one identity key (its own id when none is known)")
+            raise SplitError(
+                f"item {item_id!r} has empty group_keys {keys!r}; preprocess must give "
+                "every item at least one identity key (its own id when none is known)"
+            )
         for k in keys:
             uf.add(k)
         for k in keys[1:]:
@@ -93,7 +95,7 @@ def unit_hash(salt: str, purpose: str, keys: Sequence[str]) -> np.ndarray:
     ``purpose`` separates independent decisions (``split``, ``val``, ``sample``) so that, e.g.,
     the sampling order inside a pool is not correlated with the pool threshold.
     """
-    prefix = f"{salt}\0{purpose}\0".encode("utf-8")
+    prefix = f"{salt}\0{purpose}\0".encode()
     out = np.empty(len(keys), dtype=np.float64)
     for i, key in enumerate(keys):
         digest = hashlib.sha256(prefix + key.encode("utf-8")).digest()
@@ -121,9 +123,8 @@ def read_official_ffpp(split_dir: str | Path) -> dict[str, str]:
         if not isinstance(pairs, list):
             raise SplitError(f"{path}: expected a list of [target, source] pairs, got {type(pairs).__name__}")
         for i, pair in enumerate(pairs):
-            if (not isinstance(pair, list) or len(pair) != 2
-                    or not all(isinstance(v, str) and v.strip() for v in pair)):
-                raise SplitError(f"{path}: entry {i} is {pair!r}; expected a pair of video ids like [\"071\", \"054\"]")
+            if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(v, str) and v.strip() for v in pair):
+                raise SplitError(f'{path}: entry {i} is {pair!r}; expected a pair of video ids like ["071", "054"]')
             for vid in pair:
                 key = FFPP_PREFIX + vid.strip()
                 if out.get(key, ours) != ours:

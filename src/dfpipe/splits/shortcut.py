@@ -1,18 +1,19 @@
 """Shortcut audit: how well cheap probes on nuisance features alone predict a variant's labels.
 
 A detector should separate real, generated and edited faces by the manipulation, not by where the
-files came from (issue 13). This module trains two cheap probes on the *train* split using only
-nuisance features and scores them on the *eval* split; a high score means the labels can be
-predicted without looking at a face, so a detector's score on that variant is suspect.
+files came from (file format, codec, face size before resizing). This module trains two cheap
+probes on the *train* split using only nuisance features and scores them on the *eval* split; a
+high score means the labels can be predicted without looking at a face, so a detector's score on
+that variant is suspect.
 
 Features per item (:data:`FEATURES`):
 
-* ``native_face``: side in source pixels of the square crop region before resizing (C2 column;
-  derived from ``box_w`` for manifests written before C2), used as ``log``;
-* ``scale``: stored side / ``native_face`` (C2; derived likewise), used as ``log``;
+* ``native_face``: side in source pixels of the square crop region before resizing (manifest
+  provenance column; derived from ``box_w`` for manifests written before it existed), used as ``log``;
+* ``scale``: stored side / ``native_face`` (provenance column; derived likewise), used as ``log``;
 * ``codec_family``: the last lossy coding the pixels went through: the ``codec`` control applied to
   a still (``h264_crf23`` -> ``h264``) or else the ``file_format`` (``png``, ``jpeg``, ``h264``...;
-  derived from the path suffix before C2). A family, not the exact setting, because the controlled
+  derived from the path suffix for older manifests). A family, not the exact setting, because the controlled
   sources are coded "as FF++ c23" on purpose and must look like the videos here;
 * ``brightness``: mean BT.601 luma of the stored crop (0..255);
 * ``hf_energy``: ``log1p`` of the mean squared Laplacian of the luma after a Gaussian blur with
@@ -62,10 +63,21 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CI_LEVEL = 0.95
 #: Blur before the high-frequency measure (pixels).
 HF_SIGMA = 1.0
-#: Path suffix -> file format, only for manifests written before the C2 columns existed.
-_SUFFIX_FORMAT = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "bmp": "bmp",
-                  "tif": "tiff", "tiff": "tiff", "mp4": "video", "avi": "video", "mov": "video",
-                  "mkv": "video", "webm": "video"}
+#: Path suffix -> file format, only for manifests written before the provenance columns existed.
+_SUFFIX_FORMAT = {
+    "png": "png",
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "webp": "webp",
+    "bmp": "bmp",
+    "tif": "tiff",
+    "tiff": "tiff",
+    "mp4": "video",
+    "avi": "video",
+    "mov": "video",
+    "mkv": "video",
+    "webm": "video",
+}
 
 
 def pixel_stats(image: np.ndarray) -> tuple[float, float]:
@@ -82,11 +94,13 @@ def codec_family(codec: str, file_format: str) -> str:
     return "jpeg" if name == "jpg" else name
 
 
-def nuisance_table(rows: pd.DataFrame, side: np.ndarray, brightness: np.ndarray, hf: np.ndarray) -> tuple[pd.DataFrame, str]:
-    """Feature table aligned with ``rows``; second value says where the C2 facts came from.
+def nuisance_table(
+    rows: pd.DataFrame, side: np.ndarray, brightness: np.ndarray, hf: np.ndarray
+) -> tuple[pd.DataFrame, str]:
+    """Feature table aligned with ``rows``; second value says where the provenance facts came from.
 
     ``side``: ``(N,)`` stored crop side; ``brightness``/``hf``: ``(N,)`` from :func:`pixel_stats`.
-    Where the C2 columns are absent (manifests written before them) or "not recorded" (NaN size,
+    Where the provenance columns are absent (manifests written before them) or "not recorded" (NaN size,
     empty format: hand-built manifests), ``native_face = box_w`` (preprocess' square crop box),
     ``scale = side / box_w`` and the format comes from the path suffix.
     """
@@ -103,18 +117,27 @@ def nuisance_table(rows: pd.DataFrame, side: np.ndarray, brightness: np.ndarray,
     native = np.where(np.isnan(native), box, native)
     scale = np.where(np.isnan(scale), derived_scale, scale)
     fmt = np.where(fmt == "", suffix.to_numpy(), fmt)
-    origin = (f"derived from box_w and the path suffix for {int(missing.sum())} of {n} items (C2 columns "
-              "absent or not recorded)") if missing.any() else "manifest (C2 columns)"
-    table = pd.DataFrame({
-        "label": rows["label"].to_numpy(np.int64),
-        "split": rows["split"].to_numpy(),
-        "group": rows["group"].to_numpy(),
-        "native_face": native,
-        "scale": scale,
-        "brightness": np.asarray(brightness, np.float64),
-        "hf_energy": np.asarray(hf, np.float64),
-        "codec_family": [codec_family(c, f) for c, f in zip(codec, fmt)],
-    }, index=rows.index)
+    origin = (
+        (
+            f"derived from box_w and the path suffix for {int(missing.sum())} of {n} items (C2 columns "
+            "absent or not recorded)"
+        )
+        if missing.any()
+        else "manifest (C2 columns)"
+    )
+    table = pd.DataFrame(
+        {
+            "label": rows["label"].to_numpy(np.int64),
+            "split": rows["split"].to_numpy(),
+            "group": rows["group"].to_numpy(),
+            "native_face": native,
+            "scale": scale,
+            "brightness": np.asarray(brightness, np.float64),
+            "hf_energy": np.asarray(hf, np.float64),
+            "codec_family": [codec_family(c, f) for c, f in zip(codec, fmt)],
+        },
+        index=rows.index,
+    )
     return table, origin
 
 
@@ -181,7 +204,7 @@ def _cluster_bootstrap(groups: np.ndarray, n_boot: int, seed: int):
     keys, inverse = np.unique(groups.astype(str), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     starts = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
-    members = [order[starts[g]:starts[g + 1]] for g in range(len(keys))]
+    members = [order[starts[g] : starts[g + 1]] for g in range(len(keys))]
     rng = np.random.default_rng(seed)
     for _ in range(n_boot):
         yield np.concatenate([members[g] for g in rng.integers(0, len(keys), size=len(keys))])
@@ -201,8 +224,9 @@ def _r(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
-def _probe_scores(train: pd.DataFrame, ev: pd.DataFrame, features: tuple[str, ...], families: list[str],
-                  n_boot: int, seed: int) -> dict:
+def _probe_scores(
+    train: pd.DataFrame, ev: pd.DataFrame, features: tuple[str, ...], families: list[str], n_boot: int, seed: int
+) -> dict:
     """Both probes on ``features``: eval macro AUC / macro-F1 with cluster-bootstrap CIs."""
     xtr, xev = design(train, features, families), design(ev, features, families)
     y, groups = ev["label"].to_numpy(), ev["group"].to_numpy()
@@ -218,13 +242,18 @@ def _probe_scores(train: pd.DataFrame, ev: pd.DataFrame, features: tuple[str, ..
         for idx in _cluster_bootstrap(groups, n_boot, seed):
             boot_auc.append(macro_auc(y[idx], proba[idx], classes))
             boot_f1.append(macro_f1(y[idx], pred[idx]))
-        out[pname] = {"auc": _r(macro_auc(y, proba, classes)), "auc_ci": _ci(boot_auc),
-                      "macro_f1": _r(macro_f1(y, pred)), "macro_f1_ci": _ci(boot_f1)}
+        out[pname] = {
+            "auc": _r(macro_auc(y, proba, classes)),
+            "auc_ci": _ci(boot_auc),
+            "macro_f1": _r(macro_f1(y, pred)),
+            "macro_f1_ci": _ci(boot_f1),
+        }
     return out
 
 
-def shortcut_audit(table: pd.DataFrame, shortcut_free: bool, max_auc: float, gate_features: tuple[str, ...],
-                   n_boot: int, seed: int) -> dict:
+def shortcut_audit(
+    table: pd.DataFrame, shortcut_free: bool, max_auc: float, gate_features: tuple[str, ...], n_boot: int, seed: int
+) -> dict:
     """Probe scores, per-class feature quantiles and the check; a compact JSON-able dict.
 
     ``table``: :func:`nuisance_table` output for all items of the variant (train, val, eval).
@@ -249,10 +278,14 @@ def shortcut_audit(table: pd.DataFrame, shortcut_free: bool, max_auc: float, gat
     failed = top is not None and top > max_auc
     by_class: dict[str, dict] = {}
     for feat in NUMERIC:
-        by_class[feat] = {LABELS[int(c)]: [_r(q) for q in sub[feat].quantile(list(QUANTILES)).to_numpy()]
-                          for c, sub in sorted(table.groupby("label"))}
-    codecs = {LABELS[int(c)]: {str(k): int(v) for k, v in sorted(sub["codec_family"].value_counts().items())}
-              for c, sub in sorted(table.groupby("label"))}
+        by_class[feat] = {
+            LABELS[int(c)]: [_r(q) for q in sub[feat].quantile(list(QUANTILES)).to_numpy()]
+            for c, sub in sorted(table.groupby("label"))
+        }
+    codecs = {
+        LABELS[int(c)]: {str(k): int(v) for k, v in sorted(sub["codec_family"].value_counts().items())}
+        for c, sub in sorted(table.groupby("label"))
+    }
     return {
         "check": ("failed" if failed else "passed") if shortcut_free else "not required",
         "max_auc": top,
@@ -270,15 +303,23 @@ def shortcut_audit(table: pd.DataFrame, shortcut_free: bool, max_auc: float, gat
 
 def shortcut_markdown(s: dict, origin: str) -> list[str]:
     """Markdown lines of the shortcut section of the audit report."""
-    lines = [f"## Shortcut audit: **{s['check']}** (max gate-probe AUC {s['max_auc']}, threshold {s['threshold']}; "
-             f"all features {s['max_auc_all_features']})", "",
-             "Probes trained on train, scored on eval, on nuisance features only. Gate features: "
-             + ", ".join(f"`{n}`" for n in s["features"]["gate"]) + "; all features: "
-             + ", ".join(f"`{n}`" for n in s["features"].get("all", s["features"]["gate"]))
-             + f" (codec families: {', '.join(s['codec_families'])}). C2 facts: {origin}. "
-             f"CIs: {CI_LEVEL:.0%} cluster bootstrap over split groups.", ""]
+    lines = [
+        f"## Shortcut audit: **{s['check']}** (max gate-probe AUC {s['max_auc']}, threshold {s['threshold']}; "
+        f"all features {s['max_auc_all_features']})",
+        "",
+        "Probes trained on train, scored on eval, on nuisance features only. Gate features: "
+        + ", ".join(f"`{n}`" for n in s["features"]["gate"])
+        + "; all features: "
+        + ", ".join(f"`{n}`" for n in s["features"].get("all", s["features"]["gate"]))
+        + f" (codec families: {', '.join(s['codec_families'])}). C2 facts: {origin}. "
+        f"CIs: {CI_LEVEL:.0%} cluster bootstrap over split groups.",
+        "",
+    ]
     if s["probes"]:
-        lines += ["| features | probe | macro AUC (one-vs-rest) | 95% CI | macro-F1 | 95% CI |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| features | probe | macro AUC (one-vs-rest) | 95% CI | macro-F1 | 95% CI |",
+            "|---|---|---|---|---|---|",
+        ]
         for fset, probes in s["probes"].items():
             for name, p in probes.items():
                 lines.append(f"| {fset} | {name} | {p['auc']} | {p['auc_ci']} | {p['macro_f1']} | {p['macro_f1_ci']} |")
@@ -286,10 +327,22 @@ def shortcut_markdown(s: dict, origin: str) -> list[str]:
     lines += [f"- {n}" for n in s["notes"]] + ([""] if s["notes"] else [])
     classes = list(next(iter(s["by_class"].values())))
     qs = "/".join(f"q{int(q * 100):02d}" for q in s["quantiles"])
-    lines += [f"Feature quantiles per class ({qs}, all splits):", "", "| feature | " + " | ".join(classes) + " |",
-              "|---|" + "---|" * len(classes)]
+    lines += [
+        f"Feature quantiles per class ({qs}, all splits):",
+        "",
+        "| feature | " + " | ".join(classes) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
     for feat, per in s["by_class"].items():
-        lines.append(f"| {feat} | " + " | ".join(" / ".join("-" if v is None else f"{v:g}" for v in qv) for qv in per.values()) + " |")
-    lines += ["", "Codec family per class: " + "; ".join(
-        f"{c}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for c, d in s["codec_by_class"].items()), ""]
+        lines.append(
+            f"| {feat} | "
+            + " | ".join(" / ".join("-" if v is None else f"{v:g}" for v in qv) for qv in per.values())
+            + " |"
+        )
+    lines += [
+        "",
+        "Codec family per class: "
+        + "; ".join(f"{c}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for c, d in s["codec_by_class"].items()),
+        "",
+    ]
     return lines

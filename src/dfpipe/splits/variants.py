@@ -10,7 +10,7 @@ the params:
    frame is its own unit (variant 3 of the notes on purpose: frames of one video land on both
    sides). Still images keep their group unit at both levels, so a frame-level variant and a
    group-level one with the same still-image counts hold the same still items in the same splits
-   and differ only in how video frames are assigned (the leak measurement of issue 12 needs this).
+   and differ only in how video frames are assigned (leak measure (b), v3 vs v3_group, needs this).
 2. pool: a unit is in the eval pool when ``unit_hash(salt, "split", unit) < eval_fraction``
    (or, for groups listed in the official FF++ split files, when the official split says ``test``).
    Celeb-DF v2's official test list (``split.celebdf_test_list``) is honoured like FF++'s test
@@ -39,8 +39,9 @@ reviewer can pull one variant alone, and writes ``<out_dir>/<name>/summary.json`
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, Mapping, Optional
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,6 @@ from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from dfpipe.core.config import Config, ConfigError, RepoPath, SafeName, safe_name
-
 from dfpipe.core.io import resolve_inside, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
@@ -62,29 +62,29 @@ SHARD_PATTERNS = ("images-*.npy", "masks-*.npy")
 class SplitConfig(Config):
     """``params.yaml`` ``split:`` settings shared by all variants."""
 
-    salt: str = Field(min_length=1)           # changing it reshuffles every split
-    scale: float = Field(gt=0)                # counts = round_half_up(notes' count * scale)
-    val_fraction: float = Field(ge=0, lt=1)   # share of train units held out for model selection
-    on_shortfall: Literal["error", "cap"]     # too few items for a requested count
-    ffpp_official: Optional[RepoPath]         # dir with official {train,val,test}.json, or null
-    faces_dir: RepoPath                       # preprocess outputs: <faces_dir>/<source>/
-    out_dir: RepoPath                         # variant outputs: <out_dir>/<name>/
+    salt: str = Field(min_length=1)  # changing it reshuffles every split
+    scale: float = Field(gt=0)  # counts = round_half_up(notes' count * scale)
+    val_fraction: float = Field(ge=0, lt=1)  # share of train units held out for model selection
+    on_shortfall: Literal["error", "cap"]  # too few items for a requested count
+    ffpp_official: RepoPath | None  # dir with official {train,val,test}.json, or null
+    faces_dir: RepoPath  # preprocess outputs: <faces_dir>/<source>/
+    out_dir: RepoPath  # variant outputs: <out_dir>/<name>/
     shard_size: int = Field(ge=1)
-    bridging: Literal["drop", "target"]       # face swaps whose source identity is on the other side
+    bridging: Literal["drop", "target"]  # face swaps whose source identity is on the other side
     # Celeb-DF v2's List_of_testing_videos.txt: its videos never go to train/val; null only when no
     # split variant draws on Celeb-DF (such a variant is refused without it)
-    celebdf_test_list: Optional[RepoPath] = None
+    celebdf_test_list: RepoPath | None = None
 
 
 class VariantConfig(Config):
     """One dataset variant (``params.yaml`` ``variants.<name>``)."""
 
     description: str
-    level: Literal["group", "frame"]          # video frames' split unit: their group, or each frame (leaks)
-    leak_free: bool                           # audit fails the stage on any group/video/exact leak
-    shortcut_free: bool                       # audit fails the stage when a nuisance probe beats
-                                              # audit.shortcut_max_auc (dfpipe.splits.shortcut)
-    masks: bool                               # write mask shards (zeros where has_mask is false)
+    level: Literal["group", "frame"]  # video frames' split unit: their group, or each frame (leaks)
+    leak_free: bool  # audit fails the stage on any group/video/exact leak
+    shortcut_free: bool  # audit fails the stage when a nuisance probe beats
+    # audit.shortcut_max_auc (dfpipe.splits.shortcut)
+    masks: bool  # write mask shards (zeros where has_mask is false)
     eval_fraction: float = Field(gt=0, lt=1)  # hash threshold of the eval pool
     train: dict[SafeName, Annotated[int, Field(ge=0)]]  # notes' train (+val) count per source, before scale
     # notes' eval count per source, before scale; -1 (test_set only) = every item of the source
@@ -94,7 +94,7 @@ class VariantConfig(Config):
     role: Literal["split", "test_set"] = "split"
 
     @model_validator(mode="after")
-    def _consistent(self) -> "VariantConfig":
+    def _consistent(self) -> VariantConfig:
         if self.level == "frame" and self.leak_free:
             raise ValueError("level 'frame' puts frames of one video on both sides; it cannot be leak_free")
         if not self.train and not self.eval:
@@ -135,8 +135,10 @@ def load_faces(faces_dir: Path, sources: list[str]) -> pd.DataFrame:
             raise ValueError(f"{path}: labels {bad_label} not in {sorted(LABELS)}")
         no_mask = df["has_mask"].astype(bool) & (df["mask_shard"] == "")
         if no_mask.any():
-            raise ValueError(f"{path}: {int(no_mask.sum())} rows have has_mask but no mask_shard, "
-                             f"e.g. {df.loc[no_mask, 'id'].iloc[0]!r}")
+            raise ValueError(
+                f"{path}: {int(no_mask.sum())} rows have has_mask but no mask_shard, "
+                f"e.g. {df.loc[no_mask, 'id'].iloc[0]!r}"
+            )
         frames.append(df[list(FACE_SCHEMA.names)])
     faces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FACE_SCHEMA.names)
     dup = faces["id"].duplicated(keep=False)
@@ -187,15 +189,19 @@ def select_variant(
     celebdf = is_celebdf(faces["group_keys"].tolist())
     if celebdf.any() and cfg.role == "split" and test_list is None:
         sources = sorted(set(faces.loc[celebdf, "source"]))
-        raise ConfigError(f"split.celebdf_test_list: variant {name!r} draws on Celeb-DF (sources {sources}) but no "
-                          "official test list is set; name Celeb-DF v2's List_of_testing_videos.txt so that its "
-                          "test videos stay out of train and val")
+        raise ConfigError(
+            f"split.celebdf_test_list: variant {name!r} draws on Celeb-DF (sources {sources}) but no "
+            "official test list is set; name Celeb-DF v2's List_of_testing_videos.txt so that its "
+            "test videos stay out of train and val"
+        )
     listed = celebdf_listed(faces["path"].tolist(), faces["group_keys"].tolist(), test_list)
     by_list = pd.Series(units).isin(set(unit_arr[listed])).to_numpy()
     clash = by_list & by_official & ~pool_eval
     if clash.any():
-        raise SplitError(f"variant {name!r}: unit {units[int(np.flatnonzero(clash)[0])]!r} holds a video of Celeb-DF's "
-                         "official test list and a video of the official FF++ train/val split")
+        raise SplitError(
+            f"variant {name!r}: unit {units[int(np.flatnonzero(clash)[0])]!r} holds a video of Celeb-DF's "
+            "official test list and a video of the official FF++ train/val split"
+        )
     pool_eval = pool_eval | by_list
     bridging = np.zeros(len(faces), dtype=bool)
     if cfg.level == "group" and cfg.role == "split":
@@ -216,16 +222,18 @@ def select_variant(
             # hash order, ties (never in practice) broken by id: no listing order anywhere
             cand = cand[np.lexsort((np.asarray(ids, dtype=object)[cand], order_key[cand]))]
             if len(cand) < want:
-                msg = (f"variant {name!r}: {part} pool of source {source!r} has {len(cand)} items, "
-                       f"{want} requested (notes' {counts[source]} x scale {split.scale})")
+                msg = (
+                    f"variant {name!r}: {part} pool of source {source!r} has {len(cand)} items, "
+                    f"{want} requested (notes' {counts[source]} x scale {split.scale})"
+                )
                 if split.on_shortfall == "error":
                     raise SplitError(msg + "; add data, lower split.scale or set split.on_shortfall: cap")
                 capped.append({"split": part, "source": source, "requested": want, "available": int(len(cand))})
             chosen.append(cand[:want])
     idx = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     rows = faces.iloc[idx].copy()
-    part = np.where(pool_eval[idx], "eval", np.where(to_val[idx], "val", "train"))
-    rows["split"] = part
+    split_of_row = np.where(pool_eval[idx], "eval", np.where(to_val[idx], "val", "train"))
+    rows["split"] = split_of_row
     rows["split_group"] = unit_arr[idx]
     rows = rows.sort_values("id", kind="stable").reset_index(drop=True)
     summary = _summary(name, cfg, split, rows, requested, capped, int(by_official[idx].sum()))
@@ -244,8 +252,14 @@ def select_variant(
     return rows, summary
 
 
-def _bridging(faces: pd.DataFrame, units: list[str], pool_eval: np.ndarray, cfg: VariantConfig,
-              split: SplitConfig, official: Mapping[str, str] | None) -> np.ndarray:
+def _bridging(
+    faces: pd.DataFrame,
+    units: list[str],
+    pool_eval: np.ndarray,
+    cfg: VariantConfig,
+    split: SplitConfig,
+    official: Mapping[str, str] | None,
+) -> np.ndarray:
     """``(N,)`` bool: face swaps whose source identity lies on the other side of train/eval.
 
     The source identity's side is that of the group holding its key when an item of the variant
@@ -330,8 +344,10 @@ def materialise_split(
             if shape is None:
                 shape = img.shape
             elif img.shape != shape:
-                raise ValueError(f"{faces_dir / row.source / row.shard}: item {row.id!r} has crop shape "
-                                 f"{img.shape}, others {shape}; all sources of a variant need one crop size")
+                raise ValueError(
+                    f"{faces_dir / row.source / row.shard}: item {row.id!r} has crop shape "
+                    f"{img.shape}, others {shape}; all sources of a variant need one crop size"
+                )
             name, off = img_w.add(img)
             shard_names.append(name)
             offsets.append(off)
@@ -339,8 +355,10 @@ def materialise_split(
                 if row.has_mask:
                     mask = reader.get(row.mask_shard, row.offset)
                     if mask.shape != img.shape[:2]:
-                        raise ValueError(f"{faces_dir / row.source / row.mask_shard}: mask of {row.id!r} has shape "
-                                         f"{mask.shape}, its crop {img.shape}")
+                        raise ValueError(
+                            f"{faces_dir / row.source / row.mask_shard}: mask of {row.id!r} has shape "
+                            f"{mask.shape}, its crop {img.shape}"
+                        )
                 else:
                     mask = np.zeros(img.shape[:2], dtype=np.uint8)
                 mask_names.append(mask_w.add(mask)[0])
@@ -364,7 +382,8 @@ def build_variant(name: str, cfg: VariantConfig, split: SplitConfig) -> dict:
     rows, summary = select_variant(faces, name, cfg, split, official, test_list)
     out = resolve_inside(split.out_dir, name)
     for s in SPLITS:
-        materialise_split(rows[rows["split"] == s], split.faces_dir, out / s, cfg.masks,
-                          split.shard_size, desc=f"{name}/{s}")
+        materialise_split(
+            rows[rows["split"] == s], split.faces_dir, out / s, cfg.masks, split.shard_size, desc=f"{name}/{s}"
+        )
     write_json(out / "summary.json", summary)
     return summary

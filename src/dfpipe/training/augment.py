@@ -11,7 +11,7 @@ Never applied to val/eval.
 from __future__ import annotations
 
 import io
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def blur_jpeg(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-AUGMENT_PRESETS: dict[str, Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]]] = {
+AUGMENT_PRESETS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None] = {
     "none": None,
     "blur_jpeg": blur_jpeg,
 }

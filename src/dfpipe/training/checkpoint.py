@@ -1,6 +1,6 @@
 """Checkpoint files: the tracked ``seed<s>.pt`` (weights + config) and the untracked resume state.
 
-Contracts (C1)
+Contracts (``train@`` writes these files, ``evaluate@`` and a resumed ``train@`` read them)
 - ``models/<run>/seed<s>.pt`` = exactly ``{"model": state_dict, "config": <RunConfig as a plain
   dict>}``; it loads with ``torch.load(weights_only=True)`` and needs no other file: input
   normalisation statistics (spectrum inputs) are buffers of the state dict.
@@ -42,8 +42,9 @@ def checkpoint_path(models_dir: str | Path, run: str, seed: int) -> Path:
     return Path(models_dir) / run / f"seed{seed}.pt"
 
 
-def save_model(path: str | Path, model: nn.Module, run_cfg: RunConfig,
-               state_dict: dict[str, torch.Tensor] | None = None) -> None:
+def save_model(
+    path: str | Path, model: nn.Module, run_cfg: RunConfig, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write ``{"model": state_dict, "config": run config dict}`` (``state_dict`` defaults to the model's)."""
     state = model.state_dict() if state_dict is None else state_dict
     write_torch(path, {"model": {k: v.detach().cpu() for k, v in state.items()}, "config": to_dict(run_cfg)})

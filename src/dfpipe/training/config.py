@@ -21,7 +21,7 @@ from dfpipe.training.losses import LossConfig
 class RunConfig(Config):
     """One training run (``runs.<run>`` merged over ``run_defaults``). ``lr`` and ``batch_size`` are the notes' values.
 
-    ``seeds``: every seed is trained in the same stage (``models/<run>/seed<s>.pt``, C1); a seed fixes
+    ``seeds``: every seed is trained in the same stage (one ``models/<run>/seed<s>.pt`` each); a seed fixes
     initialisation, loader order, flips and dropout. ``warmup_epochs``: linear warm-up from 0 over
     that many epochs (fractions allowed), then the ``schedule`` (``cosine`` to 0 at the end,
     ``step``: times ``gamma`` every ``step_size`` epochs, ``none``: constant).
@@ -58,7 +58,7 @@ class RunConfig(Config):
     augment: Literal["none", "blur_jpeg"]  # train-split preset of dfpipe.training.augment
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "RunConfig":
+    def _cross_checks(self) -> RunConfig:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
@@ -83,7 +83,8 @@ class TrainConfig(Config):
     ``threads`` > 0 sets ``torch.set_num_threads`` (0: torch's default). ``deterministic`` turns on
     ``torch.use_deterministic_algorithms`` (warn-only for ops without a deterministic kernel).
     ``scratch_dir``: resume state of unfinished seeds; ``log_dir``: timing logs (both git- and
-    DVC-ignored, never DVC outputs). ``pretrained_dir``: ``<key>.pt`` files named by ``init`` (written by pretrained@<key>).
+    DVC-ignored, never DVC outputs). ``pretrained_dir``: ``<key>.pt`` files named by ``init``
+    (written by pretrained@<key>).
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -94,8 +95,8 @@ class TrainConfig(Config):
     threads: int = Field(0, ge=0)
     log_every: int = Field(50, ge=0)
     progress: bool = True
-    gpus: int = Field(1, ge=1)        # processes per node (one per GPU; gloo processes on CPU); > 1: torchrun
-    nodes: int = Field(1, ge=1)       # machines; > 1 needs rdzv_endpoint (dfpipe.training.launch)
+    gpus: int = Field(1, ge=1)  # processes per node (one per GPU; gloo processes on CPU); > 1: torchrun
+    nodes: int = Field(1, ge=1)  # machines; > 1 needs rdzv_endpoint (dfpipe.training.launch)
     rdzv_endpoint: str | None = None  # "host:port" of the c10d rendezvous for nodes > 1
     variants_dir: RepoPath = Path("data/variants")
     spectra_dir: RepoPath = Path("data/spectra")
@@ -107,7 +108,7 @@ class TrainConfig(Config):
     pretrained_dir: RepoPath = Path("models/pretrained")
 
     @model_validator(mode="after")
-    def _rendezvous(self) -> "TrainConfig":
+    def _rendezvous(self) -> TrainConfig:
         if self.nodes > 1 and not self.rdzv_endpoint:
             raise ValueError("nodes > 1 needs rdzv_endpoint (host:port reachable by every node)")
         return self
@@ -121,6 +122,8 @@ def load_runs(params: dict) -> tuple[TrainConfig, dict[str, RunConfig]]:
     train_cfg = build(TrainConfig, params["train"], where="train")
     if not isinstance(params["runs"], dict):
         raise ConfigError("runs: expected a mapping of run name -> run config")
-    runs = {name: build(RunConfig, merged_entry(params, "runs", name), where=f"runs.{name}")
-            for name in sorted(params["runs"])}
+    runs = {
+        name: build(RunConfig, merged_entry(params, "runs", name), where=f"runs.{name}")
+        for name in sorted(params["runs"])
+    }
     return train_cfg, runs

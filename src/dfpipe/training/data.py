@@ -14,9 +14,10 @@ in this process (resume) or on any global RNG, which is what makes "1 epoch + re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +27,6 @@ from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, is_fake, read_table
 from dfpipe.core.parallel import thread_map
 from dfpipe.core.seeding import mix_seed
 from dfpipe.core.shards import ShardReader
-
 
 
 def binary_labels(labels: np.ndarray) -> np.ndarray:
@@ -50,8 +50,9 @@ class VariantDataset(Dataset):
     mask flag without a mask shard; missing files raise ``FileNotFoundError`` naming the path.
     """
 
-    def __init__(self, variant_dir: str | Path, split: str, num_classes: int = 3,
-                 with_masks: bool = False):
+    is_image: ClassVar[bool]  # True; assigned below FeatureDataset, which overrides it
+
+    def __init__(self, variant_dir: str | Path, split: str, num_classes: int = 3, with_masks: bool = False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if num_classes not in (2, 3):
@@ -71,8 +72,10 @@ class VariantDataset(Dataset):
         has_mask = df["has_mask"].to_numpy(bool)
         no_shard = has_mask & (df["mask_shard"].to_numpy(object) == "")
         if no_shard.any():
-            raise ValueError(f"{self.manifest_path}: {int(no_shard.sum())} rows have has_mask but no "
-                             f"mask_shard (first: {df['id'].iloc[int(np.flatnonzero(no_shard)[0])]})")
+            raise ValueError(
+                f"{self.manifest_path}: {int(no_shard.sum())} rows have has_mask but no "
+                f"mask_shard (first: {df['id'].iloc[int(np.flatnonzero(no_shard)[0])]})"
+            )
         self.split = split
         self.num_classes = num_classes
         self.with_masks = with_masks
@@ -102,8 +105,10 @@ class VariantDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image = self.reader.get(self._shard[i], self._offset[i])
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"{self.root / self._shard[i]}[{self._offset[i]}]: expected uint8 (S,S,3), "
-                             f"got {image.dtype} {image.shape}")
+            raise ValueError(
+                f"{self.root / self._shard[i]}[{self._offset[i]}]: expected uint8 (S,S,3), "
+                f"got {image.dtype} {image.shape}"
+            )
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "label": torch.tensor(self.labels[i], dtype=torch.int64),
@@ -125,8 +130,10 @@ class VariantDataset(Dataset):
             return np.zeros(size, np.uint8), 0.0
         mask = self.reader.get(self._mask_shard[i], self._offset[i])
         if mask.shape != size:
-            raise ValueError(f"{self.root / self._mask_shard[i]}[{self._offset[i]}]: mask shape "
-                             f"{mask.shape} differs from image {size}")
+            raise ValueError(
+                f"{self.root / self._mask_shard[i]}[{self._offset[i]}]: mask shape "
+                f"{mask.shape} differs from image {size}"
+            )
         return (mask > 127).astype(np.uint8), 1.0
 
     def get_batch(self, rows: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
@@ -140,8 +147,9 @@ class VariantDataset(Dataset):
         rows = np.asarray(rows, dtype=np.int64)
         first = self.reader.shard(self._shard[rows[0]])
         if first.ndim != 4 or first.shape[3] != 3 or first.dtype != np.uint8:
-            raise ValueError(f"{self.root / self._shard[rows[0]]}: expected uint8 (N,S,S,3) shards, "
-                             f"got {first.dtype} {first.shape}")
+            raise ValueError(
+                f"{self.root / self._shard[rows[0]]}: expected uint8 (N,S,S,3) shards, got {first.dtype} {first.shape}"
+            )
         size = first.shape[1:3]
         images = torch.empty((len(rows),) + first.shape[1:], dtype=torch.uint8, pin_memory=pin)
         self.reader.gather(self._shard[rows], self._offset[rows], out=images.numpy())
@@ -183,8 +191,9 @@ class EpochSampler(Sampler[int]):
     :meth:`set_epoch` before each epoch.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool, weights: np.ndarray | None = None,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, n: int, seed: int, shuffle: bool, weights: np.ndarray | None = None, rank: int = 0, world_size: int = 1
+    ):
         if weights is not None and len(weights) != n:
             raise ValueError(f"weights has {len(weights)} entries for {n} items")
         self.n, self.seed, self.shuffle = n, seed, shuffle
@@ -207,7 +216,7 @@ class EpochSampler(Sampler[int]):
         order = self._order()
         if self.world_size > 1:
             total = len(self) * self.world_size
-            order = torch.cat([order, order[: total - self.n]])[self.rank: total: self.world_size]
+            order = torch.cat([order, order[: total - self.n]])[self.rank : total : self.world_size]
         return iter(order.tolist())
 
     def __len__(self) -> int:
@@ -230,8 +239,15 @@ class BatchLoader:
     ``batch_size``, ``len()``, iteration.
     """
 
-    def __init__(self, dataset: VariantDataset, batch_size: int, sampler: EpochSampler, drop_last: bool,
-                 num_workers: int = 0, pin_memory: bool = False):
+    def __init__(
+        self,
+        dataset: VariantDataset,
+        batch_size: int,
+        sampler: EpochSampler,
+        drop_last: bool,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
@@ -244,17 +260,26 @@ class BatchLoader:
 
     def _batches(self) -> list[np.ndarray]:
         order = np.fromiter(iter(self.sampler), dtype=np.int64)
-        return [order[i * self.batch_size: (i + 1) * self.batch_size] for i in range(len(self))]
+        return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.num_workers > 0 and self._pool is None:
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="dfpipe-loader")
-        yield from thread_map(lambda rows: self.dataset.get_batch(rows, self.pin_memory), self._batches(),
-                              self.num_workers, self._pool)
+        yield from thread_map(
+            lambda rows: self.dataset.get_batch(rows, self.pin_memory), self._batches(), self.num_workers, self._pool
+        )
 
 
-def make_loader(dataset: VariantDataset, batch_size: int, train: bool, num_workers: int, seed: int,
-                balance: bool = False, rank: int = 0, world_size: int = 1) -> BatchLoader:
+def make_loader(
+    dataset: VariantDataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int,
+    seed: int,
+    balance: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> BatchLoader:
     """:class:`BatchLoader` of uint8 batches: ``image (B,3,S,S)``, ``label (B,)``, ``index (B,)`` [, masks].
 
     ``train``: seeded shuffle (class-balanced with ``balance``) and ``drop_last`` (a last batch of
@@ -265,8 +290,7 @@ def make_loader(dataset: VariantDataset, batch_size: int, train: bool, num_worke
     if balance and not train:
         raise ValueError("balance applies to the training loader only")
     weights = balance_weights(dataset.labels, dataset.num_classes) if balance else None
-    sampler = EpochSampler(len(dataset), seed, shuffle=train, weights=weights, rank=rank,
-                           world_size=world_size)
+    sampler = EpochSampler(len(dataset), seed, shuffle=train, weights=weights, rank=rank, world_size=world_size)
     drop_last = train and len(sampler) > batch_size
     return BatchLoader(dataset, batch_size, sampler, drop_last, num_workers, torch.cuda.is_available())
 
@@ -291,24 +315,33 @@ class FeatureDataset(VariantDataset):
         self.cache.check_aligned(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": torch.from_numpy(np.array(self.cache.get(i))),
-                "label": torch.tensor(self.labels[i], dtype=torch.int64),
-                "index": torch.tensor(i, dtype=torch.int64)}
+        return {
+            "image": torch.from_numpy(np.array(self.cache.get(i))),
+            "label": torch.tensor(self.labels[i], dtype=torch.int64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
 
     def get_batch(self, rows: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
         """Items ``rows`` as one batch for :class:`BatchLoader`: float16 features stacked."""
         rows = np.asarray(rows, dtype=np.int64)
         feats = torch.from_numpy(np.stack([np.asarray(self.cache.get(int(i))) for i in rows]))
-        return {"image": feats.pin_memory() if pin else feats,
-                "label": torch.from_numpy(self.labels[rows]),
-                "index": torch.from_numpy(rows.copy())}
+        return {
+            "image": feats.pin_memory() if pin else feats,
+            "label": torch.from_numpy(self.labels[rows]),
+            "index": torch.from_numpy(rows.copy()),
+        }
 
 
 VariantDataset.is_image = True
 
 
-def open_split(variant_dir: str | Path, split: str, model_cfg, features_variant_dir: str | Path | None = None,
-               with_masks: bool = False) -> VariantDataset:
+def open_split(
+    variant_dir: str | Path,
+    split: str,
+    model_cfg,
+    features_variant_dir: str | Path | None = None,
+    with_masks: bool = False,
+) -> VariantDataset:
     """The dataset a model reads: the variant's image crops, or -- for ``model.input`` clip / lgrad --
     its features@ cache ``features_variant_dir`` (= ``<features_dir>/<input>/<variant>``)."""
     from dfpipe.features.encoders import FEATURE_INPUTS
@@ -319,6 +352,8 @@ def open_split(variant_dir: str | Path, split: str, model_cfg, features_variant_
         raise ValueError(f"input {model_cfg.input!r} (cached features) has no masks")
     cache = None if features_variant_dir is None else Path(features_variant_dir) / split
     if cache is None or not (cache / "index.json").is_file():
-        raise FileNotFoundError(f"{cache}: no {model_cfg.input} feature cache for this variant "
-                                f"(add it to features.caches and run features@)")
+        raise FileNotFoundError(
+            f"{cache}: no {model_cfg.input} feature cache for this variant "
+            f"(add it to features.caches and run features@)"
+        )
     return FeatureDataset(variant_dir, split, cache, model_cfg.num_classes)

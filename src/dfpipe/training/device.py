@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 import torch
+
+if TYPE_CHECKING:
+    from dfpipe.training.engine import Amp
 
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:
@@ -19,6 +24,6 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
+def resolve_amp(amp: Literal["auto", "off", "bf16", "fp16"], device: torch.device) -> Amp:
     """``auto`` -> ``bf16`` on CUDA, ``off`` elsewhere; other values unchanged."""
     return ("bf16" if device.type == "cuda" else "off") if amp == "auto" else amp

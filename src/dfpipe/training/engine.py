@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from typing import Callable, Iterable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +21,18 @@ from tqdm import tqdm
 from dfpipe.core.seeding import mix_seed
 from dfpipe.scoring.metrics import macro_f1
 
+if TYPE_CHECKING:
+    from dfpipe.training.data import BatchLoader
+
 Amp = Literal["off", "bf16", "fp16"]
+
+
+class SizedBatches(Protocol):
+    """What the training loop needs of a loader: its batch count and the batches."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 def autocast(device: torch.device, amp: Amp):
@@ -32,8 +44,9 @@ def autocast(device: torch.device, amp: Amp):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
-              ) -> dict[str, torch.Tensor]:
+def to_device(
+    batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
+) -> dict[str, torch.Tensor]:
     """Copy a batch to ``device``; a uint8 ``image`` becomes float ``(B,3,S,S)`` in [0, 1], cached
     features (float16, :class:`dfpipe.training.data.FeatureDataset`) become float32 unscaled."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -82,7 +95,7 @@ class Meter:
 
 def train_one_epoch(
     model: nn.Module,
-    loader: Iterable,
+    loader: SizedBatches,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -91,15 +104,15 @@ def train_one_epoch(
     *,
     epoch: int = 0,
     seed: int = 0,
-    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     max_steps: int = 0,
     flip: bool = True,
     channels_last: bool = False,
     grad_clip: float = 0.0,
     log_every: int = 0,
-    log_fn: Optional[Callable[[str], None]] = None,
+    log_fn: Callable[[str], None] | None = None,
     progress: bool = True,
-    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train for one epoch (or ``max_steps`` batches when > 0); the scheduler steps per batch.
 
@@ -142,8 +155,9 @@ def train_one_epoch(
         with autocast(device, amp):
             outputs = model(batch["image"])
         loss, parts = loss_fn(outputs, batch)  # losses in float32, outside autocast
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
-                                torch.full_like(first_bad, steps), first_bad)
+        first_bad = torch.where(
+            (first_bad < 0) & ~torch.isfinite(loss.detach()), torch.full_like(first_bad, steps), first_bad
+        )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip > 0:
@@ -164,22 +178,35 @@ def train_one_epoch(
         if log_every > 0 and steps % log_every == 0:
             check()
             if log_fn is not None:
-                log_fn(f"epoch {epoch} step {steps}/{n_batches} loss {loss.item():.4f} "
-                       f"lr {optimizer.param_groups[0]['lr']:.3g} {meter.img_per_s:.1f} img/s")
+                log_fn(
+                    f"epoch {epoch} step {steps}/{n_batches} loss {loss.item():.4f} "
+                    f"lr {optimizer.param_groups[0]['lr']:.3g} {meter.img_per_s:.1f} img/s"
+                )
         t_wait = time.perf_counter()
     bar.close()
     if steps == 0:
         raise ValueError("the training loader produced no batch (fewer items than batch_size?)")
     check()  # reads the device: also waits for the queued steps, so img/s is wall time
     out = {k: float(v) / meter.images for k, v in sums.items()}
-    out.update(acc=int(correct) / meter.images, img_per_s=meter.img_per_s,
-               data_wait=meter.wait / max(meter.elapsed, 1e-9), steps=steps, images=meter.images)
+    out.update(
+        acc=int(correct) / meter.images,
+        img_per_s=meter.img_per_s,
+        data_wait=meter.wait / max(meter.elapsed, 1e-9),
+        steps=steps,
+        images=meter.images,
+    )
     return out
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: Iterable, device: torch.device, amp: Amp = "off",
-                   num_batches: int = 0, channels_last: bool = False) -> int:
+def recalibrate_bn(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    amp: Amp = "off",
+    num_batches: int = 0,
+    channels_last: bool = False,
+) -> int:
     """Re-estimate BatchNorm running statistics on ``num_batches`` training batches ("precise BN").
 
     BatchNorm's running mean/var are an exponential average (momentum 0.1) of the statistics of
@@ -213,8 +240,14 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, device: torch.device, amp
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: Amp = "off",
-            channels_last: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
+def predict(
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    amp: Amp = "off",
+    channels_last: bool = False,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """Class probabilities for every item the loader yields (in loader order).
 
     Returns ``index (N,) int64`` (dataset rows), ``ids (N,) object`` (manifest ids), ``labels (N,)
@@ -246,12 +279,21 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: Amp =
     return out
 
 
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: Amp = "off",
-             channels_last: bool = False, progress: bool = True) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    amp: Amp = "off",
+    channels_last: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
     """``macro_f1``, ``acc`` and mean ``nll`` (cross-entropy of the predicted probabilities)."""
     pred = predict(model, loader, device, amp, channels_last, progress)
     y, p = pred["labels"], pred["probs"]
     k = p.shape[1]
     nll = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
-    return {"macro_f1": macro_f1(y, p.argmax(1), k), "acc": float(np.mean(p.argmax(1) == y)),
-            "nll": nll if math.isfinite(nll) else float("nan")}
+    return {
+        "macro_f1": macro_f1(y, p.argmax(1), k),
+        "acc": float(np.mean(p.argmax(1) == y)),
+        "nll": nll if math.isfinite(nll) else float("nan"),
+    }

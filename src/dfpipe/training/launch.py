@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 
 def is_torchrun_worker() -> bool:
@@ -25,13 +25,13 @@ def is_torchrun_worker() -> bool:
     return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
 
 
-def torchrun_argv(gpus: int, nodes: int, rdzv_endpoint: Optional[str], run_id: str, script: str,
-                  args: Sequence[str]) -> list[str]:
+def torchrun_argv(
+    gpus: int, nodes: int, rdzv_endpoint: str | None, run_id: str, script: str, args: Sequence[str]
+) -> list[str]:
     """The command that runs ``script args`` on ``gpus`` processes on each of ``nodes`` nodes."""
     if gpus < 1 or nodes < 1:
         raise ValueError(f"gpus and nodes must be >= 1, got {gpus}, {nodes}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(gpus),
-           "--nnodes", str(nodes)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(gpus), "--nnodes", str(nodes)]
     if nodes == 1:
         cmd.append("--standalone")  # a private rendezvous on a free local port
     else:
@@ -41,8 +41,7 @@ def torchrun_argv(gpus: int, nodes: int, rdzv_endpoint: Optional[str], run_id: s
     return cmd + [script, *args]
 
 
-def relaunch(gpus: int, nodes: int, rdzv_endpoint: Optional[str], run_id: str,
-             argv: Optional[Sequence[str]] = None) -> None:
+def relaunch(gpus: int, nodes: int, rdzv_endpoint: str | None, run_id: str, argv: Sequence[str] | None = None) -> None:
     """Exec this stage under torchrun when ``gpus * nodes > 1`` (and not already a worker);
     otherwise return and let the caller train in this process."""
     if gpus * nodes <= 1 or is_torchrun_worker():

@@ -8,7 +8,7 @@ the term entirely (it is neither computed nor logged).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -32,13 +32,13 @@ class LossConfig(Config):
     w_cls: float = Field(ge=0)
     w_bce: float = Field(ge=0)
     w_dice: float = Field(ge=0)
-    class_weights: Optional[tuple[Annotated[float, Field(gt=0)], ...]]
+    class_weights: tuple[Annotated[float, Field(gt=0)], ...] | None
     label_smoothing: float = Field(ge=0, lt=1)
     dice_eps: float = Field(gt=0)
     mask_on: Literal["edited", "all"]
 
     @model_validator(mode="after")
-    def _some_weight(self) -> "LossConfig":
+    def _some_weight(self) -> LossConfig:
         if self.w_cls == self.w_bce == self.w_dice == 0:
             raise ValueError("all loss weights are zero")
         return self
@@ -62,6 +62,8 @@ class DetectionLoss(nn.Module):
     ``parts`` holds the detached value of each active term (``cls``, ``bce``, ``dice``).
     """
 
+    class_weight: torch.Tensor | None  # registered buffer
+
     def __init__(self, cfg: LossConfig, num_classes: int):
         super().__init__()
         if cfg.class_weights is not None and len(cfg.class_weights) != num_classes:
@@ -70,24 +72,27 @@ class DetectionLoss(nn.Module):
         weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
         self.register_buffer("class_weight", weight, persistent=False)
 
-    def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         parts: dict[str, torch.Tensor] = {}
         total = outputs["logits"].new_zeros((), dtype=torch.float32)
         if cfg.w_cls > 0:
-            parts["cls"] = F.cross_entropy(outputs["logits"].float(), batch["label"],
-                                           weight=self.class_weight, label_smoothing=cfg.label_smoothing)
+            parts["cls"] = F.cross_entropy(
+                outputs["logits"].float(), batch["label"], weight=self.class_weight, label_smoothing=cfg.label_smoothing
+            )
             total = total + cfg.w_cls * parts["cls"]
         if cfg.uses_masks:
             if "mask" not in outputs:
                 raise ValueError("w_bce/w_dice > 0 but the model has no mask output (set model.seg_head)")
             if "mask" not in batch:
                 raise ValueError("w_bce/w_dice > 0 but the batch has no target masks")
-            logits = outputs["mask"].float()[:, 0]                                # (B,h,w)
-            target = F.interpolate(batch["mask"][:, None].float(), size=logits.shape[-2:],
-                                   mode="nearest")[:, 0]                           # (B,h,w)
-            weight = batch["mask_weight"].float()                                  # (B,)
+            logits = outputs["mask"].float()[:, 0]  # (B,h,w)
+            target = F.interpolate(batch["mask"][:, None].float(), size=logits.shape[-2:], mode="nearest")[
+                :, 0
+            ]  # (B,h,w)
+            weight = batch["mask_weight"].float()  # (B,)
             if cfg.mask_on == "edited":
                 weight = weight * (batch["label"] == EDITED).float()
             norm = weight.sum().clamp_min(1.0)

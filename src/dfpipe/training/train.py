@@ -1,6 +1,6 @@
 """Fit one named run (``runs.<run>`` in params.yaml) for each of its seeds: data, model, optimiser.
 
-Contracts (C1)
+Contracts (what ``train@<run>`` reads and writes)
 - Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.scoring.metrics.macro_f1`);
   the ``eval`` split is never opened here.
 - Gate: nothing is read or written unless ``<audit.out_dir>/<variant>/gate.json`` exists and its
@@ -32,7 +32,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ import torch.nn as nn
 
 from dfpipe.core.config import safe_name, to_dict
 from dfpipe.core.io import write_bytes, write_json
+from dfpipe.core.seeding import mix_seed
 from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
 from dfpipe.features.moments import load_stats, read_stats_meta
 from dfpipe.features.spectra import stats_path
@@ -49,9 +49,8 @@ from dfpipe.models.common import spectrum_transform
 from dfpipe.models.pretrained import weights_path
 from dfpipe.splits.gate import gate_path, require_gate
 from dfpipe.training import checkpoint as ckpt_io
-from dfpipe.training.config import RunConfig, TrainConfig, load_runs
-from dfpipe.core.seeding import mix_seed
 from dfpipe.training.augment import AUGMENT_PRESETS
+from dfpipe.training.config import RunConfig, TrainConfig, load_runs
 from dfpipe.training.data import make_loader, open_split
 from dfpipe.training.device import resolve_amp, select_device
 from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
@@ -59,7 +58,7 @@ from dfpipe.training.losses import build_loss
 
 __all__ = ["RunConfig", "TrainConfig", "RunPaths", "load_runs", "fit", "fit_seed", "CURVE_COLUMNS"]
 
-#: Columns of ``curves/seed<s>.tsv`` (C1): per epoch, no timings.
+#: Columns of ``curves/seed<s>.tsv``: per epoch, no timings.
 #: ``updates`` / ``images_seen``: optimizer steps and training images (all ranks) up to the end of
 #: the epoch, so that tables compare rows at equal training budgets.
 CURVE_COLUMNS = ("epoch", "train_loss", "val_macro_f1", "val_acc", "updates", "images_seen")
@@ -71,29 +70,39 @@ class RunPaths:
     """Where one run reads and writes (all relative to the repository root)."""
 
     variant_dir: Path
-    spectrum_stats: Optional[Path]  # stats_<input>.npz for dct/dft inputs, else None
-    out_dir: Path                   # seed<s>.pt
-    metrics_dir: Path               # metrics.json, curves/seed<s>.tsv
-    scratch_dir: Path               # <scratch_dir>/<config-hash>/seed<s>.pt (resume)
-    log_file: Path                  # timings (never tracked)
-    pretrained: Optional[Path]      # init weights file, or None for init: scratch
-    features: Optional[Path] = None  # features@ cache <features_dir>/<input>/<variant> (clip/lgrad inputs)
-    gate: Optional[Path] = None     # <audit.out_dir>/<variant>/gate.json; fit() refuses to start without it
+    spectrum_stats: Path | None  # stats_<input>.npz for dct/dft inputs, else None
+    out_dir: Path  # seed<s>.pt
+    metrics_dir: Path  # metrics.json, curves/seed<s>.tsv
+    scratch_dir: Path  # <scratch_dir>/<config-hash>/seed<s>.pt (resume)
+    log_file: Path  # timings (never tracked)
+    pretrained: Path | None  # init weights file, or None for init: scratch
+    features: Path | None = None  # features@ cache <features_dir>/<input>/<variant> (clip/lgrad inputs)
+    gate: Path | None = None  # <audit.out_dir>/<variant>/gate.json; fit() refuses to start without it
 
     @classmethod
-    def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, audit_dir: Path) -> "RunPaths":
+    def for_run(cls, run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, audit_dir: Path) -> RunPaths:
         """The run's paths; ``audit_dir`` is ``audit.out_dir``, where the variant's gate is."""
         safe_name(f"runs.{run_name}", run_name)  # it names the output folders
         stats = None
         if run_cfg.model.input in ("dct", "dft"):
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
         pretrained = weights_path(run_cfg.init, train_cfg.pretrained_dir)  # pretrained@<init> writes it
-        features = (cache_dir(train_cfg.features_dir, run_cfg.model.input, run_cfg.variant)
-                    if run_cfg.model.input in FEATURE_INPUTS else None)
-        return cls(train_cfg.variants_dir / run_cfg.variant, stats, train_cfg.models_dir / run_name,
-                   train_cfg.metrics_dir / run_name, train_cfg.scratch_dir / run_name,
-                   train_cfg.log_dir / "train" / f"{run_name}.log", pretrained, features,
-                   gate_path(audit_dir, run_cfg.variant))
+        features = (
+            cache_dir(train_cfg.features_dir, run_cfg.model.input, run_cfg.variant)
+            if run_cfg.model.input in FEATURE_INPUTS
+            else None
+        )
+        return cls(
+            train_cfg.variants_dir / run_cfg.variant,
+            stats,
+            train_cfg.models_dir / run_name,
+            train_cfg.metrics_dir / run_name,
+            train_cfg.scratch_dir / run_name,
+            train_cfg.log_dir / "train" / f"{run_name}.log",
+            pretrained,
+            features,
+            gate_path(audit_dir, run_cfg.variant),
+        )
 
     def resume_file(self, run_cfg: RunConfig, seed: int) -> Path:
         """``<scratch_dir>/<run>/<config-hash>/seed<seed>.pt``."""
@@ -103,7 +112,7 @@ class RunPaths:
 class _Logger:
     """stderr plus an appended log file (timings live here, never in tracked outputs)."""
 
-    def __init__(self, path: Optional[Path]):
+    def __init__(self, path: Path | None):
         self.path = path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +147,7 @@ def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
+    state: dict = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -173,8 +182,10 @@ def init_model(run_cfg: RunConfig, paths: RunPaths, seed: int, log=None) -> nn.M
     model = build_model(mc)
     if paths.pretrained is not None:
         if not paths.pretrained.is_file():
-            raise FileNotFoundError(f"{paths.pretrained}: pretrained weights for init {run_cfg.init!r} not found; "
-                                    f"list it in params.yaml pretrained.fetch and run `dvc repro pretrained@{run_cfg.init}`")
+            raise FileNotFoundError(
+                f"{paths.pretrained}: pretrained weights for init {run_cfg.init!r} not found; "
+                f"list it in params.yaml pretrained.fetch and run `dvc repro pretrained@{run_cfg.init}`"
+            )
         report = load_weights(model, paths.pretrained)
         if log is not None:
             log(f"init {run_cfg.init}: {report.total_loaded} tensors from {paths.pretrained}")
@@ -182,12 +193,15 @@ def init_model(run_cfg: RunConfig, paths: RunPaths, seed: int, log=None) -> nn.M
     if (transform is None) != (paths.spectrum_stats is None):
         raise ValueError(f"model input {mc.input!r} and statistics file {paths.spectrum_stats} disagree")
     if transform is not None:
+        assert paths.spectrum_stats is not None  # checked just above
         meta = read_stats_meta(paths.spectrum_stats)
         want = {"kind": mc.input, "color": mc.spectrum_color, "eps": mc.spectrum_eps}
         got = {k: meta[k] for k in want}
         if got != want:
-            raise ValueError(f"{paths.spectrum_stats}: statistics are for {got} but the model input is {want} "
-                             "(spectra stage settings and runs.<run>.model must agree)")
+            raise ValueError(
+                f"{paths.spectrum_stats}: statistics are for {got} but the model input is {want} "
+                "(spectra stage settings and runs.<run>.model must agree)"
+            )
         transform.set_stats(*load_stats(paths.spectrum_stats))
     return model
 
@@ -195,13 +209,19 @@ def init_model(run_cfg: RunConfig, paths: RunPaths, seed: int, log=None) -> nn.M
 def _write_curves(path: Path, history: list[dict]) -> None:
     lines = ["\t".join(CURVE_COLUMNS)]
     for row in history:
-        lines.append("\t".join(str(int(row[c])) if c in _INT_CURVE_COLUMNS else f"{row[c]:.6f}"
-                               for c in CURVE_COLUMNS))
+        lines.append("\t".join(str(int(row[c])) if c in _INT_CURVE_COLUMNS else f"{row[c]:.6f}" for c in CURVE_COLUMNS))
     write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
-def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPaths, seed: int,
-             stop_after: Optional[int] = None, log=None) -> dict:
+def fit_seed(
+    run_name: str,
+    run_cfg: RunConfig,
+    train_cfg: TrainConfig,
+    paths: RunPaths,
+    seed: int,
+    stop_after: int | None = None,
+    log=None,
+) -> dict:
     """Train one seed; return ``{"best_score", "best_epoch", "epochs_run", "history", "finished"}``.
 
     ``stop_after``: leave after that many completed epochs (as an interruption would; the next
@@ -218,10 +238,10 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
 
     train_ds = open_split(paths.variant_dir, "train", mc, paths.features, with_masks=run_cfg.loss.uses_masks)
     val_ds = open_split(paths.variant_dir, "val", mc, paths.features)
-    train_loader = make_loader(train_ds, run_cfg.batch_size // world_size, True, train_cfg.num_workers,
-                               seed, run_cfg.balance, rank, world_size)
-    val_loader = make_loader(val_ds, run_cfg.eval_batch_size or run_cfg.batch_size, False,
-                             train_cfg.num_workers, seed)
+    train_loader = make_loader(
+        train_ds, run_cfg.batch_size // world_size, True, train_cfg.num_workers, seed, run_cfg.balance, rank, world_size
+    )
+    val_loader = make_loader(val_ds, run_cfg.eval_batch_size or run_cfg.batch_size, False, train_cfg.num_workers, seed)
     steps_per_epoch = len(train_loader)
     if run_cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, run_cfg.max_steps_per_epoch)
@@ -252,20 +272,36 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
     if world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     if rank == 0:
-        log(f"{run_name} seed {seed}: {len(train_ds)} train / {len(val_ds)} val items of {paths.variant_dir}, "
+        log(
+            f"{run_name} seed {seed}: {len(train_ds)} train / {len(val_ds)} val items of {paths.variant_dir}, "
             f"{steps_per_epoch} steps/epoch, precise-BN {bn_batches} batches, device {device}, amp {amp}, "
-            f"world {world_size}, batch {run_cfg.batch_size // world_size} per rank")
+            f"world {world_size}, batch {run_cfg.batch_size // world_size} per rank"
+        )
 
     epochs_run = 0
     for epoch in range(start_epoch, run_cfg.epochs):
         train_loader.sampler.set_epoch(epoch)
         torch.manual_seed(mix_seed(seed, epoch, stream=2))  # dropout etc.: resume-proof
-        tr = train_one_epoch(net, train_loader, loss_fn, optimizer, scaler, device, amp, epoch=epoch,
-                             seed=seed, scheduler=scheduler, max_steps=steps_per_epoch,
-                             flip=run_cfg.flip, channels_last=train_cfg.channels_last,
-                             grad_clip=run_cfg.grad_clip, log_every=train_cfg.log_every,
-                             log_fn=log if rank == 0 else None, progress=train_cfg.progress and rank == 0,
-                             augment=AUGMENT_PRESETS[run_cfg.augment])
+        tr = train_one_epoch(
+            net,
+            train_loader,
+            loss_fn,
+            optimizer,
+            scaler,
+            device,
+            amp,
+            epoch=epoch,
+            seed=seed,
+            scheduler=scheduler,
+            max_steps=steps_per_epoch,
+            flip=run_cfg.flip,
+            channels_last=train_cfg.channels_last,
+            grad_clip=run_cfg.grad_clip,
+            log_every=train_cfg.log_every,
+            log_fn=log if rank == 0 else None,
+            progress=train_cfg.progress and rank == 0,
+            augment=AUGMENT_PRESETS[run_cfg.augment],
+        )
         epochs_run += 1
         recalibrate_bn(model, train_loader, device, amp, bn_batches, train_cfg.channels_last)
         if rank == 0:
@@ -275,18 +311,38 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
                 best_score, best_epoch = val["macro_f1"], epoch + 1
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             spent = history[-1] if history else {}
-            history.append({"epoch": epoch + 1, "train_loss": tr["loss"], "val_macro_f1": val["macro_f1"],
-                            "val_acc": val["acc"], "updates": spent.get("updates", 0) + tr["steps"],
-                            "images_seen": spent.get("images_seen", 0) + tr["images"] * world_size})
-            ckpt_io.save_resume(resume_file, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                "config": to_dict(run_cfg), "best_score": best_score, "best_epoch": best_epoch,
-                "best_model": best_state, "history": history, "rng": _rng_state()})
-            log(f"{run_name} seed {seed} epoch {epoch + 1}/{run_cfg.epochs}: loss {tr['loss']:.4f} "
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": tr["loss"],
+                    "val_macro_f1": val["macro_f1"],
+                    "val_acc": val["acc"],
+                    "updates": spent.get("updates", 0) + tr["steps"],
+                    "images_seen": spent.get("images_seen", 0) + tr["images"] * world_size,
+                }
+            )
+            ckpt_io.save_resume(
+                resume_file,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1,
+                    "config": to_dict(run_cfg),
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "best_model": best_state,
+                    "history": history,
+                    "rng": _rng_state(),
+                },
+            )
+            log(
+                f"{run_name} seed {seed} epoch {epoch + 1}/{run_cfg.epochs}: loss {tr['loss']:.4f} "
                 f"val macro-F1 {val['macro_f1']:.4f} acc {val['acc']:.4f} "
                 f"({tr['img_per_s']:.1f} img/s, data wait {100 * tr['data_wait']:.0f}%)"
-                + (" *best*" if improved else ""))
+                + (" *best*" if improved else "")
+            )
         if world_size > 1:
             dist.barrier()
         if stop_after is not None and epoch + 1 >= stop_after:
@@ -295,12 +351,18 @@ def fit_seed(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: R
     if rank == 0 and finished:
         ckpt_io.save_model(paths.out_dir / f"seed{seed}.pt", model, run_cfg, state_dict=best_state)
         _write_curves(paths.metrics_dir / "curves" / f"seed{seed}.tsv", history)
-    return {"best_score": best_score, "best_epoch": best_epoch, "epochs_run": epochs_run,
-            "history": history, "finished": finished}
+    return {
+        "best_score": best_score,
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "history": history,
+        "finished": finished,
+    }
 
 
-def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPaths,
-        stop_after: Optional[int] = None) -> dict[int, dict]:
+def fit(
+    run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPaths, stop_after: int | None = None
+) -> dict[int, dict]:
     """Train every seed of the run; write metrics.json when all are done; ``{seed: fit_seed result}``.
 
     Nothing starts unless ``paths.gate`` approves the variant as it is on disk
@@ -322,14 +384,21 @@ def fit(run_name: str, run_cfg: RunConfig, train_cfg: TrainConfig, paths: RunPat
         for old in sorted((paths.metrics_dir / "curves").glob("seed*.tsv")):
             if old.name not in {f"seed{s}.tsv" for s in run_cfg.seeds}:
                 old.unlink()
-        write_json(paths.metrics_dir / "metrics.json", {"seeds": {
-            str(s): {"best_val_macro_f1": r["best_score"], "best_epoch": r["best_epoch"]}
-            for s, r in results.items()}})
+        write_json(
+            paths.metrics_dir / "metrics.json",
+            {
+                "seeds": {
+                    str(s): {"best_val_macro_f1": r["best_score"], "best_epoch": r["best_epoch"]}
+                    for s, r in results.items()
+                }
+            },
+        )
         shutil.rmtree(paths.resume_file(run_cfg, 0).parent, ignore_errors=True)
         scores = [r["best_score"] for r in results.values()]
-        log(f"{run_name}: {len(scores)} seeds, val macro-F1 mean {np.mean(scores):.4f}, "
-            f"{time.perf_counter() - t0:.1f} s")
+        log(
+            f"{run_name}: {len(scores)} seeds, val macro-F1 mean {np.mean(scores):.4f}, "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
     if dist.is_initialized():
         dist.destroy_process_group()  # torchrun workers exit cleanly after the last seed
     return results
-

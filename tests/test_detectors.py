@@ -13,7 +13,7 @@ import torch
 
 from dfpipe.core.config import ConfigError, build, load_yaml
 from dfpipe.features import encoders as E
-from dfpipe.models import ModelConfig, build_model
+from dfpipe.models import build_model, model_config
 from dfpipe.training.augment import blur_jpeg
 from dfpipe.training.data import FeatureDataset, open_split
 from dfpipe.training.checkpoint import load_model
@@ -46,7 +46,7 @@ FEATURES = {
 ], ids=["cnndetection", "clip_probe", "lgrad", "lgrad_reduced"])
 def test_forward_backward_batch2(cfg, x):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**cfg)).train()
+    model = build_model(model_config(dict(**cfg))).train()
     logits = model(x)["logits"]
     assert logits.shape == (2, 2)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
@@ -57,12 +57,12 @@ def test_forward_backward_batch2(cfg, x):
 
 @pytest.mark.parametrize("cfg, message", [
     (dict(name="clip_probe", input="clip"), "feature_dim"),
-    (dict(name="clip_probe", feature_dim=8), "input 'raw'"),
-    (dict(name="cnndetection", input="clip"), "input 'clip'"),
+    (dict(name="clip_probe", input="raw", feature_dim=8), r"input: 'raw' is not one of \['clip'\]"),
+    (dict(name="cnndetection", input="clip"), r"input: 'clip' is not one of \['raw'\]"),
 ])
 def test_feature_models_need_their_input(cfg, message):
     with pytest.raises(ValueError, match=message):
-        ModelConfig(**cfg)
+        model_config(dict(**cfg))
 
 
 def test_blur_jpeg_is_seeded_and_changes_images():
@@ -148,7 +148,7 @@ def test_cache_must_match_manifest(cached, tmp_path):
     other = make_variant(tmp_path / "toy", per_class={"train": 5, "val": 3, "eval": 3})
     with pytest.raises(ValueError, match="rerun features@"):
         FeatureDataset(other, "train", root / "data/features/clip/toy/train", num_classes=2)
-    mc = ModelConfig(name="clip_probe", input="clip", num_classes=2, feature_dim=8)
+    mc = model_config(dict(name="clip_probe", input="clip", num_classes=2, feature_dim=8))
     with pytest.raises(FileNotFoundError, match="features@"):
         open_split(other, "train", mc, tmp_path / "nowhere")
 

@@ -247,7 +247,7 @@ def write_flags(path, man: pd.DataFrame, videos_in_train: set[str]) -> None:
 
 def test_run_evaluation_end_to_end(tmp_path):
     from dfpipe.core.config import to_dict
-    from dfpipe.models import ModelConfig, build_model
+    from dfpipe.models import build_model, model_config
     from dfpipe.training.train import RunConfig
 
     ev_man = make_manifest(n_images=9, frames=2)
@@ -307,7 +307,7 @@ def test_binary_run_records_a_threshold_chosen_on_the_train_variants_val(tmp_pat
     """A 2-class run's details.json holds, per seed, the balanced-accuracy threshold of its
     predictions on the *train* variant's val split (not on the eval data it is applied to)."""
     from dfpipe.core.config import to_dict
-    from dfpipe.models import ModelConfig, build_model
+    from dfpipe.models import build_model, model_config
     from dfpipe.training.data import make_loader, open_split
     from dfpipe.training.engine import predict
     from dfpipe.training.train import RunConfig

@@ -10,16 +10,15 @@ import io
 import pytest
 import torch
 
-from dfpipe.core.config import build
-from dfpipe.models.registry import ModelConfig, build_model, model_capabilities, registered_names
+from dfpipe.models.registry import ModelConfig, build_model, model_capabilities, model_config, registered_names
 
 IMAGE = 64  # small enough for CPU, large enough for Xception's stride-32 exit flow
 
 
 def _config(name: str, **over) -> ModelConfig:
     caps = model_capabilities(name)
-    data = {"name": name, "input": caps.inputs[0], "image_size": IMAGE, "mask_size": IMAGE, "num_classes": 3}
-    return build(ModelConfig, {**data, **dict(caps.example), **over}, where=f"model {name}")
+    data = {"name": name, "input": caps.inputs[0], "image_size": IMAGE, "num_classes": 3}
+    return model_config({**data, **dict(caps.example), **over}, where=f"model {name}")
 
 
 def _input(cfg: ModelConfig) -> torch.Tensor:
@@ -52,7 +51,8 @@ def test_every_registered_model_trains_and_round_trips(name):
     buf.seek(0)
     ckpt = torch.load(buf, weights_only=True)
     torch.manual_seed(1)  # other random weights: the state dict alone must restore the model
-    again = build_model(build(ModelConfig, ckpt["config"], where="checkpoint config"))
+    again = build_model(model_config(ckpt["config"], where="checkpoint config"))
+    assert type(again) is type(model)
     again.load_state_dict(ckpt["model"])
     assert sum(p.numel() for p in again.parameters()) == n_params
     model.eval(), again.eval()

@@ -13,7 +13,7 @@ import torchvision
 from timm.models.xception import Xception
 
 from dfpipe.core.config import ConfigError, build
-from dfpipe.models import ModelConfig, build_model, count_parameters, load_weights
+from dfpipe.models import build_model, count_parameters, load_weights, model_config
 from dfpipe.models.f3net import FAD, LFS, fad_band_masks, lfs_band_masks, lfs_output_size
 from dfpipe.models.npr import npr_residual
 from dfpipe.models.common import spectrum_transform
@@ -48,7 +48,7 @@ CASES = {
 
 def make(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(image_size=SIZE, **kw))
+    return build_model(model_config(dict(image_size=SIZE, **kw)))
 
 
 def batch(size: int = SIZE) -> torch.Tensor:
@@ -89,7 +89,7 @@ def test_spectral_input_resnet(kind, color):
     mean = rng.normal(size=(channels, SIZE, SIZE)).astype(np.float32)
     std = rng.uniform(0.5, 2.0, size=(channels, SIZE, SIZE)).astype(np.float32)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="resnet18", input=kind, spectrum_color=color, image_size=SIZE))
+    model = build_model(model_config(dict(name="resnet18", input=kind, spectrum_color=color, image_size=SIZE)))
     spectrum_transform(model).set_stats(mean, std)
     assert model.backbone.conv1.in_channels == channels
     check_forward_backward(model, batch(), 3, None)
@@ -98,13 +98,13 @@ def test_spectral_input_resnet(kind, color):
 
 
 def test_spectral_input_config_and_statistics_shape():
-    model = build_model(ModelConfig(name="xception", input="dct", spectrum_color="gray", spectrum_eps=1e-3,
-                                    image_size=SIZE))
+    model = build_model(model_config(dict(name="xception", input="dct", spectrum_color="gray", spectrum_eps=1e-3,
+                                    image_size=SIZE)))
     assert model.input.spectrum.eps == 1e-3 and model.input.channels == 1
     assert model(batch())["logits"].shape == (2, 3)
     with pytest.raises(ValueError, match="statistics must be"):
         spectrum_transform(model).set_stats(np.zeros((3, SIZE, SIZE)), np.ones((3, SIZE, SIZE)))
-    assert spectrum_transform(build_model(ModelConfig(name="resnet18", image_size=SIZE))) is None
+    assert spectrum_transform(build_model(model_config(dict(name="resnet18", image_size=SIZE)))) is None
 
 
 @pytest.mark.parametrize("name", ["resnet18", "xception", "f3net"])
@@ -240,7 +240,7 @@ def test_weights_roundtrip_checkpoint(tmp_path):
     src = make(name="f3net", f3net_mode="mix", seg_head=True, mask_size=32)
     torch.save({"model": src.state_dict(), "config": {}}, tmp_path / "ckpt.pt")
     torch.manual_seed(123)  # different init: the file must overwrite it
-    dst = build_model(ModelConfig(name="f3net", image_size=SIZE, seg_head=True, mask_size=32))
+    dst = build_model(model_config(dict(name="f3net", image_size=SIZE, seg_head=True, mask_size=32)))
     load_weights(dst, tmp_path / "ckpt.pt")
     sd = dst.state_dict()
     assert all(torch.equal(v, sd[k]) for k, v in src.state_dict().items())
@@ -288,28 +288,29 @@ def test_weights_mismatch_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"name": "vit"}, "unknown model name .vit.; registered"),
-        ({"name": "resnet18", "dropout": 0.1}, "unknown key"),
-        ({"image_size": 64}, "missing required key 'name'"),
-        ({"name": "resnet18", "num_classes": 1}, r"num_classes: must be >= 2"),
-        ({"name": "resnet18", "seg_head": True}, "seg_head"),
-        ({"name": "f3net", "f3net_mode": "both", "seg_head": True}, "seg_head"),
-        ({"name": "f3net", "input": "dct"}, "only for"),
-        ({"name": "npr", "reduced": True}, "reduced"),
+        ({"name": "vit"}, r"runs\.x\.model\.name: 'vit' is not one of \['clip_probe', 'cnndetection', "),
+        ({"name": "resnet18", "dropout": 0.1}, r"runs\.x\.model\.dropout: unknown key \(allowed: \['image_size', "),
+        ({"image_size": 64}, "runs.x.model: missing required key 'name'"),
+        ({"name": "resnet18", "num_classes": 1}, r"runs\.x\.model\.num_classes: must be >= 2"),
+        ({"name": "resnet18", "seg_head": True}, r"model\.seg_head: unknown key"),  # only f3net has a mask head
+        ({"name": "f3net", "f3net_mode": "both", "seg_head": True}, "seg_head .* needs f3net_mode: mix"),
+        ({"name": "f3net", "input": "dct"}, r"model\.input: 'dct' is not one of \['raw'\]"),
+        ({"name": "npr", "reduced": True}, r"model\.reduced: unknown key"),
         ({"name": "npr", "image_size": 65}, "even image_size"),
         ({"name": "xception", "image_size": 16}, r"image_size: must be >= 32"),
-        ({"name": "resnet18", "weights": "w.pt"}, "weights"),
+        ({"name": "resnet18", "weights": "w.pt"}, r"model\.weights: unknown key"),
         ({"name": "resnet18", "width": 1.5}, r"width: must be <= 1"),
-        ({"name": "npr", "width": 0.5}, "width applies"),
+        ({"name": "npr", "width": 0.5}, r"model\.width: unknown key"),
         ({"name": "resnet18", "input": "dct", "spectrum_color": "rgb"}, "spectrum_color"),
+        ({"name": "f3net", "spectrum_eps": 1e-3}, r"model\.spectrum_eps: unknown key"),  # f3net has no spectrum input
     ],
 )
 def test_bad_config_is_config_error(data, message):
     with pytest.raises(ConfigError, match=message):
-        build(ModelConfig, data, where="runs.x.model")
+        model_config(data, where="runs.x.model")
 
 
 def test_good_config_builds():
-    cfg = build(ModelConfig, {"name": "f3net", "f3net_mode": "mix", "reduced": True, "seg_head": True,
-                              "image_size": 299})
-    assert cfg.width == 1.0 and cfg.mask_size == 224
+    cfg = model_config({"name": "f3net", "f3net_mode": "mix", "reduced": True, "seg_head": True, "image_size": 299})
+    assert type(cfg).__name__ == "F3NetConfig" and cfg.mask_output
+    assert cfg.model_dump()["width"] == 1.0 and cfg.model_dump()["mask_size"] == 224

@@ -67,16 +67,18 @@ def test_runs_resolve_to_the_former_explicit_configs():
     for name in before:
         cfg = to_dict(load_entry("runs", name, RunConfig, REPO / "params.yaml"))
         # keys added for the reading group's detectors, at values that change nothing for the former runs
-        assert cfg.pop("augment") == "none" and cfg["model"].pop("feature_dim") == 0
+        assert cfg.pop("augment") == "none"
         old = dict(before[name])
         assert cfg.pop("seeds") == [0, 1] and old.pop("seed") == 0
         assert old.pop("bn_recalibration_batches") * 64 == cfg.pop("bn_recalibration_images") == 256
         assert (old.pop("balance"), cfg.pop("balance"), cfg.pop("init")) == (False, True, "scratch")
         assert cfg["loss"].pop("mask_on") == "edited"
         model = cfg["model"]
-        assert model.pop("width") == family_width[model["name"]], name
-        assert (model.pop("spectrum_color"), model.pop("spectrum_eps")) == ("per_channel", 1e-12)
-        old["model"] = {k: v for k, v in old["model"].items() if k != "weights"}
+        assert model.pop("width", 1.0) == family_width[model["name"]], name
+        assert (model.pop("spectrum_color", "per_channel"), model.pop("spectrum_eps", 1e-12)) == ("per_channel", 1e-12)
+        # each model's config now holds only its own knobs; the others were at values it ignored
+        assert set(model) <= set(old["model"]), name
+        old["model"] = {k: v for k, v in old["model"].items() if k in model}
         if name.startswith("f3net_") and not name.startswith("f3net_seg"):
             # the F3Net ablation now runs at one budget: batch 32 x 6 steps (12 updates, 384 images)
             images = lambda c: c["batch_size"] * c["max_steps_per_epoch"] * c["epochs"]
@@ -92,7 +94,7 @@ def test_run_defaults_merge_is_deep(tmp_path):
                           "batch_size": 4, "epochs": 1, "max_steps_per_epoch": 0, "loss": {"w_dice": 0.0}}}
     p.write_text(yaml.safe_dump(data))
     cfg = load_entry("runs", "r", RunConfig, p)
-    assert cfg.model.image_size == 32 and cfg.model.input == data["run_defaults"]["model"]["input"]
+    assert cfg.model.image_size == 32 and cfg.model.num_classes == data["run_defaults"]["model"]["num_classes"]
     assert cfg.loss.w_cls == data["run_defaults"]["loss"]["w_cls"]
     del data["run_defaults"]["optimizer"]  # no default in code: a key missing from both is an error
     p.write_text(yaml.safe_dump(data))

@@ -14,7 +14,7 @@ import torch
 from dfpipe.core.config import ConfigError, build
 from dfpipe.models.pretrained import (PretrainedConfig, PretrainedError, WeightsSpec, apply_init, obtain,
                                       source_url)
-from dfpipe.models.registry import ModelConfig, build_model
+from dfpipe.models.registry import build_model, model_config
 
 
 def xception_file(path, classes: int = 1000) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_source_urls_come_from_library_metadata_and_config_is_strict():
 
 def test_apply_init_fits_first_conv_to_fad_and_reports_unmatched(tmp_path):
     conv1 = xception_file(tmp_path / "xception_imagenet.pt")
-    model = build_model(ModelConfig(name="f3net", f3net_mode="fad", image_size=64))
+    model = build_model(model_config(dict(name="f3net", f3net_mode="fad", image_size=64)))
     rep = apply_init(model, "xception_imagenet", tmp_path)
     assert rep["loaded"] == {"fad_net": 7}
     # 12-channel FAD conv: the RGB kernel repeated 4 times and divided by 4 (F3Net's init)
@@ -98,7 +98,7 @@ def test_apply_init_fits_first_conv_to_fad_and_reports_unmatched(tmp_path):
     assert rep["unexpected"] == ["fc.bias", "fc.weight", "last_linear.extra"] and rep["shape_mismatch"] == []
     assert rep["missing"]["fad_net"] and rep["file"] == f"{tmp_path.as_posix()}/xception_imagenet.pt"
     # the same file into the plain Xception baseline: conv1 loads unchanged
-    base = build_model(ModelConfig(name="xception", image_size=64))
+    base = build_model(model_config(dict(name="xception", image_size=64)))
     rep = apply_init(base, "xception_imagenet", tmp_path)
     (target,) = rep["loaded"]
     assert rep["loaded"][target] == 7 and rep["adapted"] == [f"{target}.block1.rep.0.pointwise.weight"]
@@ -114,7 +114,7 @@ def test_apply_init_resnet18_reports_fc_mismatch(tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     state = {k: v for k, v in ref.state_dict().items() if k.startswith(("conv1", "bn1", "layer1.0", "fc"))}
     torch.save(state, tmp_path / "resnet18_imagenet.pt")
-    model = build_model(ModelConfig(name="resnet18", image_size=64))
+    model = build_model(model_config(dict(name="resnet18", image_size=64)))
     rep = apply_init(model, "resnet18_imagenet", tmp_path)
     assert torch.equal(model.backbone.conv1.weight.detach(), state["conv1.weight"])
     # the 1000-class ImageNet fc cannot fit the 3-class head: skipped and reported, head kept at init

@@ -217,9 +217,9 @@ def test_constants_agree_between_reference_and_model_transform():
 
 
 def test_model_builds_from_config_alone_and_statistics_live_in_its_state_dict():
-    from dfpipe.models import ModelConfig, build_model
+    from dfpipe.models import build_model, model_config
 
-    cfg = ModelConfig(name="resnet18", input="dct", spectrum_color="gray", image_size=32)
+    cfg = model_config(dict(name="resnet18", input="dct", spectrum_color="gray", image_size=32))
     model = build_model(cfg)
     t = model.input.spectrum
     assert t.mean.shape == (1, 32, 32) and torch.equal(t.std, torch.ones(1, 32, 32))

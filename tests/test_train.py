@@ -17,7 +17,7 @@ from dfpipe.core.config import ConfigError, build, deep_merge, load_yaml, to_dic
 from dfpipe.training.data import VariantDataset, make_loader
 from dfpipe.training.engine import to_device, train_one_epoch
 from dfpipe.training.losses import build_loss
-from dfpipe.models import ModelConfig, build_model
+from dfpipe.models import build_model, model_config
 from dfpipe.training.checkpoint import CHECKPOINT_KEYS, config_hash, load_model
 from dfpipe.training.train import CURVE_COLUMNS, RunConfig, RunPaths, TrainConfig, fit
 
@@ -59,7 +59,7 @@ def test_overfit_one_batch(workdir):
     torch.manual_seed(0)
     ds = VariantDataset(workdir / "data/variants/toy", "train")
     batch = next(iter(make_loader(ds, 12, train=True, num_workers=0, seed=0)))
-    model = build_model(ModelConfig(name="resnet18", image_size=32))
+    model = build_model(model_config(dict(name="resnet18", image_size=32)))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = build_loss(loss_config(), 3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -200,7 +200,7 @@ def test_spectrum_runs_load_the_stats_of_their_kind(workdir):
     ({"lr": -1.0}, r"runs\.x\.lr: must be > 0"),
     ({"optimizer": "rmsprop"}, "optimizer"),
     ({"model": {"name": "resnet18", "typo": 1}}, "unknown key"),
-    ({"loss": {"w_bce": 1.0}}, "need model.seg_head"),
+    ({"loss": {"w_bce": 1.0}}, "need a model with a mask output"),
     ({"loss": {"class_weights": [1.0, 2.0]}}, "class_weights has 2 entries"),
     ({"warmup_epochs": 2.0}, "warmup_epochs"),
     ({"seeds": [1, 1]}, "seeds must be distinct"),
@@ -292,7 +292,7 @@ def test_init_loads_the_pretrained_key_and_scratch_does_not(workdir, tmp_path):
     from dfpipe.training.train import init_model
 
     torch.manual_seed(99)
-    donor = build_model(ModelConfig(name="resnet18", image_size=32))
+    donor = build_model(model_config(dict(name="resnet18", image_size=32)))
     (tmp_path / "pretrained").mkdir()
     torch.save(donor.backbone.state_dict(), tmp_path / "pretrained" / "r18_test.pt")
     run_cfg, train_cfg, paths = _cfgs(workdir, dict(RUN, init="r18_test"), "init")

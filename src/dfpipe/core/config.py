@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Hashable, Mapping
 from pathlib import Path, PurePath
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -311,14 +311,19 @@ _BOUNDS = {
 
 
 def _message(cls: Any, where: str, err: Mapping[str, Any]) -> str:
-    loc = list(err["loc"])
+    loc, allowed = _untagged(cls, list(err["loc"]))
     if loc and loc[-1] == "[key]":  # pydantic's marker for a mapping key (not its value) being wrong
         loc.pop()
     kind = err["type"]
     value = err.get("input")
-    if kind in ("extra_forbidden", "missing"):  # the dotted path below ends with the offending key
+    if kind == "union_tag_invalid":  # a discriminated union (e.g. the model configs) without that tag
+        text = f"{err['ctx']['tag']!r} is not one of [{err['ctx']['expected_tags']}]"
+        loc.append(err["ctx"]["discriminator"].strip("'"))
+    elif kind == "union_tag_not_found":
+        text = f"missing required key {err['ctx']['discriminator']}"
+    elif kind in ("extra_forbidden", "missing"):  # the dotted path below ends with the offending key
         key = loc[-1]
-        fields = _fields_at(cls, loc[:-1])
+        fields = allowed
         if kind == "missing":
             text = f"missing required key '{key}'"
         else:
@@ -339,17 +344,40 @@ def _message(cls: Any, where: str, err: Mapping[str, Any]) -> str:
     return f"{path}: {text}"
 
 
-def _fields_at(cls: Any, loc: list[Any]) -> list[str]:
-    """Field names of the model nested at ``loc`` under ``cls`` (best effort, for messages)."""
+def _members(annotation: Any) -> list[Any]:
+    """The model classes of a (possibly ``Annotated``, ``Optional`` or union) annotation."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [a for arg in get_args(annotation) for a in _members(arg)]
+
+
+def _untagged(cls: Any, loc: list[Any]) -> tuple[list[Any], list[str]]:
+    """``loc`` without the member tags pydantic inserts for a discriminated union (``model.f3net.x``
+    -> ``model.x``), and the field names of the model that holds the last key of ``loc`` (the tagged
+    member for a union), for "allowed:" lists."""
+    out: list[Any] = []
+    current: Any = cls
+    holder: list[str] = []
     for part in loc:
-        field = getattr(cls, "model_fields", {}).get(part) if isinstance(part, str) else None
-        if field is None:
-            return []
-        cls = field.annotation
-        for arg in getattr(cls, "__args__", ()):  # Optional[Model]
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                cls = arg
-    return sorted(getattr(cls, "model_fields", {})) if isinstance(cls, type) else []
+        members = _members(current)
+        tagged = [m for m in members if isinstance(part, str) and _tag_of(m) == part]
+        if len(members) > 1 and tagged:
+            current = tagged[0]
+            continue
+        holder = sorted(members[0].model_fields) if len(members) == 1 else []
+        out.append(part)
+        field = members[0].model_fields.get(part) if len(members) == 1 and isinstance(part, str) else None
+        current = field.annotation if field is not None else None
+    return out, holder
+
+
+def _tag_of(model: Any) -> str | None:
+    """The one value of a model's ``Literal`` ``name`` field (its discriminator tag), else None."""
+    field = getattr(model, "model_fields", {}).get("name")
+    args = get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
 
 
 def _show(value: Any) -> str:

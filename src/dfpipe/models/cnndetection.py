@@ -8,6 +8,8 @@ run's ``augment: blur_jpeg`` preset (:mod:`dfpipe.training.augment`), applied on
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -16,10 +18,17 @@ from .common import make_input
 from .registry import ModelConfig, register_model
 
 
+class CNNDetectionConfig(ModelConfig):
+    """``cnndetection``: the stock ResNet-50 on raw pixels (its recipe is in the run: init, augment)."""
+
+    name: Literal["cnndetection"]
+    input: Literal["raw"] = "raw"
+
+
 class CNNDetection(nn.Module):
     """(B, 3, H, W) in [0, 1] -> resized, ImageNet-normalised -> ResNet-50 -> {"logits": (B, num_classes)}."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: CNNDetectionConfig):
         super().__init__()
         self.input, _ = make_input(cfg)
         self.backbone = resnets.resnet50(cfg.num_classes)
@@ -32,6 +41,6 @@ class CNNDetection(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-@register_model()
-def build_cnndetection(cfg: ModelConfig) -> nn.Module:
+@register_model(CNNDetectionConfig)
+def build_cnndetection(cfg: CNNDetectionConfig) -> nn.Module:
     return CNNDetection(cfg)

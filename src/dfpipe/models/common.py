@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import ModelConfig, SpectrumInputConfig
 from .spectrum import Color, Kind, SpectrumTransform
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,13 @@ class SpectrumInput(nn.Module):
         return self.spectrum(resize_square(x, self.size))
 
 
-def make_input(cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[nn.Module, int]:
-    """Input transform for a ``ModelConfig`` and the channel count it produces."""
+def make_input(cfg: ModelConfig, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[nn.Module, int]:
+    """Input transform for a model config and the channel count it produces: resized, normalised
+    pixels for ``input: raw``, the log-spectrum for a :class:`SpectrumInputConfig`'s dct / dft."""
     if cfg.input == "raw":
         return PixelInput(cfg.image_size, mean, std), 3
+    if not isinstance(cfg, SpectrumInputConfig):
+        raise ValueError(f"{cfg.name} has no input transform for input {cfg.input!r}")
     transform = SpectrumInput(cfg.image_size, cfg.input, cfg.spectrum_color, cfg.spectrum_eps)
     return transform, transform.channels
 

@@ -21,16 +21,17 @@ DCT round trip are ill-conditioned in bf16/fp16.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from .common import INCEPTION_MEAN, INCEPTION_STD, PixelInput, resize_square
 from .heads import MaskDecoder
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, Width, register_model
 from .spectrum import GRAY_WEIGHTS, dct_matrix
 from .xception import HEAD_DROPOUT, XceptionBackbone
 
@@ -198,7 +199,7 @@ def _match_size(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class F3Net(nn.Module):
     """(B, 3, H, W) in [0, 1] -> {"logits": (B, K)[, "mask": (B, 1, mask_size, mask_size)]}."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: F3NetConfig):
         super().__init__()
         self.mode = cfg.f3net_mode
         self.size = cfg.image_size
@@ -254,13 +255,31 @@ class F3Net(nn.Module):
         return out
 
 
-def _check_f3net(cfg: ModelConfig) -> None:
-    if cfg.seg_head and cfg.f3net_mode != "mix":
-        raise ValueError("seg_head (multi-task mask decoder) needs name: f3net with f3net_mode: mix")
+class F3NetConfig(ModelConfig):
+    """``f3net``: the frequency streams ``f3net_mode`` (fad | lfs | both | mix; mix = MixBlock
+    fusion, the paper's full model); ``reduced`` drops Xception blocks 4-7 of every stream;
+    ``seg_head`` adds the multi-task mask decoder (mix only) with ``mask_size`` outputs; ``width``
+    (demo only) scales every channel count. Computes its own frequency input from raw pixels."""
+
+    name: Literal["f3net"]
+    input: Literal["raw"] = "raw"
+    f3net_mode: Literal["fad", "lfs", "both", "mix"] = "mix"
+    reduced: bool = False
+    seg_head: bool = False
+    mask_size: int = Field(224, ge=8, le=1024)
+    width: Width = 1.0
+
+    @property
+    def mask_output(self) -> bool:
+        return self.seg_head
+
+    @model_validator(mode="after")
+    def _mask_head_needs_mix(self) -> F3NetConfig:
+        if self.seg_head and self.f3net_mode != "mix":
+            raise ValueError("seg_head (multi-task mask decoder) needs f3net_mode: mix")
+        return self
 
 
-@register_model(
-    reducible=True, seg_head=True, check=_check_f3net, example={"width": 0.25, "reduced": True}
-)  # computes its own frequency input
-def build_f3net(cfg: ModelConfig) -> nn.Module:
+@register_model(F3NetConfig, example={"width": 0.25, "reduced": True})
+def build_f3net(cfg: F3NetConfig) -> nn.Module:
     return F3Net(cfg)

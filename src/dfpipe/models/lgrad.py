@@ -10,6 +10,8 @@ authors' ResNet-50 (their CNNDetection code base); ``reduced: true`` swaps in a 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -18,10 +20,19 @@ from .common import IMAGENET_MEAN, IMAGENET_STD, PixelInput
 from .registry import ModelConfig, register_model
 
 
+class LGradConfig(ModelConfig):
+    """``lgrad``: the classifier on cached gradient maps (``input: lgrad``); ``reduced`` swaps the
+    authors' ResNet-50 for a ResNet-18 (the 2-core demo)."""
+
+    name: Literal["lgrad"]
+    input: Literal["lgrad"] = "lgrad"
+    reduced: bool = False
+
+
 class LGradDetector(nn.Module):
     """(B, 3, H, W) gradient maps in [0, 1] -> resized, ImageNet-normalised -> ResNet -> logits."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: LGradConfig):
         super().__init__()
         self.input = PixelInput(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
         arch = resnets.resnet18 if cfg.reduced else resnets.resnet50
@@ -34,6 +45,6 @@ class LGradDetector(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-@register_model(inputs=("lgrad",), reducible=True, example={"reduced": True})
-def build_lgrad(cfg: ModelConfig) -> nn.Module:
+@register_model(LGradConfig, example={"reduced": True})
+def build_lgrad(cfg: LGradConfig) -> nn.Module:
     return LGradDetector(cfg)

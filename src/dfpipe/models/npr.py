@@ -10,10 +10,11 @@ average pool, fc. layer3/layer4 are absent, as in the authors' code.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import nn
 
 from . import resnets
@@ -38,7 +39,7 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 class NPRDetector(nn.Module):
     """(B, 3, H, W) in [0, 1] -> ImageNet-normalised, resized -> NPR -> truncated ResNet-50 -> logits."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: NPRConfig):
         super().__init__()
         self.input, _ = make_input(cfg, IMAGENET_MEAN, IMAGENET_STD)
         net = resnets.resnet50()
@@ -62,13 +63,19 @@ class NPRDetector(nn.Module):
         return {"logits": self.fc(h.mean(dim=(2, 3)))}
 
 
-def _check_npr(cfg: ModelConfig) -> None:
-    if cfg.image_size % 2:
-        raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {cfg.image_size}")
-    if cfg.width != 1.0:
-        raise ValueError("width applies to resnet18, xception and f3net, not npr")
+class NPRConfig(ModelConfig):
+    """``npr``: the authors' truncated ResNet-50 on the NPR residual it computes from raw pixels."""
+
+    name: Literal["npr"]
+    input: Literal["raw"] = "raw"
+
+    @model_validator(mode="after")
+    def _even_size(self) -> NPRConfig:
+        if self.image_size % 2:
+            raise ValueError(f"npr needs an even image_size (2x nearest down/up-sampling), got {self.image_size}")
+        return self
 
 
-@register_model(check=_check_npr)  # computes its own residual input
-def build_npr(cfg: ModelConfig) -> nn.Module:
+@register_model(NPRConfig)
+def build_npr(cfg: NPRConfig) -> nn.Module:
     return NPRDetector(cfg)

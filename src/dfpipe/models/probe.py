@@ -9,7 +9,10 @@ features (the data path reads them from the cache in place of images).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from .registry import ModelConfig, register_model
@@ -22,7 +25,7 @@ class LinearProbe(nn.Module):
     the same family of decision functions and fit the pipeline's one loss and metrics.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: CLIPProbeConfig):
         super().__init__()
         self.feature_dim = cfg.feature_dim
         self.fc = nn.Linear(cfg.feature_dim, cfg.num_classes)
@@ -36,11 +39,15 @@ class LinearProbe(nn.Module):
         return {"logits": self.fc(x)}
 
 
-def _check_probe(cfg: ModelConfig) -> None:
-    if cfg.feature_dim < 1:
-        raise ValueError("clip_probe needs feature_dim (the cached encoder's embedding size, 768 for ViT-L/14)")
+class CLIPProbeConfig(ModelConfig):
+    """``clip_probe``: a linear layer on cached encoder features (``input: clip``) of
+    ``feature_dim`` values (the encoder's embedding size, 768 for ViT-L/14)."""
+
+    name: Literal["clip_probe"]
+    input: Literal["clip"] = "clip"
+    feature_dim: int = Field(ge=1)
 
 
-@register_model(inputs=("clip",), check=_check_probe, example={"feature_dim": 16})
-def build_clip_probe(cfg: ModelConfig) -> nn.Module:
+@register_model(CLIPProbeConfig, example={"feature_dim": 16})
+def build_clip_probe(cfg: CLIPProbeConfig) -> nn.Module:
     return LinearProbe(cfg)

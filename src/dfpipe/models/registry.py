@@ -1,8 +1,12 @@
-"""Model configuration and registry: ``ModelConfig`` -> ``nn.Module`` through :func:`build_model`.
+"""Model configuration and registry: a model's config -> ``nn.Module`` through :func:`build_model`.
 
-The training stage nests :class:`ModelConfig` in its run config (``params.yaml`` ``runs.<run>.model``)
-and calls :func:`build_model`; the evaluation stage rebuilds the same module from the ``config``
-stored in the checkpoint. Every registered model follows one forward contract::
+Each model file registers ``build_<name>(cfg)`` with its own config class, a subclass of
+:class:`ModelConfig` with ``name: Literal["<name>"]`` and the knobs only that model reads; the
+registry is the only list of models. The training stage nests the union of those classes
+(:func:`model_settings`, discriminated by ``name``) in its run config (``runs.<run>.model``), so an
+unknown key is an error naming ``runs.<run>.model.<key>``; the evaluation stage rebuilds the same
+module from the ``config`` stored in the checkpoint. Every registered model follows one forward
+contract::
 
     forward(x: (B, 3, H, W) float in [0, 1]) -> {"logits": (B, num_classes),
                                                  "mask": (B, 1, mask_size, mask_size)  # seg_head only
@@ -20,34 +24,33 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
-from dfpipe.core.config import Config
+from dfpipe.core.config import Config, build
 
-ModelFactory = Callable[["ModelConfig"], nn.Module]
+ModelFactory = Callable[[Any], nn.Module]  # build_<name>(cfg: <its config class>)
 
 MODEL_REGISTRY: dict[str, ModelFactory] = {}
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a registered model accepts, declared by its module at registration.
+    """What a registered model accepts, read from its config class at registration.
 
-    ``inputs``: input kinds (``raw``: the model's own input transform; ``dct``/``dft``: the notes'
-    spectral inputs); ``reducible``: honours ``reduced`` (drop Xception blocks 4-7); ``seg_head``:
-    has the multi-task mask decoder (``seg_head: true``); ``check``:
-    further model-specific checks of a :class:`ModelConfig` (raise ``ValueError``); ``example``:
-    :class:`ModelConfig` keys of a small instance (the keys it cannot build without, and demo-size
-    knobs): the test that runs every registered model builds each with them.
+    ``config``: the model's config class; ``inputs``: the input kinds its ``input`` field allows
+    (``raw``: the model's own input transform; ``dct``/``dft``: the spectral inputs; ``clip``/``lgrad``:
+    cached features); ``reducible``: it has a ``reduced`` knob; ``seg_head``: it has the multi-task
+    mask decoder; ``example``: config keys of a small instance (the keys it cannot build without,
+    and demo-size knobs): the test that runs every registered model builds each with them.
     """
 
-    inputs: tuple[str, ...] = ("raw",)
-    reducible: bool = False
-    seg_head: bool = False
-    check: Callable[[ModelConfig], None] | None = None
+    config: type[ModelConfig]
+    inputs: tuple[str, ...]
+    reducible: bool
+    seg_head: bool
     example: tuple[tuple[str, object], ...] = ()
 
 
@@ -59,8 +62,7 @@ def model_modules() -> dict[str, str]:
     """Model name -> the module of this package that registers it, read from the sources.
 
     The registry is the only list of models: a model file that decorates ``build_<name>`` is found
-    here without being imported, so a stage imports only its own model's module (start-up), and
-    adding a detector is one file.
+    here, with no hand-kept list of modules, so adding a detector is one file.
     """
     out: dict[str, str] = {}
     for path in sorted(Path(__file__).parent.glob("*.py")):
@@ -83,7 +85,7 @@ def _registered_in(source: str) -> list[str]:
 
 
 def ensure_registered(name: str) -> None:
-    """Import the module that registers ``name`` (every model module when no module does)."""
+    """Import the module that registers ``name`` (every model module for a name no module has)."""
     if name in MODEL_REGISTRY:
         return
     modules = model_modules()
@@ -106,79 +108,88 @@ def registered_names() -> list[str]:
     return sorted(MODEL_REGISTRY)
 
 
-class ModelConfig(Config):
-    """Which detector to build (see the package docstring for each name).
+#: Where a model's input comes from: raw / dct / dft: images from the variant's shards; clip /
+#: lgrad: the features@ cache of that encoder (dfpipe.features.encoders.FEATURE_INPUTS).
+InputKind = Literal["raw", "dct", "dft", "clip", "lgrad"]
 
-    ``input``: ``raw`` pixels, or the log-spectrum ``dct`` / ``dft`` (:mod:`.spectrum`) with
-    ``spectrum_color`` (``per_channel``: 3 maps, ``gray``: 1) and ``spectrum_eps``; its
-    normalisation statistics are buffers of the model. ``width`` (demo only): channel multiplier of
-    the ResNet-18 / Xception / F3Net backbones (1.0 = the published networks; the demo uses 0.5 /
-    0.25 to fit its CPU budget, docs/results.md); width != 1 cannot load ImageNet weights.
+
+class ModelConfig(Config):
+    """The keys every detector has; a registered model's config subclasses it with its own knobs.
+
+    ``num_classes`` 3 (real / synthetic / edited) or 2 (real / fake); ``image_size``: the square
+    size the model resizes its input to on the device.
     """
 
-    name: str  # a registered model: the name of its build_<name> function (registered_names())
-    # raw / dct / dft: images from the variant's shards; clip / lgrad: the features@ cache of that
-    # encoder (dfpipe.features.encoders.FEATURE_INPUTS) read in place of images.
-    input: Literal["raw", "dct", "dft", "clip", "lgrad"] = "raw"
-    spectrum_color: Literal["per_channel", "gray"] = "per_channel"
-    spectrum_eps: float = Field(1e-12, gt=0)  # Frank et al.'s log_scale eps
-    num_classes: int = Field(3, ge=2)  # 3: real/fake/edited, 2: binary
+    name: str  # the registered model: the name of its build_<name> function (registered_names())
+    input: InputKind = "raw"
+    num_classes: int = Field(3, ge=2)
     # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
     image_size: int = Field(224, ge=32, le=1024)
-    f3net_mode: Literal["fad", "lfs", "both", "mix"] = "mix"
-    reduced: bool = False
-    seg_head: bool = False
-    mask_size: int = Field(224, ge=8, le=1024)
-    width: float = Field(1.0, gt=0, le=1)
-    feature_dim: int = Field(0, ge=0)  # input size of a probe on cached features (clip_probe); 0 otherwise
 
-    @model_validator(mode="after")
-    def _capabilities(self) -> ModelConfig:
-        ensure_registered(self.name)
-        if self.name not in MODEL_REGISTRY:
-            raise ValueError(f"unknown model name {self.name!r}; registered: {registered_names()}")
-        caps = MODEL_CAPABILITIES[self.name]
-        if self.input not in caps.inputs:
-            spectral = sorted(n for n, c in MODEL_CAPABILITIES.items() if self.input in c.inputs)
-            raise ValueError(f"input {self.input!r} is only for {spectral}; {self.name} builds its own input")
-        if self.reduced and not caps.reducible:
-            reducible = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.reducible)
-            raise ValueError(
-                f"reduced (the demo's smaller backbone: Xception without blocks 4-7, LGrad on ResNet-18) "
-                f"applies to {reducible}, not {self.name}"
-            )
-        if self.seg_head and not caps.seg_head:
-            decoders = sorted(n for n, c in MODEL_CAPABILITIES.items() if c.seg_head)
-            raise ValueError(f"seg_head (multi-task mask decoder) needs a model with one ({decoders}), not {self.name}")
-        if caps.check is not None:
-            caps.check(self)
-        return self
+    @property
+    def mask_output(self) -> bool:
+        """Whether the model also outputs a manipulation mask (the multi-task head)."""
+        return False
+
+
+class SpectrumInputConfig(ModelConfig):
+    """A model that reads raw pixels or a log-spectrum (:mod:`.spectrum`): ``input`` ``dct`` /
+    ``dft`` with ``spectrum_color`` (``per_channel``: 3 maps, ``gray``: 1) and ``spectrum_eps``; the
+    spectrum's normalisation statistics are buffers of the model."""
+
+    input: Literal["raw", "dct", "dft"] = "raw"
+    spectrum_color: Literal["per_channel", "gray"] = "per_channel"
+    spectrum_eps: float = Field(1e-12, gt=0)  # Frank et al.'s log_scale eps
+
+
+#: ``width`` (demo only): channel multiplier of the ResNet-18 / Xception / F3Net backbones (1.0 =
+#: the published networks; the demo uses 0.5 / 0.25 to fit its CPU budget, docs/results.md); a
+#: width other than 1 cannot load ImageNet weights.
+Width = Annotated[float, Field(gt=0, le=1)]
 
 
 def register_model(
-    inputs: tuple[str, ...] = ("raw",),
-    reducible: bool = False,
-    seg_head: bool = False,
-    check: Callable[[ModelConfig], None] | None = None,
-    example: dict[str, object] | None = None,
+    config: type[ModelConfig], example: dict[str, object] | None = None
 ) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator ``@register_model(inputs=...) def build_<name>(cfg) -> nn.Module``.
+    """Decorator ``@register_model(MyConfig) def build_<name>(cfg: MyConfig) -> nn.Module``.
 
-    The model name is the function name without ``build_`` (timm style); the arguments are the
-    model's :class:`Capabilities`.
+    The model name is the function name without ``build_`` (timm style); ``config`` must declare
+    ``name: Literal["<name>"]``. ``example``: see :class:`Capabilities`.
     """
 
     def deco(factory: ModelFactory) -> ModelFactory:
         name = factory.__name__.removeprefix("build_")
         if name in MODEL_REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
+        if get_args(config.model_fields["name"].annotation) != (name,):
+            raise ValueError(f"{config.__name__}.name must be Literal[{name!r}] (the model's name)")
+        fields = config.model_fields
         MODEL_REGISTRY[name] = factory
         MODEL_CAPABILITIES[name] = Capabilities(
-            tuple(inputs), reducible, seg_head, check, tuple(sorted((example or {}).items()))
+            config,
+            tuple(get_args(fields["input"].annotation)),
+            "reduced" in fields,
+            "seg_head" in fields,
+            tuple(sorted((example or {}).items())),
         )
         return factory
 
     return deco
+
+
+@functools.cache
+def model_settings() -> Any:
+    """The type of ``runs.<run>.model``: the union of every registered model's config class,
+    discriminated by ``name`` (imports every model module: about 20 ms once torch is loaded)."""
+    registered_names()
+    configs = tuple(MODEL_CAPABILITIES[n].config for n in sorted(MODEL_CAPABILITIES))
+    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007 (a runtime tuple of types)
+
+
+def model_config(data: dict[str, Any], where: str = "model") -> ModelConfig:
+    """The registered model's config built from ``data`` (a ``{name, ...}`` mapping, e.g. a
+    checkpoint's ``config["model"]``); a :class:`~dfpipe.core.config.ConfigError` naming ``where``."""
+    return build(model_settings(), data, where=where)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from . import resnets
 from .common import make_input, scaled
-from .registry import ModelConfig, register_model
+from .registry import SpectrumInputConfig, Width, register_model
+
+
+class ResNet18Config(SpectrumInputConfig):
+    """``resnet18``: raw pixels or a DCT/DFT log-spectrum input; ``width`` (demo only) narrows every stage."""
+
+    name: Literal["resnet18"]
+    width: Width = 1.0
 
 
 class ResNet18Detector(nn.Module):
@@ -19,7 +28,7 @@ class ResNet18Detector(nn.Module):
     (demo only) narrows every stage (64/128/256/512 channels times ``width``).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ResNet18Config):
         super().__init__()
         self.input, channels = make_input(cfg)
         # The stock network is always built first: its initialisation draws are part of the seed's
@@ -46,6 +55,6 @@ def narrow_resnet18(width: float, num_classes: int) -> resnets.ResNet:
     return resnets.resnet18(num_classes, (w0, w1, w2, w3))
 
 
-@register_model(inputs=("raw", "dct", "dft"), example={"width": 0.5})  # the notes' "DCT of raw images" runs
-def build_resnet18(cfg: ModelConfig) -> nn.Module:
+@register_model(ResNet18Config, example={"width": 0.5})  # the notes' "DCT of raw images" runs
+def build_resnet18(cfg: ResNet18Config) -> nn.Module:
     return ResNet18Detector(cfg)

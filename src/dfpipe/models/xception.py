@@ -8,11 +8,13 @@ and splits the forward pass at the points where F3Net's MixBlocks sit.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from .common import INCEPTION_MEAN, INCEPTION_STD, ClassifierHead, make_input, scaled
-from .registry import ModelConfig, register_model
+from .registry import SpectrumInputConfig, Width, register_model
 from .xception_blocks import Block, SeparableConv2d
 
 # The notes (seed 002, F3Net runs): "removed the four blocks 4, 5, 6, 7" of the middle flow.
@@ -115,6 +117,15 @@ class XceptionBackbone(nn.Module):
         return self.forward_features(x)
 
 
+class XceptionConfig(SpectrumInputConfig):
+    """``xception``: raw pixels (or a DCT/DFT log-spectrum); ``reduced`` drops middle-flow blocks
+    4-7 (the group's shortened network), ``width`` (demo only) scales every channel count."""
+
+    name: Literal["xception"]
+    reduced: bool = False
+    width: Width = 1.0
+
+
 class XceptionDetector(nn.Module):
     """Xception baseline (F3Net's "Baseline" row, 299 px in the paper): input -> backbone -> pool ->
     dropout 0.2 (as F3Net's head) -> fc.
@@ -123,7 +134,7 @@ class XceptionDetector(nn.Module):
     weights); dct/dft input uses the spectra stage's statistics.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: XceptionConfig):
         super().__init__()
         self.input, channels = make_input(cfg, INCEPTION_MEAN, INCEPTION_STD)
         self.backbone = XceptionBackbone(in_chans=channels, reduced=cfg.reduced, width=cfg.width)
@@ -136,6 +147,6 @@ class XceptionDetector(nn.Module):
         return {"logits": self.head(self.backbone(self.input(x)))}
 
 
-@register_model(inputs=("raw", "dct", "dft"), reducible=True, example={"width": 0.25, "reduced": True})
-def build_xception(cfg: ModelConfig) -> nn.Module:
+@register_model(XceptionConfig, example={"width": 0.25, "reduced": True})
+def build_xception(cfg: XceptionConfig) -> nn.Module:
     return XceptionDetector(cfg)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, SafeName, build, merged_entry
-from dfpipe.models import ModelConfig
+from dfpipe.models import ModelConfig, model_settings
 from dfpipe.training.losses import LossConfig
+
+if TYPE_CHECKING:
+    ModelSettings = ModelConfig
+else:  # the union of every registered model's config class, discriminated by its name
+    ModelSettings = model_settings()
 
 
 class RunConfig(Config):
@@ -32,9 +37,11 @@ class RunConfig(Config):
     Wu & Johnson 2021). ``balance``: class-balanced sampling of the training split.
     ``init``: ``scratch`` (random) or the key of a pretrained file ``<train.pretrained_dir>/<key>.pt``.
     Every key is required: the shared values live in params.yaml's ``run_defaults:``, never in code.
+    ``model``: the registered model's own config class (chosen by ``model.name``), whose knobs
+    default to the published network (the model file documents them).
     """
 
-    model: ModelConfig
+    model: ModelSettings
     variant: PlainName
     lr: float = Field(gt=0, allow_inf_nan=False)
     batch_size: int = Field(ge=2)  # BatchNorm needs two items
@@ -63,8 +70,8 @@ class RunConfig(Config):
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct non-negative ints, got {list(self.seeds)}")
-        if self.loss.uses_masks and not self.model.seg_head:
-            raise ValueError("loss.w_bce/w_dice > 0 need model.seg_head: true")
+        if self.loss.uses_masks and not self.model.mask_output:
+            raise ValueError("loss.w_bce/w_dice > 0 need a model with a mask output (f3net with seg_head: true)")
         if self.loss.uses_masks and self.loss.mask_on == "edited" and self.model.num_classes != 3:
             raise ValueError("loss.mask_on: edited needs the 3-class labels (model.num_classes: 3)")
         cw = self.loss.class_weights

@@ -47,6 +47,7 @@ from dfpipe.features.spectra import stats_path
 from dfpipe.models import build_model, load_weights
 from dfpipe.models.common import spectrum_transform
 from dfpipe.models.pretrained import weights_path
+from dfpipe.models.registry import SpectrumInputConfig
 from dfpipe.splits.gate import gate_path, require_gate
 from dfpipe.training import checkpoint as ckpt_io
 from dfpipe.training.augment import AUGMENT_PRESETS
@@ -194,6 +195,7 @@ def init_model(run_cfg: RunConfig, paths: RunPaths, seed: int, log=None) -> nn.M
         raise ValueError(f"model input {mc.input!r} and statistics file {paths.spectrum_stats} disagree")
     if transform is not None:
         assert paths.spectrum_stats is not None  # checked just above
+        assert isinstance(mc, SpectrumInputConfig)  # only these models build a spectrum transform
         meta = read_stats_meta(paths.spectrum_stats)
         want = {"kind": mc.input, "color": mc.spectrum_color, "eps": mc.spectrum_eps}
         got = {k: meta[k] for k in want}

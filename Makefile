@@ -2,7 +2,8 @@
 #   make run   - create .venv, install, fetch model assets, run the whole pipeline on the demo data
 #   make test  - create .venv, install, fetch model assets, run the test suite (minutes)
 #   make lint     - ruff and mypy on src/ and stages/ (CI runs it)
-#   make test-e2e - the end-to-end suite: the real dvc.yaml on tiny data, experiments, a second folder (~30 min)
+#   make test-e2e - the slow tests (real DVC, processes) and the end-to-end suite: the real dvc.yaml on
+#                   tiny data, experiments, a second folder (~30 min)
 # Reviewers who only want the data of one variant (no torch, ~100 MB instead of ~5 GB):
 #   make pull VARIANT=v4   - create .venv-pull with DVC only and `dvc pull variant@v4`
 PYTHON ?= python3
@@ -18,7 +19,7 @@ PULL_VENV := .venv-pull
 DVC_PIN   := $(shell grep -E '^dvc==' requirements.txt)
 VARIANT   ?= v4
 # two workers (CI has 2 cores); loadfile keeps a file's session fixtures on one worker
-PYTEST_ARGS ?= -n 2 --dist loadfile -m "not e2e"
+PYTEST_ARGS ?= -n 2 --dist loadfile -m "not e2e and not slow"
 # Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -56,7 +57,8 @@ lint: setup
 
 # one `dvc repro` of the whole pipeline on tiny data, then the README's promises on it (sequential)
 test-e2e: setup
-	$(PY) -m pytest -q -m e2e tests/test_pipeline_e2e.py
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "slow and not e2e"
+	$(PY) -m pytest -q -m e2e tests/pipeline/test_pipeline_e2e.py
 
 # DVC only (same pin as requirements.txt), no torch: enough to pull any stage's outputs.
 $(PULL_VENV)/bin/dvc: requirements.txt

@@ -30,7 +30,7 @@ entry. ``--write`` replaces exactly those lines of each stage (each kind at the 
 line; code right after ``deps:``, data after the code when a kind had none), writes a declared
 dep's note as the comment above it, and keeps every other line and comment as it is. ``--check``
 exits 1 and lists the differences when dvc.yaml disagrees with the closure or the declaration
-(tests/test_stagedeps.py runs it, CI runs ``--check``).
+(tests/core/test_stagedeps.py runs it, CI runs ``--check``).
 
 Usage: ``python -m dfpipe.core.stagedeps --check|--write [--dvc-yaml dvc.yaml]`` (params.yaml next to it).
 """
@@ -89,7 +89,7 @@ class DataDep(NamedTuple):
 #: stage -> the data its code reads, as dvc.yaml dep templates: ``--write`` makes each stage's
 #: data deps exactly these, ``--check`` fails when they differ. ``None``: derived elsewhere (the
 #: report's inputs, from params.yaml ``report:`` by dfpipe.evaluation.reports.report_deps, checked
-#: by tests/test_reports.py). A read that no template can name (a variant's source list, a run's
+#: by tests/evaluation/test_reports.py). A read that no template can name (a variant's source list, a run's
 #: input kind) is covered by the enclosing folder.
 DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
     "assets": (),  # copies or downloads the pinned models: no tracked input

@@ -10,7 +10,7 @@ Everything is drawn with OpenCV at ``supersample`` times the output size and are
 (anti-aliasing), all in float32 numpy; the result depends only on the arguments (no global RNG).
 
 The faces are crude but face-like enough for Google's BlazeFace short-range detector
-(``models/mediapipe/face_detection_short_range.tflite``): ``tests/test_demo.py`` checks a
+(``models/mediapipe/face_detection_short_range.tflite``): ``tests/demo/test_demo.py`` checks a
 detection rate >= 95 % at ``min_detection_confidence`` 0.5.
 """
 

@@ -322,7 +322,7 @@ class Reader:
 
 
 # --------------------------------------------------------------------------------------------
-# dvc.yaml sections derived from report: (tests/test_reports.py checks dvc.yaml against these)
+# dvc.yaml sections derived from report: (tests/evaluation/test_reports.py checks dvc.yaml against these)
 
 
 def results_variants(cfg: ReportConfig, params: Mapping) -> list[str]:

@@ -8,7 +8,7 @@ fft2(x, norm="ortho"))| + eps``) exists so that "why DCT, not DFT?" can be answe
 
 This module is the numpy/scipy (float64) reference, :func:`log_spectrum_np`, which computes the
 statistics and the cache; models compute the same map on the device with
-``dfpipe.models.spectrum.SpectrumTransform`` (the two must agree: ``tests/test_spectra.py``).
+``dfpipe.models.spectrum.SpectrumTransform`` (the two must agree: ``tests/features/test_spectra.py``).
 
 Layout. Spectra are channel-first ``(N, C, H, W)`` with ``C = 3`` (``per_channel``) or ``C = 1``
 (``gray``); the DCT puts the DC term at ``[0, 0]``, the DFT (fft-shifted) at ``[H//2, W//2]``.

@@ -6,7 +6,7 @@ imports ``torch._dynamo``; that is about 1.4 s of every training and evaluation 
 on the 2-core machine, for a network of 60 lines. The modules here are the same as torchvision's
 (0.29): same module names (so torchvision ImageNet state dicts load by key), same construction
 order and the same initialisation, so a seeded build draws the same random numbers and gives
-bit-identical weights (tests/test_resnets.py compares them with torchvision when it is
+bit-identical weights (tests/models/test_resnets.py compares them with torchvision when it is
 installed). ``widths`` < the stock 64/128/256/512 narrows every stage (demo only).
 """
 

@@ -6,7 +6,7 @@ the BT.601 luma) of the crop at pixel values 0-255, then ``log(|c| + eps)``, the
 per-coefficient standardisation with the training split's mean and standard deviation. The DFT
 variant is ``log |fftshift(fft2(x, norm="ortho"))| + eps``. The numpy reference that builds the
 spectra stage's statistics (:func:`dfpipe.features.spectra.log_spectrum_np`) must agree with
-:class:`SpectrumTransform` (``tests/test_spectra.py``).
+:class:`SpectrumTransform` (``tests/features/test_spectra.py``).
 
 The transform's ``mean``/``std`` are persistent buffers of shape ``(C, S, S)``, created as 0 / 1
 from the model config alone and filled once before training from the spectra stage's

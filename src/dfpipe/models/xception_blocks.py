@@ -3,7 +3,7 @@ residual block of separable convolutions, built without importing timm.
 
 The module layout, names and construction order are those of timm's ``legacy_xception`` (the
 Cadene/Keras port), so timm/Cadene ImageNet state dicts load by key and a seeded build gives the
-same weights as timm's (tests/test_resnets.py compares them when timm is installed). Importing
+same weights as timm's (tests/models/test_resnets.py compares them when timm is installed). Importing
 timm costs about 1.8 s of every Xception/F3Net stage's start-up on the 2-core machine.
 """
 

@@ -24,7 +24,7 @@ val macro-F1 0.778 for 0.730). So the fit is solved here with arithmetic whose e
 - the optimiser is L-BFGS with a backtracking line search on that objective.
 
 Nothing is rounded after the fact: the outputs are bit-stable, not rounded to what is stable.
-tests/test_spectra.py fits under different thread counts, OpenBLAS kernels and numpy SIMD levels
+tests/features/test_spectra.py fits under different thread counts, OpenBLAS kernels and numpy SIMD levels
 and compares the bytes.
 """
 

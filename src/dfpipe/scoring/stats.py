@@ -40,7 +40,7 @@ def headline_values(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """The :data:`HEADLINE` metrics in one pass ``(5,)``: one confusion matrix for the F1s and
     accuracy, one ROC for AUC and EER (trapezoidal AUC over every distinct threshold equals the
     Mann-Whitney AUC with ties counted half). The bootstrap calls this for every seed and resample;
-    ``tests/test_stats.py`` checks it equals the per-metric functions."""
+    ``tests/scoring/test_stats.py`` checks it equals the per-metric functions."""
     cm = M.confusion(y, p.argmax(1), p.shape[1])
     f1 = M.f1_from_confusion(cm)
     support = cm.sum(1)

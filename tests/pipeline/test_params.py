@@ -27,7 +27,7 @@ from dfpipe.features.encoders import FeaturesConfig
 from dfpipe.splits.variants import SplitConfig, VariantConfig
 from dfpipe.training.train import RunConfig, TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def dvc_rewrite(text: str, edit=lambda data: None) -> str:

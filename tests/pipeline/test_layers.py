@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 #: Bottom first. core: config, IO, manifests; ingest: raw files -> face crops; demo: the embedded
 #: demo data (written with ingest's readers in mind); splits: variants, groups, audits, the gate;

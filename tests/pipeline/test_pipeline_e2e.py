@@ -32,7 +32,7 @@ from dfpipe.core import stagedeps
 # per-test timeout of pyproject.toml (a hang guard) is raised for this module only.
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(3600)]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # Everything a stage writes; the copy must start without any of it.
 OUTPUT_PREFIXES = ("data/", "models/", "metrics/eval", "metrics/train", "metrics/audit",
@@ -54,7 +54,7 @@ def tiny_params(params: dict) -> dict:
     params["report"].update(bootstrap=20)
     # the controls need the demo's scale: a nuisance probe on a few dozen items cannot show the
     # planted shortcut, and one seed of one step per run cannot show seed noise (a null ablation
-    # needs >= 2 seeds a side). The demo's `make run` and tests/test_reports.py check them.
+    # needs >= 2 seeds a side). The demo's `make run` and tests/evaluation/test_reports.py check them.
     params["report"]["controls"] = {"null_ablation": {}, "shortcut": {}}
     return params
 

@@ -14,7 +14,7 @@ from dfpipe.splits.shortcut import FEATURES, codec_family, macro_auc, pixel_stat
 from dfpipe.splits.variants import build_variant
 from helpers import AUDIT, face_rows, run_audit_stage, smooth_image, split_cfg, variant_cfg, write_source, write_stage_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N = 160  # stills per class: ~50 eval items per class keep a no-signal probe's AUC well under 0.75
 COUNTS = {"real_src": N, "fake_src": N}
 

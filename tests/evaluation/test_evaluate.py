@@ -23,7 +23,7 @@ from dfpipe.scoring import metrics as M
 from dfpipe.evaluation.masks import mask_evaluation
 from helpers import fake_scores, make_manifest, run_dict, scored_frames
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_align_checks_ids_and_labels():

@@ -23,7 +23,7 @@ from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.splits.groups import SplitError, canonical_groups
 from dfpipe.splits.variants import SplitConfig, VariantConfig, build_variant, scaled, select_variant
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- counts of the notes x scale

@@ -33,7 +33,7 @@ from dfpipe.ingest.worker import ItemResult, Worker
 from helpers import preprocess_params
 from synthetic import draw_synthetic_face, write_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models" / "mediapipe"
 DETECTOR, SEGMENTER = MODELS / "face_detection_short_range.tflite", MODELS / "selfie_segmentation.tflite"
 CFG = preprocess_params(min_face=20, every_n=5, frames_per_video=3, max_pixels=600 * 600, shard_size=4)

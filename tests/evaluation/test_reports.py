@@ -22,7 +22,7 @@ from dfpipe.evaluation import tables as T
 from dfpipe.evaluation.compare import compare
 from helpers import make_manifest, scored_frames
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dict | None = None,

@@ -24,7 +24,7 @@ from dfpipe.splits.variants import build_variant, materialise_split, select_vari
 from helpers import (ALL, AUDIT, SIZE, face_rows, frame_image, run_audit_stage, smooth_image, split_cfg, variant_cfg,
                      write_source, write_stage_params)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

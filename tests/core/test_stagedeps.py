@@ -24,7 +24,7 @@ from dfpipe.core import stagedeps
 from dfpipe.core.stagedeps import DataDep
 from dfpipe.evaluation.evaluations import resolved_evaluations
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dvc_yaml_code_deps_match_the_import_closure():

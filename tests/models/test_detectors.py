@@ -21,7 +21,7 @@ from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit
 
 from helpers import approve_variant, make_variant, run_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

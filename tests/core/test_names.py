@@ -1,7 +1,7 @@
 """Names that become folders: the library functions refuse a bad one before reading, writing or deleting.
 
-The stage scripts check their argument and params.yaml's keys first (tests/test_cli.py,
-tests/test_config.py); these are the second line, for callers that pass a name directly.
+The stage scripts check their argument and params.yaml's keys first (tests/core/test_cli.py,
+tests/core/test_config.py); these are the second line, for callers that pass a name directly.
 """
 
 from __future__ import annotations

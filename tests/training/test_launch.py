@@ -14,7 +14,7 @@ from dfpipe.training.checkpoint import load_model
 
 from helpers import RUN_DEFAULTS, approve_variant, make_variant
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_torchrun_command_for_one_and_several_nodes():

@@ -227,7 +227,7 @@ def test_lr_schedule_shapes():
 
 def test_params_yaml_runs_build():
     """Every run in the repository's params.yaml builds (strict keys, validated values)."""
-    params = load_yaml(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = load_yaml(Path(__file__).resolve().parents[2] / "params.yaml")
     train_cfg, runs = train_mod.load_runs(params)
     assert runs, "params.yaml has no runs"
     for name, cfg in runs.items():

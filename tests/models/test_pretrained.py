@@ -131,7 +131,7 @@ def test_stage_offline_exits_with_the_file_to_provide(tmp_path):
 
     import yaml
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     params = {"pretrained": {"out_dir": "models/pretrained", "fetch": ["resnet18_imagenet"], "weights": {
         "resnet18_imagenet": {"arch": "resnet18", "source": "url:http://127.0.0.1:9/resnet18-f37072fd.pth",
                               "sha256": "f37072fd", "local": "data/raw/pretrained/resnet18-f37072fd.pth"}}}}

@@ -14,7 +14,7 @@ import yaml
 from dfpipe.core.cli import DEBUG_ENV, run_stage, stage_args
 from dfpipe.core.config import ConfigError, load_yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stage_args_returns_the_arguments():

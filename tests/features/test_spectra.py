@@ -424,7 +424,7 @@ def test_stage_writes_cache_metrics_and_plots(tmp_path, monkeypatch):
     import importlib.util
 
     make_spectra_variant(tmp_path / "data" / "variants" / "v1")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((repo / "params.yaml").read_text())["spectra"]
     params.update(variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spectra": params}))
@@ -498,7 +498,7 @@ def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypat
     import importlib.util
 
     make_spectra_variant(tmp_path / "data" / "variants" / "v1")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     spectra = dict(params["spectra"], variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
     frank = {"f": {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "none", "max_iter": 100}}

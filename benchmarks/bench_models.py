@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dfpipe.models import ModelConfig, build_model, count_parameters
+from dfpipe.models import build_model, count_parameters, model_config
 
 MODELS = {
     "resnet18": (dict(name="resnet18"), 224),
@@ -80,10 +80,10 @@ def main() -> None:
     for key in args.models:
         kw, paper = MODELS[key]
         torch.manual_seed(0)
-        small = build_model(ModelConfig(image_size=64, mask_size=64, **kw))
+        small = build_model(model_config({"image_size": 64, **({"mask_size": 64} if kw.get("seg_head") else {}), **kw}))
         row = f"{key:<20}{count_parameters(small) / 1e6:>11.2f}"
         row += f"{train_step_rate(small, 64, args.batch, args.iters, torch.device('cpu'), False):>16.1f}"
-        big = build_model(ModelConfig(image_size=paper, **kw))
+        big = build_model(model_config({"image_size": paper, **kw}))
         if args.skip_paper_size:
             row += f"{'-':>17}"
         else:

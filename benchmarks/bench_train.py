@@ -29,7 +29,7 @@ from dfpipe.training.data import VariantDataset, make_loader
 from dfpipe.training.engine import to_device, train_one_epoch
 from dfpipe.training.losses import LossConfig, build_loss
 from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
-from dfpipe.models import ModelConfig, build_model
+from dfpipe.models import build_model, model_config
 from dfpipe.core.shards import ShardWriter
 
 MODELS = {
@@ -145,7 +145,8 @@ def main() -> None:
             print(f"data path{' +masks' if with_masks else ''}: {count / (time.perf_counter() - t0):.0f} img/s", flush=True)
         for key in args.models:
             seg = MODELS[key].get("seg_head", False)
-            cfg = ModelConfig(image_size=args.size, mask_size=args.size, **MODELS[key])
+            mask = {"mask_size": args.size} if MODELS[key].get("seg_head") else {}  # only F3Net's mask head has one
+            cfg = model_config({"image_size": args.size, **mask, **MODELS[key]})
             torch.manual_seed(0)
             model = build_model(cfg).to(device)
             if args.channels_last:

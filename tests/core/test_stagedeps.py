@@ -22,6 +22,7 @@ import yaml
 
 from dfpipe.core import stagedeps
 from dfpipe.core.stagedeps import DataDep
+from dfpipe.pipeline import dvcfile
 from dfpipe.evaluation.evaluations import resolved_evaluations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,12 +219,12 @@ def test_check_fails_then_write_fixes_only_code_lines(tmp_path, capsys, tmp_tabl
     _write(tmp_path, PACKAGE)
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(DVC_YAML)
-    assert stagedeps.main(["--check", "--dvc-yaml", str(dvc_yaml)]) == 1
+    assert dvcfile.main(["--check", "--dvc-yaml", str(dvc_yaml)]) == 1
     out = capsys.readouterr().out
     assert "work: missing code deps" in out and "src/dfpipe/ingest/helper.py" in out
     assert "plain" not in out  # that stage was already right
 
-    assert stagedeps.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
+    assert dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
     text = dvc_yaml.read_text()
     assert "# a comment that must survive" in text
     assert "        # data dep stays first\n        - data/in/${item}\n" in text   # the declared note
@@ -235,14 +236,14 @@ def test_check_fails_then_write_fixes_only_code_lines(tmp_path, capsys, tmp_tabl
     assert spec["stages"]["copy"] == yaml.safe_load(DVC_YAML)["stages"]["copy"]
     # idempotent, and --check agrees
     assert stagedeps.rewrite(text, stagedeps.expected_code_deps(dvc_yaml)) == text
-    assert stagedeps.main(["--check", "--dvc-yaml", str(dvc_yaml)]) == 0
+    assert dvcfile.main(["--check", "--dvc-yaml", str(dvc_yaml)]) == 0
 
 
 def test_a_new_import_is_a_missing_dep(tmp_path):
     _write(tmp_path, PACKAGE)
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(DVC_YAML)
-    stagedeps.main(["--write", "--dvc-yaml", str(dvc_yaml)])
+    dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)])
     assert stagedeps.differences(dvc_yaml) == []
     (tmp_path / "src/dfpipe/core/io.py").write_text("import json\nfrom dfpipe.core import unused\n")
     diffs = stagedeps.differences(dvc_yaml)
@@ -283,7 +284,7 @@ def test_a_declared_folder_covers_the_files_below_it(tmp_path, tmp_table):
     dvc_yaml.write_text(DVC_YAML.replace("- src/dfpipe/ingest/work.py", "- src/dfpipe/ingest"))
     diffs = stagedeps.differences(dvc_yaml)
     assert diffs and "src/dfpipe/ingest/helper.py" not in "".join(diffs)   # covered by the folder
-    assert stagedeps.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
+    assert dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
     deps = yaml.safe_load(dvc_yaml.read_text())["stages"]["work"]["do"]["deps"]
     assert "src/dfpipe/ingest" in deps and "src/dfpipe/ingest/helper.py" not in deps
     assert "src/dfpipe/models/registry.py" in deps
@@ -411,5 +412,5 @@ def test_write_makes_data_deps_the_declared_reads_in_place(tmp_path, monkeypatch
     assert stagedeps.rewrite(text, code, stagedeps.expected_data_deps(dvc_yaml)) == text
     (tmp_path / "params.yaml").write_text("thing: {list: lists/official.txt}\n")
     assert stagedeps.data_differences(dvc_yaml) == ["thing: missing data deps ['${thing.list}']"]
-    assert stagedeps.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
+    assert dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
     assert "        - ${thing.list}\n        - stages/thing.py\n" in dvc_yaml.read_text()

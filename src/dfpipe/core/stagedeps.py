@@ -1,4 +1,4 @@
-"""Derive each DVC stage's code and data deps (imports; declared reads) and check or write dvc.yaml.
+"""Derive each DVC stage's code and data deps (imports; declared reads): the library half of the dvc.yaml writer.
 
 Also checks that params are narrow: no stage depends on a key that changes no result
 (``NON_RESULT_KEYS``: progress bars, worker counts, logging, device), and a stage whose config class
@@ -26,22 +26,18 @@ that stage's data deps or outputs, or be explained in ``NOT_DEPS`` / ``STAGE_NOT
 param cannot be read silently.
 
 In dvc.yaml a code dep is any ``deps:`` entry under ``src/`` or ``stages/``, a data dep any other
-entry. ``--write`` replaces exactly those lines of each stage (each kind at the place of its first
-line; code right after ``deps:``, data after the code when a kind had none), writes a declared
-dep's note as the comment above it, and keeps every other line and comment as it is. ``--check``
-exits 1 and lists the differences when dvc.yaml disagrees with the closure or the declaration
-(tests/core/test_stagedeps.py runs it, CI runs ``--check``).
-
-Usage: ``python -m dfpipe.core.stagedeps --check|--write [--dvc-yaml dvc.yaml]`` (params.yaml next to it).
+entry. :func:`rewrite` replaces exactly those lines of each stage (each kind at the place of its
+first line; code right after ``deps:``, data after the code when a kind had none), writes a declared
+dep's note as the comment above it, and keeps every other line and comment as it is;
+:func:`differences` / :func:`data_differences` list where dvc.yaml disagrees with the closure or
+the declaration. The command is ``python -m dfpipe.pipeline.dvcfile --check|--write``.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import fnmatch
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, cast
@@ -745,46 +741,3 @@ def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep]
         if at < len(kept):
             out.append(kept[at])
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 1 when dvc.yaml disagrees with the imports or the data-dep declaration",
-    )
-    mode.add_argument("--write", action="store_true", help="rewrite the code-dep and data-dep lines of dvc.yaml")
-    parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
-    args = parser.parse_args(argv)
-    try:
-        if args.write:
-            text = args.dvc_yaml.read_text(encoding="utf-8")
-            new = rewrite(text, with_declared_folders(args.dvc_yaml), expected_data_deps(args.dvc_yaml))
-            if new != text:
-                args.dvc_yaml.write_text(new, encoding="utf-8")
-                print(f"[stagedeps] {args.dvc_yaml}: code and data deps rewritten")
-        diffs = differences(args.dvc_yaml) + data_differences(args.dvc_yaml) + param_problems(args.dvc_yaml)
-    except (StageDepsError, OSError, SyntaxError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for line in diffs:
-        print(line)
-    if diffs:
-        print(
-            f"{args.dvc_yaml}: deps disagree with the imports or stagedeps.DATA_DEPS (fix: "
-            "`python -m dfpipe.core.stagedeps --write`, or declare the read) or params are not narrow "
-            "(edit dvc.yaml)",
-            file=sys.stderr,
-        )
-        return 1
-    print(
-        f"[stagedeps] {args.dvc_yaml}: code deps match the import closure of every stage, data deps the "
-        "declared reads; params narrow"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

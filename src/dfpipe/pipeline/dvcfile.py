@@ -88,7 +88,7 @@ def with_tail(text: str, sections: Mapping[str, Any]) -> str:
 def derived(dvc_yaml: Path, params_yaml: Path | None = None) -> str:
     """The text dvc.yaml should have: the file as it is with every derived part regenerated."""
     params_yaml = params_yaml or dvc_yaml.parent / "params.yaml"
-    params = load_yaml(params_yaml)
+    params = load_yaml(params_yaml) if params_yaml.is_file() else {}
     text = dvc_yaml.read_text(encoding="utf-8")
     spec = yaml.safe_load(text) or {}
     stages = spec.get("stages") or {}

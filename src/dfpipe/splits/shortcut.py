@@ -119,11 +119,11 @@ def nuisance_table(
     fmt = np.where(fmt == "", suffix.to_numpy(), fmt)
     origin = (
         (
-            f"derived from box_w and the path suffix for {int(missing.sum())} of {n} items (C2 columns "
+            f"derived from box_w and the path suffix for {int(missing.sum())} of {n} items (provenance columns "
             "absent or not recorded)"
         )
         if missing.any()
-        else "manifest (C2 columns)"
+        else "manifest (provenance columns)"
     )
     table = pd.DataFrame(
         {
@@ -311,7 +311,7 @@ def shortcut_markdown(s: dict, origin: str) -> list[str]:
         + ", ".join(f"`{n}`" for n in s["features"]["gate"])
         + "; all features: "
         + ", ".join(f"`{n}`" for n in s["features"].get("all", s["features"]["gate"]))
-        + f" (codec families: {', '.join(s['codec_families'])}). C2 facts: {origin}. "
+        + f" (codec families: {', '.join(s['codec_families'])}). Provenance: {origin}. "
         f"CIs: {CI_LEVEL:.0%} cluster bootstrap over split groups.",
         "",
     ]

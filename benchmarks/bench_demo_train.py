@@ -79,7 +79,8 @@ def main() -> int:
             print(f"variant {variant}: train+val counts by label {counts}", flush=True)
         params["audit"]["out_dir"] = "audit"
         params["train"].update(variants_dir="variants", spectra_dir="spectra", models_dir="models",
-                               metrics_dir="metrics", scratch_dir="scratch", log_dir="logs", progress=False)
+                               metrics_dir="metrics")
+        params["runtime"]["train"].update(scratch_dir="scratch", log_dir="logs", progress=False)
         (tmp / "params.yaml").write_text(yaml.safe_dump(params))
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
         total = 0.0

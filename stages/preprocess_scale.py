@@ -4,7 +4,7 @@ Usage (from the repository root): ``python stages/preprocess_scale.py <mode> <so
 
 - ``part <source> I/N``: part I of N of the source's sorted listing into
   ``data/faces_parts/<source>/part-I-of-N/`` (+ ``part-I-of-N.json`` metrics); parts can run on
-  different machines (each may also use ``preprocess.executor: ray``);
+  different machines (each may also use ``runtime.preprocess.executor: ray``);
 - ``merge <source> N``: the N parts into ``<split.faces_dir>/<source>/`` and
   ``metrics/preprocess/<source>.json``, byte-identical to ``stages/preprocess.py <source>``;
 - ``pair <source> <other>``: two sources differing only in ``sampling`` (FF++ every 20th and K per

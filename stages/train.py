@@ -1,7 +1,7 @@
 """train@<run>: fit every seed of ``runs.<run>`` -> models/<run>/seed<s>.pt, metrics/train/<run>/.
 
-Usage (from the repository root): ``python stages/train.py <run>``. With ``train.gpus`` (or
-``train.nodes``) > 1 the script re-executes itself under torchrun (``dfpipe.training.launch``).
+Usage (from the repository root): ``python stages/train.py <run>``. With ``runtime.train.gpus`` (or
+``runtime.train.nodes``) > 1 the script re-executes itself under torchrun (``dfpipe.training.launch``).
 Training refuses to start, with one line and exit status 1, when the run's variant has no audit
 gate ``<audit.out_dir>/<variant>/gate.json`` or differs from what the gate approved
 (``dfpipe.splits.gate``).

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
+import yaml
 from pydantic import model_validator
 
 from dfpipe.core.config import (Config, ConfigError, RepoPath, SafeName, build, load_entry, load_section, safe_name,
@@ -143,3 +144,24 @@ def test_params_models_refuse_path_like_keys(repo):
     caches = {**features["caches"], ".hidden": next(iter(features["caches"].values()))}
     with pytest.raises(ConfigError, match=r"^features\.caches\.\.hidden: .*starts with '\.'"):
         build(FeaturesConfig, {**features, "caches": caches}, where="features", root=repo)
+
+
+def test_runtime_keys_merge_into_their_section_and_are_named_there(tmp_path):
+    """runtime.<section> holds the keys that change no result; the loader merges them, refuses a key
+    set in both places, and names a bad one by where it is written."""
+    from dfpipe.core.config import load_yaml, section_data
+    from dfpipe.training.config import TrainConfig
+
+    REPO = Path(__file__).resolve().parents[2]
+
+    params = load_yaml(REPO / "params.yaml")
+    assert "progress" not in params["train"] and section_data(params, "train")["progress"] is True
+    path = tmp_path / "params.yaml"
+    bad = {**params, "runtime": {**params["runtime"], "train": {**params["runtime"]["train"], "gpus": 0}}}
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"^runtime\.train\.gpus: must be >= 1, got 0$"):
+        load_section("train", TrainConfig, path)
+    both = {**params, "train": {**params["train"], "progress": False}}
+    path.write_text(yaml.safe_dump(both))
+    with pytest.raises(ConfigError, match=r"train\.progress: also set as runtime\.train\.progress"):
+        load_section("train", TrainConfig, path)

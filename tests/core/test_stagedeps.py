@@ -256,16 +256,18 @@ def test_params_are_narrow():
     assert not problems, "\n".join(problems)
 
 
-def test_param_check_finds_whole_sections_and_unlisted_keys(tmp_path):
-    (tmp_path / "params.yaml").write_text("train: {progress: true, lr_scale: 1, amp: auto}\n")
+def test_param_check_finds_runtime_params_and_unlisted_keys(tmp_path):
+    (tmp_path / "params.yaml").write_text("train: {lr_scale: 1, amp: auto}\nruntime: {train: {progress: true}}\n")
     (tmp_path / "dvc.yaml").write_text(
-        "stages:\n  train:\n    cmd: echo\n    params: [train]\n"
-        "  evaluate:\n    cmd: echo\n    params: [{params.yaml: [train.progress]}]\n")
+        "stages:\n  train:\n    cmd: echo\n    params: [train.amp]\n"
+        "  evaluate:\n    cmd: echo\n    params: [{params.yaml: [runtime.train.progress]}]\n"
+        "  make_demo:\n    cmd: echo\n    params: [runtime]\n")
     problems = stagedeps.param_problems(tmp_path / "dvc.yaml")
-    assert any(p.startswith("train: param 'train' covers non-result keys") and "'train.progress'" in p
-               for p in problems)
-    assert any(p.startswith("train: result params not listed ['train.amp', 'train.lr_scale']") for p in problems)
-    assert any(p.startswith("evaluate: param 'train.progress'") for p in problems)
+    assert any(p.startswith("train: result params not listed ['train.lr_scale']") for p in problems), problems
+    assert any(p.startswith("evaluate: param 'runtime.train.progress' is a runtime key") for p in problems)
+    assert any(p.startswith("make_demo: param 'runtime' is a runtime key") for p in problems)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: echo\n    params: [train]\n")
+    assert stagedeps.param_problems(tmp_path / "dvc.yaml") == []  # the whole section covers every key
 
 
 def test_official_split_folder_must_be_the_variant_dep(tmp_path):

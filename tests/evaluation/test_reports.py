@@ -294,9 +294,7 @@ def test_dvc_yaml_matches_params():
     deps = [d for d in dvc["stages"]["report"]["deps"] if d.startswith("metrics/")]
     assert deps == R.report_deps(cfg, params)
     assert set(cfg.evaluation_names()) <= set(dvc["stages"]["evaluate"]["foreach"]) | set(params.get("frank", {}))
-    params_deps = {p for p in dvc["stages"]["evaluate"]["do"]["params"] if p.startswith("evaluate.")}
-    keys = set(yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"])
-    assert params_deps == {f"evaluate.{k}" for k in keys} - {"evaluate.num_workers"}
+    assert "evaluate" in dvc["stages"]["evaluate"]["do"]["params"]  # the whole section (no runtime key in it)
 
 
 def test_generator_rewrites_a_stale_dvc_yaml(tmp_path):

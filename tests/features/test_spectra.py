@@ -503,7 +503,8 @@ def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypat
     spectra = dict(params["spectra"], variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
     frank = {"f": {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "none", "max_iter": 100}}
     evaluate = dict(params["evaluate"], bootstrap=20)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spectra": spectra, "frank": frank, "evaluate": evaluate}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spectra": spectra, "frank": frank, "evaluate": evaluate,
+                                                          "runtime": params["runtime"]}))
     monkeypatch.chdir(tmp_path)
     stages = {}
     for name in ("spectra", "frank"):

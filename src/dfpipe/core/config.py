@@ -184,12 +184,40 @@ def load_yaml(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return copy.deepcopy(_PARSED[key])
 
 
-def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
-    """Build ``cls`` from the top-level ``section`` of the parameters file."""
-    data = load_yaml(path)
+#: The params.yaml section of keys that say how a stage runs, never what it computes (worker counts,
+#: executors, launch, device of training, logging, resume state): ``runtime.<section>`` is merged
+#: into ``<section>`` on loading, and no stage lists ``runtime`` as a param.
+RUNTIME = "runtime"
+
+
+def section_data(data: Mapping[str, Any], section: str, where: str = PARAMS_FILE) -> dict[str, Any]:
+    """The mapping ``section`` of params ``data`` with its ``runtime.<section>`` keys merged in.
+
+    A key in both is a :class:`ConfigError` (one place per key: results in ``<section>``, how it
+    runs in ``runtime.<section>``).
+    """
     if section not in data:
-        raise ConfigError(f"{section}: missing section in {path}")
-    return build(cls, data[section], where=section, root=Path(path).parent)
+        raise ConfigError(f"{section}: missing section in {where}")
+    body, extra = data[section], (data.get(RUNTIME) or {}).get(section) or {}
+    if not isinstance(body, Mapping) or not isinstance(extra, Mapping):
+        return body  # the config class reports the wrong type with its dotted key
+    both = sorted(set(body) & set(extra))
+    if both:
+        raise ConfigError(f"{section}.{both[0]}: also set as {RUNTIME}.{section}.{both[0]}; keep one")
+    return {**body, **extra}
+
+
+def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
+    """Build ``cls`` from the top-level ``section`` of the parameters file (with its runtime keys;
+    an error in one of those names it as ``runtime.<section>.<key>``)."""
+    data = load_yaml(path)
+    try:
+        return build(cls, section_data(data, section, str(path)), where=section, root=Path(path).parent)
+    except ConfigError as exc:
+        message = str(exc)
+        for key in (data.get(RUNTIME) or {}).get(section) or {}:
+            message = re.sub(rf"(?<![\w.]){section}\.{re.escape(str(key))}\b", f"{RUNTIME}.{section}.{key}", message)
+        raise ConfigError(message) from None
 
 
 def load_entry(section: str, key: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:

@@ -1,8 +1,8 @@
 """Derive each DVC stage's code and data deps (imports; declared reads): the library half of the dvc.yaml writer.
 
-Also checks that params are narrow: no stage depends on a key that changes no result
-(``NON_RESULT_KEYS``: progress bars, worker counts, logging, device), and a stage whose config class
-reads a whole section lists each of its result keys (``STAGE_SECTIONS``).
+Also checks that params are narrow: no stage depends on ``runtime:`` (keys that change no result:
+worker counts, executors, logging, device of training), and a stage whose config class reads a whole
+section depends on every key of it (``STAGE_SECTIONS``).
 
 A stage's code deps are its entry point (``stages/<stage>.py``, or the module of a
 ``python -m dfpipe...`` command) plus every module of ``src/dfpipe`` that the entry point imports,
@@ -38,36 +38,20 @@ from __future__ import annotations
 import ast
 import fnmatch
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import yaml
 
+from dfpipe.core.config import RUNTIME
+
 PACKAGE = "dfpipe"
-#: params.yaml keys that change no output byte (progress, logging, worker counts, device choice):
-#: never params of a stage, so changing them leaves `dvc status` clean.
-NON_RESULT_KEYS = frozenset(
-    {
-        "demo.workers",
-        "preprocess.workers",
-        "preprocess.executor",
-        "preprocess.ray_address",
-        "spectra.workers",  # executors and thread counts: same bytes (tests)
-        "train.gpus",
-        "train.nodes",
-        "train.rdzv_endpoint",  # how training is launched, not what it computes
-        "train.device",
-        "train.num_workers",
-        "train.log_every",
-        "train.progress",
-        "train.log_dir",
-        "train.scratch_dir",  # timings log, resume state: never outputs
-        "evaluate.num_workers",  # evaluate.device stays a param (eval's choice: CPU vs GPU floats)
-    }
-)
-#: stage -> the params.yaml section its config class reads whole: the stage lists every key of it
-#: one by one except NON_RESULT_KEYS (a key added to the section must be added to dvc.yaml too).
+#: stage -> the params.yaml section its config class reads whole: the stage lists that section as
+#: one param (or each of its keys), so a key added to the section is a param at once. Keys that change
+#: no output byte (worker counts, executors, launch, device of training, logging, resume state) live
+#: in ``runtime.<section>`` instead, which no stage lists (:data:`dfpipe.core.config.RUNTIME`).
 STAGE_SECTIONS = {"make_demo": "demo", "preprocess": "preprocess", "train": "train", "evaluate": "evaluate"}
 CODE_PREFIXES = ("src/", "stages/")
 
@@ -611,9 +595,15 @@ def _param_keys(body: dict) -> list[str]:
     return keys
 
 
+def runtime_keys(params: Mapping[str, Any]) -> list[str]:
+    """Every ``runtime.<section>.<key>`` of params (the keys no stage may list)."""
+    runtime = params.get(RUNTIME) or {}
+    return sorted(f"{RUNTIME}.{sec}.{key}" for sec, body in runtime.items() for key in (body or {}))
+
+
 def param_problems(dvc_yaml: Path, params_yaml: Path | None = None) -> list[str]:
-    """Narrow params: no stage lists a non-result key (or its whole section); every result key of
-    a STAGE_SECTIONS section is listed by its stage."""
+    """Narrow and complete params: no stage lists ``runtime`` (or a key under it); a STAGE_SECTIONS
+    stage lists its whole section or every key of it, and no key the section does not have."""
     params_yaml = params_yaml or dvc_yaml.parent / "params.yaml"
     params = (yaml.safe_load(params_yaml.read_text(encoding="utf-8")) if params_yaml.is_file() else None) or {}
     spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
@@ -621,15 +611,14 @@ def param_problems(dvc_yaml: Path, params_yaml: Path | None = None) -> list[str]
     for name, stage in (spec.get("stages") or {}).items():
         listed = _param_keys(stage.get("do", stage))
         for key in listed:
-            hit = sorted(k for k in NON_RESULT_KEYS if k == key or k.startswith(key + "."))
-            if hit:
-                problems.append(f"{name}: param {key!r} covers non-result keys {hit}")
+            if key == RUNTIME or key.startswith(RUNTIME + "."):
+                problems.append(f"{name}: param {key!r} is a runtime key (it changes no result; never a param)")
         section = STAGE_SECTIONS.get(name)
-        if section and section in params:
-            want = {f"{section}.{k}" for k in params[section]} - NON_RESULT_KEYS
+        if section and section in params and section not in listed:
+            want = {f"{section}.{k}" for k in params[section]}
             missing = sorted(want - set(listed))
             if missing:
-                problems.append(f"{name}: result params not listed {missing}")
+                problems.append(f"{name}: result params not listed {missing} (list the section {section!r})")
             unknown = sorted(k for k in listed if k.startswith(section + ".") and k not in want)
             if unknown:
                 problems.append(f"{name}: params not in params.yaml {unknown}")

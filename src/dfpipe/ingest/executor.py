@@ -4,7 +4,7 @@ The preprocess stage turns each raw item (an image, a video) into crops with a s
 that holds the MediaPipe models. :func:`ordered_map` runs such workers
 
 - ``local``: in this process (``workers == 1``) or in a spawned ``multiprocessing`` pool;
-- ``ray``: as Ray actors (one CPU each) on a Ray cluster, ``address`` from ``preprocess.ray_address``
+- ``ray``: as Ray actors (one CPU each) on a Ray cluster, ``address`` from ``runtime.preprocess.ray_address``
   or, when that is null, the standard ``RAY_ADDRESS`` variable (neither: a private local Ray
   instance is started for the call).
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, SafeName, build, merged_entry
+from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, SafeName, build, merged_entry, section_data
 from dfpipe.models import ModelConfig, model_settings
 from dfpipe.training.losses import LossConfig
 
@@ -126,7 +126,7 @@ def load_runs(params: dict) -> tuple[TrainConfig, dict[str, RunConfig]]:
     for key in ("train", "runs"):
         if key not in params:
             raise ConfigError(f"params.yaml: missing section '{key}'")
-    train_cfg = build(TrainConfig, params["train"], where="train")
+    train_cfg = build(TrainConfig, section_data(params, "train"), where="train")
     if not isinstance(params["runs"], dict):
         raise ConfigError("runs: expected a mapping of run name -> run config")
     runs = {

@@ -1,7 +1,7 @@
 """Multi-GPU / multi-node training as parameters: the train stage re-executes itself under torchrun.
 
-``train.gpus`` (processes per node: one per GPU; on a CPU-only machine, gloo processes) and
-``train.nodes`` with ``train.rdzv_endpoint`` (``host:port`` of the c10d rendezvous, required when
+``runtime.train.gpus`` (processes per node: one per GPU; on a CPU-only machine, gloo processes) and
+``runtime.train.nodes`` with ``runtime.train.rdzv_endpoint`` (``host:port`` of the c10d rendezvous, required when
 ``nodes > 1``; run the same stage command on every node) decide the launch. When more than one
 process is asked for and this process is not already a torchrun worker, :func:`relaunch` replaces
 it (``os.execv``, same pid, so DVC waits on it as before) with::
@@ -36,7 +36,9 @@ def torchrun_argv(
         cmd.append("--standalone")  # a private rendezvous on a free local port
     else:
         if not rdzv_endpoint:
-            raise ValueError("train.nodes > 1 needs train.rdzv_endpoint (host:port reachable by every node)")
+            raise ValueError(
+                "runtime.train.nodes > 1 needs runtime.train.rdzv_endpoint (host:port reachable by every node)"
+            )
         cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", run_id]
     return cmd + [script, *args]
 

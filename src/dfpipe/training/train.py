@@ -9,7 +9,7 @@ Contracts (what ``train@<run>`` reads and writes)
   :mod:`dfpipe.training.checkpoint`) and ``metrics/train/<run>/curves/seed<s>.tsv`` (``epoch,
   train_loss, val_macro_f1, val_acc``); ``metrics/train/<run>/metrics.json`` =
   ``{"seeds": {"<s>": {"best_val_macro_f1", "best_epoch"}}}``. No timings in any of them: img/s and
-  wall times go to stderr and ``<train.log_dir>/train/<run>.log`` only.
+  wall times go to stderr and ``<runtime.train.log_dir>/train/<run>.log`` only.
 - Spectrum inputs: ``<spectra_dir>/<variant>/stats_<input>.npz`` (train-split statistics) fill the
   model's normalisation buffers once; its kind/colour/eps must equal the model config's.
 - Resume: after every epoch the seed's full state (optimizer, scheduler, scaler, rng, best weights,

@@ -231,11 +231,11 @@ def test_check_fails_then_write_fixes_only_code_lines(tmp_path, capsys, tmp_tabl
     spec = yaml.safe_load(text)
     work = spec["stages"]["work"]["do"]
     assert work["deps"][0] == "data/in/${item}"
-    assert work["deps"][1:] == stagedeps.import_closure(Path("stages/work.py"), tmp_path)
+    assert work["deps"][1:] == stagedeps.compacted(stagedeps.import_closure(Path("stages/work.py"), tmp_path), tmp_path)
     assert work["params"] == ["work"] and work["outs"] == ["data/out/${item}"]
     assert spec["stages"]["copy"] == yaml.safe_load(DVC_YAML)["stages"]["copy"]
     # idempotent, and --check agrees
-    assert stagedeps.rewrite(text, stagedeps.expected_code_deps(dvc_yaml)) == text
+    assert stagedeps.rewrite(text, stagedeps.derived_code_deps(dvc_yaml)) == text
     assert dvcfile.main(["--check", "--dvc-yaml", str(dvc_yaml)]) == 0
 
 
@@ -280,16 +280,21 @@ def test_official_split_folder_must_be_the_variant_dep(tmp_path):
     assert stagedeps.param_problems(tmp_path / "dvc.yaml") == []
 
 
-def test_a_declared_folder_covers_the_files_below_it(tmp_path, tmp_table):
+def test_a_fully_imported_package_is_one_folder_dep(tmp_path, tmp_table):
+    """A package whose every module is in the closure is one folder dep (a smaller dvc.lock, the same
+    code); one module outside the closure keeps the package as files (a folder would widen the deps)."""
     _write(tmp_path, PACKAGE)
     dvc_yaml = tmp_path / "dvc.yaml"
-    dvc_yaml.write_text(DVC_YAML.replace("- src/dfpipe/ingest/work.py", "- src/dfpipe/ingest"))
-    diffs = stagedeps.differences(dvc_yaml)
-    assert diffs and "src/dfpipe/ingest/helper.py" not in "".join(diffs)   # covered by the folder
+    dvc_yaml.write_text(DVC_YAML)
     assert dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
     deps = yaml.safe_load(dvc_yaml.read_text())["stages"]["work"]["do"]["deps"]
-    assert "src/dfpipe/ingest" in deps and "src/dfpipe/ingest/helper.py" not in deps
-    assert "src/dfpipe/models/registry.py" in deps
+    assert "src/dfpipe/ingest" in deps and "src/dfpipe/models" in deps
+    assert "src/dfpipe/ingest/helper.py" not in deps and "src/dfpipe/models/registry.py" not in deps
+    (tmp_path / "src/dfpipe/ingest/unused.py").write_text("x = 1\n")  # not imported by the stage
+    assert dvcfile.main(["--check", "--dvc-yaml", str(dvc_yaml)]) == 1
+    assert dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
+    deps = yaml.safe_load(dvc_yaml.read_text())["stages"]["work"]["do"]["deps"]
+    assert "src/dfpipe/ingest" not in deps and "src/dfpipe/ingest/helper.py" in deps
 
 
 def test_no_tracked_metrics_of_retired_runs():
@@ -397,7 +402,7 @@ def test_write_makes_data_deps_the_declared_reads_in_place(tmp_path, monkeypatch
     monkeypatch.setattr(stagedeps, "STAGE_NOT_DEPS", {"thing": {"thing.models.*.file": "pinned"}})
     assert stagedeps.data_differences(dvc_yaml) == [
         "thing: missing data deps ['${thing.in_dir}/${key}']", "thing: data deps not declared ['data/stale']"]
-    code = stagedeps.with_declared_folders(dvc_yaml)
+    code = stagedeps.derived_code_deps(dvc_yaml)
     text = stagedeps.rewrite(dvc_yaml.read_text(), code, stagedeps.expected_data_deps(dvc_yaml))
     assert text.split("      deps:\n")[1].split("      outs:")[0] == (
         "        - ${item.path}\n"
@@ -406,7 +411,7 @@ def test_write_makes_data_deps_the_declared_reads_in_place(tmp_path, monkeypatch
         "        # the entry's inputs\n"
         "        - ${thing.in_dir}/${key}\n"
         "        - stages/thing.py\n"
-        "        - src/dfpipe/core/config.py\n"
+        "        - src/dfpipe/core\n"  # config.py is the package's only module: one folder dep
         "        - src/dfpipe/reexport.py\n"
         "        - src/dfpipe/things.py\n")
     dvc_yaml.write_text(text)

@@ -357,16 +357,39 @@ def _covered(path: str, declared: list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
 
 
-def with_declared_folders(dvc_yaml: Path) -> dict[str, list[str]]:
-    """Derived code deps per stage, keeping the folder deps dvc.yaml declares that cover closure
-    files (e.g. a stage owner's ``src/dfpipe/core``); closure files they do not cover are added."""
+def compacted(closure: list[str], root: Path) -> list[str]:
+    """``closure`` with every package folder whose modules it holds entirely written as the folder.
+
+    A folder dep is one dvc.lock entry instead of one per file (the lock is rewritten after every
+    stage, so its size is paid 106 times per ``dvc repro``) and depends on exactly the same code: a
+    folder is used only when every ``.py`` file in it is in the closure (a package ``__init__.py``
+    that holds only a docstring counts as covered), so it widens nothing.
+    """
+    files = set(closure)
+    folders = []
+    for folder in sorted({str(Path(f).parent.as_posix()) for f in closure if f.startswith("src/")}):
+        modules = sorted(p for p in (root / folder).glob("*.py"))
+        # a folder dep covers its subfolders too: only a package without subpackages is compacted
+        nested = any(sub.is_dir() and any(sub.rglob("*.py")) for sub in (root / folder).iterdir())
+        if (
+            modules
+            and not nested
+            and all(
+                (m.relative_to(root).as_posix() in files)
+                or (m.name == "__init__.py" and _is_trivial_init(ast.parse(m.read_text(encoding="utf-8"))))
+                for m in modules
+            )
+        ):
+            folders.append(folder)
+    kept = [f for f in closure if not _covered(f, folders)] + folders
+    return sorted(kept, key=lambda p: (not p.startswith("stages/"), p))
+
+
+def derived_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
+    """Derived code deps per stage: the import closure, each fully imported package folder as one
+    folder dep (:func:`compacted`)."""
     root = dvc_yaml.resolve().parent
-    declared = declared_code_deps(dvc_yaml)
-    out = {}
-    for name, want in expected_code_deps(dvc_yaml).items():
-        folders = [d for d in declared.get(name, []) if (root / d).is_dir() and any(_covered(f, [d]) for f in want)]
-        out[name] = folders + [f for f in want if not _covered(f, folders)]
-    return out
+    return {name: compacted(want, root) for name, want in expected_code_deps(dvc_yaml).items()}
 
 
 def differences(dvc_yaml: Path) -> list[str]:

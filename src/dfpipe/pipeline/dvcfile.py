@@ -98,7 +98,7 @@ def derived(dvc_yaml: Path, params_yaml: Path | None = None) -> str:
         report_cfg = build(ReportConfig, params["report"], where="report", root=dvc_yaml.parent)
         if "report" in stages:
             data["report"] = [stagedeps.DataDep(p) for p in report_deps(report_cfg, params)]
-    text = stagedeps.rewrite(text, stagedeps.with_declared_folders(dvc_yaml), data)
+    text = stagedeps.rewrite(text, stagedeps.derived_code_deps(dvc_yaml), data)
     if "evaluate" in stages and "runs" in params:
         text = with_foreach(text, "evaluate", resolved_evaluations(params, where=str(params_yaml)))
     if report_cfg is not None:

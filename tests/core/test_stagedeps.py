@@ -3,7 +3,7 @@ declares (dfpipe.core.stagedeps).
 
 The first tests are the guards: they fail as soon as a stage imports a module that dvc.yaml does not
 list (or lists one it no longer imports), or dvc.yaml's data deps differ from ``DATA_DEPS``;
-``python -m dfpipe.core.stagedeps --write`` fixes both. A real DVC repository shows that a changed
+``python -m dfpipe.pipeline.dvcfile --write`` fixes both. A real DVC repository shows that a changed
 file the evaluate stage reads (the training variant's val split) makes it stale. The others check
 the closure rules, the path-param guard and the rewrite on a small generated package.
 """
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_dvc_yaml_code_deps_match_the_import_closure():
     diffs = stagedeps.differences(ROOT / "dvc.yaml")
-    assert not diffs, "run `python -m dfpipe.core.stagedeps --write`:\n" + "\n".join(diffs)
+    assert not diffs, "run `python -m dfpipe.pipeline.dvcfile --write`:\n" + "\n".join(diffs)
 
 
 def test_every_python_stage_is_analysed():
@@ -45,7 +45,7 @@ def test_dvc_yaml_data_deps_are_the_declared_reads():
     """Every data dep line of dvc.yaml is a declared read and every declared read is listed; every
     path param of a stage's config is a data dep, an output or explained."""
     diffs = stagedeps.data_differences(ROOT / "dvc.yaml")
-    assert not diffs, "run `python -m dfpipe.core.stagedeps --write`:\n" + "\n".join(diffs)
+    assert not diffs, "run `python -m dfpipe.pipeline.dvcfile --write`:\n" + "\n".join(diffs)
 
 
 def test_evaluate_depends_on_the_val_split_its_thresholds_come_from():

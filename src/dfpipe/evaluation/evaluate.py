@@ -33,7 +33,6 @@ from dfpipe.core.stagedeps import import_closure
 from dfpipe.evaluation import figures, protocol
 from dfpipe.evaluation.evaluations import Evaluation
 from dfpipe.evaluation.predictions import prob_columns, stack_seeds, write_predictions
-from dfpipe.models.registry import model_capabilities
 from dfpipe.scoring import metrics as M
 from dfpipe.scoring import stats
 from dfpipe.splits.gate import variant_fingerprint
@@ -334,7 +333,7 @@ def run_summary(
     config (as a plain dict), so a row describes the weights actually scored, plus the training
     budget actually spent (:func:`training_budget` of the run's training ``curves``)."""
     model, loss = cfg["model"], cfg.get("loss", {})
-    reducible = model_capabilities(model["name"]).reducible
+    reducible = "reduced" in model  # the model's config class has the knob (its dump holds every field)
     return {
         "name": ev.run,
         "model": model["name"],

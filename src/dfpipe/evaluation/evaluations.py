@@ -45,12 +45,10 @@ def resolved_evaluations(params: Mapping[str, Any], where: str = PARAMS_FILE) ->
     """
     runs = params.get("runs") or {}
     out: dict[str, dict[str, str]] = {}
-    variants: dict[str, str] = {}
     for run in runs:
         variant = merged_entry(params, "runs", run, where=where).get("variant")
         if not isinstance(variant, str):
             raise ConfigError(f"runs.{run}.variant: missing ({where})")
-        variants[run] = variant
         out[run] = {"run": run, "variant": variant, "train_variant": variant}
     extra = params.get("evaluations") or {}
     if not isinstance(extra, Mapping):
@@ -63,9 +61,9 @@ def resolved_evaluations(params: Mapping[str, Any], where: str = PARAMS_FILE) ->
                 f"{key}: evaluate@{name} already scores run {name} on its own variant; "
                 "give a cross-variant evaluation its own name"
             )
-        if entry.run not in variants:
+        if entry.run not in runs:
             raise ConfigError(f"{key}.run: no run {entry.run!r} under runs: ({sorted(runs)})")
-        out[name] = {"run": entry.run, "variant": entry.variant, "train_variant": variants[entry.run]}
+        out[name] = {"run": entry.run, "variant": entry.variant, "train_variant": out[entry.run]["variant"]}
     return out
 
 

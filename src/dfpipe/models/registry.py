@@ -18,9 +18,9 @@ input transform, so checkpoints are self-contained.
 
 from __future__ import annotations
 
-import ast
 import functools
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,65 +38,36 @@ MODEL_REGISTRY: dict[str, ModelFactory] = {}
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a registered model accepts, read from its config class at registration.
-
-    ``config``: the model's config class; ``inputs``: the input kinds its ``input`` field allows
-    (``raw``: the model's own input transform; ``dct``/``dft``: the spectral inputs; ``clip``/``lgrad``:
-    cached features); ``reducible``: it has a ``reduced`` knob; ``seg_head``: it has the multi-task
-    mask decoder; ``example``: config keys of a small instance (the keys it cannot build without,
-    and demo-size knobs): the test that runs every registered model builds each with them.
-    """
+    """A registered model's config class and ``example``: config keys of a small instance (the keys
+    it cannot build without, and demo-size knobs), which the test that runs every registered model
+    builds each with. Everything else a model accepts is its config class's fields."""
 
     config: type[ModelConfig]
-    inputs: tuple[str, ...]
-    reducible: bool
-    seg_head: bool
     example: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The input kinds the model's ``input`` field allows (``raw``: its own input transform;
+        ``dct``/``dft``: the spectral inputs; ``clip``/``lgrad``: cached features)."""
+        return tuple(get_args(self.config.model_fields["input"].annotation))
 
 
 MODEL_CAPABILITIES: dict[str, Capabilities] = {}
 
 
 @functools.cache
-def model_modules() -> dict[str, str]:
-    """Model name -> the module of this package that registers it, read from the sources.
-
-    The registry is the only list of models: a model file that decorates ``build_<name>`` is found
-    here, with no hand-kept list of modules, so adding a detector is one file.
-    """
-    out: dict[str, str] = {}
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        for name in _registered_in(path.read_text(encoding="utf-8")):
-            if name in out:
-                raise ValueError(f"model {name!r} is registered in {out[name]}.py and {path.name}")
-            out[name] = path.stem
-    return out
-
-
-def _registered_in(source: str) -> list[str]:
-    """Names of the module-level ``build_<name>`` functions decorated with ``@register_model(...)``."""
-    names = []
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.FunctionDef) and node.name.startswith("build_"):
-            calls = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
-            if any(isinstance(c, ast.Name) and c.id == "register_model" for c in calls):
-                names.append(node.name.removeprefix("build_"))
-    return names
-
-
-def ensure_registered(name: str) -> None:
-    """Import the module that registers ``name`` (every model module for a name no module has)."""
-    if name in MODEL_REGISTRY:
-        return
-    modules = model_modules()
-    for module in [modules[name]] if name in modules else sorted(set(modules.values())):
-        importlib.import_module(f"{__package__}.{module}")
+def _register_all() -> None:
+    """Import every module of this package once: each model file registers its models on import,
+    so the registry is the only list of models and adding a detector is one file. (The union of
+    config classes in every run config needs them all anyway: about 20 ms once torch is loaded.)"""
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{module.name}")
 
 
 def model_capabilities(name: str) -> Capabilities:
-    """What model ``name`` accepts (inputs, ``reduced``, ``seg_head``); a ``KeyError`` naming the
-    registered models when there is no such model."""
-    ensure_registered(name)
+    """Model ``name``'s config class and example; a ``KeyError`` naming the registered models when
+    there is no such model."""
+    _register_all()
     if name not in MODEL_CAPABILITIES:
         raise KeyError(f"unknown model name {name!r}; registered: {registered_names()}")
     return MODEL_CAPABILITIES[name]
@@ -104,7 +75,7 @@ def model_capabilities(name: str) -> Capabilities:
 
 def registered_names() -> list[str]:
     """Every model name, importing all model modules (for listings and tests)."""
-    ensure_registered("")
+    _register_all()
     return sorted(MODEL_REGISTRY)
 
 
@@ -163,15 +134,8 @@ def register_model(
             raise ValueError(f"model {name!r} is registered twice")
         if get_args(config.model_fields["name"].annotation) != (name,):
             raise ValueError(f"{config.__name__}.name must be Literal[{name!r}] (the model's name)")
-        fields = config.model_fields
         MODEL_REGISTRY[name] = factory
-        MODEL_CAPABILITIES[name] = Capabilities(
-            config,
-            tuple(get_args(fields["input"].annotation)),
-            "reduced" in fields,
-            "seg_head" in fields,
-            tuple(sorted((example or {}).items())),
-        )
+        MODEL_CAPABILITIES[name] = Capabilities(config, tuple(sorted((example or {}).items())))
         return factory
 
     return deco
@@ -181,7 +145,7 @@ def register_model(
 def model_settings() -> Any:
     """The type of ``runs.<run>.model``: the union of every registered model's config class,
     discriminated by ``name`` (imports every model module: about 20 ms once torch is loaded)."""
-    registered_names()
+    _register_all()
     configs = tuple(MODEL_CAPABILITIES[n].config for n in sorted(MODEL_CAPABILITIES))
     return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007 (a runtime tuple of types)
 
@@ -198,5 +162,5 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     Spectrum-input models start with identity normalisation buffers (mean 0, std 1); training
     fills them from the spectra stage's statistics, a checkpoint's state dict restores them.
     """
-    ensure_registered(cfg.name)
+    _register_all()
     return MODEL_REGISTRY[cfg.name](cfg)

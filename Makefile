@@ -2,30 +2,47 @@
 #   make run   - create .venv, install, fetch model assets, run the whole pipeline on the demo data
 #   make test  - create .venv, install, fetch model assets, run the test suite (minutes)
 #   make lint     - ruff and mypy on src/ and stages/ (CI runs it)
+#   make dashboard - the results page dvc_plots/index.html (offline; one section per results table)
 #   make test-e2e - the slow tests (real DVC, processes) and the end-to-end suite: the real dvc.yaml on
 #                   tiny data, experiments, a second folder (~30 min)
-# Reviewers who only want the data of one variant (no torch, ~100 MB instead of ~5 GB):
-#   make pull VARIANT=v4   - create .venv-pull with DVC only and `dvc pull variant@v4`
+# Reviewers who only want the data of one variant (no torch, ~225 MB instead of ~5 GB):
+#   make pull VARIANT=v4   - create .venv-pull with DVC + its ssh/s3 plugins only and `dvc pull variant@v4`
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-12)
-ASSET_NAMES := face_detection_short_range.tflite selfie_segmentation.tflite
+ASSET_NAMES := face_detection_short_range.tflite face_detection_full_range_sparse.tflite selfie_segmentation.tflite
 # Prefetch (git- and dvc-ignored): the DVC stage `assets` copies from it into models/mediapipe/
 # (cached DVC outs), so the pipeline also runs offline after set-up.
 PREFETCH := $(addprefix .scratch/assets/,$(ASSET_NAMES))
 ASSETS   := $(addprefix models/mediapipe/,$(ASSET_NAMES))
 PULL_VENV := .venv-pull
-DVC_PIN   := $(shell grep -E '^dvc==' requirements.txt)
+# Vega, Vega-Lite and Vega-Embed for the offline dashboard (`make dashboard`): pinned tarballs from the
+# npm registry (npm checks their integrity), only the standalone builds kept, in git-ignored .scratch/js/
+VEGA_PINS := vega@5.30.0 vega-lite@5.21.0 vega-embed@6.26.0
+VEGA_STAMP := .scratch/js/.installed-$(shell echo $(VEGA_PINS) | sha256sum | cut -c1-12)
+# dvc and its SSH / S3 remote plugins, the pins of requirements.txt (nothing else: no torch)
+DVC_PIN   := $(shell grep -E '^dvc(-ssh|-s3)?==' requirements.txt)
 VARIANT   ?= v4
 # two workers (CI has 2 cores); loadfile keeps a file's session fixtures on one worker
 PYTEST_ARGS ?= -n 2 --dist loadfile -m "not e2e and not slow"
 # Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-e2e lint pull clean-venv
+.PHONY: setup run test test-e2e lint pull clean-venv dashboard
 
-setup: $(STAMP) $(ASSETS)
+setup: $(STAMP) $(ASSETS) $(VEGA_STAMP)
+
+$(VEGA_STAMP):
+	@command -v npm >/dev/null || { echo "make setup: npm is needed for the dashboard's Vega scripts (apt-get install npm)"; exit 1; }
+	rm -rf .scratch/js.tmp && mkdir -p .scratch/js.tmp .scratch/js
+	cd .scratch/js.tmp && npm pack -q --silent $(VEGA_PINS) >/dev/null && for t in *.tgz; do tar xzf $$t package/build; cp package/build/$${t%-*}.min.js ../js/; rm -rf package; done
+	rm -rf .scratch/js.tmp
+	rm -f .scratch/js/.installed-* && echo "$(VEGA_PINS)" > $@
+
+# the results page (dvc_plots/index.html, offline): one section per results table, see dfpipe.pipeline.dashboard
+dashboard: $(STAMP) $(VEGA_STAMP)
+	$(PY) -m dfpipe.pipeline.dashboard --out dvc_plots
 
 $(STAMP): requirements.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -60,14 +77,16 @@ test-e2e: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "slow and not e2e"
 	$(PY) -m pytest -q -m e2e tests/pipeline/test_pipeline_e2e.py
 
-# DVC only (same pin as requirements.txt), no torch: enough to pull any stage's outputs.
+# DVC only (+ its ssh/s3 plugins; same pins as requirements.txt), no torch: enough to pull any stage's outputs.
 $(PULL_VENV)/bin/dvc: requirements.txt
 	test -d $(PULL_VENV) || $(PYTHON) -m venv $(PULL_VENV)
-	$(PULL_VENV)/bin/python -m pip install -q "$(DVC_PIN)"
+	$(PULL_VENV)/bin/python -m pip install -q $(foreach p,$(DVC_PIN),"$(p)")
 	touch $@
 
 # PULL_DVC=/path/to/dvc uses an existing DVC instead of creating .venv-pull (tests, offline)
 PULL_DVC ?= $(PULL_VENV)/bin/dvc
+# Credentials: .dvc/config.local (`dvc remote modify --local`) or the environment (AWS_*); a wrong
+# key or secret fails with one "ERROR: failed to connect to <ssh|s3> ..." line (tests/pipeline/test_remotes.py).
 pull: $(PULL_DVC)
 	$(PULL_DVC) pull variant@$(VARIANT)
 	@echo "data/variants/$(VARIANT) pulled; check with: $(PULL_DVC) status variant@$(VARIANT)"

@@ -1,36 +1,42 @@
 """Benchmark the spectrum cache against computing spectra on the device.
 
-Prints, for 64 px and 224 px crops:
-  - cache build: images/s on one core (scipy float64 DCT + log + float16 shards + train stats),
-    beside scipy.fft.dctn alone on the same arrays (one worker);
+Prints, for 64 px and 224 px crops (min / median over ``--repeat`` runs; ratios of medians against
+the plain-library baseline measured in the same run):
+  - baseline: ``scipy.fft.dctn`` + log-abs of the same images (float64, one worker);
+  - log-spectra (``log_spectrum_np``) of the DCT and of the DFT, and the cache build on one core
+    (read + DCT + log + float16 shards + train statistics of both kinds: the train split's work;
+    target >= 0.8x of the baseline for the transforms);
   - cache read: images/s and MB/s for shuffled training batches (page cache warm), and the cost of
     the normalisation (done on the device in training);
   - on-device SpectrumTransform: images/s on CPU (one thread) and on CUDA when available, from
     uint8 crops already in memory (what a loader hands the model).
-Usage: .venv/bin/python benchmarks/bench_spectra.py [--n64 N] [--n224 N] [--batch B] [--kind dct|dft]
+Usage: .venv/bin/python benchmarks/bench_spectra.py [--n64 N] [--n224 N] [--batch B] [--kind dct|dft] [--repeat R]
 Data: random uint8 images written as a one-variant layout under a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm loads: progress bars would interleave with the figures
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import scipy.fft
 import torch
 
-from dfpipe.features import spectra as sp
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import line, times  # noqa: E402
 
-from dfpipe.features import moments
-from dfpipe.models.spectrum import SpectrumTransform
-from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
-from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.features import spectra as sp  # noqa: E402
+from dfpipe.features import moments  # noqa: E402
+from dfpipe.models.spectrum import SpectrumTransform  # noqa: E402
+from dfpipe.core.manifest import SPLITS, VARIANT_SCHEMA, write_variant  # noqa: E402
+from dfpipe.core.shards import ShardReader, ShardWriter  # noqa: E402
 
 
 def write_variant_split(root: Path, split: str, images: np.ndarray) -> None:
@@ -51,35 +57,36 @@ def write_variant_split(root: Path, split: str, images: np.ndarray) -> None:
     write_variant(pd.DataFrame(cols), root / split / "manifest.parquet")
 
 
-def timed(fn, repeat: int = 3) -> float:
-    """Best wall time of ``repeat`` calls (seconds)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def bench_size(size: int, n: int, batch: int, kind: str, tmp: Path) -> None:
+def bench_size(size: int, n: int, batch: int, kind: str, tmp: Path, repeat: int) -> None:
+    """``tmp`` is the working directory (the config's paths are relative, as in params.yaml)."""
     rng = np.random.default_rng(size)
     # smooth content + noise, like face crops (pure noise would make every coefficient large)
     low = rng.normal(size=(n, size // 8, size // 8, 3)).astype(np.float32)
     images = np.clip(128 + 50 * np.repeat(np.repeat(low, 8, 1), 8, 2) + rng.normal(0, 4, (n, size, size, 3)), 0, 255).astype(np.uint8)
-    root = tmp / f"variants_{size}" / "bench"
-    for split in sp.SPLITS:
+    root = Path(f"variants_{size}") / "bench"
+    for split in SPLITS:
         write_variant_split(root, split, images if split == "train" else images[:batch])
     cfg = sp.SpectraConfig(
-        variants=("bench",), variants_dir=root.parent, out_dir=tmp / f"spectra_{size}", metrics_dir=tmp / "m",
-        plots_dir=tmp / "p", cache=("bench",), kind=kind, color="per_channel", eps=1e-12, batch_size=256, shard_size=4096,
+        variants=("bench",), variants_dir=root.parent, out_dir=Path(f"spectra_{size}"), metrics_dir=Path("m"),
+        plots_dir=Path("p"), cache=("bench",), kind=kind, color="per_channel", eps=1e-12, batch_size=256, shard_size=4096,
     )
     print(f"\n== {size} px, {n} train images, kind={kind}, per_channel ==")
 
-    x64 = np.moveaxis(images.astype(np.float64), -1, 1)
-    t = timed(lambda: scipy.fft.dctn(x64, type=2, norm="ortho", axes=(-2, -1), workers=1))
-    print(f"scipy.fft.dctn alone (float64, 1 worker):     {n / t:10.1f} images/s")
-    t = timed(lambda: sp.build_split(root / "train", cfg.out_dir / "bench" / "train", cfg, {kind: moments.RunningMoments()}, desc="bench"), repeat=2)
-    print(f"cache build (read+DCT+log+f16 shards+stats):  {n / t:10.1f} images/s on 1 core")
+    def plain():
+        for i in range(0, n, cfg.batch_size):
+            x64 = np.moveaxis(images[i : i + cfg.batch_size].astype(np.float64), -1, 1)
+            np.log(np.abs(scipy.fft.dctn(x64, type=2, norm="ortho", axes=(-2, -1), workers=1)) + cfg.eps)
+
+    base = times(plain, repeat)
+    print(line("baseline scipy.fft.dctn + log-abs (float64, 1 worker)", base, n, "img/s"))
+    for k in ("dct", "dft"):
+        secs = times(lambda: [sp.log_spectrum_np(images[i : i + cfg.batch_size], k, "per_channel", cfg.eps)
+                              for i in range(0, n, cfg.batch_size)], repeat)
+        print(line(f"log_spectrum_np {k}                                   ", secs, n, "img/s", base))
+    both = {k: moments.RunningMoments() for k in sp.KINDS}
+    secs = times(lambda: sp.build_split(root / "train", cfg.out_dir / "bench" / "train", cfg, both, desc="bench"),
+                 max(1, repeat // 2), warmup=0)
+    print(line("cache build + stats of both kinds (1 core)           ", secs, n, "img/s", base))
     sp.build_variant("bench", cfg)
 
     cache = sp.SpectraCache(cfg.out_dir / "bench" / "train")
@@ -92,11 +99,11 @@ def bench_size(size: int, n: int, batch: int, kind: str, tmp: Path) -> None:
         for rows in batches:
             cache.gather(rows)
 
-    t = timed(read_cache)
     k = len(batches) * batch
+    t = min(times(read_cache, repeat))
     print(f"cache read (float16, batch {batch}):             {k / t:10.1f} images/s  {k * nbytes / t / 1e6:8.1f} MB/s")
     block = cache.gather(batches[0])
-    t = timed(lambda: moments.normalize(block, mean, std), repeat=5)
+    t = min(times(lambda: moments.normalize(block, mean, std), repeat))
     print(f"  + normalise on CPU (1 thread):              {batch / t:10.1f} images/s")
 
     reader = ShardReader(root / "train")
@@ -107,15 +114,14 @@ def bench_size(size: int, n: int, batch: int, kind: str, tmp: Path) -> None:
         for rows in batches:
             reader.gather(list(man["shard"].iloc[rows]), man["offset"].to_numpy()[rows])
 
-    t = timed(read_images)
+    t = min(times(read_images, repeat))
     print(f"uint8 crop read (for on-device, batch {batch}):  {k / t:10.1f} images/s  {k * img_bytes / t / 1e6:8.1f} MB/s")
 
     transform = SpectrumTransform(kind, "per_channel", 1e-12, size)
     transform.set_stats(mean, std)
     xb = torch.from_numpy(images[:batch]).permute(0, 3, 1, 2).float() / 255.0
     with torch.no_grad():
-        transform(xb)
-        t = timed(lambda: transform(xb), repeat=5)
+        t = min(times(lambda: transform(xb), repeat))
     print(f"SpectrumTransform CPU (1 thread, batch {batch}): {batch / t:10.1f} images/s")
     if torch.cuda.is_available():
         dev = torch.device("cuda")
@@ -131,7 +137,7 @@ def bench_size(size: int, n: int, batch: int, kind: str, tmp: Path) -> None:
                     tc(xc)
                 torch.cuda.synchronize()
 
-            t = timed(run) / 20
+            t = min(times(run, repeat)) / 20
         print(f"SpectrumTransform CUDA (batch {batch}):          {batch / t:10.1f} images/s  [{torch.cuda.get_device_name()}]")
     else:
         print("SpectrumTransform CUDA: no CUDA device here")
@@ -144,12 +150,18 @@ def main(argv: list[str]) -> None:
     p.add_argument("--n224", type=int, default=128)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--kind", choices=["dct", "dft"], default="dct")
+    p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # per-core figures on a shared machine
     print(f"torch {torch.__version__}, numpy {np.__version__}, scipy {scipy.__version__}; torch threads 1")
+    cwd = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="bench_spectra_") as tmp:
-        for size, n in ((64, args.n64), (224, args.n224)):
-            bench_size(size, n, args.batch, args.kind, Path(tmp))
+        os.chdir(tmp)  # the config's paths must be relative (params.yaml's rule)
+        try:
+            for size, n in ((64, args.n64), (224, args.n224)):
+                bench_size(size, n, args.batch, args.kind, Path(tmp), args.repeat)
+        finally:
+            os.chdir(cwd)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ while the timed steps run.
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import threading
 import time
@@ -174,8 +175,8 @@ def main() -> None:
             print(f"train {key} ({n_par:.1f} M params): {out['img_per_s']:.1f} img/s "
                   f"({out['steps']} steps, data wait {100 * out['data_wait']:.0f}%{gpu})", flush=True)
             if args.profile:
-                print_profile(lambda: train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp,
-                                                      epoch=2, max_steps=args.profile, **common), device)
+                print_profile(functools.partial(train_one_epoch, model, loader, loss_fn, opt, scaler, device,
+                                                args.amp, epoch=2, max_steps=args.profile, **common), device)
             del model, opt, loss_fn, loader
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -1,7 +1,7 @@
 """Time the research loop's fixed costs: Python start-up of each stage script and a no-op `dvc status`.
 
 Usage (repository root, after `make setup`; on a quiet machine):
-    python benchmarks/loop_times.py [--repeat 5] [--no-dvc]
+    python benchmarks/loop_times.py [--repeat 5] [--no-dvc] [--only numpy report]
 
 Start-up = a fresh interpreter that imports a stage script's module-level imports (the script is
 run with a name other than ``__main__``, so ``main()`` does not start) and, for the model-building
@@ -48,8 +48,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-dvc", action="store_true", help="skip the `dvc status` timing")
+    parser.add_argument("--only", nargs="*", help="probes whose label contains one of these (default: all)")
     args = parser.parse_args()
-    rows = [(label, timed([sys.executable, "-c", code], args.repeat)) for label, code in PROBES]
+    probes = [(label, code) for label, code in PROBES if not args.only or any(w in label for w in args.only)]
+    rows = [(label, timed([sys.executable, "-c", code], args.repeat)) for label, code in probes]
     if not args.no_dvc:
         dvc = str(Path(sys.executable).with_name("dvc"))
         # exit status 1 means "changed stages": still a full status walk

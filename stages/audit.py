@@ -1,10 +1,11 @@
 """DVC stage ``audit@<name>``: leakage + shortcut audit of one materialised variant (see dfpipe.splits.audit).
 
-Writes ``<out_dir>/<name>.json``, ``<out_dir>/<name>.md`` and ``<out_dir>/<name>/eval_items.parquet``
-first, then either the gate ``<out_dir>/<name>/gate.json`` or, when a check fails, no gate and a
-non-zero exit (``train@`` runs depend on the gate, so they cannot start). The gate records the
-fingerprint of the variant folder taken before the audit reads it (``dfpipe.splits.gate``):
-training refuses a variant whose bytes differ from it.
+Writes ``<out_dir>/<name>.json``, ``<out_dir>/<name>.md``, ``<out_dir>/<name>.card.md`` (the
+variant's dataset card completed with the audit's figures, dfpipe.splits.card) and
+``<out_dir>/<name>/eval_items.parquet`` first, then either the gate ``<out_dir>/<name>/gate.json``
+or, when a check fails, no gate and a non-zero exit (``train@`` runs depend on the gate, so they
+cannot start). The gate records the fingerprint of the variant folder taken before the audit reads
+it (``dfpipe.splits.gate``): training refuses a variant whose bytes differ from it.
 """
 
 from dfpipe.core.cli import run_stage, stage_args
@@ -12,6 +13,7 @@ from dfpipe.core.config import load_entry, load_section
 from dfpipe.core.io import resolve_inside, write_bytes, write_json
 from dfpipe.core.manifest import write_table
 from dfpipe.splits.audit import EVAL_ITEMS_SCHEMA, AuditConfig, GateError, audit_variant, check_gate
+from dfpipe.splits.card import write_completed_card
 from dfpipe.splits.celebdf import read_celebdf_list
 from dfpipe.splits.gate import gate_record, variant_fingerprint
 from dfpipe.splits.variants import SplitConfig, VariantConfig
@@ -31,6 +33,8 @@ def main() -> None:
     metrics["data_fingerprint"] = fingerprint["digest"][:12]  # sha256 over every file of the variant
     write_json(resolve_inside(cfg.out_dir, f"{name}.json"), metrics)
     write_bytes(resolve_inside(cfg.out_dir, f"{name}.md"), report.encode("utf-8"))
+    # the dataset card + the audit's figures: this stage cannot write into variant@'s folder
+    write_completed_card(variant_dir, metrics, resolve_inside(cfg.out_dir, f"{name}.card.md"))
     write_table(flags, resolve_inside(cfg.out_dir, f"{name}/eval_items.parquet"), EVAL_ITEMS_SCHEMA)
     print(
         f"audit {name}: group leaks {metrics['group_leaks']}, video leaks {metrics['video_leaks']}, "

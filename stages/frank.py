@@ -23,6 +23,7 @@ from dfpipe.evaluation.evaluate import (
 )
 from dfpipe.features.spectra import SpectraConfig
 from dfpipe.scoring.frank import FrankConfig, fit_and_score
+from dfpipe.training.config import stopping_label
 
 
 def main() -> None:
@@ -49,6 +50,8 @@ def main() -> None:
         "C": out["selection"]["C"],
         "seeds": "0",
         "init": "scratch",
+        "stopping": stopping_label(cfg.patience),
+        **out["budget"],
     }
     details["selection"] = out["selection"]
     details["val_threshold"] = {"0": out["val_threshold"]}

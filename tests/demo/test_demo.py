@@ -279,36 +279,51 @@ def _log_dct(img: np.ndarray) -> np.ndarray:
     return spec.reshape(32, 4, 32, 4).mean(axis=(1, 3)).ravel()
 
 
-@pytest.mark.parametrize("generator", sorted(GENERATORS))
-def test_log_dct_separates_generator_from_real(demo: Path, generator: str) -> None:
-    real = [_log_dct(_rgb(p)) for p in sorted((demo / "ffhq").glob("*.png"))]
-    fake = [_log_dct(_rgb(p)) for p in sorted((demo / "gan" / generator).glob("*.png"))]
-    x = np.stack(real + fake)
-    y = np.array([0] * len(real) + [1] * len(fake))
+def _crop_log_dct(paths) -> np.ndarray:
+    """(N, 4096) log-DCT of the grey 64 px centre crop (the face box with margin, as preprocess
+    crops it): the features of Frank et al.'s baseline."""
+    out = []
+    for p in paths:
+        crop = cv2.resize(_rgb(p)[20:116, 16:112], (64, 64), interpolation=cv2.INTER_AREA)
+        g = crop.astype(np.float64).mean(-1)
+        out.append(np.log(np.abs(scipy.fft.dctn(g, norm="ortho")) + 1e-3).ravel())
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("generator", ["wgan_gp", "stylegan"])
+def test_periodic_up_sampling_separates_generator_from_real(demo: Path, generator: str) -> None:
+    """Transposed-conv and nearest-neighbour chains leave periodic artefacts that a linear model on
+    log-DCT spectra finds after the 64 px face crop (the bilinear family is the smooth, hard one)."""
+    real = _crop_log_dct(sorted((demo / "ffhq").glob("*.png")))
+    fake = _crop_log_dct(sorted((demo / "gan" / generator).glob("*.png")))
+    x, y = np.vstack([real, fake]), np.array([0] * len(real) + [1] * len(fake))
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.4, random_state=0, stratify=y)
     clf = LogisticRegression(max_iter=2000, C=0.1).fit(x_tr, y_tr)
-    assert clf.score(x_te, y_te) > 0.9
+    assert clf.score(x_te, y_te) > 0.85
 
 
-def test_fingerprint_survives_64px_face_crop(demo: Path) -> None:
-    """After a centre crop (the face box with margin) resized to 64 px, the generators' mean log-DCT
-    spectra still differ from real images' at high frequencies more than real images differ among
-    themselves (split-half), i.e. the fingerprint is not erased by the resize."""
-    def spec(paths):
-        out = []
-        for p in paths:
-            crop = cv2.resize(_rgb(p)[20:116, 16:112], (64, 64), interpolation=cv2.INTER_AREA)
-            g = crop.astype(np.float64).mean(-1)
-            out.append(np.log(np.abs(scipy.fft.dctn(g, norm="ortho")) + 1e-3))
-        return np.mean(out, axis=0)
+def test_a_detector_of_one_family_does_not_see_the_others(demo: Path) -> None:
+    """The families differ in their chain alone (full-size detail and noise are added after it), so
+    a log-DCT detector trained on real vs WGAN-GP scores the other families well below WGAN-GP:
+    the premise of the unseen-generator table. Before, every family shared "no detail, no noise at
+    full size" and each scored as if seen (AP 99.8-100)."""
+    from sklearn.metrics import average_precision_score
 
-    real_files = sorted((demo / "ffhq").glob("*.png"))
-    r1, r2 = spec(real_files[0::2]), spec(real_files[1::2])
-    band = np.add.outer(np.arange(64), np.arange(64)) >= 64  # upper half of the band
-    noise = np.abs(r1 - r2)[band].mean()
-    for gen in GENERATORS:
-        g = spec(sorted((demo / "gan" / gen).glob("*.png")))
-        assert np.abs(g - (r1 + r2) / 2)[band].mean() > 5 * noise, gen
+    real = _crop_log_dct(sorted((demo / "ffhq").glob("*.png")))
+    fams = {g: _crop_log_dct(sorted((demo / "gan" / g).glob("*.png"))) for g in GENERATORS}
+    half_r, half_f = len(real) // 2, len(fams["wgan_gp"]) // 2
+    x = np.vstack([real[:half_r], fams["wgan_gp"][:half_f]])
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    clf = LogisticRegression(max_iter=3000, C=0.01).fit((x - mu) / sd, [0] * half_r + [1] * half_f)
+
+    def ap(fake: np.ndarray) -> float:
+        xt = np.vstack([real[half_r:], fake])
+        return average_precision_score([0] * (len(real) - half_r) + [1] * len(fake), clf.decision_function((xt - mu) / sd))
+
+    seen = ap(fams["wgan_gp"][half_f:])
+    unseen = {g: ap(fams[g]) for g in ("stylegan", "mspie_stylegan2")}
+    assert seen > 0.85
+    assert all(v < seen - 0.05 for v in unseen.values()), unseen  # report.controls' min_gap in the demo
 
 
 @pytest.mark.parametrize("override, message", [

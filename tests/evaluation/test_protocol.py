@@ -48,7 +48,7 @@ def test_video_frame_shortcut_scores_chance_inside_ffpp():
     probs[:, ~is_video, labels[~is_video]] = 1.0
     probs[:, is_video, 2] = 1.0
     macro = M.classification_metrics(labels, probs[0], [])["macro_f1"]
-    out = P.protocol_metrics(items, probs, items["video_id"].str[:3].to_numpy(), {0: 0.5, 1: 0.5}, 200, 0, 0.95)
+    out = P.protocol_metrics(items, probs, items["video_id"].str[:3].to_numpy(), [0.5, 0.5], 200, 0, 0.95)
     assert macro > 0.7
     assert out["frame"]["all"]["auc"]["mean"] == 0.5 and out["video"]["all"]["auc"]["mean"] == 0.5
     assert out["frame"]["Face2Face"]["acc"]["mean"] == 0.5
@@ -81,11 +81,11 @@ def test_interval_resamples_groups_and_refuses_too_few():
 def test_no_video_items_or_one_class_gives_none():
     items = _items(0)
     probs = np.full((1, len(items), 3), 1 / 3)
-    assert P.protocol_metrics(items, probs, items["id"].to_numpy(), {0: None}, 10, 0, 0.95) is None
+    assert P.protocol_metrics(items, probs, items["id"].to_numpy(), [None], 10, 0, 0.95) is None
     only_fakes = _items(3)
     only_fakes = only_fakes[only_fakes["label"] != 0].reset_index(drop=True)
     probs = np.full((1, len(only_fakes), 3), 1 / 3)
-    assert P.protocol_metrics(only_fakes, probs, only_fakes["id"].to_numpy(), {0: None}, 10, 0, 0.95) is None
+    assert P.protocol_metrics(only_fakes, probs, only_fakes["id"].to_numpy(), [None], 10, 0, 0.95) is None
     assert P.video_threshold(only_fakes, probs[0]) is None
 
 

@@ -32,7 +32,7 @@ def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dic
     head, details = E.evaluate_seeds(frames, n_boot=30, seed=0, level=0.95)
     items, probs = PR.stack_seeds(frames)
     details["baselines"] = {"majority": E.majority_baseline(items["label"].to_numpy(), np.array([0, 0, 1, 2]), 3)}
-    details["ffpp"] = M.nan_to_none(P.protocol_metrics(items, probs, M.item_groups(items), {0: 0.5, 1: 0.5},
+    details["ffpp"] = M.nan_to_none(P.protocol_metrics(items, probs, M.item_groups(items), [0.5] * len(seeds),
                                                        30, 0, 0.95))
     details["run"] = {"name": name, "model": "f3net", "f3net_mode": "mix", "backbone": "full", "image_size": 64,
                       "init": "scratch", "dropout": 0.2, "train_variant": "v4", "eval_variant": "v4", "epochs": 2,
@@ -330,7 +330,8 @@ def test_controls_hold_or_fail_the_report(repo):
         write_json(f"audit/{v}.json", audit)
     write_eval("r5_v4_s23", (2, 3), 1.5, 70, {})   # r5_v4's scores, other seeds: a null
     write_eval("r5_v4_better", (2, 3), 4.0, 70, {})   # same settings, planted real difference
-    ok = {"null_ablation": {"reseeded": ["r5_v4_s23", "r5_v4"]}, "shortcut": {"codec": ["v3", "v4"]}}
+    ok = {"null_ablation": {"reseeded": ["r5_v4_s23", "r5_v4"]}, "shortcut": {"codec": ["v3", "v4"]},
+          "generator_families": {}}
     written = T.write_tables(make_cfg(controls=ok))
     rows = parse_markdown(Path("tables/controls.md"))
     assert Path("tables/controls.md") in written
@@ -351,3 +352,42 @@ def test_controls_hold_or_fail_the_report(repo):
     write_eval("r5_v4_lr", (2, 3), 1.5, 70, {"lr": 0.1})
     with pytest.raises(R.ControlError, match=r"differ in \['lr'\]"):
         T.write_tables(make_cfg(controls={**ok, "null_ablation": {"x": ["r5_v4_lr", "r5_v4"]}}))
+
+
+def write_family_predictions(name: str) -> None:
+    """eval/<name>/predictions.parquet of a binary detector trained on real + gan_a: gan_a and its
+    look-alike gan_c score high, gan_b (another family) is scored like the real items."""
+    rng = np.random.default_rng(5)
+    frames = []
+    for seed in (0, 1):
+        rows = []
+        for src, label, loc in (("ffhq", 0, 0.3), ("gan_a", 1, 0.8), ("gan_b", 1, 0.35), ("gan_c", 1, 0.8)):
+            for i in range(30):
+                p_fake = float(np.clip(rng.normal(loc, 0.12), 0.0, 1.0))
+                rows.append({"id": f"{src}_{i:02d}", "seed": seed, "label": label, "p_real": 1.0 - p_fake,
+                             "p_fake": p_fake, "source": src, "method": "", "video_id": "",
+                             "group": f"{src}/{i // 2}"})
+        frames.append(pd.DataFrame(rows))
+    Path("eval", name).mkdir(parents=True, exist_ok=True)
+    pd.concat(frames).to_parquet(Path("eval", name, "predictions.parquet"))
+
+
+def test_generator_family_control_fires_on_a_look_alike_family(repo):
+    """A family scored well below the seen one holds; a family the detector scores like the seen
+    one (as if it had been trained on it) fails the report stage, after the table is written."""
+    write_family_predictions("ug")
+    for v in ("v3", "v4"):
+        audit = read_json(f"audit/{v}.json")
+        audit["shortcut"].update(max_auc=0.9 if v == "v3" else 0.55, threshold=0.75)
+        write_json(f"audit/{v}.json", audit)
+    base = {"null_ablation": {}, "shortcut": {"codec": ["v3", "v4"]}}
+    fam = {"evaluation": "ug", "seen": "gan_a", "unseen": ["gan_b"], "min_gap": 0.05}
+    T.write_tables(make_cfg(controls={**base, "generator_families": {"fam": fam}}))
+    rows = [r for r in parse_markdown(Path("tables/controls.md")) if r["Control"].startswith("Generator")]
+    assert [r["Holds"] for r in rows] == ["yes"] and "gan_b" in rows[0]["Planted"]
+    gap = float(rows[0]["Measured"].split("= ")[1].split(" ")[0])
+    assert gap > 20 and "(60 identity groups)" in rows[0]["Measured"]
+    with pytest.raises(R.ControlError, match="Generator families: fam"):
+        T.write_tables(make_cfg(controls={**base, "generator_families": {"fam": {**fam, "unseen": ["gan_b", "gan_c"]}}}))
+    rows = [r for r in parse_markdown(Path("tables/controls.md")) if r["Control"].startswith("Generator")]
+    assert [r["Holds"] for r in rows] == ["yes", "NO"]

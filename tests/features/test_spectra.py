@@ -481,7 +481,7 @@ def test_frank_baseline_learns_the_upsampling_artefact_from_the_cache(tmp_path):
     cfg = config(tmp_path)
     sp.build_variant("v1", cfg)
     frank = build(FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.01, 1.0], "class_weight": "balanced",
-                                "max_iter": 200}, where="frank.x")
+                                "max_iter": 200, "patience": None}, where="frank.x")
     out = fit_and_score(frank, cfg.out_dir, cfg.variants_dir)
     manifest = pd.read_parquet(cfg.variants_dir / "v1" / "eval" / "manifest.parquet")
     assert list(out["ids"]) == list(manifest["id"]) and out["probs"].shape == (len(manifest), 3)
@@ -501,7 +501,7 @@ def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypat
     repo = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     spectra = dict(params["spectra"], variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
-    frank = {"f": {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "none", "max_iter": 100}}
+    frank = {"f": {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "none", "max_iter": 100, "patience": None}}
     evaluate = dict(params["evaluate"], bootstrap=20)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spectra": spectra, "frank": frank, "evaluate": evaluate,
                                                           "runtime": params["runtime"]}))
@@ -566,7 +566,7 @@ def test_frank_fit_reaches_scikit_learns_logistic_regression_optimum(tmp_path, b
     cfg = config(tmp_path)
     sp.build_variant("v1", cfg)
     fc = build(frank.FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "balanced",
-                                   "max_iter": 300}, where="frank.x")
+                                   "max_iter": 300, "patience": None}, where="frank.x")
     _, y, x = frank.load_split(cfg.out_dir, cfg.variants_dir, fc, "train")
     _, y_ev, x_ev = frank.load_split(cfg.out_dir, cfg.variants_dir, fc, "eval")
     if binary:
@@ -599,7 +599,7 @@ from dfpipe.core.config import build
 from dfpipe.scoring.frank import FrankConfig, fit_and_score
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = build(FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.01, 0.1, 1.0], "class_weight": "balanced",
-                          "max_iter": 300}, where="frank.x")
+                          "max_iter": 300, "patience": None}, where="frank.x")
 res = fit_and_score(cfg, root / "spectra", root / "variants")
 out.mkdir()
 (out / "probs.bin").write_bytes(np.ascontiguousarray(res["probs"]).tobytes())
@@ -651,3 +651,52 @@ def test_frank_fit_gives_the_same_bytes_under_other_blas_threads_kernels_and_sim
         gap = np.abs(np.frombuffer(outs[first]["probs.bin"], np.float32)
                      - np.frombuffer(outs[label]["probs.bin"], np.float32)).max()
         assert outs[label] == outs[first], f"{label} vs {first}: max |dp| {gap:.3g}; md5 {md5}; BLAS {blas}"
+
+
+def _reference_log_spectrum(images, kind, color, eps):
+    """The former whole-batch formulas (complex fft2 for the DFT): the DCT cache's bytes are pinned to them."""
+    x = np.moveaxis(np.asarray(images, dtype=np.float64), -1, 1)
+    if color == "gray":
+        x = np.tensordot(np.asarray(sp.GRAY_WEIGHTS), x, axes=([0], [1]))[:, None]
+    if kind == "dct":
+        spec = scipy.fft.dctn(x, type=2, norm="ortho", axes=(-2, -1), workers=1)
+    else:
+        spec = np.fft.fftshift(np.fft.fft2(x, norm="ortho", axes=(-2, -1)), axes=(-2, -1))
+    return np.log(np.abs(spec) + eps)
+
+
+def _smooth_images(n, size, seed=0):
+    rng = np.random.default_rng(seed)
+    low = rng.normal(size=(n, size // 8 + 1, size // 8 + 1, 3))
+    smooth = np.repeat(np.repeat(low, 8, 1), 8, 2)[:, :size, :size]
+    return np.clip(128 + 50 * smooth + rng.normal(0, 4, (n, size, size, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size, n", [(64, 2 * sp.CHUNK + 3), (33, 5), (48, 1)])
+@pytest.mark.parametrize("color", ["per_channel", "gray"])
+def test_chunked_dct_is_bit_identical_and_rfft_dft_agrees(size, n, color):
+    """The DCT (cached bytes) equals the whole-batch formula bit for bit, chunking included; the DFT
+    from the half spectrum (Hermitian mirror) equals the complex FFT's to rounding, except in bins
+    that are zero up to rounding (log of rounding noise), which only a flat image has."""
+    images = _smooth_images(n, size)
+    got = sp.log_spectrum_np(images, "dct", color, 1e-12)
+    want = _reference_log_spectrum(images, "dct", color, 1e-12)
+    assert got.dtype == np.float64 and np.array_equal(got, want)
+    got = sp.log_spectrum_np(images, "dft", color, 1e-12)
+    want = _reference_log_spectrum(images, "dft", color, 1e-12)
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-9
+    # control: |F(-u, v)| in place of |F(u, v)| (a mirror that forgets one axis) is caught
+    wrong = got.copy()
+    wrong[..., 1:, :] = got[..., :0:-1, :]
+    assert np.abs(wrong - want).max() > 1e-3
+
+
+def test_batch_moments_bytes_equal_the_whole_batch_formula():
+    """Item-by-item moments give the bytes of ``mean(axis=0)`` / ``((b - mean) ** 2).sum(axis=0)``."""
+    rng = np.random.default_rng(5)
+    for shape in [(64, 3, 32, 32), (7, 1, 9, 11), (1, 3, 8, 8), (5, 2, 2, 2), (9, 40)]:
+        batch = rng.normal(9.0, 0.3, shape)
+        n, mean, m2 = moments.RunningMoments.batch_moments(batch)
+        want = batch.mean(axis=0)
+        assert n == shape[0] and np.array_equal(mean, want)
+        assert np.array_equal(m2, ((batch - want) ** 2).sum(axis=0)), shape

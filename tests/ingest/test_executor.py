@@ -212,3 +212,51 @@ def test_decode_once_gives_each_sources_bytes(tree, local_runs, tmp_path):
     with pytest.raises(ValueError, match="differ in more than sampling"):
         run_sources(["ff", "x"], [spec(FF), spec(FF, label=1)], cfg(), [tmp_path / "a", tmp_path / "b"],
                     root=tree / "Face2Face")
+
+
+class _ThreadProbe:
+    """A worker that reports the thread settings it runs under (picklable: module level)."""
+
+    def process(self, item):
+        import time
+
+        from dfpipe.ingest import video
+
+        time.sleep(0.05)  # long enough that both pool processes take items
+        return (os.getpid(), cv2.getNumThreads(), sorted(os.sched_getaffinity(0)),
+                os.environ.get("OMP_NUM_THREADS"), video.decoder_threads())
+
+    def close(self):
+        pass
+
+
+def test_worker_cores_split_evenly():
+    from dfpipe.ingest.executor import worker_cores
+
+    assert [worker_cores(i, 2, [0, 1, 2, 3]) for i in range(2)] == [[0, 1], [2, 3]]
+    assert [worker_cores(i, 3, [0, 1, 2, 3]) for i in range(3)] == [[0], [1], [2]]
+    assert worker_cores(1, 4, [0, 1]) == [0, 1]  # more workers than cores: shared, one thread each
+
+
+def test_pool_workers_own_their_cores():
+    """Each pool process runs on its own cores with that many threads for OpenCV, OpenMP/BLAS and
+    FFmpeg; the in-process worker gets one thread and the caller's settings come back afterwards.
+    (Control: an unpinned process reports every core and OpenCV's default thread count.)"""
+    from dfpipe.ingest.executor import available_cores, ordered_map
+
+    cores = available_cores()
+    before = (cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS"))
+    got = list(ordered_map(_ThreadProbe, range(6), 2))
+    by_pid = {pid: rest for pid, *rest in got}
+    share = len(cores) // 2
+    for threads, affinity, omp, decoder in by_pid.values():
+        if share >= 1:
+            assert len(affinity) == share and set(affinity) <= set(cores), affinity
+        assert threads == max(share, 1) and omp == str(max(share, 1)) and decoder == max(share, 1)
+    if share >= 1 and len(by_pid) == 2:
+        a, b = (set(v[1]) for v in by_pid.values())
+        assert not a & b  # disjoint cores
+    (_, threads, affinity, omp, decoder), = ordered_map(_ThreadProbe, [0], 1)
+    assert threads == 1 and omp == "1" and decoder == 1  # the in-process worker: one CPU
+    assert (cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS")) == before  # restored
+    assert affinity == cores  # the in-process worker does not bind this process

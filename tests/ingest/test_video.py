@@ -7,7 +7,7 @@ import pytest
 
 from synthetic import write_video
 from dfpipe.ingest.video import (
-    VideoError, every_nth_indices, per_video_indices, probe, read_frames, sample_indices,
+    VideoError, VideoFile, every_nth_indices, per_video_indices, probe, read_frames, sample_indices,
 )
 
 
@@ -114,3 +114,35 @@ def test_truncated_faststart_file_is_not_trusted(tmp_path):
     assert info.n_frames < 60
     got, _ = read_frames(cut, [0, 59], info)
     assert 59 not in got
+
+
+def test_video_file_opens_the_container_once(video, tmp_path, monkeypatch):
+    """Probe, sampling and decoding of one file share one container, and give what the separate
+    calls (a fresh container each) give, frame for frame; no-timestamp streams included."""
+    indices = per_video_indices(90, 10)
+    want_info = probe(video)
+    want, want_err = read_frames(video, indices, want_info)
+    opens = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
+    with VideoFile(video) as vf:
+        assert vf.info == want_info
+        got, err = vf.read_frames(indices)
+        gray, _ = vf.read_frames([10, 50], gray=True)  # a second read on the same container
+    assert len(opens) == 1 and err == want_err == "" and sorted(got) == indices
+    for i in indices:
+        np.testing.assert_array_equal(got[i], want[i])
+    np.testing.assert_array_equal(gray[50], read_frames(video, [50], want_info, gray=True)[0][50])
+    # control: the separate functions open the file for the probe and again for the decoding
+    opens.clear()
+    read_frames(video, indices, probe(video))
+    assert len(opens) == 2
+    with pytest.raises(ValueError, match="closed"):
+        vf.read_frames([0])
+
+
+def test_video_file_raises_like_probe(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError, match="zero-byte"):
+        VideoFile(empty)

@@ -238,16 +238,22 @@ def test_unseen_tables_from_predictions(tmp_path):
             frames.append(man.assign(p_real=p[:, 0], p_fake=p[:, 1], seed=s))
         (tmp_path / name).mkdir()
         pd.concat(frames).to_parquet(tmp_path / name / "predictions.parquet")
-    write_json(tmp_path / "ug_b" / "details.json", {"features": {"random": True}})
+    write_json(tmp_path / "ug_b" / "details.json", {"features": {"random": True},
+                                                    "run": {"stopping": "fixed epochs", "images_seen": 64}})
     thresholds = {0: 0.3, 1: 0.7}  # chosen on val by evaluate; the table must apply them, not 0.5
-    write_json(tmp_path / "ug_a" / "details.json", {"val_threshold": {str(s): t for s, t in thresholds.items()}})
+    write_json(tmp_path / "ug_a" / "details.json", {"val_threshold": {str(s): t for s, t in thresholds.items()},
+                                                    "run": {"stopping": "val early stop, patience 2",
+                                                            "images_seen": "960/1280"}})
     cfg = build(UnseenTable, {"rows": {"A": "ug_a", "B": "ug_b"},
                               "generators": {"WGAN-GP": "gan_wgan_gp", "StyleGAN": "gan_stylegan"},
                               "seen": ["gan_wgan_gp"], "bootstrap": 50, "ci_level": 0.95, "seed": 0})
     read = set()
     (ap_name, _, cols, ap_rows, notes), (acc_name, _, _, acc_rows, _) = unseen_tables(cfg, tmp_path, read)
     assert (ap_name, acc_name) == ("unseen_ap", "unseen_acc")
-    assert cols == ["Detector", "Evaluation", "WGAN-GP (train)", "StyleGAN", "Mean (unseen)"]
+    assert cols == ["Detector", "Evaluation", "WGAN-GP (train)", "StyleGAN", "Mean (unseen)", "Training"]
+    assert ap_rows[0][-1] == "val early stop, patience 2; 960/1280 images seen"
+    # rows that stop by different rules are called out, not averaged into one claim
+    assert any("ROWS STOP BY DIFFERENT RULES (fixed epochs, val early stop, patience 2)" in n for n in notes)
     assert [r[0] for r in ap_rows] == ["A", "B [random features (demo)]"] and any("ug_b" in n for n in notes)
     assert tmp_path / "ug_b" / "details.json" in read and tmp_path / "ug_a" / "predictions.parquet" in read
     order = np.argsort(man["id"].to_numpy(), kind="stable")  # the table aligns seeds by sorted id

@@ -68,6 +68,7 @@ def test_runs_resolve_to_the_former_explicit_configs():
         cfg = to_dict(load_entry("runs", name, RunConfig, REPO / "params.yaml"))
         # keys added for the reading group's detectors, at values that change nothing for the former runs
         assert cfg.pop("augment") == "none"
+        assert cfg.pop("patience") is None  # early stopping off: every epoch runs, as before
         old = dict(before[name])
         assert cfg.pop("seeds") == [0, 1] and old.pop("seed") == 0
         assert old.pop("bn_recalibration_batches") * 64 == cfg.pop("bn_recalibration_images") == 256

@@ -55,7 +55,7 @@ def tiny_params(params: dict) -> dict:
     # the controls need the demo's scale: a nuisance probe on a few dozen items cannot show the
     # planted shortcut, and one seed of one step per run cannot show seed noise (a null ablation
     # needs >= 2 seeds a side). The demo's `make run` and tests/evaluation/test_reports.py check them.
-    params["report"]["controls"] = {"null_ablation": {}, "shortcut": {}}
+    params["report"]["controls"] = {"null_ablation": {}, "shortcut": {}, "generator_families": {}}
     return params
 
 

@@ -304,3 +304,28 @@ def test_init_loads_the_pretrained_key_and_scratch_does_not(workdir, tmp_path):
     assert not torch.equal(scratch.backbone.conv1.weight, donor.backbone.conv1.weight)
     with pytest.raises(FileNotFoundError, match="pretrained weights for init"):
         init_model(run_cfg, dataclasses.replace(paths, pretrained=tmp_path / "missing.pth"), 0)
+
+
+def test_early_stopping_ends_training_patience_epochs_after_the_best(workdir, monkeypatch):
+    """With patience 1 a run stops the epoch after its best val epoch; the curves, the checkpoint's
+    completeness and the best epoch say so; without patience every epoch runs."""
+    from dfpipe.training import train as T
+
+    scores = iter([0.5, 0.7, 0.6, 0.9, 0.95, 0.96])  # planted val curve: best at epoch 2, then worse
+    real_evaluate = T.evaluate
+
+    def planted(*args, **kwargs):
+        out = real_evaluate(*args, **kwargs)
+        return {**out, "macro_f1": next(scores)}
+
+    monkeypatch.setattr(T, "evaluate", planted)
+    run = dict(RUN, epochs=6, patience=1, schedule="none", warmup_epochs=0.0)
+    run_cfg, train_cfg, paths = _cfgs(workdir, run, "early")
+    out = fit("test", run_cfg, train_cfg, paths)[11]
+    assert [h["epoch"] for h in out["history"]] == [1, 2, 3] and out["best_epoch"] == 2
+    assert (paths.out_dir / "seed11.pt").is_file()  # a stopped run is finished, not interrupted
+    curves = (paths.metrics_dir / "curves" / "seed11.tsv").read_text().splitlines()
+    assert len(curves) == 4
+    scores = iter([0.5, 0.7, 0.6, 0.9, 0.95, 0.96])
+    run_cfg, train_cfg, paths = _cfgs(workdir, dict(run, patience=None, epochs=4), "full")
+    assert [h["epoch"] for h in fit("test", run_cfg, train_cfg, paths)[11]["history"]] == [1, 2, 3, 4]

@@ -1,8 +1,8 @@
 """MediaPipe model assets (``.tflite``): produced by the DVC stage ``assets``, pinned by sha256.
 
-mediapipe 1.x has only the Tasks API and ships no model files. We use the two models that the
+mediapipe 1.x has only the Tasks API and ships no model files. We use three models that the
 ``mediapipe==0.10.21`` wheel bundles (the same bytes as the mediapipe repository at tag v0.10.21):
-BlazeFace short-range face detection and the selfie segmenter. Sources, tried in order:
+BlazeFace short-range and full-range face detection and the selfie segmenter. Sources, tried in order:
 
 1. a local folder named by ``$DFPIPE_ASSETS_FROM`` (offline machines: copy the files there);
 2. the set-up prefetch folder ``.scratch/assets`` (``make setup`` fills it; git- and dvc-ignored):
@@ -53,6 +53,14 @@ ASSETS = (
         "face_detection_short_range.tflite",
         "mediapipe/modules/face_detection/face_detection_short_range.tflite",
         "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    ),
+    # BlazeFace full-range (faces up to about 5 m from the camera; 192 px input, sparse weights):
+    # the Tasks FaceDetector runs it as is (boxes checked against the short-range model on real
+    # photos, benchmarks/bench_face_recall.py); preprocess.detector full_range / full_range_tiled
+    Asset(
+        "face_detection_full_range_sparse.tflite",
+        "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
     ),
     Asset(
         "selfie_segmentation.tflite",

@@ -4,8 +4,9 @@
 (see docs/ARCHITECTURE.md, "Raw data layouts"), so every later stage runs unchanged on real data:
 
 - ``ffhq/idNNNN_KK.png``: procedurally drawn portraits, ``ffhq_images_per_identity`` per identity;
-- ``gan/<generator>/<generator>_NNNNN.png``: faces drawn at ``gan_base_size`` and up-sampled by the
-  generator's fixed chain (:mod:`dfpipe.demo.gan`), leaving its spectral fingerprint;
+- ``gan/<generator>/<generator>_NNNNN.png``: faces whose coarse band (``gan_base_size``) is
+  up-sampled by the generator's fixed chain (:mod:`dfpipe.demo.gan`), leaving its spectral
+  fingerprint, with full-size detail and noise added after the chain;
 - ``ffpp/``: FaceForensics++ tree of H.264 originals, manipulated videos, mask videos and the
   official-format ``splits/{train,val,test}.json``;
 - ``celebdf/``, ``dfdc/``: Celeb-DF v2 and DFDC trees with their exact names and label files

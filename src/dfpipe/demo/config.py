@@ -24,7 +24,7 @@ class DemoConfig(Config):
     ffhq_identities: int = Field(ge=1, le=9999)  # file names idNNNN_KK.png
     ffhq_images_per_identity: int = Field(ge=1, le=99)
     gan_images: Count  # per generator
-    gan_base_size: Count  # drawn size before the 2x up-sampling chain
+    gan_base_size: Count  # the coarse band that goes through the 2x up-sampling chain
     gan_generators: dict[PlainName, Operator] = Field(min_length=1)  # folder -> operator (dfpipe.demo.gan)
     ffpp_videos: int = Field(ge=2, le=1000, multiple_of=2)  # originals 000 .. N-1 (paired)
     ffpp_frames: Count

@@ -13,7 +13,11 @@ Deep Fake Image Recognition" (ICML 2020, arXiv:2003.08685):
 - ``bilinear``: bilinear up-sampling + conv (smooth, suppressed high band; peaks from the conv).
 
 With two stages from 32 px to 128 px the stage-one artefacts sit at 1/4 of the band and the
-stage-two artefacts at 1/2, so some survive a later face crop resized to 64 px.
+stage-two artefacts at 1/2, so some survive a later face crop resized to 64 px. The demo passes
+only a face's coarse band through the chain and adds the fine detail and sensor-like noise after
+it (:func:`dfpipe.demo.build.make_demo`), so the chain's fingerprint is the one thing that sets a
+family apart: a logistic regression on log-DCT spectra (Frank et al.) trained on real vs
+``transposed`` gives about 98 AP on that family and 81 / 52 on ``nearest`` / ``bilinear``.
 """
 
 from __future__ import annotations
@@ -46,17 +50,20 @@ class UpsamplingChain:
     mix: tuple[np.ndarray, ...]
 
 
-def _transposed_kernel(rng: np.random.Generator, shape_std: float = 0.1, gain_spread: float = 0.03) -> np.ndarray:
+def _transposed_kernel(rng: np.random.Generator, shape_std: float = 0.1, gain_spread: float = 0.06) -> np.ndarray:
     """(3, 4, 4) stride-2 transposed-conv kernels: a bilinear kernel with random shape changes that
-    keep each polyphase component's sum at 1, times a per-phase gain within +-``gain_spread``.
+    keep each polyphase component's sum at 1, times a per-phase gain of 1 +- ``gain_spread``.
 
     The unequal phase gains make the flat-area checkerboard (DC-level peaks at the half band); the
     phase-dependent shapes make texture and edges periodic too. Gains of +-24 % (an unconstrained
-    random kernel) made a grid so strong that BlazeFace found almost no face; +-3 % keeps faces
-    detectable while the peaks stay clear in the spectrum.
+    random kernel) made a grid so strong that BlazeFace found almost no face; +-6 % keeps faces
+    detectable (the checkerboard is on the coarse band only) while the peaks stay clear in the spectrum.
     """
     k = _BILINEAR_4[None] + rng.normal(0.0, shape_std, (3, 4, 4)).astype(np.float32)
-    gains = 1.0 + rng.uniform(-gain_spread, gain_spread, (3, 2, 2)).astype(np.float32)
+    # two phases up, two down, by exactly gain_spread: every draw leaves a checkerboard of the same
+    # strength (uniform gains sometimes drew four nearly equal phases, i.e. almost no fingerprint)
+    signs = np.stack([rng.permutation([1.0, 1.0, -1.0, -1.0]) for _ in range(3)]).reshape(3, 2, 2)
+    gains = (1.0 + gain_spread * signs).astype(np.float32)
     for py in range(2):
         for px in range(2):
             phase = k[:, py::2, px::2]

@@ -37,6 +37,7 @@ from dfpipe.scoring import metrics as M
 from dfpipe.scoring import stats
 from dfpipe.splits.gate import variant_fingerprint
 from dfpipe.splits.groups import canonical_groups
+from dfpipe.training.config import stopping_label
 
 EVAL_DIR = Path("metrics/eval")
 
@@ -60,13 +61,13 @@ class EvaluateConfig(Config):
 
 
 def align_predictions(
-    manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarray, probs: np.ndarray, where: str
+    manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarray, probs: np.ndarray, where: str, with_groups: bool = True
 ) -> pd.DataFrame:
     """Join one seed's predictions to the eval manifest by id; one row per manifest row, sorted by id.
 
     Returns columns ``id, source, method, video_id, label, pred, p_<class>...`` and, when the
-    manifest has ``group_keys``, ``group``: the identity group of the item among the scored
-    items (union-find over its identity keys, :func:`dfpipe.splits.groups.canonical_groups`). Raises
+    manifest has ``group_keys`` and ``with_groups``, ``group``: the identity group of the item among
+    the scored items (union-find over its identity keys, :func:`dfpipe.splits.groups.canonical_groups`). Raises
     ``ValueError`` naming ``where`` when ids are missing, duplicated or labels disagree (the
     model's labels may be binary: then they must equal ``manifest.label != 0``).
     """
@@ -102,7 +103,7 @@ def align_predictions(
             "pred": probs.argmax(1).astype(np.int64),
         }
     )
-    if "group_keys" in manifest.columns:  # the unit of independence the intervals resample
+    if with_groups and "group_keys" in manifest.columns:  # the unit of independence the intervals resample
         frame["group"] = canonical_groups(man_ids.tolist(), manifest["group_keys"].tolist())
     for c, name in enumerate(M.class_names(k)):
         frame[f"p_{name}"] = probs[:, c]
@@ -352,6 +353,7 @@ def run_summary(
         "schedule": cfg.get("schedule", "n/a"),
         "batch_size": cfg["batch_size"],
         "epochs": cfg["epochs"],
+        "stopping": stopping_label(cfg.get("patience")),
         **training_budget(curves),
         "augment": cfg.get("augment", "n/a"),
         "balance": cfg.get("balance", "n/a"),
@@ -408,8 +410,15 @@ def run_evaluation(
         loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
         return dataset, predict(model, loader, device, amp=cfg.amp, progress=False)
 
-    video_thresholds: dict[int, float | None]
-    frames, masks, configs, thresholds, video_thresholds, model = {}, {}, {}, {}, {}, None
+    video_thresholds: list[float | None] = []
+    frames, masks, configs, thresholds, model = {}, {}, {}, {}, None
+    manifests: dict[Path, pd.DataFrame] = {}  # eval and val manifests, read once for every seed
+
+    def manifest_of(path: Path) -> pd.DataFrame:
+        if path not in manifests:
+            manifests[path] = read_table(path, VARIANT_SCHEMA)
+        return manifests[path]
+
     for s, ckpt in checkpoints(models_dir / ev.run).items():
         model, run_cfg = load_model(ckpt, device)
         if run_cfg.variant != ev.train_variant:
@@ -420,7 +429,7 @@ def run_evaluation(
         configs[s] = to_dict(run_cfg)
         torch.manual_seed(cfg.seed)
         dataset, pred = predict_split(model, run_cfg.model, ev.variant, "eval")
-        manifest = read_table(dataset.manifest_path, VARIANT_SCHEMA)
+        manifest = manifest_of(dataset.manifest_path)
         frames[s] = align_predictions(manifest, pred["ids"], pred["labels"], pred["probs"], str(dataset.manifest_path))
         if "mask_probs" in pred:
             masks[s] = mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"])
@@ -429,18 +438,20 @@ def run_evaluation(
         if run_cfg.model.num_classes == 2:  # binary detectors: a real-vs-fake threshold
             thresholds[str(s)] = M.val_threshold(*M.real_vs_fake(val_pred["labels"], val_pred["probs"]))
         val_frame = align_predictions(
-            read_table(val_ds.manifest_path, VARIANT_SCHEMA),
+            manifest_of(val_ds.manifest_path),
             val_pred["ids"],
             val_pred["labels"],
             val_pred["probs"],
             str(val_ds.manifest_path),
+            with_groups=False,  # a threshold needs no resampling unit
         )
-        video_thresholds[len(video_thresholds)] = protocol.video_threshold(val_frame, prob_columns(val_frame))
+        video_thresholds.append(protocol.video_threshold(val_frame, prob_columns(val_frame)))
         val_labels = val_frame["label"].to_numpy(np.int64)
     headline, details = evaluate_seeds(frames, cfg.bootstrap, cfg.seed, cfg.ci_level)
     seeds = sorted(frames)
     curves_dir = train_metrics_dir / ev.run / "curves"
-    details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir, figures.read_curves(curves_dir))
+    curves = figures.read_curves(curves_dir)
+    details["run"] = run_summary(ev, configs[seeds[0]], seeds, pretrained_dir, curves)
     details["run_config"] = configs[seeds[0]]
     if not dataset.is_image:  # provenance of cached encoder features (random = demo encoder)
         details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
@@ -494,5 +505,7 @@ def run_evaluation(
             cfg.seed,
             M.class_names(run_cfg.model.num_classes),
             out_dir / "figures" / "featuremaps.png",
+            # model: the seed loop's last checkpoint (seed s)
+            f"Grad-CAM of {ev.run} ({run_cfg.model.name}, input {run_cfg.model.input}, seed {s}) on {ev.variant} eval",
         )
     return headline

@@ -153,10 +153,12 @@ def render_featuremaps(
     seed: int,
     class_names: Sequence[str],
     path: Path,
+    model_title: str,
 ) -> None:
     """Grad-CAM grid of ``per_class`` eval items per class of ``dataset`` (a
     :class:`dfpipe.training.data.VariantDataset`: ``labels``, ``ids``, items ``{"image": (3, S, S)
-    uint8}``), written by :func:`dfpipe.evaluation.figures.plot_featuremap_grid`."""
+    uint8}``), written by :func:`dfpipe.evaluation.figures.plot_featuremap_grid`, titled with
+    ``model_title`` (which model) and what each row's ``p`` is."""
     from dfpipe.evaluation.figures import plot_featuremap_grid
 
     rows = pick_examples(dataset.labels, dataset.ids, per_class, seed, len(class_names))
@@ -170,5 +172,11 @@ def render_featuremaps(
         for j, i in enumerate(rows)
     ]
     plot_featuremap_grid(
-        path, images.permute(0, 2, 3, 1).numpy(), maps["cam"].numpy(), maps["activation"].numpy(), titles, layer_name
+        path,
+        images.permute(0, 2, 3, 1).numpy(),
+        maps["cam"].numpy(),
+        maps["activation"].numpy(),
+        titles,
+        layer_name,
+        f"{model_title}\nrow label: source, true class; p = the model's softmax probability of the true class",
     )

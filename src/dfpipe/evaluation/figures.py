@@ -20,7 +20,8 @@ CURVE_METRICS = ("train_loss", "val_macro_f1", "val_acc")
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
-    """Confusion matrix ``(K, K)`` (rows true) as counts with row-normalised colour."""
+    """Confusion matrix ``(K, K)`` (rows actual, on y; classes in ``names`` order) as counts and
+    percent of the row, with row-normalised colour."""
     plt = pyplot()
     cm = np.asarray(cm)
     rows = cm.sum(1, keepdims=True)
@@ -29,12 +30,13 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> 
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{cm[i, j]:g}", ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+            cell = f"{cm[i, j]:g}\n{100 * norm[i, j]:.0f}%"
+            ax.text(j, i, cell, ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(f"{title}\ncount and % of the actual class", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -99,10 +101,12 @@ def plot_featuremap_grid(
     activations: np.ndarray,
     titles: Sequence[str],
     layer_name: str,
+    title: str = "",
 ) -> None:
     """One PNG: a row per example with input, Grad-CAM overlay and mean activation.
 
-    ``images`` ``(B, H, W, 3)`` uint8; ``cams``/``activations`` ``(B, H, W)`` in [0, 1].
+    ``images`` ``(B, H, W, 3)`` uint8; ``cams``/``activations`` ``(B, H, W)`` in [0, 1]; ``title``
+    (the model, and what the numbers in ``titles`` mean) above the grid.
     """
     b = len(images)
     if b == 0:
@@ -121,5 +125,7 @@ def plot_featuremap_grid(
     axes[0, 0].set_title("input", fontsize=8)
     axes[0, 1].set_title(f"Grad-CAM\n{layer_name}", fontsize=7)
     axes[0, 2].set_title("mean |activation|", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

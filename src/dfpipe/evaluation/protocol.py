@@ -21,7 +21,7 @@ weighted statistics over one sort of the scores, ``(n_boot, N)`` at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,22 +39,21 @@ def fake_score(probs: np.ndarray) -> np.ndarray:
     return 1.0 - np.asarray(probs, dtype=np.float64)[..., 0]
 
 
-def _levels(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending order of ``score`` and the start index of each run of tied scores in it."""
+def _level_weights(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative weight ``(B, L)`` per level of tied ``score``, levels ascending."""
+    y = np.asarray(y, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
     order = np.argsort(score, kind="stable")
     s = score[order]
     starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
-    return order, starts
+    return np.add.reduceat((w * y)[:, order], starts, axis=1), np.add.reduceat((w * ~y)[:, order], starts, axis=1)
 
 
 def weighted_auc(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
     """ROC AUC (ties count one half) of ``score`` for binary ``y`` under item weights ``w``
     ``(B, N)``; ``(B,)``, NaN where a class has zero weight. ``w = 1`` gives
     :func:`dfpipe.scoring.metrics.binary_auc`."""
-    y = np.asarray(y, dtype=bool)
-    order, starts = _levels(np.asarray(score, dtype=np.float64))
-    wp = np.add.reduceat((w * y)[:, order], starts, axis=1)  # (B, L) positive weight per level
-    wn = np.add.reduceat((w * ~y)[:, order], starts, axis=1)  # negative weight per level
+    wp, wn = _level_weights(y, score, w)
     below = np.cumsum(wn, axis=1) - wn  # negatives strictly below
     tp, tn = wp.sum(1), wn.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -65,10 +64,7 @@ def weighted_auc(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
 def weighted_ap(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Average precision (scikit-learn's step definition, tied scores one threshold) under item
     weights ``w`` ``(B, N)``; ``(B,)``, NaN where a class has zero weight."""
-    y = np.asarray(y, dtype=bool)
-    order, starts = _levels(np.asarray(score, dtype=np.float64))
-    wp = np.add.reduceat((w * y)[:, order], starts, axis=1)[:, ::-1]  # descending thresholds
-    wn = np.add.reduceat((w * ~y)[:, order], starts, axis=1)[:, ::-1]
+    wp, wn = (a[:, ::-1] for a in _level_weights(y, score, w))  # descending thresholds
     tp, fp = np.cumsum(wp, axis=1), np.cumsum(wn, axis=1)
     total_p, total_n = tp[:, -1], fp[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -143,7 +139,7 @@ def protocol_metrics(
     items: pd.DataFrame,
     probs: np.ndarray,
     groups: np.ndarray,
-    thresholds: Mapping[int, float | None],
+    thresholds: Sequence[float | None],
     n_boot: int,
     seed: int,
     level: float,
@@ -154,7 +150,7 @@ def protocol_metrics(
         items: ``(N,)`` rows with ``method, video_id, label`` (the stacked eval items).
         probs: ``(S, N, K)`` seed probabilities aligned with ``items``.
         groups: ``(N,)`` split group of each item (the resampling unit).
-        thresholds: per seed index position ``0..S-1``: the val-chosen threshold on the fake score,
+        thresholds: per seed, in the order of ``probs``: the val-chosen threshold on the fake score,
             or ``None`` (no video items in val: 0.5, the argmax rule of a binary softmax, is used
             and the output says so).
 
@@ -171,7 +167,9 @@ def protocol_metrics(
         return None
     p = np.asarray(probs)[:, is_video]
     g = np.asarray(groups)[is_video]
-    t = [0.5 if (th := thresholds.get(i)) is None else float(th) for i in range(p.shape[0])]
+    if len(thresholds) != p.shape[0]:
+        raise ValueError(f"{len(thresholds)} thresholds for {p.shape[0]} seeds")
+    t = [0.5 if th is None else float(th) for th in thresholds]
     frame_scores = fake_score(p)  # (S, N)
     videos, _ = M.video_level(sub, p[0])
     keys = [M.video_key(m, v) for m, v in zip(sub["method"].astype(str), sub["video_id"].astype(str))]
@@ -186,9 +184,7 @@ def protocol_metrics(
         "unit": "split group",
         "originals": real_methods,
         "methods": fake_methods,
-        "threshold_source": "val"
-        if all(thresholds.get(i) is not None for i in range(p.shape[0]))
-        else "0.5 (no video items in val)",
+        "threshold_source": "val" if all(th is not None for th in thresholds) else "0.5 (no video items in val)",
         "thresholds": t,
     }
     for level_name, labels_, scores_, groups_, methods_ in (

@@ -46,6 +46,7 @@ SETTINGS = (
     "batch_size",
     "steps_per_epoch",
     "epochs",
+    "stopping",
     "updates",
     "images_seen",
     "augment",
@@ -112,13 +113,29 @@ class LeakageTables(Config):
         return self
 
 
+class FamilyControl(Config):
+    """One generator-family control: ``evaluation`` scored a detector trained on real + ``seen``;
+    each ``unseen`` source must score at least ``min_gap`` AP below ``seen`` (paired interval above 0)."""
+
+    evaluation: str
+    seen: str
+    unseen: tuple[str, ...] = Field(min_length=1)
+    min_gap: float = Field(ge=0.0, le=1.0)
+
+
 class ControlsConfig(Config):
     """``report.controls`` (dfpipe.evaluation.controls): ``null_ablation``: label -> [a, b]
     evaluations whose runs differ in seeds only; ``shortcut``: label -> [variant with a planted
-    nuisance, its twin without]."""
+    nuisance, its twin without]; ``generator_families``: label -> :class:`FamilyControl`."""
 
     null_ablation: dict[str, tuple[str, str]]
     shortcut: dict[str, tuple[str, str]]
+    generator_families: dict[str, FamilyControl]
+
+    def evaluation_names(self) -> set[str]:
+        """Every evaluation whose predictions a control reads."""
+        names = {e for pair in self.null_ablation.values() for e in pair}
+        return names | {c.evaluation for c in self.generator_families.values()}
 
 
 class ReportConfig(Config):
@@ -154,7 +171,7 @@ class ReportConfig(Config):
         if self.unseen is not None:
             names |= set(self.unseen.evaluation_names())
         if self.controls is not None:
-            names |= {e for pair in self.controls.null_ablation.values() for e in pair}
+            names |= self.controls.evaluation_names()
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
     def compared_names(self) -> list[str]:
@@ -165,7 +182,7 @@ class ReportConfig(Config):
         if self.unseen is not None:
             names |= set(self.unseen.evaluation_names())
         if self.controls is not None:
-            names |= {e for pair in self.controls.null_ablation.values() for e in pair}
+            names |= self.controls.evaluation_names()
         return sorted(names | {e for pair in self.leakage.pairs.values() for e in pair})
 
 
@@ -289,6 +306,7 @@ class Reader:
     def __init__(self, cfg: ReportConfig):
         self.cfg = cfg
         self.read: set[Path] = set()
+        self._audits: dict[Path, dict] = {}
 
     def evaluation(self, name: str) -> tuple[dict, dict, Path, Path]:
         """``(headline, details, headline path, details path)`` of ``evaluate@<name>``."""
@@ -304,10 +322,12 @@ class Reader:
         return path
 
     def audit(self, name: str) -> tuple[dict, Path]:
+        """``audit@<name>``'s metrics (read once: baseline rows, controls and shortcut tables share it)."""
         path = self.cfg.audit_dir / f"{name}.json"
-        data = load_metrics(path, f"audit@{name}")
+        if path not in self._audits:
+            self._audits[path] = load_metrics(path, f"audit@{name}")
         self.read.add(path)
-        return data, path
+        return self._audits[path], path
 
     def reference(self, path: Path, keys: tuple[str, ...]) -> dict:
         if not path.is_file():
@@ -368,7 +388,8 @@ def dvc_sections(cfg: ReportConfig, params: Mapping) -> dict:
             {
                 f"{name}_roc": {
                     "title": f"{table.caption}: ROC real vs fake (seed-mean score)",
-                    "template": "simple",
+                    # .dvc/plots/runs.json: one colour per row (legend: the table's row names), y 0..1
+                    "template": "runs",
                     "x_label": "false positive rate",
                     "y_label": "true positive rate",
                     "x": {(cfg.eval_dir / e / "roc.csv").as_posix(): "fpr" for e in evals},
@@ -384,7 +405,7 @@ def dvc_sections(cfg: ReportConfig, params: Mapping) -> dict:
             {
                 f"{name}_val_f1": {
                     "title": f"{table.caption}: validation macro-F1 per epoch",
-                    "template": "linear",
+                    "template": "runs_seeds",  # as runs.json, one dash per seed
                     "x_label": "epoch",
                     "y_label": "validation macro-F1",
                     "x": "epoch",

@@ -93,7 +93,7 @@ def unseen_tables(
     from dfpipe.core.io import read_json
 
     read = read if read is not None else set()
-    scored, labels, random_rows, no_threshold = {}, {}, [], []
+    scored, labels, budgets, random_rows, no_threshold = {}, {}, {}, [], []
     for label, name in cfg.rows.items():
         path = eval_dir / name / "predictions.parquet"
         if not path.is_file():
@@ -110,14 +110,26 @@ def unseen_tables(
         read.add(path)
         scored[name] = score_generators(pd.read_parquet(path), path, cfg, details.get("val_threshold"))
         labels[name] = label
+        run = details.get("run", {})
+        budgets[name] = f"{run.get('stopping', 'n/a')}; {run.get('images_seen', 'n/a')} images seen"
     cols = [f"{c} (train)" if s in cfg.seen else c for c, s in cfg.generators.items()]
     notes = [
         "Binary real vs each generator (the eval split's real items + that generator's), fake score 1 - p(real), "
         "in %. Acc at each seed's threshold chosen on the training variant's val split (balanced accuracy; "
         "never tuned on test); AP needs no threshold.",
-        f"Seed mean (± sd when several); [{100 * cfg.ci_level:g}% CI]: percentile bootstrap over items/videos, "
+        f"Seed mean (± sd when several); [{100 * cfg.ci_level:g}% CI]: percentile bootstrap over identity groups, "
         f"{cfg.bootstrap} resamples. Mean: unweighted over the unseen columns' seed means.",
     ]
+    rules = sorted({b.split(";")[0] for b in budgets.values()})
+    notes.append(
+        (
+            f"Training: every row stops by one rule ({rules[0]}; the best val epoch is kept). "
+            if len(rules) == 1
+            else f"Training: ROWS STOP BY DIFFERENT RULES ({', '.join(rules)}): their budgets are not comparable. "
+        )
+        + "Images seen = what each seed actually trained on (per seed when they differ; Frank et al.: one "
+        "L-BFGS objective evaluation = one pass over the training images)."
+    )
     if no_threshold:
         notes.append(f"{', '.join(no_threshold)}: no val threshold recorded; Acc at 0.5 (the softmax argmax).")
     if random_rows:
@@ -138,13 +150,13 @@ def unseen_tables(
             rows.append(
                 [labels[name], name]
                 + [fmt_value(res[s][metric]) for s in cfg.generators.values()]
-                + ["n/a" if mean is None else f"{100 * mean:.2f}"]
+                + ["n/a" if mean is None else f"{100 * mean:.2f}", budgets[name]]
             )
         out.append(
             (
                 f"unseen_{metric}",
                 f"Unseen generators: {title} per test generator (trained on {', '.join(cfg.seen)} + real)",
-                ["Detector", "Evaluation"] + cols + ["Mean (unseen)"],
+                ["Detector", "Evaluation"] + cols + ["Mean (unseen)", "Training"],
                 rows,
                 notes,
             )

@@ -36,10 +36,27 @@ class RunningMoments:
         """``(n, mean, centred sum of squares)`` of one batch (the part of :meth:`update` that
         can run in parallel; :meth:`merge` the results in batch order)."""
         batch = np.asarray(batch, dtype=np.float64)
-        if batch.shape[0] == 0:
+        n = batch.shape[0]
+        if n == 0:
             return 0, None, None
-        mean_b = batch.mean(axis=0)
-        return batch.shape[0], mean_b, ((batch - mean_b) ** 2).sum(axis=0)
+        if batch.ndim < 2 or batch[0].size < 16 or not batch.flags.c_contiguous:
+            mean_b = batch.mean(axis=0)
+            return n, mean_b, ((batch - mean_b) ** 2).sum(axis=0)
+        # Item by item: the same additions in the same order as ``batch.mean(axis=0)`` and
+        # ``((batch - mean) ** 2).sum(axis=0)`` (numpy reduces a leading axis of a contiguous array
+        # sequentially; tests/features/test_spectra.py checks the bytes), without the batch-sized
+        # temporaries that page-fault in (about 2x faster on 224 px spectra).
+        total = batch[0].copy()
+        for item in batch[1:]:
+            total += item
+        mean_b = total / n
+        m2 = np.zeros_like(mean_b)
+        diff = np.empty_like(mean_b)
+        for item in batch:
+            np.subtract(item, mean_b, out=diff)
+            diff *= diff
+            m2 += diff
+        return n, mean_b, m2
 
     def update(self, batch: np.ndarray) -> None:
         """Add ``batch`` of shape ``(n, *shape)``."""

@@ -70,20 +70,27 @@ def plot_mean_spectra(means: dict[str, np.ndarray], real: np.ndarray, kind: Kind
 
 
 def plot_profiles(
-    profiles: dict[str, tuple[np.ndarray, np.ndarray]], real: np.ndarray, kind: Kind, title: str, path: Path
+    groups: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], real: np.ndarray, kind: Kind, title: str, path: Path
 ) -> None:
-    """Radial profiles (left) and their difference to real (right), one line per group."""
+    """Radial profiles (left) and their difference to real (right): one row per grouping (``groups``:
+    ``{"class": {name: (freq, value)}, "method": ...}``), every group of it overlaid, one line each.
+
+    Each column shares its y-axis across rows, so classes and methods compare on one scale.
+    """
     plt = pyplot()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    for k, (freq, val) in profiles.items():
-        ax0.plot(freq, val, label=k, lw=1.2)
-        ax1.plot(freq, val - real, label=k, lw=1.2)
-    for ax, ylab in ((ax0, f"mean log|{kind.upper()}|"), (ax1, "difference to real")):
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), sharex=True, sharey="col", squeeze=False)
+    for (grouping, profiles), (ax0, ax1) in zip(groups.items(), axes):
+        for k, (freq, val) in profiles.items():
+            ax0.plot(freq, val, label=k, lw=1.2)
+            ax1.plot(freq, val - real, label=k, lw=1.2)
+        for ax, ylab in ((ax0, f"mean log|{kind.upper()}|"), (ax1, "difference to real")):
+            ax.set_ylabel(ylab)
+            ax.grid(alpha=0.3)
+        ax0.set_title(f"per {grouping}", fontsize=9, loc="left")
+        ax1.axhline(0.0, color="k", lw=0.6)
+        ax1.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for ax in axes[-1]:
         ax.set_xlabel("spatial frequency (cycles / pixel)")
-        ax.set_ylabel(ylab)
-        ax.grid(alpha=0.3)
-    ax1.axhline(0.0, color="k", lw=0.6)
-    ax0.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
@@ -112,14 +119,14 @@ def write_plots(name: str, cfg: SpectraConfig, means: dict[str, dict[str, np.nda
         )
         written.append(out / fname)
     _, real_profile = radial_profile(real.mean(axis=0), cfg.kind)
-    profiles = {}
+    profiles: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"class": {}, "method": {}}
     files: dict[str, str] = {}
     for old in sorted((out / "profiles").glob("*.csv")):  # groups that no longer exist
         old.unlink()
     for prefix, group_means in (("class", by_class), ("method", by_method)):
         for key, m in group_means.items():
             freq, val = radial_profile(m.mean(axis=0), cfg.kind)
-            profiles[f"{prefix} {key}"] = (freq, val)
+            profiles[prefix][key] = (freq, val)
             fname = f"{prefix}-{_safe_name(key.replace(':', '-'))}.csv"
             if fname in files:
                 raise ValueError(f"groups {files[fname]!r} and {key!r} map to the same file name {fname}")
@@ -129,10 +136,10 @@ def write_plots(name: str, cfg: SpectraConfig, means: dict[str, dict[str, np.nda
                 table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
             written.append(out / "profiles" / fname)
     plot_profiles(
-        {k: v for k, v in profiles.items() if k.startswith("method")},
+        profiles,
         real_profile,
         cfg.kind,
-        f"Radial log-spectrum profile per method ({what})",
+        f"Radial log-spectrum profile per class and per method ({what})",
         out / "profiles.png",
     )
     written.append(out / "profiles.png")

@@ -198,6 +198,17 @@ def check_counts(
     }
 
 
+def no_face_share(items: int, videos: int, counts: dict) -> dict:
+    """``no_face`` rejects (still images and video frames) among the images and sampled frames of
+    a source: a detector that misses the faces of a data set (small faces in wide shots) shows
+    here at a glance, not only as a smaller class. ``share`` is 0 when nothing was sampled."""
+    n = counts["files"]["rejected_by_reason"].get("no_face", 0) + counts["frames"]["rejected_by_reason"].get(
+        "no_face", 0
+    )
+    units = items - videos + counts["frames"]["sampled"]
+    return {"rejected": n, "of": units, "share": round(n / units, 4) if units else 0.0}
+
+
 def source_metrics(name: str, items: int, videos: int, counts: dict, df: pd.DataFrame) -> dict:
     """The metrics JSON of a source: item counts, accounting ``counts`` (:func:`account`) and
     summaries of the manifest ``df`` (an empty ``df``, a part without faces: no face sizes)."""
@@ -213,6 +224,7 @@ def source_metrics(name: str, items: int, videos: int, counts: dict, df: pd.Data
         "faces": len(df),
         "with_mask": int(df["has_mask"].sum()),
         **counts,
+        "no_face": no_face_share(items, videos, counts),
         "resize_kernels": dict(sorted(Counter(df["resize_kernel"]).items())),
         "face_rules": dict(sorted(Counter(df["face_rule"]).items())),
         "native_face": native,

@@ -16,6 +16,8 @@ its mask video.
 :func:`read_frames` decodes forward from the previous key frame and seeks only when the next
 wanted frame lies behind a key frame that is ahead of the decoder (that is, when skipping by
 decoding would cost more than a key-frame interval); only kept frames are converted to RGB.
+:class:`VideoFile` opens a file's container once for its probe and its decoding (the worker's path);
+:func:`probe` and :func:`read_frames` open their own.
 """
 
 from __future__ import annotations
@@ -81,6 +83,21 @@ class VideoInfo:
     codec: str = ""  # decoder name of the video stream ("h264", "mpeg4", ...)
 
 
+#: FFmpeg decoder threads per container; 0: FFmpeg's default (one per core)
+_DECODER_THREADS = 0
+
+
+def set_decoder_threads(threads: int) -> None:
+    """Threads each video decoder may use from now on (0: FFmpeg's default); decoded frames do not
+    depend on it (the preprocess workers set their share of the cores)."""
+    global _DECODER_THREADS
+    _DECODER_THREADS = max(0, int(threads))
+
+
+def decoder_threads() -> int:
+    return _DECODER_THREADS
+
+
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise VideoError(f"{path}: file not found")
@@ -93,29 +110,69 @@ def _open(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: no video stream")
+    if _DECODER_THREADS:
+        container.streams.video[0].codec_context.thread_count = _DECODER_THREADS
     return container
 
 
 def probe(path: str | Path) -> VideoInfo:
     """Count the frames that can actually be demuxed (no decoding) and locate key frames."""
-    path = Path(path)
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        codec = stream.codec_context.name or ""
-        entries: list[tuple[int | None, bool]] = []
-        error = ""
+    with VideoFile(path) as video:
+        return video.info
+
+
+class VideoFile:
+    """A video opened once: :attr:`info` (its :func:`probe`) and :meth:`read_frames` share the container.
+
+    Raises :class:`VideoError` as :func:`probe` does; use as a context manager (or call :meth:`close`).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._container: av.container.InputContainer | None = _open(self.path)
         try:
-            for packet in container.demux(stream):
-                if packet.size == 0:  # flush packet at end of stream
-                    continue
-                entries.append((packet.pts, bool(packet.is_keyframe)))
-        except (av.error.FFmpegError, EOFError) as exc:
-            error = f"demux stopped after {len(entries)} packets: {exc}"
-        declared = int(stream.frames or 0)
-    finally:
-        container.close()
+            self.info = _probe(self._container, self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def read_frames(self, indices: list[int], gray: bool = False) -> tuple[dict[int, np.ndarray], str]:
+        """:func:`read_frames` of this file with its probe, on the open container."""
+        if self._container is None:
+            raise ValueError(f"{self.path}: video file is closed")
+        if self.info.pts is None:
+            # without timestamps decoding must restart at the first packet, which only a fresh
+            # container guarantees (the probe left this one at the end and it cannot seek by pts)
+            return read_frames(self.path, indices, self.info, gray)
+        # the first read seeks (by pts, to the key frame before the first wanted frame) anyway
+        return _read_frames(self._container, indices, self.info, gray)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _probe(container: av.container.InputContainer, path: Path) -> VideoInfo:
+    stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    codec = stream.codec_context.name or ""
+    entries: list[tuple[int | None, bool]] = []
+    error = ""
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:  # flush packet at end of stream
+                continue
+            entries.append((packet.pts, bool(packet.is_keyframe)))
+    except (av.error.FFmpegError, EOFError) as exc:
+        error = f"demux stopped after {len(entries)} packets: {exc}"
+    declared = int(stream.frames or 0)
     if not entries:
         raise VideoError(f"{path}: no readable video frames ({error or 'empty stream'})")
     if width <= 0 or height <= 0:
@@ -141,9 +198,21 @@ def read_frames(
     early (frames after it are absent from the dict: the caller records them as rejects).
     """
     path = Path(path)
+    if info is None:
+        with VideoFile(path) as video:
+            return video.read_frames(indices, gray)
+    container = _open(path)
+    try:
+        return _read_frames(container, indices, info, gray)
+    finally:
+        container.close()
+
+
+def _read_frames(
+    container: av.container.InputContainer, indices: list[int], info: VideoInfo, gray: bool
+) -> tuple[dict[int, np.ndarray], str]:
     if list(indices) != sorted(set(indices)):
         raise ValueError("indices must be sorted and unique")
-    info = info or probe(path)
     wanted = [i for i in indices if 0 <= i < info.n_frames]
     out: dict[int, np.ndarray] = {}
     if not wanted:
@@ -152,63 +221,59 @@ def read_frames(
     # looked up with packet / frame pts, which may be None (-> no index)
     pts_index: dict[int | None, int] | None = {p: i for i, p in enumerate(info.pts)} if info.pts is not None else None
     wanted_set = set(wanted)
-    container = _open(path)
     error = ""
-    try:
-        stream = container.streams.video[0]
-        cc = stream.codec_context
-        position = -1  # index of the last frame the decoder delivered
-        w = 0
-        need_seek = pts_index is not None
-        while w < len(wanted):
-            if need_seek:
-                assert info.pts is not None  # need_seek only with a pts index
-                k = bisect.bisect_right(info.keyframes, wanted[w]) - 1
-                key = info.keyframes[k] if k >= 0 else 0
-                container.seek(info.pts[key], backward=True, any_frame=False, stream=stream)
-                need_seek = False
-            stop = False
-            try:
-                for packet in container.demux(stream):
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    position = -1  # index of the last frame the decoder delivered
+    w = 0
+    need_seek = pts_index is not None
+    while w < len(wanted):
+        if need_seek:
+            assert info.pts is not None  # need_seek only with a pts index
+            k = bisect.bisect_right(info.keyframes, wanted[w]) - 1
+            key = info.keyframes[k] if k >= 0 else 0
+            container.seek(info.pts[key], backward=True, any_frame=False, stream=stream)
+            need_seek = False
+        stop = False
+        try:
+            for packet in container.demux(stream):
+                if pts_index is not None:
+                    pidx = pts_index.get(packet.pts) if packet.size else None
+                    # A non-reference frame that is not wanted is dropped before decoding
+                    # (no later frame depends on it): B-frames cost nothing.
+                    cc.skip_frame = "DEFAULT" if pidx is None or pidx in wanted_set else "NONREF"
+                for frame in packet.decode():
                     if pts_index is not None:
-                        pidx = pts_index.get(packet.pts) if packet.size else None
-                        # A non-reference frame that is not wanted is dropped before decoding
-                        # (no later frame depends on it): B-frames cost nothing.
-                        cc.skip_frame = "DEFAULT" if pidx is None or pidx in wanted_set else "NONREF"
-                    for frame in packet.decode():
-                        if pts_index is not None:
-                            idx = pts_index.get(frame.pts)
-                            if idx is None:
-                                raise av.error.InvalidDataError(0, f"frame with unknown pts {frame.pts}")
-                        else:
-                            idx = position + 1
-                        position = idx
-                        if idx < wanted[w]:
-                            continue  # decoded and skipped, never converted
-                        if idx == wanted[w]:
-                            out[idx] = frame.to_ndarray(format=fmt)
-                        else:  # the decoder dropped the wanted frame (corrupt data)
-                            error = error or f"frame {wanted[w]} not delivered by the decoder"
-                        while w < len(wanted) and wanted[w] <= idx:
-                            w += 1
-                        if w == len(wanted):
-                            stop = True
-                            break
-                        if pts_index is not None:
-                            k = bisect.bisect_right(info.keyframes, wanted[w]) - 1
-                            # Seek only when a key frame lies between the decoder and the next
-                            # target: decoding from it is cheaper than decoding the whole gap.
-                            if k >= 0 and info.keyframes[k] > position + 1:
-                                need_seek = stop = True
-                                break
-                    if stop:
+                        idx = pts_index.get(frame.pts)
+                        if idx is None:
+                            raise av.error.InvalidDataError(0, f"frame with unknown pts {frame.pts}")
+                    else:
+                        idx = position + 1
+                    position = idx
+                    if idx < wanted[w]:
+                        continue  # decoded and skipped, never converted
+                    if idx == wanted[w]:
+                        out[idx] = frame.to_ndarray(format=fmt)
+                    else:  # the decoder dropped the wanted frame (corrupt data)
+                        error = error or f"frame {wanted[w]} not delivered by the decoder"
+                    while w < len(wanted) and wanted[w] <= idx:
+                        w += 1
+                    if w == len(wanted):
+                        stop = True
                         break
-                else:
-                    error = error or f"decoding ended after frame {position} of {info.n_frames}"
+                    if pts_index is not None:
+                        k = bisect.bisect_right(info.keyframes, wanted[w]) - 1
+                        # Seek only when a key frame lies between the decoder and the next
+                        # target: decoding from it is cheaper than decoding the whole gap.
+                        if k >= 0 and info.keyframes[k] > position + 1:
+                            need_seek = stop = True
+                            break
+                if stop:
                     break
-            except (av.error.FFmpegError, EOFError) as exc:
-                error = f"decoder error after frame {position}: {exc}"
+            else:
+                error = error or f"decoding ended after frame {position} of {info.n_frames}"
                 break
-    finally:
-        container.close()
+        except (av.error.FFmpegError, EOFError) as exc:
+            error = f"decoder error after frame {position}: {exc}"
+            break
     return out, error

@@ -25,6 +25,7 @@ absolute path (they are made relative to the source root).
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ from dfpipe.ingest.faces import (
 from dfpipe.ingest.images import read_image
 from dfpipe.ingest.items import Item, Reject
 from dfpipe.ingest.sources import SourceConfig
-from dfpipe.ingest.video import Policy, VideoError, probe, read_frames, sample_indices
+from dfpipe.ingest.video import Policy, VideoError, VideoFile, sample_indices
 
 
 @dataclass
@@ -87,7 +88,11 @@ class Worker:
 
     def __init__(self, cfg: PreprocessConfig, spec: SourceConfig, root: Path):
         self.cfg, self.spec, self.root = cfg, spec, Path(root)
-        self.detector = FaceDetector(cfg.detector_model, cfg.min_score) if spec.mode != "raw" else None
+        self.detector = (
+            FaceDetector(cfg.detector_model, cfg.min_score, cfg.detector, cfg.tile_size, cfg.tile_overlap)
+            if spec.mode != "raw"
+            else None
+        )
         self.segmenter = PersonSegmenter(cfg.segmenter_model) if spec.mode == "crop_seg" else None
 
     def close(self) -> None:
@@ -191,6 +196,10 @@ class Worker:
         return self._video_multi(item, (self.spec.sampling,))[0]
 
     def _video_multi(self, item: Item, samplings: tuple[Policy, ...]) -> list[ItemResult]:
+        with ExitStack() as files:  # each file's container is opened once: probe and decoding share it
+            return self._video_files(item, samplings, files)
+
+    def _video_files(self, item: Item, samplings: tuple[Policy, ...], files: ExitStack) -> list[ItemResult]:
         cfg, rel = self.cfg, item.path
         path = resolve_inside(self.root, rel)
 
@@ -199,7 +208,8 @@ class Worker:
 
         if path.is_file() and path.stat().st_size == 0:  # the still-image reason (images.read_image)
             return whole(Reject(rel, -1, "empty_file", "zero-byte file"))
-        info = probe(path)
+        video = files.enter_context(VideoFile(path))
+        info = video.info
 
         if info.width * info.height > cfg.max_pixels:
             return whole(Reject(rel, -1, "too_large", f"{info.width}x{info.height} frames"))
@@ -211,7 +221,8 @@ class Worker:
             if not mpath.is_file():
                 return whole(Reject(rel, -1, "mask_missing", f"{item.mask_path} not found"))
             try:
-                minfo = probe(mpath)
+                mvideo = files.enter_context(VideoFile(mpath))
+                minfo = mvideo.info
             except VideoError as exc:
                 return whole(Reject(rel, -1, "mask_unreadable", relative_message(str(exc), self.root)))
             if minfo.n_frames < info.n_frames:
@@ -222,8 +233,8 @@ class Worker:
                         rel, -1, "mask_size", f"mask {minfo.width}x{minfo.height} != video {info.width}x{info.height}"
                     )
                 )
-            masks, merr = read_frames(mpath, indices, minfo, gray=True)
-        frames, err = read_frames(path, indices, info)
+            masks, merr = mvideo.read_frames(indices, gray=True)
+        frames, err = video.read_frames(indices)
         err = relative_message(err, self.root)
         truncated = info.demux_error or info.declared_frames > info.n_frames
         done: dict[int, tuple[Crop | None, Reject | None]] = {}

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -51,7 +52,10 @@ class FrankConfig(Config):
     ``c_grid``: candidate inverse L2 strengths (selected on val); ``class_weight``: ``balanced``
     weighs each class by ``n / (k n_class)`` (the demo's edited class is ~4 % of train), ``none``
     fits the raw frequencies; ``max_iter``: L-BFGS iterations (fewer when the largest gradient
-    component falls to ``GTOL``).
+    component falls to ``GTOL``). ``patience``: val-based early stopping, the rule the trained
+    detectors follow (``runs.<run>.patience``) with one L-BFGS iteration in place of an epoch (its
+    gradient is one pass over the training images): a fit ends after that many iterations without
+    a better val macro-F1 and keeps its best iterate; null fits to ``max_iter`` / ``GTOL``.
     """
 
     variant: PlainName
@@ -59,6 +63,7 @@ class FrankConfig(Config):
     c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(min_length=1)
     class_weight: Literal["balanced", "none"]
     max_iter: int = Field(ge=1)
+    patience: int | None = Field(ge=1)
 
 
 def load_split(
@@ -223,11 +228,16 @@ class _Problem:
 
 
 def _lbfgs(
-    fun: Callable[[np.ndarray], tuple[float, np.ndarray]], theta: np.ndarray, max_iter: int, memory: int = 10
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    theta: np.ndarray,
+    max_iter: int,
+    memory: int = 10,
+    stop: Callable[[np.ndarray, int], bool] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Minimise ``fun`` (value, gradient) from ``theta``: L-BFGS two-loop recursion, Armijo
-    backtracking from step 1. Stops at ``max_iter``, at gradient max-norm ``<= GTOL``, or when no
-    step decreases the objective. Returns ``(theta, iterations)``."""
+    backtracking from step 1. Stops at ``max_iter``, at gradient max-norm ``<= GTOL``, when no
+    step decreases the objective, or when ``stop(theta, iterations)`` (called after every
+    iteration) says so. Returns ``(theta, iterations)``."""
     f, g = fun(theta)
     hist: list[tuple[np.ndarray, np.ndarray, float]] = []
     steps = 0
@@ -262,9 +272,30 @@ def _lbfgs(
             hist = (hist + [(s, y, 1.0 / sy)])[-memory:]
         done = f - f_new <= 64 * np.finfo(np.float64).eps * max(abs(f), abs(f_new), 1.0)
         theta, f, g, steps = new, f_new, g_new, steps + 1
-        if done:
+        if done or (stop is not None and stop(theta, steps)):
             break
     return theta, steps
+
+
+@dataclass
+class _BestIterate:
+    """The best val iterate of one L-BFGS fit so far (``step`` 0: the starting point)."""
+
+    score: float
+    step: int
+    theta: np.ndarray
+
+    def tracker(self, val_score: Callable[[np.ndarray], float], patience: int) -> Callable[[np.ndarray, int], bool]:
+        """``_lbfgs``'s ``stop``: record a better iterate (strictly: ties keep the earlier one);
+        stop ``patience`` iterations after the best."""
+
+        def stop(theta: np.ndarray, step: int) -> bool:
+            score = val_score(theta)
+            if score > self.score:
+                self.score, self.step, self.theta = score, step, theta
+            return step - self.step >= patience
+
+        return stop
 
 
 def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_classes: int = 3) -> dict:
@@ -290,13 +321,28 @@ def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_c
         out[:, classes] = problem.proba(theta, x)  # a class absent from train keeps probability 0
         return out
 
+    def val_score(theta: np.ndarray) -> float:
+        return macro_f1(y_va, proba(theta, x_va, np.float64).argmax(axis=1), num_classes)
+
+    evaluations = 0
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal evaluations
+        evaluations += 1  # one pass over the training images
+        return problem(theta)
+
     best: tuple[float, np.ndarray] | None
-    best, scores = None, {}
+    best, scores, stopped_at = None, {}, {}
     theta = np.zeros(problem.features * problem.free + problem.free)
     for c in sorted(cfg.c_grid):  # each fit starts from the previous C's solution (same optimum, fewer steps)
         problem.l2 = 1.0 / (c * problem.weight_sum)
-        theta, _ = _lbfgs(problem, theta, cfg.max_iter)
-        scores[c] = macro_f1(y_va, proba(theta, x_va, np.float64).argmax(axis=1), num_classes)
+        top = _BestIterate(val_score(theta), 0, theta)
+        stop = top.tracker(val_score, cfg.patience) if cfg.patience is not None else None
+        theta, steps = _lbfgs(objective, theta, cfg.max_iter, stop=stop)
+        if cfg.patience is not None:
+            theta = top.theta  # the best val iterate; the next C starts from it
+        scores[c] = val_score(theta)
+        stopped_at[str(c)] = {"iterations": steps, "best_iteration": top.step if cfg.patience else steps}
         if best is None or scores[c] > scores[best[0]]:  # strict: ties keep the smaller C
             best = (c, theta)
     assert best is not None  # c_grid holds at least one value (min_length=1)
@@ -306,5 +352,6 @@ def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_c
         "labels": y_ev,
         "probs": proba(theta, x_ev, np.float32),
         "val_threshold": val_threshold(*real_vs_fake(y_va, proba(theta, x_va, np.float64))),
-        "selection": {"C": c, "val_macro_f1": {str(k): v for k, v in scores.items()}},
+        "selection": {"C": c, "val_macro_f1": {str(k): v for k, v in scores.items()}, "stopping": stopped_at},
+        "budget": {"passes": evaluations, "images_seen": evaluations * len(y_tr)},
     }

@@ -33,7 +33,8 @@ the params:
 
 :func:`materialise_variant` then copies the pixels into
 ``<out_dir>/<name>/{train,val,eval}/{manifest.parquet, images-NNNNN.npy, masks-NNNNN.npy}`` so a
-reviewer can pull one variant alone, and writes ``<out_dir>/<name>/summary.json``.
+reviewer can pull one variant alone, and writes ``<out_dir>/<name>/summary.json`` and the dataset
+card ``<out_dir>/<name>/card.md`` (:mod:`dfpipe.splits.card`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from dfpipe.core.io import resolve_inside, write_json
 from dfpipe.core.manifest import FACE_SCHEMA, LABELS, SPLITS, read_table, write_variant
 from dfpipe.core.shards import ShardReader, ShardWriter
 from dfpipe.ingest.datasets import bridge_keys
+from dfpipe.splits.card import write_variant_card
 from dfpipe.splits.celebdf import celebdf_list_keys, celebdf_listed, is_celebdf, read_celebdf_list
 from dfpipe.splits.groups import SplitError, canonical_groups, official_group_splits, read_official_ffpp, unit_hash
 
@@ -386,4 +388,5 @@ def build_variant(name: str, cfg: VariantConfig, split: SplitConfig) -> dict:
             rows[rows["split"] == s], split.faces_dir, out / s, cfg.masks, split.shard_size, desc=f"{name}/{s}"
         )
     write_json(out / "summary.json", summary)
+    write_variant_card(name, out, summary, split.salt)
     return summary

@@ -23,6 +23,12 @@ else:  # the union of every registered model's config class, discriminated by it
     ModelSettings = model_settings()
 
 
+def stopping_label(patience: int | None) -> str:
+    """How a detector's training ends, as a results row shows it: every detector in a table that
+    compares budgets should say the same (``runs.<run>.patience``, ``frank.<name>.patience``)."""
+    return "fixed epochs" if patience is None else f"val early stop, patience {patience}"
+
+
 class RunConfig(Config):
     """One training run (``runs.<run>`` merged over ``run_defaults``). ``lr`` and ``batch_size`` are the notes' values.
 
@@ -30,7 +36,9 @@ class RunConfig(Config):
     initialisation, loader order, flips and dropout. ``warmup_epochs``: linear warm-up from 0 over
     that many epochs (fractions allowed), then the ``schedule`` (``cosine`` to 0 at the end,
     ``step``: times ``gamma`` every ``step_size`` epochs, ``none``: constant).
-    ``max_steps_per_epoch`` > 0 caps batches per epoch (the demo). ``eval_batch_size`` 0 means
+    ``max_steps_per_epoch`` > 0 caps batches per epoch (the demo). ``patience``: val-based early
+    stopping, training ends after that many epochs without a better val macro-F1 (``epochs`` is
+    then the most it may run; the selected weights are the best val epoch's either way). ``eval_batch_size`` 0 means
     ``batch_size``. ``bn_recalibration_images`` > 0: precise BN, BatchNorm statistics re-estimated
     on ``min(ceil(images / batch_size), batches per epoch)`` training batches before each validation
     (:func:`dfpipe.training.engine.recalibrate_bn`; detectron2's PreciseBN default is 200 batches,
@@ -46,6 +54,7 @@ class RunConfig(Config):
     lr: float = Field(gt=0, allow_inf_nan=False)
     batch_size: int = Field(ge=2)  # BatchNorm needs two items
     epochs: int = Field(ge=1)
+    patience: int | None = Field(ge=1)  # early stopping: epochs without a better val score; null: run every epoch
     seeds: tuple[int, ...] = Field(min_length=1)
     optimizer: Literal["adam", "adamw", "sgd"]
     momentum: float = Field(ge=0, lt=1)

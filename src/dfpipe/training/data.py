@@ -3,8 +3,11 @@
 The loader moves ``uint8`` bytes, not floats: conversion to ``float / 255``, the random horizontal
 flip, resizing to the model's input and (for spectrum models) the DCT/DFT all happen on the device
 (``dfpipe.training.engine``, the models). :class:`BatchLoader` reads a whole batch at once from the
-memory-mapped shards (one sorted fancy index per shard, straight into pinned memory when CUDA is
-present) instead of item by item: about 3x the item path's rate (benchmarks/bench_loader.py).
+memory-mapped shards (one sorted gather per shard) into a batch buffer instead of item by item:
+about 3x the item path's rate (benchmarks/bench_loader.py). Batch buffers are reused: on the CPU
+from a small pool (:class:`BufferPool`: a buffer is reused only once no batch refers to it, so a
+fresh multi-MB allocation does not page-fault on every batch), and when CUDA is present they are
+page-locked, from torch's caching host allocator (which reuses a block once its copies are done).
 
 Randomness lives in one place, :class:`EpochSampler`: the order of epoch ``e`` is a pure function of
 ``(seed, e, rank, world_size)``. It does not depend on the number of workers, on how many epochs ran
@@ -14,6 +17,8 @@ in this process (resume) or on any global RNG, which is what makes "1 epoch + re
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +37,44 @@ from dfpipe.core.shards import ShardReader
 def binary_labels(labels: np.ndarray) -> np.ndarray:
     """3-class labels (0 real, 1 fake, 2 edited) -> binary (0 real, 1 manipulated)."""
     return is_fake(np.asarray(labels)).astype(np.int64)
+
+
+class BufferPool:
+    """Reusable CPU batch buffers: :meth:`take` returns a held buffer that nothing else refers to,
+    or a new one (kept while fewer than ``keep`` are held).
+
+    A buffer is free when the pool's reference is its only one: a batch tensor made with
+    ``torch.from_numpy`` (or any view of it) holds a reference, so a batch the caller still holds
+    is never overwritten. Thread-safe (read-ahead threads take buffers concurrently).
+    """
+
+    def __init__(self, keep: int = 8):
+        self.keep = keep
+        self._held: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # a copy (a DataLoader worker process) starts empty
+        return {"keep": self.keep}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["keep"])  # type: ignore[misc]
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype | type = np.uint8) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        with self._lock:
+            for buf in self._held:
+                # references: the list, ``buf``, getrefcount's argument; a fourth is a user's
+                if buf.shape == shape and buf.dtype == dtype and sys.getrefcount(buf) <= 3:
+                    return buf
+            buf = np.empty(shape, dtype)
+            if len(self._held) < self.keep:
+                self._held.append(buf)
+            else:  # all held buffers in use or of another shape: replace a free one
+                for i, old in enumerate(self._held):
+                    if sys.getrefcount(old) <= 3:
+                        self._held[i] = buf
+                        break
+            return buf
 
 
 class VariantDataset(Dataset):
@@ -88,6 +131,7 @@ class VariantDataset(Dataset):
         self._offset = df["offset"].to_numpy(np.int64)
         self._mask_shard = df["mask_shard"].to_numpy(object)
         self._reader: ShardReader | None = None  # opened lazily: once per worker process
+        self._buffers = BufferPool()  # CPU batch buffers of get_batch
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -142,7 +186,8 @@ class VariantDataset(Dataset):
         ``image`` is ``uint8`` ``(B, 3, S, S)`` as a channels-last view of the stored
         ``(B, S, S, 3)`` bytes (no transpose copy on the host; :func:`engine.to_device` makes it
         contiguous on the device). ``pin``: buffers in page-locked memory (fast ``non_blocking``
-        copies to CUDA).
+        copies to CUDA). Buffers are reused once no earlier batch refers to them
+        (:class:`BufferPool`; pinned ones by torch's caching host allocator).
         """
         rows = np.asarray(rows, dtype=np.int64)
         first = self.reader.shard(self._shard[rows[0]])
@@ -151,7 +196,7 @@ class VariantDataset(Dataset):
                 f"{self.root / self._shard[rows[0]]}: expected uint8 (N,S,S,3) shards, got {first.dtype} {first.shape}"
             )
         size = first.shape[1:3]
-        images = torch.empty((len(rows),) + first.shape[1:], dtype=torch.uint8, pin_memory=pin)
+        images = self._buffer((len(rows),) + first.shape[1:], pin)
         self.reader.gather(self._shard[rows], self._offset[rows], out=images.numpy())
         batch = {
             "image": images.permute(0, 3, 1, 2),
@@ -159,7 +204,8 @@ class VariantDataset(Dataset):
             "index": torch.from_numpy(rows.copy()),
         }
         if self.with_masks:
-            masks = torch.zeros((len(rows),) + size, dtype=torch.uint8, pin_memory=pin)
+            masks = self._buffer((len(rows),) + size, pin)
+            masks.zero_()
             weight = np.ones(len(rows), np.float32)
             label = self.labels3[rows]
             m = masks.numpy()
@@ -175,6 +221,13 @@ class VariantDataset(Dataset):
             batch["mask"] = masks
             batch["mask_weight"] = torch.from_numpy(weight)
         return batch
+
+    def _buffer(self, shape: tuple[int, ...], pin: bool) -> torch.Tensor:
+        """An uninitialised ``uint8`` batch buffer: pinned (torch's caching host allocator) or from
+        the CPU pool."""
+        if pin:
+            return torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        return torch.from_numpy(self._buffers.take(shape, np.uint8))
 
 
 class EpochSampler(Sampler[int]):

@@ -147,6 +147,12 @@ def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
     return 1.0
 
 
+def stop_early(epochs_done: int, best_epoch: int, patience: int | None) -> bool:
+    """Val-based early stopping: ``patience`` epochs have passed since the best val epoch
+    (``best_epoch`` 1-based, -1 before any). ``patience`` None never stops early."""
+    return patience is not None and best_epoch > 0 and epochs_done - best_epoch >= patience
+
+
 def _rng_state() -> dict:
     state: dict = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -281,7 +287,8 @@ def fit_seed(
         )
 
     epochs_run = 0
-    for epoch in range(start_epoch, run_cfg.epochs):
+    stopped = stop_early(len(history), best_epoch, run_cfg.patience)  # a resumed seed that had stopped
+    for epoch in range(start_epoch, run_cfg.epochs if not stopped else start_epoch):
         train_loader.sampler.set_epoch(epoch)
         torch.manual_seed(mix_seed(seed, epoch, stream=2))  # dropout etc.: resume-proof
         tr = train_one_epoch(
@@ -345,11 +352,20 @@ def fit_seed(
                 f"({tr['img_per_s']:.1f} img/s, data wait {100 * tr['data_wait']:.0f}%)"
                 + (" *best*" if improved else "")
             )
+        if run_cfg.patience is not None:
+            flag = torch.tensor([int(rank == 0 and stop_early(epoch + 1, best_epoch, run_cfg.patience))], device=device)
+            if world_size > 1:
+                dist.broadcast(flag, src=0)  # rank 0 alone validates; every rank stops together
+            stopped = bool(flag.item())
         if world_size > 1:
             dist.barrier()
+        if stopped:
+            if rank == 0:
+                log(f"{run_name} seed {seed}: early stop after epoch {epoch + 1} (best {best_epoch})")
+            break
         if stop_after is not None and epoch + 1 >= stop_after:
             break
-    finished = len(history) >= run_cfg.epochs if rank == 0 else True
+    finished = (stopped or len(history) >= run_cfg.epochs) if rank == 0 else True
     if rank == 0 and finished:
         ckpt_io.save_model(paths.out_dir / f"seed{seed}.pt", model, run_cfg, state_dict=best_state)
         _write_curves(paths.metrics_dir / "curves" / f"seed{seed}.tsv", history)

@@ -1,0 +1,123 @@
+"""Detection policies: window tiling, the merge of overlapping boxes, the policy/model check, and
+small real-photo faces in a wide frame that only the tiled full-range policy finds."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from dfpipe.core.config import ConfigError, build
+from dfpipe.ingest.config import PreprocessConfig
+from dfpipe.ingest.faces import Face, FaceDetector, merge_faces, window_origins, windows
+from dfpipe.ingest.items import Item
+from dfpipe.ingest.sources import SourceConfig
+from dfpipe.ingest.worker import Worker
+from helpers import preprocess_params
+
+SHORT = "models/mediapipe/face_detection_short_range.tflite"
+FULL = "models/mediapipe/face_detection_full_range_sparse.tflite"
+ASTRONAUT_FACE = (177, 82, 95, 95)  # x, y, w, h of the face in skimage's data.astronaut()
+
+
+def test_windows_cover_the_frame_with_overlap():
+    assert window_origins(1920, 720, 120) == [0, 600, 1200]
+    assert window_origins(1080, 720, 120) == [0, 360]
+    assert window_origins(500, 720, 120) == [0]
+    for length, side, overlap in [(1920, 720, 120), (1281, 384, 96), (4000, 700, 300)]:
+        xs = window_origins(length, side, overlap)
+        assert xs[0] == 0 and xs[-1] + side == length           # both borders reached
+        assert all(b - a <= side - overlap for a, b in zip(xs, xs[1:]))  # overlap at least `overlap`
+    wins = windows(1080, 1920, 720, 120)
+    assert len(wins) == 6 and wins[0] == (0, 0, 720, 720) and wins[-1] == (1200, 360, 720, 720)
+    assert windows(700, 700, 720, 120) == []                     # fits one window: whole frame only
+    assert windows(600, 1280, 720, 120)[0] == (0, 0, 720, 600)   # a short frame: windows as tall as it
+
+
+def test_merge_keeps_the_best_of_overlapping_boxes():
+    a = Face(100, 100, 60, 60, 0.9)
+    same = Face(104, 98, 58, 62, 0.8)   # the same face from another window: IoU > 0.3
+    part = Face(100, 100, 25, 30, 0.7)  # a cut face inside a: most of it inside the kept box
+    other = Face(300, 100, 60, 60, 0.6)
+    assert merge_faces([part, same, other, a]) == [a, other]
+    assert merge_faces([a, other]) == [a, other]  # control: distinct faces both stay
+    # order-independent: every permutation gives the same result
+    assert merge_faces([other, a, part, same]) == merge_faces([same, part, a, other])
+
+
+def test_policy_must_match_the_model():
+    ok = build(PreprocessConfig, preprocess_params(detector="full_range_tiled", detector_model=FULL), where="p")
+    assert ok.detector == "full_range_tiled"
+    assert build(PreprocessConfig, preprocess_params(), where="p").detector == "whole"  # the default
+    with pytest.raises(ConfigError, match="full-range"):
+        build(PreprocessConfig, preprocess_params(detector="full_range", detector_model=SHORT), where="p")
+    with pytest.raises(ConfigError, match="short-range"):
+        build(PreprocessConfig, preprocess_params(detector="tiled", detector_model=FULL), where="p")
+    with pytest.raises(ConfigError, match="tile_overlap"):
+        build(PreprocessConfig, preprocess_params(tile_size=300, tile_overlap=300), where="p")
+    with pytest.raises(ConfigError):
+        build(PreprocessConfig, preprocess_params(detector="pyramid"), where="p")
+
+
+def wide_frame() -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """1280 x 720: textured noise and two real astronaut faces (one mirrored) about 64 px wide,
+    i.e. 6 px at the short-range model's 128 px input; returns the frame and the face centres."""
+    rng = np.random.default_rng(7)
+    field = rng.normal(0, 1, (10, 17, 3)).astype(np.float32)
+    frame = np.clip(cv2.resize(field, (1280, 720), interpolation=cv2.INTER_CUBIC) * 12 + 120, 0, 255).astype(np.uint8)
+    x, y, w, _ = ASTRONAUT_FACE
+    head = data.astronaut()[y - 67 : y + w + 66, x - 67 : x + w + 66]  # 228 px: head and shoulders
+    s = 64 / w
+    small = cv2.resize(head, (round(228 * s), round(228 * s)), interpolation=cv2.INTER_AREA)
+    centres = []
+    for (px, py), flip in (((150, 100), False), ((900, 420), True)):
+        frame[py : py + small.shape[0], px : px + small.shape[1]] = small[:, ::-1] if flip else small
+        centres.append((px + small.shape[1] / 2, py + small.shape[0] / 2))
+    return frame, centres
+
+
+def test_tiled_full_range_finds_small_faces_the_whole_frame_misses(tmp_path):
+    frame, centres = wide_frame()
+    with FaceDetector(SHORT, 0.5, "whole") as whole, FaceDetector(FULL, 0.5, "full_range_tiled", 768, 128) as tiled:
+        assert whole.detect_all(frame) == []  # the control: the current policy finds neither face
+        found = tiled.detect_all(frame)
+        odd = tiled.detect_all(np.ascontiguousarray(frame[:717, :1279]))  # sides not multiples of 4
+        small = tiled.detect_all(np.ascontiguousarray(frame[100:300, 130:330]))  # smaller than a window
+    assert len(odd) == 2 and len(small) == 1
+    assert len(found) == 2
+    for cx, cy in centres:
+        assert any(abs(f.x + f.w / 2 - cx) < 12 and abs(f.y + f.h / 2 - cy) < 12 and 45 < f.w < 90 for f in found)
+
+    # the preprocess worker: no_face with the whole-frame policy, the same crop bytes on every run
+    cv2.imwrite(str(tmp_path / "wide.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    item = Item("wide.png", False, "", ("wide",))
+    src = build(SourceConfig, dict(kind="image_folder", path="raw", label=0, method="m", mode="crop"), where="s")
+
+    def run(policy: str, model: str):
+        cfg = build(PreprocessConfig, preprocess_params(detector=policy, detector_model=model,
+                                                        max_pixels=1280 * 720), where="p")
+        w = Worker(cfg, src, Path(tmp_path))
+        try:
+            return w.process(item)
+        finally:
+            w.close()
+
+    miss = run("whole", SHORT)
+    assert not miss.crops and [r.reason for r in miss.rejects] == ["no_face"]
+    first, second = run("full_range_tiled", FULL), run("full_range_tiled", FULL)
+    assert len(first.crops) == 1 and not first.rejects
+    a, b = first.crops[0], second.crops[0]
+    assert a.box == b.box and a.face_rule == "largest" and a.image.tobytes() == b.image.tobytes()
+    assert a.image.shape == (32, 32, 3) and a.image.std() > 10
+
+
+def test_no_face_share_counts_images_and_frames():
+    from dfpipe.ingest.output import no_face_share
+
+    counts = {"files": {"rejected_by_reason": {"no_face": 3, "unreadable": 1}},
+              "frames": {"sampled": 40, "rejected_by_reason": {"no_face": 7, "small_face": 2}}}
+    # 12 items of which 2 videos: 10 still images + 40 sampled frames = 50 tries, 10 of them no_face
+    assert no_face_share(12, 2, counts) == {"rejected": 10, "of": 50, "share": 0.2}
+    none = {"files": {"rejected_by_reason": {}}, "frames": {"sampled": 0, "rejected_by_reason": {}}}
+    assert no_face_share(0, 0, none) == {"rejected": 0, "of": 0, "share": 0.0}

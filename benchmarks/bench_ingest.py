@@ -33,13 +33,9 @@ from dfpipe.ingest.preprocess import PreprocessConfig  # noqa: E402
 from dfpipe.ingest.sources import SourceConfig  # noqa: E402
 from dfpipe.ingest.worker import Worker  # noqa: E402
 
-CFG = dict(
-    detector_model="models/mediapipe/face_detection_short_range.tflite",
-    segmenter_model="models/mediapipe/selfie_segmentation.tflite",
-    margin=1.3, size=64, min_score=0.5, min_face=24, every_n=10, frames_per_video=4,
-    seg_threshold=0.5, seg_background="blank", min_person=0.05, max_pixels=40_000_000,
-    shard_size=4096, workers=1,
-)
+from bench_scale import CFG as SCALE_CFG  # noqa: E402 - one preprocess config for the benchmarks
+
+CFG = {**SCALE_CFG, "size": 64, "frames_per_video": 4}
 
 
 def bench_images(tmp: Path, size: int, repeat: int) -> None:

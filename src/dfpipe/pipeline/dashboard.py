@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dfpipe.core.config import load_yaml
 from dfpipe.evaluation.evaluations import resolved_evaluations
 
 #: The Vega scripts ``make setup`` installs (pinned versions in the Makefile), and the page's folder for them.
@@ -237,7 +236,7 @@ def page_template(base: str, sections: list[Section], labels: Mapping[str, Mappi
 
 def build(root: Path, out: Path, dvc: str = "dvc") -> dict[str, Any]:
     """Write ``out/index.html`` (+ ``vendor/``, ``static/``, ``panels.json``); returns the panel counts."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = load_yaml(root / "params.yaml")  # YAML 1.2, as DVC and every stage read it
     sections, labels = plan(params, root)
     missing = [s for s in SCRIPTS if not (root / SCRIPTS_DIR / s).is_file()]
     if missing:

@@ -74,12 +74,13 @@ def worker_cores(index: int, workers: int, cores: list[int] | None = None) -> li
     return list(cores[index * share : (index + 1) * share])
 
 
-def pin_threads(threads: int, cores: list[int] | None = None) -> None:
+def pin_threads(threads: int, cores: list[int] | None = None) -> Any:
     """Limit this process's native thread pools to ``threads``; with ``cores``, run it on those only.
 
     OpenCV (``cv2.setNumThreads``), torch when loaded (``torch.set_num_threads``), the BLAS/OpenMP
     pools already loaded (threadpoolctl, when installed) and those loaded later (:data:`THREAD_ENV`),
-    and the FFmpeg decoders of :mod:`dfpipe.ingest.video`.
+    and the FFmpeg decoders of :mod:`dfpipe.ingest.video`. Returns threadpoolctl's limiter (its
+    ``restore_original_limits`` undoes the BLAS/OpenMP part), or None without threadpoolctl.
     """
     threads = max(1, int(threads))
     for key in THREAD_ENV:
@@ -97,8 +98,8 @@ def pin_threads(threads: int, cores: list[int] | None = None) -> None:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: the environment above covers libraries loaded from now on
-        return
-    threadpool_limits(limits=threads)
+        return None
+    return threadpool_limits(limits=threads)
 
 
 @contextmanager
@@ -108,21 +109,15 @@ def _pinned_here(threads: int) -> Iterator[None]:
 
     from dfpipe.ingest import video
 
-    env = {key: os.environ.get(key) for key in THREAD_ENV}
     saved_cv2, saved_video = cv2.getNumThreads(), video.decoder_threads()
     torch = sys.modules.get("torch")
     saved_torch = torch.get_num_threads() if torch is not None else None
+    limits = None
     try:
-        from threadpoolctl import threadpool_limits
-
-        limits: Any = threadpool_limits(limits=max(1, threads))
-    except ImportError:
-        limits = None
-    try:
-        pin_threads(threads)
-        yield
+        with _child_env(threads):  # THREAD_ENV as pin_threads sets it, restored on the way out
+            limits = pin_threads(threads)
+            yield
     finally:
-        _restore_env(env)
         cv2.setNumThreads(saved_cv2)
         video.set_decoder_threads(saved_video)
         if torch is not None and saved_torch is not None:
@@ -133,10 +128,11 @@ def _pinned_here(threads: int) -> Iterator[None]:
 
 @contextmanager
 def _child_env(threads: int) -> Iterator[None]:
-    """:data:`THREAD_ENV` at ``threads`` while pool processes start (spawned children inherit the
-    environment, and their imports of numpy / cv2 happen before any initializer runs)."""
+    """:data:`THREAD_ENV` at ``threads`` inside the block, restored after it: while pool processes
+    start (spawned children inherit the environment, and their imports of numpy / cv2 happen before
+    any initializer runs) and around the in-process worker."""
     env = {key: os.environ.get(key) for key in THREAD_ENV}
-    os.environ.update({key: str(threads) for key in THREAD_ENV})
+    os.environ.update({key: str(max(1, threads)) for key in THREAD_ENV})
     try:
         yield
     finally:

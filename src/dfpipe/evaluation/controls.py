@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from dfpipe.evaluation.compare import compare
-from dfpipe.evaluation.crossdataset import _per_seed
 from dfpipe.evaluation.reports import (
     SETTINGS,
     ControlError,
@@ -41,6 +40,7 @@ from dfpipe.evaluation.reports import (
     pct,
     units,
 )
+from dfpipe.evaluation.unseen import GeneratorCells
 from dfpipe.scoring import metrics as M
 from dfpipe.scoring import stats
 
@@ -121,31 +121,28 @@ def family_gaps(
     identity groups (:func:`dfpipe.scoring.metrics.item_groups`) gives both APs of a resample.
     Fake score ``1 - p(real)``, as in the unseen-generator table.
     """
-    rows, probs, _ = _per_seed(pred, Path(where))
-    labels = rows["label"].to_numpy(np.int64)
-    sources = rows["source"].astype(str).to_numpy()
-    real = labels == 0
-    scores = 1.0 - probs[:, :, 0]
-    groups = M.item_groups(rows)
-    draws = stats.draw_resamples(groups, n_boot, seed)
-    n_units = len(np.unique(groups))
-    for src in (seen, *unseen):
-        if not (sources == src).any():
-            raise ControlError(f"{where}: no eval item of source {src!r} (generator_families)")
+    cells = GeneratorCells.read(pred, Path(where))
+    try:
+        for src in (seen, *unseen):
+            cells.cell(src)
+    except KeyError as exc:
+        raise ControlError(f"{exc.args[0]} (generator_families)") from None
+    draws = stats.draw_resamples(cells.groups, n_boot, seed)
+    n_units = len(np.unique(cells.groups))
 
     def ap(src: str, idx: np.ndarray) -> float:
-        sel = idx[real[idx] | (sources[idx] == src)]
-        y = (~real[sel]).astype(np.int64)
-        return float(np.mean([M.binary_ap(y, s[sel]) for s in scores]))
+        sel = cells.cell(src, idx)
+        return float(np.mean([M.binary_ap(cells.labels(sel), s[sel]) for s in cells.scores]))
 
-    everything = np.arange(len(rows))
+    everything = np.arange(len(cells.real))
     base = [ap(seen, idx) for idx in draws]
+    seen_ap = ap(seen, everything)
     out = {}
     for src in unseen:
         gaps = np.array([b - ap(src, idx) for b, idx in zip(base, draws)])
         ok = gaps[np.isfinite(gaps)]
         alpha = (1.0 - level) / 2.0
-        seen_ap, unseen_ap = ap(seen, everything), ap(src, everything)
+        unseen_ap = ap(src, everything)
         out[src] = {
             "seen": seen_ap,
             "unseen": unseen_ap,

@@ -16,12 +16,14 @@ bootstrap interval of the seed mean. Rows whose features came from a randomly in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import model_validator
 
+from dfpipe.core.manifest import is_fake
 from dfpipe.evaluation.crossdataset import IntervalSettings, _per_seed, binary_with_ci, fmt_value
 from dfpipe.scoring import metrics as M
 
@@ -55,6 +57,42 @@ class UnseenTable(IntervalSettings):
         return sorted(set(self.rows.values()))
 
 
+@dataclass(frozen=True)
+class GeneratorCells:
+    """One predictions table cut into the protocol's cells: a cell is the eval split's real items
+    plus one generator's items (``source``), scored by the fake score ``1 - p(real)``.
+
+    ``scores`` ``(S, N)`` per seed (items sorted by id, :func:`dfpipe.evaluation.crossdataset._per_seed`),
+    ``real`` ``(N,)``, ``sources`` ``(N,)``, ``groups`` ``(N,)``: the identity groups a bootstrap resamples.
+    """
+
+    path: Path
+    seeds: list[int]
+    scores: np.ndarray
+    real: np.ndarray
+    sources: np.ndarray
+    groups: np.ndarray
+
+    @classmethod
+    def read(cls, pred: pd.DataFrame, path: Path) -> GeneratorCells:
+        rows, probs, seeds = _per_seed(pred, path)
+        real = ~is_fake(rows["label"].to_numpy(np.int64))
+        scores = 1.0 - probs[:, :, 0]
+        return cls(path, seeds, scores, real, rows["source"].astype(str).to_numpy(), M.item_groups(rows))
+
+    def cell(self, source: str, idx: np.ndarray | None = None) -> np.ndarray:
+        """Indices (of ``idx``, default every item, in its order) of the real items and those of
+        ``source``; ``KeyError`` when the table holds no item of ``source``."""
+        if not (self.sources == source).any():
+            raise KeyError(f"{self.path}: no eval item of source {source!r} (is it in the variant's eval split?)")
+        idx = np.arange(len(self.real)) if idx is None else idx
+        return idx[self.real[idx] | (self.sources[idx] == source)]
+
+    def labels(self, sel: np.ndarray) -> np.ndarray:
+        """Binary labels (1 = generated) of the items ``sel``."""
+        return (~self.real[sel]).astype(np.int64)
+
+
 def score_generators(
     pred: pd.DataFrame, path: Path, cfg: UnseenTable, thresholds: dict[str, float] | None = None
 ) -> dict:
@@ -64,22 +102,21 @@ def score_generators(
     computed on scores shifted per seed by ``0.5 - t``, so ``score > 0.5`` there is ``score > t``;
     AP is rank-based and unaffected by the shift.
     """
-    rows, probs, seeds = _per_seed(pred, path)
-    shift = np.array([0.5 - (thresholds or {}).get(str(s), 0.5) for s in seeds])[:, None]
-    labels = rows["label"].to_numpy(np.int64)
-    sources = rows["source"].astype(str).to_numpy()
-    real = labels == 0
-    groups = M.item_groups(rows)
+    cells = GeneratorCells.read(pred, path)
+    shift = np.array([0.5 - (thresholds or {}).get(str(s), 0.5) for s in cells.seeds])[:, None]
     out = {}
     for src in cfg.generators.values():
-        sel = real | (sources == src)
-        if not (sources == src).any():
-            raise KeyError(f"{path}: no eval item of source {src!r} (is it in the variant's eval split?)")
-        y, _ = M.real_vs_fake(labels[sel], probs[0][sel])
-        scores = 1.0 - probs[:, sel, 0]
+        sel = cells.cell(src)
+        y, scores = cells.labels(sel), cells.scores[:, sel]
         out[src] = {
             m: binary_with_ci(
-                y, scores + shift if m == "acc" else scores, groups[sel], cfg.bootstrap, cfg.seed, cfg.ci_level, fn
+                y,
+                scores + shift if m == "acc" else scores,
+                cells.groups[sel],
+                cfg.bootstrap,
+                cfg.seed,
+                cfg.ci_level,
+                fn,
             )
             for m, (_, fn) in METRICS.items()
         }

@@ -5,8 +5,9 @@
 #   make dashboard - the results page dvc_plots/index.html (offline; one section per results table)
 #   make test-e2e - the slow tests (real DVC, processes) and the end-to-end suite: the real dvc.yaml on
 #                   tiny data, experiments, a second folder (~30 min)
-# Reviewers who only want the data of one variant (no torch, ~225 MB instead of ~5 GB):
-#   make pull VARIANT=v4   - create .venv-pull with DVC + its ssh/s3 plugins only and `dvc pull variant@v4`
+# Reviewers who only want the data of one variant (no torch, ~550 MB instead of ~7 GB):
+#   make pull VARIANT=v4   - create .venv-pull (DVC + its ssh/s3 plugins, numpy/pandas/pyarrow), check the
+#                            remote is reachable, `dvc pull variant@v4`
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -21,8 +22,9 @@ PULL_VENV := .venv-pull
 # npm registry (npm checks their integrity), only the standalone builds kept, in git-ignored .scratch/js/
 VEGA_PINS := vega@5.30.0 vega-lite@5.21.0 vega-embed@6.26.0
 VEGA_STAMP := .scratch/js/.installed-$(shell echo $(VEGA_PINS) | sha256sum | cut -c1-12)
-# dvc and its SSH / S3 remote plugins, the pins of requirements.txt (nothing else: no torch)
-DVC_PIN   := $(shell grep -E '^dvc(-ssh|-s3)?==' requirements.txt)
+# dvc and its SSH / S3 remote plugins, and what reading a pulled shard needs (numpy, pandas,
+# pyarrow), at the pins of requirements.txt (nothing else: no torch)
+DVC_PIN   := $(shell grep -E '^(dvc(-ssh|-s3)?|numpy|pandas|pyarrow)==' requirements.txt)
 VARIANT   ?= v4
 # two workers (CI has 2 cores); loadfile keeps a file's session fixtures on one worker
 PYTEST_ARGS ?= -n 2 --dist loadfile -m "not e2e and not slow"
@@ -77,7 +79,8 @@ test-e2e: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "slow and not e2e"
 	$(PY) -m pytest -q -m e2e tests/pipeline/test_pipeline_e2e.py
 
-# DVC only (+ its ssh/s3 plugins; same pins as requirements.txt), no torch: enough to pull any stage's outputs.
+# DVC (+ its ssh/s3 plugins) and numpy/pandas/pyarrow (same pins as requirements.txt), no torch:
+# enough to pull any stage's outputs and read them (docs/sharing.md).
 $(PULL_VENV)/bin/dvc: requirements.txt
 	test -d $(PULL_VENV) || $(PYTHON) -m venv $(PULL_VENV)
 	$(PULL_VENV)/bin/python -m pip install -q $(foreach p,$(DVC_PIN),"$(p)")
@@ -87,9 +90,13 @@ $(PULL_VENV)/bin/dvc: requirements.txt
 PULL_DVC ?= $(PULL_VENV)/bin/dvc
 # Credentials: .dvc/config.local (`dvc remote modify --local`) or the environment (AWS_*); a wrong
 # key or secret fails with one "ERROR: failed to connect to <ssh|s3> ..." line (tests/pipeline/test_remotes.py).
+# First pullcheck.py (standard library only): a remote that is not reachable (a clone elsewhere
+# resolves the committed relative URL next to itself) stops with one message naming the URL tried
+# and how to set one (tests/pipeline/test_pull_anywhere.py).
 pull: $(PULL_DVC)
+	@$(PYTHON) src/dfpipe/pipeline/pullcheck.py --dvc $(PULL_DVC)
 	$(PULL_DVC) pull variant@$(VARIANT)
-	@echo "data/variants/$(VARIANT) pulled; check with: $(PULL_DVC) status variant@$(VARIANT)"
+	@echo "data/variants/$(VARIANT) pulled; check with: $(PULL_DVC) status --cloud variant@$(VARIANT)"
 
 clean-venv:
 	rm -rf $(VENV) $(PULL_VENV)

@@ -1,6 +1,6 @@
 """Wall time of every demo ``train@<run>`` stage (all its seeds), on synthetic variants of demo size.
 
-    python benchmarks/bench_demo_train.py [--runs resnet_1 f3net_mix] [--params params.yaml]
+    python benchmarks/bench_demo_train.py [--runs resnet_1 f3net_mix] [--params params.yaml] [--native]
 
 For each variant the runs use, writes a synthetic variant (random crops, the demo's per-source
 counts x ``split.scale``, labels from ``sources``, masks for edited items, 10 % val) and the
@@ -50,6 +50,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--runs", nargs="*", help="default: every run")
+    ap.add_argument("--native", action="store_true",
+                    help="also run each stage with DFPIPE_NATIVE_CPU=1 (unpinned kernels) and print the ratio")
     args = ap.parse_args()
     params = load_yaml(args.params)  # YAML 1.2, as the stages read it
     runs = args.runs or sorted(params["runs"])
@@ -83,23 +85,36 @@ def main() -> int:
         params["runtime"]["train"].update(scratch_dir="scratch", log_dir="logs", progress=False)
         (tmp / "params.yaml").write_text(yaml.safe_dump(params))
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-        total = 0.0
-        print("| run | seeds | wall s | CPU s |\n|---|---|---|---|")
-        total_cpu = 0.0
+        total = total_cpu = total_native = 0.0
+        if args.native:
+            print("| run | seeds | wall s | CPU s | unpinned wall s | pinned / unpinned |\n|---|---|---|---|---|---|")
+        else:
+            print("| run | seeds | wall s | CPU s |\n|---|---|---|---|")
         for run in runs:
-            t0 = time.perf_counter()
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            proc = subprocess.run([sys.executable, str(REPO / "stages/train.py"), run], cwd=tmp, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if proc.returncode:
-                raise SystemExit(f"train@{run} failed:\n{proc.stderr[-3000:]}")
-            sec = time.perf_counter() - t0
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            sec, cpu = _train(run, tmp, env)
             total += sec
             total_cpu += cpu
-            print(f"| {run} | {len(merged[run]['seeds'])} | {sec:.1f} | {cpu:.1f} |", flush=True)
-        print(f"| **total** | | {total:.1f} | {total_cpu:.1f} |")
+            row = f"| {run} | {len(merged[run]['seeds'])} | {sec:.1f} | {cpu:.1f} |"
+            if args.native:  # the same stage with the CPU kernels unpinned (dfpipe.core.numerics)
+                native, _ = _train(run, tmp, {**env, "DFPIPE_NATIVE_CPU": "1"})
+                total_native += native
+                row += f" {native:.1f} | {sec / native:.2f}x |"
+            print(row, flush=True)
+        tail = f" {total_native:.1f} | {total / total_native:.2f}x |" if args.native else ""
+        print(f"| **total** | | {total:.1f} | {total_cpu:.1f} |{tail}")
+    return 0
+
+
+def _train(run: str, tmp: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + sys) of one ``python stages/train.py <run>`` in ``tmp``."""
+    t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, str(REPO / "stages/train.py"), run], cwd=tmp, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise SystemExit(f"train@{run} failed:\n{proc.stderr[-3000:]}")
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return 0
 
 

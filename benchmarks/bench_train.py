@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from dfpipe.training.data import VariantDataset, make_loader
-from dfpipe.training.engine import to_device, train_one_epoch
+from dfpipe.training.engine import compile_model, to_device, train_one_epoch
 from dfpipe.training.losses import LossConfig, build_loss
 from dfpipe.core.manifest import VARIANT_SCHEMA, write_variant
 from dfpipe.models import build_model, model_config
@@ -126,6 +126,9 @@ def main() -> None:
                     help="cuDNN autotuning off (train.deterministic: true); default: on, as at full scale")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="after timing, profile this many more steps and print the top operators by device time")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (train.compile: CUDA only; a logged no-op on the CPU); "
+                         "compilation happens in the warm-up steps")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -152,6 +155,7 @@ def main() -> None:
             model = build_model(cfg).to(device)
             if args.channels_last:
                 model = model.to(memory_format=torch.channels_last)
+            net = compile_model(model, device, args.compile, print)
             opt = torch.optim.Adam(model.parameters(), lr=2e-4)
             loss_fn = build_loss(LossConfig(
                 w_cls=1.0, w_bce=1.0 if seg else 0.0, w_dice=1.0 if seg else 0.0, class_weights=None,
@@ -159,12 +163,12 @@ def main() -> None:
             scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
             loader = make_loader(VariantDataset(root, "train", with_masks=seg), args.batch, True, args.workers, seed=0)
             common = dict(channels_last=args.channels_last, progress=False)
-            train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp, max_steps=args.warmup, **common)
+            train_one_epoch(net, loader, loss_fn, opt, scaler, device, args.amp, max_steps=args.warmup, **common)
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats(device)
             with BusySampler(device) as busy:
-                out = train_one_epoch(model, loader, loss_fn, opt, scaler, device, args.amp, epoch=1,
+                out = train_one_epoch(net, loader, loss_fn, opt, scaler, device, args.amp, epoch=1,
                                       max_steps=args.steps, **common)
             n_par = sum(p.numel() for p in model.parameters()) / 1e6
             gpu = ""
@@ -175,9 +179,9 @@ def main() -> None:
             print(f"train {key} ({n_par:.1f} M params): {out['img_per_s']:.1f} img/s "
                   f"({out['steps']} steps, data wait {100 * out['data_wait']:.0f}%{gpu})", flush=True)
             if args.profile:
-                print_profile(functools.partial(train_one_epoch, model, loader, loss_fn, opt, scaler, device,
+                print_profile(functools.partial(train_one_epoch, net, loader, loss_fn, opt, scaler, device,
                                                 args.amp, epoch=2, max_steps=args.profile, **common), device)
-            del model, opt, loss_fn, loader
+            del model, net, opt, loss_fn, loader
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 

@@ -9,20 +9,21 @@ it (``dfpipe.splits.gate``): training refuses a variant whose bytes differ from 
 """
 
 from dfpipe.core.cli import run_stage, stage_args
-from dfpipe.core.config import load_entry, load_section
+from dfpipe.core.config import load_section
 from dfpipe.core.io import resolve_inside, write_bytes, write_json
 from dfpipe.core.manifest import write_table
 from dfpipe.splits.audit import EVAL_ITEMS_SCHEMA, AuditConfig, GateError, audit_variant, check_gate
 from dfpipe.splits.card import write_completed_card
 from dfpipe.splits.celebdf import read_celebdf_list
 from dfpipe.splits.gate import gate_record, variant_fingerprint
-from dfpipe.splits.variants import SplitConfig, VariantConfig
+from dfpipe.splits.poison import audited_variant
+from dfpipe.splits.variants import SplitConfig
 
 
 def main() -> None:
     (name,) = stage_args("audit", "variant")
     split = load_section("split", SplitConfig)
-    variant = load_entry("variants", name, VariantConfig)
+    variant = audited_variant(name)  # variants.<name>, or a poisoned variant's base's declared checks
     cfg = load_section("audit", AuditConfig)
     gate = resolve_inside(cfg.out_dir, f"{name}/gate.json")
     gate.unlink(missing_ok=True)  # a gate from an earlier passing run must not survive a failing one

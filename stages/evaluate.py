@@ -3,7 +3,7 @@
 Usage (from the repository root): ``python stages/evaluate.py <evaluation> <run> <variant>``, the
 last two as dvc.yaml's evaluate foreach says (checked against params.yaml, so a stale dvc.yaml
 stops the stage). Reads ``evaluate:``, ``runs:``/``evaluations:`` (which run on which variant),
-``train:`` (checkpoints, curves, variants), ``split.scale`` (provenance) and ``audit.out_dir``
+``train:`` (checkpoints, curves, variants, CPU threads), ``split.scale`` (provenance) and ``audit.out_dir``
 (leak flags) from params.yaml; see dfpipe.evaluation.evaluate.
 """
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
+from dfpipe.core.numerics import set_torch_threads
 from dfpipe.evaluation.evaluate import EvaluateConfig, run_evaluation
 from dfpipe.evaluation.evaluations import load_evaluation
-from dfpipe.training.train import RunConfig, TrainConfig
+from dfpipe.training.config import RunConfig, TrainConfig
 
 
 def main() -> None:
@@ -28,6 +29,7 @@ def main() -> None:
     # validate only this run's config (its model's knobs): every run would import every model module
     load_entry("runs", ev.run, RunConfig)
     train_cfg = load_section("train", TrainConfig)
+    set_torch_threads(train_cfg.threads)  # the same count as training (dfpipe.core.numerics)
     for section, key in (("split", "scale"), ("audit", "out_dir")):
         if key not in params.get(section, {}):
             raise ConfigError(f"{section}.{key}: missing (read by evaluate@{name})")

@@ -10,12 +10,14 @@ import sys
 
 from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import load_section
+from dfpipe.core.numerics import set_torch_threads
 from dfpipe.features.encoders import FeaturesConfig, build_cache
 
 
 def main(argv: list[str]) -> None:
     (name,) = stage_args("features", "cache", argv=argv)
     cfg = load_section("features", FeaturesConfig)
+    set_torch_threads(cfg.threads)
     for split, index in build_cache(name, cfg).items():
         print(
             f"features@{name}: {split} {index['count']} x {index['shape']} float16"

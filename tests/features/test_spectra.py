@@ -18,7 +18,7 @@ from dfpipe.features import spectra as sp
 from dfpipe.features import moments
 from dfpipe.features import spectra_plots
 from dfpipe.models import spectrum as ms
-from dfpipe.core.config import ConfigError, build
+from dfpipe.core.config import ConfigError, build, load_yaml
 from dfpipe.core.manifest import add_provenance, write_variant
 from dfpipe.core.shards import ShardWriter
 
@@ -499,7 +499,7 @@ def test_frank_stage_writes_an_evaluation_with_a_seed_column(tmp_path, monkeypat
 
     make_spectra_variant(tmp_path / "data" / "variants" / "v1")
     repo = Path(__file__).resolve().parents[2]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = load_yaml(repo / "params.yaml")  # YAML 1.2: `amp: off` is a string, as DVC reads it
     spectra = dict(params["spectra"], variants=["v1"], cache=["v1"], batch_size=5, shard_size=8)
     frank = {"f": {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "none", "max_iter": 100, "patience": None}}
     evaluate = dict(params["evaluate"], bootstrap=20)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 FEATURES = {
-    "out_dir": "data/features", "variants_dir": "data/variants", "batch_size": 5, "shard_size": 7,
+    "out_dir": "data/features", "threads": 1, "variants_dir": "data/variants", "batch_size": 5, "shard_size": 7,
     "encoders": {
         "clip": {"arch": "ViT-L-14", "weights": None, "sha256": None, "seed": 0, "image_size": 16, "width": 16,
                  "layers": 1, "heads": 2, "patch_size": 8, "embed_dim": 8},

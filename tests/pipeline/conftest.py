@@ -103,7 +103,9 @@ def build(root: Path, shard_size: int = 8) -> Path:
     repo = root / "repo"
     (repo / "stages").mkdir(parents=True)
     shutil.copy(REPO / "stages/variant.py", repo / "stages/variant.py")
-    for name in ("Makefile", "requirements.txt", "pyproject.toml"):  # `make pull` reads these
+    # `make pull` reads these (pullcheck.py: the remote check it runs first)
+    for name in ("Makefile", "requirements.txt", "pyproject.toml", "src/dfpipe/pipeline/pullcheck.py"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, repo / name)
     (repo / "make_faces.py").write_text(MAKE_FACES)
     (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))

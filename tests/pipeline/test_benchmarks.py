@@ -117,6 +117,13 @@ def test_bench_demo_train_runs_a_demo_train_stage():
     assert m and float(m.group(1)) > 0, out
 
 
+@pytest.mark.slow
+def test_bench_demo_train_compares_pinned_with_unpinned_kernels():
+    out = _run("bench_demo_train.py", "--runs", "resnet_5", "--native")
+    m = re.search(r"^\| resnet_5 \| 2 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+\.\d+)x \|$", out, re.M)
+    assert m and float(m.group(3)) > 0 and float(m.group(4)) > 0, out
+
+
 def test_bench_demo_train_knows_the_params_runs():
     """The fast half of the demo-train benchmark: it reads params.yaml's runs (a renamed run fails)."""
     out = _run("bench_demo_train.py", "--help")

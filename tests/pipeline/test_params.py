@@ -126,7 +126,7 @@ def test_full_profile_merges_and_validates(tmp_path):
     shutil.copy(REPO / "params.full.yaml", tmp_path / "params.full.yaml")
     _, changed = apply_profile("full", tmp_path / "params.yaml")
     cfgs = all_configs(tmp_path / "params.yaml")
-    assert cfgs["preprocess"]["size"] == 299 and cfgs["preprocess"]["frames_per_video"] == 30
+    assert cfgs["preprocess"]["size"] == 256 and cfgs["preprocess"]["frames_per_video"] == 30  # the papers' side
     assert cfgs["split"]["scale"] == 1.0 and cfgs["split"]["ffpp_official"] == "data/raw/FaceForensics++/splits"
     assert cfgs["train"]["deterministic"] is False
     runs = {k: v for k, v in cfgs.items() if k.startswith("runs.")}

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from dfpipe.core import stagedeps
+from dfpipe.core.config import load_yaml
 
 # One session-scoped `dvc repro` of the whole tiny pipeline runs inside the first test: the
 # per-test timeout of pyproject.toml (a hang guard) is raised for this module only.
@@ -37,7 +38,7 @@ VENV_BIN = Path(sys.executable).parent
 # Everything a stage writes; the copy must start without any of it.
 OUTPUT_PREFIXES = ("data/", "models/", "metrics/eval", "metrics/train", "metrics/audit",
                    "metrics/spectra", "metrics/plots", "metrics/preprocess", "metrics/tables",
-                   "dvc.lock", "dvc_plots")
+                   "metrics/backdoor", "dvc.lock", "dvc_plots")
 
 
 def tiny_params(params: dict) -> dict:
@@ -59,8 +60,18 @@ def tiny_params(params: dict) -> dict:
     return params
 
 
-def _env() -> dict:
-    env = dict(os.environ)
+#: The second folder's `dvc repro` runs as on another machine would: other thread counts, OpenBLAS
+#: kernels, AVX-512 allowed for oneDNN / ATen / MKL, numpy without its AVX-512 loops. The kernels
+#: pinned by dfpipe.core.numerics (and the stages' fixed torch threads) must give the same bytes.
+ANOTHER_MACHINE = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "2", "OPENBLAS_CORETYPE": "SkylakeX",
+    "ONEDNN_MAX_CPU_ISA": "ALL", "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+}
+
+
+def _env(extra: dict[str, str] | None = None) -> dict:
+    env = {**os.environ, **(extra or {})}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     # the `assets` stage copies the pinned MediaPipe models from here (offline, sha256-checked)
     env["DFPIPE_ASSETS_FROM"] = str(ROOT / "models" / "mediapipe")
@@ -70,16 +81,17 @@ def _env() -> dict:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 3600,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(VENV_BIN / "dvc"), *args], cwd=cwd, check=check)
+def dvc(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run([str(VENV_BIN / "dvc"), *args], cwd=cwd, check=check, env=env)
 
 
 def copy_repository(dest: Path) -> None:
@@ -113,7 +125,8 @@ def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
     repo.mkdir()
     copy_repository(repo)
-    params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    # YAML 1.2, as DVC reads it: after `dvc exp run -S` a value like `off` is unquoted
+    params = tiny_params(load_yaml(repo / "params.yaml"))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
@@ -192,7 +205,7 @@ def test_interrupted_stage_finishes_with_the_same_bytes(pipeline):
     assert "up to date" in dvc("status", cwd=pipeline).stdout
 
 
-# ---- a second folder: location independence and a clean tree --------------------------------
+# ---- a second folder (as on another machine): location independence and a clean tree ---------
 # What the clone rebuilds from scratch (its own empty cache: no run-cache): every data stage and one
 # train -> evaluate chain through spectra. The other train/evaluate stages differ only in params.
 SECOND_FOLDER_TARGETS = ("assets", "make_demo", "preprocess", "variant", "audit", "spectra",
@@ -212,7 +225,7 @@ def second_folder(pipeline, tmp_path_factory) -> tuple[Path, set[str]]:
     run(["git", "clone", "-q", str(pipeline), str(clone)], cwd=clone.parent)
     # an empty cache of its own: every stage really runs, nothing is restored
     dvc("remote", "modify", "--local", "local", "url", str(clone.parent / "remote"), cwd=clone)
-    out = dvc("repro", *SECOND_FOLDER_TARGETS, cwd=clone).stdout
+    out = dvc("repro", *SECOND_FOLDER_TARGETS, cwd=clone, env=ANOTHER_MACHINE).stdout
     return clone, ran_stages(out)
 
 

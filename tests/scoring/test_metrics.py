@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -207,3 +209,28 @@ def test_rankdata_matches_scipy_bit_for_bit():
         for a in (rng.random(n), rng.integers(0, 4, n).astype(float), np.round(rng.random(n), 1),
                   np.r_[rng.random(n), np.nan], rng.integers(0, 3, n)):
             assert M.rankdata(a).tobytes() == scipy_rankdata(a).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_curves_and_ap_are_bit_identical_to_sklearn(dtype):
+    """The evaluation's own ROC / PR curves and AP (no scikit-learn import at start-up) give
+    sklearn's bits, ties and both score dtypes included; a changed point would fail array_equal."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    rng = np.random.default_rng(7)
+    for levels in (3, 40, 10**6):
+        for n in (2, 5, 57, 300):
+            y = rng.integers(0, 2, n).astype(bool)
+            y[:2] = [True, False]
+            score = (rng.integers(0, levels, n) / 7).astype(dtype)
+            assert M.binary_ap(y, score) == average_precision_score(y, score)
+            for ours, theirs in ((M.roc_curve(y, score), roc_curve(y, score)),
+                                 (M.pr_curve(y, score), precision_recall_curve(y, score))):
+                for a, b in zip(ours, theirs):
+                    assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_evaluation_start_up_does_not_import_sklearn():
+    code = "import sys, dfpipe.evaluation.evaluate, dfpipe.scoring.metrics; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

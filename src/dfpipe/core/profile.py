@@ -6,7 +6,8 @@ round-trip writer, so comments, key order and quoting stay. DVC then sees ordina
 ``dvc exp show`` lists exactly the keys the profile changed, and ``dvc repro`` / ``dvc exp run``
 rebuilds what depends on them. A profile key that ``params.yaml`` lacks is an error (a typo must
 not add a key that no stage reads), except inside a ``runs.<name>`` entry, which may override any
-``run_defaults`` key (the merged run is validated strictly by its config class). ``--check``
+``run_defaults`` key (the merged run is validated strictly by its config class), and a whole new
+entry of :data:`ENTRY_SECTIONS`. ``--check``
 prints the keys that would change and writes nothing.
 """
 
@@ -21,16 +22,22 @@ from typing import Any
 
 from dfpipe.core.config import PARAMS_FILE, ConfigError, load_yaml
 
+#: Sections of named entries a profile may extend with new ones: the full scale's extra runs, poisoned
+#: variants, backdoor experiments and their table rows (more poisoning rates than the demo can afford).
+ENTRY_SECTIONS = ("runs", "poison", "backdoor.experiments", "report.backdoor.rows")
+
 
 def merge_into(target: Any, profile: Mapping[str, Any], where: str = "") -> list[str]:
     """Deep-merge ``profile`` into the ruamel mapping ``target`` in place; return the dotted keys set."""
     changed = []
     for key, value in profile.items():
         dotted = f"{where}.{key}" if where else str(key)
-        # runs.<name> entries may gain keys of run_defaults (RunConfig validates them strictly)
-        if key not in target and not (dotted.startswith("runs.") and dotted.count(".") >= 2):
+        # runs.<name> entries may gain keys of run_defaults (RunConfig validates them strictly), and
+        # ENTRY_SECTIONS may gain whole entries (each validated by its stage's config class)
+        new_entry = where in ENTRY_SECTIONS
+        if key not in target and not new_entry and not (dotted.startswith("runs.") and dotted.count(".") >= 2):
             raise ConfigError(f"profile key {dotted}: not in {PARAMS_FILE} (profiles only change existing keys)")
-        if isinstance(value, Mapping) and isinstance(target[key], Mapping):
+        if isinstance(value, Mapping) and key in target and isinstance(target[key], Mapping):
             changed += merge_into(target[key], value, dotted)
         else:
             if key not in target or target[key] != value:

@@ -88,6 +88,11 @@ DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
         DataDep("${split.out_dir}/${key}"),
         DataDep("${split.celebdf_test_list}", when="split.celebdf_test_list"),
     ),
+    "poison": (DataDep("${split.out_dir}/${item.base}"),),  # dfpipe.splits.poison: the base variant
+    "audit_poisoned": (  # stages/audit.py on a poisoned variant, with its base's declared checks
+        DataDep("${split.out_dir}/${key}"),
+        DataDep("${split.celebdf_test_list}", when="split.celebdf_test_list"),
+    ),
     "spectra": (DataDep("${spectra.variants_dir}/${item}"),),  # features.spectra.build_variant
     "features": (DataDep("${features.variants_dir}/${item.variant}"),),  # features.encoders.build_cache
     "train": (  # dfpipe.training.train.fit and the gate check it runs first
@@ -124,6 +129,13 @@ DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
             "leak measure (a): the audit's per-item flags of the scored variant",
         ),
     ),
+    "backdoor": (  # dfpipe.evaluation.backdoor.run_backdoor: both runs, their train splits, the triggered copy
+        DataDep("${train.models_dir}/${item.clean}"),
+        DataDep("${train.models_dir}/${item.poisoned}"),
+        DataDep("${train.variants_dir}/${item.clean_variant}/train"),
+        DataDep("${train.variants_dir}/${item.poisoned_variant}/train"),
+        DataDep("${train.variants_dir}/${item.poisoned_variant}/triggered"),
+    ),
     "report": None,
 }
 #: Path-valued params that are no stage's data dep or output, and why.
@@ -136,6 +148,15 @@ NOT_DEPS = {
 STAGE_NOT_DEPS: dict[str, dict[str, str]] = {
     "variant": {"split.ffpp_official": "the dep is pipeline.ffpp_splits, checked to name the same folder"},
     "audit": {
+        "split.faces_dir": "not read (the audit reads the materialised variant)",
+        "split.ffpp_official": "not read by the audit",
+    },
+    "poison": {
+        "split.faces_dir": "not read (built from the materialised base variant)",
+        "split.ffpp_official": "not read",
+        "split.celebdf_test_list": "not read (the base variant honoured it)",
+    },
+    "audit_poisoned": {
         "split.faces_dir": "not read (the audit reads the materialised variant)",
         "split.ffpp_official": "not read by the audit",
     },

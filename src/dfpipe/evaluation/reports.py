@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import read_json
+from dfpipe.evaluation.backdoor_table import BackdoorTable
 from dfpipe.evaluation.crossdataset import CrossDatasetTable
 from dfpipe.evaluation.evaluations import resolved_evaluations
 from dfpipe.evaluation.unseen import UnseenTable
@@ -154,6 +155,7 @@ class ReportConfig(Config):
     shortcut: tuple[str, ...]  # variants whose audit `shortcut` section is tabulated
     crossdataset: CrossDatasetTable | None = None  # optional: FF++-trained models on other test sets
     unseen: UnseenTable | None = None  # optional: trained on one generator, tested on all
+    backdoor: BackdoorTable | None = None  # optional: clean vs poisoned runs (dfpipe.evaluation.backdoor_table)
     controls: ControlsConfig | None = None  # optional: planted effects (dfpipe.evaluation.controls)
 
     @model_validator(mode="after")
@@ -362,6 +364,8 @@ def report_deps(cfg: ReportConfig, params: Mapping) -> list[str]:
     files |= {cfg.audit_dir / f"{v}.json" for v in set(cfg.leakage.audits) | set(cfg.shortcut)}
     if cfg.controls is not None:
         files |= {cfg.audit_dir / f"{v}.json" for pair in cfg.controls.shortcut.values() for v in pair}
+    if cfg.backdoor is not None:
+        files |= set(cfg.backdoor.files(params, cfg.eval_dir))
     return sorted(p.as_posix() for p in files)
 
 

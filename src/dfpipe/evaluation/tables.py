@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dfpipe.core.io import write_bytes
+from dfpipe.evaluation.backdoor_table import backdoor_rows
+from dfpipe.evaluation.backdoor_table import caption as backdoor_caption
 from dfpipe.evaluation.compare import compare
 from dfpipe.evaluation.controls import controls_table
 from dfpipe.evaluation.crossdataset import crossdataset_rows
@@ -29,6 +31,7 @@ from dfpipe.evaluation.reports import (
     units,
 )
 from dfpipe.evaluation.unseen import unseen_tables
+from dfpipe.models.papers import PAPER_COLUMN, PAPER_NOTE, paper_cell
 
 HEADLINE_COLUMNS = (("macro_f1", "Macro-F1"), ("weighted_f1", "Weighted-F1"), ("acc", "Acc"))
 SETTING_COLUMNS = (
@@ -93,6 +96,31 @@ def diff_cell(d: Mapping, metric: str) -> str:
     if m["diff"] is None:
         return "n/a"
     return f"{100 * m['diff']:+.2f} {interval(m['low'], m['high'], d.get('n_units'))}"
+
+
+def differs_from_paper(details: Mapping) -> str:
+    """The "Differs from paper" cell of one evaluation: its run config (``details.json``
+    ``run_config``, the checkpoint's own) and encoder config checked against the model's paper
+    record (:func:`dfpipe.models.papers.paper_cell`)."""
+    return paper_cell(details.get("run_config"), (details.get("features") or {}).get("config"))
+
+
+def details_of(reader: Reader, name: str) -> tuple[dict, Path]:
+    """``metrics/eval/<name>/details.json`` (recorded as read) and its path."""
+    path = reader.cfg.eval_dir / name / "details.json"
+    reader.read.add(path)
+    return load_metrics(path, f"evaluate@{name}"), path
+
+
+def with_settings(reader: Reader, columns: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """A detector table (evaluation name in the second column, e.g. the unseen-generator tables)
+    with the results tables' setting columns after it and the "Differs from paper" column last."""
+    out = []
+    for row in rows:
+        det, det_path = details_of(reader, row[1])
+        s = settings(det, det_path)
+        out.append(row[:2] + [plain(s[k]) for k, _ in SETTING_COLUMNS] + row[2:] + [differs_from_paper(det)])
+    return columns[:2] + [c for _, c in SETTING_COLUMNS] + columns[2:] + [PAPER_COLUMN], out
 
 
 def settings(details: Mapping, path) -> dict:
@@ -206,7 +234,7 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
         {k for _, d, _, dp in rows.values() for k in lookup(d, "summary", dp) if k.startswith("f1_")},
         key=lambda k: ["f1_real", "f1_fake", "f1_edited"].index(k) if k in ("f1_real", "f1_fake", "f1_edited") else 9,
     )
-    cols = ["Row", "Evaluation"] + [c for _, c in SETTING_COLUMNS] + ["Units"]
+    cols = ["Row", "Evaluation"] + [c for _, c in SETTING_COLUMNS] + ["Units", PAPER_COLUMN]
     if notes is not None:
         cols.append(f"Notes {notes['metric']}")
     if paper is not None:
@@ -228,6 +256,7 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
         row = [label, spec.rows[label]] + [plain(s[k]) for k, _ in SETTING_COLUMNS]
         resampled = det.get("resampling")
         row.append(units(resampled["n_units"], resampled["unit"]) if resampled else "n/a")
+        row.append(differs_from_paper(det))
         if notes is not None:
             row.append(plain(notes["values"].get(label, "–")))
         if paper is not None:
@@ -315,6 +344,7 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
             f"(checked: every setting but {', '.join(spec.varies) or 'none'}; budgets included); "
             "its Δ is not a clean comparison."
         )
+    table.notes.append(PAPER_NOTE)
     if notes is not None:
         table.notes.append(f"Notes column: {notes['label']} ({notes['citation']}).")
     if paper is not None:
@@ -492,21 +522,28 @@ def build_tables(cfg: ReportConfig) -> tuple[list[Table], list]:
         tables.append(shortcut_table(reader, cfg.shortcut))
     if cfg.crossdataset is not None:
         columns, rows, _ = crossdataset_rows(cfg.crossdataset, cfg.eval_dir, reader.read)
+        for row, cells in zip(rows, cfg.crossdataset.detectors.values()):  # one run per detector row
+            row.append(differs_from_paper(details_of(reader, next(iter(cells.values())))[0]))
         tables.append(
             Table(
                 "crossdataset",
                 "Cross-dataset generalisation: trained on FF++-based variants, "
                 "tested on other datasets' official test lists",
-                columns,
+                columns + [PAPER_COLUMN],
                 rows,
-                crossdataset_notes(cfg.crossdataset),
+                crossdataset_notes(cfg.crossdataset) + [PAPER_NOTE],
                 evaluations_provenance(reader, cfg.crossdataset.evaluation_names()),
             )
         )
     if cfg.unseen is not None:
         unseen_prov = evaluations_provenance(reader, cfg.unseen.evaluation_names())
         for name, caption, columns, rows, table_notes in unseen_tables(cfg.unseen, cfg.eval_dir, reader.read):
-            tables.append(Table(name, caption, columns, rows, table_notes, unseen_prov))
+            columns, rows = with_settings(reader, columns, rows)
+            tables.append(Table(name, caption, columns, rows, table_notes + [PAPER_NOTE], unseen_prov))
+    if cfg.backdoor is not None:
+        columns, rows, table_notes, runs = backdoor_rows(cfg.backdoor, cfg.eval_dir, reader.read)
+        prov = evaluations_provenance(reader, runs) + " Attack and audit: backdoor@<experiment> (metrics/backdoor/)."
+        tables.append(Table("backdoor", backdoor_caption(cfg.backdoor), columns, rows, table_notes, prov))
     if cfg.controls is not None:
         tables.append(controls_table(reader, cfg.controls, cfg.bootstrap, cfg.seed, cfg.ci_level))
     return tables, sorted(reader.read)

@@ -2,8 +2,9 @@
 
 A stock ResNet-50 (torchvision's layout, see :mod:`.resnets`) binary classifier (github.com/PeterWang512/CNNDetection,
 networks/resnet.py): the paper's generalisation comes from its training recipe, not the network --
-ImageNet initialisation (``model.weights``) and the "Blur+JPEG (0.5)" augmentation, which is the
-run's ``augment: blur_jpeg`` preset (:mod:`dfpipe.training.augment`), applied on the train split only.
+ImageNet initialisation (the run's ``init: resnet50_imagenet``, the pinned ``pretrained@resnet50_imagenet``
+input) and the "Blur+JPEG (0.5)" augmentation, which is the run's ``augment: blur_jpeg`` preset
+(:mod:`dfpipe.training.augment`), applied on the train split only. :data:`PAPER` records the recipe.
 """
 
 from __future__ import annotations
@@ -15,7 +16,33 @@ from torch import nn
 
 from . import resnets
 from .common import make_input
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, PaperRecord, register_model
+
+#: What Wang et al. (CVPR 2020) ran: Sec. 4 "Training" and their train.py / options (no resize,
+#: random crop 224 + flip on train, centre crop 224 on test; blur and JPEG applied before the crop).
+PAPER = PaperRecord(
+    citation="S.-Y. Wang et al., CNN-generated images are surprisingly easy to spot... for now, CVPR 2020",
+    settings={
+        "init": "resnet50_imagenet",
+        "network": "full",
+        "image_size": 224,
+        "train_input": "random crop 224",
+        "test_input": "centre crop 224",
+        "augment": "blur_jpeg + flip",
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "batch_size": 64,
+        "epochs": None,  # until the lr reaches 1e-6
+        "schedule": "x0.1 after 5 epochs w/o val gain, until 1e-06",
+        "head": "1 logit, BCE",
+    },
+    sources={
+        "init": "Sec. 4: ImageNet-pretrained ResNet-50",
+        "augment": "Sec. 4: Blur+JPEG (0.5), random flip",
+        "train_input": "options: no_resize, cropSize 224",
+        "schedule": "Sec. 4: lr /10 when val acc plateaus (5 epochs), stop at 1e-6",
+    },
+)
 
 
 class CNNDetectionConfig(ModelConfig):
@@ -41,6 +68,6 @@ class CNNDetection(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-@register_model(CNNDetectionConfig)
+@register_model(CNNDetectionConfig, paper=PAPER)
 def build_cnndetection(cfg: CNNDetectionConfig) -> nn.Module:
     return CNNDetection(cfg)

@@ -49,7 +49,10 @@ class PixelInput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != 3:
             raise ValueError(f"expected RGB input (B, 3, H, W), got shape {tuple(x.shape)}")
-        x = resize_square(x, self.size)
+        return self.normalise(resize_square(x, self.size))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std at the input's own size (no resize)."""
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 

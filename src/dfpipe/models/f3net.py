@@ -34,6 +34,10 @@ from .heads import MaskDecoder
 from .registry import ModelConfig, Width, register_model
 from .spectrum import GRAY_WEIGHTS, dct_matrix
 from .xception import HEAD_DROPOUT, XceptionBackbone
+from .xception import PAPER as F3NET_PAPER
+
+#: Qian et al. train F3-Net with their Xception baseline's recipe (:data:`.xception.PAPER`).
+PAPER = F3NET_PAPER
 
 # FAD bands (paper Sec. 3.1: low = first 1/16 of the spectrum, middle = 1/16 .. 1/8, high = last
 # 7/8). On the S x S DCT grid with anti-diagonal index d = i + j, the triangle d <= t covers t^2/2
@@ -280,6 +284,6 @@ class F3NetConfig(ModelConfig):
         return self
 
 
-@register_model(F3NetConfig, example={"width": 0.25, "reduced": True})
+@register_model(F3NetConfig, example={"width": 0.25, "reduced": True}, paper=PAPER)
 def build_f3net(cfg: F3NetConfig) -> nn.Module:
     return F3Net(cfg)

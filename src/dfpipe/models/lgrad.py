@@ -17,7 +17,33 @@ from torch import nn
 
 from . import resnets
 from .common import IMAGENET_MEAN, IMAGENET_STD, PixelInput
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, PaperRecord, register_model
+
+#: What Tan et al. (CVPR 2023) ran: Sec. 4.1 (StyleGAN discriminator as the transformation model
+#: at 256 px, one image at a time; ImageNet ResNet-50 classifier; Adam lr 5e-4, batch 16, 100
+#: epochs, lr x0.8 decay). The decay interval (every 10 epochs) is their code base's delr_freq.
+PAPER = PaperRecord(
+    citation="C. Tan et al., Learning on Gradients: Generalized Artifacts Representation for "
+    "GAN-Generated Images Detection, CVPR 2023",
+    settings={
+        "init": "resnet50_imagenet",
+        "network": "full",
+        "encoder": "StyleGAN discriminator",
+        "encoder_size": 256,
+        "gradients": "per image",
+        "optimizer": "adam",
+        "lr": 5e-4,
+        "batch_size": 16,
+        "epochs": 100,
+        "schedule": "step x0.8 every 10",
+        "head": "1 logit, BCE",
+    },
+    sources={
+        "encoder": "Sec. 3.2 / 4.1: pretrained StyleGAN discriminator (256 px)",
+        "gradients": "the authors' gradient script runs one image per forward (minibatch std sees one image)",
+        "schedule": "Sec. 4.1: lr x0.8 decay; interval: code base delr_freq 10",
+    },
+)
 
 
 class LGradConfig(ModelConfig):
@@ -45,6 +71,6 @@ class LGradDetector(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-@register_model(LGradConfig, example={"reduced": True})
+@register_model(LGradConfig, example={"reduced": True}, paper=PAPER)
 def build_lgrad(cfg: LGradConfig) -> nn.Module:
     return LGradDetector(cfg)

@@ -10,7 +10,7 @@ average pool, fc. layer3/layer4 are absent, as in the authors' code.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,36 @@ from pydantic import model_validator
 from torch import nn
 
 from . import resnets
-from .common import IMAGENET_MEAN, IMAGENET_STD, make_input
-from .registry import ModelConfig, register_model
+from .common import IMAGENET_MEAN, IMAGENET_STD, PixelInput
+from .registry import ModelConfig, PaperRecord, register_model
+
+#: What Tan et al. (CVPR 2024) ran: Sec. 4.1 and the authors' train.py / options (loadSize 256,
+#: cropSize 224, delr_freq 10 with lr x0.9, niter 50; testing on the whole 256 px image).
+PAPER = PaperRecord(
+    citation="C. Tan et al., Rethinking the Up-Sampling Operations in CNN-based Generative Network "
+    "for Generalizable Deepfake Detection, CVPR 2024",
+    settings={
+        "init": "scratch",
+        "network": "full",
+        "image_size": 224,
+        "train_input": "resize 256, random crop 224",
+        "test_input": "resize 256, full image",
+        "augment": "flip",
+        "optimizer": "adam",
+        "lr": 2e-4,
+        "batch_size": 32,
+        "epochs": 50,
+        "schedule": "step x0.9 every 10",
+        "head": "1 logit, BCE",
+    },
+    sources={
+        "train_input": "options: loadSize 256, cropSize 224",
+        "test_input": "eval: no crop at test time",
+        "schedule": "train.py: lr x0.9 every delr_freq = 10 epochs",
+        "lr": "Sec. 4.1",
+        "batch_size": "Sec. 4.1",
+    },
+)
 
 # The authors feed ``NPR * 2/3`` into conv1 (networks/resnet.py, ResNet.forward).
 NPR_SCALE = 2.0 / 3.0
@@ -41,7 +69,9 @@ class NPRDetector(nn.Module):
 
     def __init__(self, cfg: NPRConfig):
         super().__init__()
-        self.input, _ = make_input(cfg, IMAGENET_MEAN, IMAGENET_STD)
+        self.input = PixelInput(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)  # raw pixels only
+        # test_input full: the whole (resize_to) image reaches the network, as the authors test
+        self.test_resize = cfg.test_input != "full"
         net = resnets.resnet50()
         # Authors' stem: 3x3 stride 2 (the residual is a pixel-level signal a 7x7 stem would blur).
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
@@ -57,7 +87,7 @@ class NPRDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b: Any = self.backbone  # its layers are attached with setattr in __init__
-        h = npr_residual(self.input(x)) * NPR_SCALE
+        h = npr_residual(self.input(x) if self.training or self.test_resize else self.input.normalise(x)) * NPR_SCALE
         h = b.maxpool(b.relu(b.bn1(b.conv1(h))))
         h = b.layer2(b.layer1(h))
         return {"logits": self.fc(h.mean(dim=(2, 3)))}
@@ -65,6 +95,8 @@ class NPRDetector(nn.Module):
 
 class NPRConfig(ModelConfig):
     """``npr``: the authors' truncated ResNet-50 on the NPR residual it computes from raw pixels."""
+
+    full_input_ok: ClassVar[bool] = True  # convolutions + global pooling: any even side
 
     name: Literal["npr"]
     input: Literal["raw"] = "raw"
@@ -76,6 +108,6 @@ class NPRConfig(ModelConfig):
         return self
 
 
-@register_model(NPRConfig)
+@register_model(NPRConfig, paper=PAPER)
 def build_npr(cfg: NPRConfig) -> nn.Module:
     return NPRDetector(cfg)

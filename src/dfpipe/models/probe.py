@@ -15,7 +15,31 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, PaperRecord, register_model
+
+#: What Ojha et al. (CVPR 2023) ran: Sec. 4 and their train options (the CNNDetection code base's
+#: Blur+JPEG with p = 0.5 each, random crop 224 and flip on train, centre crop 224 on test).
+PAPER = PaperRecord(
+    citation="U. Ojha, Y. Li, Y. J. Lee, Towards Universal Fake Image Detectors that Generalize Across "
+    "Generative Models, CVPR 2023",
+    settings={
+        "train_input": "random crop 224",
+        "test_input": "centre crop 224",
+        "encoder": "ViT-L-14 OpenAI CLIP",
+        "encoder_size": 224,
+        "activation": "QuickGELU",
+        "augment": "blur_jpeg + flip",
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "batch_size": 256,
+        "head": "1 logit, BCE",
+    },
+    sources={
+        "encoder": "Sec. 3: CLIP ViT-L/14 (OpenAI weights, trained with QuickGELU)",
+        "lr": "Sec. 4: Adam, lr 1e-4, batch 256",
+        "augment": "train options: blur_prob 0.5, jpg_prob 0.5, flip",
+    },
+)
 
 
 class LinearProbe(nn.Module):
@@ -48,6 +72,6 @@ class CLIPProbeConfig(ModelConfig):
     feature_dim: int = Field(ge=1)
 
 
-@register_model(CLIPProbeConfig, example={"feature_dim": 16})
+@register_model(CLIPProbeConfig, example={"feature_dim": 16}, paper=PAPER)
 def build_clip_probe(cfg: CLIPProbeConfig) -> nn.Module:
     return LinearProbe(cfg)

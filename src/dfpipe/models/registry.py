@@ -21,15 +21,53 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from dfpipe.core.config import Config, build
+
+from . import geometry
+
+#: The paper-comparable settings, in the order tables and docs show them.
+SETTING_KEYS = (
+    "init",
+    "network",
+    "image_size",
+    "train_input",
+    "test_input",
+    "encoder",
+    "encoder_size",
+    "activation",
+    "gradients",
+    "augment",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "epochs",
+    "schedule",
+    "head",
+)
+
+
+@dataclass(frozen=True)
+class PaperRecord:
+    """A paper's training and input settings (:data:`SETTING_KEYS` -> value) and where each is
+    stated (``sources``: key -> section / code file; ``citation`` for all)."""
+
+    citation: str
+    settings: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.settings) - set(SETTING_KEYS))
+        if unknown:
+            raise ValueError(f"paper record: unknown settings {unknown}; known: {list(SETTING_KEYS)}")
+
 
 ModelFactory = Callable[[Any], nn.Module]  # build_<name>(cfg: <its config class>)
 
@@ -40,10 +78,13 @@ MODEL_REGISTRY: dict[str, ModelFactory] = {}
 class Capabilities:
     """A registered model's config class and ``example``: config keys of a small instance (the keys
     it cannot build without, and demo-size knobs), which the test that runs every registered model
-    builds each with. Everything else a model accepts is its config class's fields."""
+    builds each with. Everything else a model accepts is its config class's fields. ``paper``: what
+    the detector's paper ran (:class:`PaperRecord`, checked by :mod:`dfpipe.models.papers`), which results tables and
+    the full-scale profile are checked against."""
 
     config: type[ModelConfig]
     example: tuple[tuple[str, object], ...] = ()
+    paper: PaperRecord | None = None  # the published settings; None: no paper
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -73,6 +114,12 @@ def model_capabilities(name: str) -> Capabilities:
     return MODEL_CAPABILITIES[name]
 
 
+def paper_record(name: str) -> PaperRecord | None:
+    """Model ``name``'s paper record (checked by :mod:`.papers`); None for a model without a paper (the
+    group's own ResNet-18)."""
+    return model_capabilities(name).paper
+
+
 def registered_names() -> list[str]:
     """Every model name, importing all model modules (for listings and tests)."""
     _register_all()
@@ -88,19 +135,45 @@ class ModelConfig(Config):
     """The keys every detector has; a registered model's config subclasses it with its own knobs.
 
     ``num_classes`` 3 (real / synthetic / edited) or 2 (real / fake); ``image_size``: the square
-    size the model resizes its input to on the device.
+    size the model resizes its input to on the device. Input geometry (:mod:`.geometry`, raw pixel
+    inputs only): ``resize_to`` (0: the stored crop as is) then ``train_input`` ``resize`` |
+    ``random_crop`` (of ``image_size``) and ``test_input`` ``resize`` | ``center_crop`` | ``full``
+    (the whole ``resize_to`` image, for a model whose network takes any size: ``full_input_ok``).
+    The defaults (resize the whole crop) are left out of the dumped config, so checkpoints written
+    before these keys existed keep their bytes.
     """
+
+    #: Whether the network accepts inputs of any side (test_input: full), e.g. NPR's fully
+    #: convolutional classifier; models with size-bound layers (F3Net's FAD) do not.
+    full_input_ok: ClassVar[bool] = False
 
     name: str  # the registered model: the name of its build_<name> function (registered_names())
     input: InputKind = "raw"
     num_classes: int = Field(3, ge=2)
     # 32 px is the smallest input for which Xception's stride-32 exit flow still has a 1x1 map.
     image_size: int = Field(224, ge=32, le=1024)
+    train_input: Literal["resize", "random_crop"] = Field("resize", exclude_if=lambda v: v == "resize")
+    test_input: Literal["resize", "center_crop", "full"] = Field("resize", exclude_if=lambda v: v == "resize")
+    resize_to: int = Field(0, ge=0, le=2048, exclude_if=lambda v: v == 0)
 
     @property
     def mask_output(self) -> bool:
         """Whether the model also outputs a manipulation mask (the multi-task head)."""
         return False
+
+    @model_validator(mode="after")
+    def _geometry(self) -> ModelConfig:
+        if geometry.is_default(self):
+            return self
+        if self.input != "raw":
+            raise ValueError(f"input geometry (train_input/test_input/resize_to) needs raw input, not {self.input!r}")
+        if self.mask_output:
+            raise ValueError("input geometry other than resize would misalign the mask targets (seg_head)")
+        if self.test_input == "full" and not self.full_input_ok:
+            raise ValueError(f"test_input: full needs a network that takes any input size; {self.name} does not")
+        if self.resize_to and self.resize_to < self.image_size and "resize" not in (self.train_input, self.test_input):
+            raise ValueError(f"resize_to ({self.resize_to}) is smaller than the {self.image_size} px crop")
+        return self
 
 
 class SpectrumInputConfig(ModelConfig):
@@ -120,12 +193,12 @@ Width = Annotated[float, Field(gt=0, le=1)]
 
 
 def register_model(
-    config: type[ModelConfig], example: dict[str, object] | None = None
+    config: type[ModelConfig], example: dict[str, object] | None = None, paper: PaperRecord | None = None
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator ``@register_model(MyConfig) def build_<name>(cfg: MyConfig) -> nn.Module``.
 
     The model name is the function name without ``build_`` (timm style); ``config`` must declare
-    ``name: Literal["<name>"]``. ``example``: see :class:`Capabilities`.
+    ``name: Literal["<name>"]``. ``example``, ``paper``: see :class:`Capabilities`.
     """
 
     def deco(factory: ModelFactory) -> ModelFactory:
@@ -135,7 +208,7 @@ def register_model(
         if get_args(config.model_fields["name"].annotation) != (name,):
             raise ValueError(f"{config.__name__}.name must be Literal[{name!r}] (the model's name)")
         MODEL_REGISTRY[name] = factory
-        MODEL_CAPABILITIES[name] = Capabilities(config, tuple(sorted((example or {}).items())))
+        MODEL_CAPABILITIES[name] = Capabilities(config, tuple(sorted((example or {}).items())), paper)
         return factory
 
     return deco
@@ -163,4 +236,4 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     fills them from the spectra stage's statistics, a checkpoint's state dict restores them.
     """
     _register_all()
-    return MODEL_REGISTRY[cfg.name](cfg)
+    return geometry.attach(MODEL_REGISTRY[cfg.name](cfg), cfg)

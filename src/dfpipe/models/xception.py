@@ -14,12 +14,29 @@ import torch
 from torch import nn
 
 from .common import INCEPTION_MEAN, INCEPTION_STD, ClassifierHead, make_input, scaled
-from .registry import SpectrumInputConfig, Width, register_model
+from .registry import PaperRecord, SpectrumInputConfig, Width, register_model
 from .xception_blocks import Block, SeparableConv2d
 
 # The notes (seed 002, F3Net runs): "removed the four blocks 4, 5, 6, 7" of the middle flow.
 REDUCED_BLOCKS = (4, 5, 6, 7)
 MIDDLE_BLOCKS = tuple(range(4, 12))
+#: What Qian et al. (ECCV 2020) ran for F3-Net and its Xception baseline (their ablation's
+#: "Baseline" row), Sec. 4.1: ImageNet Xception in every stream, 299 px faces, Adam lr 2e-4, batch 128.
+PAPER = PaperRecord(
+    citation="Y. Qian et al., Thinking in Frequency: Face Forgery Detection by Mining Frequency-aware Clues, ECCV 2020",
+    settings={
+        "init": "xception_imagenet",
+        "network": "full",
+        "image_size": 299,
+        "train_input": "resize 299",
+        "test_input": "resize 299",
+        "optimizer": "adam",
+        "lr": 2e-4,
+        "batch_size": 128,
+    },
+    sources={"init": "Sec. 4.1: ImageNet-pretrained Xception", "lr": "Sec. 4.1: Adam, lr 2e-4, batch 128"},
+)
+
 FEATURES = 2048  # Xception exit-flow width (conv4)
 MID_CHANNELS = 728  # entry/middle-flow width
 EXIT_CHANNELS = 1024  # block12 output width
@@ -147,6 +164,6 @@ class XceptionDetector(nn.Module):
         return {"logits": self.head(self.backbone(self.input(x)))}
 
 
-@register_model(XceptionConfig, example={"width": 0.25, "reduced": True})
+@register_model(XceptionConfig, example={"width": 0.25, "reduced": True}, paper=PAPER)
 def build_xception(cfg: XceptionConfig) -> nn.Module:
     return XceptionDetector(cfg)

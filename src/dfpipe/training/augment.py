@@ -1,50 +1,17 @@
 """Train-time augmentation presets (``runs.<run>.augment``), applied to uint8 batches before the device.
 
-``blur_jpeg``: Wang et al. CVPR 2020 (CNNDetection), setting "Blur+JPEG (0.5)": each image is, with
-p = 0.5, Gaussian-blurred with sigma ~ U[0, 3] (per channel, ``scipy.ndimage.gaussian_filter``, as
-their data/datasets.py), then, independently with p = 0.5, JPEG re-encoded with quality ~ U{30..100}
-(PIL; their code picks cv2 or PIL at random, a detail left out). Every draw comes from the
-caller's generator (seeded from the run seed and epoch), so the same run gives the same images.
-Never applied to val/eval.
+``blur_jpeg``: CNNDetection's "Blur+JPEG (0.5)" (:mod:`dfpipe.features.augment`, where it lives so
+that the feature caches' augmented views use the same code), drawn from a generator seeded from the
+run seed and epoch. Never applied to val/eval.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
-BLUR_PROB, BLUR_SIGMA = 0.5, (0.0, 3.0)
-JPEG_PROB, JPEG_QUALITY = 0.5, (30, 100)
-
-
-def blur_jpeg(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 ``(B, 3, S, S)`` -> uint8 ``(B, 3, S, S)`` with CNNDetection's Blur+JPEG (0.5)."""
-    from PIL import Image
-    from scipy.ndimage import gaussian_filter
-
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"blur_jpeg expects uint8 (B, 3, S, S) images, got {images.dtype} {tuple(images.shape)}")
-    b = images.shape[0]
-    u = torch.rand(b, 4, generator=generator, dtype=torch.float64).numpy()
-    out = images.numpy().copy()
-    for i in range(b):
-        img = out[i].transpose(1, 2, 0)  # (S, S, 3)
-        if u[i, 0] < BLUR_PROB:
-            sigma = BLUR_SIGMA[0] + u[i, 1] * (BLUR_SIGMA[1] - BLUR_SIGMA[0])
-            img = np.stack([gaussian_filter(img[..., c].astype(np.float64), sigma=sigma) for c in range(3)], -1)
-            img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-        if u[i, 2] < JPEG_PROB:
-            lo, hi = JPEG_QUALITY
-            quality = lo + min(int(u[i, 3] * (hi - lo + 1)), hi - lo)
-            buf = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=quality)
-            img = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        out[i] = img.transpose(2, 0, 1)
-    return torch.from_numpy(out)
-
+from dfpipe.features.augment import blur_jpeg
 
 AUGMENT_PRESETS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None] = {
     "none": None,

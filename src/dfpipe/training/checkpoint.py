@@ -42,11 +42,34 @@ def checkpoint_path(models_dir: str | Path, run: str, seed: int) -> Path:
     return Path(models_dir) / run / f"seed{seed}.pt"
 
 
+#: What ``torch.compile``'s wrapper (``OptimizedModule``) inserts before every state-dict key.
+COMPILED_PREFIX = "_orig_mod."
+
+
+def plain_module(model: nn.Module) -> nn.Module:
+    """The module under ``torch.compile`` (``_orig_mod``) and DDP (``module``) wrappers, in any
+    nesting: its state-dict keys are the ones :func:`load_model` expects of a plain model."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # duck-typed: importing torch._dynamo costs start-up
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
 def save_model(
     path: str | Path, model: nn.Module, run_cfg: RunConfig, state_dict: dict[str, torch.Tensor] | None = None
 ) -> None:
-    """Write ``{"model": state_dict, "config": run config dict}`` (``state_dict`` defaults to the model's)."""
-    state = model.state_dict() if state_dict is None else state_dict
+    """Write ``{"model": state_dict, "config": run config dict}`` (``state_dict`` defaults to the
+    model's). A compiled (or DDP-wrapped) model is saved as its plain module, and ``_orig_mod.``
+    is removed from the keys of a given ``state_dict``, so a checkpoint never depends on how the
+    run was executed."""
+    if state_dict is None:
+        state = plain_module(model).state_dict()
+    else:
+        state = {k.replace(COMPILED_PREFIX, ""): v for k, v in state_dict.items()}
     write_torch(path, {"model": {k: v.detach().cpu() for k, v in state.items()}, "config": to_dict(run_cfg)})
 
 

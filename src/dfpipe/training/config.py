@@ -35,7 +35,9 @@ class RunConfig(Config):
     ``seeds``: every seed is trained in the same stage (one ``models/<run>/seed<s>.pt`` each); a seed fixes
     initialisation, loader order, flips and dropout. ``warmup_epochs``: linear warm-up from 0 over
     that many epochs (fractions allowed), then the ``schedule`` (``cosine`` to 0 at the end,
-    ``step``: times ``gamma`` every ``step_size`` epochs, ``none``: constant).
+    ``step``: times ``gamma`` every ``step_size`` epochs, ``plateau``: times ``gamma`` once the val
+    macro-F1 has not improved for ``step_size`` epochs, training ending when the rate falls below
+    ``min_lr`` (Wang et al. 2020), ``none``: constant).
     ``max_steps_per_epoch`` > 0 caps batches per epoch (the demo). ``patience``: val-based early
     stopping, training ends after that many epochs without a better val macro-F1 (``epochs`` is
     then the most it may run; the selected weights are the best val epoch's either way). ``eval_batch_size`` 0 means
@@ -59,10 +61,13 @@ class RunConfig(Config):
     optimizer: Literal["adam", "adamw", "sgd"]
     momentum: float = Field(ge=0, lt=1)
     weight_decay: float = Field(ge=0)
-    schedule: Literal["cosine", "step", "none"]
+    schedule: Literal["cosine", "step", "plateau", "none"]
     warmup_epochs: float = Field(ge=0)
     step_size: int = Field(ge=1)
     gamma: float = Field(gt=0, le=1)
+    # plateau: training ends once lr x the plateau factor falls below min_lr (CNNDetection: 1e-6);
+    # left out of the dumped config at 0 so checkpoints written before the key keep their bytes
+    min_lr: float = Field(0.0, ge=0, exclude_if=lambda v: v == 0.0)
     balance: bool
     loss: LossConfig
     max_steps_per_epoch: int = Field(ge=0)
@@ -96,11 +101,14 @@ class RunConfig(Config):
 class TrainConfig(Config):
     """Settings shared by all runs (``train:``). ``amp``: ``auto`` = bf16 on CUDA, off on CPU.
 
-    ``threads`` > 0 sets ``torch.set_num_threads`` (0: torch's default). ``deterministic`` turns on
+    ``threads``: torch's CPU thread count, fixed (never the machine's core count) because training's
+    backward reductions split by thread; with the kernels pinned by :mod:`dfpipe.core.numerics` a
+    CPU run then gives the same bytes on any x86-64 machine. ``deterministic`` turns on
     ``torch.use_deterministic_algorithms`` (warn-only for ops without a deterministic kernel).
     ``scratch_dir``: resume state of unfinished seeds; ``log_dir``: timing logs (both git- and
     DVC-ignored, never DVC outputs). ``pretrained_dir``: ``<key>.pt`` files named by ``init``
-    (written by pretrained@<key>).
+    (written by pretrained@<key>). ``compile``: ``torch.compile`` the model for CUDA training
+    (:func:`dfpipe.training.engine.compile_model`; on the CPU a logged fallback to eager).
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -108,7 +116,8 @@ class TrainConfig(Config):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     deterministic: bool = True
-    threads: int = Field(0, ge=0)
+    compile: bool = False  # result-affecting on CUDA (other kernels, not bit-exact): a train: key
+    threads: int = Field(2, ge=1)  # result-affecting on CPU (reduction order of the backward pass)
     log_every: int = Field(50, ge=0)
     progress: bool = True
     gpus: int = Field(1, ge=1)  # processes per node (one per GPU; gloo processes on CPU); > 1: torchrun

@@ -316,6 +316,9 @@ class BatchLoader:
         return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:  # cached augmented views: one per epoch
+            set_epoch(self.sampler.epoch)
         if self.num_workers > 0 and self._pool is None:
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="dfpipe-loader")
         yield from thread_map(
@@ -355,17 +358,28 @@ class FeatureDataset(VariantDataset):
     ``ds[i]["image"]`` is the float16 feature of row ``i`` (``(D,)`` CLIP embedding or
     ``(3, s, s)`` gradient map) from ``<features_dir>/<input>/<variant>/<split>/``. The cache's ids
     must equal the manifest's, in order (else ``ValueError``: rerun ``features@``). No image shard
-    and no encoder is opened.
+    and no encoder is opened. A training split cached with augmented views (``train_views`` of the
+    encoder, ``views/<k>/``) serves view ``epoch % views + 1`` in epoch ``epoch``
+    (:meth:`set_epoch`, called by :class:`BatchLoader` from its sampler's epoch), as a fresh
+    augmentation per epoch would; without views, the clean features every epoch.
     """
 
     is_image = False
 
     def __init__(self, variant_dir: str | Path, split: str, cache_split_dir: str | Path, num_classes: int = 3):
-        from dfpipe.features.encoders import FeatureCache
+        from dfpipe.features.encoders import VIEWS_DIR, FeatureCache
 
         super().__init__(variant_dir, split, num_classes)
         self.cache = FeatureCache(cache_split_dir)
         self.cache.check_aligned(self.ids)
+        self.clean = self.cache
+        self.views = [FeatureCache(Path(cache_split_dir) / VIEWS_DIR / str(k)) for k in range(1, self.cache.views + 1)]
+        for view in self.views:
+            view.check_aligned(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve augmented view ``epoch % views + 1`` (the clean cache when there are no views)."""
+        self.cache = self.views[epoch % len(self.views)] if self.views else self.clean
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {

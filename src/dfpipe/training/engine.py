@@ -3,6 +3,9 @@
 Batches arrive as ``uint8``; :func:`to_device` copies them (``non_blocking``, from pinned memory)
 and converts images to ``float`` in [0, 1] on the device, in ``channels_last`` when asked. Mixed
 precision is ``bf16`` autocast (no loss scaling needed), or ``fp16`` with a ``GradScaler`` on CUDA.
+Host-to-device copies are ``non_blocking`` from pinned memory, so the step loop never waits for
+the GPU (a pageable copy is a stream synchronisation); :func:`compile_model` wraps the model in
+``torch.compile`` for CUDA training (``train.compile``).
 """
 
 from __future__ import annotations
@@ -44,12 +47,52 @@ def autocast(device: torch.device, amp: Amp):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+def _h2d(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device`` without a host wait: a CPU tensor bound for CUDA goes through pinned
+    memory (a copy from pageable memory synchronises the stream: the host would wait for every
+    queued kernel, and the GPU would idle while the next step is prepared)."""
+    if device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def compile_model(
+    model: nn.Module, device: torch.device, enabled: bool, log: Callable[[str], None] | None = None
+) -> nn.Module:
+    """``torch.compile(model)`` when ``enabled`` (``train.compile``) and ``device`` is CUDA; else ``model``.
+
+    Policy on other devices: fall back to the eager model with one logged line rather than refuse,
+    so that one params file (the full-scale profile sets ``compile: true``) also runs a CPU
+    rehearsal or debugging session; on the CPU, inductor would need a C++ toolchain and minutes of
+    compilation for a demo-sized run, and eager CPU results stay bit-exact. The caller keeps the
+    plain module for checkpoints, precise BN and validation (the compiled wrapper shares its
+    parameters; its state-dict keys carry an ``_orig_mod.`` prefix that
+    :func:`dfpipe.training.checkpoint.save_model` never writes). Only the model is compiled, not
+    the loss: cross-entropy is one fused kernel already, and the mask terms act on ``(B, h, w)``
+    maps, a few small kernels next to the backbone's hundreds; a second graph would add compile
+    time and recompilations for no measurable gain. The first steps pay the compilation; later
+    steps and epochs reuse the graph (the training loader drops its ragged last batch, so batch
+    shapes stay static).
+    """
+    if not enabled:
+        return model
+    if device.type != "cuda":
+        if log is not None:
+            log(f"train.compile: true ignored on {device.type}: compiled training is CUDA-only; eager model")
+        return model
+    compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]  # an OptimizedModule
+    return compiled
+
+
 def to_device(
     batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
 ) -> dict[str, torch.Tensor]:
     """Copy a batch to ``device``; a uint8 ``image`` becomes float ``(B,3,S,S)`` in [0, 1], cached
-    features (float16, :class:`dfpipe.training.data.FeatureDataset`) become float32 unscaled."""
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    features (float16, :class:`dfpipe.training.data.FeatureDataset`) become float32 unscaled.
+
+    The loader pins its batches when CUDA is present; tensors made on the host after it (an
+    augmentation preset's images) are pinned here."""
+    out = {k: _h2d(v, device) for k, v in batch.items()}
     # The loader's images are channels-last views of the stored (B,S,S,3) bytes; the layout is
     # fixed here, on uint8 (a quarter of the float bytes): contiguous NCHW unless channels_last.
     # Cached features (C, H, W maps or flat vectors) are float16: float32, unscaled.
@@ -68,7 +111,7 @@ def random_hflip(batch: dict[str, torch.Tensor], generator: torch.Generator) -> 
     image = batch["image"]
     if image.ndim != 4:  # feature vectors (B, D) have no left and right
         return batch
-    flip = (torch.rand(image.shape[0], generator=generator) < 0.5).to(image.device)
+    flip = _h2d(torch.rand(image.shape[0], generator=generator) < 0.5, image.device)
     out = dict(batch)
     out["image"] = torch.where(flip[:, None, None, None], image.flip(-1), image)
     if "mask" in batch:
@@ -120,9 +163,10 @@ def train_one_epoch(
     on the augmented batches), ``img_per_s``, ``data_wait`` (fraction of time waiting for the
     loader), ``steps`` and ``images``.
 
-    No per-step host synchronisation: loss sums (float64, so the means equal the former
-    ``loss.item()`` sums bit for bit) and correct counts accumulate on the device and are read
-    every ``log_every`` steps and at the end. A non-finite loss therefore raises
+    No per-step host synchronisation: the flip coins and any host-made tensor reach the device by
+    a non_blocking copy from pinned memory (:func:`_h2d`); loss sums (float64, so the means equal
+    the former ``loss.item()`` sums bit for bit) and correct counts accumulate on the device and are
+    read every ``log_every`` steps and at the end. A non-finite loss therefore raises
     ``FloatingPointError`` (naming the first bad step) at the next read, not at once.
     """
     model.train()
@@ -261,12 +305,15 @@ def predict(
         with autocast(device, amp):
             outputs = model(batch["image"])
         # kept on the device (no host sync per batch); mask maps go to the host per batch to
-        # bound device memory
+        # bound device memory, as a non_blocking copy into pinned memory (a plain .cpu() would
+        # wait for the batch's kernels): read only after the synchronisation below
         probs.append(torch.softmax(outputs["logits"].float(), 1))
         labels.append(batch["label"])
         index.append(batch["index"])
         if "mask" in outputs:
-            masks.append(torch.sigmoid(outputs["mask"].float())[:, 0].half().cpu())
+            masks.append(torch.sigmoid(outputs["mask"].float())[:, 0].half().to("cpu", non_blocking=True))
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)  # the non_blocking mask copies have landed
     index_np = torch.cat(index).cpu().numpy()
     out = {
         "index": index_np,

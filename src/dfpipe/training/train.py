@@ -40,6 +40,7 @@ import torch.nn as nn
 
 from dfpipe.core.config import safe_name, to_dict
 from dfpipe.core.io import write_bytes, write_json
+from dfpipe.core.numerics import set_torch_threads
 from dfpipe.core.seeding import mix_seed
 from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
 from dfpipe.features.moments import load_stats, read_stats_meta
@@ -54,7 +55,7 @@ from dfpipe.training.augment import AUGMENT_PRESETS
 from dfpipe.training.config import RunConfig, TrainConfig, load_runs
 from dfpipe.training.data import make_loader, open_split
 from dfpipe.training.device import resolve_amp, select_device
-from dfpipe.training.engine import evaluate, recalibrate_bn, train_one_epoch
+from dfpipe.training.engine import compile_model, evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.training.losses import build_loss
 
 __all__ = ["RunConfig", "TrainConfig", "RunPaths", "load_runs", "fit", "fit_seed", "CURVE_COLUMNS"]
@@ -147,6 +148,27 @@ def lr_factor(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
     return 1.0
 
 
+def plateau_factor(val_scores: list[float], cfg: RunConfig) -> float:
+    """``schedule: plateau``: ``gamma`` to the number of times the val score has gone ``step_size``
+    epochs without a strict improvement (the count restarting after each cut), as CNNDetection
+    divides its lr by 10; 1.0 for other schedules. A function of the val history alone, so a
+    resumed seed (whose history is in its resume state) continues at the same rate."""
+    if cfg.schedule != "plateau":
+        return 1.0
+    best, bad, factor = float("-inf"), 0, 1.0
+    for score in val_scores:
+        best, bad = (score, 0) if score > best else (best, bad + 1)
+        if bad >= cfg.step_size:
+            factor, bad = factor * cfg.gamma, 0
+    return factor
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Each group's rate as the scheduler's lambda gives it now (after a plateau cut)."""
+    for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * fn(scheduler.last_epoch)
+
+
 def stop_early(epochs_done: int, best_epoch: int, patience: int | None) -> bool:
     """Val-based early stopping: ``patience`` epochs have passed since the best val epoch
     (``best_epoch`` 1-based, -1 before any). ``patience`` None never stops early."""
@@ -171,8 +193,7 @@ def _setup_distributed() -> tuple[int, int, int]:
 
 
 def configure_determinism(train_cfg: TrainConfig) -> None:
-    if train_cfg.threads > 0:
-        torch.set_num_threads(train_cfg.threads)
+    set_torch_threads(train_cfg.threads)
     if train_cfg.deterministic:
         # cuBLAS needs a fixed workspace for deterministic GEMMs (PyTorch reproducibility notes).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -259,7 +280,10 @@ def fit_seed(
     if train_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, run_cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, run_cfg, steps_per_epoch))
+    plateau = [1.0]  # schedule plateau: the current factor (rank 0 decides from val, others receive it)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, run_cfg, steps_per_epoch) * plateau[0]
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     loss_fn = build_loss(run_cfg.loss, mc.num_classes).to(device)
 
@@ -273,12 +297,17 @@ def fit_seed(
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_score, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
         history, best_state = list(state["history"]), state["best_model"]
+        if run_cfg.schedule == "plateau":
+            plateau[0] = plateau_factor([h["val_macro_f1"] for h in history], run_cfg)
+            _set_lr(optimizer, scheduler)
         if rank == 0:
             log(f"{run_name} seed {seed}: resuming after epoch {start_epoch} from {resume_file}")
 
     net = model
     if world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    # training steps only: `model` (plain) keeps serving checkpoints, precise BN and validation
+    net = compile_model(net, device, train_cfg.compile, log if rank == 0 else None)
     if rank == 0:
         log(
             f"{run_name} seed {seed}: {len(train_ds)} train / {len(val_ds)} val items of {paths.variant_dir}, "
@@ -357,6 +386,14 @@ def fit_seed(
             if world_size > 1:
                 dist.broadcast(flag, src=0)  # rank 0 alone validates; every rank stops together
             stopped = bool(flag.item())
+        if run_cfg.schedule == "plateau":
+            factor = plateau_factor([h["val_macro_f1"] for h in history], run_cfg) if rank == 0 else 1.0
+            sent = torch.tensor([factor], dtype=torch.float64, device=device)
+            if world_size > 1:
+                dist.broadcast(sent, src=0)
+            plateau[0] = float(sent.item())
+            _set_lr(optimizer, scheduler)  # the next step already runs at the cut rate
+            stopped = stopped or run_cfg.lr * plateau[0] < run_cfg.min_lr  # CNNDetection ends at 1e-6
         if world_size > 1:
             dist.barrier()
         if stopped:

@@ -60,6 +60,33 @@ def test_every_registered_model_trains_and_round_trips(name):
         assert torch.equal(model(x)["logits"], again(x)["logits"])
 
 
+HEAD_MODELS = [n for n in registered_names() if "head" in model_capabilities(n).config.model_fields]
+
+
+def test_the_binary_papers_models_have_the_head_knob():
+    assert set(HEAD_MODELS) == {"npr", "cnndetection", "clip_probe", "lgrad"}
+
+
+@pytest.mark.parametrize("name", HEAD_MODELS)
+def test_single_logit_head_trains_and_round_trips(name):
+    """``head: sigmoid``: one logit, every parameter reached, the head kept by the checkpoint config."""
+    torch.manual_seed(0)
+    cfg = _config(name, num_classes=2, head="sigmoid")
+    model = build_model(cfg).train()
+    x = _input(cfg)
+    out = model(x)
+    assert out["logits"].shape == (2, 1)
+    out["logits"].sum().backward()
+    no_grad = sorted(k for k, p in model.named_parameters() if p.requires_grad and p.grad is None)
+    assert not no_grad, f"{name}: parameters the loss never reaches: {no_grad[:5]}"
+    again = build_model(model_config(cfg.model_dump(), where="checkpoint config"))
+    assert cfg.model_dump()["head"] == "sigmoid"
+    again.load_state_dict(model.state_dict())
+    model.eval(), again.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x)["logits"], again(x)["logits"])
+
+
 def test_published_backbone_sizes():
     """Parameter counts at width 1 are the published networks' (ImageNet heads): ResNet-18
     11,689,512 and Xception 22,855,952 minus/plus the head; a changed block shows up here."""

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfpipe.models.class_head import class_logits, class_probs
+
 
 def find_layer(model: nn.Module, name: str, example: torch.Tensor | None = None) -> tuple[str, nn.Module]:
     """The module to hook: ``name`` is a dotted module path (``"backbone.layer3"``) or ``"auto"``.
@@ -73,7 +75,8 @@ def gradcam(model: nn.Module, images: torch.Tensor, layer: nn.Module, target: to
         model: classifier returning logits ``(B, K)`` or ``{"logits": (B, K), ...}``.
         images: float ``(B, 3, H, W)`` in [0, 1] (the model's input contract).
         layer: a module of ``model`` whose output is a 4-D map ``(B, C, h, w)``.
-        target: ``(B,)`` int64 class whose logit is explained.
+        target: ``(B,)`` int64 class whose logit is explained (a single-logit head's class logits
+            are ``[-z / 2, z / 2]``, :func:`~dfpipe.models.class_head.class_logits`).
 
     Returns ``{"cam": (B, H, W), "activation": (B, H, W), "logits": (B, K)}`` float32 on CPU;
     ``cam`` and ``activation`` are upsampled (bilinear) to the input size and scaled to [0, 1] per
@@ -98,7 +101,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, layer: nn.Module, target: to
             logits = _logits(model(x))
             if "act" not in store:
                 raise ValueError("the hooked layer did not run in the forward pass")
-            chosen = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
+            chosen = class_logits(logits).gather(1, target.view(-1, 1).to(logits.device)).sum()
             # gradient w.r.t. the activation only: no .grad is written into the model's weights
             (grad,) = torch.autograd.grad(chosen, store["act"])
     finally:
@@ -166,7 +169,7 @@ def render_featuremaps(
     x = images.float().div(255).to(device)
     layer_name, module = find_layer(model, layer, x)
     maps = gradcam(model, x, module, torch.as_tensor(dataset.labels[rows], device=device))
-    p = torch.softmax(maps["logits"], 1).numpy()
+    p = class_probs(maps["logits"]).numpy()
     titles = [
         f"{dataset.ids[i].split('/')[0]} {class_names[dataset.labels[i]]}\np={p[j, dataset.labels[i]]:.2f}"
         for j, i in enumerate(rows)

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from . import resnets
+from .class_head import BinaryHeadConfig
 from .common import make_input
-from .registry import ModelConfig, PaperRecord, register_model
+from .registry import PaperRecord, register_model
 
 #: What Wang et al. (CVPR 2020) ran: Sec. 4 "Training" and their train.py / options (no resize,
 #: random crop 224 + flip on train, centre crop 224 on test; blur and JPEG applied before the crop).
@@ -45,20 +46,21 @@ PAPER = PaperRecord(
 )
 
 
-class CNNDetectionConfig(ModelConfig):
-    """``cnndetection``: the stock ResNet-50 on raw pixels (its recipe is in the run: init, augment)."""
+class CNNDetectionConfig(BinaryHeadConfig):
+    """``cnndetection``: the stock ResNet-50 on raw pixels (its recipe is in the run: init, augment;
+    ``head: sigmoid``: the authors' one logit under BCE)."""
 
     name: Literal["cnndetection"]
     input: Literal["raw"] = "raw"
 
 
 class CNNDetection(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> resized, ImageNet-normalised -> ResNet-50 -> {"logits": (B, num_classes)}."""
+    """(B, 3, H, W) in [0, 1] -> resized, ImageNet-normalised -> ResNet-50 -> {"logits": (B, num_logits)}."""
 
     def __init__(self, cfg: CNNDetectionConfig):
         super().__init__()
         self.input, _ = make_input(cfg)
-        self.backbone = resnets.resnet50(cfg.num_classes)
+        self.backbone = resnets.resnet50(cfg.num_logits)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         """torchvision ImageNet ResNet-50 weights (the 1000-class fc is skipped by shape)."""

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from . import resnets
+from .class_head import BinaryHeadConfig
 from .common import IMAGENET_MEAN, IMAGENET_STD, PixelInput
-from .registry import ModelConfig, PaperRecord, register_model
+from .registry import PaperRecord, register_model
 
 #: What Tan et al. (CVPR 2023) ran: Sec. 4.1 (StyleGAN discriminator as the transformation model
 #: at 256 px, one image at a time; ImageNet ResNet-50 classifier; Adam lr 5e-4, batch 16, 100
@@ -46,9 +47,10 @@ PAPER = PaperRecord(
 )
 
 
-class LGradConfig(ModelConfig):
+class LGradConfig(BinaryHeadConfig):
     """``lgrad``: the classifier on cached gradient maps (``input: lgrad``); ``reduced`` swaps the
-    authors' ResNet-50 for a ResNet-18 (the 2-core demo)."""
+    authors' ResNet-50 for a ResNet-18 (the 2-core demo); ``head: sigmoid``: the authors' one logit
+    under BCE."""
 
     name: Literal["lgrad"]
     input: Literal["lgrad"] = "lgrad"
@@ -62,7 +64,7 @@ class LGradDetector(nn.Module):
         super().__init__()
         self.input = PixelInput(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
         arch = resnets.resnet18 if cfg.reduced else resnets.resnet50
-        self.backbone = arch(cfg.num_classes)
+        self.backbone = arch(cfg.num_logits)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone}

@@ -18,8 +18,9 @@ from pydantic import model_validator
 from torch import nn
 
 from . import resnets
+from .class_head import BinaryHeadConfig
 from .common import IMAGENET_MEAN, IMAGENET_STD, PixelInput
-from .registry import ModelConfig, PaperRecord, register_model
+from .registry import PaperRecord, register_model
 
 #: What Tan et al. (CVPR 2024) ran: Sec. 4.1 and the authors' train.py / options (loadSize 256,
 #: cropSize 224, delr_freq 10 with lr x0.9, niter 50; testing on the whole 256 px image).
@@ -65,7 +66,8 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 
 
 class NPRDetector(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> ImageNet-normalised, resized -> NPR -> truncated ResNet-50 -> logits."""
+    """(B, 3, H, W) in [0, 1] -> ImageNet-normalised, resized -> NPR -> truncated ResNet-50 -> logits
+    (``num_classes``, or 1 for ``head: sigmoid``)."""
 
     def __init__(self, cfg: NPRConfig):
         super().__init__()
@@ -79,7 +81,7 @@ class NPRDetector(nn.Module):
         self.backbone = nn.Module()
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2"):
             setattr(self.backbone, name, getattr(net, name))
-        self.fc = nn.Linear(128 * resnets.Bottleneck.expansion, cfg.num_classes)
+        self.fc = nn.Linear(128 * resnets.Bottleneck.expansion, cfg.num_logits)
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         """torchvision ResNet-50 ImageNet weights fit layer1/layer2 (conv1 differs: skipped, reported)."""
@@ -93,8 +95,9 @@ class NPRDetector(nn.Module):
         return {"logits": self.fc(h.mean(dim=(2, 3)))}
 
 
-class NPRConfig(ModelConfig):
-    """``npr``: the authors' truncated ResNet-50 on the NPR residual it computes from raw pixels."""
+class NPRConfig(BinaryHeadConfig):
+    """``npr``: the authors' truncated ResNet-50 on the NPR residual it computes from raw pixels
+    (``head: sigmoid``: the authors' one logit under BCE)."""
 
     full_input_ok: ClassVar[bool] = True  # convolutions + global pooling: any even side
 

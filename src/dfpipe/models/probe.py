@@ -15,7 +15,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from .registry import ModelConfig, PaperRecord, register_model
+from .class_head import BinaryHeadConfig
+from .registry import PaperRecord, register_model
 
 #: What Ojha et al. (CVPR 2023) ran: Sec. 4 and their train options (the CNNDetection code base's
 #: Blur+JPEG with p = 0.5 each, random crop 224 and flip on train, centre crop 224 on test).
@@ -43,16 +44,16 @@ PAPER = PaperRecord(
 
 
 class LinearProbe(nn.Module):
-    """(B, feature_dim) cached CLIP features -> {"logits": (B, num_classes)}; one ``nn.Linear``.
+    """(B, feature_dim) cached CLIP features -> {"logits": (B, num_logits)}; one ``nn.Linear``.
 
-    Ojha et al. train ``fc: 768 -> 1`` with a sigmoid; two logits under softmax cross-entropy are
-    the same family of decision functions and fit the pipeline's one loss and metrics.
+    Ojha et al. train ``fc: 768 -> 1`` under BCE: ``head: sigmoid`` (:mod:`.class_head`); the
+    default is ``num_classes`` logits under softmax cross-entropy.
     """
 
     def __init__(self, cfg: CLIPProbeConfig):
         super().__init__()
         self.feature_dim = cfg.feature_dim
-        self.fc = nn.Linear(cfg.feature_dim, cfg.num_classes)
+        self.fc = nn.Linear(cfg.feature_dim, cfg.num_logits)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.ndim != 2 or x.shape[1] != self.feature_dim:
@@ -63,9 +64,10 @@ class LinearProbe(nn.Module):
         return {"logits": self.fc(x)}
 
 
-class CLIPProbeConfig(ModelConfig):
+class CLIPProbeConfig(BinaryHeadConfig):
     """``clip_probe``: a linear layer on cached encoder features (``input: clip``) of
-    ``feature_dim`` values (the encoder's embedding size, 768 for ViT-L/14)."""
+    ``feature_dim`` values (the encoder's embedding size, 768 for ViT-L/14); ``head: sigmoid``: the
+    paper's one logit under BCE."""
 
     name: Literal["clip_probe"]
     input: Literal["clip"] = "clip"

@@ -8,9 +8,13 @@ unknown key is an error naming ``runs.<run>.model.<key>``; the evaluation stage 
 module from the ``config`` stored in the checkpoint. Every registered model follows one forward
 contract::
 
-    forward(x: (B, 3, H, W) float in [0, 1]) -> {"logits": (B, num_classes),
+    forward(x: (B, 3, H, W) float in [0, 1]) -> {"logits": (B, num_classes),  # (B, 1): head sigmoid
                                                  "mask": (B, 1, mask_size, mask_size)  # seg_head only
                                                 }
+
+A binary detector whose paper trains one logit under BCE takes ``head: sigmoid``
+(:class:`~.class_head.BinaryHeadConfig`); :func:`~.class_head.class_probs` turns either head's
+logits into ``(B, num_classes)`` class probabilities.
 
 Any square H = W is accepted: the model resizes to ``image_size`` on the device and applies its own
 input transform, so checkpoints are self-contained.

@@ -22,6 +22,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from dfpipe.core.seeding import mix_seed
+from dfpipe.models.class_head import class_probs, predicted_class
 from dfpipe.scoring.metrics import macro_f1
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def train_one_epoch(
         for k, v in [("loss", loss)] + [(f"loss_{k}", v) for k, v in parts.items()]:
             term = v.detach().double() * b
             sums[k] = sums[k] + term if k in sums else term
-        correct += (outputs["logits"].argmax(1) == batch["label"]).sum()
+        correct += (predicted_class(outputs["logits"]) == batch["label"]).sum()
         meter.images += b
         steps += 1
         bar.update(1)
@@ -295,7 +296,8 @@ def predict(
     """Class probabilities for every item the loader yields (in loader order).
 
     Returns ``index (N,) int64`` (dataset rows), ``ids (N,) object`` (manifest ids), ``labels (N,)
-    int64``, ``probs (N,K) float32`` (softmax) and, for models with a mask head, ``mask_probs``
+    int64``, ``probs (N,K) float32`` (:func:`~dfpipe.models.class_head.class_probs`: softmax, or
+    ``[1 - sigmoid, sigmoid]`` of a single-logit head) and, for models with a mask head, ``mask_probs``
     ``(N,h,w) float16`` (sigmoid; float16 to bound memory).
     """
     model.eval()
@@ -307,7 +309,7 @@ def predict(
         # kept on the device (no host sync per batch); mask maps go to the host per batch to
         # bound device memory, as a non_blocking copy into pinned memory (a plain .cpu() would
         # wait for the batch's kernels): read only after the synchronisation below
-        probs.append(torch.softmax(outputs["logits"].float(), 1))
+        probs.append(class_probs(outputs["logits"]))  # softmax; [1 - sigmoid, sigmoid] of one logit
         labels.append(batch["label"])
         index.append(batch["index"])
         if "mask" in outputs:

@@ -2,6 +2,10 @@
 
 ``loss = w_cls * CE(logits, label) + w_bce * BCE(mask logits, mask) + w_dice * Dice(mask logits, mask)``
 
+The class term of a single-logit (``head: sigmoid``, :mod:`dfpipe.models.class_head`) model is the
+binary papers' BCE-with-logits on ``label != 0`` (real 0 / fake 1), with ``label_smoothing`` and
+``class_weights`` meaning what they mean for two-class CE: it equals CE on the logits ``[0, z]``.
+
 A zero weight is the ablation ("assign zero weight to each auxiliary loss", seed 000) and skips
 the term entirely (it is neither computed nor logged).
 """
@@ -16,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config
+from dfpipe.models.class_head import is_single_logit
 
 
 class LossConfig(Config):
@@ -69,6 +74,7 @@ class DetectionLoss(nn.Module):
         if cfg.class_weights is not None and len(cfg.class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(cfg.class_weights)} entries for {num_classes} classes")
         self.cfg = cfg
+        self.num_classes = num_classes
         weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
         self.register_buffer("class_weight", weight, persistent=False)
 
@@ -78,7 +84,10 @@ class DetectionLoss(nn.Module):
         cfg = self.cfg
         parts: dict[str, torch.Tensor] = {}
         total = outputs["logits"].new_zeros((), dtype=torch.float32)
-        if cfg.w_cls > 0:
+        if cfg.w_cls > 0 and is_single_logit(outputs["logits"]):
+            parts["cls"] = self.binary_cls(outputs["logits"][:, 0].float(), batch["label"])
+            total = total + cfg.w_cls * parts["cls"]
+        elif cfg.w_cls > 0:
             parts["cls"] = F.cross_entropy(
                 outputs["logits"].float(), batch["label"], weight=self.class_weight, label_smoothing=cfg.label_smoothing
             )
@@ -108,6 +117,22 @@ class DetectionLoss(nn.Module):
                 parts["dice"] = (per_item * weight).sum() / norm
                 total = total + cfg.w_dice * parts["dice"]
         return total, {k: v.detach() for k, v in parts.items()}
+
+    def binary_cls(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """BCE-with-logits of the fake logit ``z (B,)`` on ``label != 0``. Label smoothing moves the
+        target to ``eps / 2`` / ``1 - eps / 2`` (two-class CE's smoothed fake probability); class
+        weights weight each item by its class's weight and normalise by their sum (CE's weighted
+        mean; with smoothing too, each item's smoothing term takes its own class's weight)."""
+        if self.num_classes != 2:
+            raise ValueError(f"a single-logit (sigmoid) head needs num_classes 2, not {self.num_classes}")
+        fake = label != 0
+        eps = self.cfg.label_smoothing
+        target = fake.float() * (1 - eps) + eps / 2
+        per_item = F.binary_cross_entropy_with_logits(z, target, reduction="none")
+        if self.class_weight is None:
+            return per_item.mean()
+        weight = self.class_weight[fake.long()]
+        return (per_item * weight).sum() / weight.sum()
 
 
 def build_loss(cfg: LossConfig, num_classes: int) -> DetectionLoss:

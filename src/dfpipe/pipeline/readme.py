@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dfpipe.core.config import load_yaml
+from dfpipe.evaluation import reports
 
 TABLE_MARK = "<!-- figures:table -->"
 EXP_SHOW_MARK = "<!-- figures:exp-show -->"
@@ -96,12 +97,12 @@ def table_cell(path: Path, row: str, column: str) -> str:
 
 
 def lookup(data: Any, key: str, where: str) -> Any:
-    """``data[k1][k2]...`` for the dotted ``key``; FigureError naming ``where`` if a part is missing."""
-    for part in key.split("."):
-        if not isinstance(data, dict) or part not in data:
-            raise FigureError(f"{where}: no key {key!r}")
-        data = data[part]
-    return data
+    """``data[k1][k2]...`` for the dotted ``key`` (the tables' own lookup); FigureError naming
+    ``where`` if a part is missing."""
+    try:
+        return reports.lookup(data, key, Path(where))
+    except KeyError:
+        raise FigureError(f"{where}: no key {key!r}") from None
 
 
 def json_value(path: Path, key: str) -> Any:

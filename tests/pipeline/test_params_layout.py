@@ -96,3 +96,20 @@ def test_control_a_flow_layout_is_reflowed(tmp_path):
     assert "# a comment after a list" not in path.read_text(encoding="utf-8")
     path.write_text(FLOW_LAYOUT, encoding="utf-8")
     assert len(set_param(path, "demo.seed=20240725")) > 0  # even a no-op rewrite reflows it
+
+
+def test_after_the_full_profile_one_set_param_is_still_one_line(tmp_path):
+    """`python -m dfpipe.core.profile full` writes params.yaml with DVC's own writer: after it a no-op
+    `-S` rewrites nothing and a real one changes one line (ruamel's defaults with a wide line and
+    spelled-out nulls made the next `-S` change 36 lines)."""
+    from dfpipe.core.profile import apply_profile
+
+    for name in ("params.yaml", "params.full.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    path = tmp_path / "params.yaml"
+    apply_profile("full", path)
+    assert lookup(load_yaml(path), "split.scale") == 1.0
+    assert set_param(path, "split.scale=1.0") == []
+    lr = lookup(load_yaml(path), "runs.resnet_5.lr")
+    changed = set_param(path, "runs.resnet_5.lr=0.123")
+    assert len(changed) == 2 and changed[0].strip("- ") == f"lr: {lr}" and changed[1].strip("+ ") == "lr: 0.123"

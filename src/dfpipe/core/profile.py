@@ -1,8 +1,9 @@
 """Apply a parameter profile (``params.<name>.yaml``) to ``params.yaml``: one switch to full scale.
 
 ``python -m dfpipe.core.profile full`` deep-merges ``params.full.yaml`` into ``params.yaml``
-(mappings key by key, anything else replaced) and rewrites ``params.yaml`` with ruamel.yaml's
-round-trip writer, so comments, key order and quoting stay. DVC then sees ordinary param changes:
+(mappings key by key, anything else replaced) and rewrites ``params.yaml`` with DVC's own
+round-trip writer (the one ``dvc exp run -S`` uses), so comments and key order stay and a later
+``-S`` changes one line. DVC then sees ordinary param changes:
 ``dvc exp show`` lists exactly the keys the profile changed, and ``dvc repro`` / ``dvc exp run``
 rebuilds what depends on them. A profile key that ``params.yaml`` lacks is an error (a typo must
 not add a key that no stage reads), except inside a ``runs.<name>`` entry, which may override any
@@ -48,20 +49,17 @@ def merge_into(target: Any, profile: Mapping[str, Any], where: str = "") -> list
 
 def apply_profile(name: str, params: Path = Path(PARAMS_FILE), write: bool = True) -> tuple[str, list[str]]:
     """Merge ``params.<name>.yaml`` (beside ``params``) into ``params``; return (new text, changed keys)."""
-    from ruamel.yaml import YAML
+    # DVC's own round-trip reader and writer (what `dvc exp run -S` rewrites params.yaml with):
+    # comments and key order stay, and the written file is in the layout a later `-S` keeps, so
+    # after a profile one `-S` still changes one line
+    from dvc.utils.serialize._yaml import _dump, parse_yaml_for_update
 
     profile_path = params.with_name(f"params.{name}.yaml")
     profile = load_yaml(profile_path)
-    rt = YAML()  # round trip: comments and order kept
-    rt.preserve_quotes = True
-    rt.width = 4096  # never reflow long lines
-    rt.representer.add_representer(  # "null", not an empty value, for a profile's None
-        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
-    )
-    data = rt.load(params.read_text(encoding="utf-8"))
+    data = parse_yaml_for_update(params.read_text(encoding="utf-8"), str(params))
     changed = merge_into(data, profile)
     buf = io.StringIO()
-    rt.dump(data, buf)
+    _dump(data, buf)
     text = buf.getvalue()
     if write:
         params.write_text(text, encoding="utf-8")

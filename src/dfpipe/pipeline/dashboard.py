@@ -52,7 +52,7 @@ class Section:
 
 
 #: Results tables without figures (their numbers come from audits and paired comparisons).
-TABLE_ONLY = ("controls", "leak_within", "leak_cross", "leakage_audit", "shortcut_audit")
+TABLE_ONLY = ("controls", "leak_within", "leak_cross", "leakage_audit", "shortcut_audit", "backdoor")
 
 
 def markdown_table(text: str) -> str:

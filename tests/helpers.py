@@ -285,3 +285,27 @@ def approve_variant(variant_dir: Path, gate_file: Path) -> dict:
 def run_audit_stage(tmp_path: Path, name: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "stages/audit.py"), name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``root``: two folders hold the same bytes
+    exactly when their digests are equal."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def feature_caches_in_two_folders(tmp_path_factory, prefix: str, features: dict[str, Any]) -> list[Path]:
+    """A toy variant and every cache of ``features`` (a ``features:`` section) built by the real
+    features stage code in two fresh folders; returns the two repository roots."""
+    from dfpipe.features import encoders as E
+
+    roots = []
+    for name in ("a", "b"):
+        root = tmp_path_factory.mktemp(f"{prefix}_{name}")
+        make_variant(root / "data" / "variants" / "toy", per_class={"train": 6, "val": 3, "eval": 3})
+        cfg = build(E.FeaturesConfig, features, root=root)
+        cfg = cfg.model_copy(update={"out_dir": root / "data/features", "variants_dir": root / "data/variants"})
+        for cache in cfg.caches:
+            E.build_cache(cache, cfg)
+        roots.append(root)
+    return roots

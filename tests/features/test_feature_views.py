@@ -3,19 +3,16 @@ drawn from a derived seed, cached like the clean features and served one per epo
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dfpipe.core.config import build
 from dfpipe.features import encoders as E
 from dfpipe.features.augment import augmented_view
 from dfpipe.training.data import BatchLoader, EpochSampler, FeatureDataset
 
-from helpers import make_variant
+from helpers import feature_caches_in_two_folders, tree_digest
 
 FEATURES = {
     "out_dir": "data/features", "threads": 1, "variants_dir": "data/variants", "batch_size": 5, "shard_size": 7,
@@ -28,28 +25,16 @@ FEATURES = {
 }
 
 
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    roots = []
-    for name in ("a", "b"):
-        root = tmp_path_factory.mktemp(f"views_{name}")
-        make_variant(root / "data" / "variants" / "toy", per_class={"train": 6, "val": 3, "eval": 3})
-        cfg = build(E.FeaturesConfig, FEATURES, root=root)
-        cfg = cfg.model_copy(update={"out_dir": root / "data/features", "variants_dir": root / "data/variants"})
-        E.build_cache("clip_toy", cfg)
-        roots.append(root / "data" / "features" / "clip" / "toy")
-    return roots
+    roots = feature_caches_in_two_folders(tmp_path_factory, "views", FEATURES)
+    return [root / "data" / "features" / "clip" / "toy" for root in roots]
 
 
 def test_views_are_cached_deterministically_and_differ(caches):
     a, b = caches
-    assert tree(a) == tree(b)  # same seed, same bytes
-    assert {"train/views/1/index.json", "train/views/2/index.json"} <= set(tree(a))
+    assert tree_digest(a) == tree_digest(b)  # same seed, same bytes
+    assert {"train/views/1/index.json", "train/views/2/index.json"} <= set(tree_digest(a))
     assert not (a / "val" / "views").exists() and not (a / "eval" / "views").exists()
     clean, v1, v2 = (np.load(p / "features-00000.npy") for p in (a / "train", a / "train/views/1", a / "train/views/2"))
     assert clean.shape == v1.shape == v2.shape

@@ -19,7 +19,7 @@ from dfpipe.training.data import FeatureDataset, open_split
 from dfpipe.training.checkpoint import load_model
 from dfpipe.training.train import RunConfig, RunPaths, TrainConfig, fit
 
-from helpers import approve_variant, make_variant, run_dict
+from helpers import approve_variant, feature_caches_in_two_folders, make_variant, run_dict, tree_digest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,29 +111,15 @@ def test_lgrad_torchscript_transformation_model_is_pinned_and_fed_minus_one_to_o
         build(E.LGradEncoder, {**base, "weights": None, "sha256": None})
 
 
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def cached(tmp_path_factory):
     """A toy variant and both feature caches built twice in different folders."""
-    roots = []
-    for name in ("a", "b"):
-        root = tmp_path_factory.mktemp(f"features_{name}")
-        make_variant(root / "data" / "variants" / "toy", per_class={"train": 6, "val": 3, "eval": 3})
-        cfg = build(E.FeaturesConfig, FEATURES, root=root)
-        cfg = cfg.model_copy(update={"out_dir": root / "data/features", "variants_dir": root / "data/variants"})
-        for cache in cfg.caches:
-            E.build_cache(cache, cfg)
-        roots.append(root)
-    return roots
+    return feature_caches_in_two_folders(tmp_path_factory, "features", FEATURES)
 
 
 def test_feature_caches_byte_identical_on_rerun(cached):
     a, b = (r / "data" / "features" for r in cached)
-    da, db = _tree_digest(a), _tree_digest(b)
+    da, db = tree_digest(a), tree_digest(b)
     assert da == db
     assert "clip/toy/train/features-00000.npy" in da and "lgrad/toy/eval/ids.parquet" in da
     idx = E.FeatureCache(a / "clip" / "toy" / "train").index

@@ -12,7 +12,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-12)
-ASSET_NAMES := face_detection_short_range.tflite face_detection_full_range_sparse.tflite selfie_segmentation.tflite
+ASSET_NAMES := face_detection_short_range.tflite face_detection_full_range_sparse.tflite selfie_segmentation.tflite face_landmark.tflite
 # Prefetch (git- and dvc-ignored): the DVC stage `assets` copies from it into models/mediapipe/
 # (cached DVC outs), so the pipeline also runs offline after set-up.
 PREFETCH := $(addprefix .scratch/assets/,$(ASSET_NAMES))

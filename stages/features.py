@@ -1,4 +1,4 @@
-"""features@<cache>: run one frozen encoder (CLIP / LGrad transformation model) once over a variant.
+"""features@<cache>: run one frozen encoder (CLIP / LGrad transformation model / face landmarks) once over a variant.
 
 Usage (from the repository root): python stages/features.py <cache>
 Writes <features.out_dir>/<encoder>/<variant>/{train,val,eval}/ (dfpipe.features.encoders).
@@ -22,6 +22,7 @@ def main(argv: list[str]) -> None:
         print(
             f"features@{name}: {split} {index['count']} x {index['shape']} float16"
             + (" (random encoder: demo features)" if index["random"] else "")
+            + (f" status {index['status']}" if "status" in index else "")  # landmarks: rejected items by reason
         )
 
 

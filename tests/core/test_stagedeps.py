@@ -10,6 +10,7 @@ the closure rules, the path-param guard and the rewrite on a small generated pac
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -422,3 +423,108 @@ def test_write_makes_data_deps_the_declared_reads_in_place(tmp_path, monkeypatch
     assert stagedeps.data_differences(dvc_yaml) == ["thing: missing data deps ['${thing.list}']"]
     assert dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
     assert "        - ${thing.list}\n        - stages/thing.py\n" in dvc_yaml.read_text()
+
+
+FINGERPRINTED = """\
+stages:
+  code:
+    cmd: python -m dfpipe.core.stagedeps data/code
+    deps:
+      - src/dfpipe/core/stagedeps.py
+    outs:
+      - data/code
+  work:
+    cmd: python stages/work.py
+    deps:
+      - stages/work.py
+    outs:
+      - data/out
+  plain:
+    cmd: python stages/plain.py
+    deps:
+      - stages/plain.py
+    outs:
+      - data/plain
+"""
+
+
+def _fingerprinted(tmp_path: Path, monkeypatch) -> Path:
+    """The generated package plus the repository's fingerprint module, under a dvc.yaml with a
+    fingerprint stage, its derived parts written."""
+    _write(tmp_path, PACKAGE)
+    for rel in ("src/dfpipe/core/stagedeps.py", "src/dfpipe/core/config.py", "src/dfpipe/core/numerics.py"):
+        (tmp_path / rel).write_text((ROOT / rel).read_text())
+    (tmp_path / "src/dfpipe/__init__.py").write_text((ROOT / "src/dfpipe/__init__.py").read_text())
+    monkeypatch.setattr(stagedeps, "DATA_DEPS", {"code": (), "work": (), "plain": ()})
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(FINGERPRINTED)
+    assert dvcfile.main(["--write", "--dvc-yaml", str(dvc_yaml)]) == 0
+    return dvc_yaml
+
+
+def test_the_fingerprint_stage_holds_every_closure_and_each_stage_its_fingerprint(tmp_path, monkeypatch):
+    dvc_yaml = _fingerprinted(tmp_path, monkeypatch)
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    assert stages["work"]["deps"] == ["data/code/stages.work.sha256"]
+    assert stages["plain"]["deps"] == ["data/code/stages.plain.sha256"]
+    union = set(stagedeps.import_closure(Path("stages/work.py"), tmp_path))
+    union |= set(stagedeps.import_closure(Path("stages/plain.py"), tmp_path))
+    assert all(stagedeps._covered(f, stages["code"]["deps"]) for f in union)
+    assert "src/dfpipe/core/stagedeps.py" in stages["code"]["deps"]  # its own closure too
+    assert stagedeps.differences(dvc_yaml) == []
+    # a stage that lists the modules again (or another fingerprint) is a difference
+    text = dvc_yaml.read_text().replace("- data/code/stages.plain.sha256", "- data/code/stages.work.sha256")
+    dvc_yaml.write_text(text)
+    assert any(d.startswith("plain: code deps must be") for d in stagedeps.differences(dvc_yaml))
+
+    written = stagedeps.write_fingerprints(dvc_yaml, tmp_path / "data/code")
+    assert sorted(p.name for p in written) == ["stages.plain.sha256", "stages.work.sha256"]
+    lines = (tmp_path / "data/code/stages.plain.sha256").read_text().splitlines()
+    assert lines == [
+        f"{hashlib.sha256((tmp_path / f).read_bytes()).hexdigest()}  {f}"
+        for f in sorted(stagedeps.import_closure(Path("stages/plain.py"), tmp_path))
+    ]
+
+
+def test_a_changed_module_changes_only_the_fingerprints_of_stages_importing_it(tmp_path, monkeypatch):
+    dvc_yaml = _fingerprinted(tmp_path, monkeypatch)
+    out = tmp_path / "data/code"
+    stagedeps.write_fingerprints(dvc_yaml, out)
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    (tmp_path / "src/dfpipe/ingest/helper.py").write_text("from ..core import io\nthing = 2\n")  # work only
+    stagedeps.write_fingerprints(dvc_yaml, out)
+    after = {p.name: p.read_text() for p in out.iterdir()}
+    assert after["stages.plain.sha256"] == before["stages.plain.sha256"]
+    assert after["stages.work.sha256"] != before["stages.work.sha256"]
+    (tmp_path / "src/dfpipe/core/io.py").write_text("import json, os\n")  # both import it
+    stagedeps.write_fingerprints(dvc_yaml, out)
+    again = {p.name: p.read_text() for p in out.iterdir()}
+    assert all(again[k] != after[k] for k in again)
+
+
+@pytest.mark.slow
+def test_real_dvc_reruns_exactly_the_stages_whose_closure_changed(tmp_path, monkeypatch):
+    """Real DVC on the fingerprint stage: a module only ``work`` imports reruns ``code`` and
+    ``work``; ``plain`` is skipped (its fingerprint's bytes are unchanged)."""
+    dvc_yaml = _fingerprinted(tmp_path, monkeypatch)
+    for name in ("work", "plain"):
+        (tmp_path / f"stages/{name}.py").write_text(
+            (tmp_path / f"stages/{name}.py").read_text()
+            + f"import pathlib\npathlib.Path('data/{'out' if name == 'work' else 'plain'}').write_text('x')\n"
+        )
+    dvc_yaml.write_text(dvc_yaml.read_text())
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(tmp_path / "src"))
+
+    def dvc(*args: str) -> str:
+        proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    (tmp_path / "data").mkdir(exist_ok=True)
+    dvc("init", "--no-scm", "-q")
+    dvc("repro")
+    (tmp_path / "src/dfpipe/ingest/helper.py").write_text("from ..core import io\nthing = 2\n")
+    out = dvc("repro")
+    assert "Running stage 'code'" in out and "Running stage 'work'" in out, out
+    assert "Running stage 'plain'" not in out and "'plain' didn't change" in out, out

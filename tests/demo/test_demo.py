@@ -30,7 +30,7 @@ def small_params(out_dir: str = "data/raw/demo", **over) -> dict:
         ffpp_videos=6, ffpp_frames=12, ffpp_fps=25, ffpp_width=192, ffpp_height=144,
         ffpp_compression="c23", ffpp_crf=23,
         ffpp_methods=["Face2Face", "FaceSwap", "DeepFakeDetection"],
-        split_fractions=[0.72, 0.14, 0.14], cross_videos=2, cross_frames=6,
+        split_fractions=[0.72, 0.14, 0.14], cross_videos=2, cross_frames=6, leak_videos=4, leak_frames=3,
     )
     params.update(over)
     return params
@@ -73,6 +73,10 @@ def test_layout_and_counts(demo: Path) -> None:
         sources = sorted(v[4:7] for v in vids)
         # FF++: every original is a target once and a source once per method.
         assert targets == sources == [f"{i:03d}" for i in range(6)]
+    # planted-leak control clips: leak_videos = 4, half per class, ids unique across the classes
+    leak = {c: sorted(p.name for p in (demo / "ctl_leak" / c).iterdir()) for c in ("real", "fake")}
+    assert len(leak["real"]) == len(leak["fake"]) == 2
+    assert sorted(leak["real"] + leak["fake"]) == [f"{i:03d}.mp4" for i in range(4)]
 
 
 def test_celebdf_and_dfdc_trees_list_with_the_real_adapters(demo: Path) -> None:

@@ -358,9 +358,10 @@ def test_mask_evaluation_with_trivial_baselines(tmp_path):
     perm = np.arange(len(man))[::-1]
     out = mask_evaluation(man, tmp_path, man["id"].to_numpy()[perm], probs[perm])
     n = int(edited.sum())
-    assert out["model"] == {"n": n, "dice": 1.0, "iou": 1.0}
-    assert out["all_zeros"] == {"n": n, "dice": 0.0, "iou": 0.0}          # misses the half
+    assert out["model"] == {"n": n, "dice": 1.0, "iou": 1.0, "pbca": 1.0}
+    assert out["all_zeros"] == {"n": n, "dice": 0.0, "iou": 0.0, "pbca": 0.5}  # misses the half
     assert out["all_ones"]["dice"] == pytest.approx(2 / 3) and out["all_ones"]["iou"] == pytest.approx(0.5)
+    assert out["all_ones"]["pbca"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no predicted mask"):
         mask_evaluation(man, tmp_path, man["id"].to_numpy()[:2], probs[:2])
 

@@ -69,8 +69,9 @@ def make_cfg(**over) -> R.ReportConfig:
     return build(R.ReportConfig, data)
 
 
-MASK = {k: {"dice": {"mean": d, "sd": 0.01}, "iou": {"mean": d / 2, "sd": 0.01}, "n": 10}
-        for k, d in (("model", 0.4), ("all_zeros", 0.0), ("all_ones", 0.55))}
+MASK = {k: {"dice": {"mean": d, "sd": 0.01}, "iou": {"mean": d / 2, "sd": 0.01},
+            "pbca": {"mean": a, "sd": 0.01}, "n": 10}
+        for k, d, a in (("model", 0.4, 0.8), ("all_zeros", 0.0, 0.7), ("all_ones", 0.55, 0.3))}
 LEAK = {"frames_in": 4, "videos_in": 2, "frames_out": 6, "videos_out": 3,
         "gap": {"acc": {"a": 1.0, "b": 0.5, "diff": 0.5, "low": 0.2, "high": 0.8, "undefined": 0},
                 "p_true": {"a": 0.9, "b": 0.4, "diff": 0.5, "low": 0.3, "high": 0.7, "undefined": 0}}}
@@ -157,6 +158,8 @@ def test_cells_equal_files(repo):
     rows = parse_markdown(Path("tables/loss_ablation.md"))
     assert rows[0]["Mask Dice"] == "40.00 ± 1.00" and rows[0]["Dice all-0"] == "0.00 ± 1.00"
     assert rows[0]["Dice all-1"] == "55.00 ± 1.00" and rows[0]["IoU all-1"] == "27.50 ± 1.00"
+    assert (rows[0]["Mask PBCA"], rows[0]["PBCA all-0"], rows[0]["PBCA all-1"]) == (
+        "80.00 ± 1.00", "70.00 ± 1.00", "30.00 ± 1.00")
 
     rows = parse_markdown(Path("tables/leak_within.md"))
     assert rows == [{"Evaluation": "r5", "Frames (videos) in train": "4 (2)", "Frames (videos) unseen": "6 (3)",
@@ -291,7 +294,7 @@ def test_dvc_yaml_matches_params():
     params = load_yaml(REPO / "params.yaml")
     cfg = load_section("report", R.ReportConfig, REPO / "params.yaml")
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    deps = [d for d in dvc["stages"]["report"]["deps"] if d.startswith("metrics/")]
+    deps = [d for d in dvc["stages"]["report"]["deps"] if not d.startswith("data/code/")]  # all but the code dep
     assert deps == R.report_deps(cfg, params)
     assert set(cfg.evaluation_names()) <= set(dvc["stages"]["evaluate"]["foreach"]) | set(params.get("frank", {}))
     assert "evaluate" in dvc["stages"]["evaluate"]["do"]["params"]  # the whole section (no runtime key in it)

@@ -700,3 +700,54 @@ def test_batch_moments_bytes_equal_the_whole_batch_formula():
         want = batch.mean(axis=0)
         assert n == shape[0] and np.array_equal(mean, want)
         assert np.array_equal(m2, ((batch - want) ** 2).sum(axis=0)), shape
+
+
+@pytest.mark.parametrize("color", ["per_channel", "gray"])
+def test_build_split_bytes_equal_the_per_batch_formulas(tmp_path, color):
+    """The cache build takes shortcuts that must not change a byte: float16 rows converted chunk by
+    chunk, shards streamed to disk as batches arrive, DFT statistics from the rfft half plane. Each
+    output equals the plain formula on the same batches: ``ShardWriter`` of ``astype(float16)``
+    rows, and ``RunningMoments`` fed the full-plane spectra batch by batch."""
+    batch = 5  # shards of 8 rows cross batch boundaries; a short last batch and a short last shard
+    root = tmp_path / "variants" / "v1"
+    images = write_split(root, "train", np.random.default_rng(3), size=24)
+    n = len(images)
+    assert n % batch and n % 8
+    root = root / "train"
+    cfg = config(tmp_path, color=color, batch_size=batch, workers=2)
+    acc = {kind: moments.RunningMoments() for kind in sp.KINDS}
+    sp.build_split(root, tmp_path / "out", cfg, acc)
+    want_dir = tmp_path / "want"
+    want_writer = ShardWriter(want_dir, sp.SHARD_PREFIX, cfg.shard_size)
+    want = {kind: moments.RunningMoments() for kind in sp.KINDS}
+    for i in range(0, n, batch):
+        for kind in sp.KINDS:
+            spec = sp.log_spectrum_np(images[i : i + batch], kind, color, cfg.eps)
+            want[kind].update(spec)
+            if kind == cfg.kind:
+                for row in spec.astype(np.float16):
+                    want_writer.add(row)
+    names = want_writer.close()
+    assert len(names) > 2 and names == sp.SpectraCache(tmp_path / "out").index["shards"]
+    for name in names:
+        assert (tmp_path / "out" / name).read_bytes() == (want_dir / name).read_bytes(), name
+    for kind in sp.KINDS:
+        assert acc[kind].count == n
+        assert np.array_equal(acc[kind].mean, want[kind].mean) and np.array_equal(acc[kind].m2, want[kind].m2), kind
+    # control: the half plane's moments mirrored along one axis only are other values
+    mean = acc["dft"].mean
+    wrong = mean.copy()
+    wrong[..., 1:, :] = mean[..., :0:-1, :]
+    assert not np.array_equal(wrong, want["dft"].mean)
+
+
+def test_shard_stream_refuses_missing_rows_and_aborts_cleanly(tmp_path):
+    stream = sp._ShardStream(tmp_path, count=5, shard_size=3)
+    stream.write(np.zeros((4, 2), np.float16))
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["spectra-00000.npy"]
+    with pytest.raises(ValueError, match="4 rows written, 5 announced"):
+        stream.close()
+    with pytest.raises(ValueError, match="more than the 5 rows"):
+        stream.write(np.zeros((2, 2), np.float16))
+    stream.abort()  # the partial second shard's temporary file goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spectra-00000.npy"]

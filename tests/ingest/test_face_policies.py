@@ -121,3 +121,34 @@ def test_no_face_share_counts_images_and_frames():
     assert no_face_share(12, 2, counts) == {"rejected": 10, "of": 50, "share": 0.2}
     none = {"files": {"rejected_by_reason": {}}, "frames": {"sampled": 0, "rejected_by_reason": {}}}
     assert no_face_share(0, 0, none) == {"rejected": 0, "of": 0, "share": 0.0}
+
+
+@pytest.mark.parametrize("width, frame_size", [(380, (1080, 1920)), (700, (1080, 1920)), (900, (720, 1280))])
+def test_tiled_finds_a_close_up_larger_than_the_window_overlap_whole(width, frame_size):
+    """A face wider than the windows' overlap, or than a window, is cut by the windows: the whole
+    frame pass or the check on a larger square must return the whole face, not a part (without
+    the whole-frame pass the 700 and 900 px faces were lost: their window parts score 0.5-0.65)."""
+    H, W = frame_size
+    frame = np.full((H, W, 3), 90, np.uint8)
+    x, y, w, _ = ASTRONAUT_FACE
+    head = data.astronaut()[y - 67 : y + w + 66, x - 67 : x + w + 66]
+    side = round(228 * width / w)
+    big = cv2.resize(head, (side, side), interpolation=cv2.INTER_CUBIC)
+    # centred on the border between the first two window columns (x = 672 of 1920 / 1280 is cut)
+    cx, cy = 672, H // 2
+    px, py = cx - side // 2, cy - side // 2
+    x0, y0 = max(px, 0), max(py, 0)
+    x1, y1 = min(px + side, W), min(py + side, H)
+    frame[y0:y1, x0:x1] = big[y0 - py : y1 - py, x0 - px : x1 - px]
+    with FaceDetector(FULL, 0.7, "full_range_tiled", 768, 128) as tiled:
+        found = tiled.detect_all(frame)
+        candidates = tiled._candidates(frame)
+    assert found, "close-up not found"
+
+    def whole_face(f: Face) -> bool:
+        return abs(f.x + f.w / 2 - cx) < 0.15 * width and 0.7 * width < f.w < 1.4 * width
+
+    assert whole_face(found[0]), (found, width)
+    assert all(whole_face(c) for c, _check in candidates)  # no part survived the merge
+    # control: the face's left half (what a window cut at the face centre sees) is not the face
+    assert not whole_face(Face(cx - width // 2, cy - width // 2, width // 2, width, 0.9))

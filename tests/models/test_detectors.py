@@ -198,7 +198,8 @@ def test_params_unseen_generator_protocol():
         assert name not in params["evaluations"]  # scored on its own variant by default
     cfg = build(E.FeaturesConfig, params["features"], where="features")
     assert {(c.encoder, c.variant) for c in cfg.caches.values()} == {("clip", "unseen_wgan_gp"),
-                                                                   ("lgrad", "unseen_wgan_gp")}
+                                                                   ("lgrad", "unseen_wgan_gp"),
+                                                                   ("landmarks", "v4")}  # two-stream
 
 
 def test_unseen_tables_from_predictions(tmp_path):

@@ -24,6 +24,8 @@ def _config(name: str, **over) -> ModelConfig:
 def _input(cfg: ModelConfig) -> torch.Tensor:
     if cfg.input == "clip":
         return torch.rand(2, cfg.feature_dim)
+    if getattr(cfg, "landmark_input", False):  # RGB + the landmark map its loader draws
+        return torch.rand(2, 4, IMAGE, IMAGE)
     return torch.rand(2, 3, IMAGE, IMAGE)
 
 

@@ -25,6 +25,7 @@ NOT_CONFIGURABLE: dict[str, set[str]] = {
     "lgrad": set(),
     "f3net": set(),
     "xception": set(),
+    "ffd": set(),
 }
 #: Runs that change a paper setting on purpose (the group's experiments).
 DELIBERATE = {
@@ -36,6 +37,9 @@ DELIBERATE = {
         run: {"network"}
         for run in ("f3net_mix", "f3net_seg", "f3net_seg_no_bce", "f3net_seg_no_dice", "f3net_seg_cls_only")
     },
+    # FFD on the notes' three-class task: three softmax logits (the authors' code: two)
+    "ffd_sup": {"head"},
+    "ffd_unsup": {"head"},
     # the group's own F3Net recipe, kept as named runs beside the paper's
     "f3net_baseline_notes": {"init", "lr", "batch_size"},
     "f3net_mix_full_notes": {"init", "lr", "batch_size"},

@@ -56,6 +56,7 @@ def test_bench_scale_measures_executors_decode_once_and_spectra():
     for workers in (1, 2):
         assert re.search(rf"^spectra 224 px dct cache \+ dct/dft stats, workers={workers}: .*{RATIO} baseline", out, re.M), out
     assert re.search(r"^spectra: 2 threads / 1 thread \d+\.\d+x", out, re.M), out
+    assert re.search(rf"^spectra 224 px CPU time: cache \+ stats, workers=1: .*{RATIO} baseline", out, re.M), out
 
 
 @pytest.mark.slow

@@ -131,8 +131,11 @@ def test_full_profile_merges_and_validates(tmp_path):
     assert cfgs["train"]["deterministic"] is False
     runs = {k: v for k, v in cfgs.items() if k.startswith("runs.")}
     assert all(r["max_steps_per_epoch"] == 0 for r in runs.values())
-    assert {k for k, r in runs.items() if r["seeds"] != [0, 1, 2]} == {"runs.resnet_5_v4_reseeded"}
-    assert runs["runs.resnet_5_v4_reseeded"]["seeds"] == [3, 4, 5]   # the null-ablation control: other seeds
+    nulls = {"runs.resnet_5_v4_reseeded", "runs.r18_ctl_leak_group_reseeded"}
+    assert {k for k, r in runs.items() if r["seeds"] != [0, 1, 2]} == nulls
+    assert all(runs[k]["seeds"] == [3, 4, 5] for k in nulls)   # the null controls: other seeds
+    # the planted-leak control keeps its demo recipe (32 px) on the demo's clips at every scale
+    runs = {k: r for k, r in runs.items() if "_ctl_leak_" not in k}
     assert {r["model"]["image_size"] for r in runs.values() if r["model"]["name"] in ("xception", "f3net")} == {299}
     assert {r["model"]["image_size"] for r in runs.values() if r["model"]["name"] in ("resnet18", "npr")} == {224}
     assert "split.scale" in changed

@@ -46,6 +46,12 @@ def tiny_params(params: dict) -> dict:
     demo = params["demo"]
     demo.update(ffhq_identities=40, gan_images=60, ffpp_videos=6, ffpp_frames=40)
     params["split"].update(scale=0.005, on_shortfall="cap")
+    # the planted-leak control's clips are not shrunk: its variants keep the demo's counts (x 0.04 / 0.005),
+    # else the clip-level twin has no val clip and its runs refuse to start
+    for name, variant in params["variants"].items():
+        if name.startswith("ctl_leak_"):
+            for part in ("train", "eval"):
+                variant[part] = {k: n * 8 for k, n in variant[part].items()}
     params["run_defaults"]["seeds"] = [0]  # one seed: the multi-seed paths have unit tests (test_stats)
     for run in params["runs"].values():
         run.update(epochs=1, max_steps_per_epoch=1, batch_size=4)

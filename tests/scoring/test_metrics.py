@@ -143,6 +143,12 @@ def test_mask_scores_known_values():
     assert out["n"] == 2
     assert out["dice"] == pytest.approx((8 / 12 + 1) / 2)
     assert out["iou"] == pytest.approx((0.5 + 1) / 2)
+    # PBCA: image 1 right on row 0 (4 true positives) and rows 2-3 (8 true negatives) = 12 / 16,
+    # wrong on row 1 (4 missed); image 2 right everywhere = 16 / 16
+    assert out["pbca"] == pytest.approx((12 / 16 + 1) / 2)
+    # control: above the predicted 0.9 nothing is predicted, image 1 keeps only its 8 negatives
+    assert M.mask_scores(pred, target, threshold=0.95)["pbca"] == pytest.approx((8 / 16 + 1) / 2)
+    assert np.isnan(M.mask_scores(pred[:0], target[:0])["pbca"])
     with pytest.raises(ValueError, match="shapes differ"):
         M.mask_scores(pred[:, :2], target)
 

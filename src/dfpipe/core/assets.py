@@ -2,7 +2,8 @@
 
 mediapipe 1.x has only the Tasks API and ships no model files. We use three models that the
 ``mediapipe==0.10.21`` wheel bundles (the same bytes as the mediapipe repository at tag v0.10.21):
-BlazeFace short-range and full-range face detection and the selfie segmenter. Sources, tried in order:
+BlazeFace short-range and full-range face detection, the selfie segmenter and the 468-point face
+landmark model. Sources, tried in order:
 
 1. a local folder named by ``$DFPIPE_ASSETS_FROM`` (offline machines: copy the files there);
 2. the set-up prefetch folder ``.scratch/assets`` (``make setup`` fills it; git- and dvc-ignored):
@@ -66,6 +67,14 @@ ASSETS = (
         "selfie_segmentation.tflite",
         "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
         "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+    ),
+    # MediaPipe's face landmark model (Face Mesh v1: 192x192 RGB in [0, 1] -> 468 x (x, y, z) in
+    # input pixels + a face-presence logit). The Tasks FaceLandmarker cannot run a bare .tflite (it
+    # wants a .task bundle), so features@ runs it with the LiteRT interpreter (dfpipe.features.landmarks)
+    Asset(
+        "face_landmark.tflite",
+        "mediapipe/modules/face_landmark/face_landmark.tflite",
+        "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
     ),
 )
 

@@ -25,8 +25,17 @@ script loads (``load_section`` / ``load_entry`` of a class with ``RepoPath`` fie
 that stage's data deps or outputs, or be explained in ``NOT_DEPS`` / ``STAGE_NOT_DEPS``: a new path
 param cannot be read silently.
 
-In dvc.yaml a code dep is any ``deps:`` entry under ``src/`` or ``stages/``, a data dep any other
-entry. :func:`rewrite` replaces exactly those lines of each stage (each kind at the place of its
+Code deps go through one **fingerprint stage** (``code``): it depends on the union of every Python
+stage's closure (listed once, in one dvc.lock entry) and writes, per entry point, one file under
+``data/code/`` (``<entry>.sha256``: the sha256 of every file of that entry's closure, the format of
+``sha256sum``). Every other Python stage depends on its entry's fingerprint file instead of the
+files themselves, so a changed module reruns exactly the stages whose closure holds it (only their
+fingerprint changes; DVC skips a stage whose dep bytes are unchanged) while each stage's dvc.lock
+entry holds one code dep, not 20-40. That matters because DVC parses and rewrites the whole dvc.lock
+after every stage it runs.
+
+In dvc.yaml a code dep is any ``deps:`` entry under ``src/``, ``stages/`` or ``data/code/``, a data
+dep any other entry. :func:`rewrite` replaces exactly those lines of each stage (each kind at the place of its
 first line; code right after ``deps:``, data after the code when a kind had none), writes a declared
 dep's note as the comment above it, and keeps every other line and comment as it is;
 :func:`differences` / :func:`data_differences` list where dvc.yaml disagrees with the closure or
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,7 +63,10 @@ PACKAGE = "dfpipe"
 #: no output byte (worker counts, executors, launch, device of training, logging, resume state) live
 #: in ``runtime.<section>`` instead, which no stage lists (:data:`dfpipe.core.config.RUNTIME`).
 STAGE_SECTIONS = {"make_demo": "demo", "preprocess": "preprocess", "train": "train", "evaluate": "evaluate"}
-CODE_PREFIXES = ("src/", "stages/")
+#: The fingerprint stage and the folder it writes (one ``<entry>.sha256`` per Python entry point).
+FINGERPRINT_STAGE = "code"
+FINGERPRINT_DIR = "data/code"
+CODE_PREFIXES = ("src/", "stages/", f"{FINGERPRINT_DIR}/")
 
 
 class DataDep(NamedTuple):
@@ -72,6 +85,7 @@ class DataDep(NamedTuple):
 #: by tests/evaluation/test_reports.py). A read that no template can name (a variant's source list, a run's
 #: input kind) is covered by the enclosing folder.
 DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
+    FINGERPRINT_STAGE: (),  # reads the code of every stage: its deps are code deps
     "assets": (),  # copies or downloads the pinned models: no tracked input
     "make_demo": (),  # generated from params alone
     "preprocess": (  # dfpipe.ingest: the source folder (FF++ masks, Celeb-DF / DFDC lists inside), the models
@@ -94,7 +108,14 @@ DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
         DataDep("${split.celebdf_test_list}", when="split.celebdf_test_list"),
     ),
     "spectra": (DataDep("${spectra.variants_dir}/${item}"),),  # features.spectra.build_variant
-    "features": (DataDep("${features.variants_dir}/${item.variant}"),),  # features.encoders.build_cache
+    "features": (  # features.encoders.build_cache
+        DataDep("${features.variants_dir}/${item.variant}"),
+        DataDep(
+            "${features.encoders.landmarks.model}",
+            "the face landmark model of encoder landmarks (foreach cannot branch on the encoder)",
+            when="features.encoders.landmarks.model",
+        ),
+    ),
     "train": (  # dfpipe.training.train.fit and the gate check it runs first
         DataDep(
             "${train.variants_dir}/${item.variant}",
@@ -347,18 +368,47 @@ def stage_entry(cmd: str, root: Path) -> Path | None:
 
 
 def expected_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
-    """Stage name (as in dvc.yaml, before foreach expansion) -> sorted code deps from imports."""
+    """Stage name (as in dvc.yaml, before foreach expansion) -> sorted code deps from imports: the
+    stage's own import closure (what its fingerprint file covers)."""
     root = dvc_yaml.resolve().parent
     spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
-    out: dict[str, list[str]] = {}
-    for name, stage in (spec.get("stages") or {}).items():
-        body = stage.get("do", stage)
-        cmd = body.get("cmd", "")
-        cmd = " ".join(cmd) if isinstance(cmd, list) else str(cmd)
-        entry = stage_entry(cmd, root)
-        if entry is not None:
-            out[name] = import_closure(entry, root)
-    return out
+    return {name: import_closure(entry, root) for name, (_, entry) in _python_stages(spec, root).items()}
+
+
+def fingerprint_path(entry: Path) -> str:
+    """The fingerprint file of an entry point: ``stages/train.py`` -> ``data/code/stages.train.sha256``,
+    ``src/dfpipe/core/assets.py`` -> ``data/code/dfpipe.core.assets.sha256``."""
+    stem = entry.with_suffix("").as_posix()
+    stem = stem[len("src/") :] if stem.startswith("src/") else stem
+    return f"{FINGERPRINT_DIR}/{stem.replace('/', '.')}.sha256"
+
+
+def _union(closures: dict[str, list[str]]) -> list[str]:
+    files = {f for closure in closures.values() for f in closure}
+    return sorted(files, key=lambda p: (not p.startswith("stages/"), p))
+
+
+def fingerprint_text(closure: list[str], root: Path) -> str:
+    """One ``<sha256>  <path>`` line per file of ``closure`` (``sha256sum -c`` reads it back)."""
+    return "".join(f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}\n" for f in sorted(closure))
+
+
+def write_fingerprints(dvc_yaml: Path, out_dir: Path) -> list[Path]:
+    """Write the fingerprint file of every Python stage's entry point (the fingerprint stage's own
+    entry excluded) into ``out_dir``; a file whose text is unchanged is left untouched."""
+    root = dvc_yaml.resolve().parent
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (_, entry) in sorted(_python_stages(spec, root).items()):
+        if name == FINGERPRINT_STAGE:
+            continue
+        path = out_dir / Path(fingerprint_path(entry)).name
+        text = fingerprint_text(import_closure(entry, root), root)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def declared_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
@@ -407,17 +457,39 @@ def compacted(closure: list[str], root: Path) -> list[str]:
 
 
 def derived_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
-    """Derived code deps per stage: the import closure, each fully imported package folder as one
-    folder dep (:func:`compacted`)."""
+    """Derived code deps per stage. With a fingerprint stage in dvc.yaml: that stage depends on the
+    union of every Python stage's closure (each fully imported package folder as one folder dep,
+    :func:`compacted`) and every other Python stage on its entry's fingerprint file. Without one
+    (a small pipeline): each stage on its own compacted closure."""
     root = dvc_yaml.resolve().parent
-    return {name: compacted(want, root) for name, want in expected_code_deps(dvc_yaml).items()}
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    stages = _python_stages(spec, root)
+    closures = {name: import_closure(entry, root) for name, (_, entry) in stages.items()}
+    if FINGERPRINT_STAGE not in stages:
+        return {name: compacted(want, root) for name, want in closures.items()}
+    return {
+        name: compacted(_union(closures), root) if name == FINGERPRINT_STAGE else [fingerprint_path(entry)]
+        for name, (_, entry) in stages.items()
+    }
 
 
 def differences(dvc_yaml: Path) -> list[str]:
     """Human-readable differences between declared and derived code deps (empty: in agreement)."""
+    root = dvc_yaml.resolve().parent
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    stages = _python_stages(spec, root)
     expected = expected_code_deps(dvc_yaml)
     declared = declared_code_deps(dvc_yaml)
     lines = []
+    if FINGERPRINT_STAGE in stages:
+        body = stages[FINGERPRINT_STAGE][0].get("do", stages[FINGERPRINT_STAGE][0])
+        outs = [o if isinstance(o, str) else next(iter(o)) for o in body.get("outs") or []]
+        if outs != [FINGERPRINT_DIR]:
+            lines.append(f"{FINGERPRINT_STAGE}: outs must be [{FINGERPRINT_DIR}], not {outs}")
+        for name, (_, entry) in stages.items():
+            if name != FINGERPRINT_STAGE and declared.get(name) != [fingerprint_path(entry)]:
+                lines.append(f"{name}: code deps must be [{fingerprint_path(entry)}], not {declared.get(name)}")
+        expected = {FINGERPRINT_STAGE: _union(expected)}
     for name, want in expected.items():
         have = declared.get(name, [])
         missing = [f for f in want if not _covered(f, have)]
@@ -774,3 +846,21 @@ def _replace_items(block: list[str], code: list[str] | None, data: list[DataDep]
         if at < len(kept):
             out.append(kept[at])
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The fingerprint stage: ``python -m dfpipe.core.stagedeps <out dir>`` writes every entry
+    point's fingerprint file (:func:`write_fingerprints`) for the dvc.yaml of the working directory."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write each DVC stage entry point's code fingerprint")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
+    args = parser.parse_args(argv)
+    for path in write_fingerprints(args.dvc_yaml, args.out_dir):
+        print(f"[code] {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

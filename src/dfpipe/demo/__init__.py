@@ -11,6 +11,8 @@
   official-format ``splits/{train,val,test}.json``;
 - ``celebdf/``, ``dfdc/``: Celeb-DF v2 and DFDC trees with their exact names and label files
   (:mod:`dfpipe.demo.datasets`), the cross-dataset test sets of the demo.
+- ``ctl_leak/{real,fake}/NNN.mp4``: the planted-leak control (:mod:`dfpipe.demo.leakctl`), short
+  clips whose class is drawn per video and whose every frame carries the video's signature.
 
 Same ``DemoConfig`` => byte-identical files.
 """

@@ -16,6 +16,7 @@ from dfpipe.core.io import atomic_path, clean_stale_temps, write_json
 from dfpipe.demo.config import DemoConfig
 
 from . import datasets as cross
+from . import leakctl
 from .faces import add_sensor_noise, draw_face, render_face, sample_identity, sample_pose
 from .gan import make_chain, upsample
 from .video import METHODS, encode_video, manipulate, render_original, swap_renders
@@ -23,7 +24,7 @@ from .video import METHODS, encode_video, manipulate, render_original, swap_rend
 # Stream keys: every random draw comes from default_rng([seed, STREAM, index...]), so one part of
 # the demo never shifts another part's numbers when its counts change.
 _FFHQ_ID, _FFHQ_IMG, _GAN_WEIGHTS, _GAN_IMG, _FFPP_VIDEO, _FFPP_FAKE, _FFPP_PAIRS = range(1, 8)
-_TOP_LEVEL = {"ffhq", "gan", "ffpp", "celebdf", "dfdc"}
+_TOP_LEVEL = {"ffhq", "gan", "ffpp", "celebdf", "dfdc", leakctl.ROOT}
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 _GAN_CHUNK = 50  # GAN images per task
 
@@ -68,6 +69,7 @@ def make_demo(cfg: DemoConfig) -> dict:
         # Longest tasks first, so the pool's workers finish together.
         tasks: list[tuple] = [("ffpp", k) for k in range(len(pairs))]
         tasks += [("cross", k) for k in range(len(cross.plan(cfg)))]
+        tasks += [("leak", k) for k in range(cfg.leak_videos)]
         for g in range(len(cfg.gan_generators)):
             tasks += [("gan", g, j) for j in range(0, cfg.gan_images, _GAN_CHUNK)]
         tasks += [("ffhq", i) for i in range(cfg.ffhq_identities)]
@@ -77,6 +79,7 @@ def make_demo(cfg: DemoConfig) -> dict:
             "ffpp": {"original": 0, **{m: 0 for m in cfg.ffpp_methods}},
             "celebdf": 0,
             "dfdc": 0,
+            leakctl.ROOT: {c: 0 for c in leakctl.CLASSES},
         }
         with tqdm(total=len(tasks), desc="make_demo", unit="task") as bar:
             if cfg.workers == 1:
@@ -117,6 +120,8 @@ def _add(counts: dict, res: dict) -> None:
         counts["gan"][k] += v
     for k, v in res.get("ffpp", {}).items():
         counts["ffpp"][k] += v
+    for k, v in res.get(leakctl.ROOT, {}).items():
+        counts[leakctl.ROOT][k] += v
 
 
 def _run_task(cfg: DemoConfig, root: Path, pairs: list[tuple[str, str]], task: tuple) -> dict:
@@ -128,6 +133,8 @@ def _run_task(cfg: DemoConfig, root: Path, pairs: list[tuple[str, str]], task: t
         return {"gan": {name: _make_gan_chunk(cfg, root / "gan", task[1], task[2])}}
     if kind == "cross":
         return {cross.make_video(cfg, root, cross.plan(cfg)[task[1]]): 1}
+    if kind == "leak":
+        return {leakctl.ROOT: {leakctl.make_video(cfg, root, task[1]): 1}}
     return {"ffpp": _make_ffpp_pair(cfg, root / "ffpp", pairs[task[1]])}
 
 

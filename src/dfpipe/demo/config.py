@@ -37,6 +37,10 @@ class DemoConfig(Config):
     split_fractions: tuple[float, float, float]  # FF++: 720/140/140 videos
     cross_videos: int = Field(ge=1)  # Celeb-DF / DFDC demo trees: identities (= real test videos) per dataset
     cross_frames: int = Field(ge=1)  # frames per Celeb-DF / DFDC demo video
+    # planted-leak control (dfpipe.demo.leakctl): videos (half per class, each its own identity) and
+    # frames per video
+    leak_videos: int = Field(ge=2, le=1000, multiple_of=2)
+    leak_frames: Count
 
     @model_validator(mode="after")
     def _consistent(self) -> DemoConfig:

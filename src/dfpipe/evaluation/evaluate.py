@@ -397,16 +397,15 @@ def run_evaluation(
     from dfpipe.evaluation.masks import mask_evaluation
     from dfpipe.features.encoders import cache_dir
     from dfpipe.training.checkpoint import load_model
-    from dfpipe.training.data import make_loader, open_split
+    from dfpipe.training.data import cache_kind, make_loader, open_split
     from dfpipe.training.device import select_device
     from dfpipe.training.engine import predict
 
     device = select_device(cfg.device)
 
     def predict_split(model, model_cfg, variant: str, split: str):
-        dataset = open_split(
-            variants_dir / variant, split, model_cfg, cache_dir(features_dir, model_cfg.input, variant)
-        )
+        kind = cache_kind(model_cfg) or model_cfg.input  # clip / lgrad inputs, landmarks beside the crops
+        dataset = open_split(variants_dir / variant, split, model_cfg, cache_dir(features_dir, kind, variant))
         loader = make_loader(dataset, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=cfg.seed)
         return dataset, predict(model, loader, device, amp=cfg.amp, progress=False)
 
@@ -477,7 +476,7 @@ def run_evaluation(
     if masks:
         details["mask"] = M.nan_to_none(
             {
-                k: {m: stats.seed_summary([masks[s][k][m] for s in seeds]) for m in ("dice", "iou")}
+                k: {m: stats.seed_summary([masks[s][k][m] for s in seeds]) for m in ("dice", "iou", "pbca")}
                 | {"n": masks[seeds[0]][k]["n"]}
                 for k in ("model", "all_zeros", "all_ones")
             }

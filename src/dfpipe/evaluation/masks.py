@@ -39,11 +39,11 @@ def resize_to(mask_probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def mask_evaluation(
     manifest: pd.DataFrame, split_dir: Path, ids: np.ndarray, mask_probs: np.ndarray, threshold: float = 0.5
 ) -> dict:
-    """Dice / IoU of predicted masks on the edited eval items with a true mask, and the same
+    """Dice / IoU / PBCA of predicted masks on the edited eval items with a true mask, and the same
     scores of the trivial all-zeros and all-ones masks on those items.
 
     ``mask_probs``: ``(N, h, w)`` sigmoid masks in the order of ``ids``; each is resized to its
-    item's stored mask size. Returns ``{"model": {n, dice, iou}, "all_zeros": ..., "all_ones": ...}``.
+    item's stored mask size. Returns ``{"model": {n, dice, iou, pbca}, "all_zeros": ..., "all_ones": ...}``.
     """
     sel, target = load_targets(manifest, split_dir)
     row_of = pd.Series(np.arange(len(ids)), index=np.asarray(ids).astype(str))

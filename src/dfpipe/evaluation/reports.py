@@ -124,19 +124,59 @@ class FamilyControl(Config):
     min_gap: float = Field(ge=0.0, le=1.0)
 
 
+class LeakControl(Config):
+    """One planted-leak control: four evaluations of one recipe on the demo's leak-control clips
+    (:mod:`dfpipe.demo.leakctl`). ``within``: the run trained on the frame-level (leaky) variant,
+    scored on its own eval split (leak measure (a)); ``leaky``: that run scored on the eval split of
+    the clip-level (leak-free) twin; ``leak_free``: the run trained on the twin, scored on those
+    identical items (measure (b) = ``leaky`` - ``leak_free``); ``reseeded``: the leak-free run again
+    with other seeds and nothing else changed, on the identical items (measure (b) between two
+    leak-free trainings: a null)."""
+
+    within: str
+    leaky: str
+    leak_free: str
+    reseeded: str
+
+    def evaluation_names(self) -> set[str]:
+        return {self.within, self.leaky, self.leak_free, self.reseeded}
+
+
 class ControlsConfig(Config):
     """``report.controls`` (dfpipe.evaluation.controls): ``null_ablation``: label -> [a, b]
     evaluations whose runs differ in seeds only; ``shortcut``: label -> [variant with a planted
-    nuisance, its twin without]; ``generator_families``: label -> :class:`FamilyControl`."""
+    nuisance, its twin without]; ``generator_families``: label -> :class:`FamilyControl`;
+    ``planted_leak``: label -> :class:`LeakControl`, which also reads the leaky variant's train
+    manifest under ``variants_dir`` (required with a planted leak)."""
 
     null_ablation: dict[str, tuple[str, str]]
     shortcut: dict[str, tuple[str, str]]
     generator_families: dict[str, FamilyControl]
+    planted_leak: dict[str, LeakControl] = Field(default_factory=dict)
+    variants_dir: RepoPath | None = None  # split.out_dir: the leaky variant's train/manifest.parquet
+
+    @model_validator(mode="after")
+    def _check(self) -> ControlsConfig:
+        if self.planted_leak and self.variants_dir is None:
+            raise ValueError("planted_leak needs variants_dir (split.out_dir: the leaky variant's train manifest)")
+        return self
 
     def evaluation_names(self) -> set[str]:
         """Every evaluation whose predictions a control reads."""
         names = {e for pair in self.null_ablation.values() for e in pair}
+        names |= {e for c in self.planted_leak.values() for e in c.evaluation_names()}
         return names | {c.evaluation for c in self.generator_families.values()}
+
+    def leak_files(self, params: Mapping, audit_dir: Path) -> set[Path]:
+        """What the planted-leak controls read besides predictions: the audit's eval-item flags of
+        ``within``'s variant (measure (a)) and the train manifest of ``leaky``'s training variant."""
+        evaluations = resolved_evaluations(params)
+        files = set()
+        for c in self.planted_leak.values():
+            assert self.variants_dir is not None  # the validator requires it with a planted leak
+            files.add(audit_dir / evaluations[c.within]["variant"] / "eval_items.parquet")
+            files.add(self.variants_dir / evaluations[c.leaky]["train_variant"] / "train" / "manifest.parquet")
+        return files
 
 
 class ReportConfig(Config):
@@ -355,7 +395,8 @@ def results_variants(cfg: ReportConfig, params: Mapping) -> list[str]:
 
 
 def report_deps(cfg: ReportConfig, params: Mapping) -> list[str]:
-    """Every file the report stage reads, sorted (its dvc.yaml deps under metrics/)."""
+    """Every file the report stage reads, sorted (its dvc.yaml deps: under metrics/, and the
+    planted-leak controls' train manifests under the variants folder)."""
     files = {cfg.paper, cfg.notes}
     files |= {cfg.audit_dir / f"{v}.json" for v in results_variants(cfg, params)}
     for n in cfg.evaluation_names():
@@ -364,6 +405,7 @@ def report_deps(cfg: ReportConfig, params: Mapping) -> list[str]:
     files |= {cfg.audit_dir / f"{v}.json" for v in set(cfg.leakage.audits) | set(cfg.shortcut)}
     if cfg.controls is not None:
         files |= {cfg.audit_dir / f"{v}.json" for pair in cfg.controls.shortcut.values() for v in pair}
+        files |= cfg.controls.leak_files(params, cfg.audit_dir)
     if cfg.backdoor is not None:
         files |= set(cfg.backdoor.files(params, cfg.eval_dir))
     return sorted(p.as_posix() for p in files)

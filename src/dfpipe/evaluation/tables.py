@@ -247,7 +247,16 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
     if spec.reference:
         cols += [f"ΔMacro-F1 vs {spec.reference} [CI]", f"ΔAUC vs {spec.reference} [CI]", "Differs from reference"]
     if spec.mask:
-        cols += ["Mask Dice", "Dice all-0", "Dice all-1", "Mask IoU", "IoU all-1"]
+        cols += [
+            "Mask Dice",
+            "Dice all-0",
+            "Dice all-1",
+            "Mask IoU",
+            "IoU all-1",
+            "Mask PBCA",
+            "PBCA all-0",
+            "PBCA all-1",
+        ]
     table = Table(name, spec.caption, cols)
     ref_settings = settings(rows[spec.reference][1], rows[spec.reference][3]) if spec.reference else {}
     marked = False
@@ -304,9 +313,12 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
                     mean_sd(m, "all_ones.dice", dp),
                     mean_sd(m, "model.iou", dp),
                     mean_sd(m, "all_ones.iou", dp),
+                    mean_sd(m, "model.pbca", dp),
+                    mean_sd(m, "all_zeros.pbca", dp),
+                    mean_sd(m, "all_ones.pbca", dp),
                 ]
                 if m
-                else ["n/a"] * 5
+                else ["n/a"] * 8
             )
         table.rows.append(row)
     table.rows += baseline_rows(reader, rows, cols)
@@ -355,7 +367,8 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
     if spec.mask:
         table.notes.append(
             "Mask Dice/IoU: predicted mask >= 0.5 on edited eval items with a true mask; all-0 / "
-            "all-1: the trivial empty / full masks on the same items."
+            "all-1: the trivial empty / full masks on the same items. PBCA: pixel-wise binary "
+            "classification accuracy (Dang et al., CVPR 2020), the share of pixels classified right."
         )
     table.provenance = provenance([r[1] for r in rows.values()], [r[3] for r in rows.values()])
     return table

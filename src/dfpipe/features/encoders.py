@@ -58,6 +58,7 @@ from dfpipe.core.seeding import mix_seed
 from dfpipe.core.shards import ShardWriter
 from dfpipe.features.augment import augmented_view
 from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
+from dfpipe.features.landmarks import LandmarkEncoder, build_landmark_cache
 
 #: Model inputs served from a feature cache instead of image shards (``ModelConfig.input``).
 FEATURE_INPUTS = ("clip", "lgrad")
@@ -162,12 +163,15 @@ class LGradEncoder(_PinnedEncoder):
 class Encoders(Config):
     clip: ClipEncoder
     lgrad: LGradEncoder
+    # MediaPipe's face landmarks (dfpipe.features.landmarks): read by two_stream runs beside the crops;
+    # absent: no landmark cache can be built
+    landmarks: LandmarkEncoder | None = None
 
 
 class CacheEntry(Config):
     """``features.caches.<name>``: one ``features@<name>`` stage = one encoder over one variant."""
 
-    encoder: Literal["clip", "lgrad"]
+    encoder: Literal["clip", "lgrad", "landmarks"]
     variant: PlainName
 
 
@@ -430,6 +434,13 @@ def build_cache(name: str, cfg: FeaturesConfig) -> dict:
     if name not in cfg.caches:
         raise ConfigError(f"features.caches: no entry {name!r} (have {sorted(cfg.caches)})")
     entry = cfg.caches[name]
+    if entry.encoder == "landmarks":
+        if cfg.encoders.landmarks is None:
+            raise ConfigError(f"features.caches.{name}: encoder landmarks needs features.encoders.landmarks")
+        out = cache_dir(cfg.out_dir, entry.encoder, entry.variant)
+        return build_landmark_cache(
+            cfg.encoders.landmarks, cfg.variants_dir, entry.variant, out, cfg.batch_size, cfg.shard_size
+        )
     enc_cfg = getattr(cfg.encoders, entry.encoder)
     encode = build_encoder(entry.encoder, cfg)
     meta = {"encoder": entry.encoder, "variant": entry.variant, "random": enc_cfg.random, "config": to_dict(enc_cfg)}

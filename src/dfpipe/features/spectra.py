@@ -26,9 +26,12 @@ normalises the cache).
 
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -37,7 +40,7 @@ from dfpipe.core.config import Config, RepoPath, SafeName, safe_name
 from dfpipe.core.io import read_json, write_json
 from dfpipe.core.manifest import LABELS, SPLITS
 from dfpipe.core.parallel import thread_map
-from dfpipe.core.shards import ShardReader, ShardWriter
+from dfpipe.core.shards import ShardReader
 from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
 from dfpipe.features.moments import STD_FLOOR, RunningMoments, save_stats
 
@@ -116,6 +119,21 @@ def _check_kind_color(kind: str, color: str) -> None:
 #: transformed independently, so the values do not depend on it
 CHUNK = 8
 
+#: Per-thread reused work arrays (:func:`_scratch`): a fresh 77 MB float64 batch per call costs
+#: more in page faults and zeroing than its arithmetic; each worker thread keeps its own.
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+    """A C-contiguous work array of ``shape`` private to this thread, reused across calls (its
+    contents are garbage; a smaller leading dimension is a prefix view of the last, larger one)."""
+    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
+    arr = bufs.get(name)
+    if arr is None or arr.dtype != dtype or arr.shape[1:] != shape[1:] or arr.shape[0] < shape[0]:
+        arr = np.empty(shape, dtype)
+        bufs[name] = arr
+    return arr[: shape[0]]
+
 
 def log_spectrum_np(images: np.ndarray, kind: Kind, color: Color, eps: float) -> np.ndarray:
     """Log-magnitude spectra of a batch of RGB crops, in float64.
@@ -133,19 +151,44 @@ def log_spectrum_np(images: np.ndarray, kind: Kind, color: Color, eps: float) ->
         raise ValueError(f"expected (N, H, W, 3) RGB images, got shape {images.shape}")
     n, h, w, _ = images.shape
     out = np.empty((n, num_channels(color), h, w), dtype=np.float64)
-    for i in range(0, n, CHUNK):
-        _log_spectrum_into(images[i : i + CHUNK], kind, color, eps, out[i : i + CHUNK])
+    _log_spectra(images, kind, color, eps, out)
     return out
 
 
-def _log_spectrum_into(images: np.ndarray, kind: Kind, color: Color, eps: float, out: np.ndarray) -> None:
+def _log_spectra(
+    images: np.ndarray,
+    kind: Kind | Literal["dft_half"],
+    color: Color,
+    eps: float,
+    out: np.ndarray,
+    out16: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """:func:`log_spectrum_np` into ``out``, chunk by chunk; returns the ``(min, max)`` value.
+    ``dft_half``: the DFT's log-magnitude on the ``rfft2`` half plane only, ``(N, C, H, W // 2 + 1)``
+    (every full-plane value is one of these: :func:`_dft_gather`). ``out16``: also a float16 copy
+    (numpy's rounding, the same bytes as ``out.astype(np.float16)``), made while the chunk is in
+    the CPU cache: on the whole batch afterwards it costs about 2.5x as much (memory-bound)."""
+    lo, hi = np.inf, -np.inf
+    for i in range(0, len(images), CHUNK):
+        part = out[i : i + CHUNK]
+        _log_spectrum_into(images[i : i + CHUNK], kind, color, eps, part)
+        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+        if out16 is not None:
+            out16[i : i + CHUNK] = part
+    return lo, hi
+
+
+def _log_spectrum_into(
+    images: np.ndarray, kind: Kind | Literal["dft_half"], color: Color, eps: float, out: np.ndarray
+) -> None:
     import scipy.fft
 
+    n, h, w = images.shape[:3]
     if color == "gray":
         x = np.moveaxis(np.asarray(images, dtype=np.float64), -1, 1)  # (n, 3, H, W)
         x = np.tensordot(np.asarray(GRAY_WEIGHTS), x, axes=([0], [1]))[:, None]  # (n, 1, H, W)
     else:  # channel-first float64 in one contiguous copy
-        x = np.empty(out.shape, dtype=np.float64)
+        x = _scratch("x", (CHUNK, 3, h, w))[:n]
         x[...] = np.moveaxis(images, -1, 1)
     if kind == "dct":
         spec = scipy.fft.dctn(x, type=2, norm="ortho", axes=(-2, -1), workers=1, overwrite_x=True)
@@ -154,10 +197,14 @@ def _log_spectrum_into(images: np.ndarray, kind: Kind, color: Color, eps: float,
         np.log(spec, out=out)
         return
     half = scipy.fft.rfft2(x, norm="ortho", axes=(-2, -1), workers=1)  # (n, C, H, W // 2 + 1)
+    if kind == "dft_half":
+        np.abs(half, out=out)
+        out += eps
+        np.log(out, out=out)
+        return
     mag = np.abs(half)
     mag += eps
     np.log(mag, out=mag)
-    h, w = out.shape[-2:]
     flat = mag.reshape(mag.shape[:2] + (-1,))
     np.take(flat, _dft_gather(h, w), axis=-1, out=out.reshape(out.shape[:2] + (-1,)))
 
@@ -225,6 +272,80 @@ def plot_groups(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return {"class": classes, "method": methods}
 
 
+class _ShardStream:
+    """The cache's shards written while the batches arrive, in row order.
+
+    The split's row count is known before the first batch, so each shard's row count is too: its
+    ``.npy`` header is written first and each batch's rows are appended as they come, so the
+    file writes overlap the transforms of the next batches (a shard written at once when full
+    stalls the pipeline for the whole write). The files are byte for byte what
+    ``ShardWriter`` (``np.save`` of the stacked rows) writes: ``<prefix>-NNNNN.npy``, ``shard_size``
+    rows each, the last one shorter (tests/features/test_spectra.py compares them). Each shard is
+    written to a temporary name and renamed when complete; :meth:`abort` removes a partial one.
+    """
+
+    def __init__(self, out_dir: Path, count: int, shard_size: int):
+        self.out_dir, self.count, self.shard_size = out_dir, count, shard_size
+        self.names: list[str] = []
+        self.rows = 0  # rows written so far
+        self._fh: BinaryIO | None = None
+        self._tmp: Path | None = None
+        self._left = 0  # rows still to write into the open shard
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows)
+        if self.rows + len(rows) > self.count:
+            raise ValueError(f"{self.out_dir}: more than the {self.count} rows announced")
+        pos = 0
+        while pos < len(rows):
+            if self._fh is None:
+                self._open(rows.shape[1:], rows.dtype)
+            assert self._fh is not None  # opened just above
+            k = min(self._left, len(rows) - pos)
+            self._fh.write(rows[pos : pos + k].data)
+            pos += k
+            self.rows += k
+            self._left -= k
+            if self._left == 0:
+                self._finish()
+
+    def _open(self, item_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        name = f"{SHARD_PREFIX}-{len(self.names):05d}.npy"
+        self._left = min(self.shard_size, self.count - self.rows)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": False,
+            "shape": (self._left, *item_shape),
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.out_dir)
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "wb")
+        np.lib.format.write_array_header_1_0(self._fh, header)  # the header np.save writes
+        self.names.append(name)
+
+    def _finish(self) -> None:
+        assert self._fh is not None and self._tmp is not None  # a shard is open
+        self._fh.close()
+        os.chmod(self._tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
+        os.replace(self._tmp, self.out_dir / self.names[-1])
+        self._fh = self._tmp = None
+
+    def close(self) -> list[str]:
+        """The names of all shards written; every announced row must have been written."""
+        if self.rows != self.count or self._fh is not None:
+            raise ValueError(f"{self.out_dir}: {self.rows} rows written, {self.count} announced")
+        return list(self.names)
+
+    def abort(self) -> None:
+        """Remove the partial shard (the complete ones stay; a rerun replaces them)."""
+        if self._fh is not None:
+            self._fh.close()
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+        self._fh = self._tmp = None
+
+
 def build_split(
     split_dir: Path,
     out_dir: Path | None,
@@ -254,39 +375,68 @@ def build_split(
     if out_dir is not None:
         for old in sorted(out_dir.glob(f"{SHARD_PREFIX}-*.npy")):  # a smaller rebuild must not leave stale shards
             old.unlink()
-        writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=cfg.shard_size)
+        writer = _ShardStream(out_dir, len(ids), cfg.shard_size)
     shape = None
     f16_max = float(np.finfo(np.float16).max)
 
+    # The DFT statistics of a DCT cache need no full plane: every full-plane value is one of the
+    # rfft2 half plane's (_dft_gather), so the per-coefficient moments of the half plane, gathered,
+    # are bit for bit those of the full plane (same values, same additions in the same order) at
+    # about half the cost. Below 16 values per item batch_moments takes another code path: there
+    # the full plane is used.
+    half_moments: dict[Kind, RunningMoments] = {}
+
     def transform(batch: tuple[int, np.ndarray]):
         """Per batch, in a worker thread (scipy.fft and numpy release the GIL): the batch's start
-        row, its log-spectra (float16 when cached), each statistics kind's batch moments and the
-        plot groups' batch sums. The caller merges them in batch order: this thread does all the
-        arithmetic, so that more workers scale."""
+        row, its log-spectra (float16 when cached), each statistics kind's batch moments (and
+        whether they are of the half plane) and the plot groups' batch sums. The caller merges them
+        in batch order: this thread does all the arithmetic, so that more workers scale."""
         start, images = batch
-        spec = log_spectrum_np(images, cfg.kind, cfg.color, cfg.eps)
+        n, h, w = images.shape[:3]
+        c = num_channels(cfg.color)
+        spec = _scratch("spec", (n, c, h, w))
+        half16 = np.empty(spec.shape, np.float16) if writer is not None else None
+        lo, hi = _log_spectra(images, cfg.kind, cfg.color, cfg.eps, spec, half16)
         # |log(|c| + eps)| over the float16 range; cannot happen for eps >= 1e-30 and 8-bit input
-        if spec.max() > f16_max or spec.min() < -f16_max:
+        if hi > f16_max or lo < -f16_max:
             raise ValueError(f"{split_dir}: log-spectrum exceeds the float16 range (eps={cfg.eps})")
-        parts = {
-            kind: RunningMoments.batch_moments(
-                spec if kind == cfg.kind else log_spectrum_np(images, kind, cfg.color, cfg.eps)
-            )
-            for kind in moments
-        }
+        parts = {}
+        for kind in moments:
+            if kind == cfg.kind:
+                parts[kind] = (False, RunningMoments.batch_moments(spec))
+            elif kind == "dft" and c * h * (w // 2 + 1) >= 16:
+                half = _scratch("half", (n, c, h, w // 2 + 1))
+                _log_spectra(images, "dft_half", cfg.color, cfg.eps, half)
+                parts[kind] = (True, RunningMoments.batch_moments(half))
+            else:
+                other = _scratch("other", (n, c, h, w))
+                _log_spectra(images, kind, cfg.color, cfg.eps, other)
+                parts[kind] = (False, RunningMoments.batch_moments(other))
         sums = {name: GroupMeans.batch_sums(spec, keys[name][start : start + len(spec)]) for name in groups}
-        return spec.shape, (spec.astype(np.float16) if writer is not None else None), parts, sums
+        return spec.shape, half16, parts, sums
 
     batches = iter_image_batches(split_dir, df, cfg.batch_size, desc or str(split_dir))
-    for spec_shape, half, parts, sums in thread_map(transform, batches, cfg.workers):
-        for kind, acc in moments.items():
-            acc.merge(*parts[kind])  # in batch order: the statistics do not depend on workers
-        for name, group in groups.items():
-            group.merge(sums[name])
-        shape = list(spec_shape[1:])
+    try:
+        for spec_shape, half16, parts, sums in thread_map(transform, batches, cfg.workers):
+            for kind, (on_half, part) in parts.items():
+                # in batch order: the statistics do not depend on workers
+                (half_moments.setdefault(kind, RunningMoments()) if on_half else moments[kind]).merge(*part)
+            for name, group in groups.items():
+                group.merge(sums[name])
+            shape = list(spec_shape[1:])
+            if writer is not None:
+                writer.write(half16)
+    except BaseException:
         if writer is not None:
-            for row in half:
-                writer.add(row)
+            writer.abort()
+        raise
+    for kind, acc in half_moments.items():
+        assert shape is not None and acc.mean is not None and acc.m2 is not None  # fed at least one batch
+        c, h, w = shape
+        gather = _dft_gather(h, w)
+        mean = np.take(acc.mean.reshape(c, -1), gather, axis=-1).reshape(c, h, w)
+        m2 = np.take(acc.m2.reshape(c, -1), gather, axis=-1).reshape(c, h, w)
+        moments[kind].merge(acc.count, mean, m2)
     index: dict = {"count": len(ids), "shape": shape}
     if writer is not None:
         assert out_dir is not None  # the writer exists only with an out_dir

@@ -154,6 +154,18 @@ VERIFY_CONTEXT = 4.0
 #: 10.3 model runs per frame, from 0.5 86.9 % with 8.6 runs; no false detection in 180 face-free
 #: frames either way.
 CANDIDATE_SCORE = 0.5
+#: Tiled policies: a candidate at least :data:`CHECK_BELOW_PX` pixels wide at the model input,
+#: scoring at least :data:`CHECK_BELOW_SCORE` and not touching an inner window border is kept as
+#: found, without the check (one model run each). Measured (benchmarks/bench_face_recall.py, 1080p
+#: and 720p, full-range, 768 px windows, min_score 0.7): every texture false positive that the
+#: check removes scored below 0.84 (16-35 px at the input), so the threshold 0.9 keeps the false
+#: detections of the checked policy (0.008 per face-free 1080p frame) and its recall in every
+#: width bucket, with 1.4 fewer model runs per 1080p frame; from 0.7, 0.09 false per frame.
+CHECK_BELOW_PX = 16
+CHECK_BELOW_SCORE = 0.9
+#: A window's box this close (model pixels) to a window border that is not the frame's is cut by
+#: the window (a part of a face larger than the overlap): it is always checked, on a larger square.
+BORDER_PX = 2
 
 
 def window_origins(length: int, side: int, overlap: int) -> list[int]:
@@ -208,11 +220,14 @@ class FaceDetector(_Task):
 
     - ``whole`` / ``full_range``: the whole frame, as MediaPipe letterboxes it into the model
       input (``whole`` is the detector as it always was: same boxes, same bytes downstream);
-    - ``tiled`` / ``full_range_tiled``: candidates from the whole frame and from square windows of
-      ``tile_size`` source pixels overlapping by at least ``tile_overlap``, each shrunk to the
+    - ``tiled`` / ``full_range_tiled``: candidates from the whole frame and from square windows
+      of ``tile_size`` source pixels overlapping by at least ``tile_overlap``, each shrunk to the
       model input (``INTER_AREA``), boxes mapped back to frame pixels and merged
-      (:func:`merge_faces`); then each candidate is checked on a :data:`VERIFY_CONTEXT` x larger
-      square around it at native resolution (:meth:`_verify`), whose box replaces it.
+      (:func:`merge_faces`); then each small, uncertain or cut candidate (:data:`CHECK_BELOW_PX`,
+      :data:`CHECK_BELOW_SCORE`, :data:`BORDER_PX`) is checked on a :data:`VERIFY_CONTEXT` x
+      larger square around it at native resolution (:meth:`_verify`), whose box replaces it. The
+      whole-frame pass stays: close-ups wider than a window are cut by every window, and their
+      parts score too low to be found again (tests/ingest/test_face_policies.py).
 
     A face ``w`` pixels wide reaches the model at ``w * input / tile_size`` pixels instead of
     ``w * input / max(H, W)``; measured on real photographs (benchmarks/bench_face_recall.py), the
@@ -273,15 +288,16 @@ class FaceDetector(_Task):
         size = (max(1, round(w / k)), max(1, round(h / k)))
         return cv2.resize(region, size, interpolation=cv2.INTER_AREA), k
 
-    def _candidates(self, rgb: np.ndarray) -> list[Face]:
-        """Whole frame plus windows, merged. The frame is shrunk once by the integer factor
-        ``tile_size // input`` (``INTER_AREA`` over whole k x k blocks: each window of the shrunk
-        frame equals its native window shrunk alone) and cut into model-sized windows."""
+    def _candidates(self, rgb: np.ndarray) -> list[tuple[Face, bool]]:
+        """Whole frame plus windows, merged, each with whether it must be checked
+        (:data:`CHECK_BELOW_PX`, :data:`CHECK_BELOW_SCORE`, :data:`BORDER_PX`). The frame is shrunk
+        once by the integer factor ``tile_size // input`` (``INTER_AREA`` over whole k x k blocks:
+        each window of the shrunk frame equals its native window shrunk alone) and cut into
+        model-sized windows; a frame that fits in one window is run whole (every candidate checked)."""
         H, W = rgb.shape[:2]
-        wins = windows(H, W, self.tile_size, self.tile_overlap)
-        if not wins:
+        if not windows(H, W, self.tile_size, self.tile_overlap):
             small, k = self._fit(rgb)
-            return self._detect_scaled(small, 0, 0, k)
+            return [(f, True) for f in self._detect_scaled(small, 0, 0, k)]
         k = max(1, self.tile_size // self.input_side)
         h, w = H // k, W // k  # the last < k rows / columns are dropped: no face fits in them
         small = rgb[: h * k, : w * k]
@@ -289,9 +305,21 @@ class FaceDetector(_Task):
             small = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
         whole, k0 = self._fit(small)
         faces = self._detect_scaled(whole, 0, 0, k * k0)
+        # the whole frame's boxes are never cut; size in model pixels is the box over k * k0
+        check = {f for f in faces if f.w < CHECK_BELOW_PX * k * k0 or f.score < CHECK_BELOW_SCORE}
         for x0, y0, ww, wh in windows(h, w, self.input_side, -(-self.tile_overlap // k)):
-            faces += self._detect_scaled(small[y0 : y0 + wh, x0 : x0 + ww], x0 * k, y0 * k, k)
-        return merge_faces(faces)
+            for f in self._detect_raw(np.ascontiguousarray(small[y0 : y0 + wh, x0 : x0 + ww])):
+                cut = (
+                    (x0 > 0 and f.x <= BORDER_PX)
+                    or (y0 > 0 and f.y <= BORDER_PX)
+                    or (x0 + ww < w and f.x + f.w >= ww - BORDER_PX)
+                    or (y0 + wh < h and f.y + f.h >= wh - BORDER_PX)
+                )
+                face = Face(x0 * k + f.x * k, y0 * k + f.y * k, f.w * k, f.h * k, f.score)
+                faces.append(face)
+                if cut or f.w < CHECK_BELOW_PX or f.score < CHECK_BELOW_SCORE:
+                    check.add(face)
+        return [(f, f in check) for f in merge_faces(faces)]
 
     def _verify(self, rgb: np.ndarray, c: Face) -> Face | None:
         """Run the model again on a square of :data:`VERIFY_CONTEXT` x the candidate's side around
@@ -311,7 +339,7 @@ class FaceDetector(_Task):
     def detect_all(self, rgb: np.ndarray) -> list[Face]:
         """Every face in ``rgb`` ``(H, W, 3)`` uint8, most confident first (ties: top, then left)."""
         if self.tiled:
-            verified = (self._verify(rgb, c) for c in self._candidates(rgb))
+            verified = (self._verify(rgb, c) if check else c for c, check in self._candidates(rgb))
             faces = merge_faces([f for f in verified if f is not None and f.score >= self.min_score])
         else:
             faces = self._detect_raw(rgb)

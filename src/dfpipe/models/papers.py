@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .registry import SETTING_KEYS, PaperRecord, paper_record
+from .registry import SETTING_KEYS, PaperRecord, model_capabilities, paper_record
 
 #: The results tables' column and its note (every results table carries both).
 PAPER_COLUMN = "Differs from paper"
@@ -27,7 +27,8 @@ PAPER_NOTE = (
     "Differs from paper: the row's run (the checkpoint's own config, and the encoder config of cached "
     "features) checked against its detector's paper record (dfpipe.models.papers: init, network, input "
     "geometry, encoder, augmentation, optimizer, lr, batch, epochs, schedule, head); each entry is "
-    "'setting this run (paper value)'; none: as the paper ran it; no paper: the group's own detector."
+    "'setting this run (paper value)'; none: as the paper ran it; no paper: the group's own detector; no settings "
+    "record: a detector that follows the cited paper, whose training settings no record states (not checked)."
 )
 
 
@@ -165,13 +166,15 @@ def differs_text(diffs: list[tuple[str, Any, Any]]) -> str:
 def paper_cell(cfg: Mapping[str, Any] | None, features: Mapping[str, Any] | None = None) -> str:
     """A results table's "Differs from paper" cell for a plain run config (``details.json``
     ``run_config``) and its encoder config (``details.json`` ``features.config``): what
-    :func:`differs_text` says, ``no paper (the group's own)``, or ``–`` without a run config (not a
+    :func:`differs_text` says, ``no paper (the group's own)``, ``no settings record (<paper>: ...)``
+    for a model that follows a paper no settings record states, or ``–`` without a run config (not a
     trained detector of the registry, e.g. Frank et al.'s linear baseline)."""
     if not cfg or "model" not in cfg:
         return "–"
     record = paper_record(cfg["model"]["name"])
     if record is None:
-        return "no paper (the group's own)"
+        cites = model_capabilities(cfg["model"]["name"]).cites
+        return f"no settings record ({cites}: settings not checked)" if cites else "no paper (the group's own)"
     return differs_text(paper_differences(record, cfg, features))
 
 

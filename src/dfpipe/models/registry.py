@@ -10,7 +10,12 @@ contract::
 
     forward(x: (B, 3, H, W) float in [0, 1]) -> {"logits": (B, num_classes),  # (B, 1): head sigmoid
                                                  "mask": (B, 1, mask_size, mask_size)  # seg_head only
+                                                 "relation": ((B, P_k, P_k), ...)  # lrl only
                                                 }
+
+``relation`` (LRL's patch similarities, :mod:`.lrl`): one map per patch grid, ``P_k = k^2`` patches,
+entries in [0, 1]; only the training loss (``w_relation``) reads it. Training and evaluation read
+``logits`` (and ``mask`` where present) and ignore any other key.
 
 A binary detector whose paper trains one logit under BCE takes ``head: sigmoid``
 (:class:`~.class_head.BinaryHeadConfig`); :func:`~.class_head.class_probs` turns either head's
@@ -89,6 +94,9 @@ class Capabilities:
     config: type[ModelConfig]
     example: tuple[tuple[str, object], ...] = ()
     paper: PaperRecord | None = None  # the published settings; None: no paper
+    #: the paper a model follows whose training settings no record states (none could be checked):
+    #: tables say so instead of calling the model the group's own
+    cites: str = ""
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -165,14 +173,19 @@ class ModelConfig(Config):
         """Whether the model also outputs a manipulation mask (the multi-task head)."""
         return False
 
+    @property
+    def relation_output(self) -> bool:
+        """Whether the model also outputs patch-similarity maps (``relation``, :mod:`.lrl`)."""
+        return False
+
     @model_validator(mode="after")
     def _geometry(self) -> ModelConfig:
         if geometry.is_default(self):
             return self
         if self.input != "raw":
             raise ValueError(f"input geometry (train_input/test_input/resize_to) needs raw input, not {self.input!r}")
-        if self.mask_output:
-            raise ValueError("input geometry other than resize would misalign the mask targets (seg_head)")
+        if self.mask_output or self.relation_output:
+            raise ValueError("input geometry other than resize would misalign the mask targets (seg_head, lrl)")
         if self.test_input == "full" and not self.full_input_ok:
             raise ValueError(f"test_input: full needs a network that takes any input size; {self.name} does not")
         if self.resize_to and self.resize_to < self.image_size and "resize" not in (self.train_input, self.test_input):
@@ -197,12 +210,15 @@ Width = Annotated[float, Field(gt=0, le=1)]
 
 
 def register_model(
-    config: type[ModelConfig], example: dict[str, object] | None = None, paper: PaperRecord | None = None
+    config: type[ModelConfig],
+    example: dict[str, object] | None = None,
+    paper: PaperRecord | None = None,
+    cites: str = "",
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator ``@register_model(MyConfig) def build_<name>(cfg: MyConfig) -> nn.Module``.
 
     The model name is the function name without ``build_`` (timm style); ``config`` must declare
-    ``name: Literal["<name>"]``. ``example``, ``paper``: see :class:`Capabilities`.
+    ``name: Literal["<name>"]``. ``example``, ``paper``, ``cites``: see :class:`Capabilities`.
     """
 
     def deco(factory: ModelFactory) -> ModelFactory:
@@ -212,7 +228,7 @@ def register_model(
         if get_args(config.model_fields["name"].annotation) != (name,):
             raise ValueError(f"{config.__name__}.name must be Literal[{name!r}] (the model's name)")
         MODEL_REGISTRY[name] = factory
-        MODEL_CAPABILITIES[name] = Capabilities(config, tuple(sorted((example or {}).items())), paper)
+        MODEL_CAPABILITIES[name] = Capabilities(config, tuple(sorted((example or {}).items())), paper, cites)
         return factory
 
     return deco

@@ -9,7 +9,8 @@ rest of the file stay):
   ``evaluations:`` (:func:`dfpipe.evaluation.evaluations.resolved_evaluations`);
 - the ``report`` stage's data deps: exactly the files the tables read
   (:func:`dfpipe.evaluation.reports.report_deps`);
-- the top-level ``plots:`` and ``artifacts:`` (:func:`dfpipe.evaluation.reports.dvc_sections`).
+- the top-level ``plots:`` and ``artifacts:`` (:func:`dfpipe.evaluation.reports.dvc_sections`);
+- the ``assets`` stage's ``outs:``: every pinned model of :data:`dfpipe.core.assets.ASSETS`.
 
 Usage (repository root): ``python -m dfpipe.pipeline.dvcfile --write`` after editing params.yaml's
 runs, evaluations or report tables, or the imports of a stage; ``--check`` (CI) exits 1 naming
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from dfpipe.core import stagedeps
+from dfpipe.core.assets import ASSETS, DEFAULT_DEST
 from dfpipe.core.config import ConfigError, build, load_yaml
 from dfpipe.evaluation.evaluations import resolved_evaluations
 from dfpipe.evaluation.reports import ReportConfig, dvc_sections, report_deps
@@ -69,6 +71,30 @@ def with_foreach(text: str, stage: str, evaluations: Mapping[str, Mapping[str, s
     return "".join(out)
 
 
+def with_asset_outs(text: str, stage: str = "assets") -> str:
+    """``text`` with ``stage``'s ``outs:`` list replaced by the pinned assets under ``models/mediapipe``."""
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    in_stage, i = False, 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip(" "))
+        if stripped == f"{stage}:" and indent == 2:
+            in_stage = True
+        elif in_stage and stripped and not stripped.startswith("#") and indent <= 2:
+            in_stage = False
+        out.append(line)
+        i += 1
+        if in_stage and stripped == "outs:":
+            while (
+                i < len(lines) and lines[i].strip().startswith("- ") and len(lines[i]) - len(lines[i].lstrip()) > indent
+            ):
+                i += 1
+            out.extend(f"{' ' * (indent + 2)}- {(DEFAULT_DEST / a.name).as_posix()}\n" for a in ASSETS)
+    return "".join(out)
+
+
 def with_tail(text: str, sections: Mapping[str, Any]) -> str:
     """``text`` with the top-level ``plots:``/``artifacts:`` (the file's last sections, after their
     comment) replaced by ``sections`` dumped as YAML."""
@@ -99,6 +125,8 @@ def derived(dvc_yaml: Path, params_yaml: Path | None = None) -> str:
         if "report" in stages:
             data["report"] = [stagedeps.DataDep(p) for p in report_deps(report_cfg, params)]
     text = stagedeps.rewrite(text, stagedeps.derived_code_deps(dvc_yaml), data)
+    if "assets" in stages:
+        text = with_asset_outs(text)
     if "evaluate" in stages and "runs" in params:
         text = with_foreach(text, "evaluate", resolved_evaluations(params, where=str(params_yaml)))
     if report_cfg is not None:

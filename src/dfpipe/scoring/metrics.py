@@ -256,8 +256,10 @@ def mask_scores(pred: np.ndarray, target: np.ndarray, threshold: float = 0.5) ->
     Args:
         pred: ``(M, H, W)`` float mask probabilities; target: ``(M, H, W)`` bool/0-1 true masks
             (same size: resize the prediction first).
-    Returns ``{"n", "dice", "iou"}``: per-image Dice and IoU of ``pred >= threshold``, averaged
-    over images; an image where both masks are empty counts 1 (nothing to find, nothing found).
+    Returns ``{"n", "dice", "iou", "pbca"}``: per-image Dice and IoU of ``pred >= threshold``,
+    averaged over images; an image where both masks are empty counts 1 (nothing to find, nothing
+    found). ``pbca``: pixel-wise binary classification accuracy (Dang et al., CVPR 2020),
+    the fraction of pixels where ``pred >= threshold`` equals the target, averaged over images.
     ``n == 0`` gives NaN scores.
     """
     pred = np.asarray(pred) >= threshold
@@ -265,14 +267,15 @@ def mask_scores(pred: np.ndarray, target: np.ndarray, threshold: float = 0.5) ->
     if pred.shape != target.shape:
         raise ValueError(f"mask shapes differ: predicted {pred.shape}, target {target.shape}")
     if len(pred) == 0:
-        return {"n": 0, "dice": NAN, "iou": NAN}
+        return {"n": 0, "dice": NAN, "iou": NAN, "pbca": NAN}
     inter = (pred & target).sum((1, 2)).astype(np.float64)
     sizes = pred.sum((1, 2)) + target.sum((1, 2)).astype(np.float64)
     union = sizes - inter
     empty = sizes == 0
     dice = np.where(empty, 1.0, 2 * inter / np.where(empty, 1, sizes))
     iou = np.where(empty, 1.0, inter / np.where(empty, 1, union))
-    return {"n": int(len(pred)), "dice": float(dice.mean()), "iou": float(iou.mean())}
+    pbca = (pred == target).mean((1, 2))
+    return {"n": int(len(pred)), "dice": float(dice.mean()), "iou": float(iou.mean()), "pbca": float(pbca.mean())}
 
 
 # --------------------------------------------------------------------------------------------

@@ -84,8 +84,12 @@ class RunConfig(Config):
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct non-negative ints, got {list(self.seeds)}")
-        if self.loss.uses_masks and not self.model.mask_output:
-            raise ValueError("loss.w_bce/w_dice > 0 need a model with a mask output (f3net with seg_head: true)")
+        if self.loss.uses_mask_head and not self.model.mask_output:
+            raise ValueError(
+                "loss.w_bce/w_dice/w_map > 0 need a model with a mask output (f3net with seg_head: true, ffd)"
+            )
+        if self.loss.w_relation > 0 and not self.model.relation_output:
+            raise ValueError("loss.w_relation > 0 needs a model with patch-similarity outputs (lrl)")
         if self.loss.uses_masks and self.loss.mask_on == "edited" and self.model.num_classes != 3:
             raise ValueError("loss.mask_on: edited needs the 3-class labels (model.num_classes: 3)")
         cw = self.loss.class_weights

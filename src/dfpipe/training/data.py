@@ -399,7 +399,74 @@ class FeatureDataset(VariantDataset):
         }
 
 
+class LandmarkDataset(VariantDataset):
+    """A variant split's crops with a fourth channel: the item's facial landmarks drawn as a map.
+
+    For models that declare ``landmark_input`` (``two_stream``). ``image`` is ``uint8`` ``(4, S, S)``:
+    RGB, then 255 at each of the 468 landmarks of the ``features@`` landmark cache
+    (:mod:`dfpipe.features.landmarks`, ``<features_dir>/landmarks/<variant>/<split>/``) and 0
+    elsewhere. An item whose landmarks were rejected (status other than ``ok``) keeps every item
+    count comparable with the RGB-only runs: it stays in the split with an all-zero map, which the
+    model reads as "landmarks missing" (an ``ok`` item always has a drawn point). The map is a
+    channel of the image so the device-side flip and the input geometry move it with the pixels.
+    ``missing``: the number of items without landmarks. ``is_image`` is False: the evaluation records
+    the cache's provenance and skips the RGB Grad-CAM overlay.
+    """
+
+    is_image = False
+
+    def __init__(self, variant_dir: str | Path, split: str, cache_split_dir: str | Path, num_classes: int = 3):
+        from dfpipe.features.encoders import FeatureCache
+        from dfpipe.features.landmarks import STATUS_OK, read_status
+
+        super().__init__(variant_dir, split, num_classes)
+        self.cache = FeatureCache(cache_split_dir)
+        self.cache.check_aligned(self.ids)
+        status = read_status(cache_split_dir)
+        if status["id"].tolist() != self.ids.tolist():
+            raise ValueError(f"{cache_split_dir}: landmark statuses differ from the variant manifest; rerun features@")
+        self.ok = (status["status"] == STATUS_OK).to_numpy(bool)
+        self.missing = int((~self.ok).sum())
+        self.points = np.stack([np.asarray(self.cache.get(i)) for i in range(len(self.ids))])  # (n, 468, 2) f16
+
+    def _with_maps(self, rgb: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+        from dfpipe.features.landmarks import render_maps
+
+        out[..., :3] = rgb
+        maps = np.empty(out.shape[:3], np.uint8)
+        render_maps(self.points[rows], self.ok[rows], out.shape[1], maps)
+        out[..., 3] = maps
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(i)
+        out = np.empty((1,) + tuple(item["image"].shape[1:]) + (4,), np.uint8)
+        self._with_maps(item["image"].permute(1, 2, 0).numpy()[None], np.array([i]), out)
+        item["image"] = torch.from_numpy(np.ascontiguousarray(out[0].transpose(2, 0, 1)))
+        return item
+
+    def get_batch(self, rows: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
+        """As :meth:`VariantDataset.get_batch`, ``image`` ``(B, 4, S, S)`` (channels-last view)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        batch = super().get_batch(rows, False)
+        rgb = batch["image"].permute(0, 2, 3, 1).numpy()  # (B, S, S, 3) view of the read buffer
+        images = torch.empty(rgb.shape[:3] + (4,), dtype=torch.uint8, pin_memory=pin)
+        self._with_maps(rgb, rows, images.numpy())
+        batch["image"] = images.permute(0, 3, 1, 2)
+        return batch
+
+
 VariantDataset.is_image = True
+
+
+def cache_kind(model_cfg) -> str | None:
+    """The ``features@`` cache kind a model reads (``<features_dir>/<kind>/<variant>``): its input for
+    clip / lgrad, ``landmarks`` for a model that declares ``landmark_input``, else None."""
+    from dfpipe.features.encoders import FEATURE_INPUTS
+    from dfpipe.features.landmarks import ENCODER
+
+    if model_cfg.input in FEATURE_INPUTS:
+        return model_cfg.input
+    return ENCODER if getattr(model_cfg, "landmark_input", False) else None
 
 
 def open_split(
@@ -410,11 +477,22 @@ def open_split(
     with_masks: bool = False,
 ) -> VariantDataset:
     """The dataset a model reads: the variant's image crops, or -- for ``model.input`` clip / lgrad --
-    its features@ cache ``features_variant_dir`` (= ``<features_dir>/<input>/<variant>``)."""
-    from dfpipe.features.encoders import FEATURE_INPUTS
-
-    if model_cfg.input not in FEATURE_INPUTS:
+    its features@ cache ``features_variant_dir`` (= ``<features_dir>/<input>/<variant>``), or for a
+    landmark model the crops with the landmark cache ``<features_dir>/landmarks/<variant>`` drawn
+    as a fourth channel (:func:`cache_kind`)."""
+    kind = cache_kind(model_cfg)
+    if kind is None:
         return VariantDataset(variant_dir, split, model_cfg.num_classes, with_masks=with_masks)
+    if kind == "landmarks":
+        cache = None if features_variant_dir is None else Path(features_variant_dir) / split
+        if with_masks:
+            raise ValueError("a landmark-input model has no mask head")
+        if cache is None or not (cache / "index.json").is_file():
+            raise FileNotFoundError(
+                f"{cache}: no landmark cache for this variant (add an encoder: landmarks entry to "
+                "features.caches and run features@)"
+            )
+        return LandmarkDataset(variant_dir, split, cache, model_cfg.num_classes)
     if with_masks:
         raise ValueError(f"input {model_cfg.input!r} (cached features) has no masks")
     cache = None if features_variant_dir is None else Path(features_variant_dir) / split

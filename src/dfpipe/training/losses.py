@@ -1,6 +1,16 @@
-"""The training loss: cross-entropy + optional segmentation BCE + Dice (the notes' exp 5).
+"""The training loss: cross-entropy + optional segmentation BCE + Dice (the notes' exp 5) + attention-map L1.
 
-``loss = w_cls * CE(logits, label) + w_bce * BCE(mask logits, mask) + w_dice * Dice(mask logits, mask)``
+``loss = w_cls * CE(logits, label) + w_bce * BCE(mask logits, mask) + w_dice * Dice(mask logits, mask)
++ w_map * L1(sigmoid(mask logits), mask) + w_relation * MSE(relation maps, relation_targets(mask))``
+
+The ``map`` term is FFD's supervised attention-map loss (Dang et al., CVPR 2020, Sec. 3.2:
+``||M_att - M_gt||_1``; the authors' train.py takes ``nn.L1Loss``, the mean absolute difference over
+the map's pixels): per item the mean over pixels of ``|sigmoid(logits) - target|``. ``w_map: 0``
+is the paper's unsupervised attention (the map learns from the class loss alone).
+
+The ``relation`` term is LRL's similarity loss (Chen et al., AAAI 2021; :mod:`dfpipe.models.lrl`):
+per item the mean over the model's patch-similarity maps of the MSE to the mask-derived targets,
+weighted like the mask terms; it needs masks from the loader but no mask head.
 
 The class term of a single-logit (``head: sigmoid``, :mod:`dfpipe.models.class_head`) model is the
 binary papers' BCE-with-logits on ``label != 0`` (real 0 / fake 1), with ``label_smoothing`` and
@@ -21,6 +31,7 @@ from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config
 from dfpipe.models.class_head import is_single_logit
+from dfpipe.models.lrl import relation_loss
 
 
 class LossConfig(Config):
@@ -37,6 +48,12 @@ class LossConfig(Config):
     w_cls: float = Field(ge=0)
     w_bce: float = Field(ge=0)
     w_dice: float = Field(ge=0)
+    # FFD's attention-map L1 (module docstring). Left out of the dumped config at 0, as w_relation,
+    # so checkpoints written before the key keep their bytes and still load.
+    w_map: float = Field(0.0, ge=0, exclude_if=lambda v: v == 0.0)
+    # LRL's patch-similarity MSE (Chen et al., AAAI 2021; :func:`relation_loss`). Left out of the
+    # dumped config at 0 so checkpoints written before the key keep their bytes and still load.
+    w_relation: float = Field(0.0, ge=0, exclude_if=lambda v: v == 0.0)
     class_weights: tuple[Annotated[float, Field(gt=0)], ...] | None
     label_smoothing: float = Field(ge=0, lt=1)
     dice_eps: float = Field(gt=0)
@@ -44,13 +61,20 @@ class LossConfig(Config):
 
     @model_validator(mode="after")
     def _some_weight(self) -> LossConfig:
-        if self.w_cls == self.w_bce == self.w_dice == 0:
+        if self.w_cls == self.w_bce == self.w_dice == self.w_map == self.w_relation == 0:
             raise ValueError("all loss weights are zero")
         return self
 
     @property
     def uses_masks(self) -> bool:
-        return self.w_bce > 0 or self.w_dice > 0
+        """Whether the loader must provide ``mask`` / ``mask_weight`` (a mask-head term or the
+        relation term, whose targets come from the masks)."""
+        return self.uses_mask_head or self.w_relation > 0
+
+    @property
+    def uses_mask_head(self) -> bool:
+        """Whether a term reads the model's ``mask`` output."""
+        return self.w_bce > 0 or self.w_dice > 0 or self.w_map > 0
 
 
 #: The edited class (``dfpipe.core.manifest.LABELS``): the only one whose mask is not its label.
@@ -64,7 +88,8 @@ class DetectionLoss(nn.Module):
     logits. ``batch``: ``label (B,)`` int64 and, when a mask term is on, ``mask (B,S,S)`` in {0,1}
     and ``mask_weight (B,)`` (0 excludes an item: an edited frame without a mask). The target mask
     is resized to ``(h, w)`` (nearest). Mask terms are per-item means weighted by ``mask_weight``.
-    ``parts`` holds the detached value of each active term (``cls``, ``bce``, ``dice``).
+    ``parts`` holds the detached value of each active term (``cls``, ``bce``, ``dice``, ``map``,
+    ``relation``; the last reads ``relation``, a tuple of (B, P, P) maps, not ``mask``).
     """
 
     class_weight: torch.Tensor | None  # registered buffer
@@ -92,11 +117,11 @@ class DetectionLoss(nn.Module):
                 outputs["logits"].float(), batch["label"], weight=self.class_weight, label_smoothing=cfg.label_smoothing
             )
             total = total + cfg.w_cls * parts["cls"]
-        if cfg.uses_masks:
+        if cfg.uses_mask_head:
             if "mask" not in outputs:
-                raise ValueError("w_bce/w_dice > 0 but the model has no mask output (set model.seg_head)")
+                raise ValueError("w_bce/w_dice/w_map > 0 but the model has no mask output (set model.seg_head)")
             if "mask" not in batch:
-                raise ValueError("w_bce/w_dice > 0 but the batch has no target masks")
+                raise ValueError("w_bce/w_dice/w_map > 0 but the batch has no target masks")
             logits = outputs["mask"].float()[:, 0]  # (B,h,w)
             target = F.interpolate(batch["mask"][:, None].float(), size=logits.shape[-2:], mode="nearest")[
                 :, 0
@@ -116,7 +141,28 @@ class DetectionLoss(nn.Module):
                 per_item = 1 - (2 * inter + cfg.dice_eps) / (denom + cfg.dice_eps)
                 parts["dice"] = (per_item * weight).sum() / norm
                 total = total + cfg.w_dice * parts["dice"]
+            if cfg.w_map > 0:
+                per_item = (torch.sigmoid(logits) - target).abs().mean((1, 2))
+                parts["map"] = (per_item * weight).sum() / norm
+                total = total + cfg.w_map * parts["map"]
+        if cfg.w_relation > 0:
+            parts["relation"] = self.relation(outputs, batch)
+            total = total + cfg.w_relation * parts["relation"]
         return total, {k: v.detach() for k, v in parts.items()}
+
+    def relation(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """LRL's similarity term: per item the mean over the model's similarity maps (``outputs
+        ["relation"]``, one (B, P, P) map per patch grid) of the MSE to :func:`relation_targets`,
+        weighted like the mask terms (``mask_weight``, ``mask_on``)."""
+        if "relation" not in outputs:
+            raise ValueError("w_relation > 0 but the model has no relation output (model lrl)")
+        if "mask" not in batch:
+            raise ValueError("w_relation > 0 but the batch has no target masks")
+        weight = batch["mask_weight"].float()
+        if self.cfg.mask_on == "edited":
+            weight = weight * (batch["label"] == EDITED).float()
+        per_item = torch.stack([relation_loss(sim, batch["mask"]) for sim in outputs["relation"]]).mean(0)
+        return (per_item * weight).sum() / weight.sum().clamp_min(1.0)
 
     def binary_cls(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """BCE-with-logits of the fake logit ``z (B,)`` on ``label != 0``. Label smoothing moves the

@@ -42,7 +42,7 @@ from dfpipe.core.config import safe_name, to_dict
 from dfpipe.core.io import write_bytes, write_json
 from dfpipe.core.numerics import set_torch_threads
 from dfpipe.core.seeding import mix_seed
-from dfpipe.features.encoders import FEATURE_INPUTS, cache_dir
+from dfpipe.features.encoders import cache_dir
 from dfpipe.features.moments import load_stats, read_stats_meta
 from dfpipe.features.spectra import stats_path
 from dfpipe.models import build_model, load_weights
@@ -53,7 +53,7 @@ from dfpipe.splits.gate import gate_path, require_gate
 from dfpipe.training import checkpoint as ckpt_io
 from dfpipe.training.augment import AUGMENT_PRESETS
 from dfpipe.training.config import RunConfig, TrainConfig, load_runs
-from dfpipe.training.data import make_loader, open_split
+from dfpipe.training.data import cache_kind, make_loader, open_split
 from dfpipe.training.device import resolve_amp, select_device
 from dfpipe.training.engine import compile_model, evaluate, recalibrate_bn, train_one_epoch
 from dfpipe.training.losses import build_loss
@@ -89,11 +89,8 @@ class RunPaths:
         if run_cfg.model.input in ("dct", "dft"):
             stats = stats_path(train_cfg.spectra_dir / run_cfg.variant, run_cfg.model.input)
         pretrained = weights_path(run_cfg.init, train_cfg.pretrained_dir)  # pretrained@<init> writes it
-        features = (
-            cache_dir(train_cfg.features_dir, run_cfg.model.input, run_cfg.variant)
-            if run_cfg.model.input in FEATURE_INPUTS
-            else None
-        )
+        kind = cache_kind(run_cfg.model)  # clip / lgrad inputs, landmarks beside the crops
+        features = None if kind is None else cache_dir(train_cfg.features_dir, kind, run_cfg.variant)
         return cls(
             train_cfg.variants_dir / run_cfg.variant,
             stats,

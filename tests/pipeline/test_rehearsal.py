@@ -46,7 +46,7 @@ def table_problems(text: str) -> list[str]:
     for stage, (wall, items, rate, _gpu, rss, full) in rows.items():
         if not float(wall) > 0 or rss == "-" or not float(rss) > 0:
             problems.append(f"{stage}: wall {wall} s, peak RSS {rss} MiB")
-        per_item = stage not in ("assets", "make_demo")
+        per_item = stage not in ("code", "assets", "make_demo")  # no items: fingerprints, model files, drawn data
         if per_item and not all(x != "-" and float(x) > 0 for x in (items, rate, full)):
             problems.append(f"{stage}: items {items}, throughput {rate}, extrapolated {full}")
     return problems

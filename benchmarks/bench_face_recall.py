@@ -188,7 +188,9 @@ def dataset(n_frames: int, n_free: int, seed: int, sizes):
 def make_detector(policy: str, min_score: float) -> FaceDetector:
     model = MODELS["full" if POLICY_INPUT[policy] == 192 else "short"]
     tile, overlap = DEFAULT_TILE.get(policy, (720, 120))
-    return FaceDetector(model, min_score, policy, tile, overlap)
+    # the tiled policies' whole-frame pass: the short-range model (params.yaml preprocess.whole_model)
+    whole = MODELS["short"] if policy.endswith("tiled") else None
+    return FaceDetector(model, min_score, policy, tile, overlap, whole)
 
 
 def score(policy: str, data, min_score: float) -> dict:
@@ -214,9 +216,9 @@ def speed(policy: str, data, min_score: float, repeat: int = 3) -> tuple[dict[in
     with make_detector(policy, min_score) as det:
         raw, count = det._detect_raw, [0]
 
-        def counted(img):
+        def counted(img, *args, **kwargs):
             count[0] += 1
-            return raw(img)
+            return raw(img, *args, **kwargs)
 
         for (h, _w, codec), frames in data.items():
             if codec != "none":

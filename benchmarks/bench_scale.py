@@ -7,10 +7,15 @@ Generates (in a temporary folder) drawn-face PNGs and FF++-layout videos with ma
 1. preprocessing items/s of one image source and one video source through
    ``dfpipe.ingest.executor.ordered_map`` (images in the stage's chunks): local executor with 1 and 2
    worker processes, and the Ray executor on a private local Ray instance with 2 CPUs (2 actors);
-   steady state (the second half of the results, when every worker runs; start-up, until the
-   first result, is reported apart), min / median
-   over ``--repeat`` runs; the ratios 2 workers / 1 worker and Ray / local 2 workers (targets
-   >= 1.8 and >= 0.9 on 2 idle cores); crops checked identical to the 1-worker run;
+   steady state (the second half of the results, and not before every worker has delivered one;
+   start-up, until the first result, is reported apart), min / median
+   over ``--repeat`` rounds (each round runs every executor once, in turn: a slow spell on a shared
+   box hits them alike); the ratios 2 workers / 1 worker and Ray / local 2 workers (targets
+   >= 1.8 and >= 0.9 on 2 idle cores); crops checked identical to the 1-worker run. On a loaded
+   box the wall ratio measures how much CPU each configuration got from the scheduler (two
+   processes get about twice one process's share), so each run also prints steady items per
+   CPU-second (this process and every process it started: pool processes, Ray's daemons and
+   actors; from ``/proc``): with 2 idle cores, 2 workers / 1 worker is about twice their ratio;
 2. decode-once: an FF++ folder sampled by two policies (every n-th and K per video) as two
    ``run_source`` calls vs one ``run_sources`` pass (1 worker), outputs checked identical;
 3. spectra statistics + cache (``build_split``, 224 px): img/s with ``workers`` 1 and 2 threads, the
@@ -78,9 +83,60 @@ def folder_bytes(d: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
 
 
+def cpu_seconds() -> float | None:
+    """CPU seconds of this process and every process it started, still running (pool processes;
+    Ray's daemons and actors), from ``/proc``; None where there is no ``/proc``."""
+    proc, tick = Path("/proc"), os.sysconf("SC_CLK_TCK")
+    if not proc.is_dir():
+        return None
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+    for d in proc.iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()  # after the name: state is field 3
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue  # ended meanwhile
+            stats[int(d.name)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid; utime + stime
+    total, todo = time.process_time(), [os.getpid()]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, secs) in stats.items():
+            if ppid == parent:
+                total += secs
+                todo.append(pid)
+    return total
+
+
+class Tagged:
+    """The worker of ``factory`` whose results say which process made them (``(pid, result)``):
+    the steady window starts once every worker has delivered."""
+
+    def __init__(self, factory):
+        self.inner = factory()
+
+    def process(self, item):
+        return os.getpid(), self.inner.process(item)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def steady_start(pids: list[int], workers: int) -> int:
+    """Index of the first result of the steady window: the second half of the results, or later
+    when a worker delivered its first result only after that (its start-up, slow on a loaded box,
+    would count as steady time)."""
+    half, seen = len(pids) // 2, set()
+    for i, pid in enumerate(pids):
+        seen.add(pid)
+        if len(seen) == workers:
+            return min(max(half, i + 1), len(pids) - 1)
+    return half  # one worker took every item
+
+
 def bench_preprocess(tmp: Path, skip_ray: bool, repeat: int) -> None:
     """Items/s of the preprocess worker under each executor: start-up (pool spawn / Ray actors
-    loading MediaPipe) and steady state (the second half of the results) separately."""
+    loading MediaPipe) and steady state (:func:`steady_start`) separately; the executors
+    alternate round by round."""
     img = build(SourceConfig, dict(kind="image_folder", path="img", label=0, method="b", mode="crop"))
     ff = build(SourceConfig, dict(kind="ffpp", path="ff", label=2, method="F2F", mode="crop",
                                   sampling="every_nth", masks=True))
@@ -88,34 +144,51 @@ def bench_preprocess(tmp: Path, skip_ray: bool, repeat: int) -> None:
     for name, spec in (("images", img), ("videos", ff)):
         items, _ = list_items(name, spec, tmp / spec.path.as_posix())
         chunk = IMAGE_CHUNK if spec.kind == "image_folder" else 1  # what the stage sends
+        half = len(items) // 2
         ref = None
-        steady: dict[tuple[str, int], list[float]] = {}
-        for executor, workers in runs:
-            cfg = build(PreprocessConfig, {**CFG, "workers": workers, "executor": executor})
-            if executor == "ray":
-                import ray
+        steady: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+        per_cpu: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+        starts: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+        for _ in range(repeat):
+            for executor, workers in runs:
+                cfg = build(PreprocessConfig, {**CFG, "workers": workers, "executor": executor})
+                if executor == "ray":
+                    import ray
 
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            factory = functools.partial(Worker, cfg, spec, tmp / spec.path.as_posix())
-            starts = []
-            for _ in range(repeat):
+                    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                factory = functools.partial(Tagged, functools.partial(Worker, cfg, spec, tmp / spec.path.as_posix()))
                 t0 = time.perf_counter()
-                results, arrived = [], []
-                for res in ordered_map(factory, items, workers, executor, chunk=chunk):
+                results, arrived, pids, cpu, seen = [], [], [], {}, set()
+                for pid, res in ordered_map(factory, items, workers, executor, chunk=chunk):
                     arrived.append(time.perf_counter())
                     results.append(res)
-                # steady state: the second half of the results, when every worker has started
+                    pids.append(pid)
+                    k, all_now = len(arrived), len(seen) < workers and len(seen | {pid}) == workers
+                    seen.add(pid)
+                    # CPU seconds where the steady window may start (steady_start) and at the end
+                    if k == half or k == len(items) or (k > half and all_now):
+                        cpu[k - 1] = cpu_seconds()
+                if executor == "ray":
+                    ray.shutdown()
+                # steady state: from the second half of the results, once every worker has started
                 # (workers start one after another; until the last has, ordered results wait)
-                half = len(items) // 2
-                steady.setdefault((executor, workers), []).append((arrived[-1] - arrived[half - 1]) / (len(items) - half))
-                starts.append(arrived[0] - t0)
+                first = steady_start(pids, workers)
+                steady[(executor, workers)].append((arrived[-1] - arrived[first - 1]) / (len(items) - first))
+                c0, c1 = cpu.get(first - 1), cpu.get(len(items) - 1)
+                if c0 is not None and c1 is not None and c1 > c0:
+                    per_cpu[(executor, workers)].append((c1 - c0) / (len(items) - first))
+                starts[(executor, workers)].append(arrived[0] - t0)
                 crops = [c.image.tobytes() for r in results for c in r.crops]
                 ref = ref or crops
                 assert crops == ref, f"{executor} workers={workers}: crops differ from the first run"
-            if executor == "ray":
-                ray.shutdown()
-            print(line(f"preprocess {name:6s} {executor:5s} workers={workers} steady", steady[(executor, workers)],
-                       1.0, "items/s") + f"; start-up {min(starts):.1f} s ({len(items)} items, {len(ref)} crops)")
+        assert ref is not None
+        for (executor, workers), secs in steady.items():
+            print(line(f"preprocess {name:6s} {executor:5s} workers={workers} steady", secs, 1.0, "items/s")
+                  + f"; start-up {min(starts[(executor, workers)]):.1f} s ({len(items)} items, {len(ref)} crops)")
+        for (executor, workers), secs in per_cpu.items():
+            if secs:
+                print(line(f"preprocess {name:6s} {executor:5s} workers={workers} steady CPU time", secs, 1.0,
+                           "items/cpu-s", per_cpu[("local", 1)] or None))
         one, two = steady[("local", 1)], steady[("local", 2)]
         text = f"preprocess {name}: 2 workers / 1 worker {statistics.median(one) / statistics.median(two):.2f}x"
         if ("ray", 2) in steady:

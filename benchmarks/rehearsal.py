@@ -99,7 +99,7 @@ def rehearsal_params(demo: dict, full: dict, device: str, tiny: bool, workers: i
     # interpolate a variant's source list), so the sources are cut to those of the runs' variants
     variants = {merged_entry(p, "runs", run)["variant"] for run in RUNS}
     p["variants"] = {k: v for k, v in p["variants"].items() if k in variants}
-    used = {src for v in p["variants"].values() for part in ("train", "eval") for src in (v.get(part) or {})}
+    used = {src for v in p["variants"].values() for part in ("train", "test") for src in (v.get(part) or {})}
     p["sources"] = {k: v for k, v in p["sources"].items() if k in used}
     p["runs"] = {run: p["runs"][run] for run in RUNS}
     p["evaluations"], p["frank"] = {}, {}
@@ -239,7 +239,7 @@ def _rows(path: Path) -> int:
     return pq.read_metadata(path).num_rows if path.is_file() else 0
 
 
-def _variant_rows(copy: Path, variant: str, splits=("train", "val", "eval")) -> int:
+def _variant_rows(copy: Path, variant: str, splits=("train", "val", "test")) -> int:
     return sum(_rows(copy / "data" / "variants" / variant / s / "manifest.parquet") for s in splits)
 
 
@@ -310,7 +310,7 @@ def _count(row: Row, copy: Path, params: dict, full: dict, s: float, evaluated: 
         variant = run["variant"] if run else params["evaluations"][key]["variant"]
         seeds = run["seeds"] if run else [0]
         seeds_full = merged_entry(full, "runs", key)["seeds"] if run else seeds
-        row.items, row.unit = _variant_rows(copy, variant, ("eval",)) * len(seeds), "img/s"
+        row.items, row.unit = _variant_rows(copy, variant, ("test",)) * len(seeds), "img/s"
         row.full_items = row.items / s * len(seeds_full) / len(seeds)
         evaluated[key] = row.items
     elif kind == "report":

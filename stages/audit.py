@@ -2,7 +2,7 @@
 
 Writes ``<out_dir>/<name>.json``, ``<out_dir>/<name>.md``, ``<out_dir>/<name>.card.md`` (the
 variant's dataset card completed with the audit's figures, dfpipe.splits.card) and
-``<out_dir>/<name>/eval_items.parquet`` first, then either the gate ``<out_dir>/<name>/gate.json``
+``<out_dir>/<name>/test_items.parquet`` first, then either the gate ``<out_dir>/<name>/gate.json``
 or, when a check fails, no gate and a non-zero exit (``train@`` runs depend on the gate, so they
 cannot start). The gate records the fingerprint of the variant folder taken before the audit reads
 it (``dfpipe.splits.gate``): training refuses a variant whose bytes differ from it.
@@ -12,7 +12,7 @@ from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import load_section
 from dfpipe.core.io import resolve_inside, write_bytes, write_json
 from dfpipe.core.manifest import write_table
-from dfpipe.splits.audit import EVAL_ITEMS_SCHEMA, AuditConfig, GateError, audit_variant, check_gate
+from dfpipe.splits.audit import TEST_ITEMS_SCHEMA, AuditConfig, GateError, audit_variant, check_gate
 from dfpipe.splits.card import write_completed_card
 from dfpipe.splits.celebdf import read_celebdf_list
 from dfpipe.splits.gate import gate_record, variant_fingerprint
@@ -36,7 +36,7 @@ def main() -> None:
     write_bytes(resolve_inside(cfg.out_dir, f"{name}.md"), report.encode("utf-8"))
     # the dataset card + the audit's figures: this stage cannot write into variant@'s folder
     write_completed_card(variant_dir, metrics, resolve_inside(cfg.out_dir, f"{name}.card.md"))
-    write_table(flags, resolve_inside(cfg.out_dir, f"{name}/eval_items.parquet"), EVAL_ITEMS_SCHEMA)
+    write_table(flags, resolve_inside(cfg.out_dir, f"{name}/test_items.parquet"), TEST_ITEMS_SCHEMA)
     print(
         f"audit {name}: group leaks {metrics['group_leaks']}, video leaks {metrics['video_leaks']}, "
         f"exact duplicates {metrics['exact_duplicates']}, near-duplicate pairs {metrics['near_duplicate_pairs']}; "

@@ -1,4 +1,4 @@
-"""DVC stage ``evaluate@<name>``: score every seed of a trained run on a variant's eval split.
+"""DVC stage ``evaluate@<name>``: score every seed of a trained run on a variant's test split.
 
 Usage (from the repository root): ``python stages/evaluate.py <evaluation> <run> <variant>``, the
 last two as dvc.yaml's evaluate foreach says (checked against params.yaml, so a stale dvc.yaml

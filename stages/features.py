@@ -1,7 +1,7 @@
 """features@<cache>: run one frozen encoder (CLIP / LGrad transformation model / face landmarks) once over a variant.
 
 Usage (from the repository root): python stages/features.py <cache>
-Writes <features.out_dir>/<encoder>/<variant>/{train,val,eval}/ (dfpipe.features.encoders).
+Writes <features.out_dir>/<encoder>/<variant>/{train,val,test}/ (dfpipe.features.encoders).
 """
 
 from __future__ import annotations

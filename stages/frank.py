@@ -11,12 +11,11 @@ from pathlib import Path
 from dfpipe.core.cli import run_stage, stage_args
 from dfpipe.core.config import ConfigError, load_entry, load_section, load_yaml
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
-from dfpipe.core.stagedeps import import_closure
+from dfpipe.core.stagedeps import code_hash
 from dfpipe.evaluation.evaluate import (
     EVAL_DIR,
     EvaluateConfig,
     align_predictions,
-    code_fingerprint,
     evaluate_seeds,
     split_fingerprints,
     write_outputs,
@@ -34,7 +33,7 @@ def main() -> None:
     if cfg.variant not in spectra.cache:
         raise ConfigError(f"frank.{name}.variant: {cfg.variant!r} is not in spectra.cache {list(spectra.cache)}")
     out = fit_and_score(cfg, spectra.out_dir, spectra.variants_dir)
-    manifest_path = spectra.variants_dir / cfg.variant / "eval" / "manifest.parquet"
+    manifest_path = spectra.variants_dir / cfg.variant / "test" / "manifest.parquet"
     frame = align_predictions(
         read_table(manifest_path, VARIANT_SCHEMA), out["ids"], out["labels"], out["probs"], str(manifest_path)
     )
@@ -59,7 +58,7 @@ def main() -> None:
     # rerun when only evaluate's code changes, so that fingerprint would go stale here
     # (the checkout this script runs from, whatever the working folder)
     repo = Path(__file__).resolve().parents[1]
-    code = code_fingerprint(repo, deps=import_closure(Path("stages/frank.py"), repo))
+    code = code_hash(Path("stages/frank.py"), repo)
     details["provenance"] = {
         "code": code,
         "scale": load_yaml().get("split", {}).get("scale"),

@@ -15,7 +15,7 @@ def main() -> None:
     print(
         f"poison {name}: {p['poisoned_items']} of {p['train_items_of_class']} train items of class "
         f"{p['poisoned_class']} triggered ({cfg.mode} label, {cfg.trigger.kind}); "
-        f"{p['triggered_eval_items']} triggered eval items"
+        f"{p['triggered_test_items']} triggered test items"
     )
 
 

@@ -27,7 +27,7 @@ def run_defaults() -> dict:
 
 @pytest.fixture(scope="module")
 def toy_variant(tmp_path_factory) -> Path:
-    """A tiny variant ``<tmp>/toy/{train,val,eval}`` in the variant stage's format (shards + manifest)."""
+    """A tiny variant ``<tmp>/toy/{train,val,test}`` in the variant stage's format (shards + manifest)."""
     return make_variant(tmp_path_factory.mktemp("variant") / "toy")
 
 

@@ -67,12 +67,12 @@ def _image(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
 
 def make_variant(root: Path, per_class: dict[str, int] | None = None, size: int = 32, seed: int = 0,
                  mask_every_edit: bool = False) -> Path:
-    """Write a tiny variant ``root/{train,val,eval}`` in the variant stage's format (shards + manifest).
+    """Write a tiny variant ``root/{train,val,test}`` in the variant stage's format (shards + manifest).
 
     Edited items (label 2) carry a mask (the bright square) except every third one, unless
     ``mask_every_edit``. Returns ``root``.
     """
-    per_class = per_class or {"train": 8, "val": 4, "eval": 4}
+    per_class = per_class or {"train": 8, "val": 4, "test": 4}
     rng = np.random.default_rng(seed)
     for split, n in per_class.items():
         out = root / split
@@ -200,8 +200,8 @@ def split_cfg(tmp: Path | None = None, **kw) -> SplitConfig:
 
 
 def variant_cfg(**kw) -> VariantConfig:
-    base = dict(description="t", level="group", leak_free=True, shortcut_free=False, masks=False, eval_fraction=0.3,
-                train={}, eval={})
+    base = dict(description="t", level="group", leak_free=True, shortcut_free=False, masks=False, test_fraction=0.3,
+                train={}, test={})
     base.update(kw)
     return build(VariantConfig, base)
 
@@ -209,7 +209,7 @@ def variant_cfg(**kw) -> VariantConfig:
 # ---- from test_evaluate.py
 
 def make_manifest(seed: int = 0, n_images: int = 40, frames: int = 5) -> pd.DataFrame:
-    """A small eval manifest: FFHQ (real) and two GANs (fake) images, FF++ real and edited videos
+    """A small test manifest: FFHQ (real) and two GANs (fake) images, FF++ real and edited videos
     whose names collide across methods (000_003 in Face2Face and FaceSwap)."""
     rows = []
     for i in range(n_images):
@@ -264,7 +264,7 @@ def write_stage_params(tmp_path: Path, name: str, leak_free: bool, shortcut_free
         "split": {"salt": "test-salt", "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
                   "bridging": "drop", "faces_dir": "faces", "out_dir": "variants", "shard_size": 5},
         "variants": {name: {"description": "t", "level": "group", "leak_free": leak_free, "shortcut_free": shortcut_free,
-                            "masks": False, "eval_fraction": 0.3, "train": counts, "eval": counts}},
+                            "masks": False, "test_fraction": 0.3, "train": counts, "test": counts}},
         "audit": AUDIT_PARAMS,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -302,7 +302,7 @@ def feature_caches_in_two_folders(tmp_path_factory, prefix: str, features: dict[
     roots = []
     for name in ("a", "b"):
         root = tmp_path_factory.mktemp(f"{prefix}_{name}")
-        make_variant(root / "data" / "variants" / "toy", per_class={"train": 6, "val": 3, "eval": 3})
+        make_variant(root / "data" / "variants" / "toy", per_class={"train": 6, "val": 3, "test": 3})
         cfg = build(E.FeaturesConfig, features, root=root)
         cfg = cfg.model_copy(update={"out_dir": root / "data/features", "variants_dir": root / "data/variants"})
         for cache in cfg.caches:

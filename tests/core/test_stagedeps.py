@@ -51,7 +51,7 @@ def test_dvc_yaml_data_deps_are_the_declared_reads():
 
 def test_evaluate_depends_on_the_val_split_its_thresholds_come_from():
     """evaluate@ picks binary runs' real-vs-fake threshold on the *training* variant's val split
-    (dfpipe.evaluation.evaluate.run_evaluation), which is not under the scored variant's eval folder."""
+    (dfpipe.evaluation.evaluate.run_evaluation), which is not under the scored variant's test folder."""
     want = "${train.variants_dir}/${item.train_variant}/val"
     assert want in [d.path for d in stagedeps.expected_data_deps(ROOT / "dvc.yaml")["evaluate"]]
     assert want in stagedeps.declared_data_deps(ROOT / "dvc.yaml")["evaluate"]
@@ -306,7 +306,7 @@ def test_no_tracked_metrics_of_retired_runs():
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     evaluations = resolved_evaluations(params)
-    owners = {"eval": set(evaluations) | set(params["frank"]), "train": set(params["runs"]),
+    owners = {"test": set(evaluations) | set(params["frank"]), "train": set(params["runs"]),
               "audit": set(params["variants"]) | set(params.get("poison") or {})}  # audit_poisoned@
     tracked = subprocess.run(["git", "ls-files", "metrics"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
@@ -528,3 +528,27 @@ def test_real_dvc_reruns_exactly_the_stages_whose_closure_changed(tmp_path, monk
     out = dvc("repro")
     assert "Running stage 'code'" in out and "Running stage 'work'" in out, out
     assert "Running stage 'plain'" not in out and "'plain' didn't change" in out, out
+
+
+def test_code_hash_reads_the_fingerprint_file_and_matches_the_closure(tmp_path):
+    """A table's provenance "code": the same value from the fingerprint stage's file and from the
+    import closure computed directly; it changes when an imported module does and not otherwise."""
+    assert stagedeps.code_hash(Path("stages/work.py"), tmp_path) == "unknown"
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "src/dfpipe").mkdir(parents=True)
+    (tmp_path / "src/dfpipe/__init__.py").write_text("")
+    (tmp_path / "src/dfpipe/lib.py").write_text("x = 1\n")
+    (tmp_path / "src/dfpipe/other.py").write_text("y = 1\n")
+    (tmp_path / "stages/work.py").write_text("from dfpipe import lib\n")
+    entry = Path("stages/work.py")
+    direct = stagedeps.code_hash(entry, tmp_path)
+    assert len(direct) == 12
+    out = tmp_path / stagedeps.fingerprint_path(entry)
+    out.parent.mkdir(parents=True)
+    out.write_text(stagedeps.fingerprint_text(stagedeps.import_closure(entry, tmp_path), tmp_path))
+    assert stagedeps.code_hash(entry, tmp_path) == direct
+    (tmp_path / "src/dfpipe/other.py").write_text("y = 2\n")  # not imported by the entry
+    out.unlink()
+    assert stagedeps.code_hash(entry, tmp_path) == direct
+    (tmp_path / "src/dfpipe/lib.py").write_text("x = 2\n")
+    assert stagedeps.code_hash(entry, tmp_path) != direct

@@ -44,7 +44,7 @@ def _checkpoints(models: Path, run: str, cfg) -> None:
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("bd")
     variants, models = root / "variants", root / "models"
-    make_variant(variants / "clean", {"train": 30, "val": 4, "eval": 12}, size=32)
+    make_variant(variants / "clean", {"train": 30, "val": 4, "test": 12}, size=32)
     write_json(variants / "clean/summary.json", {"variant": "clean", "counts": {}})
     poison = build(PoisonConfig, POISON)
     build_poisoned_variant("clean_bd", poison, variants, "salt", shard_size=16)
@@ -62,7 +62,7 @@ def test_stage_scores_the_triggered_copy_and_audits_both_runs(experiment):
     root, cfg, poison, record = experiment
     assert json.loads((cfg.out_dir / "toy.json").read_text()) == json.loads(json.dumps(record))
     trig = pd.read_parquet(cfg.out_dir / "toy/triggered.parquet")
-    n_trig = len(read_table(root / "variants/clean_bd" / TRIGGERED / "eval/manifest.parquet"))
+    n_trig = len(read_table(root / "variants/clean_bd" / TRIGGERED / "test/manifest.parquet"))
     assert n_trig == 12 and len(trig) == 2 * 2 * n_trig and set(trig["role"]) == {"clean", "poisoned"}
     assert (trig["label"] == 1).all()
     flags = pd.read_parquet(cfg.out_dir / "toy/flags.parquet")
@@ -101,7 +101,7 @@ def test_table_reports_attack_success_with_group_intervals(experiment, tmp_path)
     hit = (trig["role"] == "poisoned").to_numpy()
     trig["p_real"], trig["p_fake"], trig["p_edited"] = np.where(hit, 0.9, 0.05), np.where(hit, 0.05, 0.9), 0.05
     trig.to_parquet(out / "toy/triggered.parquet")
-    ev = read_table(root / "variants/clean/eval/manifest.parquet")
+    ev = read_table(root / "variants/clean/test/manifest.parquet")
     for run in ("r_clean", "r_bd"):
         probs = np.eye(3)[ev["label"].to_numpy()] * 0.8 + 0.2 / 3
         frame = ev[["id", "source", "method", "video_id", "label"]].assign(group=ev["id"], p_real=probs[:, 0],

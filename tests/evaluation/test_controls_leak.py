@@ -21,7 +21,7 @@ from dfpipe.evaluation.predictions import write_predictions
 
 CLIPS, FRAMES = 60, 4
 TRAINED = set(range(40))  # clips with a frame in the leaky variant's train split
-TWIN_EVAL = range(20, 60)  # the leak-free twin's eval clips: 20 leaked (20..39), 20 never trained on
+TWIN_EVAL = range(20, 60)  # the leak-free twin's test clips: 20 leaked (20..39), 20 never trained on
 
 
 def clip(k: int) -> str:
@@ -74,7 +74,7 @@ def demo(tmp_path, monkeypatch):
                           "group_in_train": own["video_id"].astype(int).isin(TRAINED),
                           "video_in_train": own["video_id"].astype(int).isin(TRAINED)})
     Path("audit/lf").mkdir(parents=True)
-    flags.to_parquet("audit/lf/eval_items.parquet")
+    flags.to_parquet("audit/lf/test_items.parquet")
     Path("variants/lf/train").mkdir(parents=True)
     items("lf", sorted(TRAINED))[["id", "method", "video_id"]].to_parquet("variants/lf/train/manifest.parquet")
     twin = items("lg", TWIN_EVAL)
@@ -158,5 +158,5 @@ def test_report_deps_name_the_flags_and_the_leaky_train_manifest():
                                                                "leak_free": "r_group", "reseeded": "r_group2"}},
                                         "variants_dir": "data/variants"})
     assert controls.leak_files(params, Path("metrics/audit")) == {
-        Path("metrics/audit/lf/eval_items.parquet"), Path("data/variants/lf/train/manifest.parquet")}
+        Path("metrics/audit/lf/test_items.parquet"), Path("data/variants/lf/train/manifest.parquet")}
     assert controls.evaluation_names() == {"r_frame", "r_frame_on_g", "r_group", "r_group2"}

@@ -73,7 +73,7 @@ def test_report_writes_crossdataset_table(tmp_path, monkeypatch):
         write_json(Path("eval", name, "details.json"), {
             "run": {"init": "xception_imagenet"} if name == "n_on_cdf" else {},
             "provenance": {"code": "c0de", "scale": 0.04, "variant": "celebdf_test", "train_variant": "v4_nomask",
-                           "seeds": [0, 1], "data": {"eval": f"e{rs}", "val": "v"}}})
+                           "seeds": [0, 1], "data": {"test": f"e{rs}", "val": "v"}}})
     cfg = build(R.ReportConfig, {
         "out_dir": "tables", "eval_dir": "eval", "audit_dir": "audit", "paper": "ref.yaml", "notes": "notes.yaml",
         "bootstrap": 10, "ci_level": 0.95, "seed": 0, "tables": {}, "shortcut": [],
@@ -93,7 +93,7 @@ def test_report_writes_crossdataset_table(tmp_path, monkeypatch):
     assert lines[1].startswith(f"| ResNet-18 | scratch | {cell} [")
     assert lines[2].startswith("| NPR | xception_imagenet | ") and lines[2].endswith("|  |  | – |")
     # provenance: which bytes were scored, by which code
-    assert "data sha256 celebdf_test/eval e2 + v4_nomask/val v, celebdf_test/eval e0 + v4_nomask/val v" in text
+    assert "data sha256 celebdf_test/test e2 + v4_nomask/val v, celebdf_test/test e0 + v4_nomask/val v" in text
     assert "evaluation code c0de" in text
     assert "eval/r_on_dfdc/predictions.parquet" in Path("tables/results.md").read_text()
     with pytest.raises(ConfigError, match="not in test_sets"):

@@ -128,22 +128,6 @@ def test_training_curves_from_per_seed_tsv_files(tmp_path):
         F.read_curves(curves)
 
 
-def test_code_fingerprint_stable_and_content_sensitive(tmp_path):
-    deps = ["src/dfpipe/scoring/metrics.py", "src/dfpipe/evaluation"]
-    assert E.code_fingerprint(tmp_path, deps) == "unknown"
-    (tmp_path / "src/dfpipe/evaluation").mkdir(parents=True)
-    (tmp_path / "src/dfpipe/scoring").mkdir(parents=True)
-    f = tmp_path / "src/dfpipe/scoring/metrics.py"
-    f.write_text("x = 1\n")
-    one = E.code_fingerprint(tmp_path, deps)
-    assert len(one) == 12 and one == E.code_fingerprint(tmp_path, deps)
-    (tmp_path / "src/dfpipe/evaluation/notes.txt").write_text("not code")
-    (tmp_path / "src/dfpipe/scoring/reports.py").write_text("# not a dep\n")
-    assert E.code_fingerprint(tmp_path, deps) == one
-    f.write_text("x = 2\n")
-    assert E.code_fingerprint(tmp_path, deps) != one
-
-
 def test_evaluate_fingerprint_covers_its_import_closure():
     """The provenance hash covers exactly the evaluate stage's import closure (its dvc.yaml code deps):
     every model module (imported through the registry), none of the report's modules."""
@@ -238,7 +222,7 @@ def write_split(root, split: str, man: pd.DataFrame, size: int = 32, seed: int =
 
 
 def write_flags(path, man: pd.DataFrame, videos_in_train: set[str]) -> None:
-    """The audit's eval_items.parquet (per-eval-item leak flags) for ``man``."""
+    """The audit's test_items.parquet (per-test-item leak flags) for ``man``."""
     keys = [M.video_key(m, v) if v else "" for m, v in zip(man["method"], man["video_id"])]
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": man["id"], "video_key": keys, "group_in_train": [k in videos_in_train for k in keys],
@@ -251,9 +235,9 @@ def test_run_evaluation_end_to_end(tmp_path):
     from dfpipe.training.train import RunConfig
 
     ev_man = make_manifest(n_images=9, frames=2)
-    write_split(tmp_path / "variants" / "v3", "eval", ev_man)
+    write_split(tmp_path / "variants" / "v3", "test", ev_man)
     write_split(tmp_path / "variants" / "v3", "val", make_manifest(seed=1, n_images=6, frames=1), seed=1)
-    write_flags(tmp_path / "audit" / "v3" / "eval_items.parquet", ev_man, {"FaceSwap:000_003", "youtube:000"})
+    write_flags(tmp_path / "audit" / "v3" / "test_items.parquet", ev_man, {"FaceSwap:000_003", "youtube:000"})
     run_cfg = build(RunConfig, run_dict(model={"name": "resnet18", "image_size": 32}, variant="v3", lr=2e-4,
                                         batch_size=128, epochs=1, bn_recalibration_images=0,
                                         max_steps_per_epoch=0))
@@ -289,7 +273,7 @@ def test_run_evaluation_end_to_end(tmp_path):
     data = details["provenance"].pop("data")
     assert details["provenance"] == {"code": "unknown", "scale": 0.04, "variant": "v3", "train_variant": "v3",
                                      "seeds": [0, 1]}
-    assert data == {"eval": variant_fingerprint(tmp_path / "variants/v3/eval")["digest"][:12],
+    assert data == {"test": variant_fingerprint(tmp_path / "variants/v3/test")["digest"][:12],
                     "val": variant_fingerprint(tmp_path / "variants/v3/val")["digest"][:12]}
     assert details["leak"]["frames_in"] == 4 and details["leak"]["videos_in"] == 2
     assert details["per_seed"]["0"] != details["per_seed"]["1"]  # two different models were scored
@@ -305,7 +289,7 @@ def test_run_evaluation_end_to_end(tmp_path):
 
 def test_binary_run_records_a_threshold_chosen_on_the_train_variants_val(tmp_path):
     """A 2-class run's details.json holds, per seed, the balanced-accuracy threshold of its
-    predictions on the *train* variant's val split (not on the eval data it is applied to)."""
+    predictions on the *train* variant's val split (not on the test data it is applied to)."""
     from dfpipe.core.config import to_dict
     from dfpipe.models import build_model, model_config
     from dfpipe.training.data import make_loader, open_split
@@ -315,7 +299,7 @@ def test_binary_run_records_a_threshold_chosen_on_the_train_variants_val(tmp_pat
     def binary(man):
         return man.assign(label=(man["label"] > 0).astype(man["label"].dtype))
 
-    write_split(tmp_path / "variants" / "ug_test", "eval", binary(make_manifest(n_images=9, frames=2)))
+    write_split(tmp_path / "variants" / "ug_test", "test", binary(make_manifest(n_images=9, frames=2)))
     val_man = binary(make_manifest(n_images=6, frames=1))
     val_man["id"] = "val_" + val_man["id"]
     write_split(tmp_path / "variants" / "ug", "val", val_man)

@@ -1,4 +1,4 @@
-"""Leak measure (a): a model that memorises training videos scores higher on eval frames of
+"""Leak measure (a): a model that memorises training videos scores higher on test frames of
 those videos; the measure shows the planted leak and no gap in a leak-free control."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _measure(planted: bool):
     train = df[vid < 40]
     ev = df[vid >= 40]
     flagged = {f"{v:03d}" for v in range(40, 60)}   # videos the audit reports as in train
-    if planted:  # the leak: frames 0-2 of the flagged eval videos copied into train
+    if planted:  # the leak: frames 0-2 of the flagged test videos copied into train
         copied = ev[ev["video_id"].isin(flagged) & (ev["frame"] < 3)]
         train = pd.concat([train, copied])
         ev = ev.drop(copied.index)
@@ -73,7 +73,7 @@ def test_no_frame_of_a_training_video_is_a_note_and_flags_are_checked(tmp_path):
     ev = _videos(n_videos=4, frames=2)
     flags = pd.DataFrame({"id": ev["id"], "video_key": "m:x", "group_in_train": False, "video_in_train": False})
     out = leak_gap(ev["id"].to_numpy(), ev["label"].to_numpy(), np.full((1, len(ev), 3), 1 / 3), flags, 10, 0, 0.95)
-    assert "gap" not in out and "no eval frame of a training video" in out["note"]
+    assert "gap" not in out and "no test frame of a training video" in out["note"]
     with pytest.raises(ValueError, match="no audit flags"):
         leak_gap(ev["id"].to_numpy(), ev["label"].to_numpy(), np.full((1, len(ev), 3), 1 / 3), flags.iloc[1:], 10, 0, 0.95)
     flags.drop(columns="video_in_train").to_parquet(tmp_path / "f.parquet")

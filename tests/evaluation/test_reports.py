@@ -39,7 +39,7 @@ def write_eval(name: str, seeds, skill: float, offset: int, run: dict, leak: dic
                       "seeds": ",".join(map(str, seeds)), **run}
     details["provenance"] = {"code": "abc123def456", "scale": 0.04, "variant": details["run"]["eval_variant"],
                              "train_variant": details["run"]["train_variant"], "seeds": list(seeds),
-                             "data": {"eval": "0123456789ab", "val": "ba9876543210"}}
+                             "data": {"test": "0123456789ab", "val": "ba9876543210"}}
     if leak is not None:
         details["leak"] = leak
     if mask is not None:
@@ -127,7 +127,7 @@ def test_cells_equal_files(repo):
     baselines = rows[3:]
     rows = rows[:3]
     assert [r["Row"] for r in rows] == ["Baseline", "Mix", "Mix (reduced)"]
-    # trivial baselines: the val-majority rule scored on the eval items, the audit's best nuisance probe
+    # trivial baselines: the val-majority rule scored on the test items, the audit's best nuisance probe
     maj = read_json("eval/base/details.json")["baselines"]["majority"]
     assert maj["class"] == "real" and maj["auc_real_vs_fake"] == 0.5
     assert [(b["Row"], b["Variant"], b["Macro-F1 ± sd [CI]"], b["AUC real/fake"]) for b in baselines] == [
@@ -151,7 +151,7 @@ def test_cells_equal_files(repo):
     assert {r["Row"]: r["Paper AUC (%)"] for r in rows} == {"Baseline": "89.3", "Mix": "93.3", "Mix (reduced)": "–"}
     md = Path("tables/f3net.md").read_text()
     assert "the group's earlier, unverified runs" in md
-    assert ("_Provenance: data split.scale 0.04 (1 = full counts); variant v4; data sha256 v4/eval 0123456789ab + "
+    assert ("_Provenance: data split.scale 0.04 (1 = full counts); variant v4; data sha256 v4/test 0123456789ab + "
             "v4/val ba9876543210 (over every file of the split folders scored); seeds 0,1; evaluation code "
             "abc123def456") in md
 

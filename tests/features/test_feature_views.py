@@ -35,7 +35,7 @@ def test_views_are_cached_deterministically_and_differ(caches):
     a, b = caches
     assert tree_digest(a) == tree_digest(b)  # same seed, same bytes
     assert {"train/views/1/index.json", "train/views/2/index.json"} <= set(tree_digest(a))
-    assert not (a / "val" / "views").exists() and not (a / "eval" / "views").exists()
+    assert not (a / "val" / "views").exists() and not (a / "test" / "views").exists()
     clean, v1, v2 = (np.load(p / "features-00000.npy") for p in (a / "train", a / "train/views/1", a / "train/views/2"))
     assert clean.shape == v1.shape == v2.shape
     assert not np.array_equal(clean, v1) and not np.array_equal(v1, v2)
@@ -70,6 +70,6 @@ def test_training_reads_one_view_per_epoch(caches):
     np.testing.assert_array_equal(seen[0], v1)
     np.testing.assert_array_equal(seen[1], v2)
     np.testing.assert_array_equal(seen[2], v1)
-    val = FeatureDataset(variant, "val", a / "val", num_classes=2)  # val and eval: clean features
+    val = FeatureDataset(variant, "val", a / "val", num_classes=2)  # val and test: clean features
     val.set_epoch(1)
     np.testing.assert_array_equal(val[0]["image"].numpy(), np.load(a / "val" / "features-00000.npy")[0])

@@ -83,9 +83,9 @@ GREY_ROW = 1  # and a flat grey crop
 
 def toy_with_faces(root):
     """make_variant's toy crops (noise, no face) at 64 px, with real faces and a grey crop planted."""
-    make_variant(root, per_class={"train": 2, "val": 1, "eval": 1}, size=64)
+    make_variant(root, per_class={"train": 2, "val": 1, "test": 1}, size=64)
     face = astronaut_face(64)
-    for split in ("train", "val", "eval"):
+    for split in ("train", "val", "test"):
         import pandas as pd
 
         df = pd.read_parquet(root / split / "manifest.parquet")
@@ -113,7 +113,7 @@ def caches(tmp_path_factory):
 def test_landmark_cache_is_byte_identical_and_records_failures(caches):
     a, b = (r / "data/features/landmarks/toy" for r in caches)
     assert tree_digest(a) == tree_digest(b) and tree_digest(a)
-    for split in ("train", "val", "eval"):
+    for split in ("train", "val", "test"):
         status = L.read_status(a / split)
         index = E.FeatureCache(a / split)
         assert index.index["status"]["ok"] == len(FACE_ROWS)  # the planted faces; noise and grey are rejected

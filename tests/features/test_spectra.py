@@ -95,11 +95,11 @@ def write_split(root: Path, split: str, rng: np.random.Generator, shard_size: in
     return images
 
 
-def make_spectra_variant(root: Path, seed: int = 0, outlier_in_eval: bool = False, size: int = SIZE,
+def make_spectra_variant(root: Path, seed: int = 0, outlier_in_test: bool = False, size: int = SIZE,
                          repeat: int = 1) -> dict[str, np.ndarray]:
     """A variant of images with planted spectral traits (not helpers.make_variant: returns the images)."""
     rng = np.random.default_rng(seed)
-    return {s: write_split(root, s, rng, outlier=(outlier_in_eval and s == "eval"), size=size, repeat=repeat)
+    return {s: write_split(root, s, rng, outlier=(outlier_in_test and s == "test"), size=size, repeat=repeat)
             for s in sp.SPLITS}
 
 
@@ -254,15 +254,15 @@ def test_streaming_moments_equal_numpy():
 
 
 def test_stats_use_train_split_only(tmp_path):
-    images = make_spectra_variant(tmp_path / "a" / "variants" / "v1", outlier_in_eval=False)
-    make_spectra_variant(tmp_path / "b" / "variants" / "v1", outlier_in_eval=True)
+    images = make_spectra_variant(tmp_path / "a" / "variants" / "v1", outlier_in_test=False)
+    make_spectra_variant(tmp_path / "b" / "variants" / "v1", outlier_in_test=True)
     cfg_a, cfg_b = config(tmp_path / "a"), config(tmp_path / "b")
     sp.build_variant("v1", cfg_a)
     sp.build_variant("v1", cfg_b)
     stats_a = (cfg_a.out_dir / "v1" / "stats.npz").read_bytes()
     assert stats_a == (cfg_b.out_dir / "v1" / "stats.npz").read_bytes()
-    # ... while the outlier did reach the eval cache (so it was not silently skipped)
-    assert len(sp.SpectraCache(cfg_b.out_dir / "v1" / "eval")) == len(sp.SpectraCache(cfg_a.out_dir / "v1" / "eval")) + 1
+    # ... while the outlier did reach the test cache (so it was not silently skipped)
+    assert len(sp.SpectraCache(cfg_b.out_dir / "v1" / "test")) == len(sp.SpectraCache(cfg_a.out_dir / "v1" / "test")) + 1
     # and the statistics are numpy's over the train spectra alone
     train = sp.SpectraCache(cfg_a.out_dir / "v1" / "train")
     imgs = images["train"]
@@ -473,7 +473,7 @@ def test_uncached_variant_gets_statistics_and_plots_only(tmp_path):
 
 def test_frank_baseline_learns_the_upsampling_artefact_from_the_cache(tmp_path):
     """Logistic regression on the cached normalised log-DCT separates the nearest-up-sampled
-    "GAN" images; C is chosen on val; probabilities are rows of the eval manifest; a cache of
+    "GAN" images; C is chosen on val; probabilities are rows of the test manifest; a cache of
     another kind is refused."""
     from dfpipe.scoring.frank import FrankConfig, fit_and_score
 
@@ -483,7 +483,7 @@ def test_frank_baseline_learns_the_upsampling_artefact_from_the_cache(tmp_path):
     frank = build(FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.01, 1.0], "class_weight": "balanced",
                                 "max_iter": 200, "patience": None}, where="frank.x")
     out = fit_and_score(frank, cfg.out_dir, cfg.variants_dir)
-    manifest = pd.read_parquet(cfg.variants_dir / "v1" / "eval" / "manifest.parquet")
+    manifest = pd.read_parquet(cfg.variants_dir / "v1" / "test" / "manifest.parquet")
     assert list(out["ids"]) == list(manifest["id"]) and out["probs"].shape == (len(manifest), 3)
     np.testing.assert_allclose(out["probs"].sum(1), 1.0, atol=1e-5)
     assert out["selection"]["C"] in (0.01, 1.0) and set(out["selection"]["val_macro_f1"]) == {"0.01", "1.0"}
@@ -568,7 +568,7 @@ def test_frank_fit_reaches_scikit_learns_logistic_regression_optimum(tmp_path, b
     fc = build(frank.FrankConfig, {"variant": "v1", "kind": "dct", "c_grid": [0.1], "class_weight": "balanced",
                                    "max_iter": 300, "patience": None}, where="frank.x")
     _, y, x = frank.load_split(cfg.out_dir, cfg.variants_dir, fc, "train")
-    _, y_ev, x_ev = frank.load_split(cfg.out_dir, cfg.variants_dir, fc, "eval")
+    _, y_ev, x_ev = frank.load_split(cfg.out_dir, cfg.variants_dir, fc, "test")
     if binary:
         y, x, x_ev = y[y < 2], x[y < 2], x_ev[y_ev < 2]
     classes, counts = np.unique(y, return_counts=True)
@@ -589,7 +589,7 @@ def test_frank_fit_reaches_scikit_learns_logistic_regression_optimum(tmp_path, b
 
 # The fit runs in a fresh interpreter per setting: BLAS kernels (OPENBLAS_CORETYPE), thread counts
 # and numpy's SIMD dispatch are chosen when the libraries load. It writes every byte the frank stage
-# takes from the fit: eval probabilities, labels, ids, val threshold, selection.
+# takes from the fit: test probabilities, labels, ids, val threshold, selection.
 _FRANK_FIT = """
 import json, sys
 from pathlib import Path
@@ -672,7 +672,7 @@ def _smooth_images(n, size, seed=0):
     return np.clip(128 + 50 * smooth + rng.normal(0, 4, (n, size, size, 3)), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("size, n", [(64, 2 * sp.CHUNK + 3), (33, 5), (48, 1)])
+@pytest.mark.parametrize("size, n", [(64, 2 * sp.chunk_images(64, 64) + 3), (33, 5), (48, 1)])
 @pytest.mark.parametrize("color", ["per_channel", "gray"])
 def test_chunked_dct_is_bit_identical_and_rfft_dft_agrees(size, n, color):
     """The DCT (cached bytes) equals the whole-batch formula bit for bit, chunking included; the DFT
@@ -702,16 +702,41 @@ def test_batch_moments_bytes_equal_the_whole_batch_formula():
         assert np.array_equal(m2, ((batch - want) ** 2).sum(axis=0)), shape
 
 
+def test_group_batch_sums_bytes_equal_the_masked_sum():
+    """Row-by-row group sums (and the whole-batch key's sum taken from the batch total) give the
+    bytes of ``spec[keys == key].sum(axis=0)``; summing the rows in another order does not."""
+    rng = np.random.default_rng(6)
+    for shape in [(64, 3, 32, 32), (9, 1, 8, 8), (4, 1, 2, 2)]:
+        spec = rng.normal(9.0, 0.3, shape)
+        total = spec[0].copy()
+        for item in spec[1:]:
+            total += item
+        mixed = rng.choice(np.array(["fake:a", "real:b", "edited:c"], dtype=object), shape[0])
+        for keys in (mixed, np.full(shape[0], "real", dtype=object)):
+            want = [(k, spec[keys == k].sum(axis=0), int((keys == k).sum())) for k in sorted(set(keys))]
+            for tot in (None, total):
+                got = sp.GroupMeans.batch_sums(spec, keys, tot)
+                assert [(k, c) for k, _, c in got] == [(k, c) for k, _, c in want]
+                assert all(np.array_equal(g, w) for (_, g, _), (_, w, _) in zip(got, want)), shape
+    # control: the same rows summed in reverse order are other bytes
+    spec = rng.normal(9.0, 0.3, (64, 3, 32, 32))
+    assert not np.array_equal(spec[::-1].sum(axis=0), spec.sum(axis=0))
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
 @pytest.mark.parametrize("color", ["per_channel", "gray"])
-def test_build_split_bytes_equal_the_per_batch_formulas(tmp_path, color):
+def test_build_split_bytes_equal_the_per_batch_formulas(tmp_path, monkeypatch, color, chunk):
     """The cache build takes shortcuts that must not change a byte: float16 rows converted chunk by
     chunk, shards streamed to disk as batches arrive, DFT statistics from the rfft half plane. Each
     output equals the plain formula on the same batches: ``ShardWriter`` of ``astype(float16)``
     rows, and ``RunningMoments`` fed the full-plane spectra batch by batch."""
     batch = 5  # shards of 8 rows cross batch boundaries; a short last batch and a short last shard
+    if chunk is not None:  # transform calls of 2 images: running sums and float16 rows cross chunks
+        monkeypatch.setattr(sp, "CHUNK_BYTES", chunk * 3 * 24 * 24 * 8)
     root = tmp_path / "variants" / "v1"
     images = write_split(root, "train", np.random.default_rng(3), size=24)
     n = len(images)
+    assert chunk is None or sp.chunk_images(24, 24) == chunk
     assert n % batch and n % 8
     root = root / "train"
     cfg = config(tmp_path, color=color, batch_size=batch, workers=2)

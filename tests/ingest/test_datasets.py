@@ -128,7 +128,7 @@ def test_ffpp_download_layout_all_methods_compressions_and_masks(tmp_path):
 
 
 def test_dfd_real_counts_split_at_full_scale_with_bridging(tmp_path):
-    """v1/v2's DFD 100 (train + val) / 46 (eval) at split.scale 1.0 on DFD's real name counts."""
+    """v1/v2's DFD 100 (train + val) / 46 (test) at split.scale 1.0 on DFD's real name counts."""
     n_orig, n_fake = make_dfd_tree(tmp_path)
     fakes, rej = list_items("ff_dfd_n20", src(masks=True), tmp_path / "manipulated_sequences/DeepFakeDetection")
     origs, rej2 = list_items("ff_dfd_orig", src(label=0), tmp_path / "original_sequences/actors")
@@ -136,20 +136,20 @@ def test_dfd_real_counts_split_at_full_scale_with_bridging(tmp_path):
     faces = pd.concat([face_table("ff_dfd_n20", 2, "DeepFakeDetection", fakes, frames=2),
                        face_table("ff_dfd_orig", 0, "actors", origs)], ignore_index=True)
     v1 = build(VariantConfig, dict(description="v1 DFD part", level="group", leak_free=True, shortcut_free=False, masks=False,
-                                   eval_fraction=0.25, train={"ff_dfd_n20": 100}, eval={"ff_dfd_n20": 46}))
+                                   test_fraction=0.25, train={"ff_dfd_n20": 100}, test={"ff_dfd_n20": 46}))
     rows, summary = select_variant(faces, "v1", v1, split_cfg())
     counts = summary["counts"]
-    assert counts["train"]["items"] + counts["val"]["items"] == 100 and counts["eval"]["items"] == 46
-    # one actor per group: eval actors and train actors are disjoint
-    ev = set(rows.loc[rows.split == "eval", "split_group"])
-    tr = set(rows.loc[rows.split != "eval", "split_group"])
+    assert counts["train"]["items"] + counts["val"]["items"] == 100 and counts["test"]["items"] == 46
+    # one actor per group: test actors and train actors are disjoint
+    ev = set(rows.loc[rows.split == "test", "split_group"])
+    tr = set(rows.loc[rows.split != "test", "split_group"])
     assert ev and tr and not ev & tr and all(g.startswith("dfd_actor:") for g in ev | tr)
     b = summary["bridging"]
     assert b["policy"] == "drop" and b["videos"] > 100 and b["items"] == 2 * b["videos"] and b["selected"] == 0
     # target policy: the same fakes stay, on their target's side, and some are selected
     rows_t, sum_t = select_variant(faces, "v1", v1, split_cfg(bridging="target"))
     assert sum_t["bridging"]["items"] == b["items"] and sum_t["bridging"]["selected"] > 0
-    assert sum_t["counts"]["eval"]["items"] == 46
+    assert sum_t["counts"]["test"]["items"] == 46
     for _, r in rows_t.iterrows():  # every row sits on its target actor's side
         assert r.split_group == bridge_keys(r.video_id)[0]
     # the old pair grouping (both actors as keys) joins all 28 actors: no group-level split exists
@@ -168,7 +168,7 @@ def test_bridging_counts_on_a_hand_made_case():
         items.append(Item(f"c23/videos/{name}.mp4", True, name, (f"dfd_actor:{name[:2]}",)))
     faces = face_table("dfd", 2, "DeepFakeDetection", items)
     cfg = build(VariantConfig, dict(description="d", level="group", leak_free=True, shortcut_free=False, masks=False,
-                                    eval_fraction=0.5, train={"dfd": 3}, eval={"dfd": 3}))
+                                    test_fraction=0.5, train={"dfd": 3}, test={"dfd": 3}))
     from dfpipe.splits.groups import unit_hash
     side = {a: unit_hash("dfpipe-split-v1", "split", [f"dfd_actor:{a}"])[0] < 0.5 for a in ("01", "02", "03")}
     want = sum(side[n[:2]] != side[n[3:5]] for n in ("01_02", "02_01", "01_03"))
@@ -275,14 +275,14 @@ def test_test_set_variant_takes_the_whole_official_list(tmp_path):
     faces = pd.concat([face_table("cdf_real_test", 0, "celebdf_real", real, frames=3),
                        face_table("cdf_fake_test", 2, "celebdf_synthesis", fake, frames=3)], ignore_index=True)
     cfg = build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, shortcut_free=False, masks=False,
-                                    eval_fraction=0.25, train={}, eval={"cdf_real_test": -1, "cdf_fake_test": -1}))
+                                    test_fraction=0.25, train={}, test={"cdf_real_test": -1, "cdf_fake_test": -1}))
     rows, summary = select_variant(faces, "celebdf_test", cfg, split_cfg())
-    assert len(rows) == len(faces) == 12 and set(rows.split) == {"eval"}
-    assert summary["requested"]["eval"] == {"cdf_fake_test": 6, "cdf_real_test": 6}
+    assert len(rows) == len(faces) == 12 and set(rows.split) == {"test"}
+    assert summary["requested"]["test"] == {"cdf_fake_test": 6, "cdf_real_test": 6}
     assert summary["bridging"]["items"] == 0  # a test set is never split, so nothing bridges
     with pytest.raises(ConfigError, match="no train part"):
         build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True, shortcut_free=False, masks=False,
-                                  eval_fraction=0.25, train={"cdf_real_test": 1}, eval={}))
+                                  test_fraction=0.25, train={"cdf_real_test": 1}, test={}))
     with pytest.raises(ConfigError, match="must be >= 0"):
         build(VariantConfig, dict(description="t", level="group", leak_free=True, shortcut_free=False, masks=False,
-                                  eval_fraction=0.25, train={}, eval={"cdf_real_test": -1}))
+                                  test_fraction=0.25, train={}, test={"cdf_real_test": -1}))

@@ -220,11 +220,15 @@ class _ThreadProbe:
     def process(self, item):
         import time
 
+        import torch  # imported after the pin, as a worker's later imports are
+        from threadpoolctl import threadpool_info
+
         from dfpipe.ingest import video
 
         time.sleep(0.05)  # long enough that both pool processes take items
+        native = sorted({pool["num_threads"] for pool in threadpool_info()})  # BLAS / OpenMP pools loaded
         return (os.getpid(), cv2.getNumThreads(), sorted(os.sched_getaffinity(0)),
-                os.environ.get("OMP_NUM_THREADS"), video.decoder_threads())
+                os.environ.get("OMP_NUM_THREADS"), video.decoder_threads(), torch.get_num_threads(), native)
 
     def close(self):
         pass
@@ -239,24 +243,34 @@ def test_worker_cores_split_evenly():
 
 
 def test_pool_workers_own_their_cores():
-    """Each pool process runs on its own cores with that many threads for OpenCV, OpenMP/BLAS and
-    FFmpeg; the in-process worker gets one thread and the caller's settings come back afterwards.
-    (Control: an unpinned process reports every core and OpenCV's default thread count.)"""
+    """Each pool process runs on its own cores with that many threads for OpenCV, torch, OpenMP/BLAS
+    and FFmpeg; the in-process worker gets one thread and the caller's settings come back afterwards.
+    (Control: this process runs torch on 2 threads before and after, and an unpinned process reports
+    every core and OpenCV's default thread count.)"""
+    import torch
+
     from dfpipe.ingest.executor import available_cores, ordered_map
 
     cores = available_cores()
-    before = (cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS"))
-    got = list(ordered_map(_ThreadProbe, range(6), 2))
-    by_pid = {pid: rest for pid, *rest in got}
-    share = len(cores) // 2
-    for threads, affinity, omp, decoder in by_pid.values():
-        if share >= 1:
-            assert len(affinity) == share and set(affinity) <= set(cores), affinity
-        assert threads == max(share, 1) and omp == str(max(share, 1)) and decoder == max(share, 1)
-    if share >= 1 and len(by_pid) == 2:
-        a, b = (set(v[1]) for v in by_pid.values())
-        assert not a & b  # disjoint cores
-    (_, threads, affinity, omp, decoder), = ordered_map(_ThreadProbe, [0], 1)
-    assert threads == 1 and omp == "1" and decoder == 1  # the in-process worker: one CPU
-    assert (cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS")) == before  # restored
-    assert affinity == cores  # the in-process worker does not bind this process
+    saved_torch = torch.get_num_threads()
+    torch.set_num_threads(2)  # the control: a pin to one thread must show
+    try:
+        before = (cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
+        got = list(ordered_map(_ThreadProbe, range(6), 2))
+        by_pid = {pid: rest for pid, *rest in got}
+        share = len(cores) // 2
+        for threads, affinity, omp, decoder, torch_threads, native in by_pid.values():
+            if share >= 1:
+                assert len(affinity) == share and set(affinity) <= set(cores), affinity
+            assert threads == max(share, 1) and omp == str(max(share, 1)) and decoder == max(share, 1)
+            assert torch_threads == max(share, 1) and native == [max(share, 1)], (torch_threads, native)
+        if share >= 1 and len(by_pid) == 2:
+            a, b = (set(v[1]) for v in by_pid.values())
+            assert not a & b  # disjoint cores
+        (_, threads, affinity, omp, decoder, torch_threads, native), = ordered_map(_ThreadProbe, [0], 1)
+        assert threads == 1 and omp == "1" and decoder == 1 and torch_threads == 1 and native == [1]
+        after = (cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
+        assert after == before and before[2] == 2  # restored
+        assert affinity == cores  # the in-process worker does not bind this process
+    finally:
+        torch.set_num_threads(saved_torch)

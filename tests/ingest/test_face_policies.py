@@ -10,7 +10,8 @@ from skimage import data
 
 from dfpipe.core.config import ConfigError, build
 from dfpipe.ingest.config import PreprocessConfig
-from dfpipe.ingest.faces import Face, FaceDetector, merge_faces, window_origins, windows
+from dfpipe.ingest.blazeface import BlazeFaceLite
+from dfpipe.ingest.faces import Face, FaceDetector, merge_faces, shrink, window_origins, windows
 from dfpipe.ingest.items import Item
 from dfpipe.ingest.sources import SourceConfig
 from dfpipe.ingest.worker import Worker
@@ -58,6 +59,12 @@ def test_policy_must_match_the_model():
         build(PreprocessConfig, preprocess_params(tile_size=300, tile_overlap=300), where="p")
     with pytest.raises(ConfigError):
         build(PreprocessConfig, preprocess_params(detector="pyramid"), where="p")
+    # the whole-frame pass of the tiled policies: a BlazeFace model or null (the detector_model)
+    both = build(PreprocessConfig, preprocess_params(detector="full_range_tiled", detector_model=FULL,
+                                                     whole_model=SHORT), where="p")
+    assert both.whole_model is not None and both.whole_model.name == Path(SHORT).name
+    with pytest.raises(ConfigError, match="whole_model"):
+        build(PreprocessConfig, preprocess_params(whole_model="models/mediapipe/selfie_segmentation.tflite"), where="p")
 
 
 def wide_frame() -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -123,8 +130,9 @@ def test_no_face_share_counts_images_and_frames():
     assert no_face_share(0, 0, none) == {"rejected": 0, "of": 0, "share": 0.0}
 
 
+@pytest.mark.parametrize("whole_model", [None, SHORT])
 @pytest.mark.parametrize("width, frame_size", [(380, (1080, 1920)), (700, (1080, 1920)), (900, (720, 1280))])
-def test_tiled_finds_a_close_up_larger_than_the_window_overlap_whole(width, frame_size):
+def test_tiled_finds_a_close_up_larger_than_the_window_overlap_whole(width, frame_size, whole_model):
     """A face wider than the windows' overlap, or than a window, is cut by the windows: the whole
     frame pass or the check on a larger square must return the whole face, not a part (without
     the whole-frame pass the 700 and 900 px faces were lost: their window parts score 0.5-0.65)."""
@@ -140,7 +148,7 @@ def test_tiled_finds_a_close_up_larger_than_the_window_overlap_whole(width, fram
     x0, y0 = max(px, 0), max(py, 0)
     x1, y1 = min(px + side, W), min(py + side, H)
     frame[y0:y1, x0:x1] = big[y0 - py : y1 - py, x0 - px : x1 - px]
-    with FaceDetector(FULL, 0.7, "full_range_tiled", 768, 128) as tiled:
+    with FaceDetector(FULL, 0.7, "full_range_tiled", 768, 128, whole_model) as tiled:
         found = tiled.detect_all(frame)
         candidates = tiled._candidates(frame)
     assert found, "close-up not found"
@@ -152,3 +160,40 @@ def test_tiled_finds_a_close_up_larger_than_the_window_overlap_whole(width, fram
     assert all(whole_face(c) for c, _check in candidates)  # no part survived the merge
     # control: the face's left half (what a window cut at the face centre sees) is not the face
     assert not whole_face(Face(cx - width // 2, cy - width // 2, width // 2, width, 0.9))
+
+
+@pytest.mark.parametrize("model, policy", [(SHORT, "whole"), (FULL, "full_range")])
+def test_litert_boxes_are_mediapipes(model, policy):
+    """The tiled policies run the bare model in LiteRT (dfpipe.ingest.blazeface): on model-sized
+    windows its boxes and scores are those of MediaPipe's Tasks FaceDetector (which truncates to
+    whole pixels), the same on a second run."""
+    side = 192 if policy == "full_range" else 128
+    lite = BlazeFaceLite(model, 0.3)
+    with FaceDetector(model, 0.3, policy) as tasks:
+        for s, flip in ((side, False), (side, True), (3 * side // 4, False)):
+            img = np.zeros((side, side, 3), np.uint8)
+            img[:s, :s] = cv2.resize(data.astronaut(), (s, s), interpolation=cv2.INTER_AREA)
+            if flip:
+                img = np.ascontiguousarray(img[:, ::-1])
+            want, got = tasks.detect_all(img), lite.detect(img)
+            assert len(want) == len(got) == 1, (want, got)
+            (x, y, w, h, score), f = got[0], want[0]
+            assert max(abs(x - f.x), abs(y - f.y), abs(w - f.w), abs(h - f.h)) < 1.5 and abs(score - f.score) < 0.01
+            assert lite.detect(img) == got
+            # control: the same check fires on a box one face-width off
+            assert abs(x + w - f.x) >= 1.5
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        lite.detect(np.zeros((side + 1, side, 3), np.uint8))
+
+
+def test_shrink_by_halving_keeps_windows_exact():
+    """The tiled policies shrink the frame once (halving steps): a window at a multiple of the
+    factor equals its native window shrunk alone, so tiling the shrunk frame is tiling the frame."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (216, 384, 3), dtype=np.uint8)
+    small = shrink(frame, 4)
+    assert small.shape == (54, 96, 3)
+    assert np.array_equal(small[8:40, 12:60], shrink(frame[32:160, 48:240], 4))
+    assert np.array_equal(shrink(frame, 6)[5:20, 4:30], shrink(frame[30:120, 24:180], 6))
+    # control: a window off the block grid differs
+    assert not np.array_equal(small[8:40, 12:60], shrink(frame[33:161, 48:240], 4))

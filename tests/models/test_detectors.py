@@ -121,7 +121,7 @@ def test_feature_caches_byte_identical_on_rerun(cached):
     a, b = (r / "data" / "features" for r in cached)
     da, db = tree_digest(a), tree_digest(b)
     assert da == db
-    assert "clip/toy/train/features-00000.npy" in da and "lgrad/toy/eval/ids.parquet" in da
+    assert "clip/toy/train/features-00000.npy" in da and "lgrad/toy/test/ids.parquet" in da
     idx = E.FeatureCache(a / "clip" / "toy" / "train").index
     assert idx["shape"] == [8] and idx["dtype"] == "float16" and idx["count"] == 18 and idx["random"] is True
     assert E.read_ids(a / "clip" / "toy" / "train")[:2] == ["toy/train/0/000", "toy/train/0/001"]
@@ -131,7 +131,7 @@ def test_feature_caches_byte_identical_on_rerun(cached):
 
 def test_cache_must_match_manifest(cached, tmp_path):
     root = cached[0]
-    other = make_variant(tmp_path / "toy", per_class={"train": 5, "val": 3, "eval": 3})
+    other = make_variant(tmp_path / "toy", per_class={"train": 5, "val": 3, "test": 3})
     with pytest.raises(ValueError, match="rerun features@"):
         FeatureDataset(other, "train", root / "data/features/clip/toy/train", num_classes=2)
     mc = model_config(dict(name="clip_probe", input="clip", num_classes=2, feature_dim=8))
@@ -172,7 +172,7 @@ def test_probe_trains_on_cached_features_without_the_encoder(cached, monkeypatch
                         flip=False)
     assert out["epochs_run"] == 2 and 0.0 <= out["best_score"] <= 1.0
     model, run_cfg = load_model(paths.out_dir / "seed3.pt")
-    ds = open_split(paths.variant_dir, "eval", run_cfg.model, paths.features)
+    ds = open_split(paths.variant_dir, "test", run_cfg.model, paths.features)
     x = torch.stack([ds[i]["image"] for i in range(len(ds))]).float()
     assert model(x)["logits"].shape == (len(ds), 2)
 
@@ -191,7 +191,7 @@ def test_params_unseen_generator_protocol():
     v = params["variants"]["unseen_wgan_gp"]
     gans = [s for s in params["sources"] if s.startswith("gan_") and "_c23" not in s]
     assert [s for s in v["train"] if s.startswith("gan_")] == ["gan_wgan_gp"]
-    assert sorted(s for s in v["eval"] if s.startswith("gan_")) == sorted(gans)
+    assert sorted(s for s in v["test"] if s.startswith("gan_")) == sorted(gans)
     for name in ("ug_resnet18", "ug_npr", "ug_cnndetection", "ug_ufd", "ug_lgrad"):
         assert params["runs"][name]["variant"] == "unseen_wgan_gp"
         assert params["runs"][name]["model"]["num_classes"] == 2

@@ -71,8 +71,8 @@ def params(shard_size: int = 8, salt: str = "share") -> dict:
         "split": {"salt": salt, "scale": 1.0, "val_fraction": 0.2, "on_shortfall": "cap", "ffpp_official": None,
                   "bridging": "drop", "faces_dir": "data/faces", "out_dir": "data/variants", "shard_size": shard_size},
         "variants": {"tiny": {"description": "v4-like", "level": "group", "leak_free": True, "shortcut_free": False,
-                              "masks": True, "eval_fraction": 0.3, "train": {"ffhq": 20, "ff_f2f_k": 15},
-                              "eval": {"ffhq": 8, "ff_f2f_k": 6}}},
+                              "masks": True, "test_fraction": 0.3, "train": {"ffhq": 20, "ff_f2f_k": 15},
+                              "test": {"ffhq": 8, "ff_f2f_k": 6}}},
     }
 
 

@@ -50,7 +50,7 @@ def tiny_params(params: dict) -> dict:
     # else the clip-level twin has no val clip and its runs refuse to start
     for name, variant in params["variants"].items():
         if name.startswith("ctl_leak_"):
-            for part in ("train", "eval"):
+            for part in ("train", "test"):
                 variant[part] = {k: n * 8 for k, n in variant[part].items()}
     params["run_defaults"]["seeds"] = [0]  # one seed: the multi-seed paths have unit tests (test_stats)
     for run in params["runs"].values():

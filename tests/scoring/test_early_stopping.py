@@ -26,13 +26,13 @@ def _data(seed: int, n: int, flip: float) -> tuple[np.ndarray, np.ndarray, np.nd
     y = rng.integers(0, 2, n)
     x = rng.normal(0, 1, (n, 30)).astype(np.float32)
     x[:, :3] += (2 * y[:, None] - 1) * 0.6
-    noisy = np.where(rng.random(n) < flip, 1 - y, y)  # val/eval label noise: val stops improving early
+    noisy = np.where(rng.random(n) < flip, 1 - y, y)  # val/test label noise: val stops improving early
     return np.array([f"i{seed}_{k}" for k in range(n)]), noisy.astype(np.int64), x
 
 
 @pytest.fixture
 def splits(monkeypatch):
-    data = {"train": _data(0, 300, 0.0), "val": _data(1, 60, 0.2), "eval": _data(2, 60, 0.0)}
+    data = {"train": _data(0, 300, 0.0), "val": _data(1, 60, 0.2), "test": _data(2, 60, 0.0)}
     monkeypatch.setattr(frank, "load_split", lambda spectra_dir, variants_dir, cfg, split: data[split])
     return data
 

@@ -50,25 +50,25 @@ def test_phash_distances():
 
 def test_clean_group_variant_passes(tmp_path, faces_dir):
     split = split_cfg(tmp_path, on_shortfall="cap")
-    build_variant("v4", variant_cfg(masks=True, train=ALL, eval=ALL), split)
+    build_variant("v4", variant_cfg(masks=True, train=ALL, test=ALL), split)
     m, md, flags = audit_variant("v4", tmp_path / "variants/v4", True, AUDIT)
     assert (m["group_leaks"], m["video_leaks"], m["exact_duplicates"]) == (0, 0, 0)
     assert m["leak_check"] == "passed" and m["near_duplicate_pairs"] == 0
     assert sum(m["items"].values()) == 24 + 24 + 40 and m["videos"] == 10
     check_gate(m)
     assert "Leak check: **passed**" in md
-    assert len(flags) == m["items"]["eval"] and not flags["video_in_train"].any() and not flags["group_in_train"].any()
+    assert len(flags) == m["items"]["test"] and not flags["video_in_train"].any() and not flags["group_in_train"].any()
 
 
 def test_frame_level_variant_shows_its_leak(tmp_path, faces_dir):
     split = split_cfg(tmp_path, on_shortfall="cap")
-    build_variant("v3", variant_cfg(level="frame", leak_free=False, train=ALL, eval=ALL), split)
+    build_variant("v3", variant_cfg(level="frame", leak_free=False, train=ALL, test=ALL), split)
     m, md, flags = audit_variant("v3", tmp_path / "variants/v3", False, AUDIT)
     assert m["group_leaks"] > 0 and m["video_leaks"] > 0 and m["leak_check"] == "not required"
     assert m["group_leaks_by_source"]["ff_f2f_k"] > 0
     assert m["near_duplicate_pairs"] > 0  # frames of one video across splits
     check_gate(m)  # not declared leak-free: reported, not fatal
-    assert m["eval_items_video_in_train"] == int(flags["video_in_train"].sum()) > 0
+    assert m["test_items_video_in_train"] == int(flags["video_in_train"].sum()) > 0
     m2, _, _ = audit_variant("v3", tmp_path / "variants/v3", True, AUDIT)
     with pytest.raises(LeakError, match="declared leak_free.*group leak"):
         check_gate(m2)
@@ -76,9 +76,9 @@ def test_frame_level_variant_shows_its_leak(tmp_path, faces_dir):
 
 
 def _planted(tmp_path, faces_dir):
-    """A clean group split plus: an exact copy of a train GAN image in eval (new group), a noisy
-    copy of a train FFHQ image in eval (new group), and a new item in eval claiming a train video."""
-    cfg, split = variant_cfg(train=ALL, eval=ALL), split_cfg(tmp_path, on_shortfall="cap")
+    """A clean group split plus: an exact copy of a train GAN image in test (new group), a noisy
+    copy of a train FFHQ image in test (new group), and a new item in test claiming a train video."""
+    cfg, split = variant_cfg(train=ALL, test=ALL), split_cfg(tmp_path, on_shortfall="cap")
     faces = pd.concat([pd.read_parquet(faces_dir / s / "manifest.parquet") for s in ALL], ignore_index=True)
     rows, _ = select_variant(faces, "p", cfg, split)
     train = rows[rows["split"] == "train"]
@@ -86,7 +86,7 @@ def _planted(tmp_path, faces_dir):
     ffhq = train[train["source"] == "ffhq"].iloc[0]
     video = train[train["source"] == "ff_f2f_k"].iloc[0]
     exact = gan.copy()
-    exact[["id", "group_keys", "split", "split_group"]] = ["gan_a/copy.png", ["gan_a/copy.png"], "eval", "gan_a/copy.png"]
+    exact[["id", "group_keys", "split", "split_group"]] = ["gan_a/copy.png", ["gan_a/copy.png"], "test", "gan_a/copy.png"]
 
     plant = face_rows("plant", n_images=2)
     base = ShardReader(faces_dir / "ffhq").get(ffhq["shard"], ffhq["offset"])
@@ -96,9 +96,9 @@ def _planted(tmp_path, faces_dir):
             plant.loc[k, ["shard", "offset", "content_hash"]] = [*w.add(img), array_hash(img)]
     plant.loc[1, ["video_id", "method"]] = [video["video_id"], video["method"]]  # same (method, video)
     write_faces(plant, faces_dir / "plant" / "manifest.parquet")
-    plant["split"], plant["split_group"] = "eval", plant["id"]
+    plant["split"], plant["split_group"] = "test", plant["id"]
     rows = pd.concat([rows, exact.to_frame().T, plant], ignore_index=True).sort_values("id")
-    for s in ("train", "val", "eval"):
+    for s in ("train", "val", "test"):
         materialise_split(rows[rows["split"] == s], faces_dir, tmp_path / "variants/p" / s, False, 5)
     return tmp_path / "variants/p", gan["id"], ffhq["id"]
 
@@ -119,8 +119,8 @@ def test_audit_finds_planted_exact_near_and_video_leaks(tmp_path, faces_dir):
 
 
 def test_corrupt_pixels_are_an_error(tmp_path, faces_dir):
-    build_variant("c", variant_cfg(train=ALL, eval=ALL), split_cfg(tmp_path, on_shortfall="cap"))
-    shard = sorted((tmp_path / "variants/c/eval").glob("images-*.npy"))[0]
+    build_variant("c", variant_cfg(train=ALL, test=ALL), split_cfg(tmp_path, on_shortfall="cap"))
+    shard = sorted((tmp_path / "variants/c/test").glob("images-*.npy"))[0]
     arr = np.load(shard)
     arr[0, 0, 0, 0] ^= 1
     np.save(shard, arr)
@@ -135,13 +135,13 @@ def test_audit_stage_writes_report_then_fails_leak_free_variant(tmp_path, faces_
     assert proc.returncode != 0
     assert "audit@p FAILED" in proc.stderr and "1 exact duplicate" in proc.stderr
     assert (tmp_path / "metrics/audit/p.json").is_file() and (tmp_path / "metrics/audit/p.md").is_file()
-    assert (tmp_path / "metrics/audit/p/eval_items.parquet").is_file()
+    assert (tmp_path / "metrics/audit/p/test_items.parquet").is_file()
     assert not (tmp_path / "metrics/audit/p/gate.json").exists()  # the gate train@ depends on
 
 
 @pytest.fixture()
 def video_faces(tmp_path):
-    """Faces with 20 FF++ fake videos (3 frames each), so several videos land in eval."""
+    """Faces with 20 FF++ fake videos (3 frames each), so several videos land in test."""
     faces = tmp_path / "faces"
     write_source(faces, face_rows("gan_a", n_images=24))
     write_source(faces, face_rows("ff_f2f_k", videos=[(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 40, 2)], frames=3))
@@ -149,18 +149,18 @@ def video_faces(tmp_path):
 
 
 def _copy_eval_videos_into_train(tmp_path, faces_dir, n_videos: int):
-    """Leak-free group split of ALL, then copies of the frames of ``n_videos`` eval videos added to
+    """Leak-free group split of ALL, then copies of the frames of ``n_videos`` test videos added to
     train (new ids, same method/video/groups, same pixels). Returns (variant dir, leaked video keys)."""
-    cfg, split = variant_cfg(train=ALL, eval=ALL), split_cfg(tmp_path, on_shortfall="cap")
+    cfg, split = variant_cfg(train=ALL, test=ALL), split_cfg(tmp_path, on_shortfall="cap")
     faces = pd.concat([pd.read_parquet(p) for p in sorted(faces_dir.glob("*/manifest.parquet"))], ignore_index=True)
     rows, _ = select_variant(faces, "leak", cfg, split)
-    ev = rows[(rows["split"] == "eval") & (rows["video_id"] != "")]
+    ev = rows[(rows["split"] == "test") & (rows["video_id"] != "")]
     videos = sorted(ev["video_id"].unique())[:n_videos]
     copies = ev[ev["video_id"].isin(videos)].copy()
     copies["id"] = copies["id"] + "-copy"
     copies["split"] = "train"
     rows = pd.concat([rows, copies], ignore_index=True).sort_values("id")
-    for s in ("train", "val", "eval"):
+    for s in ("train", "val", "test"):
         materialise_split(rows[rows["split"] == s], faces_dir, tmp_path / "variants/leak" / s, False, 5)
     return tmp_path / "variants/leak", {f"ff_f2f_k:{v}" for v in videos}
 
@@ -169,7 +169,7 @@ def test_eval_item_flags_show_a_planted_leak_and_none_in_the_control(tmp_path, v
     faces_dir = video_faces
     control, _ = _copy_eval_videos_into_train(tmp_path, faces_dir, 0)
     m, _, flags = audit_variant("leak", control, True, AUDIT)
-    assert m["leak_check"] == "passed" and len(flags) == m["items"]["eval"] > 0
+    assert m["leak_check"] == "passed" and len(flags) == m["items"]["test"] > 0
     assert (flags["video_key"] != "").any() and not flags["video_in_train"].any() and not flags["group_in_train"].any()
     assert list(flags["id"]) == sorted(flags["id"])
 
@@ -177,16 +177,16 @@ def test_eval_item_flags_show_a_planted_leak_and_none_in_the_control(tmp_path, v
     m, md, flags = audit_variant("leak", leaky, True, AUDIT)
     assert len(leaked) == 2 and m["video_leaks"] == 2 and m["leak_check"] == "failed"
     expect = flags["video_key"].isin(leaked)
-    assert 0 < expect.sum() < (flags["video_key"] != "").sum()  # leaked and clean eval frames
+    assert 0 < expect.sum() < (flags["video_key"] != "").sum()  # leaked and clean test frames
     assert (flags["video_in_train"] == expect).all()
-    assert (flags["group_in_train"] == expect).all()  # the two videos' groups hold nothing else in eval here
-    assert m["eval_items_video_in_train"] == int(expect.sum())
+    assert (flags["group_in_train"] == expect).all()  # the two videos' groups hold nothing else in test here
+    assert m["test_items_video_in_train"] == int(expect.sum())
     with pytest.raises(LeakError, match="2 video leak"):
         check_gate(m)
 
 
 def test_videos_are_keyed_by_method_and_video_id(tmp_path):
-    """Face2Face 000_003 in train and FaceSwap 000_003 in eval are two videos, not a leak."""
+    """Face2Face 000_003 in train and FaceSwap 000_003 in test are two videos, not a leak."""
     faces = tmp_path / "faces"
     f2f = face_rows("ff_f2f_k", videos=[("000", "003")], frames=3)
     fs = face_rows("ff_fs_k", videos=[("000", "003")], frames=3)
@@ -194,16 +194,16 @@ def test_videos_are_keyed_by_method_and_video_id(tmp_path):
     fs["group_keys"] = [["fs-only"]] * len(fs)
     f2f, fs = write_source(faces, f2f), write_source(faces, fs)
     assert set(f2f["video_id"]) == set(fs["video_id"]) == {"000_003"}
-    rows = pd.concat([f2f.assign(split="train"), fs.assign(split="eval")], ignore_index=True)
+    rows = pd.concat([f2f.assign(split="train"), fs.assign(split="test")], ignore_index=True)
     rows["split_group"] = [k[0] for k in rows["group_keys"]]
-    for s in ("train", "val", "eval"):
+    for s in ("train", "val", "test"):
         materialise_split(rows[rows["split"] == s], faces, tmp_path / "variants/k" / s, False, 5)
     m, md, flags = audit_variant("k", tmp_path / "variants/k", True, AUDIT)
     assert (m["videos"], m["video_leaks"], m["group_leaks"]) == (2, 0, 0)
     assert set(flags["video_key"]) == {"ff_fs_k:000_003"} and not flags["video_in_train"].any()
     # the same method on both sides is a leak
     rows.loc[rows["source"] == "ff_fs_k", "method"] = "ff_f2f_k"
-    for s in ("train", "val", "eval"):
+    for s in ("train", "val", "test"):
         materialise_split(rows[rows["split"] == s], faces, tmp_path / "variants/k" / s, False, 5)
     m, md, flags = audit_variant("k", tmp_path / "variants/k", True, AUDIT)
     assert (m["videos"], m["video_leaks"]) == (1, 1) and flags["video_in_train"].all()
@@ -223,15 +223,15 @@ def test_audit_stage_gate_written_only_when_the_declared_checks_pass(tmp_path, v
     vdir = tmp_path / "variants/leak"  # every file of the variant, manifests and shards, is bound to the gate
     files = {p.relative_to(vdir).as_posix() for p in vdir.rglob("*") if p.is_file()}
     assert set(record["fingerprint"]["files"]) == files
-    assert {f"{s}/{f}" for s in ("train", "val", "eval") for f in ("manifest.parquet", "images-00000.npy")} <= files
-    flags = pd.read_parquet(tmp_path / "metrics/audit/leak/eval_items.parquet")
+    assert {f"{s}/{f}" for s in ("train", "val", "test") for f in ("manifest.parquet", "images-00000.npy")} <= files
+    flags = pd.read_parquet(tmp_path / "metrics/audit/leak/test_items.parquet")
     assert list(flags.columns) == ["id", "video_key", "group_in_train", "video_in_train"]
 
     _copy_eval_videos_into_train(tmp_path, faces_dir, 1)  # planted leak: the earlier gate must go
     proc = run_audit_stage(tmp_path, "leak")
     assert proc.returncode != 0 and "no gate written" in proc.stderr and "1 video leak" in proc.stderr
     assert not gate.exists()
-    flags = pd.read_parquet(tmp_path / "metrics/audit/leak/eval_items.parquet")
+    flags = pd.read_parquet(tmp_path / "metrics/audit/leak/test_items.parquet")
     assert flags["video_in_train"].sum() > 0
 
     write_stage_params(tmp_path, "leak", leak_free=False)  # same leak, not declared leak-free: reported, gate not_required

@@ -25,7 +25,7 @@ def faces(tmp_path):
 
 def test_variant_stage_writes_a_deterministic_card(tmp_path, faces):
     split = split_cfg(tmp_path, on_shortfall="cap")
-    summary = build_variant("v4", variant_cfg(masks=True, train=ALL, eval=ALL), split)
+    summary = build_variant("v4", variant_cfg(masks=True, train=ALL, test=ALL), split)
     path = tmp_path / "variants/v4" / CARD
     card = path.read_text()
     for s, c in summary["counts"].items():  # counts per split and class, as summary.json
@@ -39,9 +39,9 @@ def test_variant_stage_writes_a_deterministic_card(tmp_path, faces):
     assert "| FFHQ |" in card and "CC BY-NC-SA 4.0" in card and "| GAN images (gan_a) |" in card
     assert "Celeb-DF" not in card.split("## Licences")[1].split("Variants built")[0]  # control: only sources present
     first = path.read_bytes()
-    build_variant("v4", variant_cfg(masks=True, train=ALL, eval=ALL), split)
+    build_variant("v4", variant_cfg(masks=True, train=ALL, test=ALL), split)
     assert path.read_bytes() == first
-    build_variant("v4", variant_cfg(masks=True, train=ALL, eval=ALL), split.model_copy(update={"salt": "other"}))
+    build_variant("v4", variant_cfg(masks=True, train=ALL, test=ALL), split.model_copy(update={"salt": "other"}))
     assert path.read_bytes() != first  # control: the card follows the split
 
 
@@ -51,7 +51,7 @@ def test_card_names_each_restricted_source():
     assert family(["stylegan/img1.png"], 1, "stylegan") == "gan:stylegan"
     rows = pd.DataFrame(dict(
         id=["a", "b", "c"], source=["celeb", "dfdc", "dfd"], label=[2, 1, 2], method=["m", "dfdc", "m"],
-        group_keys=[["celebdf:id1"], ["dfdc:x"], ["dfd_actor:01"]], video_id=["v1", "v2", "v3"], split="eval",
+        group_keys=[["celebdf:id1"], ["dfdc:x"], ["dfd_actor:01"]], video_id=["v1", "v2", "v3"], split="test",
         split_group=["g1", "g2", "g3"], has_mask=False, crop="8x8", native_face=100.0, file_format="mp4", codec="",
         face_rule="",
         resize_kernel=""))
@@ -66,7 +66,7 @@ def test_card_names_each_restricted_source():
 def test_audit_completes_the_card_with_its_figures(tmp_path, faces):
     split = split_cfg(tmp_path, on_shortfall="cap")
     for name, level in (("clean", "group"), ("leaky", "frame")):  # leaky: the control, frames on both sides
-        build_variant(name, variant_cfg(level=level, leak_free=level == "group", train=ALL, eval=ALL), split)
+        build_variant(name, variant_cfg(level=level, leak_free=level == "group", train=ALL, test=ALL), split)
         vdir = tmp_path / "variants" / name
         m, _, _ = audit_variant(name, vdir, level == "group", AUDIT)
         out = write_completed_card(vdir, m, tmp_path / f"{name}.card.md").read_text()

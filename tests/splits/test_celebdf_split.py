@@ -77,7 +77,7 @@ def _people(rel: str) -> set[str]:
 def test_every_split_variant_keeps_the_test_list_out_of_train_and_val(tmp_path, level):
     faces_dir, list_path = _faces(tmp_path)
     faces, test_list = _all_faces(faces_dir), read_celebdf_list(list_path)
-    cfg = variant_cfg(level=level, leak_free=level == "group", eval_fraction=0.2, train=COUNTS, eval=COUNTS)
+    cfg = variant_cfg(level=level, leak_free=level == "group", test_fraction=0.2, train=COUNTS, test=COUNTS)
     split = split_cfg(on_shortfall="cap")
     listed = faces["path"].isin(_listed_paths())
     assert faces.loc[listed, "video_id"].nunique() == len(LISTED)
@@ -88,19 +88,19 @@ def test_every_split_variant_keeps_the_test_list_out_of_train_and_val(tmp_path, 
 
     rows, summary = select_variant(faces, "v", cfg, split, test_list=test_list)
     on_list = rows["path"].isin(_listed_paths())
-    assert on_list.any() and (rows.loc[on_list, "split"] == "eval").all()
-    # a listed video is eval or, a face swap whose other person is on the train side, dropped by split.bridging
+    assert on_list.any() and (rows.loc[on_list, "split"] == "test").all()
+    # a listed video is test or, a face swap whose other person is on the train side, dropped by split.bridging
     dropped = set(faces.loc[listed, "path"]) - set(rows["path"])
     assert all(p.startswith("Celeb-synthesis/") for p in dropped)
     assert len(dropped) * 3 <= summary["bridging"]["items"]
     assert summary["celebdf_test_list"]["listed_items"] == int(on_list.sum())
-    if level == "group":  # the whole identity group of a listed video is eval, as FF++'s official test split
+    if level == "group":  # the whole identity group of a listed video is test, as FF++'s official test split
         forced = {"celebdf:id0", "celebdf:id1", "celebdf:id2", "celebdf:id3", "celebdf:id4", "celebdf:id5",
                   "celebdf_yt:00000"}  # the people of the listed videos (a face swap's group is its target's)
         assert set(rows.loc[on_list, "split_group"]) <= forced
-        assert (rows.loc[rows["split_group"].isin(forced), "split"] == "eval").all()
+        assert (rows.loc[rows["split_group"].isin(forced), "split"] == "test").all()
         assert summary["celebdf_test_list"]["items_eval_by_list"] == int(rows["split_group"].isin(forced).sum())
-        assert not set(rows.loc[rows["split"] != "eval", "split_group"]) & set(rows.loc[rows["split"] == "eval",
+        assert not set(rows.loc[rows["split"] != "test", "split_group"]) & set(rows.loc[rows["split"] == "test",
                                                                                          "split_group"])
     else:  # frame level: only the listed videos' frames are pinned; other videos of a person are split per frame
         assert summary["celebdf_test_list"]["items_eval_by_list"] == int(on_list.sum())
@@ -112,14 +112,14 @@ def test_a_split_variant_on_celebdf_needs_the_test_list(tmp_path):
     faces = _all_faces(faces_dir)
     with pytest.raises(ConfigError, match=r"split\.celebdf_test_list: variant 'v' draws on Celeb-DF \(sources "
                                           r"\['cdf_fake', 'cdf_real'\]\)"):
-        select_variant(faces, "v", variant_cfg(train=COUNTS, eval=COUNTS), split_cfg(on_shortfall="cap"))
+        select_variant(faces, "v", variant_cfg(train=COUNTS, test=COUNTS), split_cfg(on_shortfall="cap"))
     test_set = build(VariantConfig, dict(description="t", role="test_set", level="group", leak_free=True,
-                                               shortcut_free=False, masks=False, eval_fraction=0.25, train={},
-                                               eval={"cdf_real": -1, "cdf_fake": -1}))
+                                               shortcut_free=False, masks=False, test_fraction=0.25, train={},
+                                               test={"cdf_real": -1, "cdf_fake": -1}))
     rows, _ = select_variant(faces, "t", test_set, split_cfg())  # a test set has no train/val to protect
-    assert set(rows["split"]) == {"eval"}
+    assert set(rows["split"]) == {"test"}
     with pytest.raises(ConfigError, match=r"split\.celebdf_test_list: .*missing\.txt is not a file"):
-        build_variant("v", variant_cfg(train=COUNTS, eval=COUNTS),
+        build_variant("v", variant_cfg(train=COUNTS, test=COUNTS),
                       split_cfg(tmp_path, on_shortfall="cap", celebdf_test_list="missing.txt"))
     assert celebdf_identities("Celeb-synthesis/id0_id16_0001.mp4") == ("celebdf:id0", "celebdf:id16")
     assert celebdf_identities("YouTube-real/00170.mp4") == ("celebdf_yt:00170",)
@@ -129,17 +129,17 @@ def test_a_split_variant_on_celebdf_needs_the_test_list(tmp_path):
 def test_audit_counts_identities_shared_with_the_test_list_and_fails_a_listed_video_in_train(tmp_path):
     faces_dir, list_path = _faces(tmp_path)
     split = split_cfg(tmp_path, on_shortfall="cap").model_copy(update={"celebdf_test_list": list_path})
-    cfg = variant_cfg(level="frame", leak_free=False, eval_fraction=0.2, train=COUNTS, eval=COUNTS)
+    cfg = variant_cfg(level="frame", leak_free=False, test_fraction=0.2, train=COUNTS, test=COUNTS)
     build_variant("v", cfg, split)
     vdir = tmp_path / "variants/v"
     test_list = read_celebdf_list(list_path)
     m, md, _ = audit_variant("v", vdir, False, AUDIT, test_list=test_list)
     s = m["celebdf_test_list"]
-    rows = pd.concat([pd.read_parquet(vdir / p / "manifest.parquet") for p in ("train", "val", "eval")])
-    fit_side = rows[rows["split"] != "eval"]
+    rows = pd.concat([pd.read_parquet(vdir / p / "manifest.parquet") for p in ("train", "val", "test")])
+    fit_side = rows[rows["split"] != "test"]
     people_fit = set().union(*(_people(p) for p in fit_side["path"]))
     people_listed = set().union(*(_people(p) for p in _listed_paths()))
-    assert s["check"] == "passed" and s["listed_videos_train_val"] == 0 and s["listed_videos_eval"] == len(LISTED)
+    assert s["check"] == "passed" and s["listed_videos_train_val"] == 0 and s["listed_videos_test"] == len(LISTED)
     assert s["identities_listed"] == len(people_listed) == 8
     assert s["identities_shared"] == len(people_fit & people_listed) > 0
     assert s["identities_train_val"] == len(people_fit)
@@ -150,7 +150,7 @@ def test_audit_counts_identities_shared_with_the_test_list_and_fails_a_listed_vi
     rows, _ = select_variant(_all_faces(faces_dir), "v", cfg, split, test_list=test_list)
     moved = rows["path"] == "Celeb-real/id0_0000.mp4"
     rows.loc[moved, "split"] = "train"
-    for part in ("train", "val", "eval"):
+    for part in ("train", "val", "test"):
         materialise_split(rows[rows["split"] == part].sort_values("id"), faces_dir, vdir / part, False, 5)
     m, md, _ = audit_variant("v", vdir, False, AUDIT, test_list=test_list)
     assert m["celebdf_test_list"]["listed_videos_train_val"] == 1 and m["gate"] == "failed"
@@ -168,7 +168,7 @@ def test_audit_stage_reports_the_test_list_figure(tmp_path):
                   "bridging": "drop", "faces_dir": "faces", "out_dir": "variants", "shard_size": 5,
                   "celebdf_test_list": "celebdf/List_of_testing_videos.txt"},
         "variants": {"v": {"description": "t", "level": "group", "leak_free": True, "shortcut_free": False,
-                           "masks": False, "eval_fraction": 0.2, "train": COUNTS, "eval": COUNTS}},
+                           "masks": False, "test_fraction": 0.2, "train": COUNTS, "test": COUNTS}},
         "audit": AUDIT_PARAMS,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -177,12 +177,12 @@ def test_audit_stage_reports_the_test_list_figure(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "variants/v/summary.json").read_text())
-    evaluated = pd.read_parquet(tmp_path / "variants/v/eval/manifest.parquet")
-    listed_eval = int(evaluated["path"].isin(_listed_paths()).sum())
-    assert listed_eval > 0 and summary["celebdf_test_list"]["listed_items"] == listed_eval
+    evaluated = pd.read_parquet(tmp_path / "variants/v/test/manifest.parquet")
+    listed_test = int(evaluated["path"].isin(_listed_paths()).sum())
+    assert listed_test > 0 and summary["celebdf_test_list"]["listed_items"] == listed_test
     metrics = json.loads((tmp_path / "metrics/audit/v.json").read_text())
     s = metrics["celebdf_test_list"]
-    assert s["check"] == "passed" and s["listed_videos_train_val"] == 0 and s["listed_videos_eval"] == listed_eval // 2
+    assert s["check"] == "passed" and s["listed_videos_train_val"] == 0 and s["listed_videos_test"] == listed_test // 2
     assert "Celeb-DF test list passed" in proc.stdout
     assert "## Celeb-DF official test list: passed" in (tmp_path / "metrics/audit/v.md").read_text()
     assert json.loads((tmp_path / "metrics/audit/v/gate.json").read_text())["status"] == "passed"

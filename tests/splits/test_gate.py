@@ -36,9 +36,9 @@ def _flip_byte(path: Path, offset: int = -1) -> bytes:
 
 
 def test_fingerprint_changes_with_one_byte_an_added_or_a_missing_file(tmp_path):
-    vdir = make_variant(tmp_path / "toy", per_class={"train": 3, "val": 2, "eval": 2})
+    vdir = make_variant(tmp_path / "toy", per_class={"train": 3, "val": 2, "test": 2})
     before = variant_fingerprint(vdir)
-    assert {"train/manifest.parquet", "val/images-00000.npy", "eval/masks-00000.npy"} <= set(before["files"])
+    assert {"train/manifest.parquet", "val/images-00000.npy", "test/masks-00000.npy"} <= set(before["files"])
     assert variant_fingerprint(vdir) == before  # a pure function of the bytes
     (vdir / "train/.manifest.parquet.x1.tmp").write_bytes(b"half written")  # an unfinished write is not the variant
     assert variant_fingerprint(vdir) == before
@@ -47,9 +47,9 @@ def test_fingerprint_changes_with_one_byte_an_added_or_a_missing_file(tmp_path):
     assert after["digest"] != before["digest"]
     assert fingerprint_changes(before, after) == ["changed val/images-00000.npy"]
     (vdir / "val/images-00000.npy").write_bytes(original)
-    (vdir / "eval/extra.npy").write_bytes(b"x")
+    (vdir / "test/extra.npy").write_bytes(b"x")
     (vdir / "train/masks-00000.npy").unlink()
-    assert fingerprint_changes(before, variant_fingerprint(vdir)) == ["added eval/extra.npy",
+    assert fingerprint_changes(before, variant_fingerprint(vdir)) == ["added test/extra.npy",
                                                                       "missing train/masks-00000.npy"]
 
 
@@ -129,14 +129,14 @@ def test_train_stage_run_directly_refuses_with_one_line(tmp_path):
     """``python stages/train.py <run>`` with no gate, then with a gate older than the variant: exit 1,
     one line saying which, no traceback, nothing written."""
     root = _stage_repo(tmp_path)
-    build_variant("v", variant_cfg(train=ALL, eval=ALL), split_cfg(root, on_shortfall="cap"))
+    build_variant("v", variant_cfg(train=ALL, test=ALL), split_cfg(root, on_shortfall="cap"))
     proc = _run_train_stage(root)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == [  # stderr holds this one line only
         "train@r refused: no audit gate metrics/audit/v/gate.json for variant 'v' (the audit never passed it, or "
         "failed its declared checks); run `dvc repro audit@v`"]
     approve_variant(root / "variants/v", root / "metrics/audit/v/gate.json")
-    build_variant("v", variant_cfg(train=ALL, eval=ALL, eval_fraction=0.5), split_cfg(root, on_shortfall="cap"))
+    build_variant("v", variant_cfg(train=ALL, test=ALL, test_fraction=0.5), split_cfg(root, on_shortfall="cap"))
     proc = _run_train_stage(root)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
@@ -179,7 +179,7 @@ def test_dvc_train_refuses_a_variant_rebuilt_after_its_audit(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (root / "models/r/seed5.pt").is_file()
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["variants"]["v"]["eval_fraction"] = 0.5  # new bytes for the variant
+    params["variants"]["v"]["test_fraction"] = 0.5  # new bytes for the variant
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert repro("-s", "variant").returncode == 0
     proc = repro("-s", "train")

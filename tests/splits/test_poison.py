@@ -1,4 +1,4 @@
-"""Poisoned variants: deterministic item choice, exactly the expected items touched, val/eval untouched."""
+"""Poisoned variants: deterministic item choice, exactly the expected items touched, val/test untouched."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def poison_cfg(**kw) -> PoisonConfig:
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("variants")
-    make_variant(root / "base", {"train": 40, "val": 4, "eval": 6}, size=SIZE)
-    for split in ("train", "val", "eval"):  # the audit checks each item's pixels against content_hash
+    make_variant(root / "base", {"train": 40, "val": 4, "test": 6}, size=SIZE)
+    for split in ("train", "val", "test"):  # the audit checks each item's pixels against content_hash
         rows = read_table(root / "base" / split / "manifest.parquet")
         rows["content_hash"] = [array_hash(img) for img in _images(root / "base" / split, rows)]
         write_variant(rows, root / "base" / split / "manifest.parquet")
@@ -123,17 +123,17 @@ def test_poisoned_variant_touches_exactly_the_chosen_train_items(variants, tmp_p
     for i in np.flatnonzero(chosen):
         assert np.array_equal(after[i], apply_trigger(before[i], cfg.trigger))
     assert (poisoned.loc[~chosen, "content_hash"] == rows.loc[~chosen, "content_hash"]).all()
-    # val and eval: the base's files byte for byte; no val/eval item is poisoned
-    for split in ("val", "eval"):
+    # val and test: the base's files byte for byte; no val/test item is poisoned
+    for split in ("val", "test"):
         names = sorted(p.name for p in (base / split).iterdir())
         assert names == sorted(p.name for p in (out / split).iterdir())
         assert all(sha256_file(base / split / n) == sha256_file(out / split / n) for n in names)
-    # the triggered copy: every eval item of the source class, triggered, and nothing else
-    ev = read_table(base / "eval/manifest.parquet")
-    trig = read_table(out / TRIGGERED / "eval/manifest.parquet")
+    # the triggered copy: every test item of the source class, triggered, and nothing else
+    ev = read_table(base / "test/manifest.parquet")
+    trig = read_table(out / TRIGGERED / "test/manifest.parquet")
     assert trig["id"].tolist() == ev.loc[ev["label"] == 1, "id"].tolist() and trig["poisoned"].all()
-    src = _images(base / "eval", ev[ev["label"] == 1])
-    triggered = _images(out / TRIGGERED / "eval", trig)
+    src = _images(base / "test", ev[ev["label"] == 1])
+    triggered = _images(out / TRIGGERED / "test", trig)
     assert all(np.array_equal(a, apply_trigger(b, cfg.trigger)) for a, b in zip(triggered, src))
     # training reads the flipped labels, never the poison columns
     ds = VariantDataset(out, "train")
@@ -160,7 +160,7 @@ def test_poisoned_variant_passes_its_bases_audit(variants, tmp_path):
     assert (metrics["group_leaks"], metrics["video_leaks"], metrics["exact_duplicates"]) == (0, 0, 0)
     check_gate(metrics)
     params = {"variants": {"base": {"description": "t", "level": "group", "leak_free": True, "shortcut_free": False,
-                                    "masks": True, "eval_fraction": 0.3, "train": {"toy": 1}, "eval": {"toy": 1}}},
+                                    "masks": True, "test_fraction": 0.3, "train": {"toy": 1}, "test": {"toy": 1}}},
               "poison": {"bd": poison_cfg().model_dump()}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert audited_variant("bd", tmp_path / "params.yaml").leak_free is True

@@ -15,7 +15,7 @@ from dfpipe.splits.variants import build_variant
 from helpers import AUDIT, face_rows, run_audit_stage, smooth_image, split_cfg, variant_cfg, write_source, write_stage_params
 
 REPO = Path(__file__).resolve().parents[2]
-N = 160  # stills per class: ~50 eval items per class keep a no-signal probe's AUC well under 0.75
+N = 160  # stills per class: ~50 test items per class keep a no-signal probe's AUC well under 0.75
 COUNTS = {"real_src": N, "fake_src": N}
 
 
@@ -49,7 +49,7 @@ def _faces(tmp_path: Path, planted: bool) -> None:
 
 
 def _variant(tmp_path: Path, shortcut_free: bool = True) -> Path:
-    cfg = variant_cfg(shortcut_free=shortcut_free, train=COUNTS, eval=COUNTS)
+    cfg = variant_cfg(shortcut_free=shortcut_free, train=COUNTS, test=COUNTS)
     build_variant("s", cfg, split_cfg(tmp_path, on_shortfall="cap"))
     return tmp_path / "variants/s"
 

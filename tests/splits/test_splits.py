@@ -30,7 +30,7 @@ BIG = {"ffhq": 1000, "gan_a": 1000, "ff_f2f_k": 1000, "ff_fs_k": 1000}
 
 def _all_items(level="group"):
     """A variant asking for more than exists, capped: every item is selected, so its split shows."""
-    return variant_cfg(level=level, leak_free=level == "group", train=BIG, eval=BIG), split_cfg(on_shortfall="cap")
+    return variant_cfg(level=level, leak_free=level == "group", train=BIG, test=BIG), split_cfg(on_shortfall="cap")
 
 
 def test_union_find_joins_fake_with_target_and_source_originals():
@@ -65,7 +65,7 @@ def test_unit_hash_is_in_unit_interval_and_salted():
 def test_split_independent_of_listing_order():
     faces = _faces()
     cfg = variant_cfg(train={"ffhq": 25, "gan_a": 20, "ff_f2f_k": 30, "ff_fs_k": 12},
-                      eval={"ffhq": 8, "gan_a": 6, "ff_f2f_k": 10, "ff_fs_k": 4})
+                      test={"ffhq": 8, "gan_a": 6, "ff_f2f_k": 10, "ff_fs_k": 4})
     ref, ref_sum = select_variant(faces, "v", cfg, split_cfg())
     for seed in range(3):
         shuffled = faces.sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -76,7 +76,7 @@ def test_split_independent_of_listing_order():
 
 def test_no_group_on_two_sides_and_linked_fakes_share_a_split():
     rows, _ = select_variant(_faces(), "v", *_all_items("group"))
-    assert set(rows["split"]) == {"train", "val", "eval"}
+    assert set(rows["split"]) == {"train", "val", "test"}
     per_group = rows.groupby("split_group")["split"].nunique()
     assert (per_group == 1).all()
     # fs 001_000 links to f2f 000_001: one group, one split
@@ -140,16 +140,16 @@ def test_official_ffpp_split_decides_ffpp_groups(tmp_path):
     pairs = [list(p) for p in PAIRS]
     _write_official(tmp_path, pairs[:20], pairs[20:25], pairs[25:])
     official = read_official_ffpp(tmp_path)
-    assert official["ffpp:000"] == "train" and official["ffpp:041"] == "val" and official["ffpp:059"] == "eval"
+    assert official["ffpp:000"] == "train" and official["ffpp:041"] == "val" and official["ffpp:059"] == "test"
     cfg, split = _all_items()
     rows, summary = select_variant(_faces(), "v", cfg, split, official)
     ff = rows[rows["source"].str.startswith("ff_")]
     first = ff["video_id"].str.slice(0, 3).astype(int)
-    expect = np.where(first < 40, "train", np.where(first < 50, "val", "eval"))
+    expect = np.where(first < 40, "train", np.where(first < 50, "val", "test"))
     assert ff["split"].tolist() == expect.tolist()
     assert summary["items_split_by_official_ffpp"] == len(ff)
     # frame-level variants ignore it (variant 3 reproduces the notes' frame split)
-    rows3, _ = select_variant(_faces(), "v3", variant_cfg(level="frame", leak_free=False, train=BIG, eval=BIG), split, official)
+    rows3, _ = select_variant(_faces(), "v3", variant_cfg(level="frame", leak_free=False, train=BIG, test=BIG), split, official)
     assert rows3[rows3["source"] == "ff_f2f_k"].groupby("video_id")["split"].nunique().max() > 1
 
 
@@ -175,5 +175,5 @@ def test_official_split_missing_file_duplicate_and_conflict(tmp_path):
         read_official_ffpp(tmp_path)
     _write_official(tmp_path, [["000", "001"]], [], [["002", "003"]])
     faces = face_rows("ff_f2f_k", videos=[("000", "001"), ("002", "003"), ("001", "002")], frames=1)
-    with pytest.raises(SplitError, match="official 'eval' and 'train' splits|official 'train' and 'eval' splits"):
+    with pytest.raises(SplitError, match="official 'test' and 'train' splits|official 'train' and 'test' splits"):
         select_variant(faces, "v", variant_cfg(train={"ff_f2f_k": 3}), split_cfg(on_shortfall="cap"), read_official_ffpp(tmp_path))

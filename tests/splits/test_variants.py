@@ -38,9 +38,9 @@ def test_params_declare_the_notes_counts():
     assert set(variants) >= {"v1", "v2", "v3", "v4", "v4_nomask"}
     for name, (train, ev) in NOTES_TOTALS.items():  # FF++ originals are not in the notes
         assert sum(n for s, n in variants[name].train.items() if s != "ff_youtube_k") == train, name
-        assert sum(n for s, n in variants[name].eval.items() if s != "ff_youtube_k") == ev, name
+        assert sum(n for s, n in variants[name].test.items() if s != "ff_youtube_k") == ev, name
     v4, v4n = variants["v4"], variants["v4_nomask"]
-    assert (v4.train["ff_f2f_k"], v4.train["ff_fs_k"], v4.eval["ff_f2f_k"], v4.eval["ff_fs_k"]) == (794, 785, 328, 377)
+    assert (v4.train["ff_f2f_k"], v4.train["ff_fs_k"], v4.test["ff_f2f_k"], v4.test["ff_fs_k"]) == (794, 785, 328, 377)
     assert v4n.model_copy(update=dict(masks=True, description=v4.description)) == v4
     assert variants["v3"].level == "frame" and not variants["v3"].leak_free
     assert v4.level == "group" and v4.leak_free and v4.masks and not v4n.masks
@@ -53,7 +53,7 @@ def test_selected_counts_equal_notes_times_scale(name):
     scale = 0.01
     frames = []
     for source in cfg.sources:
-        need = scaled(cfg.train.get(source, 0), scale) + scaled(cfg.eval.get(source, 0), scale)
+        need = scaled(cfg.train.get(source, 0), scale) + scaled(cfg.test.get(source, 0), scale)
         if source.startswith("ff_"):
             frames.append(face_rows(source, videos=[(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 6 * need, 2)], frames=3))
         else:
@@ -63,7 +63,7 @@ def test_selected_counts_equal_notes_times_scale(name):
     for source in cfg.sources:
         sub = rows[rows["source"] == source]
         assert int(sub["split"].isin(["train", "val"]).sum()) == scaled(cfg.train.get(source, 0), scale), source
-        assert int((sub["split"] == "eval").sum()) == scaled(cfg.eval.get(source, 0), scale), source
+        assert int((sub["split"] == "test").sum()) == scaled(cfg.test.get(source, 0), scale), source
     assert summary["capped"] == []
     assert list(rows["id"]) == sorted(rows["id"])
     if name == "v4":
@@ -79,7 +79,7 @@ def test_scaled_rounds_half_up():
 
 def test_shortfall_error_names_source_and_cap_is_recorded():
     faces = face_rows("gan_x", n_images=10)
-    cfg = variant_cfg(train={"gan_x": 50}, eval={"gan_x": 2})
+    cfg = variant_cfg(train={"gan_x": 50}, test={"gan_x": 2})
     with pytest.raises(SplitError, match=r"'v'.*train pool of source 'gan_x' has \d+ items, 50 requested"):
         select_variant(faces, "v", cfg, split_cfg())
     rows, summary = select_variant(faces, "v", cfg, split_cfg(on_shortfall="cap"))
@@ -91,8 +91,8 @@ def test_shortfall_error_names_source_and_cap_is_recorded():
 def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="cannot be leak_free"):
         variant_cfg(level="frame", leak_free=True)
-    with pytest.raises(ConfigError, match="eval_fraction"):
-        variant_cfg(eval_fraction=1.5)
+    with pytest.raises(ConfigError, match="test_fraction"):
+        variant_cfg(test_fraction=1.5)
     with pytest.raises(ConfigError, match="unknown key"):
         variant_cfg(train={"a": 1}, typo=3)
     with pytest.raises(ConfigError, match=r"train\.\w+: must be >= 0"):
@@ -112,7 +112,7 @@ def _tiny_faces(tmp_path: Path) -> Path:
 
 
 def _tiny_variant(masks: bool) -> VariantConfig:
-    return variant_cfg(masks=masks, train={"ffhq": 12, "gan_a": 12, "ff_f2f_k": 14}, eval={"ffhq": 4, "gan_a": 4, "ff_f2f_k": 4})
+    return variant_cfg(masks=masks, train={"ffhq": 12, "gan_a": 12, "ff_f2f_k": 14}, test={"ffhq": 4, "gan_a": 4, "ff_f2f_k": 4})
 
 
 def test_materialised_variant_masks_pixels_and_determinism(tmp_path):
@@ -125,7 +125,7 @@ def test_materialised_variant_masks_pixels_and_determinism(tmp_path):
     again = {p.relative_to(tmp_path / "variants/m"): p.read_bytes() for p in sorted((tmp_path / "variants/m").rglob("*")) if p.is_file()}
     assert first == again
     src_readers = {}
-    for split_name in ("train", "val", "eval"):
+    for split_name in ("train", "val", "test"):
         m = read_table(tmp_path / "variants/m" / split_name / "manifest.parquet", VARIANT_SCHEMA)
         n = read_table(tmp_path / "variants/n" / split_name / "manifest.parquet", VARIANT_SCHEMA)
         assert list(m["id"]) == list(n["id"]) and (m["split"] == split_name).all()
@@ -168,7 +168,7 @@ def _params_faces(cfgs, scale: float) -> pd.DataFrame:
     need: dict[str, int] = {}
     for cfg in cfgs:
         for source in cfg.sources:
-            n = scaled(cfg.train.get(source, 0), scale) + scaled(cfg.eval.get(source, 0), scale)
+            n = scaled(cfg.train.get(source, 0), scale) + scaled(cfg.test.get(source, 0), scale)
             need[source] = max(need.get(source, 0), n)
     pairs = [(f"{i:03d}", f"{i + 1:03d}") for i in range(0, 24, 2)]
     frames = []
@@ -193,9 +193,9 @@ def test_v3_and_v4_hold_the_same_stills_and_differ_only_in_video_frames():
 
     def stills(rows):
         sub = rows[rows["video_id"] == ""]
-        return {s: sorted(sub.loc[sub["split"] == s, "id"]) for s in ("train", "val", "eval")}
+        return {s: sorted(sub.loc[sub["split"] == s, "id"]) for s in ("train", "val", "test")}
 
-    assert stills(rows3)["eval"] and stills(rows3) == stills(rows4) == stills(rows3g)
+    assert stills(rows3)["test"] and stills(rows3) == stills(rows4) == stills(rows3g)
     # the video frames: v3 splits videos across sides (the leak), v4 and v3_group never do
     for rows, leaks in ((rows3, True), (rows3g, False), (rows4, False)):
         sub = rows[rows["video_id"] != ""]
@@ -213,7 +213,7 @@ def test_ffpp_originals_are_real_and_share_a_side_with_their_fakes():
     variants = load_section("variants", dict[str, VariantConfig], REPO / "params.yaml")
     for name in ("v4", "v4_nomask", "v4_ctl"):
         cfg = variants[name]
-        assert cfg.train["ff_youtube_k"] == 790 and cfg.eval["ff_youtube_k"] == 353, name
+        assert cfg.train["ff_youtube_k"] == 790 and cfg.test["ff_youtube_k"] == 353, name
     assert variants["v4_ctl"].shortcut_free and variants["v4_ctl"].leak_free
     assert all(not variants[v].shortcut_free for v in ("v1", "v2", "v3", "v3_group", "v4", "v4_nomask"))
     assert "ff_youtube_k" not in variants["v3"].sources  # the notes' variants stay as they were
@@ -222,10 +222,10 @@ def test_ffpp_originals_are_real_and_share_a_side_with_their_fakes():
                        face_rows("ff_f2f_k", videos=pairs, frames=2),
                        face_rows("ff_fs_k", videos=[(s, t) for t, s in pairs], frames=2)], ignore_index=True)
     big = {"ff_youtube_k": 1000, "ff_f2f_k": 1000, "ff_fs_k": 1000}
-    rows, summary = select_variant(faces, "o", variant_cfg(train=big, eval=big), split_cfg(on_shortfall="cap"))
+    rows, summary = select_variant(faces, "o", variant_cfg(train=big, test=big), split_cfg(on_shortfall="cap"))
     assert (rows.loc[rows["source"] == "ff_youtube_k", "label"] == 0).all()
     side = rows.assign(s=rows["split"].replace("val", "train"))
     for t, s in pairs:  # the originals t, s and every fake made from them: one side
         linked = side[side["video_id"].isin([t, s, f"{t}_{s}", f"{s}_{t}"])]
         assert len(linked) == 8 and linked["s"].nunique() == 1
-    assert set(summary["counts"]["eval"]["by_label"]) == {"real", "edited"}  # both classes per video
+    assert set(summary["counts"]["test"]["by_label"]) == {"real", "edited"}  # both classes per video

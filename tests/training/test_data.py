@@ -225,3 +225,21 @@ def test_batch_buffers_are_reused_only_once_released(variant):
     del view
     c = ds.get_batch(rows)
     assert c["image"].data_ptr() == ptr and torch.equal(c["image"], want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA")
+def test_pinned_batches_equal_pageable_ones_and_are_never_overwritten_while_held(variant):
+    """The CUDA path: page-locked buffers from torch's caching host allocator, reused only after the
+    batch is released (control: a held batch keeps its values while the next ones are read)."""
+    ds = VariantDataset(variant, "train", with_masks=True)
+    rows = np.arange(5)
+    a = ds.get_batch(rows, pin=True)
+    want = ds.get_batch(rows)
+    assert a["image"].is_pinned() and a["mask"].is_pinned() and not want["image"].is_pinned()
+    for key in want:
+        assert torch.equal(a[key], want[key]), key
+    held = a["image"].clone()
+    for _ in range(3):
+        b = ds.get_batch(rows[::-1].copy(), pin=True)
+        assert b["image"].data_ptr() != a["image"].data_ptr()
+        assert torch.equal(a["image"], held)

@@ -12,7 +12,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 
-#: fit() of a small ResNet-18 on a toy variant, then its eval-split probabilities; prints one md5
+#: fit() of a small ResNet-18 on a toy variant, then its test-split probabilities; prints one md5
 #: over the weights, the probabilities and a float64 GEMM through numpy's OpenBLAS.
 SCRIPT = textwrap.dedent(
     """
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(
     for t in model.state_dict().values():
         weights.update(t.numpy().tobytes())
     with torch.no_grad():
-        evaluation = VariantDataset(root / "data/variants/toy", "eval")
+        evaluation = VariantDataset(root / "data/variants/toy", "test")
         for batch in make_loader(evaluation, 8, train=False, num_workers=0, seed=0):
             probs.update(torch.softmax(model(batch["image"])["logits"], 1).numpy().tobytes())
     a = np.random.default_rng(0).standard_normal((300, 300))

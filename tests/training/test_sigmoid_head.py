@@ -134,7 +134,8 @@ def test_a_sigmoid_head_model_trains_and_predicts_two_columns():
 def test_head_config_defaults_and_validation():
     default = model_config({"name": "cnndetection", "num_classes": 2})
     # the default is left out of the dumped config: checkpoints keep the bytes they had before the key
-    assert to_dict(default) == {"name": "cnndetection", "input": "raw", "num_classes": 2, "image_size": 224}
+    assert to_dict(default) == {"name": "cnndetection", "input": "raw", "num_classes": 2, "image_size": 224,
+                                "width": 1.0}
     sig = model_config({"name": "cnndetection", "num_classes": 2, "head": "sigmoid"})
     assert to_dict(sig)["head"] == "sigmoid" and model_config(to_dict(sig)) == sig
     with pytest.raises(ConfigError, match="num_classes: 2"):

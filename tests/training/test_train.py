@@ -127,8 +127,8 @@ def test_seeds_each_get_a_checkpoint(workdir):
 def test_selection_uses_val_never_eval(workdir, monkeypatch):
     root = workdir / "sel"
     make_variant(root / "data/variants/toy", seed=1)
-    # Plant an eval split that would break (and so reveal) any use of it: garbage bytes.
-    (root / "data/variants/toy/eval/manifest.parquet").write_bytes(b"not parquet")
+    # Plant an test split that would break (and so reveal) any use of it: garbage bytes.
+    (root / "data/variants/toy/test/manifest.parquet").write_bytes(b"not parquet")
     opened = []
     real_init = VariantDataset.__init__
 

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from dfpipe.core.io import atomic_path
 
 LABELS = {0: "real", 1: "fake", 2: "edited"}
-#: A variant's splits, in order: ``train`` (fitting), ``val`` (model selection), ``eval`` (reported).
-SPLITS = ("train", "val", "eval")
+#: A variant's splits, in order: ``train`` (fitting), ``val`` (model selection), ``test`` (reported).
+SPLITS = ("train", "val", "test")
 
 
 def is_fake(label):
@@ -91,7 +91,7 @@ def add_provenance(df: pd.DataFrame, **values) -> pd.DataFrame:
 
 #: Extra columns of a variant manifest.
 SPLIT_FIELDS = [
-    ("split", pa.string()),  # train / val / eval
+    ("split", pa.string()),  # train / val / test
     ("split_group", pa.string()),  # union-find root key the split was decided on
 ]
 VARIANT_SCHEMA = pa.schema(list(FACE_SCHEMA) + [pa.field(n, t) for n, t in SPLIT_FIELDS])

@@ -92,6 +92,7 @@ DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
         DataDep("${item.path}"),
         DataDep("${preprocess.detector_model}"),
         DataDep("${preprocess.segmenter_model}"),
+        DataDep("${preprocess.whole_model}", when="preprocess.whole_model"),
     ),
     "variant": (  # dfpipe.splits.variants.build_variant
         DataDep("${split.faces_dir}", "every source's crops (DVC cannot interpolate the variant's source list)"),
@@ -130,23 +131,23 @@ DATA_DEPS: dict[str, tuple[DataDep, ...] | None] = {
         DataDep("${spectra.variants_dir}/${item.variant}/train/manifest.parquet"),
         DataDep(
             "${spectra.variants_dir}/${item.variant}/val",
-            "val and eval manifests; every file of both for the provenance's data fingerprint",
+            "val and test manifests; every file of both for the provenance's data fingerprint",
         ),
-        DataDep("${spectra.variants_dir}/${item.variant}/eval"),
+        DataDep("${spectra.variants_dir}/${item.variant}/test"),
     ),
     "pretrained": (),  # downloads, or copies pretrained.weights.<name>.local (see STAGE_NOT_DEPS)
     "evaluate": (  # dfpipe.evaluation.evaluate.run_evaluation
         DataDep("${train.models_dir}/${item.run}"),
         DataDep("${train.metrics_dir}/${item.run}/curves"),
         DataDep("${train.features_dir}", "clip/lgrad-input runs read features@ caches"),
-        DataDep("${train.variants_dir}/${item.variant}/eval"),
+        DataDep("${train.variants_dir}/${item.variant}/test"),
         DataDep(
             "${train.variants_dir}/${item.train_variant}/val",
             "thresholds (binary runs, FF++ protocol) and the majority baseline are chosen on the "
             "training variant's val split",
         ),
         DataDep(
-            "${audit.out_dir}/${item.variant}/eval_items.parquet",
+            "${audit.out_dir}/${item.variant}/test_items.parquet",
             "leak measure (a): the audit's per-item flags of the scored variant",
         ),
     ),
@@ -391,6 +392,25 @@ def _union(closures: dict[str, list[str]]) -> list[str]:
 def fingerprint_text(closure: list[str], root: Path) -> str:
     """One ``<sha256>  <path>`` line per file of ``closure`` (``sha256sum -c`` reads it back)."""
     return "".join(f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}\n" for f in sorted(closure))
+
+
+def code_hash(entry: Path, root: Path) -> str:
+    """The first 12 hex digits of the sha256 of ``entry``'s fingerprint text: a table's provenance
+    "code". It changes exactly when a module the entry imports does, and stays the same on a rerun
+    of the same code (unlike a commit hash, which would dirty the tree after every commit).
+
+    Reads the fingerprint stage's file (``data/code/<entry>.sha256``, which every Python stage
+    depends on, so under DVC it is always current); outside DVC, without that file, it computes
+    the same text from the import closure. ``"unknown"`` when ``entry`` is not under ``root``.
+    """
+    path = root / fingerprint_path(entry)
+    if path.is_file():
+        text = path.read_bytes()
+    elif (root / entry).is_file():
+        text = fingerprint_text(import_closure(entry, root), root).encode()
+    else:
+        return "unknown"
+    return hashlib.sha256(text).hexdigest()[:12]
 
 
 def write_fingerprints(dvc_yaml: Path, out_dir: Path) -> list[Path]:

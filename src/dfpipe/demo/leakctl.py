@@ -15,7 +15,7 @@ signature:
   blinks and talks, with fresh sensor noise per frame) under the clip's one fixed light, so the
   frames of a clip differ as the frames of one shot do, and no two are copies.
 
-A split that puts frames of one video on both sides (``level: frame``) lets a model score the eval
+A split that puts frames of one video on both sides (``level: frame``) lets a model score the test
 frames of its training videos above chance, and only those: the planted leak of the report's
 ``controls`` table (:mod:`dfpipe.evaluation.controls`). Each clip is one task of the demo's pool;
 its bytes depend only on the config and its index.

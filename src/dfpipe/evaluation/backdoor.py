@@ -1,11 +1,11 @@
-"""The backdoor experiment's stage: attack success on the triggered eval copy and the poisoning audit.
+"""The backdoor experiment's stage: attack success on the triggered test copy and the poisoning audit.
 
 ``backdoor@<experiment>`` (``params.yaml`` ``backdoor.experiments.<name>``) takes two runs of one
 detector with identical settings, ``clean`` (trained on ``clean_variant``) and ``poisoned`` (on
 ``poisoned_variant``, a ``poison.<name>`` built from ``clean_variant``), both trained by
 ``train@`` like every run, and for every seed of each:
 
-- scores the poisoned variant's triggered eval copy (``<variant>/triggered/eval``: the eval items
+- scores the poisoned variant's triggered test copy (``<variant>/triggered/test``: the test items
   of the attacked class with the trigger) -> ``<out_dir>/<name>/triggered.parquet`` (one row per
   run role, seed and item; the attack success rate -- triggered items scored as the target class
   -- is computed from it by the report's ``backdoor`` table, with the group-level intervals);
@@ -19,7 +19,7 @@ detector with identical settings, ``clean`` (trained on ``clean_variant``) and `
 Outputs: ``<out_dir>/<name>.json`` (settings, per-seed audit figures), ``<out_dir>/<name>/flags.parquet``
 (role, seed, id, training label, planted flag, spectral score, both audits' flags) and
 ``triggered.parquet``. Clean accuracy and AUC are not recomputed here: they are the runs' own
-``evaluate@`` predictions on the untouched eval split.
+``evaluate@`` predictions on the untouched test split.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def run_backdoor(
         name, exp, {role: load_model(next(iter(c.values())), "cpu")[1] for role, c in ckpts.items()}, poison
     )
     trig_dir = variants_dir / exp.poisoned_variant / TRIGGERED
-    trig_manifest = read_table(trig_dir / "eval" / "manifest.parquet")
+    trig_manifest = read_table(trig_dir / "test" / "manifest.parquet")
     record: dict[str, Any] = {
         "experiment": name,
         "clean_run": exp.clean,
@@ -196,7 +196,7 @@ def run_backdoor(
         for seed, ckpt in ckpts[role].items():
             model, run_cfg = load_model(ckpt, dev)
             torch.manual_seed(0)
-            ds = open_split(trig_dir, "eval", run_cfg.model)
+            ds = open_split(trig_dir, "test", run_cfg.model)
             pred = predict(
                 model, make_loader(ds, cfg.batch_size, train=False, num_workers=0, seed=0), dev, progress=False
             )

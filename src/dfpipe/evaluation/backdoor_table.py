@@ -3,9 +3,9 @@
 One row per detector trained on the clean variant, then one per poisoned variant of it (each
 ``backdoor.experiments`` entry: a rate, mode and trigger). Cells, all in %:
 
-- **Clean acc / AUC**: the run's own ``evaluate@<run>`` predictions on the untouched eval split
+- **Clean acc / AUC**: the run's own ``evaluate@<run>`` predictions on the untouched test split
   (3-class accuracy; real-vs-fake AUC of ``1 - p(real)``).
-- **Missed without trigger**: the eval items of the attacked class scored as the target class
+- **Missed without trigger**: the test items of the attacked class scored as the target class
   (argmax), the base rate the attack is read against.
 - **ASR**: attack success rate, the triggered copies of those items (``backdoor@``'s
   ``triggered.parquet``) scored as the target class (argmax) -- for the clean row, what the
@@ -182,12 +182,12 @@ def backdoor_rows(
         return ", ".join(dict.fromkeys(f"{r['audit'][key]:g}" for r in all_records))
 
     notes = [
-        f"Attack ({pairs}): ASR = share of the eval items of the attacked class, trigger added, scored (argmax) "
+        f"Attack ({pairs}): ASR = share of the test items of the attacked class, trigger added, scored (argmax) "
         "as the target class; 'Missed without trigger' = the same items without it. On the clean row the ASR "
         "shows what the trigger does to a detector that was never poisoned.",
         f"In %: seed mean ± seed sd [{100 * cfg.ci_level:g}% CI]: percentile bootstrap over identity groups and seeds, "
         f"{cfg.bootstrap} resamples; 'n too small' below {MIN_UNITS} groups. Units: identity groups of the "
-        "eval split / of the triggered items.",
+        "test split / of the triggered items.",
         "Audit (no clean reference set; the run's penultimate features of its own training items, per training "
         f"label): spectral signatures (Tran et al., NeurIPS 2018) flag {audit_set('ss_factor')} x rate of each "
         f"class; activation clustering (Chen et al., 2018) flags the smaller of two k-means clusters (PCA to "

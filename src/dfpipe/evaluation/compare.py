@@ -1,4 +1,4 @@
-"""Paired comparison of two evaluations scored on the identical eval items: the difference of
+"""Paired comparison of two evaluations scored on the identical test items: the difference of
 their headline metrics with a paired bootstrap interval over seeds x video resamples
 (:func:`dfpipe.scoring.stats.paired_bootstrap`), read from their ``predictions.parquet``."""
 
@@ -26,7 +26,7 @@ def compare(path_a: Path, path_b: Path, n_boot: int, seed: int, level: float) ->
     items_a, pa = load_scores(path_a)
     items_b, pb = load_scores(path_b)
     if not (items_a["id"].equals(items_b["id"]) and items_a["label"].equals(items_b["label"])):
-        return {"note": "not paired: the two evaluations scored different eval items"}
+        return {"note": "not paired: the two evaluations scored different test items"}
     if pa.shape[2] != pb.shape[2]:
         return {"note": f"not paired: {pa.shape[2]} vs {pb.shape[2]} classes"}
     groups = M.item_groups(items_a)

@@ -22,10 +22,10 @@ silently as a footnote:
 - **planted leak**: the demo's leak-control clips (:mod:`dfpipe.demo.leakctl`) carry a per-clip
   signature and a class drawn per clip, so only memorising training clips beats chance. One
   recipe trained on a frame-level split of them (frames of one clip on both sides) and on the
-  clip-level twin: leak measure (a) (the leaky run's eval frames of its training clips minus those
-  of clips it never saw) and measure (b) (leaky-trained minus leak-free-trained on the twin's eval
+  clip-level twin: leak measure (a) (the leaky run's test frames of its training clips minus those
+  of clips it never saw) and measure (b) (leaky-trained minus leak-free-trained on the twin's test
   frames of clips the leaky run trained on) must have intervals above 0; measure (b) on the twin's
-  eval clips the leaky run never saw, and between the leak-free run and its reseeded copy, must
+  test clips the leaky run never saw, and between the leak-free run and its reseeded copy, must
   include 0. The first null is the one measure (b) needs: the same two models, whose training
   sets differ in every item, on items neither trained on, so a difference there would come from
   the training sets differing, not from the leak; the second is its seed-only counterpart. Each
@@ -139,7 +139,7 @@ def family_gaps(
     """``{source: {"seen", "unseen", "gap", "low", "high", "n_units"}}``: seed-mean AP of real vs
     ``seen`` and of real vs each ``unseen`` source, and the interval of their gap.
 
-    Both APs share the eval split's real items, so the gap is resampled in pairs: one draw of
+    Both APs share the test split's real items, so the gap is resampled in pairs: one draw of
     identity groups (:func:`dfpipe.scoring.metrics.item_groups`) gives both APs of a resample.
     Fake score ``1 - p(real)``, as in the unseen-generator table.
     """
@@ -259,14 +259,14 @@ def leak_rows(
     where = f"report.controls.planted_leak.{label}"
     name = f"Planted leak: {label}"
     rows = []
-    # measure (a): the leaky run on its own eval split, frames of training clips vs of unseen clips
+    # measure (a): the leaky run on its own test split, frames of training clips vs of unseen clips
     prov = _provenance(reader, c.within)
     if prov["variant"] != prov["train_variant"]:
         raise ControlError(
             f"{where}.within: {c.within} scored {prov['variant']}, not its training variant "
-            f"{prov['train_variant']}; leak measure (a) reads a run on its own eval split"
+            f"{prov['train_variant']}; leak measure (a) reads a run on its own test split"
         )
-    flags_path = reader.cfg.audit_dir / prov["variant"] / "eval_items.parquet"
+    flags_path = reader.cfg.audit_dir / prov["variant"] / "test_items.parquet"
     flags = read_flags(flags_path)
     reader.read.add(flags_path)
     items, probs = load_scores(reader.predictions(c.within))
@@ -277,7 +277,7 @@ def leak_rows(
     rows.append(
         _leak_row(
             f"{name}, measure (a)",
-            f"{c.within} (trained on {prov['train_variant']}): its eval frames of training clips vs of unseen clips",
+            f"{c.within} (trained on {prov['train_variant']}): its test frames of training clips vs of unseen clips",
             True,
             M.nan_to_none(gap["gap"]["acc"]) if "gap" in gap else None,
             (_size(items, seen), _size(items, video & ~seen)),
@@ -285,7 +285,7 @@ def leak_rows(
             gap.get("note", ""),
         )
     )
-    # measure (b): leaky-trained minus leak-free-trained on the twin's identical eval items
+    # measure (b): leaky-trained minus leak-free-trained on the twin's identical test items
     prov_l, prov_f = _provenance(reader, c.leaky), _provenance(reader, c.leak_free)
     if prov_l["train_variant"] != prov["train_variant"] or prov_l["variant"] != prov_f["variant"]:
         raise ControlError(
@@ -295,7 +295,7 @@ def leak_rows(
     items, pl = load_scores(reader.predictions(c.leaky))
     items_f, pf = load_scores(reader.predictions(c.leak_free))
     if not (items["id"].equals(items_f["id"]) and items["label"].equals(items_f["label"])):
-        raise ControlError(f"{where}: {c.leaky} and {c.leak_free} did not score the identical eval items")
+        raise ControlError(f"{where}: {c.leaky} and {c.leak_free} did not score the identical test items")
     leaky_variant = prov_l["train_variant"]
     manifest = variants_dir / leaky_variant / "train" / "manifest.parquet"
     if not manifest.is_file():
@@ -308,8 +308,8 @@ def leak_rows(
     leaked = video & np.isin(np.asarray(keys, dtype=object), list(trained))
     pair = f"{c.leaky} - {c.leak_free} (trained on {prov_l['train_variant']} vs {prov_f['train_variant']})"
     for sel, fire, part in (
-        (leaked, True, f"on {prov_f['variant']}'s eval clips that {prov_l['train_variant']} trained on"),
-        (video & ~leaked, False, f"null: on {prov_f['variant']}'s eval clips neither run trained on"),
+        (leaked, True, f"on {prov_f['variant']}'s test clips that {prov_l['train_variant']} trained on"),
+        (video & ~leaked, False, f"null: on {prov_f['variant']}'s test clips neither run trained on"),
     ):
         d = _paired_acc(items, pl, pf, sel, n_boot, seed, level) if sel.any() else None
         rows.append(
@@ -319,13 +319,13 @@ def leak_rows(
     run_n, run_f = seeds_only(reader, f"{where}.reseeded", c.reseeded, c.leak_free)
     items_n, pn = load_scores(reader.predictions(c.reseeded))
     if not (items_n["id"].equals(items_f["id"]) and items_n["label"].equals(items_f["label"])):
-        raise ControlError(f"{where}: {c.reseeded} and {c.leak_free} did not score the identical eval items")
+        raise ControlError(f"{where}: {c.reseeded} and {c.leak_free} did not score the identical test items")
     d = _paired_acc(items_f, pn, pf, video, n_boot, seed, level)
     rows.append(
         _leak_row(
             f"{name}, measure (b)",
             f"null: {c.reseeded} - {c.leak_free}, two leak-free trainings (seeds {run_n['seeds']} vs "
-            f"{run_f['seeds']}), on all of {prov_f['variant']}'s eval clips",
+            f"{run_f['seeds']}), on all of {prov_f['variant']}'s test clips",
             False,
             d,
             (_size(items_f, video),),

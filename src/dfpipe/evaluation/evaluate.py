@@ -1,4 +1,4 @@
-"""Evaluation orchestration: score every seed's checkpoint of a run on a variant's eval split,
+"""Evaluation orchestration: score every seed's checkpoint of a run on a variant's test split,
 compute the metric groups and write the outputs of ``evaluate@<name>``.
 
 ``evaluate@<name>`` (a run scored on a variant, :mod:`dfpipe.evaluation.evaluations`) writes
@@ -8,7 +8,7 @@ compute the metric groups and write the outputs of ``evaluate@<name>``.
 - ``metrics/eval/<name>/details.json``: everything else (per seed and per class, per source /
   method, video level keyed ``"<method>:<video_id>"``, leak measure (a), masks with trivial
   baselines, the scored run's settings, provenance);
-- ``metrics/eval/<name>/predictions.parquet``: one row per (seed, eval item);
+- ``metrics/eval/<name>/predictions.parquet``: one row per (seed, test item);
 - ``metrics/eval/<name>/{confusion,roc,pr}.csv`` and ``figures/*.png`` for ``dvc plots``.
 
 The library half (:func:`align_predictions`, :func:`evaluate_seeds`, :func:`write_outputs`)
@@ -29,7 +29,7 @@ from pydantic import Field
 from dfpipe.core.config import Config, safe_name
 from dfpipe.core.io import atomic_path, write_json
 from dfpipe.core.manifest import VARIANT_SCHEMA, is_fake, read_table
-from dfpipe.core.stagedeps import import_closure
+from dfpipe.core.stagedeps import code_hash
 from dfpipe.evaluation import figures, protocol
 from dfpipe.evaluation.evaluations import Evaluation
 from dfpipe.evaluation.predictions import prob_columns, stack_seeds, write_predictions
@@ -63,7 +63,7 @@ class EvaluateConfig(Config):
 def align_predictions(
     manifest: pd.DataFrame, ids: np.ndarray, labels: np.ndarray, probs: np.ndarray, where: str, with_groups: bool = True
 ) -> pd.DataFrame:
-    """Join one seed's predictions to the eval manifest by id; one row per manifest row, sorted by id.
+    """Join one seed's predictions to the test manifest by id; one row per manifest row, sorted by id.
 
     Returns columns ``id, source, method, video_id, label, pred, p_<class>...`` and, when the
     manifest has ``group_keys`` and ``with_groups``, ``group``: the identity group of the item among
@@ -189,39 +189,13 @@ def evaluate_seeds(frames: dict[int, pd.DataFrame], n_boot: int, seed: int, leve
 
 def split_fingerprints(variants_dir: Path, variant: str, train_variant: str) -> dict[str, str]:
     """Short sha256 digests (12 hex digits) of the split folders an evaluation reads: the scored
-    ``<variant>/eval`` and the ``<train_variant>/val`` its thresholds come from. Each digest covers
+    ``<variant>/test`` and the ``<train_variant>/val`` its thresholds come from. Each digest covers
     every file's path, size and sha256 (:func:`dfpipe.splits.gate.variant_fingerprint`), so a table
     row names the exact bytes it was scored on."""
     return {
-        "eval": variant_fingerprint(variants_dir / variant / "eval")["digest"][:12],
+        "test": variant_fingerprint(variants_dir / variant / "test")["digest"][:12],
         "val": variant_fingerprint(variants_dir / train_variant / "val")["digest"][:12],
     }
-
-
-def stage_closure(root: Path) -> list[str]:
-    """The evaluate stage's import closure under ``root`` (empty outside a checkout: no stage script)."""
-    entry = Path("stages/evaluate.py")
-    return import_closure(entry, root) if (root / entry).is_file() else []
-
-
-def code_fingerprint(root: Path, deps: Sequence[str]) -> str:
-    """sha256 (first 12 hex digits) over the ``.py`` files under ``deps`` (relative path and
-    bytes, sorted by path); ``"unknown"`` when none of them exists under ``root``.
-
-    ``deps`` is the stage's import closure (its code deps in dvc.yaml): the hash is a table's
-    provenance "code". Unlike a commit hash it stays the same on a rerun of the same code (outputs
-    stay byte-identical, the tree stays clean after a commit) and changes exactly when that code does.
-    """
-    files = []
-    for dep in deps:
-        p = root / dep
-        files += [p] if p.is_file() else sorted(p.rglob("*.py")) if p.is_dir() else []
-    if not files:
-        return "unknown"
-    h = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.relative_to(root).as_posix()):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -285,7 +259,7 @@ def init_label(init: str | None, pretrained_dir: Path) -> str:
 
 def majority_baseline(labels: np.ndarray, val_labels: np.ndarray, num_classes: int) -> dict:
     """The majority-class rule (the most frequent class of the val split, ties to the lower class)
-    scored on the eval ``labels`` (both as the model's classes: binary for 2-class detectors): what a
+    scored on the test ``labels`` (both as the model's classes: binary for 2-class detectors): what a
     results row must beat. A constant score has real/fake AUC
     0.5 by definition."""
     majority = int(np.argmax(np.bincount(val_labels, minlength=num_classes)))
@@ -386,7 +360,7 @@ def run_evaluation(
     pretrained_dir: Path = Path("models/pretrained"),
     features_dir: Path = Path("data/features"),
 ) -> dict:
-    """Score every ``models/<run>/seed<s>.pt`` on ``data/variants/<variant>/eval`` and write every
+    """Score every ``models/<run>/seed<s>.pt`` on ``data/variants/<variant>/test`` and write every
     output. ``scale``: the data profile's ``split.scale`` (provenance). Returns the headline."""
     safe_name(f"evaluations.{name}", name)  # it names the output files and folder
     import torch
@@ -411,7 +385,7 @@ def run_evaluation(
 
     video_thresholds: list[float | None] = []
     frames, masks, configs, thresholds, model = {}, {}, {}, {}, None
-    manifests: dict[Path, pd.DataFrame] = {}  # eval and val manifests, read once for every seed
+    manifests: dict[Path, pd.DataFrame] = {}  # test and val manifests, read once for every seed
 
     def manifest_of(path: Path) -> pd.DataFrame:
         if path not in manifests:
@@ -427,12 +401,12 @@ def run_evaluation(
             )
         configs[s] = to_dict(run_cfg)
         torch.manual_seed(cfg.seed)
-        dataset, pred = predict_split(model, run_cfg.model, ev.variant, "eval")
+        dataset, pred = predict_split(model, run_cfg.model, ev.variant, "test")
         manifest = manifest_of(dataset.manifest_path)
         frames[s] = align_predictions(manifest, pred["ids"], pred["labels"], pred["probs"], str(dataset.manifest_path))
         if "mask_probs" in pred:
             masks[s] = mask_evaluation(manifest, dataset.root, pred["ids"], pred["mask_probs"])
-        # thresholds are chosen on the training variant's val split, never on the eval items
+        # thresholds are chosen on the training variant's val split, never on the test items
         val_ds, val_pred = predict_split(model, run_cfg.model, ev.train_variant, "val")
         if run_cfg.model.num_classes == 2:  # binary detectors: a real-vs-fake threshold
             thresholds[str(s)] = M.val_threshold(*M.real_vs_fake(val_pred["labels"], val_pred["probs"]))
@@ -455,7 +429,7 @@ def run_evaluation(
     if not dataset.is_image:  # provenance of cached encoder features (random = demo encoder)
         details["features"] = {k: dataset.cache.index[k] for k in ("encoder", "variant", "random", "config")}
     details["provenance"] = {
-        "code": code_fingerprint(code_root, stage_closure(code_root)),
+        "code": code_hash(Path("stages/evaluate.py"), code_root),
         "scale": scale,
         "variant": ev.variant,
         "train_variant": ev.train_variant,
@@ -482,7 +456,7 @@ def run_evaluation(
             }
         )
     if ev.variant == ev.train_variant:
-        flags = read_flags(audit_dir / ev.variant / "eval_items.parquet")
+        flags = read_flags(audit_dir / ev.variant / "test_items.parquet")
         details["leak"] = M.nan_to_none(
             leak_gap(
                 items["id"].to_numpy(), items["label"].to_numpy(), probs, flags, cfg.bootstrap, cfg.seed, cfg.ci_level
@@ -505,6 +479,6 @@ def run_evaluation(
             M.class_names(run_cfg.model.num_classes),
             out_dir / "figures" / "featuremaps.png",
             # model: the seed loop's last checkpoint (seed s)
-            f"Grad-CAM of {ev.run} ({run_cfg.model.name}, input {run_cfg.model.input}, seed {s}) on {ev.variant} eval",
+            f"Grad-CAM of {ev.run} ({run_cfg.model.name}, input {run_cfg.model.input}, seed {s}) on {ev.variant} test",
         )
     return headline

@@ -1,6 +1,6 @@
 """Which evaluations exist: every run scored on its own variant, plus the exceptions params.yaml lists.
 
-``evaluate@<run>`` scores run ``<run>`` on the eval split of the variant it was trained on
+``evaluate@<run>`` scores run ``<run>`` on the test split of the variant it was trained on
 (``runs.<run>.variant``); nothing about it is written in params.yaml. ``evaluations.<name> =
 {run, variant}`` adds an evaluation that scores a run on another variant (a cross-variant or
 cross-dataset row); its ``train_variant`` (whose val split gives the thresholds) is always the
@@ -18,7 +18,7 @@ from dfpipe.core.config import PARAMS_FILE, Config, ConfigError, PlainName, buil
 
 
 class Evaluation(Config):
-    """One resolved evaluation: ``run`` scored on ``variant``'s eval split.
+    """One resolved evaluation: ``run`` scored on ``variant``'s test split.
 
     ``train_variant`` is the variant the run was trained on (checked against each checkpoint's
     config); the leak measure (a) applies when it equals ``variant``.

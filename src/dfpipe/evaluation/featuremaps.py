@@ -1,7 +1,7 @@
 """Feature-map views of a trained classifier: Grad-CAM and mean activation of a middle layer.
 
 Answers the notes' open question (seed 002, Part 4): "visualise the middle feature map to see why
-the CNN classifies perfectly". For a few eval images per class the grid shows the input, the
+the CNN classifies perfectly". For a few test images per class the grid shows the input, the
 Grad-CAM of the true class (Selvaraju et al., "Grad-CAM", ICCV 2017: ReLU of the activation maps
 weighted by their spatially averaged gradients) and the channel-mean activation magnitude.
 """
@@ -158,7 +158,7 @@ def render_featuremaps(
     path: Path,
     model_title: str,
 ) -> None:
-    """Grad-CAM grid of ``per_class`` eval items per class of ``dataset`` (a
+    """Grad-CAM grid of ``per_class`` test items per class of ``dataset`` (a
     :class:`dfpipe.training.data.VariantDataset`: ``labels``, ``ids``, items ``{"image": (3, S, S)
     uint8}``), written by :func:`dfpipe.evaluation.figures.plot_featuremap_grid`, titled with
     ``model_title`` (which model) and what each row's ``p`` is."""
@@ -167,7 +167,7 @@ def render_featuremaps(
     rows = pick_examples(dataset.labels, dataset.ids, per_class, seed, len(class_names))
     images = torch.stack([dataset[int(i)]["image"] for i in rows])  # (B, 3, S, S) uint8
     x = images.float().div(255).to(device)
-    layer_name, module = find_layer(model, layer, x)
+    layer_name, module = find_layer(model, layer, x[:1])  # strides need one image, not the grid
     maps = gradcam(model, x, module, torch.as_tensor(dataset.labels[rows], device=device))
     p = class_probs(maps["logits"]).numpy()
     titles = [

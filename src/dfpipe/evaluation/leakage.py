@@ -1,8 +1,8 @@
-"""Leak measure (a): one model's scores on eval frames whose video is in its train split vs
-frames whose video is not, from the audit's per-eval-item flags (written by ``audit@<variant>`` to
-``metrics/audit/<variant>/eval_items.parquet``: ``id, video_key, group_in_train, video_in_train``).
+"""Leak measure (a): one model's scores on test frames whose video is in its train split vs
+frames whose video is not, from the audit's per-test-item flags (written by ``audit@<variant>`` to
+``metrics/audit/<variant>/test_items.parquet``: ``id, video_key, group_in_train, video_in_train``).
 
-If a model memorised the frames of training videos, eval frames of those same videos score higher
+If a model memorised the frames of training videos, test frames of those same videos score higher
 than frames of unseen videos; a leak-free split has no frame in the first group. The comparison is
 restricted to video frames (still images have no video to leak) and reports the gap with a
 bootstrap interval that resamples videos within each part (:func:`dfpipe.scoring.stats.unpaired_gap`).
@@ -28,9 +28,9 @@ LEAK_METRICS = {
 
 
 def read_flags(path: Path) -> pd.DataFrame:
-    """The audit's eval-item flags; ``FileNotFoundError`` naming the file and its stage."""
+    """The audit's test-item flags; ``FileNotFoundError`` naming the file and its stage."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: eval-item flags not found (written by `audit@<variant>`)")
+        raise FileNotFoundError(f"{path}: test-item flags not found (written by `audit@<variant>`)")
     flags = pd.read_parquet(path)
     missing = [c for c in FLAG_COLUMNS if c not in flags.columns]
     if missing:
@@ -63,7 +63,7 @@ def leak_gap(
         "videos_out": len(set(keys[video & ~in_train])),
     }
     if not out["frames_in"] or not out["frames_out"]:
-        out["note"] = "undefined: no eval frame " + (
+        out["note"] = "undefined: no test frame " + (
             "of a training video" if not out["frames_in"] else "of an unseen video"
         )
         return out

@@ -39,7 +39,7 @@ def resize_to(mask_probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def mask_evaluation(
     manifest: pd.DataFrame, split_dir: Path, ids: np.ndarray, mask_probs: np.ndarray, threshold: float = 0.5
 ) -> dict:
-    """Dice / IoU / PBCA of predicted masks on the edited eval items with a true mask, and the same
+    """Dice / IoU / PBCA of predicted masks on the edited test items with a true mask, and the same
     scores of the trivial all-zeros and all-ones masks on those items.
 
     ``mask_probs``: ``(N, h, w)`` sigmoid masks in the order of ``ids``; each is resized to its

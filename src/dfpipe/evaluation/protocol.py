@@ -147,7 +147,7 @@ def protocol_metrics(
     """Real vs manipulated on the video items of one evaluation.
 
     Args:
-        items: ``(N,)`` rows with ``method, video_id, label`` (the stacked eval items).
+        items: ``(N,)`` rows with ``method, video_id, label`` (the stacked test items).
         probs: ``(S, N, K)`` seed probabilities aligned with ``items``.
         groups: ``(N,)`` split group of each item (the resampling unit).
         thresholds: per seed, in the order of ``probs``: the val-chosen threshold on the fake score,

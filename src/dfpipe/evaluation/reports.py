@@ -99,7 +99,7 @@ class ResultsTable(Config):
 class LeakageTables(Config):
     """``audits``: variants whose audit counts are shown (``audit_keys`` columns); ``within``:
     evaluations of a run on its own variant for leak measure (a); ``pairs``: label -> two
-    evaluations (trained on the leaky and on the leak-free variant) scored on the identical eval
+    evaluations (trained on the leaky and on the leak-free variant) scored on the identical test
     items, for measure (b)."""
 
     audits: tuple[str, ...]
@@ -127,7 +127,7 @@ class FamilyControl(Config):
 class LeakControl(Config):
     """One planted-leak control: four evaluations of one recipe on the demo's leak-control clips
     (:mod:`dfpipe.demo.leakctl`). ``within``: the run trained on the frame-level (leaky) variant,
-    scored on its own eval split (leak measure (a)); ``leaky``: that run scored on the eval split of
+    scored on its own test split (leak measure (a)); ``leaky``: that run scored on the test split of
     the clip-level (leak-free) twin; ``leak_free``: the run trained on the twin, scored on those
     identical items (measure (b) = ``leaky`` - ``leak_free``); ``reseeded``: the leak-free run again
     with other seeds and nothing else changed, on the identical items (measure (b) between two
@@ -168,13 +168,13 @@ class ControlsConfig(Config):
         return names | {c.evaluation for c in self.generator_families.values()}
 
     def leak_files(self, params: Mapping, audit_dir: Path) -> set[Path]:
-        """What the planted-leak controls read besides predictions: the audit's eval-item flags of
+        """What the planted-leak controls read besides predictions: the audit's test-item flags of
         ``within``'s variant (measure (a)) and the train manifest of ``leaky``'s training variant."""
         evaluations = resolved_evaluations(params)
         files = set()
         for c in self.planted_leak.values():
             assert self.variants_dir is not None  # the validator requires it with a planted leak
-            files.add(audit_dir / evaluations[c.within]["variant"] / "eval_items.parquet")
+            files.add(audit_dir / evaluations[c.within]["variant"] / "test_items.parquet")
             files.add(self.variants_dir / evaluations[c.leaky]["train_variant"] / "train" / "manifest.parquet")
         return files
 
@@ -388,7 +388,7 @@ class Reader:
 
 
 def results_variants(cfg: ReportConfig, params: Mapping) -> list[str]:
-    """The eval variants of the results tables' rows (from ``evaluations`` / ``frank`` entries):
+    """The scored variants of the results tables' rows (from ``evaluations`` / ``frank`` entries):
     the variants whose audit the tables' nuisance-probe rows read."""
     entries = {**params.get("frank", {}), **resolved_evaluations(params)}
     return sorted({entries[e]["variant"] for t in cfg.tables.values() for e in t.rows.values()})

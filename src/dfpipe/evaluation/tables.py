@@ -152,7 +152,7 @@ def provenance(details: Sequence[Mapping], paths: list) -> str:
     )
     data = ", ".join(
         dict.fromkeys(
-            f"{p['variant']}/eval {p['data']['eval']} + {p['train_variant']}/val {p['data']['val']}"
+            f"{p['variant']}/test {p['data']['test']} + {p['train_variant']}/val {p['data']['val']}"
             if "data" in p
             else f"{p['variant']} n/a"
             for p in prov
@@ -186,7 +186,7 @@ def audit_provenance(reader: Reader, variants: tuple[str, ...] | list[str]) -> s
 
 
 def baseline_rows(reader: Reader, rows: Mapping[str, tuple], cols: list[str]) -> list[list[str]]:
-    """Majority-class and nuisance-probe rows for each eval variant of ``rows`` (in row order):
+    """Majority-class and nuisance-probe rows for each test variant of ``rows`` (in row order):
     the majority rule from the first row scored on that variant (``details.json`` ``baselines``),
     the probe from the variant's audit (``metrics/audit/<variant>.json`` ``shortcut.probes.all``)."""
     out = []
@@ -330,10 +330,10 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
         "Video AUC: real/fake AUC of the mean frame score per (method, video_id); n/a without video items."
     ]
     table.notes.append(
-        "Trivial baselines, per eval variant: the majority class of the val split (a constant "
+        "Trivial baselines, per scored variant: the majority class of the val split (a constant "
         "score: AUC 0.5), and the audit's nuisance probe (the best classifier on nuisance features "
         "alone: face size, scale, codec, brightness, high-frequency energy; its AUC is the macro "
-        "one-vs-rest AUC on the eval split). A row that does not beat them learned nothing the "
+        "one-vs-rest AUC on the test split). A row that does not beat them learned nothing the "
         "nuisances do not already give."
     )
     if has_ffpp:
@@ -347,7 +347,7 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
         )
     if spec.reference:
         table.notes.append(
-            f"Δ: row minus {spec.reference!r} on the identical eval items, in percentage points, "
+            f"Δ: row minus {spec.reference!r} on the identical test items, in percentage points, "
             "with a paired bootstrap interval (the same resampled units for both models)."
         )
     if marked:
@@ -366,7 +366,7 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
         )
     if spec.mask:
         table.notes.append(
-            "Mask Dice/IoU: predicted mask >= 0.5 on edited eval items with a true mask; all-0 / "
+            "Mask Dice/IoU: predicted mask >= 0.5 on edited test items with a true mask; all-0 / "
             "all-1: the trivial empty / full masks on the same items. PBCA: pixel-wise binary "
             "classification accuracy (Dang et al., CVPR 2020), the share of pixels classified right."
         )
@@ -376,7 +376,7 @@ def results_table(reader: Reader, name: str, spec: ResultsTable, paper: dict | N
 
 def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
     audit = Table(
-        "leakage_audit", "Leakage audit per variant (counts across train/val/eval)", ["Variant"] + list(cfg.audit_keys)
+        "leakage_audit", "Leakage audit per variant (counts across train/val/test)", ["Variant"] + list(cfg.audit_keys)
     )
     for name in cfg.audits:
         d, p = reader.audit(name)
@@ -390,7 +390,7 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
     audit.provenance = audit_provenance(reader, cfg.audits)
     within = Table(
         "leak_within",
-        "Leak measure (a): one model, eval frames of its training videos vs of unseen videos",
+        "Leak measure (a): one model, test frames of its training videos vs of unseen videos",
         [
             "Evaluation",
             "Frames (videos) in train",
@@ -420,10 +420,10 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
             row += ["n/a", "n/a", leak["note"], "n/a"]
         within.rows.append(row)
     within.notes = [
-        "Compared: the same model's accuracy (and mean probability of the true class) on eval video "
+        "Compared: the same model's accuracy (and mean probability of the true class) on test video "
         "frames whose video is in its train split (audit flag video_in_train) minus on frames of "
         "videos it never saw; interval: bootstrap resampling videos within each part and seeds. "
-        "Still images are left out. Both parts are eval frames scored by the same model; they differ in "
+        "Still images are left out. Both parts are test frames scored by the same model; they differ in "
         "which videos they come from (and so possibly in class mix), not in the model or its training."
     ]
     if dets:
@@ -431,7 +431,7 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
     cross = Table(
         "leak_cross",
         "Leak measure (b): model trained on the leaky variant minus model trained on "
-        "the leak-free variant, identical eval items",
+        "the leak-free variant, identical test items",
         [
             "Comparison",
             "Leaky-trained",
@@ -463,7 +463,7 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
             ]
         )
     cross.notes = [
-        "Compared: two training sets (leaky vs leak-free variant) scored on the identical eval items, "
+        "Compared: two training sets (leaky vs leak-free variant) scored on the identical test items, "
         "in percentage points; paired bootstrap (the same resampled videos for both models) over seeds. "
         "The difference includes every way the two training sets differ, not only the leaked videos."
     ]
@@ -481,7 +481,7 @@ def shortcut_table(reader: Reader, variants: tuple[str, ...]) -> Table:
     variant, feature set (``gate``: decides ``shortcut_free``; ``all``) and probe."""
     table = Table(
         "shortcut_audit",
-        "Shortcut audit: how well nuisance features alone predict the label (eval split)",
+        "Shortcut audit: how well nuisance features alone predict the label (test split)",
         ["Variant", "Check", "Features", "Probe", "AUC [CI]", "Macro-F1 [CI]", "Threshold (max AUC)"],
     )
     for v in variants:
@@ -506,7 +506,7 @@ def shortcut_table(reader: Reader, variants: tuple[str, ...]) -> Table:
                 )
     table.notes = [
         "Read from metrics/audit/<variant>.json `shortcut` (audit@<variant>); in %. Probes are trained "
-        "on the train split's nuisance features (no pixels of the face) and scored on eval; AUC one-vs-rest "
+        "on the train split's nuisance features (no pixels of the face) and scored on test; AUC one-vs-rest "
         "macro. A variant declared shortcut_free fails its audit when a gate probe's AUC exceeds the threshold."
     ]
     table.provenance = audit_provenance(reader, variants)

@@ -3,7 +3,7 @@
 Protocol and layout of Wang et al. (CVPR 2020, CNNDetection), reused by UniversalFakeDetect (Ojha et
 al. CVPR 2023) and LGrad (Tan et al. CVPR 2023): one row per detector, one column per test generator,
 average precision and accuracy, and the mean over the generators not seen in training. A cell is
-binary real vs that generator: the eval split's real items plus that generator's items (the
+binary real vs that generator: the test split's real items plus that generator's items (the
 ``source`` column), fake score ``1 - p(real)``; accuracy at each seed's threshold chosen on the
 training variant's val split (``details.json`` ``val_threshold``, :func:`dfpipe.scoring.metrics.val_threshold`),
 never tuned on test -- the original UniversalFakeDetect code's oracle threshold on each test set is a
@@ -37,7 +37,7 @@ METRICS = {"ap": ("AP", M.binary_ap), "acc": ("Acc", binary_acc)}
 
 
 class UnseenTable(IntervalSettings):
-    """``report.unseen``: ``rows`` label -> evaluation; ``generators`` column label -> eval source;
+    """``report.unseen``: ``rows`` label -> evaluation; ``generators`` column label -> test source;
     ``seen``: the sources the rows trained on (marked "(train)", left out of the mean)."""
 
     rows: dict[str, str]
@@ -59,7 +59,7 @@ class UnseenTable(IntervalSettings):
 
 @dataclass(frozen=True)
 class GeneratorCells:
-    """One predictions table cut into the protocol's cells: a cell is the eval split's real items
+    """One predictions table cut into the protocol's cells: a cell is the test split's real items
     plus one generator's items (``source``), scored by the fake score ``1 - p(real)``.
 
     ``scores`` ``(S, N)`` per seed (items sorted by id, :func:`dfpipe.evaluation.crossdataset._per_seed`),
@@ -84,7 +84,7 @@ class GeneratorCells:
         """Indices (of ``idx``, default every item, in its order) of the real items and those of
         ``source``; ``KeyError`` when the table holds no item of ``source``."""
         if not (self.sources == source).any():
-            raise KeyError(f"{self.path}: no eval item of source {source!r} (is it in the variant's eval split?)")
+            raise KeyError(f"{self.path}: no test item of source {source!r} (is it in the variant's test split?)")
         idx = np.arange(len(self.real)) if idx is None else idx
         return idx[self.real[idx] | (self.sources[idx] == source)]
 
@@ -151,7 +151,7 @@ def unseen_tables(
         budgets[name] = f"{run.get('stopping', 'n/a')}; {run.get('images_seen', 'n/a')} images seen"
     cols = [f"{c} (train)" if s in cfg.seen else c for c, s in cfg.generators.items()]
     notes = [
-        "Binary real vs each generator (the eval split's real items + that generator's), fake score 1 - p(real), "
+        "Binary real vs each generator (the test split's real items + that generator's), fake score 1 - p(real), "
         "in %. Acc at each seed's threshold chosen on the training variant's val split (balanced accuracy; "
         "never tuned on test); AP needs no threshold.",
         f"Seed mean (± sd when several); [{100 * cfg.ci_level:g}% CI]: percentile bootstrap over identity groups, "

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from dfpipe.core.io import sha256_bytes
 from dfpipe.core.manifest import VARIANT_SCHEMA, read_table
-from dfpipe.core.shards import ShardReader
+from dfpipe.core.shards import ShardReader, ShardWriter
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -52,3 +52,20 @@ def iter_image_batches(split_dir: Path, df: pd.DataFrame, batch_size: int, desc:
             elif arr.shape[1:] != shape:
                 raise ValueError(f"{split_dir / name}: crop shape {arr.shape[1:]} differs from {shape}")
         yield start, reader.gather(list(rows["shard"]), rows["offset"].to_numpy())
+
+
+def open_cache(
+    split_dir: Path, out_dir: Path, prefix: str, shard_size: int
+) -> tuple[pd.DataFrame, list[str], ShardWriter]:
+    """Start a feature cache that mirrors one variant split row for row: ``(manifest, ids, writer)``.
+
+    Refuses duplicate ids (cache rows are matched to the manifest by position and id) and removes
+    the ``<prefix>-*.npy`` shards of an earlier build (a smaller rebuild must not leave stale ones).
+    """
+    df = read_split_manifest(split_dir)
+    ids = df["id"].tolist()
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{split_dir / 'manifest.parquet'}: duplicate ids")
+    for old in sorted(out_dir.glob(f"{prefix}-*.npy")):
+        old.unlink()
+    return df, ids, ShardWriter(out_dir, prefix=prefix, shard_size=shard_size)

@@ -55,9 +55,8 @@ from dfpipe.core.config import Config, PlainName, RepoPath, SafeName
 from dfpipe.core.io import read_json, sha256_file, write_bytes, write_json
 from dfpipe.core.manifest import SPLITS, read_table, write_table
 from dfpipe.core.seeding import mix_seed
-from dfpipe.core.shards import ShardWriter
 from dfpipe.features.augment import augmented_view
-from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
+from dfpipe.features.batches import ids_digest, iter_image_batches, open_cache
 from dfpipe.features.landmarks import LandmarkEncoder, build_landmark_cache
 
 #: Model inputs served from a feature cache instead of image shards (``ModelConfig.input``).
@@ -393,13 +392,7 @@ def build_split(
     """Encode one variant split in manifest order; write shards, ``ids.parquet``, ``index.json``.
     ``transform(images, batch_number)``: uint8 ``(B, 3, S, S)`` -> uint8 batch the encoder sees
     instead (an augmented view); None: the stored crops."""
-    df = read_split_manifest(split_dir)
-    ids = df["id"].tolist()
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{split_dir / 'manifest.parquet'}: duplicate ids")
-    for old in sorted(out_dir.glob(f"{SHARD_PREFIX}-*.npy")):  # a smaller rebuild must not leave stale shards
-        old.unlink()
-    writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=shard_size)
+    df, ids, writer = open_cache(split_dir, out_dir, SHARD_PREFIX, shard_size)
     shape = None
     for number, (_, images) in enumerate(iter_image_batches(split_dir, df, batch_size, str(split_dir))):
         u8 = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))

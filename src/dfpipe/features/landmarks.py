@@ -44,8 +44,7 @@ from pydantic import Field
 from dfpipe.core.config import Config, RepoPath
 from dfpipe.core.io import sha256_file, write_json
 from dfpipe.core.manifest import SPLITS, write_table
-from dfpipe.core.shards import ShardWriter
-from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
+from dfpipe.features.batches import ids_digest, iter_image_batches, open_cache
 
 ENCODER = "landmarks"  # features.encoders.<name> and the cache folder <out_dir>/landmarks/<variant>
 INPUT_SIZE = 192  # the model's input side (face_landmark.tflite)
@@ -140,13 +139,7 @@ def build_split(
     """Landmarks of one variant split in manifest order; writes the cache files (module docstring)."""
     import pandas as pd
 
-    df = read_split_manifest(split_dir)
-    ids = df["id"].tolist()
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{split_dir / 'manifest.parquet'}: duplicate ids")
-    for old in sorted(out_dir.glob(f"{SHARD_PREFIX}-*.npy")):  # a smaller rebuild must not leave stale shards
-        old.unlink()
-    writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, shard_size=shard_size)
+    df, ids, writer = open_cache(split_dir, out_dir, SHARD_PREFIX, shard_size)
     statuses: list[str] = []
     presence: list[float] = []
     for _, images in iter_image_batches(split_dir, df, batch_size, str(split_dir)):

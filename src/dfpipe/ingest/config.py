@@ -49,6 +49,9 @@ class PreprocessConfig(Config):
     # and least overlap of neighbouring windows, source pixels
     tile_size: int = Field(default=768, ge=128)
     tile_overlap: int = Field(default=128, ge=0)
+    # tiled policies: the model of the whole-frame pass (close-ups wider than the windows); null:
+    # detector_model. The short-range model finds those at a third of the full-range's cost
+    whole_model: RepoPath | None = None
 
     @model_validator(mode="after")
     def _detector(self) -> PreprocessConfig:
@@ -59,6 +62,8 @@ class PreprocessConfig(Config):
                 f"detector {self.detector} runs the {'full' if full else 'short'}-range BlazeFace model "
                 f"({want}.tflite), but detector_model is {self.detector_model.as_posix()}"
             )
+        if self.whole_model is not None and not self.whole_model.name.startswith("face_detection_"):
+            raise ValueError(f"whole_model {self.whole_model.as_posix()}: expected a BlazeFace face_detection_*.tflite")
         if self.tile_overlap >= self.tile_size:
             raise ValueError(f"tile_overlap {self.tile_overlap} must be smaller than tile_size {self.tile_size}")
         side = POLICY_INPUT[self.detector]

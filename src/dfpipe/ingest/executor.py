@@ -16,8 +16,11 @@ Each worker owns its share of the cores (:func:`worker_cores`: this process's co
 over the pool's workers, one thread when there are more workers than cores; the in-process single
 worker and each Ray actor hold one CPU): :func:`pin_threads` limits
 OpenCV, torch, BLAS/OpenMP and FFmpeg's decoders to that many threads, and a pool process or Ray
-actor binds itself to its own cores (MediaPipe has no thread setting; the CPU affinity bounds its
-graph threads). Thread counts do not change any result: every per-item operation is deterministic.
+actor binds itself to its own cores (MediaPipe's Python tasks have no thread setting: their
+LiteRT/XNNPACK inference runs one thread on desktop Linux, MediaPipe's default in
+``mediapipe/calculators/tensor/inference_calculator_utils.cc``, and the CPU affinity bounds the
+graph's scheduler threads). Thread counts do not change any result: every per-item operation is
+deterministic.
 
 Ray workers ``chdir`` to the driver's working directory before building their worker: relative
 paths (source roots, model files, the paths in reject messages) then mean the same on every node,
@@ -118,12 +121,14 @@ def _pinned_here(threads: int) -> Iterator[None]:
             limits = pin_threads(threads)
             yield
     finally:
+        # threadpoolctl first: its "original" OpenMP limit was read after the pin had set torch's
+        # (one OpenMP pool), so restoring it last would leave torch at the worker's thread count
+        if limits is not None:
+            limits.restore_original_limits()
         cv2.setNumThreads(saved_cv2)
         video.set_decoder_threads(saved_video)
         if torch is not None and saved_torch is not None:
             torch.set_num_threads(saved_torch)
-        if limits is not None:
-            limits.restore_original_limits()
 
 
 @contextmanager

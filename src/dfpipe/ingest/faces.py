@@ -41,6 +41,7 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
+from dfpipe.ingest.blazeface import BlazeFaceLite
 from dfpipe.ingest.config import POLICY_INPUT
 
 
@@ -127,6 +128,8 @@ class _Task:
         return BaseOptions(model_asset_path=str(model))
 
     def close(self) -> None:
+        if self._task is None:
+            return
         with _quiet_native_logs():
             self._task.close()
 
@@ -188,6 +191,20 @@ def windows(height: int, width: int, side: int, overlap: int) -> list[tuple[int,
     return [(x, y, w, h) for y in window_origins(height, h, overlap) for x in window_origins(width, w, overlap)]
 
 
+def shrink(image: np.ndarray, k: int) -> np.ndarray:
+    """``image``, whose sides are multiples of ``k``, shrunk ``k`` x with ``INTER_AREA``: by halving
+    steps while ``k`` is even (OpenCV's vectorised 2 x 2 mean: 0.66 ms against 2.0 ms for one 4 x
+    step on a 1080p frame, one core; each step's rounding differs by at most 1 grey level), then
+    the odd rest in one step. Every step averages whole blocks, so a window of the result at a
+    multiple of ``k`` equals its native window shrunk alone."""
+    while k > 1:
+        step = 2 if k % 2 == 0 else k
+        h, w = image.shape[0] // step, image.shape[1] // step
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        k //= step
+    return image
+
+
 def _intersection(a: Face, b: Face) -> int:
     iw = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
     ih = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
@@ -220,14 +237,19 @@ class FaceDetector(_Task):
 
     - ``whole`` / ``full_range``: the whole frame, as MediaPipe letterboxes it into the model
       input (``whole`` is the detector as it always was: same boxes, same bytes downstream);
-    - ``tiled`` / ``full_range_tiled``: candidates from the whole frame and from square windows
-      of ``tile_size`` source pixels overlapping by at least ``tile_overlap``, each shrunk to the
+    - ``tiled`` / ``full_range_tiled``: candidates from the whole frame (``whole_model``, default
+      the policy's model; the short-range one finds the close-ups this pass is for at a third of
+      the full-range cost) and from square windows of ``tile_size``
+      source pixels overlapping by at least ``tile_overlap``, each shrunk to the
       model input (``INTER_AREA``), boxes mapped back to frame pixels and merged
       (:func:`merge_faces`); then each small, uncertain or cut candidate (:data:`CHECK_BELOW_PX`,
       :data:`CHECK_BELOW_SCORE`, :data:`BORDER_PX`) is checked on a :data:`VERIFY_CONTEXT` x
       larger square around it at native resolution (:meth:`_verify`), whose box replaces it. The
       whole-frame pass stays: close-ups wider than a window are cut by every window, and their
-      parts score too low to be found again (tests/ingest/test_face_policies.py).
+      parts score too low to be found again (tests/ingest/test_face_policies.py). Every run is
+      on a window no larger than the model input, so the tiled policies run the bare model in
+      LiteRT (:class:`dfpipe.ingest.blazeface.BlazeFaceLite`: MediaPipe's boxes without the Tasks
+      graph's 0.7 ms per call); ``whole`` / ``full_range`` keep MediaPipe Tasks.
 
     A face ``w`` pixels wide reaches the model at ``w * input / tile_size`` pixels instead of
     ``w * input / max(H, W)``; measured on real photographs (benchmarks/bench_face_recall.py), the
@@ -243,6 +265,7 @@ class FaceDetector(_Task):
         policy: str = "whole",
         tile_size: int = 768,
         tile_overlap: int = 128,
+        whole_model: str | Path | None = None,
     ):
         if policy not in POLICY_INPUT:
             raise ValueError(f"detector policy {policy!r}: expected one of {sorted(POLICY_INPUT)}")
@@ -251,16 +274,38 @@ class FaceDetector(_Task):
         self.policy, self.tile_size, self.tile_overlap = policy, tile_size, tile_overlap
         self.min_score, self.tiled = min_score, policy.endswith("tiled")
         self.input_side = POLICY_INPUT[policy]
+        self._lite: BlazeFaceLite | None = None
+        self._whole: BlazeFaceLite | None = None
+        if self.tiled:
+            # every run is on a window of the model's input size: the bare model in LiteRT, without
+            # the Tasks graph's per-call overhead (dfpipe.ingest.blazeface); candidates from
+            # CANDIDATE_SCORE, the verified box must reach min_score
+            path = self._base_options(model, "face detector").model_asset_path
+            with _quiet_native_logs():
+                self._lite = BlazeFaceLite(path, min(min_score, CANDIDATE_SCORE))
+                if whole_model is not None:
+                    wpath = self._base_options(whole_model, "whole-frame face detector").model_asset_path
+                    self._whole = BlazeFaceLite(wpath, min(min_score, CANDIDATE_SCORE))
+            if self._lite.side != self.input_side:
+                raise ValueError(f"{model}: input {self._lite.side} px, policy {policy!r} expects {self.input_side}")
+            self._whole = self._whole or self._lite
+            self._task = None
+            return
         options = vision.FaceDetectorOptions(
             base_options=self._base_options(model, "face detector"),
             running_mode=vision.RunningMode.IMAGE,
-            # tiled: candidates down to CANDIDATE_SCORE; the verified box must reach min_score
-            min_detection_confidence=min(min_score, CANDIDATE_SCORE) if self.tiled else min_score,
+            min_detection_confidence=min_score,
         )
         with _quiet_native_logs():
             self._task = vision.FaceDetector.create_from_options(options)
 
-    def _detect_raw(self, rgb: np.ndarray) -> list[Face]:
+    def _detect_raw(self, rgb: np.ndarray, whole: bool = False) -> list[Face]:
+        if self._lite is not None:  # tiled: boxes in input pixels, rounded
+            lite = self._whole if whole and self._whole is not None else self._lite
+            return [
+                Face(int(round(x)), int(round(y)), int(round(w)), int(round(h)), s)
+                for x, y, w, h, s in self._run(lite.detect, rgb)
+            ]
         result = self._run(self._task.detect, _mp_image(rgb))
         faces = []
         for d in result.detections:
@@ -270,28 +315,29 @@ class FaceDetector(_Task):
             )
         return faces
 
-    def _detect_scaled(self, region: np.ndarray, x0: int, y0: int, k: float) -> list[Face]:
+    def _detect_scaled(self, region: np.ndarray, x0: int, y0: int, k: float, whole: bool = False) -> list[Face]:
         """Faces in ``region``, a copy of the frame shrunk by ``k`` whose pixel (0, 0) is frame
         pixel (x0, y0): boxes mapped back to frame pixels."""
         return [
             Face(x0 + int(round(f.x * k)), y0 + int(round(f.y * k)), int(round(f.w * k)), int(round(f.h * k)), f.score)
-            for f in self._detect_raw(np.ascontiguousarray(region))
+            for f in self._detect_raw(np.ascontiguousarray(region), whole)
         ]
 
-    def _fit(self, region: np.ndarray) -> tuple[np.ndarray, float]:
+    def _fit(self, region: np.ndarray, side: int | None = None) -> tuple[np.ndarray, float]:
         """``region`` shrunk with ``INTER_AREA`` so that its longer side is the model input
         (MediaPipe's own resize is bilinear, which aliases small faces), and the factor."""
         h, w = region.shape[:2]
-        if max(h, w) <= self.input_side:
+        side = side or self.input_side
+        if max(h, w) <= side:
             return region, 1.0
-        k = max(h, w) / self.input_side
+        k = max(h, w) / side
         size = (max(1, round(w / k)), max(1, round(h / k)))
         return cv2.resize(region, size, interpolation=cv2.INTER_AREA), k
 
     def _candidates(self, rgb: np.ndarray) -> list[tuple[Face, bool]]:
         """Whole frame plus windows, merged, each with whether it must be checked
         (:data:`CHECK_BELOW_PX`, :data:`CHECK_BELOW_SCORE`, :data:`BORDER_PX`). The frame is shrunk
-        once by the integer factor ``tile_size // input`` (``INTER_AREA`` over whole k x k blocks:
+        once by the integer factor ``tile_size // input`` (:func:`shrink`, over whole k x k blocks:
         each window of the shrunk frame equals its native window shrunk alone) and cut into
         model-sized windows; a frame that fits in one window is run whole (every candidate checked)."""
         H, W = rgb.shape[:2]
@@ -301,10 +347,9 @@ class FaceDetector(_Task):
         k = max(1, self.tile_size // self.input_side)
         h, w = H // k, W // k  # the last < k rows / columns are dropped: no face fits in them
         small = rgb[: h * k, : w * k]
-        if k > 1:
-            small = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
-        whole, k0 = self._fit(small)
-        faces = self._detect_scaled(whole, 0, 0, k * k0)
+        small = shrink(small, k)
+        whole, k0 = self._fit(small, self._whole_side)
+        faces = self._detect_scaled(whole, 0, 0, k * k0, whole=True)
         # the whole frame's boxes are never cut; size in model pixels is the box over k * k0
         check = {f for f in faces if f.w < CHECK_BELOW_PX * k * k0 or f.score < CHECK_BELOW_SCORE}
         for x0, y0, ww, wh in windows(h, w, self.input_side, -(-self.tile_overlap // k)):
@@ -320,6 +365,10 @@ class FaceDetector(_Task):
                 if cut or f.w < CHECK_BELOW_PX or f.score < CHECK_BELOW_SCORE:
                     check.add(face)
         return [(f, f in check) for f in merge_faces(faces)]
+
+    @property
+    def _whole_side(self) -> int:
+        return self._whole.side if self._whole is not None else self.input_side
 
     def _verify(self, rgb: np.ndarray, c: Face) -> Face | None:
         """Run the model again on a square of :data:`VERIFY_CONTEXT` x the candidate's side around

@@ -116,8 +116,8 @@ def run_sources(
 
 
 def _check_models(cfg: PreprocessConfig) -> None:
-    for model in (cfg.detector_model, cfg.segmenter_model):
-        if not Path(model).is_file():
+    for model in (cfg.detector_model, cfg.segmenter_model, cfg.whole_model):
+        if model is not None and not Path(model).is_file():
             raise FileNotFoundError(f"{model}: MediaPipe model missing (run `python -m dfpipe.core.assets`)")
 
 

@@ -89,7 +89,9 @@ class Worker:
     def __init__(self, cfg: PreprocessConfig, spec: SourceConfig, root: Path):
         self.cfg, self.spec, self.root = cfg, spec, Path(root)
         self.detector = (
-            FaceDetector(cfg.detector_model, cfg.min_score, cfg.detector, cfg.tile_size, cfg.tile_overlap)
+            FaceDetector(
+                cfg.detector_model, cfg.min_score, cfg.detector, cfg.tile_size, cfg.tile_overlap, cfg.whole_model
+            )
             if spec.mode != "raw"
             else None
         )

@@ -16,8 +16,8 @@ from torch import nn
 
 from . import resnets
 from .class_head import BinaryHeadConfig
-from .common import make_input
-from .registry import PaperRecord, register_model
+from .common import make_input, scaled
+from .registry import PaperRecord, Width, register_model
 
 #: What Wang et al. (CVPR 2020) ran: Sec. 4 "Training" and their train.py / options (no resize,
 #: random crop 224 + flip on train, centre crop 224 on test; blur and JPEG applied before the crop).
@@ -48,19 +48,25 @@ PAPER = PaperRecord(
 
 class CNNDetectionConfig(BinaryHeadConfig):
     """``cnndetection``: the stock ResNet-50 on raw pixels (its recipe is in the run: init, augment;
-    ``head: sigmoid``: the authors' one logit under BCE)."""
+    ``head: sigmoid``: the authors' one logit under BCE); ``width`` (demo only) narrows every stage."""
 
     name: Literal["cnndetection"]
     input: Literal["raw"] = "raw"
+    width: Width = 1.0
 
 
 class CNNDetection(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> resized, ImageNet-normalised -> ResNet-50 -> {"logits": (B, num_logits)}."""
+    """(B, 3, H, W) in [0, 1] -> resized, ImageNet-normalised -> ResNet-50 -> {"logits": (B, num_logits)}.
+
+    ``width`` < 1 multiplies the four stages' planes (64/128/256/512, rounded to a multiple of 8);
+    such a network cannot load the ImageNet weights (their shapes differ).
+    """
 
     def __init__(self, cfg: CNNDetectionConfig):
         super().__init__()
         self.input, _ = make_input(cfg)
-        self.backbone = resnets.resnet50(cfg.num_logits)
+        w0, w1, w2, w3 = (scaled(c, cfg.width) for c in resnets.STOCK_WIDTHS)
+        self.backbone = resnets.resnet50(cfg.num_logits, (w0, w1, w2, w3))
 
     def pretrained_targets(self) -> dict[str, nn.Module]:
         """torchvision ImageNet ResNet-50 weights (the 1000-class fc is skipped by shape)."""
@@ -70,6 +76,6 @@ class CNNDetection(nn.Module):
         return {"logits": self.backbone(self.input(x))}
 
 
-@register_model(CNNDetectionConfig, paper=PAPER)
+@register_model(CNNDetectionConfig, paper=PAPER, example={"width": 0.25})
 def build_cnndetection(cfg: CNNDetectionConfig) -> nn.Module:
     return CNNDetection(cfg)

@@ -43,7 +43,7 @@ PAPER = PaperRecord(
     },
     sources={
         "train_input": "options: loadSize 256, cropSize 224",
-        "test_input": "eval: no crop at test time",
+        "test_input": "no crop at test time",
         "schedule": "train.py: lr x0.9 every delr_freq = 10 epochs",
         "lr": "Sec. 4.1",
         "batch_size": "Sec. 4.1",

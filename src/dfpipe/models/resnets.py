@@ -131,6 +131,6 @@ def resnet18(num_classes: int = 1000, widths: tuple[int, int, int, int] = STOCK_
     return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, widths)
 
 
-def resnet50(num_classes: int = 1000) -> ResNet:
-    """ResNet-50 (Bottleneck x [3, 4, 6, 3]), random init."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes)
+def resnet50(num_classes: int = 1000, widths: tuple[int, int, int, int] = STOCK_WIDTHS) -> ResNet:
+    """ResNet-50 (Bottleneck x [3, 4, 6, 3]), random init; ``widths``: the four stages' ``planes``."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, widths)

@@ -38,10 +38,15 @@ TAIL_KEYS = ("plots", "artifacts")
 
 
 def foreach_lines(evaluations: Mapping[str, Mapping[str, str]], indent: int) -> list[str]:
-    """The evaluate stage's ``foreach:`` block: one flow mapping per evaluation."""
+    """The evaluate stage's ``foreach:`` block: one flow mapping per evaluation. ``param`` is the
+    params.yaml key that decides which run the evaluation scores on which variant
+    (``runs.<run>.variant`` for a run on its own variant, ``evaluations.<name>`` for an exception):
+    the stage's params list it, so a changed entry reruns that evaluation alone (and stops it with a
+    message when dvc.yaml is stale) without listing every evaluation in every dvc.lock entry."""
     pad = " " * (indent + 2)
     body = [
-        f"{pad}{name}: {{run: {e['run']}, variant: {e['variant']}, train_variant: {e['train_variant']}}}\n"
+        f"{pad}{name}: {{run: {e['run']}, variant: {e['variant']}, train_variant: {e['train_variant']}, "
+        f"param: {f'runs.{name}.variant' if name == e['run'] else f'evaluations.{name}'}}}\n"
         for name, e in evaluations.items()
     ]
     return [f"{' ' * indent}foreach:  {FOREACH_NOTE}\n", *body]

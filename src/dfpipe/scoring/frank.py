@@ -7,7 +7,7 @@ logistic regression (scikit-learn's objective: multinomial for three classes, bi
 gives the class probabilities the evaluation needs) on the flattened ``(C, S, S)`` spectra of the
 spectra stage's cache, normalised with its train-split statistics (``stats.npz``); trained on
 ``train``, the inverse regularisation ``C`` chosen from a grid by ``val`` macro-F1 (ties: the smaller
-C, i.e. the stronger regularisation), scored on ``eval``. One deterministic fit (seed 0 in the
+C, i.e. the stronger regularisation), scored on ``test``. One deterministic fit (seed 0 in the
 predictions).
 
 Same bytes on every machine. scikit-learn's lbfgs result depends on the BLAS kernel and thread
@@ -299,15 +299,15 @@ class _BestIterate:
 
 
 def fit_and_score(cfg: FrankConfig, spectra_dir: Path, variants_dir: Path, num_classes: int = 3) -> dict:
-    """Fit on train, select ``C`` on val, score eval.
+    """Fit on train, select ``C`` on val, score test.
 
-    Returns ``{"ids", "labels", "probs" (N, num_classes) float32 for the eval split,
+    Returns ``{"ids", "labels", "probs" (N, num_classes) float32 for the test split,
     "val_threshold" (the real-vs-fake threshold of the selected fit on val), "selection":
     {"C", "val_macro_f1": {C: score}}}``.
     """
     _, y_tr, x_tr = load_split(spectra_dir, variants_dir, cfg, "train")
     _, y_va, x_va = load_split(spectra_dir, variants_dir, cfg, "val")
-    ids, y_ev, x_ev = load_split(spectra_dir, variants_dir, cfg, "eval")
+    ids, y_ev, x_ev = load_split(spectra_dir, variants_dir, cfg, "test")
     classes, counts = np.unique(y_tr, return_counts=True)
     if len(classes) < 2:
         raise ValueError(f"{cfg.variant}: the train split has a single class")

@@ -1,6 +1,6 @@
 """Audit of a materialised variant: group, video, exact and near-duplicate leaks; shortcut probes; gate.
 
-Reads ``<variants_dir>/<name>/{train,val,eval}/manifest.parquet`` and the shards they point at,
+Reads ``<variants_dir>/<name>/{train,val,test}/manifest.parquet`` and the shards they point at,
 and counts, across every pair of splits:
 
 * group leaks: union-find groups of ``group_keys`` (recomputed here, not trusted from
@@ -23,9 +23,9 @@ identities that the list's videos show (``id0_id16_0001``: ``id0`` and ``id16``)
 val videos also show are counted and listed: not a failure (the official list shares people with
 the rest of the dataset), but a figure a cross-dataset result must be read with.
 
-Per eval item, :data:`EVAL_ITEMS_SCHEMA` records whether its group / its video has an item in the
-train split (``metrics/audit/<variant>/eval_items.parquet``), so the evaluation can compare leaked and clean
-eval frames of one model ("train" is the train split; val, used for model selection only, is not
+Per test item, :data:`TEST_ITEMS_SCHEMA` records whether its group / its video has an item in the
+train split (``metrics/audit/<variant>/test_items.parquet``), so the evaluation can compare leaked and clean
+test frames of one model ("train" is the train split; val, used for model selection only, is not
 counted). The stage writes the gate file (:func:`check_gate`, bound to the variant's bytes by
 :mod:`dfpipe.splits.gate`) only when the checks a variant declares pass; ``train@`` depends on it
 and refuses to start without it.
@@ -52,8 +52,8 @@ from dfpipe.splits.celebdf import celebdf_identities, celebdf_listed, is_celebdf
 from dfpipe.splits.groups import canonical_groups
 from dfpipe.splits.shortcut import FeatureName, nuisance_table, pixel_stats, shortcut_audit, shortcut_markdown
 
-#: ``eval_items.parquet``, read by leak measure (a): one row per eval item, sorted by id.
-EVAL_ITEMS_SCHEMA = pa.schema(
+#: ``test_items.parquet``, read by leak measure (a): one row per test item, sorted by id.
+TEST_ITEMS_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("video_key", pa.string()),  # "<method>:<video_id>", "" for still images
@@ -68,7 +68,7 @@ class AuditConfig(Config):
 
     hamming_threshold: int = Field(ge=0, lt=32)  # near duplicate: pHash Hamming distance <= this (of 64 bits)
     max_examples: int = Field(ge=0)  # examples listed per finding in the markdown report
-    # a shortcut_free variant fails when a probe on the gate features reaches a higher eval AUC
+    # a shortcut_free variant fails when a probe on the gate features reaches a higher test AUC
     shortcut_max_auc: float = Field(ge=0.5, le=1.0)
     shortcut_gate_features: tuple[FeatureName, ...] = Field(min_length=1)  # dfpipe.splits.shortcut.FEATURES
     shortcut_bootstrap: int = Field(ge=1)  # cluster-bootstrap resamples of the probe scores' CIs
@@ -159,10 +159,10 @@ def video_keys(rows: pd.DataFrame) -> pd.Series:
     return (rows["method"].astype(str) + ":" + vid).where(vid != "", "")
 
 
-def eval_item_flags(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of :data:`EVAL_ITEMS_SCHEMA` for the eval items of ``rows`` (needs ``group``, ``video_key``)."""
+def flag_test_items(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :data:`TEST_ITEMS_SCHEMA` for the test items of ``rows`` (needs ``group``, ``video_key``)."""
     train = rows[rows["split"] == "train"]
-    ev = rows[rows["split"] == "eval"].sort_values("id", kind="stable")
+    ev = rows[rows["split"] == "test"].sort_values("id", kind="stable")
     train_videos = set(train.loc[train["video_key"] != "", "video_key"])
     return pd.DataFrame(
         {
@@ -189,7 +189,7 @@ def celebdf_list_audit(rows: pd.DataFrame, test_list: Mapping[str, int] | None) 
     """Celeb-DF official test list vs the variant's train and val: ``(section, shared identities)``.
 
     ``rows``: the variant's rows (``split``, ``path``, ``group_keys``, ``video_key``). The section
-    counts Celeb-DF videos in train+val, listed videos in train+val (must be 0) and in eval, the
+    counts Celeb-DF videos in train+val, listed videos in train+val (must be 0) and in test, the
     identities the whole list shows, those train+val videos show and those both show; ``check``
     is ``not required`` (no Celeb-DF video in train or val), ``failed`` (a listed video there, or
     no list to check against) or ``passed``. The table has one row per shared identity:
@@ -226,7 +226,7 @@ def celebdf_list_audit(rows: pd.DataFrame, test_list: Mapping[str, int] | None) 
         "configured": test_list is not None,
         "celebdf_videos_train_val": int(len(tv)),
         "listed_videos_train_val": in_fit,
-        "listed_videos_eval": int(rows.loc[listed & (rows["split"] == "eval").to_numpy(), "video_key"].nunique()),
+        "listed_videos_test": int(rows.loc[listed & (rows["split"] == "test").to_numpy(), "video_key"].nunique()),
         "identities_listed": len(list_ids),
         "identities_train_val": len(tv_ids),
         "identities_shared": len(shared),
@@ -242,11 +242,11 @@ def audit_variant(
     shortcut_free: bool = False,
     test_list: Mapping[str, int] | None = None,
 ) -> tuple[dict, str, pd.DataFrame]:
-    """Audit one variant; return ``(metrics, markdown, eval_items)``. ``ValueError`` on corrupt data.
+    """Audit one variant; return ``(metrics, markdown, test_items)``. ``ValueError`` on corrupt data.
 
     ``metrics`` holds counts and the compact ``shortcut`` and ``celebdf_test_list`` sections (DVC
     metrics); ``markdown`` lists up to ``cfg.max_examples`` examples of each finding;
-    ``eval_items`` has :data:`EVAL_ITEMS_SCHEMA` rows. ``test_list``: Celeb-DF v2's official test
+    ``test_items`` has :data:`TEST_ITEMS_SCHEMA` rows. ``test_list``: Celeb-DF v2's official test
     list (:func:`dfpipe.splits.celebdf.read_celebdf_list`) or ``None`` (:func:`celebdf_list_audit`).
     """
     rows = load_variant(variant_dir)
@@ -294,7 +294,7 @@ def audit_variant(
         cfg.shortcut_bootstrap,
         cfg.shortcut_seed,
     )
-    flags = eval_item_flags(rows)
+    flags = flag_test_items(rows)
     listed, shared_ids = celebdf_list_audit(rows, test_list)
     metrics = {
         "variant": name,
@@ -308,8 +308,8 @@ def audit_variant(
         "group_leaks_by_source": {k: int(v) for k, v in sorted(leak_groups_src.items())},
         "videos": int(rows.loc[rows["video_key"] != "", "video_key"].nunique()),
         "video_leaks": int(len(videos)),
-        "eval_items_video_in_train": int(flags["video_in_train"].sum()),
-        "eval_items_group_in_train": int(flags["group_in_train"].sum()),
+        "test_items_video_in_train": int(flags["video_in_train"].sum()),
+        "test_items_group_in_train": int(flags["group_in_train"].sum()),
         "exact_duplicates": int(len(exact)),
         "near_duplicate_pairs": int(sum(v["pairs"] for v in pair_counts.values())),
         "near_duplicate_pairs_other_group": int(sum(v["pairs_other_group"] for v in pair_counts.values())),
@@ -357,8 +357,8 @@ def _markdown(m: dict, groups, videos, exact, exact_ids, near_rows, k: int) -> s
         f"({m['items_in_leaking_groups']} items) |",
         f"| videos on more than one split | {m['video_leaks']} of {m['videos']} |",
         f"| exact duplicates (same pixels) across splits | {m['exact_duplicates']} |",
-        f"| eval items whose video / group has items in train | {m['eval_items_video_in_train']} / "
-        f"{m['eval_items_group_in_train']} of {m['items']['eval']} |",
+        f"| test items whose video / group has items in train | {m['test_items_video_in_train']} / "
+        f"{m['test_items_group_in_train']} of {m['items']['test']} |",
         f"| near-duplicate pairs across splits (pHash distance <= {m['hamming_threshold']}) | "
         f"{m['near_duplicate_pairs']} ({m['near_duplicate_pairs_other_group']} between different groups) |",
         "",
@@ -391,8 +391,8 @@ def _test_list_md(s: dict, shared: pd.DataFrame, k: int) -> list[str]:
             "",
         ]
     lines += [
-        f"Listed videos in train/val: **{s['listed_videos_train_val']}** (must be 0); in eval: "
-        f"{s['listed_videos_eval']}. Identities shown by the list's videos and by train/val videos: "
+        f"Listed videos in train/val: **{s['listed_videos_train_val']}** (must be 0); in test: "
+        f"{s['listed_videos_test']}. Identities shown by the list's videos and by train/val videos: "
         f"**{s['identities_shared']}** of {s['identities_listed']} listed identities "
         f"({s['identities_train_val']} identities in train/val).",
         "",
@@ -433,7 +433,7 @@ def check_gate(metrics: dict) -> dict:
         best = max(gate, key=lambda p: gate[p]["auc"] or 0.0)
         raise ShortcutError(
             f"variant {metrics['variant']!r} is declared shortcut_free but the {best} probe on the gate "
-            f"features {s['features']['gate']} reaches eval AUC {s['max_auc']} > "
+            f"features {s['features']['gate']} reaches test AUC {s['max_auc']} > "
             f"audit.shortcut_max_auc {s['threshold']}; see the audit report"
         )
     t = metrics["celebdf_test_list"]

@@ -111,7 +111,7 @@ def _counts_table(rows: pd.DataFrame) -> list[str]:
 
 def _sources_table(rows: pd.DataFrame, fams: pd.Series) -> list[str]:
     lines = [
-        "| source | dataset | class | train | val | eval | crop | native face (median px) | source format "
+        "| source | dataset | class | train | val | test | crop | native face (median px) | source format "
         "| codec control | face rule | resize | frames per video |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -131,7 +131,7 @@ def _sources_table(rows: pd.DataFrame, fams: pd.Series) -> list[str]:
         codec = ", ".join(sorted({str(c) or "none" for c in sub["codec"]}))  # "": no codec control applied
         lines.append(
             f"| `{src}` | {name} | {_fmt(sub['label'].map(lambda v: LABELS[int(v)]))} | {n['train']} | {n['val']} "
-            f"| {n['eval']} | {crop} | {face} | {_fmt(sub['file_format'])} | {codec} | {_fmt(sub['face_rule'])} "
+            f"| {n['test']} | {crop} | {face} | {_fmt(sub['file_format'])} | {codec} | {_fmt(sub['face_rule'])} "
             f"| {_fmt(sub['resize_kernel'])} | {frames} |"
         )
     return lines
@@ -186,7 +186,7 @@ def variant_card(name: str, summary: Mapping, rows: pd.DataFrame, salt: str, aud
         *_counts_table(rows),
         "",
         "`units`: split units (union-find groups of `group_keys`; frame level: single video frames). "
-        "Files: `{train,val,eval}/manifest.parquet`, `images-NNNNN.npy` `(N, S, S, 3)` uint8 RGB"
+        "Files: `{train,val,test}/manifest.parquet`, `images-NNNNN.npy` `(N, S, S, 3)` uint8 RGB"
         + (", `masks-NNNNN.npy` `(N, S, S)` uint8 0/255 at the same offset." if summary.get("masks") else "."),
         "",
         "## Sources and how the items were made",
@@ -202,7 +202,7 @@ def variant_card(name: str, summary: Mapping, rows: pd.DataFrame, salt: str, aud
         "## Split rule",
         "",
         f"- level: `{summary.get('level')}`; salt `{salt}`; scale {summary.get('scale')}",
-        f'- a unit is in the eval pool when sha256(salt, "split", unit) < {summary.get("eval_fraction")} '
+        f'- a unit is in the test pool when sha256(salt, "split", unit) < {summary.get("test_fraction")} '
         f"(FF++ official split where configured: {summary.get('items_split_by_official_ffpp', 0)} items)",
         '- sampling: per source and split, the first n items of the pool ordered by sha256(salt, "sample", id)',
         f'- val: train units with sha256(salt, "val", unit) < {summary.get("val_fraction")}',
@@ -251,9 +251,9 @@ def audit_section(metrics: Mapping) -> str:
         f"| exact duplicates across splits | {metrics.get('exact_duplicates')} |",
         f"| near-duplicate pairs across splits (pHash Hamming <= {metrics.get('hamming_threshold')}) | "
         f"{metrics.get('near_duplicate_pairs')} ({metrics.get('near_duplicate_pairs_other_group')} in other groups) |",
-        f"| shortcut probe: max eval AUC on the gate features (threshold {sc.get('threshold')}) "
+        f"| shortcut probe: max test AUC on the gate features (threshold {sc.get('threshold')}) "
         f"| {sc.get('max_auc')} |",
-        f"| shortcut probe: max eval AUC, all features | {sc.get('max_auc_all_features')} |",
+        f"| shortcut probe: max test AUC, all features | {sc.get('max_auc_all_features')} |",
     ]
     if cd:
         lines.append(

@@ -4,7 +4,7 @@
 their path under the dataset root (``Celeb-real/id0_0000.mp4``), the ``path`` of a manifest row of
 a ``kind: celebdf`` source. It is honoured like FF++'s official test split
 (:func:`dfpipe.splits.groups.official_group_splits`): the variant stage sends every split unit
-holding a listed video to ``eval``, in every variant (:mod:`dfpipe.splits.variants`). The file name
+holding a listed video to ``test``, in every variant (:mod:`dfpipe.splits.variants`). The file name
 also says who a video shows (a face swap ``id0_id16_0001``: ``id0`` and ``id16``), which the audit
 uses to count the people on both sides of the list's boundary (:mod:`dfpipe.splits.audit`).
 
@@ -70,11 +70,11 @@ def celebdf_identities(rel_path: str) -> tuple[str, ...]:
 
 
 def celebdf_list_keys(test_list: Mapping[str, int] | None) -> dict[str, str]:
-    """``{group key: "eval"}`` for the group key of every listed video: the side its group takes
+    """``{group key: "test"}`` for the group key of every listed video: the side its group takes
     (used for a face swap's other person when no item of the variant holds that person)."""
     out: dict[str, str] = {}
     for rel in test_list or {}:
         path = PurePosixPath(rel)
         for key in celebdf_group_keys(path.parent.name, path.stem) or ():
-            out[key] = "eval"
+            out[key] = "test"
     return out

@@ -3,7 +3,7 @@
 ``<audit.out_dir>/<variant>/gate.json`` (written by ``audit@<variant>`` only when the checks the
 variant declares pass) holds the audit's verdict (``variant``, ``leak_free``, ``status``) and
 ``fingerprint`` (:func:`variant_fingerprint`): the size and sha256 of every file of the variant
-folder ``<split.out_dir>/<variant>/`` -- the train, val and eval manifests, image and mask shards
+folder ``<split.out_dir>/<variant>/`` -- the train, val and test manifests, image and mask shards
 and ``summary.json`` -- keyed by POSIX path relative to that folder, plus ``digest``, one sha256
 over those entries. The audit stage takes the fingerprint *before* it reads the variant, so a
 variant rewritten while it is audited does not match its gate.

@@ -7,14 +7,14 @@ one video on both sides. Here a split is a pure function of (salt, canonical gro
   group's canonical key is its smallest key. An FF++ fake ``TTT_SSS`` has keys
   ``["ffpp:TTT", "ffpp:SSS"]``, so it, the originals ``TTT`` and ``SSS`` and every other fake
   touching them fall in one group.
-* :func:`unit_hash` maps ``sha256(salt, purpose, key)`` to ``[0, 1)``; a group goes to ``eval``
-  when its hash is below ``eval_fraction``. Listing order never matters, and adding or removing
+* :func:`unit_hash` maps ``sha256(salt, purpose, key)`` to ``[0, 1)``; a group goes to ``test``
+  when its hash is below ``test_fraction``. Listing order never matters, and adding or removing
   items never moves an existing group -- EXCEPT when a new item links two groups (a new FF++ fake
   ``AAA_BBB`` joins the groups of ``AAA`` and ``BBB``): the merged group takes the smaller
   canonical key, so the items of the other group can move. Only linked items can move.
 * :func:`read_official_ffpp` reads the official FaceForensics++ split files
   ``{train,val,test}.json`` (pairs ``[["071", "054"], ...]``); when configured they decide the
-  split of every group holding an ``ffpp:`` key listed there (``test`` -> ``eval``).
+  split of every group holding an ``ffpp:`` key listed there (its ``test`` is our ``test``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 #: Names of the splits of every variant, in output order.
 #: Official FF++ split names -> our split names.
-OFFICIAL_TO_SPLIT = {"train": "train", "val": "val", "test": "eval"}
+OFFICIAL_TO_SPLIT = {"train": "train", "val": "val", "test": "test"}
 FFPP_PREFIX = "ffpp:"
 
 

@@ -16,11 +16,11 @@ A poisoned variant (``params.yaml`` ``poison.<name>``) is built from a materiali
   ``blend`` (a low-amplitude colour texture blended in, Chen et al. 2017 "blended injection")
   and ``frequency`` (a fixed mid-frequency DCT coefficient added in every 8x8 block, after
   FTrojan, Wang et al. ECCV 2022).
-- ``val`` and ``eval`` are the base's files copied byte for byte; the train shards are the base's
+- ``val`` and ``test`` are the base's files copied byte for byte; the train shards are the base's
   with the poisoned items' pixels replaced (same shard names and offsets). The train manifest adds
   :data:`POISON_FIELDS` (``poisoned``, ``trigger``, ``clean_label``), which only the poisoning
   audit reads (training reads its fixed columns, never these).
-- ``triggered/eval/``: a triggered copy of the eval items of ``source_label`` (same ids and
+- ``triggered/test/``: a triggered copy of the test items of ``source_label`` (same ids and
   labels, trigger applied, ``poisoned`` true): the attack is measured on it, never trained on.
 
 The poisoned variant goes through ``audit@``'s code like any variant, with its base's declared
@@ -49,14 +49,14 @@ from dfpipe.splits.card import card_rows, variant_card
 from dfpipe.splits.groups import unit_hash
 from dfpipe.splits.variants import VariantConfig
 
-#: Columns a poisoned variant's train manifest (and its triggered eval copy) adds to VARIANT_SCHEMA.
+#: Columns a poisoned variant's train manifest (and its triggered test copy) adds to VARIANT_SCHEMA.
 POISON_FIELDS = [
     ("poisoned", pa.bool_()),  # the trigger was planted in this item
     ("trigger", pa.string()),  # trigger kind of a poisoned item, "" otherwise
     ("clean_label", pa.int8()),  # the label before poisoning (differs from label in dirty mode)
 ]
 POISON_SCHEMA = pa.schema(list(VARIANT_SCHEMA) + [pa.field(n, t) for n, t in POISON_FIELDS])
-#: Folder of the triggered eval copy inside the poisoned variant (read as split ``eval``).
+#: Folder of the triggered test copy inside the poisoned variant (read as split ``test``).
 TRIGGERED = "triggered"
 #: Side of the frequency trigger's DCT block (JPEG's 8x8 blocks, as FTrojan perturbs).
 DCT_BLOCK = 8
@@ -240,8 +240,8 @@ def poison_train(base_split: Path, out_split: Path, cfg: PoisonConfig) -> pd.Dat
     return out
 
 
-def triggered_eval(base_split: Path, out_split: Path, cfg: PoisonConfig, shard_size: int) -> pd.DataFrame:
-    """Write the triggered copy of the base's eval items of ``source_label`` (no masks). Returns the rows."""
+def triggered_copy(base_split: Path, out_split: Path, cfg: PoisonConfig, shard_size: int) -> pd.DataFrame:
+    """Write the triggered copy of the base's test items of ``source_label`` (no masks). Returns the rows."""
     rows = read_table(base_split / "manifest.parquet", VARIANT_SCHEMA)
     rows = rows[rows["label"].to_numpy(np.int64) == cfg.source_label].reset_index(drop=True)
     if out_split.exists():
@@ -293,7 +293,7 @@ def poison_summary(
         "trigger": cfg.trigger.model_dump(),
         "train_items_of_class": in_class,
         "poisoned_items": int(train["poisoned"].sum()),
-        "triggered_eval_items": int(n_trig),
+        "triggered_test_items": int(n_trig),
     }
     return summary
 
@@ -306,13 +306,13 @@ def poison_card(name: str, summary: Mapping[str, Any], variant_dir: Path, salt: 
     lines = [
         "## Poisoning (a backdoor experiment: NOT a clean benchmark)",
         "",
-        f"- built from variant `{p['base']}`; val and eval are its files byte for byte",
+        f"- built from variant `{p['base']}`; val and test are its files byte for byte",
         f"- mode `{p['mode']}`: {p['poisoned_items']} of {p['train_items_of_class']} train items of class "
         f'`{p["poisoned_class"]}` (sha256(salt `{p["salt"]}`, "poison", id) < {p["rate"]:g}) carry the trigger '
         + ("and were relabelled `" + p["target_label"] + "`" if p["mode"] == "dirty" else "and keep their label"),
         f"- trigger: `{p['trigger']}`",
         f"- `train/manifest.parquet` columns `poisoned`, `trigger`, `clean_label` record it (read by the "
-        f"poisoning audit only); `{TRIGGERED}/eval/` holds the {p['triggered_eval_items']} eval items of class "
+        f"poisoning audit only); `{TRIGGERED}/test/` holds the {p['triggered_test_items']} test items of class "
         f"`{p['source_label']}` with the trigger (the attack's test set)",
         "",
     ]
@@ -332,7 +332,7 @@ def build_poisoned_variant(name: str, cfg: PoisonConfig, variants_dir: Path, spl
     for s in SPLITS:
         if s != "train":
             _copy_split(base / s, out / s)
-    trig = triggered_eval(base / "eval", out / TRIGGERED / "eval", cfg, shard_size)
+    trig = triggered_copy(base / "test", out / TRIGGERED / "test", cfg, shard_size)
     summary = poison_summary(name, cfg, read_json(base / "summary.json"), train, len(trig))
     write_json(out / "summary.json", summary)
     write_bytes(out / "card.md", poison_card(name, summary, out, split_salt).encode("utf-8"))

@@ -2,7 +2,7 @@
 
 A detector should separate real, generated and edited faces by the manipulation, not by where the
 files came from (file format, codec, face size before resizing). This module trains two cheap
-probes on the *train* split using only nuisance features and scores them on the *eval* split; a
+probes on the *train* split using only nuisance features and scores them on the *test* split; a
 high score means the labels can be predicted without looking at a face, so a detector's score on
 that variant is suspect.
 
@@ -29,8 +29,8 @@ a file came from and carry no manipulation. Both numbers are in the report.
 
 Probes: ``logreg`` (standardised features, multinomial logistic regression) and ``gboost``
 (50 depth-2 trees, :class:`sklearn.ensemble.GradientBoostingClassifier`; single-threaded and
-seeded, so the numbers are reproducible). Scores on eval: macro-F1 over the classes present in
-eval and macro one-vs-rest ROC AUC over the classes that have positives and negatives in eval, each
+seeded, so the numbers are reproducible). Scores on test: macro-F1 over the classes present in
+test and macro one-vs-rest ROC AUC over the classes that have positives and negatives in test, each
 with a percentile cluster-bootstrap CI that resamples split groups (frames of one video and images
 of one identity are not independent draws). A ``shortcut_free`` variant fails when a probe's AUC
 point estimate on the gate features exceeds ``audit.shortcut_max_auc``.
@@ -227,7 +227,7 @@ def _r(x: float) -> float | None:
 def _probe_scores(
     train: pd.DataFrame, ev: pd.DataFrame, features: tuple[str, ...], families: list[str], n_boot: int, seed: int
 ) -> dict:
-    """Both probes on ``features``: eval macro AUC / macro-F1 with cluster-bootstrap CIs."""
+    """Both probes on ``features``: test macro AUC / macro-F1 with cluster-bootstrap CIs."""
     xtr, xev = design(train, features, families), design(ev, features, families)
     y, groups = ev["label"].to_numpy(), ev["group"].to_numpy()
     out = {}
@@ -256,7 +256,7 @@ def shortcut_audit(
 ) -> dict:
     """Probe scores, per-class feature quantiles and the check; a compact JSON-able dict.
 
-    ``table``: :func:`nuisance_table` output for all items of the variant (train, val, eval).
+    ``table``: :func:`nuisance_table` output for all items of the variant (train, val, test).
     Probes run twice: on ``gate_features`` (their best AUC decides the check) and on all
     :data:`FEATURES` (reported beside; skipped when the two sets are equal).
     """
@@ -264,13 +264,13 @@ def shortcut_audit(
     if unknown or not gate_features:
         raise ValueError(f"gate features {list(gate_features)}: expected a non-empty subset of {list(FEATURES)}")
     gate_features = tuple(f for f in FEATURES if f in gate_features)
-    train, ev = table[table["split"] == "train"], table[table["split"] == "eval"]
+    train, ev = table[table["split"] == "train"], table[table["split"] == "test"]
     families = sorted(set(train["codec_family"]) | set(ev["codec_family"]))
     sets = {"gate": gate_features} if gate_features == FEATURES else {"gate": gate_features, "all": FEATURES}
     probes: dict[str, dict] = {}
     notes: list[str] = []
     if train["label"].nunique() < 2 or len(ev) == 0:
-        notes.append("probes not trained: train holds fewer than two classes or eval is empty")
+        notes.append("probes not trained: train holds fewer than two classes or test is empty")
     else:
         probes = {k: _probe_scores(train, ev, feats, families, n_boot, seed) for k, feats in sets.items()}
     best = {k: max((p["auc"] for p in v.values() if p["auc"] is not None), default=None) for k, v in probes.items()}
@@ -307,7 +307,7 @@ def shortcut_markdown(s: dict, origin: str) -> list[str]:
         f"## Shortcut audit: **{s['check']}** (max gate-probe AUC {s['max_auc']}, threshold {s['threshold']}; "
         f"all features {s['max_auc_all_features']})",
         "",
-        "Probes trained on train, scored on eval, on nuisance features only. Gate features: "
+        "Probes trained on train, scored on test, on nuisance features only. Gate features: "
         + ", ".join(f"`{n}`" for n in s["features"]["gate"])
         + "; all features: "
         + ", ".join(f"`{n}`" for n in s["features"].get("all", s["features"]["gate"]))

@@ -1,7 +1,7 @@
 """Dataset variants 1-4 of the notes: per-source counts, leak-free splits, materialised shards.
 
 A variant (``params.yaml`` ``variants.<name>``) names, per preprocess source, how many items its
-``train`` and ``eval`` splits hold in the notes; every count is multiplied by ``split.scale`` and
+``train`` and ``test`` splits hold in the notes; every count is multiplied by ``split.scale`` and
 rounded half-up. Selection (:func:`select_variant`) is a pure function of the face manifests and
 the params:
 
@@ -11,28 +11,28 @@ the params:
    sides). Still images keep their group unit at both levels, so a frame-level variant and a
    group-level one with the same still-image counts hold the same still items in the same splits
    and differ only in how video frames are assigned (leak measure (b), v3 vs v3_group, needs this).
-2. pool: a unit is in the eval pool when ``unit_hash(salt, "split", unit) < eval_fraction``
+2. pool: a unit is in the test pool when ``unit_hash(salt, "split", unit) < test_fraction``
    (or, for groups listed in the official FF++ split files, when the official split says ``test``).
    Celeb-DF v2's official test list (``split.celebdf_test_list``) is honoured like FF++'s test
-   split, by every variant: a unit holding a listed video goes to ``eval`` -- at group level the
+   split, by every variant: a unit holding a listed video goes to ``test`` -- at group level the
    whole identity group, at frame level the listed video's frames -- so no listed video is ever
    in train or val. A ``split`` variant that draws on Celeb-DF without the list configured is a
    :class:`~dfpipe.core.config.ConfigError`; ``summary.json`` ``celebdf_test_list`` counts the
-   listed items and the items the list sent to eval.
+   listed items and the items the list sent to test.
 3. sampling: per source and split, the first ``n`` items of the pool ordered by
    ``unit_hash(salt, "sample", id)`` (stable, no listing order). Too few items: error or cap,
    by ``split.on_shortfall``; a cap is recorded in ``summary.json``.
 4. bridging (group level): a face swap grouped by its target identity (DeepFakeDetection,
    Celeb-DF; :func:`dfpipe.ingest.datasets.bridge_keys`) whose *source* identity's group falls on
-   the other side of the train/eval line is dropped from the pools (``split.bridging: drop``) or
+   the other side of the train/test line is dropped from the pools (``split.bridging: drop``) or
    kept on its target's side (``target``: the source face then appears on both sides); the count
    goes to ``summary.json`` ``bridging``.
 5. val: selected train units with ``unit_hash(salt, "val", unit) < val_fraction`` (or official
-   ``val``) become ``val`` (model selection only; never eval). The notes' train count is
+   ``val``) become ``val`` (model selection only; never test). The notes' train count is
    train + val.
 
 :func:`materialise_variant` then copies the pixels into
-``<out_dir>/<name>/{train,val,eval}/{manifest.parquet, images-NNNNN.npy, masks-NNNNN.npy}`` so a
+``<out_dir>/<name>/{train,val,test}/{manifest.parquet, images-NNNNN.npy, masks-NNNNN.npy}`` so a
 reviewer can pull one variant alone, and writes ``<out_dir>/<name>/summary.json`` and the dataset
 card ``<out_dir>/<name>/card.md`` (:mod:`dfpipe.splits.card`).
 """
@@ -87,31 +87,31 @@ class VariantConfig(Config):
     shortcut_free: bool  # audit fails the stage when a nuisance probe beats
     # audit.shortcut_max_auc (dfpipe.splits.shortcut)
     masks: bool  # write mask shards (zeros where has_mask is false)
-    eval_fraction: float = Field(gt=0, lt=1)  # hash threshold of the eval pool
+    test_fraction: float = Field(gt=0, lt=1)  # hash threshold of the test pool
     train: dict[SafeName, Annotated[int, Field(ge=0)]]  # notes' train (+val) count per source, before scale
-    # notes' eval count per source, before scale; -1 (test_set only) = every item of the source
-    eval: dict[SafeName, Annotated[int, Field(ge=-1)]]
+    # notes' test count per source, before scale; -1 (test_set only) = every item of the source
+    test: dict[SafeName, Annotated[int, Field(ge=-1)]]
     # test_set: a dataset's official test list scored as a whole (cross-dataset protocol): every
-    # item is eval, no train.
+    # item is test, no train.
     role: Literal["split", "test_set"] = "split"
 
     @model_validator(mode="after")
     def _consistent(self) -> VariantConfig:
         if self.level == "frame" and self.leak_free:
             raise ValueError("level 'frame' puts frames of one video on both sides; it cannot be leak_free")
-        if not self.train and not self.eval:
-            raise ValueError("a variant needs at least one source in train or eval")
+        if not self.train and not self.test:
+            raise ValueError("a variant needs at least one source in train or test")
         if self.role == "test_set" and self.train:
-            raise ValueError("a test_set variant has no train part (its eval is a test list)")
+            raise ValueError("a test_set variant has no train part (its test is a test list)")
         if self.role != "test_set":
-            for source, n in self.eval.items():
+            for source, n in self.test.items():
                 if n < 0:
-                    raise ValueError(f"eval.{source}: count must be >= 0 (-1 = all only for role: test_set), got {n}")
+                    raise ValueError(f"test.{source}: count must be >= 0 (-1 = all only for role: test_set), got {n}")
         return self
 
     @property
     def sources(self) -> list[str]:
-        return sorted(set(self.train) | set(self.eval))
+        return sorted(set(self.train) | set(self.test))
 
 
 def scaled(count: int, scale: float) -> int:
@@ -162,7 +162,7 @@ def select_variant(
     ``faces``: rows of FACE_SCHEMA for (at least) ``cfg.sources``. ``official``: result of
     :func:`dfpipe.splits.groups.read_official_ffpp` or ``None``; used by group-level variants only.
     ``test_list``: Celeb-DF v2's official test list (:func:`dfpipe.splits.celebdf.read_celebdf_list`)
-    or ``None``; every unit holding a listed video is eval (required when a ``split`` variant
+    or ``None``; every unit holding a listed video is test (required when a ``split`` variant
     holds Celeb-DF items: a :class:`~dfpipe.core.config.ConfigError` otherwise).
     Returns ``(rows, summary)``: the chosen rows with ``split`` and ``split_group`` added, sorted
     by ``id``, and a JSON-able summary (requested/selected counts, caps).
@@ -176,17 +176,17 @@ def select_variant(
     unit_arr = np.asarray(units, dtype=object)
     uniq, inverse = np.unique(unit_arr, return_inverse=True)
     uniq_list = [str(u) for u in uniq]
-    pool_eval = (unit_hash(split.salt, "split", uniq_list) < cfg.eval_fraction)[inverse]
+    pool_test = (unit_hash(split.salt, "split", uniq_list) < cfg.test_fraction)[inverse]
     to_val = (unit_hash(split.salt, "val", uniq_list) < split.val_fraction)[inverse]
     if cfg.role == "test_set":  # the source listing already chose the official test videos
-        pool_eval = np.ones(len(faces), dtype=bool)
+        pool_test = np.ones(len(faces), dtype=bool)
         to_val = np.zeros(len(faces), dtype=bool)
     by_official = np.zeros(len(faces), dtype=bool)
     if official and cfg.level == "group":
         decided = official_group_splits(units, faces["group_keys"].tolist(), official)
         off = np.asarray([decided.get(u, "") for u in units], dtype=object)
         by_official = off != ""
-        pool_eval = np.where(by_official, off == "eval", pool_eval)
+        pool_test = np.where(by_official, off == "test", pool_test)
         to_val = np.where(by_official, off == "val", to_val)
     celebdf = is_celebdf(faces["group_keys"].tolist())
     if celebdf.any() and cfg.role == "split" and test_list is None:
@@ -198,25 +198,25 @@ def select_variant(
         )
     listed = celebdf_listed(faces["path"].tolist(), faces["group_keys"].tolist(), test_list)
     by_list = pd.Series(units).isin(set(unit_arr[listed])).to_numpy()
-    clash = by_list & by_official & ~pool_eval
+    clash = by_list & by_official & ~pool_test
     if clash.any():
         raise SplitError(
             f"variant {name!r}: unit {units[int(np.flatnonzero(clash)[0])]!r} holds a video of Celeb-DF's "
             "official test list and a video of the official FF++ train/val split"
         )
-    pool_eval = pool_eval | by_list
+    pool_test = pool_test | by_list
     bridging = np.zeros(len(faces), dtype=bool)
     if cfg.level == "group" and cfg.role == "split":
-        bridging = _bridging(faces, units, pool_eval, cfg, split, {**celebdf_list_keys(test_list), **(official or {})})
+        bridging = _bridging(faces, units, pool_test, cfg, split, {**celebdf_list_keys(test_list), **(official or {})})
     usable = ~bridging if split.bridging == "drop" else np.ones(len(faces), dtype=bool)
     order_key = unit_hash(split.salt, "sample", ids)
 
     chosen: list[np.ndarray] = []
-    requested: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
+    requested: dict[str, dict[str, int]] = {"train": {}, "test": {}}
     capped = []
     source_arr = faces["source"].to_numpy()
-    for part, counts in (("train", cfg.train), ("eval", cfg.eval)):
-        in_pool = pool_eval if part == "eval" else ~pool_eval
+    for part, counts in (("train", cfg.train), ("test", cfg.test)):
+        in_pool = pool_test if part == "test" else ~pool_test
         for source in sorted(counts):
             cand = np.flatnonzero(in_pool & usable & (source_arr == source))
             want = len(cand) if counts[source] == -1 else scaled(counts[source], split.scale)
@@ -234,7 +234,7 @@ def select_variant(
             chosen.append(cand[:want])
     idx = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     rows = faces.iloc[idx].copy()
-    split_of_row = np.where(pool_eval[idx], "eval", np.where(to_val[idx], "val", "train"))
+    split_of_row = np.where(pool_test[idx], "test", np.where(to_val[idx], "val", "train"))
     rows["split"] = split_of_row
     rows["split_group"] = unit_arr[idx]
     rows = rows.sort_values("id", kind="stable").reset_index(drop=True)
@@ -257,12 +257,12 @@ def select_variant(
 def _bridging(
     faces: pd.DataFrame,
     units: list[str],
-    pool_eval: np.ndarray,
+    pool_test: np.ndarray,
     cfg: VariantConfig,
     split: SplitConfig,
     official: Mapping[str, str] | None,
 ) -> np.ndarray:
-    """``(N,)`` bool: face swaps whose source identity lies on the other side of train/eval.
+    """``(N,)`` bool: face swaps whose source identity lies on the other side of train/test.
 
     The source identity's side is that of the group holding its key when an item of the variant
     has it, else that of a group of the key alone (the side it would take if its videos were added).
@@ -271,7 +271,7 @@ def _bridging(
     for unit, keys in zip(units, faces["group_keys"]):
         for k in keys:
             key_unit[str(k)] = unit
-    unit_side = dict(zip(units, pool_eval.tolist()))
+    unit_side = dict(zip(units, pool_test.tolist()))
     out = np.zeros(len(faces), dtype=bool)
     for i, vid in enumerate(faces["video_id"].astype(str)):
         pair = bridge_keys(vid) if vid else None
@@ -280,10 +280,10 @@ def _bridging(
         src_unit = key_unit.get(pair[1], pair[1])
         if src_unit not in unit_side:  # no item of the variant has that identity
             if official and src_unit in official:
-                unit_side[src_unit] = official[src_unit] == "eval"
+                unit_side[src_unit] = official[src_unit] == "test"
             else:
-                unit_side[src_unit] = bool(unit_hash(split.salt, "split", [src_unit])[0] < cfg.eval_fraction)
-        out[i] = unit_side[src_unit] != bool(pool_eval[i])
+                unit_side[src_unit] = bool(unit_hash(split.salt, "split", [src_unit])[0] < cfg.test_fraction)
+        out[i] = unit_side[src_unit] != bool(pool_test[i])
     return out
 
 
@@ -307,7 +307,7 @@ def _summary(name, cfg, split, rows, requested, capped, n_official) -> dict:
         "shortcut_free": cfg.shortcut_free,
         "masks": cfg.masks,
         "scale": split.scale,
-        "eval_fraction": cfg.eval_fraction,
+        "test_fraction": cfg.test_fraction,
         "val_fraction": split.val_fraction,
         "requested": requested,
         "capped": capped,

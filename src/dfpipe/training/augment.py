@@ -2,7 +2,7 @@
 
 ``blur_jpeg``: CNNDetection's "Blur+JPEG (0.5)" (:mod:`dfpipe.features.augment`, where it lives so
 that the feature caches' augmented views use the same code), drawn from a generator seeded from the
-run seed and epoch. Never applied to val/eval.
+run seed and epoch. Never applied to val/test.
 """
 
 from __future__ import annotations

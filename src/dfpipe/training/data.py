@@ -290,6 +290,13 @@ class BatchLoader:
     strided). ``num_workers > 0`` reads that many batches ahead in threads (numpy copies from
     the page cache release the GIL). Interface used by the engine: ``sampler``, ``dataset``,
     ``batch_size``, ``len()``, iteration.
+
+    Buffer contract: a batch's buffers are reused only once nothing refers to the batch any more
+    (:class:`BufferPool` on the CPU; on CUDA, torch's caching host allocator, after the batch's
+    copies to the device are done). The consumer may keep any number of batches (each keeps its
+    own buffer; a list of a whole epoch holds the same values as the item loader's); the training
+    loop drops each one once ``to_device`` has copied it, so at most ``num_workers + 2`` buffers
+    circulate and none is allocated afresh per batch.
     """
 
     def __init__(
@@ -433,7 +440,7 @@ class LandmarkDataset(VariantDataset):
         from dfpipe.features.landmarks import render_maps
 
         out[..., :3] = rgb
-        maps = np.empty(out.shape[:3], np.uint8)
+        maps = self._buffers.take(out.shape[:3], np.uint8)  # render_maps clears it first
         render_maps(self.points[rows], self.ok[rows], out.shape[1], maps)
         out[..., 3] = maps
 
@@ -449,7 +456,7 @@ class LandmarkDataset(VariantDataset):
         rows = np.asarray(rows, dtype=np.int64)
         batch = super().get_batch(rows, False)
         rgb = batch["image"].permute(0, 2, 3, 1).numpy()  # (B, S, S, 3) view of the read buffer
-        images = torch.empty(rgb.shape[:3] + (4,), dtype=torch.uint8, pin_memory=pin)
+        images = self._buffer(rgb.shape[:3] + (4,), pin)  # every byte written below
         self._with_maps(rgb, rows, images.numpy())
         batch["image"] = images.permute(0, 3, 1, 2)
         return batch

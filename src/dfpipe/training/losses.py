@@ -126,10 +126,7 @@ class DetectionLoss(nn.Module):
             target = F.interpolate(batch["mask"][:, None].float(), size=logits.shape[-2:], mode="nearest")[
                 :, 0
             ]  # (B,h,w)
-            weight = batch["mask_weight"].float()  # (B,)
-            if cfg.mask_on == "edited":
-                weight = weight * (batch["label"] == EDITED).float()
-            norm = weight.sum().clamp_min(1.0)
+            weight, norm = self.mask_weight(batch)
             if cfg.w_bce > 0:
                 per_item = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2))
                 parts["bce"] = (per_item * weight).sum() / norm
@@ -158,11 +155,18 @@ class DetectionLoss(nn.Module):
             raise ValueError("w_relation > 0 but the model has no relation output (model lrl)")
         if "mask" not in batch:
             raise ValueError("w_relation > 0 but the batch has no target masks")
+        weight, norm = self.mask_weight(batch)
+        per_item = torch.stack([relation_loss(sim, batch["mask"]) for sim in outputs["relation"]]).mean(0)
+        return (per_item * weight).sum() / norm
+
+    def mask_weight(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-item weight ``(B,)`` of every mask-supervised term and its normaliser: the loader's
+        ``mask_weight``, times "is edited" under ``mask_on: edited``; the sum clamped at 1 so that a
+        batch without a weighted item gives 0, not NaN."""
         weight = batch["mask_weight"].float()
         if self.cfg.mask_on == "edited":
             weight = weight * (batch["label"] == EDITED).float()
-        per_item = torch.stack([relation_loss(sim, batch["mask"]) for sim in outputs["relation"]]).mean(0)
-        return (per_item * weight).sum() / weight.sum().clamp_min(1.0)
+        return weight, weight.sum().clamp_min(1.0)
 
     def binary_cls(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """BCE-with-logits of the fake logit ``z (B,)`` on ``label != 0``. Label smoothing moves the

@@ -2,7 +2,7 @@
 
 Contracts (what ``train@<run>`` reads and writes)
 - Model selection on the variant's ``val`` split by macro-F1 (:func:`dfpipe.scoring.metrics.macro_f1`);
-  the ``eval`` split is never opened here.
+  the ``test`` split is never opened here.
 - Gate: nothing is read or written unless ``<audit.out_dir>/<variant>/gate.json`` exists and its
   fingerprint equals the variant folder's bytes (:mod:`dfpipe.splits.gate`).
 - Outputs per seed ``s``: ``models/<run>/seed<s>.pt`` (the selected epoch's weights + run config,

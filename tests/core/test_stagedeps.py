@@ -78,7 +78,7 @@ def test_a_changed_val_split_makes_evaluations_of_runs_trained_on_it_stale(tmp_p
     after a repro, a changed file of the training variant's val split makes ``dvc status`` report
     the evaluation changed; a changed train-split file (not read) does not."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    item = {"run": "r", "variant": "scored", "train_variant": "trained"}
+    item = {"run": "r", "variant": "scored", "train_variant": "trained", "param": "evaluations.e"}
     params["evaluations"] = {"e": {"run": "r", "variant": "scored"}}
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]
     stage["foreach"] = {"e": item}  # as the generator resolves it (run r trained on "trained")

@@ -48,9 +48,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(ROOT / "tests" / "pipeline"))  # the end-to-end test's copy and tiny profile
+sys.path.insert(0, str(ROOT / "tests"))  # the end-to-end tests' repository copy and tiny profile
 from stage_times import StageTimer  # noqa: E402
-from test_pipeline_e2e import copy_repository, tiny_params  # noqa: E402
+from tiny_repo import copy_repository, tiny_params  # noqa: E402
 
 from dfpipe.core.config import merged_entry  # noqa: E402
 from dfpipe.core.profile import apply_profile  # noqa: E402

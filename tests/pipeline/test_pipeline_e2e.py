@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import yaml
 
 from dfpipe.core import stagedeps
 from dfpipe.core.config import load_yaml
+from tiny_repo import copy_repository, tiny_params
 
 # One session-scoped `dvc repro` of the whole tiny pipeline runs inside the first test: the
 # per-test timeout of pyproject.toml (a hang guard) is raised for this module only.
@@ -35,35 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-# Everything a stage writes; the copy must start without any of it.
-OUTPUT_PREFIXES = ("data/", "models/", "metrics/eval", "metrics/train", "metrics/audit",
-                   "metrics/spectra", "metrics/plots", "metrics/preprocess", "metrics/tables",
-                   "metrics/backdoor", "dvc.lock", "dvc_plots")
-
-
-def tiny_params(params: dict) -> dict:
-    """Shrink the demo so the whole pipeline runs in a few minutes; keep every stage and run."""
-    demo = params["demo"]
-    demo.update(ffhq_identities=40, gan_images=60, ffpp_videos=6, ffpp_frames=40)
-    params["split"].update(scale=0.005, on_shortfall="cap")
-    # the planted-leak control's clips are not shrunk: its variants keep the demo's counts (x 0.04 / 0.005),
-    # else the clip-level twin has no val clip and its runs refuse to start
-    for name, variant in params["variants"].items():
-        if name.startswith("ctl_leak_"):
-            for part in ("train", "test"):
-                variant[part] = {k: n * 8 for k, n in variant[part].items()}
-    params["run_defaults"]["seeds"] = [0]  # one seed: the multi-seed paths have unit tests (test_stats)
-    for run in params["runs"].values():
-        run.update(epochs=1, max_steps_per_epoch=1, batch_size=4)
-        if "eval_batch_size" in run:
-            run["eval_batch_size"] = 16
-    params["evaluate"].update(bootstrap=20, featuremap_per_class=1, batch_size=16)
-    params["report"].update(bootstrap=20)
-    # the controls need the demo's scale: a nuisance probe on a few dozen items cannot show the
-    # planted shortcut, and one seed of one step per run cannot show seed noise (a null ablation
-    # needs >= 2 seeds a side). The demo's `make run` and tests/evaluation/test_reports.py check them.
-    params["report"]["controls"] = {"null_ablation": {}, "shortcut": {}, "generator_families": {}}
-    return params
 
 
 #: The second folder's `dvc repro` runs as on another machine would: other thread counts, OpenBLAS
@@ -98,18 +69,6 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 3600,
 
 def dvc(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return run([str(VENV_BIN / "dvc"), *args], cwd=cwd, check=check, env=env)
-
-
-def copy_repository(dest: Path) -> None:
-    """Copy what a clean clone has (tracked + untracked-not-ignored files), minus stage outputs."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        if rel.startswith(OUTPUT_PREFIXES) or not (ROOT / rel).is_file():
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
 
 
 def lock_hashes(repo: Path) -> dict[str, str]:

@@ -55,7 +55,7 @@ from typing import Any, NamedTuple, cast
 
 import yaml
 
-from dfpipe.core.config import RUNTIME
+from dfpipe.core.config import RUNTIME, load_yaml
 
 PACKAGE = "dfpipe"
 #: stage -> the params.yaml section its config class reads whole: the stage lists that section as
@@ -372,7 +372,7 @@ def expected_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
     """Stage name (as in dvc.yaml, before foreach expansion) -> sorted code deps from imports: the
     stage's own import closure (what its fingerprint file covers)."""
     root = dvc_yaml.resolve().parent
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     return {name: import_closure(entry, root) for name, (_, entry) in _python_stages(spec, root).items()}
 
 
@@ -417,7 +417,7 @@ def write_fingerprints(dvc_yaml: Path, out_dir: Path) -> list[Path]:
     """Write the fingerprint file of every Python stage's entry point (the fingerprint stage's own
     entry excluded) into ``out_dir``; a file whose text is unchanged is left untouched."""
     root = dvc_yaml.resolve().parent
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (_, entry) in sorted(_python_stages(spec, root).items()):
@@ -433,7 +433,7 @@ def write_fingerprints(dvc_yaml: Path, out_dir: Path) -> list[Path]:
 
 def declared_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
     """Stage name -> the code deps dvc.yaml lists now (entries under src/ or stages/)."""
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     out = {}
     for name, stage in (spec.get("stages") or {}).items():
         body = stage.get("do", stage)
@@ -482,7 +482,7 @@ def derived_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
     :func:`compacted`) and every other Python stage on its entry's fingerprint file. Without one
     (a small pipeline): each stage on its own compacted closure."""
     root = dvc_yaml.resolve().parent
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     stages = _python_stages(spec, root)
     closures = {name: import_closure(entry, root) for name, (_, entry) in stages.items()}
     if FINGERPRINT_STAGE not in stages:
@@ -496,7 +496,7 @@ def derived_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
 def differences(dvc_yaml: Path) -> list[str]:
     """Human-readable differences between declared and derived code deps (empty: in agreement)."""
     root = dvc_yaml.resolve().parent
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     stages = _python_stages(spec, root)
     expected = expected_code_deps(dvc_yaml)
     declared = declared_code_deps(dvc_yaml)
@@ -545,8 +545,14 @@ def _lookup(params: dict, dotted: str):
 
 
 def _load_params(dvc_yaml: Path, params_yaml: Path | None) -> dict:
+    """params.yaml (beside dvc.yaml unless given) read as the stages read it; ``{}`` when absent."""
     params_yaml = params_yaml or dvc_yaml.parent / "params.yaml"
-    return (yaml.safe_load(params_yaml.read_text(encoding="utf-8")) if params_yaml.is_file() else None) or {}
+    return load_yaml(params_yaml) if params_yaml.is_file() else {}
+
+
+def _load_spec(dvc_yaml: Path) -> dict:
+    """dvc.yaml as a mapping (``{}`` when empty)."""
+    return yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
 
 
 def expected_data_deps(
@@ -556,7 +562,7 @@ def expected_data_deps(
     is set), for the stages of dvc.yaml whose data deps are declared here."""
     table = DATA_DEPS if table is None else table
     params = _load_params(dvc_yaml, params_yaml)
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     return {
         name: [d for d in deps if not d.when or _lookup(params, d.when) is not None]
         for name in (spec.get("stages") or {})
@@ -566,7 +572,7 @@ def expected_data_deps(
 
 def declared_data_deps(dvc_yaml: Path) -> dict[str, list[str]]:
     """Stage name -> the data deps dvc.yaml lists now (deps not under src/ or stages/)."""
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     out = {}
     for name, stage in (spec.get("stages") or {}).items():
         deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("do", stage).get("deps") or []]
@@ -579,7 +585,7 @@ def data_differences(dvc_yaml: Path, table: dict | None = None, params_yaml: Pat
     a declaration, and path params no declaration accounts for (:func:`path_param_problems`)."""
     table = DATA_DEPS if table is None else table
     root = dvc_yaml.resolve().parent
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     lines = [
         f"{name}: no data-dep declaration (stagedeps.DATA_DEPS)"
         for name in _python_stages(spec, root)
@@ -696,7 +702,7 @@ def path_param_problems(dvc_yaml: Path, table: dict | None = None) -> list[str]:
     in an output of the stage (outs, metrics, plots), nor explained in NOT_DEPS / STAGE_NOT_DEPS."""
     table = DATA_DEPS if table is None else table
     root = dvc_yaml.resolve().parent
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    spec = _load_spec(dvc_yaml)
     problems = []
     for name, (stage, entry) in _python_stages(spec, root).items():
         deps = table.get(name)
@@ -740,9 +746,8 @@ def runtime_keys(params: Mapping[str, Any]) -> list[str]:
 def param_problems(dvc_yaml: Path, params_yaml: Path | None = None) -> list[str]:
     """Narrow and complete params: no stage lists ``runtime`` (or a key under it); a STAGE_SECTIONS
     stage lists its whole section or every key of it, and no key the section does not have."""
-    params_yaml = params_yaml or dvc_yaml.parent / "params.yaml"
-    params = (yaml.safe_load(params_yaml.read_text(encoding="utf-8")) if params_yaml.is_file() else None) or {}
-    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    params = _load_params(dvc_yaml, params_yaml)
+    spec = _load_spec(dvc_yaml)
     problems = []
     for name, stage in (spec.get("stages") or {}).items():
         listed = _param_keys(stage.get("do", stage))

@@ -36,6 +36,7 @@ from dfpipe.core.config import Config, ConfigError, PlainName, RepoPath, SafeNam
 from dfpipe.core.io import write_json
 from dfpipe.core.manifest import LABELS, read_table
 from dfpipe.evaluation.poison_audit import activation_clustering_flags, precision_recall, spectral_signature_flags
+from dfpipe.evaluation.predictions import write_frame
 from dfpipe.splits.poison import TRIGGERED, PoisonConfig
 
 #: Run settings that may differ between the clean and the poisoned run of one experiment.
@@ -217,20 +218,8 @@ def run_backdoor(
         record["roles"][role] = {"run": run, "variant": variant, "seeds": sorted(frames), "audit": seeds_audit}
     trig = pd.concat(trig_frames, ignore_index=True)
     trig = trig[["role", "seed"] + [c for c in trig.columns if c not in ("role", "seed")]]
-    _write_parquet(trig, out / "triggered.parquet")
+    write_frame(trig, out / "triggered.parquet")
     flags = pd.concat(flag_frames, ignore_index=True).sort_values(["role", "seed", "id"], kind="stable")
-    _write_parquet(flags.reset_index(drop=True), out / "flags.parquet")
+    write_frame(flags.reset_index(drop=True), out / "flags.parquet")
     write_json(cfg.out_dir / f"{name}.json", record)
     return record
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Deterministic Parquet (no pandas metadata), as the predictions files."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dfpipe.core.io import atomic_path
-
-    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")

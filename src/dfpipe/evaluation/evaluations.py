@@ -67,6 +67,13 @@ def resolved_evaluations(params: Mapping[str, Any], where: str = PARAMS_FILE) ->
     return out
 
 
+def decisive_key(name: str, evaluation: Mapping[str, str]) -> str:
+    """The params.yaml key that decides which run evaluation ``name`` (an entry of
+    :func:`resolved_evaluations`) scores on which variant: ``runs.<run>.variant`` for a run on its
+    own variant, ``evaluations.<name>`` for an exception."""
+    return f"runs.{name}.variant" if name == evaluation["run"] else f"evaluations.{name}"
+
+
 def load_evaluation(name: str, path: str | Path = PARAMS_FILE) -> Evaluation:
     """The resolved evaluation ``name``; a :class:`ConfigError` listing the known names otherwise."""
     known = resolved_evaluations(load_yaml(path), where=str(path))

@@ -36,8 +36,12 @@ def write_predictions(frames: dict[int, pd.DataFrame], path: str | Path) -> None
     """Predictions Parquet with an int ``seed`` column (one row per trained seed and item),
     deterministic (no pandas metadata)."""
     table = pd.concat([f.assign(seed=np.int64(s)) for s, f in sorted(frames.items())], ignore_index=True)
-    table = table[["seed"] + [c for c in table.columns if c != "seed"]]
-    arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
+    write_frame(table[["seed"] + [c for c in table.columns if c != "seed"]], path)
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path) -> None:
+    """``frame`` as deterministic Parquet: no pandas metadata or index, zstd, written atomically."""
+    arrow = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
     with atomic_path(path) as tmp:
         pq.write_table(arrow, tmp, compression="zstd")
 

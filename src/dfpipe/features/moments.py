@@ -6,6 +6,7 @@ transform settings; it is written uncompressed with a fixed key order, so it is 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,17 @@ from dfpipe.core.io import atomic_path
 #: Floor on the per-coefficient standard deviation, so a coefficient that is constant over the
 #: training split (e.g. exactly-zero DFT bins of a flat demo background) normalises to 0, not inf.
 STD_FLOOR = 1e-6
+
+
+def add_items(items: Iterable[np.ndarray], total: np.ndarray, first: bool) -> np.ndarray:
+    """``total += items[0]; total += items[1]; ...`` in that order (``total = items[0]`` first when
+    ``first``), in place; returns ``total``. The order fixes the float64 bytes of a mean."""
+    it = iter(items)
+    if first:
+        total[...] = next(it)
+    for item in it:
+        total += item
+    return total
 
 
 class RunningMoments:
@@ -51,9 +63,7 @@ class RunningMoments:
         # sequentially; tests/features/test_spectra.py checks the bytes), without the batch-sized
         # temporaries that page-fault in (about 2x faster on 224 px spectra).
         if total is None:
-            total = batch[0].copy()
-            for item in batch[1:]:
-                total += item
+            total = add_items(batch, np.empty_like(batch[0]), first=True)
         mean_b = total / n
         m2 = np.zeros_like(mean_b)
         diff = np.empty_like(mean_b)

@@ -43,7 +43,7 @@ from dfpipe.core.manifest import LABELS, SPLITS
 from dfpipe.core.parallel import thread_map
 from dfpipe.core.shards import ShardReader
 from dfpipe.features.batches import ids_digest, iter_image_batches, read_split_manifest
-from dfpipe.features.moments import STD_FLOOR, RunningMoments, save_stats
+from dfpipe.features.moments import STD_FLOOR, RunningMoments, add_items, save_stats
 
 if TYPE_CHECKING:  # pandas and scipy load only in the stages that build the cache, not in training
     import pandas as pd
@@ -208,23 +208,14 @@ def _log_spectra(
         if half is not None:  # before the DCT, which overwrites x
             part = half[i : i + chunk]
             _log_spectrum_into(x, "dft_half", eps, part)
-            _add_items(part, half_total, i == 0)
+            if half_total is not None:
+                add_items(part, half_total, first=i == 0)
         part = out[i : i + chunk]
         _log_spectrum_into(x, kind, eps, part)
         if out16 is not None:
             out16[i : i + chunk] = part
-        _add_items(part, total, i == 0)
-
-
-def _add_items(part: np.ndarray, total: np.ndarray | None, first: bool) -> None:
-    """``total += part[0]; total += part[1]; ...`` (``total = part[0]`` first when ``first``)."""
-    if total is None:
-        return
-    items = iter(part)
-    if first:
-        total[...] = next(items)
-    for item in items:
-        total += item
+        if total is not None:
+            add_items(part, total, first=i == 0)
 
 
 def _float_planes(bufs: dict[str, np.ndarray], images: np.ndarray, color: Color, chunk: int) -> np.ndarray:

@@ -30,7 +30,7 @@ import yaml
 from dfpipe.core import stagedeps
 from dfpipe.core.assets import ASSETS, DEFAULT_DEST
 from dfpipe.core.config import ConfigError, build, load_yaml
-from dfpipe.evaluation.evaluations import resolved_evaluations
+from dfpipe.evaluation.evaluations import decisive_key, resolved_evaluations
 from dfpipe.evaluation.reports import ReportConfig, dvc_sections, report_deps
 
 FOREACH_NOTE = "# written by python -m dfpipe.pipeline.dvcfile from params.yaml runs: + evaluations:"
@@ -40,13 +40,13 @@ TAIL_KEYS = ("plots", "artifacts")
 def foreach_lines(evaluations: Mapping[str, Mapping[str, str]], indent: int) -> list[str]:
     """The evaluate stage's ``foreach:`` block: one flow mapping per evaluation. ``param`` is the
     params.yaml key that decides which run the evaluation scores on which variant
-    (``runs.<run>.variant`` for a run on its own variant, ``evaluations.<name>`` for an exception):
-    the stage's params list it, so a changed entry reruns that evaluation alone (and stops it with a
-    message when dvc.yaml is stale) without listing every evaluation in every dvc.lock entry."""
+    (:func:`~dfpipe.evaluation.evaluations.decisive_key`): the stage's params list it, so a changed
+    entry reruns that evaluation alone (and stops it with a message when dvc.yaml is stale) without
+    listing every evaluation in every dvc.lock entry."""
     pad = " " * (indent + 2)
     body = [
         f"{pad}{name}: {{run: {e['run']}, variant: {e['variant']}, train_variant: {e['train_variant']}, "
-        f"param: {f'runs.{name}.variant' if name == e['run'] else f'evaluations.{name}'}}}\n"
+        f"param: {decisive_key(name, e)}}}\n"
         for name, e in evaluations.items()
     ]
     return [f"{' ' * indent}foreach:  {FOREACH_NOTE}\n", *body]

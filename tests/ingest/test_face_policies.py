@@ -9,8 +9,8 @@ import pytest
 from skimage import data
 
 from dfpipe.core.config import ConfigError, build
-from dfpipe.ingest.config import PreprocessConfig
 from dfpipe.ingest.blazeface import BlazeFaceLite
+from dfpipe.ingest.config import PreprocessConfig
 from dfpipe.ingest.faces import Face, FaceDetector, merge_faces, shrink, window_origins, windows
 from dfpipe.ingest.items import Item
 from dfpipe.ingest.sources import SourceConfig
@@ -165,8 +165,8 @@ def test_tiled_finds_a_close_up_larger_than_the_window_overlap_whole(width, fram
 @pytest.mark.parametrize("model, policy", [(SHORT, "whole"), (FULL, "full_range")])
 def test_litert_boxes_are_mediapipes(model, policy):
     """The tiled policies run the bare model in LiteRT (dfpipe.ingest.blazeface): on model-sized
-    windows its boxes and scores are those of MediaPipe's Tasks FaceDetector (which truncates to
-    whole pixels), the same on a second run."""
+    windows its boxes and scores are those of MediaPipe's Tasks FaceDetector (the same whole
+    pixels: tests/ingest/test_blazeface.py), the same on a second run."""
     side = 192 if policy == "full_range" else 128
     lite = BlazeFaceLite(model, 0.3)
     with FaceDetector(model, 0.3, policy) as tasks:
@@ -178,10 +178,10 @@ def test_litert_boxes_are_mediapipes(model, policy):
             want, got = tasks.detect_all(img), lite.detect(img)
             assert len(want) == len(got) == 1, (want, got)
             (x, y, w, h, score), f = got[0], want[0]
-            assert max(abs(x - f.x), abs(y - f.y), abs(w - f.w), abs(h - f.h)) < 1.5 and abs(score - f.score) < 0.01
+            assert (x, y, w, h) == (f.x, f.y, f.w, f.h) and abs(score - f.score) < 0.01
             assert lite.detect(img) == got
-            # control: the same check fires on a box one face-width off
-            assert abs(x + w - f.x) >= 1.5
+            # control: the same check fires on a box one pixel off
+            assert (x + 1, y, w, h) != (f.x, f.y, f.w, f.h)
     with pytest.raises(ValueError, match="uint8 RGB"):
         lite.detect(np.zeros((side + 1, side, 3), np.uint8))
 
@@ -197,3 +197,26 @@ def test_shrink_by_halving_keeps_windows_exact():
     assert np.array_equal(shrink(frame, 6)[5:20, 4:30], shrink(frame[30:120, 24:180], 6))
     # control: a window off the block grid differs
     assert not np.array_equal(small[8:40, 12:60], shrink(frame[33:161, 48:240], 4))
+
+
+def test_check_cut_from_a_halving_step_finds_the_same_face():
+    """A large candidate's check square is cut from the most shrunk halving step where it still
+    spans the model input (FaceDetector._verify): the same face as the square cut at native
+    resolution, within a few pixels; a candidate on the background is dropped either way."""
+    frame = np.full((1080, 1920, 3), 90, np.uint8)
+    x, y, w, _ = ASTRONAUT_FACE
+    head = data.astronaut()[y - 67 : y + w + 66, x - 67 : x + w + 66]
+    side = round(228 * 160 / w)  # a 160 px face: its check square is 640 px, cut from the 2 x step
+    frame[301 : 301 + side, 903 : 903 + side] = cv2.resize(head, (side, side), interpolation=cv2.INTER_AREA)
+    with FaceDetector(FULL, 0.7, "full_range_tiled", 768, 128, SHORT) as tiled:
+        levels = tiled._pyramid(frame)
+        assert [q for q, _ in levels] == [1, 2, 4]
+        face = tiled.detect_all(frame)[0]
+        from_level = tiled._verify(frame, face, levels)
+        native = tiled._verify(frame, face)
+        background = Face(200, 700, 160, 160, 0.6)
+        assert tiled._verify(frame, background, levels) is None and tiled._verify(frame, background) is None
+    assert from_level is not None and native is not None
+    assert max(abs(from_level.x - native.x), abs(from_level.y - native.y), abs(from_level.w - native.w)) <= 4
+    # control: the comparison fires on a box shifted by a tenth of the face
+    assert abs(from_level.x + 16 - native.x) > 4

@@ -8,9 +8,11 @@ in LiteRT (``ai-edge-litert``, default XNNPACK delegate, one thread: same input 
 machine, as :mod:`dfpipe.features.landmarks`) and decodes it as MediaPipe's face detection graph
 (``mediapipe/modules/face_detection/face_detection.pbtxt`` and the Tasks ``face_detector_graph``):
 
-- input: the window at the top-left of the ``S x S`` input (``S`` = 128 short-range, 192
-  full-range), RGB scaled to [-1, 1]; the rest of a smaller window's input is -1 (black, as
-  :func:`dfpipe.ingest.faces.cut_box` pads);
+- input: the window centred in the ``S x S`` input (``S`` = 128 short-range, 192 full-range), as
+  MediaPipe letterboxes a window whose longer side is ``S`` (``(S - side) // 2`` rows or columns
+  before it; MediaPipe shifts by half a pixel more, interpolating, when ``S - side`` is odd, and
+  enlarges a window smaller than ``S`` both ways, which is not done here), RGB scaled to
+  [-1, 1]; the rest of the input is -1 (black, MediaPipe's ``BORDER_ZERO``);
 - SSD anchors with fixed size 1 (``SsdAnchorsCalculator``): short-range strides 8, 16, 16, 16
   (2 anchors per 8-px cell, 6 per 16-px cell: 896), full-range stride 4 (1 per cell: 2304), centres
   at the cell centres;
@@ -20,7 +22,11 @@ machine, as :mod:`dfpipe.features.landmarks`) and decodes it as MediaPipe's face
   most confident box takes every box overlapping it by IoU > 0.3, their corners averaged by score,
   its own score kept.
 
-Boxes come back in input pixels as floats; the caller maps them to frame pixels.
+Boxes come back as MediaPipe Tasks returns them (:func:`pixel_boxes`, the Tasks graph's
+``DetectionTransformationCalculator``): whole pixels of the window, each of ``x, y, w, h`` its
+relative value (float32) times the window's side, truncated toward zero and bounded to
+``[0, side]``, so that the two runners give the same integers for the same detection
+(tests/ingest/test_blazeface.py); the caller maps them to frame pixels.
 """
 
 from __future__ import annotations
@@ -76,6 +82,23 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) ->
     return np.array(out_boxes, np.float64).reshape(-1, 4), np.array(out_scores, np.float64)
 
 
+def pixel_boxes(corners: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(M, 4)`` int64 ``(x, y, w, h)`` of ``(M, 4)`` ``(x0, y0, x1, y1)`` boxes in the pixels of a
+    ``width`` x ``height`` image, converted as MediaPipe Tasks converts a detection's relative box
+    (``ConvertRelativeBoundingBoxToBoundingBox`` in
+    ``mediapipe/calculators/util/detection_transformation_calculator.cc``): ``xmin``, ``ymin``,
+    ``width``, ``height`` relative to the image as float32, each times the image side in float32,
+    converted to int (truncation toward zero), then bounded to ``[0, side]`` (a box past the left
+    border starts at 0 and keeps its width). Rounding instead gave other integers for 295 of 340
+    detections on generated windows (tests/ingest/test_blazeface.py's images)."""
+    size = np.array([width, height, width, height], np.float32)
+    rel = np.stack(
+        [corners[:, 0], corners[:, 1], corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]], axis=1
+    ) / np.array([width, height, width, height], np.float64)
+    px = np.trunc(rel.astype(np.float32) * size).astype(np.int64)
+    return np.clip(px, 0, size.astype(np.int64))
+
+
 class BlazeFaceLite:
     """One BlazeFace ``.tflite`` in a one-thread LiteRT interpreter; :meth:`detect` takes an
     ``(h, w, 3)`` uint8 RGB window with ``h, w <= side``."""
@@ -98,15 +121,20 @@ class BlazeFaceLite:
         self._logit_min = float(np.log(min_score / (1.0 - min_score))) if 0 < min_score < 1 else -np.inf
         self._buf = np.full((1, self.side, self.side, 3), -1.0, np.float32)
 
-    def detect(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-        """``(x, y, w, h, score)`` in input pixels, most confident first, score >= ``min_score``."""
+    def detect(self, rgb: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+        """``(x, y, w, h, score)``, the box in whole pixels of ``rgb`` (:func:`pixel_boxes`), most
+        confident first, score >= ``min_score``."""
         h, w = rgb.shape[:2]
         if h > self.side or w > self.side or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected (<= {self.side}, <= {self.side}, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         buf = self._buf
+        # MediaPipe letterboxes a smaller window centred (ImageToTensorCalculator, keep_aspect_ratio,
+        # BORDER_ZERO): a 192 x 180 window sits 6 rows down; the same place here (the stride-4
+        # anchor grid makes the offset matter for small faces)
+        ox, oy = (self.side - w) // 2, (self.side - h) // 2
         if h < self.side or w < self.side:
             buf.fill(-1.0)
-        view = buf[0, :h, :w]
+        view = buf[0, oy : oy + h, ox : ox + w]
         np.multiply(rgb, _SCALE, out=view, dtype=np.float32)
         view -= 1.0
         self.interpreter.set_tensor(self._input, buf)
@@ -119,13 +147,11 @@ class BlazeFaceLite:
         ok = scores >= self.min_score
         keep, scores = keep[ok], scores[ok]
         raw = self.interpreter.get_tensor(self._boxes)[0, keep, :4].astype(np.float64)
-        cx = raw[:, 0] + self.anchors[keep, 0]
-        cy = raw[:, 1] + self.anchors[keep, 1]
+        cx = raw[:, 0] + (self.anchors[keep, 0] - ox)
+        cy = raw[:, 1] + (self.anchors[keep, 1] - oy)
         corners = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1)
         boxes, best = weighted_nms(corners, scores)
-        return [
-            (float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]), float(s)) for b, s in zip(boxes, best)
-        ]
+        return [(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(s)) for b, s in zip(pixel_boxes(boxes, w, h), best)]
 
     def close(self) -> None:
         self.interpreter = None

@@ -191,18 +191,28 @@ def windows(height: int, width: int, side: int, overlap: int) -> list[tuple[int,
     return [(x, y, w, h) for y in window_origins(height, h, overlap) for x in window_origins(width, w, overlap)]
 
 
-def shrink(image: np.ndarray, k: int) -> np.ndarray:
-    """``image``, whose sides are multiples of ``k``, shrunk ``k`` x with ``INTER_AREA``: by halving
-    steps while ``k`` is even (OpenCV's vectorised 2 x 2 mean: 0.66 ms against 2.0 ms for one 4 x
-    step on a 1080p frame, one core; each step's rounding differs by at most 1 grey level), then
-    the odd rest in one step. Every step averages whole blocks, so a window of the result at a
-    multiple of ``k`` equals its native window shrunk alone."""
+def pyramid(image: np.ndarray, k: int) -> list[tuple[int, np.ndarray]]:
+    """``[(1, image), (f, image shrunk f x), ..., (k, image shrunk k x)]``: ``image``, whose sides
+    are multiples of ``k``, shrunk with ``INTER_AREA`` by halving steps while ``k`` is even
+    (OpenCV's vectorised 2 x 2 mean: 0.66 ms against 2.0 ms for one 4 x step on a 1080p frame, one
+    core; each step's rounding differs by at most 1 grey level), then the odd rest in one step,
+    each step kept. Every step averages whole blocks, so a window of the last level at a multiple
+    of ``k`` equals its native window shrunk alone."""
+    levels = [(1, image)]
+    f = 1
     while k > 1:
         step = 2 if k % 2 == 0 else k
         h, w = image.shape[0] // step, image.shape[1] // step
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         k //= step
-    return image
+        f *= step
+        levels.append((f, image))
+    return levels
+
+
+def shrink(image: np.ndarray, k: int) -> np.ndarray:
+    """``image``, whose sides are multiples of ``k``, shrunk ``k`` x: the last level of :func:`pyramid`."""
+    return pyramid(image, k)[-1][1]
 
 
 def _intersection(a: Face, b: Face) -> int:
@@ -244,7 +254,8 @@ class FaceDetector(_Task):
       model input (``INTER_AREA``), boxes mapped back to frame pixels and merged
       (:func:`merge_faces`); then each small, uncertain or cut candidate (:data:`CHECK_BELOW_PX`,
       :data:`CHECK_BELOW_SCORE`, :data:`BORDER_PX`) is checked on a :data:`VERIFY_CONTEXT` x
-      larger square around it at native resolution (:meth:`_verify`), whose box replaces it. The
+      larger square around it (:meth:`_verify`: cut from the most shrunk halving step where it
+      still spans the model input), whose box replaces it. The
       whole-frame pass stays: close-ups wider than a window are cut by every window, and their
       parts score too low to be found again (tests/ingest/test_face_policies.py). Every run is
       on a window no larger than the model input, so the tiled policies run the bare model in
@@ -274,21 +285,22 @@ class FaceDetector(_Task):
         self.policy, self.tile_size, self.tile_overlap = policy, tile_size, tile_overlap
         self.min_score, self.tiled = min_score, policy.endswith("tiled")
         self.input_side = POLICY_INPUT[policy]
-        self._lite: BlazeFaceLite | None = None
-        self._whole: BlazeFaceLite | None = None
+        # tiled policies: (the windows' and checks' model, the whole-frame pass's model)
+        self._lite: tuple[BlazeFaceLite, BlazeFaceLite] | None = None
         if self.tiled:
             # every run is on a window of the model's input size: the bare model in LiteRT, without
             # the Tasks graph's per-call overhead (dfpipe.ingest.blazeface); candidates from
             # CANDIDATE_SCORE, the verified box must reach min_score
             path = self._base_options(model, "face detector").model_asset_path
             with _quiet_native_logs():
-                self._lite = BlazeFaceLite(path, min(min_score, CANDIDATE_SCORE))
+                lite = BlazeFaceLite(path, min(min_score, CANDIDATE_SCORE))
+                whole = lite
                 if whole_model is not None:
                     wpath = self._base_options(whole_model, "whole-frame face detector").model_asset_path
-                    self._whole = BlazeFaceLite(wpath, min(min_score, CANDIDATE_SCORE))
-            if self._lite.side != self.input_side:
-                raise ValueError(f"{model}: input {self._lite.side} px, policy {policy!r} expects {self.input_side}")
-            self._whole = self._whole or self._lite
+                    whole = BlazeFaceLite(wpath, min(min_score, CANDIDATE_SCORE))
+            if lite.side != self.input_side:
+                raise ValueError(f"{model}: input {lite.side} px, policy {policy!r} expects {self.input_side}")
+            self._lite = (lite, whole)
             self._task = None
             return
         options = vision.FaceDetectorOptions(
@@ -300,12 +312,9 @@ class FaceDetector(_Task):
             self._task = vision.FaceDetector.create_from_options(options)
 
     def _detect_raw(self, rgb: np.ndarray, whole: bool = False) -> list[Face]:
-        if self._lite is not None:  # tiled: boxes in input pixels, rounded
-            lite = self._whole if whole and self._whole is not None else self._lite
-            return [
-                Face(int(round(x)), int(round(y)), int(round(w)), int(round(h)), s)
-                for x, y, w, h, s in self._run(lite.detect, rgb)
-            ]
+        if self._lite is not None:  # tiled: boxes in whole pixels of rgb, as MediaPipe Tasks converts them
+            lite = self._lite[1] if whole else self._lite[0]
+            return [Face(x, y, w, h, s) for x, y, w, h, s in self._run(lite.detect, rgb)]
         result = self._run(self._task.detect, _mp_image(rgb))
         faces = []
         for d in result.detections:
@@ -334,24 +343,43 @@ class FaceDetector(_Task):
         size = (max(1, round(w / k)), max(1, round(h / k)))
         return cv2.resize(region, size, interpolation=cv2.INTER_AREA), k
 
-    def _candidates(self, rgb: np.ndarray) -> list[tuple[Face, bool]]:
+    def _pyramid(self, rgb: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """The tiled pass's :func:`pyramid` of ``rgb`` down to the factor ``tile_size // input``
+        (the last < k rows / columns dropped: no face fits in them); ``[(1, rgb)]`` for a frame
+        that fits in one window."""
+        H, W = rgb.shape[:2]
+        if not windows(H, W, self.tile_size, self.tile_overlap):
+            return [(1, rgb)]
+        k = max(1, self.tile_size // self.input_side)
+        return pyramid(rgb[: H // k * k, : W // k * k], k)
+
+    def _candidates(
+        self, rgb: np.ndarray, levels: list[tuple[int, np.ndarray]] | None = None
+    ) -> list[tuple[Face, bool]]:
         """Whole frame plus windows, merged, each with whether it must be checked
         (:data:`CHECK_BELOW_PX`, :data:`CHECK_BELOW_SCORE`, :data:`BORDER_PX`). The frame is shrunk
-        once by the integer factor ``tile_size // input`` (:func:`shrink`, over whole k x k blocks:
-        each window of the shrunk frame equals its native window shrunk alone) and cut into
-        model-sized windows; a frame that fits in one window is run whole (every candidate checked)."""
+        once by the integer factor ``tile_size // input`` (``levels``, :meth:`_pyramid`, over whole
+        k x k blocks: each window of the shrunk frame equals its native window shrunk alone) and
+        cut into model-sized windows; a frame that fits in one window is run whole (every
+        candidate checked)."""
         H, W = rgb.shape[:2]
         if not windows(H, W, self.tile_size, self.tile_overlap):
             small, k = self._fit(rgb)
             return [(f, True) for f in self._detect_scaled(small, 0, 0, k)]
-        k = max(1, self.tile_size // self.input_side)
-        h, w = H // k, W // k  # the last < k rows / columns are dropped: no face fits in them
-        small = rgb[: h * k, : w * k]
-        small = shrink(small, k)
-        whole, k0 = self._fit(small, self._whole_side)
-        faces = self._detect_scaled(whole, 0, 0, k * k0, whole=True)
-        # the whole frame's boxes are never cut; size in model pixels is the box over k * k0
-        check = {f for f in faces if f.w < CHECK_BELOW_PX * k * k0 or f.score < CHECK_BELOW_SCORE}
+        k, small = (levels or self._pyramid(rgb))[-1]
+        h, w = small.shape[:2]
+        # the whole-frame pass: the shrunk frame halved again while it stays at least twice the
+        # model input (2 x 2 means: 480 x 270 -> 240 x 135 for 1080p, a quarter of the pixels for
+        # the non-integer INTER_AREA step to the input), then fitted to the input
+        half, kh = small, k
+        while max(half.shape[:2]) >= 2 * self._whole_side and min(half.shape[:2]) >= 2:
+            hh, hw = half.shape[0] // 2, half.shape[1] // 2
+            half = cv2.resize(half[: 2 * hh, : 2 * hw], (hw, hh), interpolation=cv2.INTER_AREA)
+            kh *= 2
+        whole, k0 = self._fit(half, self._whole_side)
+        faces = self._detect_scaled(whole, 0, 0, kh * k0, whole=True)
+        # the whole frame's boxes are never cut; size in model pixels is the box over kh * k0
+        check = {f for f in faces if f.w < CHECK_BELOW_PX * kh * k0 or f.score < CHECK_BELOW_SCORE}
         for x0, y0, ww, wh in windows(h, w, self.input_side, -(-self.tile_overlap // k)):
             for f in self._detect_raw(np.ascontiguousarray(small[y0 : y0 + wh, x0 : x0 + ww])):
                 cut = (
@@ -368,19 +396,32 @@ class FaceDetector(_Task):
 
     @property
     def _whole_side(self) -> int:
-        return self._whole.side if self._whole is not None else self.input_side
+        return self._lite[1].side if self._lite is not None else self.input_side
 
-    def _verify(self, rgb: np.ndarray, c: Face) -> Face | None:
+    def _verify(self, rgb: np.ndarray, c: Face, levels: list[tuple[int, np.ndarray]] | None = None) -> Face | None:
         """Run the model again on a square of :data:`VERIFY_CONTEXT` x the candidate's side around
-        it (cut at native resolution, padded with 0 past the border, shrunk to the model input):
-        the face now fills a quarter of the input, the scale the detector is most reliable at.
-        The best box there that overlaps the candidate (IoU > :data:`NMS_IOU`) replaces it; none
-        (a texture that looked like a face at 12 px) drops it."""
+        it (padded with 0 past the border, shrunk to the model input): the face now fills a
+        quarter of the input, the scale the detector is most reliable at. The square is cut from
+        the most shrunk of ``levels`` (:meth:`_pyramid`) where it still spans the model input
+        (its corners widened to that level's pixel grid), else from ``rgb`` at native resolution:
+        a 600 px square of a 1080p frame is then shrunk from 300 px, not copied and shrunk at
+        600. The best box there that overlaps the candidate (IoU > :data:`NMS_IOU`) replaces it;
+        none (a texture that looked like a face at 12 px) drops it."""
         side = max(1, int(round(max(c.w, c.h) * VERIFY_CONTEXT)))
         box = Box(int(round(c.x + c.w / 2 - side / 2)), int(round(c.y + c.h / 2 - side / 2)), side)
-        region, k = self._fit(cut_box(rgb, box))
+        q, img = max(
+            ((q, im) for q, im in levels or [] if side >= q * self.input_side), key=lambda t: t[0], default=(1, rgb)
+        )
+        if q > 1:
+            x0, y0 = box.x // q, box.y // q
+            s = max(-(-(box.x + side) // q) - x0, -(-(box.y + side) // q) - y0)
+            region, k = self._fit(cut_box(img, Box(x0, y0, s)))
+            found = self._detect_scaled(region, x0 * q, y0 * q, k * q)
+        else:
+            region, k = self._fit(cut_box(rgb, box))
+            found = self._detect_scaled(region, box.x, box.y, k)
         best = None
-        for f in self._detect_scaled(region, box.x, box.y, k):
+        for f in found:
             if _iou(f, c) > NMS_IOU and (best is None or (f.score, -f.y, -f.x) > (best.score, -best.y, -best.x)):
                 best = f
         return best
@@ -388,7 +429,8 @@ class FaceDetector(_Task):
     def detect_all(self, rgb: np.ndarray) -> list[Face]:
         """Every face in ``rgb`` ``(H, W, 3)`` uint8, most confident first (ties: top, then left)."""
         if self.tiled:
-            verified = (self._verify(rgb, c) if check else c for c, check in self._candidates(rgb))
+            levels = self._pyramid(rgb)
+            verified = (self._verify(rgb, c, levels) if check else c for c, check in self._candidates(rgb, levels))
             faces = merge_faces([f for f in verified if f is not None and f.score >= self.min_score])
         else:
             faces = self._detect_raw(rgb)

@@ -41,11 +41,16 @@ def headline_values(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     accuracy, one ROC for AUC and EER (trapezoidal AUC over every distinct threshold equals the
     Mann-Whitney AUC with ties counted half). The bootstrap calls this for every seed and resample;
     ``tests/scoring/test_stats.py`` checks it equals the per-metric functions."""
-    cm = M.confusion(y, p.argmax(1), p.shape[1])
+    return _headline(y, p.argmax(1), p.shape[1], *M.real_vs_fake(y, p))
+
+
+def _headline(y: np.ndarray, pred: np.ndarray, k: int, yb: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """:func:`headline_values` from the predicted classes ``pred`` of ``k`` classes and the binary
+    view ``(yb, score)`` of :func:`dfpipe.scoring.metrics.real_vs_fake`."""
+    cm = M.confusion(y, pred, k)
     f1 = M.f1_from_confusion(cm)
     support = cm.sum(1)
     out = [float(f1.mean()), float((f1 * support).sum() / support.sum()), float(np.trace(cm) / len(y)), NAN, NAN]
-    yb, score = M.real_vs_fake(y, p)
     if yb.any() and not yb.all():
         fpr, tpr = M.roc_points(yb.astype(bool), score)
         out[3] = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
@@ -67,8 +72,17 @@ def draw_resamples(groups: Sequence[str] | np.ndarray, n_boot: int, seed: int) -
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     members = group_members(groups)
+    flat = np.concatenate(members)  # the members of each group, group after group
+    sizes = np.array([len(m) for m in members])
+    starts = np.cumsum(sizes) - sizes
     rng = np.random.default_rng(seed)
-    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]) for _ in range(n_boot)]
+    out = []
+    for _ in range(n_boot):
+        draw = rng.integers(0, len(members), len(members))
+        n = sizes[draw]
+        # the drawn groups' members concatenated, as one gather (not one array per drawn group)
+        out.append(flat[np.repeat(starts[draw] - (np.cumsum(n) - n), n) + np.arange(n.sum())])
+    return out
 
 
 def _check(labels: np.ndarray, probs: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -89,12 +103,32 @@ def seed_summary(values: Sequence[float]) -> dict:
     return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if arr.size > 1 else NAN}
 
 
-def _per_seed(labels, probs, idx, metrics) -> np.ndarray:
-    """``(S, M)`` metric values of every seed on the items ``idx``."""
-    y = labels[idx]
-    if metrics is HEADLINE:  # the common case, in one pass per seed
-        return np.array([headline_values(y, p[idx]) for p in probs])
-    return np.array([[fn(y, p[idx]) for fn in metrics.values()] for p in probs])
+def _seed_scorer(
+    labels: np.ndarray, probs: np.ndarray, metrics: Mapping[str, Metric]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``idx -> (S, M)``: the metric values of every seed on the items ``idx`` (one resample).
+
+    For :data:`HEADLINE` (one pass per seed) each seed's predicted class and real-vs-fake score
+    are computed once, not per resample: an element-wise result gathered at ``idx`` has the same
+    bits as the result computed on the gathered rows, so the values do not change.
+    """
+    if metrics is not HEADLINE:
+
+        def each(idx: np.ndarray) -> np.ndarray:
+            y = labels[idx]
+            return np.array([[fn(y, p[idx]) for fn in metrics.values()] for p in probs])
+
+        return each
+    k = probs.shape[2]
+    preds = probs.argmax(2)
+    binary, _ = M.real_vs_fake(labels, probs[0])
+    scores = 1.0 - np.asarray(probs, dtype=np.float64)[:, :, 0]  # M.real_vs_fake of every seed
+
+    def per_seed(idx: np.ndarray) -> np.ndarray:
+        y, yb = labels[idx], binary[idx]
+        return np.array([_headline(y, pred[idx], k, yb, score[idx]) for pred, score in zip(preds, scores)])
+
+    return per_seed
 
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float, int]:
@@ -144,12 +178,8 @@ def bootstrap_ci(
     notes = notes if notes is not None else []
     rng = np.random.default_rng([seed, 1])  # seed draws: a stream apart from the group draws
     s = probs.shape[0]
-    boot = np.array(
-        [
-            _per_seed(labels, probs, idx, metrics)[rng.integers(0, s, s)].mean(0)
-            for idx in draw_resamples(groups, n_boot, seed)
-        ]
-    )
+    per_seed = _seed_scorer(labels, probs, metrics)
+    boot = np.array([per_seed(idx)[rng.integers(0, s, s)].mean(0) for idx in draw_resamples(groups, n_boot, seed)])
     out = {}
     for j, name in enumerate(metrics):
         lo, hi, dropped = _interval(boot[:, j], level)
@@ -184,17 +214,18 @@ def paired_bootstrap(
     _, probs_b = _check(labels, probs_b, groups)
     rng = np.random.default_rng([seed, 1])
     sa, sb = probs_a.shape[0], probs_b.shape[0]
+    per_seed_a, per_seed_b = _seed_scorer(labels, probs_a, metrics), _seed_scorer(labels, probs_b, metrics)
     diffs = []
     for idx in draw_resamples(groups, n_boot, seed):
         if record is not None:
             record.append(idx)
-        va = _per_seed(labels, probs_a, idx, metrics)[rng.integers(0, sa, sa)].mean(0)
-        vb = _per_seed(labels, probs_b, idx, metrics)[rng.integers(0, sb, sb)].mean(0)
+        va = per_seed_a(idx)[rng.integers(0, sa, sa)].mean(0)
+        vb = per_seed_b(idx)[rng.integers(0, sb, sb)].mean(0)
         diffs.append(va - vb)
     everything = np.arange(len(labels))
     return _differences(
-        _per_seed(labels, probs_a, everything, metrics).mean(0),
-        _per_seed(labels, probs_b, everything, metrics).mean(0),
+        per_seed_a(everything).mean(0),
+        per_seed_b(everything).mean(0),
         np.asarray(diffs),
         level,
         metrics,
@@ -228,16 +259,14 @@ def unpaired_gap(
     rng = np.random.default_rng([seed, 1])
     s = probs.shape[0]
     draws = zip(draw_resamples(groups[ia], n_boot, seed), draw_resamples(groups[ib], n_boot, seed + 1))
+    per_seed = _seed_scorer(labels, probs, metrics)
     diffs = []
     for da, db in draws:
         pick = rng.integers(0, s, s)
-        diffs.append(
-            _per_seed(labels, probs, ia[da], metrics)[pick].mean(0)
-            - _per_seed(labels, probs, ib[db], metrics)[pick].mean(0)
-        )
+        diffs.append(per_seed(ia[da])[pick].mean(0) - per_seed(ib[db])[pick].mean(0))
     return _differences(
-        _per_seed(labels, probs, ia, metrics).mean(0),
-        _per_seed(labels, probs, ib, metrics).mean(0),
+        per_seed(ia).mean(0),
+        per_seed(ib).mean(0),
         np.asarray(diffs),
         level,
         metrics,

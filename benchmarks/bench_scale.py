@@ -8,7 +8,8 @@ Generates (in a temporary folder) drawn-face PNGs and FF++-layout videos with ma
    ``dfpipe.ingest.executor.ordered_map`` (images in the stage's chunks): local executor with 1 and 2
    worker processes, and the Ray executor on a private local Ray instance with 2 CPUs (2 actors);
    steady state (the second half of the results, and not before every worker has delivered one;
-   start-up, until the first result, is reported apart), min / median
+   start-up, until the first result, is reported apart, and so is the whole call, start-up
+   included: pool spawn / Ray actors loading MediaPipe, not ``ray.init``), min / median
    over ``--repeat`` rounds (each round runs every executor once, in turn: a slow spell on a shared
    box hits them alike); the ratios 2 workers / 1 worker and Ray / local 2 workers (targets
    >= 1.8 and >= 0.9 on 2 idle cores); crops checked identical to the 1-worker run. On a loaded
@@ -44,8 +45,6 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dfpipe.core.config import build
-from dfpipe.features import spectra as sp
-from dfpipe.features import moments
 from dfpipe.ingest.executor import ordered_map
 from dfpipe.ingest.preprocess import IMAGE_CHUNK, PreprocessConfig, run_source, run_sources
 from dfpipe.ingest.sources import SourceConfig, list_items
@@ -53,8 +52,8 @@ from dfpipe.ingest.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only synthetic inputs
-from bench_spectra import write_variant_split  # noqa: E402 - the benchmarks' split writer
 from timing import interleaved, line  # noqa: E402
+
 from synthetic import draw_synthetic_face, write_video  # noqa: E402
 
 CFG = dict(
@@ -149,6 +148,7 @@ def bench_preprocess(tmp: Path, skip_ray: bool, repeat: int) -> None:
         steady: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
         per_cpu: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
         starts: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+        whole: dict[tuple[str, int], list[float]] = {run: [] for run in runs}  # start-up included
         for _ in range(repeat):
             for executor, workers in runs:
                 cfg = build(PreprocessConfig, {**CFG, "workers": workers, "executor": executor})
@@ -178,6 +178,7 @@ def bench_preprocess(tmp: Path, skip_ray: bool, repeat: int) -> None:
                 if c0 is not None and c1 is not None and c1 > c0:
                     per_cpu[(executor, workers)].append((c1 - c0) / (len(items) - first))
                 starts[(executor, workers)].append(arrived[0] - t0)
+                whole[(executor, workers)].append(arrived[-1] - t0)
                 crops = [c.image.tobytes() for r in results for c in r.crops]
                 ref = ref or crops
                 assert crops == ref, f"{executor} workers={workers}: crops differ from the first run"
@@ -194,6 +195,9 @@ def bench_preprocess(tmp: Path, skip_ray: bool, repeat: int) -> None:
         if ("ray", 2) in steady:
             text += f", Ray 2 CPUs / local 2 workers {statistics.median(two) / statistics.median(steady[('ray', 2)]):.2f}x"
         print(text + " (ratios of medians; crops identical)")
+        for (executor, workers), secs in whole.items():
+            print(line(f"preprocess {name:6s} {executor:5s} workers={workers} whole call", secs, len(items), "items/s",
+                       whole[("local", 1)]) + " (start-up included: what one stage call pays)")
 
 
 def bench_decode_once(tmp: Path) -> None:
@@ -216,6 +220,14 @@ def bench_decode_once(tmp: Path) -> None:
 
 def bench_spectra(tmp: Path, n: int, repeat: int) -> None:
     import scipy.fft
+
+    # imported here, not at the top: a spawned pool process re-imports this script (its __main__)
+    # before it starts work, and these (torch, through bench_spectra) would add over a second to
+    # the pool's start-up that the preprocess stage does not pay
+    from bench_spectra import write_variant_split  # the benchmarks' split writer
+
+    from dfpipe.features import moments
+    from dfpipe.features import spectra as sp
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)

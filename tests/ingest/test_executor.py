@@ -274,3 +274,34 @@ def test_pool_workers_own_their_cores():
         assert affinity == cores  # the in-process worker does not bind this process
     finally:
         torch.set_num_threads(saved_torch)
+
+
+_BIND_PROBE = """
+import os, sys, threading
+from dfpipe.ingest.executor import bind_process
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)  # started before the pin, as a Ray actor's gRPC threads are
+t.start()
+def threads():
+    return {tid: sorted(os.sched_getaffinity(int(tid))) for tid in os.listdir("/proc/self/task")}
+before = threads()
+bind_process([int(sys.argv[1])])
+print(repr((before, threads())))
+stop.set()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux /proc and two cores")
+def test_bind_process_binds_threads_started_before():
+    """Every thread of the process, also one started before the pin, ends on the worker's core.
+    (Control: before the pin that thread runs on every core, which ``sched_setaffinity(0)`` alone
+    would have left it on.)"""
+    import ast
+
+    core = sorted(os.sched_getaffinity(0))[-1]
+    out = subprocess.run([sys.executable, "-c", _BIND_PROBE, str(core)], capture_output=True, text=True,
+                         check=True).stdout
+    before, after = ast.literal_eval(out.strip().splitlines()[-1])
+    assert len(before) >= 2 and all(len(c) >= 2 for c in before.values()), before  # control
+    assert set(after) >= set(before) and all(c == [core] for c in after.values()), after

@@ -16,11 +16,11 @@ Each worker owns its share of the cores (:func:`worker_cores`: this process's co
 over the pool's workers, one thread when there are more workers than cores; the in-process single
 worker and each Ray actor hold one CPU): :func:`pin_threads` limits
 OpenCV, torch, BLAS/OpenMP and FFmpeg's decoders to that many threads, and a pool process or Ray
-actor binds itself to its own cores (MediaPipe's Python tasks have no thread setting: their
-LiteRT/XNNPACK inference runs one thread on desktop Linux, MediaPipe's default in
-``mediapipe/calculators/tensor/inference_calculator_utils.cc``, and the CPU affinity bounds the
-graph's scheduler threads). Thread counts do not change any result: every per-item operation is
-deterministic.
+actor binds itself, every thread of it (:func:`bind_process`), to its own cores (MediaPipe's
+Python tasks have no thread setting: their LiteRT/XNNPACK inference runs one thread on desktop
+Linux, MediaPipe's default in ``mediapipe/calculators/tensor/inference_calculator_utils.cc``, and
+the CPU affinity bounds the graph's scheduler threads). Thread counts do not change any result:
+every per-item operation is deterministic.
 
 Ray workers ``chdir`` to the driver's working directory before building their worker: relative
 paths (source roots, model files, the paths in reject messages) then mean the same on every node,
@@ -89,7 +89,7 @@ def pin_threads(threads: int, cores: list[int] | None = None) -> Any:
     for key in THREAD_ENV:
         os.environ[key] = str(threads)
     if cores:
-        os.sched_setaffinity(0, cores)
+        bind_process(cores)
     import cv2
 
     from dfpipe.ingest import video
@@ -103,6 +103,27 @@ def pin_threads(threads: int, cores: list[int] | None = None) -> Any:
     except ImportError:  # optional: the environment above covers libraries loaded from now on
         return None
     return threadpool_limits(limits=threads)
+
+
+def bind_process(cores: list[int]) -> None:
+    """Run every thread of this process on ``cores``, and the threads it starts from now on.
+
+    ``sched_setaffinity(0, ...)`` binds the calling thread only (Linux affinity is per thread;
+    new threads inherit their creator's): threads started before the pin would still run on
+    every core. A Ray actor holds a dozen such threads (gRPC pollers, its core worker's I/O);
+    left unbound, they preempt the other actor on its core (measured: Ray 2 CPUs at 0.80-0.87x of
+    the local pool on videos, 0.9x and above with the whole actor on its core).
+    """
+    os.sched_setaffinity(0, cores)
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc: the calling thread only
+        return
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cores)
+        except OSError:  # ended meanwhile
+            pass
 
 
 @contextmanager
@@ -291,8 +312,9 @@ class _RayWorker:
     """Ray actor body: one worker built by ``factory`` in the driver's working directory.
 
     An actor holds one Ray CPU: its libraries get one thread and, before MediaPipe starts its
-    threads, the actor binds itself to one core of its node (the ``n``-th actor of this call on a
-    node takes core ``n`` modulo the node's cores), as a local pool process does.
+    threads, the actor binds itself, Ray's own threads included (:func:`bind_process`), to one
+    core of its node (the ``n``-th actor of this call on a node takes core ``n`` modulo the
+    node's cores), as a local pool process does.
     """
 
     def __init__(self, factory: Callable[[], Any], cwd: str, token: str):

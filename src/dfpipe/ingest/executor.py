@@ -110,9 +110,8 @@ def bind_process(cores: list[int]) -> None:
 
     ``sched_setaffinity(0, ...)`` binds the calling thread only (Linux affinity is per thread;
     new threads inherit their creator's): threads started before the pin would still run on
-    every core. A Ray actor holds a dozen such threads (gRPC pollers, its core worker's I/O);
-    left unbound, they preempt the other actor on its core (measured: Ray 2 CPUs at 0.80-0.87x of
-    the local pool on videos, 0.9x and above with the whole actor on its core).
+    every core. A Ray actor holds about twenty such threads (gRPC pollers, its core worker's I/O);
+    left unbound, they run on both cores and preempt the other actor.
     """
     os.sched_setaffinity(0, cores)
     try:

@@ -13,6 +13,7 @@ import yaml
 
 from dfpipe.core.config import build, load_section, load_yaml, to_dict
 from dfpipe.core.io import read_json, write_json
+from dfpipe.evaluation import cells
 from dfpipe.evaluation import evaluate as E
 from dfpipe.scoring import metrics as M
 from dfpipe.evaluation import protocol as P
@@ -280,7 +281,7 @@ def test_config_checks():
         make_cfg(tables={"t": table({"A": "a"}, "X")})
     with pytest.raises(Exception, match="unknown settings"):
         make_cfg(tables={"t": table({"A": "a"}, "A", ("colour",))})
-    assert R.pct(None) == "n/a" and R.pct(0.12345) == "12.35"
+    assert cells.pct(None) == "n/a" and cells.pct(0.12345) == "12.35"
 
 
 def test_dvc_yaml_matches_params():

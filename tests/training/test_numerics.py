@@ -98,3 +98,51 @@ def test_training_and_inference_bytes_do_not_depend_on_threads_or_cpu_kernels(tm
     native = {name: _md5(tmp_path, f"native {name}", {**env, "DFPIPE_NATIVE_CPU": "1"})
               for name, env in SETTINGS.items()}
     assert len({digest for _, digest in native.values()}) == 2, native
+
+
+#: In a fresh process: the pins, then what numpy and OpenCV report of their dispatch.
+PIN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import dfpipe  # first: pins the kernels before numpy and OpenCV load
+    import hashlib, cv2, numpy as np
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    x = (np.random.default_rng(0).random(4096) * 20 - 10).astype(np.float32)
+    print("DISPATCH", " ".join(__cpu_dispatch__))
+    print("ON", " ".join(k for k, v in __cpu_features__.items() if v))
+    print("EXP", hashlib.md5(np.exp(x).tobytes()).hexdigest())
+    print("CV", "AVX512_SKX" in cv2.getBuildInformation())
+    """
+)
+
+
+def _pinned_run(env: dict[str, str]) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DFPIPE_NATIVE_CPU", "NPY_DISABLE_CPU_FEATURES",
+                                                              "OPENCV_CPU_DISABLE"}}
+    out = subprocess.run([sys.executable, "-c", PIN_SCRIPT, str(TESTS)], env={**clean, **env},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {**dict(line.split(" ", 1) for line in out.stdout.splitlines()), "stderr": out.stderr}
+
+
+@pytest.mark.skipif(not _avx512() and "avx2" not in Path("/proc/cpuinfo").read_text(), reason="needs an AVX2 CPU")
+def test_numpy_and_opencv_are_capped_at_avx2():
+    from dfpipe.core.numerics import AVX512_PINS, CPU_PINS, has_avx512
+
+    got = _pinned_run({})
+    assert got["stderr"] == ""  # nothing printed at import (OpenCV speaks of a feature it cannot disable)
+    capped = CPU_PINS["NPY_DISABLE_CPU_FEATURES"].split()
+    # every name is one of this numpy's dispatch targets (a renamed target fails here, not silently),
+    # and together they are every target above AVX2 (X86_V3)
+    assert set(capped) == set(got["DISPATCH"].split()) - {"X86_V3"}, got["DISPATCH"]
+    assert not set(capped) & set(got["ON"].split()) and "X86_V3" in got["ON"].split(), got["ON"]
+    # OpenCV's wheel dispatches to AVX-512 and knows the pinned name (it ignores an unknown one after
+    # one line: "unknown CPU feature"; on a CPU without AVX-512 the name is "unavailable" instead)
+    assert got["CV"] == "True"
+    named = _pinned_run({"DFPIPE_NATIVE_CPU": "1", **AVX512_PINS})["stderr"]
+    assert named == "" if has_avx512() else "unavailable CPU feature" in named, named
+    # control: numpy's dispatch level changes bits (AVX2 off as well gives another float32 exp), so a
+    # machine whose numpy ran the AVX-512 kernels would compute other numbers than an AVX2 one
+    lower = _pinned_run({"DFPIPE_NATIVE_CPU": "1", "NPY_DISABLE_CPU_FEATURES": " ".join([*capped, "X86_V3"])})
+    assert lower["EXP"] != got["EXP"]

@@ -17,7 +17,14 @@ laptop and a server compute the same thing:
   numpy and scipy (a float64 GEMM gives other bits on 2 threads than on 1; the library reads both
   when it loads, so this module runs before numpy is imported: the package's ``__init__`` calls
   :func:`pin_cpu_numerics`). The project's numpy linear algebra is small (the audit's probes),
-  so one thread costs little.
+  so one thread costs little;
+- ``NPY_DISABLE_CPU_FEATURES``: numpy's own SIMD loops (its ``__cpu_dispatch__`` targets above
+  AVX2). numpy's float32 ``exp`` and ``sin`` and float64 ``tanh`` give other bits at another
+  dispatch level (measured: AVX2 against its baseline on an AVX2 machine), and on AVX-512 it
+  takes other kernels again (Intel's SVML for float64 ``exp``, ``log``, ``tanh``...);
+- ``OPENCV_CPU_DISABLE=AVX512-SKX`` (on AVX-512 CPUs): OpenCV's AVX-512 dispatch (the wheel builds 9 source files
+  also for AVX-512, ``cv2.getBuildInformation()``); its AVX2 paths are the ones every machine runs.
+  Preprocessing gave the same bytes with OpenCV held at SSE (AVX and AVX2 off) on an AVX2 machine.
 
 oneDNN and ATen read their variables lazily, at the first kernel, so the pin also holds when torch
 was imported first. The cost is the AVX-512 speed-up: about 1.3x per CPU training step of ResNet-18
@@ -44,7 +51,12 @@ CPU_PINS: dict[str, str] = {
     "MKL_DYNAMIC": "FALSE",
     "OPENBLAS_CORETYPE": "Haswell",
     "OPENBLAS_NUM_THREADS": "1",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
 }
+
+#: Set as well where the CPU has AVX-512 (OpenCV prints a line at every import when it is asked
+#: to disable a feature the CPU lacks).
+AVX512_PINS: dict[str, str] = {"OPENCV_CPU_DISABLE": "AVX512-SKX"}
 
 #: Environment switch: a non-empty value other than "0" leaves the kernels unpinned.
 NATIVE_ENV = "DFPIPE_NATIVE_CPU"
@@ -56,10 +68,22 @@ def pinned() -> bool:
     return not native and platform.machine().lower() in ("x86_64", "amd64")
 
 
+def has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (Linux: the ``avx512f`` flag of ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return "avx512f" in fh.read()
+    except OSError:
+        return False
+
+
 def pin_cpu_numerics() -> None:
-    """Set :data:`CPU_PINS` in ``os.environ`` (inherited by every worker process) when :func:`pinned`."""
+    """Set :data:`CPU_PINS` (and :data:`AVX512_PINS` on an AVX-512 CPU) in ``os.environ``
+    (inherited by every worker process) when :func:`pinned`."""
     if pinned():
         os.environ.update(CPU_PINS)
+        if has_avx512():
+            os.environ.update(AVX512_PINS)
 
 
 def set_torch_threads(threads: int) -> None:

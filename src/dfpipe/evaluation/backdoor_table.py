@@ -31,6 +31,7 @@ from pydantic import model_validator
 from dfpipe.core.config import RepoPath
 from dfpipe.core.io import read_json
 from dfpipe.core.manifest import LABELS
+from dfpipe.evaluation.cells import interval, value_cell
 from dfpipe.evaluation.crossdataset import IntervalSettings, _per_seed
 from dfpipe.evaluation.protocol import MIN_UNITS
 from dfpipe.scoring import metrics as M
@@ -85,13 +86,14 @@ def _units(groups: np.ndarray) -> int:
 def _cell(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, fn: Metric, cfg: BackdoorTable) -> str:
     """``"mean ± sd [low, high]"`` in %, or ``[n too small: k groups]`` below the unit minimum."""
     values = [fn(labels, p) for p in probs]
-    mean = float(np.mean(values))
-    sd = f" ± {100 * float(np.std(values, ddof=1)):.2f}" if len(values) > 1 else ""
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
     n_units = _units(groups)
     if n_units < MIN_UNITS:
-        return f"{100 * mean:.2f}{sd} [n too small: {n_units} groups]"
-    low, high = stats.bootstrap_ci(labels, probs, groups, cfg.bootstrap, cfg.seed, cfg.ci_level, {"m": fn})["m"]
-    return f"{100 * mean:.2f}{sd} [{100 * low:.2f}, {100 * high:.2f}]"
+        ci = interval(None, None, n_units)
+    else:
+        low, high = stats.bootstrap_ci(labels, probs, groups, cfg.bootstrap, cfg.seed, cfg.ci_level, {"m": fn})["m"]
+        ci = interval(low, high)
+    return value_cell(float(np.mean(values)), sd, ci)
 
 
 def _audit_cell(record: Mapping, role: str, method: str) -> str:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dfpipe.evaluation.cells import interval, pct
 from dfpipe.evaluation.compare import compare, load_scores
 from dfpipe.evaluation.leakage import LEAK_METRICS, leak_gap, read_flags
 from dfpipe.evaluation.reports import (
@@ -51,7 +52,6 @@ from dfpipe.evaluation.reports import (
     Reader,
     Table,
     lookup,
-    pct,
     units,
 )
 from dfpipe.evaluation.unseen import GeneratorCells
@@ -96,7 +96,7 @@ def null_ablation_row(reader: Reader, label: str, a: str, b: str, n_boot: int, s
         raise ControlError(f"report.controls.null_ablation.{label}: {d['note']}")
     m = d["metrics"]["macro_f1"]
     holds = m["low"] is not None and m["high"] is not None and m["low"] <= 0.0 <= m["high"]
-    measured = f"{100 * m['diff']:+.2f} [{pct(m['low'])}, {pct(m['high'])}] ({units(d['n_units'], d['unit'])})"
+    measured = f"{100 * m['diff']:+.2f} {interval(m['low'], m['high'])} ({units(d['n_units'], d['unit'])})"
     return (
         [
             f"Null ablation: {label}",
@@ -192,7 +192,7 @@ def family_rows(reader: Reader, label: str, c: FamilyControl, n_boot: int, seed:
                     f"{c.evaluation}: trained on {c.seen} + real, scored on {src}",
                     f"AP({c.seen}) - AP({src}) >= {100 * c.min_gap:.2f}, interval above 0",
                     f"{pct(g['seen'])} - {pct(g['unseen'])} = {100 * g['gap']:+.2f} "
-                    f"[{pct(g['low'])}, {pct(g['high'])}] ({units(g['n_units'], 'identity group')})",
+                    f"{interval(g['low'], g['high'])} ({units(g['n_units'], 'identity group')})",
                     "yes" if holds else "NO",
                 ],
                 holds,
@@ -234,7 +234,7 @@ def _leak_row(control: str, planted: str, fire: bool, d: dict | None, sizes: tup
     fired = d["low"] > 0.0
     holds = enough and (fired if fire else d["low"] <= 0.0 <= d["high"])
     measured = (
-        f"{pct(d['a'])} - {pct(d['b'])} = {100 * d['diff']:+.2f} [{pct(d['low'])}, {pct(d['high'])}] "
+        f"{pct(d['a'])} - {pct(d['b'])} = {100 * d['diff']:+.2f} {interval(d['low'], d['high'])} "
         f"({unit}: {_sizes_text(*sizes)})"
     )
     if not enough:

@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from dfpipe.core.config import Config
+from dfpipe.evaluation.cells import interval, value_cell
 from dfpipe.scoring import metrics as M
 from dfpipe.scoring import stats
 
@@ -137,12 +138,7 @@ def fmt_value(res: dict | None) -> str:
     """:func:`fmt_cell` of a :func:`binary_with_ci` result."""
     if res is None or res["value"] is None:
         return "n/a"
-    text = f"{100 * res['value']:.2f}"
-    if res.get("sd") is not None:
-        text += f" ± {100 * res['sd']:.2f}"
-    if res["low"] is not None:
-        text += f" [{100 * res['low']:.2f}, {100 * res['high']:.2f}]"
-    return text
+    return value_cell(res["value"], res.get("sd"), None if res["low"] is None else interval(res["low"], res["high"]))
 
 
 def crossdataset_rows(

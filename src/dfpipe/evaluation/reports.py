@@ -329,11 +329,6 @@ def units(n: int, unit: str) -> str:
     return f"{n} {unit}s" if unit == "identity group" else f"{n} units ({unit})"
 
 
-def pct(value: Any) -> str:
-    """A [0, 1] metric as a percentage with 2 decimals; ``null`` (undefined) as "n/a"."""
-    return "n/a" if value is None else f"{100.0 * float(value):.2f}"
-
-
 def plain(value: Any) -> str:
     if value is None:
         return "n/a"

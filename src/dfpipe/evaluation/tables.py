@@ -11,6 +11,7 @@ from pathlib import Path
 from dfpipe.core.io import write_bytes
 from dfpipe.evaluation.backdoor_table import backdoor_rows
 from dfpipe.evaluation.backdoor_table import caption as backdoor_caption
+from dfpipe.evaluation.cells import interval, pct, value_cell
 from dfpipe.evaluation.compare import compare
 from dfpipe.evaluation.controls import controls_table
 from dfpipe.evaluation.crossdataset import crossdataset_rows
@@ -26,7 +27,6 @@ from dfpipe.evaluation.reports import (
     Table,
     load_metrics,
     lookup,
-    pct,
     plain,
     units,
 )
@@ -46,24 +46,15 @@ SETTING_COLUMNS = (
 )
 
 
-def interval(low, high, n_units: int | None) -> str:
-    """``"[60.10, 67.30]"`` (%), or ``"[n too small: k groups]"`` when the bootstrap had fewer
-    than :data:`MIN_UNITS` independent units to resample."""
-    if n_units is not None and n_units < MIN_UNITS:
-        return f"[n too small: {n_units} group{'' if n_units == 1 else 's'}]"
-    return f"[{pct(low)}, {pct(high)}]"
-
-
 def mean_sd_ci(head: Mapping, metric: str, path, n_units: int | None = None) -> str:
     """``"63.95 ± 1.20 [60.10, 67.30]"``: seed mean, seed sd, bootstrap interval (all in %)."""
     v = lookup(head, metric, path)
-    sd = "" if v["sd"] is None else f" ± {pct(v['sd'])}"
-    return f"{pct(v['mean'])}{sd} {interval(v['low'], v['high'], n_units)}"
+    return value_cell(v["mean"], v["sd"], interval(v["low"], v["high"], n_units))
 
 
 def mean_sd(summary: Mapping, key: str, path) -> str:
     v = lookup(summary, key, path)
-    return pct(v["mean"]) + ("" if v["sd"] is None else f" ± {pct(v['sd'])}")
+    return value_cell(v["mean"], v["sd"])
 
 
 #: FF++ protocol columns (``details.json`` ``ffpp``): originals vs all manipulated videos, video
@@ -83,9 +74,7 @@ def protocol_cell(details: Mapping, key: str, path) -> str:
     level, comparison, metric = key.split(".")
     block = lookup(details, f"ffpp.{level}.{comparison}", path)
     v = block[metric]
-    sd = "" if v["sd"] is None else f" ± {pct(v['sd'])}"
-    ci = interval(v["low"], v["high"], block["n_units"])
-    return f"{pct(v['mean'])}{sd} {ci}"
+    return value_cell(v["mean"], v["sd"], interval(v["low"], v["high"], block["n_units"]))
 
 
 def diff_cell(d: Mapping, metric: str) -> str:
@@ -219,9 +208,9 @@ def baseline_rows(reader: Reader, rows: Mapping[str, tuple], cols: list[str]) ->
                 "Row": f"Nuisance probe ({name} on {feats})",
                 "Evaluation": f"audit@{variant}",
                 "Variant": variant,
-                next(
-                    c for c in cols if c.startswith("Macro-F1")
-                ): f"{pct(best['macro_f1'])} [{pct(best['macro_f1_ci'][0])}, {pct(best['macro_f1_ci'][1])}]",
+                next(c for c in cols if c.startswith("Macro-F1")): value_cell(
+                    best["macro_f1"], ci=interval(*best["macro_f1_ci"])
+                ),
             }
         )
     return [[r[c] for c in cols] for r in out]
@@ -473,7 +462,7 @@ def leakage_tables(reader: Reader, cfg: LeakageTables) -> list[Table]:
 
 
 def _with_ci(value, ci) -> str:
-    return pct(value) + ("" if not ci or ci[0] is None else f" [{pct(ci[0])}, {pct(ci[1])}]")
+    return value_cell(value, ci=None if not ci or ci[0] is None else interval(*ci))
 
 
 def shortcut_table(reader: Reader, variants: tuple[str, ...]) -> Table:

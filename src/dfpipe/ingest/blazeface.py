@@ -94,7 +94,7 @@ def pixel_boxes(corners: np.ndarray, width: int, height: int) -> np.ndarray:
     size = np.array([width, height, width, height], np.float32)
     rel = np.stack(
         [corners[:, 0], corners[:, 1], corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]], axis=1
-    ) / np.array([width, height, width, height], np.float64)
+    ) / size.astype(np.float64)  # relative in float64 (the sides are exact), then float32 as MediaPipe
     px = np.trunc(rel.astype(np.float32) * size).astype(np.int64)
     return np.clip(px, 0, size.astype(np.int64))
 

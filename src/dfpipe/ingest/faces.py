@@ -191,6 +191,13 @@ def windows(height: int, width: int, side: int, overlap: int) -> list[tuple[int,
     return [(x, y, w, h) for y in window_origins(height, h, overlap) for x in window_origins(width, w, overlap)]
 
 
+def halve(image: np.ndarray) -> np.ndarray:
+    """``image`` at half its size: the 2 x 2 means (``INTER_AREA``) of its whole blocks (an odd
+    last row or column is dropped)."""
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    return cv2.resize(image[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
+
+
 def pyramid(image: np.ndarray, k: int) -> list[tuple[int, np.ndarray]]:
     """``[(1, image), (f, image shrunk f x), ..., (k, image shrunk k x)]``: ``image``, whose sides
     are multiples of ``k``, shrunk with ``INTER_AREA`` by halving steps while ``k`` is even
@@ -202,8 +209,10 @@ def pyramid(image: np.ndarray, k: int) -> list[tuple[int, np.ndarray]]:
     f = 1
     while k > 1:
         step = 2 if k % 2 == 0 else k
-        h, w = image.shape[0] // step, image.shape[1] // step
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        if step == 2:
+            image = halve(image)
+        else:
+            image = cv2.resize(image, (image.shape[1] // step, image.shape[0] // step), interpolation=cv2.INTER_AREA)
         k //= step
         f *= step
         levels.append((f, image))
@@ -373,8 +382,7 @@ class FaceDetector(_Task):
         # the non-integer INTER_AREA step to the input), then fitted to the input
         half, kh = small, k
         while max(half.shape[:2]) >= 2 * self._whole_side and min(half.shape[:2]) >= 2:
-            hh, hw = half.shape[0] // 2, half.shape[1] // 2
-            half = cv2.resize(half[: 2 * hh, : 2 * hw], (hw, hh), interpolation=cv2.INTER_AREA)
+            half = halve(half)
             kh *= 2
         whole, k0 = self._fit(half, self._whole_side)
         faces = self._detect_scaled(whole, 0, 0, kh * k0, whole=True)

@@ -121,8 +121,8 @@ def _seed_scorer(
         return each
     k = probs.shape[2]
     preds = probs.argmax(2)
-    binary, _ = M.real_vs_fake(labels, probs[0])
-    scores = 1.0 - np.asarray(probs, dtype=np.float64)[:, :, 0]  # M.real_vs_fake of every seed
+    views = [M.real_vs_fake(labels, p) for p in probs]  # the binary labels are the same for every seed
+    binary, scores = views[0][0], [score for _, score in views]
 
     def per_seed(idx: np.ndarray) -> np.ndarray:
         y, yb = labels[idx], binary[idx]

@@ -20,8 +20,8 @@ RATIO = r"ratio (\d+\.\d+)x"
 MIN_MEDIAN = r"([\d.]+) /\s+([\d.]+) (?:img/s|items/s) \(min / median of (\d+)\)"
 
 
-def _run(script: str, *args: str, stdin: str | None = None, cwd: Path = ROOT) -> str:
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+def _run(script: str, *args: str, stdin: str | None = None, cwd: Path = ROOT, env: dict | None = None) -> str:
+    env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
     proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600, input=stdin, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -34,6 +34,25 @@ def test_every_script_is_tested():
     scripts = sorted(p.name for p in BENCH.iterdir() if p.suffix in (".py", ".sh") and p.name != "timing.py")
     missing = [s for s in scripts if f'"{s}"' not in text]
     assert scripts and not missing, missing
+
+
+def _probe_digests(out: str) -> dict[str, str]:
+    return dict(re.findall(r"^(\S.*?)\s+([0-9a-f]{16})\s", out + "\n", re.M))
+
+
+def test_repro_probe_gives_one_digest_per_component_and_sees_a_kernel_change():
+    out = _run("repro_probe.py", "--faces", "2")
+    got = _probe_digests(out)
+    assert len(got) == 11 and "numpy ufuncs" in got and "torch train" in got, out
+    assert re.search(r"^this machine: .*; 2 faces, [1-9]\d* detections, [1-9]\d* crops$", out, re.M), out
+    # control: numpy held below AVX2 (a machine with other kernels), every other pin as the package
+    # sets it, changes numpy's digest and only it
+    from dfpipe.core.numerics import AVX512_PINS, CPU_PINS, has_avx512
+
+    pins = {**CPU_PINS, **(AVX512_PINS if has_avx512() else {})}
+    below = {"NPY_DISABLE_CPU_FEATURES": CPU_PINS["NPY_DISABLE_CPU_FEATURES"] + " X86_V3"}
+    lower = _probe_digests(_run("repro_probe.py", "--faces", "2", env={**pins, "DFPIPE_NATIVE_CPU": "1", **below}))
+    assert {k for k in got if got[k] != lower[k]} == {"numpy ufuncs"}, (got, lower)
 
 
 def test_bench_ingest_compares_read_image_with_imdecode():

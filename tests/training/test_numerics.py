@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dfpipe.core.numerics import AVX512_PINS, CPU_PINS, has_avx512
+
 TESTS = Path(__file__).resolve().parents[1]
 
 #: fit() of a small ResNet-18 on a toy variant, then its test-split probabilities; prints one md5
@@ -80,19 +82,12 @@ def _md5(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[str, str]:
     return capability, digest
 
 
-def _avx512() -> bool:
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_training_and_inference_bytes_do_not_depend_on_threads_or_cpu_kernels(tmp_path):
     pinned = {name: _md5(tmp_path, name, env) for name, env in SETTINGS.items()}
     assert {cap for cap, _ in pinned.values()} == {"AVX2"}, pinned
     assert len({digest for _, digest in pinned.values()}) == 1, pinned
-    if not _avx512():
+    if not has_avx512():
         pytest.skip("control needs a CPU with AVX-512 (the unpinned kernels are then AVX2 in both settings)")
     # control: unpinned, the same two settings give different bytes, so the comparison above can fail
     native = {name: _md5(tmp_path, f"native {name}", {**env, "DFPIPE_NATIVE_CPU": "1"})
@@ -126,10 +121,8 @@ def _pinned_run(env: dict[str, str]) -> dict[str, str]:
     return {**dict(line.split(" ", 1) for line in out.stdout.splitlines()), "stderr": out.stderr}
 
 
-@pytest.mark.skipif(not _avx512() and "avx2" not in Path("/proc/cpuinfo").read_text(), reason="needs an AVX2 CPU")
+@pytest.mark.skipif(not has_avx512() and "avx2" not in Path("/proc/cpuinfo").read_text(), reason="needs an AVX2 CPU")
 def test_numpy_and_opencv_are_capped_at_avx2():
-    from dfpipe.core.numerics import AVX512_PINS, CPU_PINS, has_avx512
-
     got = _pinned_run({})
     assert got["stderr"] == ""  # nothing printed at import (OpenCV speaks of a feature it cannot disable)
     capped = CPU_PINS["NPY_DISABLE_CPU_FEATURES"].split()
